@@ -1,0 +1,146 @@
+//! The command line, as clap types. Parsing only: values are checked here
+//! (durations, addresses, readiness modes) so that a subcommand receives
+//! typed arguments and every bad input is a usage error (exit 64).
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use handoff::ListenAddr;
+
+/// Zero-downtime deploys for any HTTP service.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Hold the listening sockets and run the app as children that inherit
+    /// them; SIGHUP replaces every instance with no dropped connection.
+    Exec(ExecArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// A socket to hold, as [NAME=]ADDR: `127.0.0.1:8080`, `http=[::1]:0`,
+    /// `api=unix:/run/app.sock`. Repeatable. Ignored when baton itself was
+    /// given sockets by systemd (LISTEN_FDS).
+    #[arg(long = "listen", value_name = "[NAME=]ADDR", value_parser = parse_listen)]
+    pub listen: Vec<NamedAddr>,
+
+    /// How many instances of the app to run.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub instances: u32,
+
+    /// Extra instances allowed during a replacement.
+    #[arg(long, default_value_t = 1)]
+    pub max_surge: u32,
+
+    /// Ready instances that may be missing during a replacement (0: an old
+    /// instance stops only after its replacement is ready).
+    #[arg(long, default_value_t = 0)]
+    pub max_unavailable: u32,
+
+    /// How an instance says it is ready: `notify` (sd_notify READY=1) or
+    /// `delay:DUR` (ready after running DUR).
+    #[arg(long, default_value = "notify", value_parser = parse_ready)]
+    pub ready: ReadyMode,
+
+    /// A new instance not ready after this long is stopped and the
+    /// replacement abandoned; the old instances keep serving.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+
+    /// How long a stopping instance may finish its requests before SIGKILL.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// The app's command line.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NamedAddr {
+    pub name: String,
+    pub addr: ListenAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyMode {
+    Notify,
+    Delay(Duration),
+}
+
+fn parse_listen(s: &str) -> Result<NamedAddr, String> {
+    let (name, addr) = match s.split_once('=') {
+        Some((name, addr)) => {
+            if name.is_empty()
+                || name.len() > 255
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            {
+                return Err(format!(
+                    "invalid socket name {name:?}: use letters, digits, '_', '-' or '.'"
+                ));
+            }
+            (name.to_owned(), addr)
+        }
+        None => ("unknown".to_owned(), s),
+    };
+    let addr = addr.parse::<ListenAddr>().map_err(|e| e.to_string())?;
+    Ok(NamedAddr { name, addr })
+}
+
+fn parse_ready(s: &str) -> Result<ReadyMode, String> {
+    match s {
+        "notify" => Ok(ReadyMode::Notify),
+        _ => match s.strip_prefix("delay:") {
+            Some(d) => parse_duration(d).map(ReadyMode::Delay),
+            None => Err(format!("expected `notify` or `delay:DUR`, got {s:?}")),
+        },
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 500ms, 30s, 2m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_names_and_addresses() {
+        let a = parse_listen("http=127.0.0.1:0").unwrap();
+        assert_eq!(a.name, "http");
+        let b = parse_listen("[::1]:80").unwrap();
+        assert_eq!(b.name, "unknown");
+        let c = parse_listen("api=unix:/run/a.sock").unwrap();
+        assert_eq!(c.addr, ListenAddr::Unix("/run/a.sock".into()));
+        assert!(parse_listen("a:b=127.0.0.1:1").is_err());
+        assert!(parse_listen("http=nonsense").is_err());
+    }
+
+    #[test]
+    fn ready_modes() {
+        assert_eq!(parse_ready("notify").unwrap(), ReadyMode::Notify);
+        assert_eq!(
+            parse_ready("delay:250ms").unwrap(),
+            ReadyMode::Delay(Duration::from_millis(250))
+        );
+        assert!(parse_ready("delay:soon").is_err());
+        assert!(parse_ready("http").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

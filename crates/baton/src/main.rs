@@ -1,0 +1,43 @@
+//! The `baton` binary: parses the command line, takes inherited sockets while
+//! the process is still single-threaded, and hands over to a subcommand.
+//! It holds no logic of its own beyond exit codes.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod exec;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// `EX_USAGE` from sysexits.h: bad arguments or configuration.
+pub const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing();
+    match cli.command {
+        cli::Command::Exec(args) => exec::main(args),
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

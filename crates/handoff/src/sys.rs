@@ -1,0 +1,54 @@
+//! The few places where the library must talk to the OS below `std`:
+//! adopting a numbered descriptor and asking whether the process is still
+//! single-threaded. Every `unsafe` block of the crate lives here.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Takes ownership of descriptor `fd` if it is open, and marks it
+/// close-on-exec so it does not leak into processes we spawn.
+///
+/// Returns `Ok(None)` when nothing is open at that number.
+pub(crate) fn adopt_fd(fd: RawFd) -> io::Result<Option<OwnedFd>> {
+    // SAFETY: F_GETFD only reads the descriptor flags of `fd`; it is defined
+    // for any integer and fails with EBADF when nothing is open there.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EBADF) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    // SAFETY: as above; setting FD_CLOEXEC changes no ownership.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (checked above), and the socket-activation protocol
+    // hands descriptors 3.. to this process to own; `inherit::take` makes sure
+    // this happens at most once per process, so no other owner exists.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// True when the process has exactly one thread, so that changing the
+/// environment cannot race with another thread reading it.
+pub(crate) fn single_threaded() -> bool {
+    match std::fs::read_to_string("/proc/self/status") {
+        Ok(status) => status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .is_some_and(|n| n.trim() == "1"),
+        Err(_) => false,
+    }
+}
+
+/// Removes the socket-activation variables from the environment.
+///
+/// Only called when [`single_threaded`] holds.
+pub(crate) fn clear_listen_env() {
+    for var in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+        // SAFETY: the caller checked that this process has a single thread,
+        // so no other thread can be reading the environment concurrently.
+        unsafe { std::env::remove_var(var) };
+    }
+}

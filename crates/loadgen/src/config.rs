@@ -1,0 +1,151 @@
+//! What load to generate: the [`LoadConfig`] a caller hands to [`crate::Load::start`].
+//!
+//! This module only describes the load; it never opens a socket. Every field is public so a test can spell out
+//! exactly the traffic it needs with struct-update syntax over [`LoadConfig::new`].
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// The shape and the bounds of one load run.
+///
+/// Four kinds of workers run concurrently, each issuing one request at a time (see [`crate::WorkerKind`]):
+/// keep-alive `GET /`, new-connection `GET /`, keep-alive `POST /echo` with bodies of 1 B to 64 KiB, and keep-alive
+/// `GET /slow?ms=N` so that slow requests are always in flight. The run is bounded twice: by `max_duration` and,
+/// optionally, by `max_requests`; it stops by itself at whichever comes first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadConfig {
+    /// The address every connection goes to.
+    pub target: SocketAddr,
+    /// The `Host` header to send; `None` sends the target address, e.g. `127.0.0.1:8080`.
+    pub host_header: Option<String>,
+    /// Workers sending `GET /` sequentially on one persistent keep-alive connection each.
+    pub keepalive_workers: usize,
+    /// Workers sending `GET /` on a new TCP connection per request (announced with `Connection: close`).
+    pub fresh_workers: usize,
+    /// Workers sending `POST /echo` on a keep-alive connection; the response body must equal the request body.
+    pub post_workers: usize,
+    /// Workers sending `GET /slow?ms={slow_ms}` on a keep-alive connection.
+    pub slow_workers: usize,
+    /// How long the server is asked to take for each slow request, in milliseconds.
+    pub slow_ms: u64,
+    /// A request not completely answered (connect, headers and whole body) within this time is a timeout failure.
+    pub request_timeout: Duration,
+    /// No new request starts after this much time since [`crate::Load::start`].
+    pub max_duration: Duration,
+    /// No more than this many requests are started in total, over all workers.
+    pub max_requests: Option<u64>,
+    /// A pause each worker takes after every request; `None` sends as fast as the server answers.
+    pub pace: Option<Duration>,
+}
+
+impl LoadConfig {
+    /// The default load (see [`Default`]) aimed at `target`.
+    pub fn new(target: SocketAddr) -> LoadConfig {
+        LoadConfig {
+            target,
+            ..LoadConfig::default()
+        }
+    }
+
+    /// The `Host` header value requests carry.
+    pub fn host(&self) -> String {
+        self.host_header
+            .clone()
+            .unwrap_or_else(|| self.target.to_string())
+    }
+
+    /// How many workers this configuration runs in total.
+    pub fn total_workers(&self) -> usize {
+        self.keepalive_workers + self.fresh_workers + self.post_workers + self.slow_workers
+    }
+
+    /// Checks that the configuration can run: at least one worker, a non-zero request timeout, and a `Host`
+    /// header that is a valid header value.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found, joined into one line.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.total_workers() == 0 {
+            problems.push(
+                "no workers: at least one of keepalive, fresh, post or slow must be > 0".to_owned(),
+            );
+        }
+        if self.request_timeout.is_zero() {
+            problems.push("the request timeout must be greater than zero".to_owned());
+        }
+        if http::HeaderValue::try_from(self.host()).is_err() {
+            problems.push(format!(
+                "{:?} is not a valid Host header value",
+                self.host()
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+impl Default for LoadConfig {
+    /// Small load that a 2-core machine carries next to the server under test: 2 keep-alive, 2 new-connection,
+    /// 1 POST and 1 slow (300 ms) worker, a 10 s request timeout, at most 120 s, aimed at `127.0.0.1:8080`.
+    fn default() -> LoadConfig {
+        LoadConfig {
+            target: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            host_header: None,
+            keepalive_workers: 2,
+            fresh_workers: 2,
+            post_workers: 1,
+            slow_workers: 1,
+            slow_ms: 300,
+            request_timeout: Duration::from_secs(10),
+            max_duration: Duration::from_secs(120),
+            max_requests: None,
+            pace: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_defaults_to_the_target_address() {
+        let cfg = LoadConfig::new("127.0.0.1:4321".parse().unwrap());
+        assert_eq!(cfg.host(), "127.0.0.1:4321");
+        let v6 = LoadConfig::new("[::1]:80".parse().unwrap());
+        assert_eq!(v6.host(), "[::1]:80");
+        let named = LoadConfig {
+            host_header: Some("app.test".into()),
+            ..cfg
+        };
+        assert_eq!(named.host(), "app.test");
+    }
+
+    #[test]
+    fn default_runs_six_workers() {
+        assert_eq!(LoadConfig::default().total_workers(), 6);
+        assert_eq!(LoadConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_lists_every_problem() {
+        let cfg = LoadConfig {
+            keepalive_workers: 0,
+            fresh_workers: 0,
+            post_workers: 0,
+            slow_workers: 0,
+            request_timeout: Duration::ZERO,
+            host_header: Some("bad\nhost".into()),
+            ..LoadConfig::default()
+        };
+        let err = cfg.validate().unwrap_err();
+        assert!(err.contains("no workers"), "{err}");
+        assert!(err.contains("timeout"), "{err}");
+        assert!(err.contains("Host"), "{err}");
+    }
+}

@@ -1,0 +1,661 @@
+//! A group of instances of one command: keeps `instances` of them running,
+//! replaces a whole generation on `reload` within the bounds, fails a
+//! rollout whose new instances are not ready in time (the old ones keep
+//! serving), restarts crashed instances with backoff, and stops everything
+//! on `shutdown`.
+//!
+//! One actor task owns all state; instance tasks and callers talk to it over
+//! channels, and it publishes what happens as [`Event`]s.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use handoff::NamedListener;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::command::CommandSpec;
+use crate::instance::{InstanceTask, Order, ReadyProbe, Report};
+use crate::notify_socket::{NotifySocket, RuntimeDir};
+use crate::plan::{self, Action, Bounds, View};
+use crate::spawn;
+
+/// How instances prove they are ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// `READY=1` over `NOTIFY_SOCKET` (the `sd_notify` protocol).
+    Notify,
+    /// Ready after running this long.
+    Delay(Duration),
+}
+
+/// Everything a group needs to run.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// What each instance runs.
+    pub command: CommandSpec,
+    /// How many, and how a replacement may stray from that.
+    pub bounds: Bounds,
+    /// How readiness is known.
+    pub readiness: Readiness,
+    /// A new instance not ready after this long fails its rollout.
+    pub ready_timeout: Duration,
+    /// How long a stopping instance may drain before SIGKILL.
+    pub drain_timeout: Duration,
+    /// Delays between restarts of crashing instances.
+    pub backoff: Backoff,
+}
+
+/// Something that happened in the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An instance process was started.
+    Spawned {
+        /// Instance id.
+        instance: u64,
+        /// Its generation.
+        generation: u64,
+        /// Its pid.
+        pid: u32,
+    },
+    /// An instance reported ready.
+    Ready {
+        /// Instance id.
+        instance: u64,
+        /// Its generation.
+        generation: u64,
+    },
+    /// An instance process ended.
+    Exited {
+        /// Instance id.
+        instance: u64,
+        /// Its generation.
+        generation: u64,
+        /// Whether we had asked it to stop.
+        expected: bool,
+    },
+    /// A rollout of a new generation began.
+    RolloutStarted {
+        /// The new generation.
+        generation: u64,
+    },
+    /// Every instance now belongs to the new generation and is ready, and
+    /// every old one has exited.
+    RolloutComplete {
+        /// The generation.
+        generation: u64,
+    },
+    /// The rollout was abandoned; the instances that were ready keep serving.
+    RolloutFailed {
+        /// The generation that failed.
+        generation: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a rollout did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RolloutError {
+    /// A new instance did not report ready in time.
+    #[error(
+        "generation {generation}: instance {instance} (pid {pid}) was not ready within {timeout:?}"
+    )]
+    NotReady {
+        /// The generation.
+        generation: u64,
+        /// Instance id.
+        instance: u64,
+        /// Its pid.
+        pid: u32,
+        /// The ready timeout.
+        timeout: Duration,
+    },
+    /// A new instance exited before the rollout finished.
+    #[error("generation {generation}: instance {instance} (pid {pid}) exited with {status}")]
+    Exited {
+        /// The generation.
+        generation: u64,
+        /// Instance id.
+        instance: u64,
+        /// Its pid.
+        pid: u32,
+        /// How it ended.
+        status: String,
+    },
+    /// A new instance could not be started at all.
+    #[error("generation {generation}: could not start an instance: {reason}")]
+    Spawn {
+        /// The generation.
+        generation: u64,
+        /// The OS error.
+        reason: String,
+    },
+    /// A newer reload replaced this one before it finished.
+    #[error("generation {generation} was superseded by a newer reload")]
+    Superseded {
+        /// The generation.
+        generation: u64,
+    },
+    /// The group began shutting down.
+    #[error("the group is shutting down")]
+    ShuttingDown,
+}
+
+/// The group is no longer running.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the instance group has stopped")]
+pub struct GroupError;
+
+/// How the instances ended at shutdown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExitSummary {
+    /// Instances that were running when the shutdown began.
+    pub stopped: usize,
+    /// Instances that needed SIGKILL.
+    pub killed: usize,
+    /// Instances that exited with a non-zero code or an unexpected signal.
+    pub failed: usize,
+}
+
+impl ExitSummary {
+    /// True when every instance exited by itself, with code 0 or by the
+    /// SIGTERM we sent.
+    pub fn clean(&self) -> bool {
+        self.killed == 0 && self.failed == 0
+    }
+}
+
+enum Command {
+    Reload(oneshot::Sender<Result<u64, RolloutError>>),
+    Shutdown(oneshot::Sender<ExitSummary>),
+    Kill,
+}
+
+/// A handle to a running group; clones share it.
+#[derive(Clone)]
+pub struct Group {
+    commands: mpsc::UnboundedSender<Command>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Group {
+    /// Starts the first generation of `config.command` with `listeners`.
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn start(config: GroupConfig, listeners: Arc<Vec<NamedListener>>) -> io::Result<Group> {
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(1024);
+        let (reports, reports_rx) = mpsc::unbounded_channel();
+        let actor = Actor {
+            backoff: config.backoff.clone(),
+            config,
+            listeners,
+            dir: RuntimeDir::create()?,
+            instances: BTreeMap::new(),
+            next_id: 1,
+            stable: 1,
+            rollout: Some(Rollout {
+                generation: 1,
+                started: Instant::now(),
+                reply: None,
+            }),
+            spawn_gate: None,
+            reports,
+            events: events.clone(),
+            shutdown: None,
+        };
+        tokio::spawn(actor.run(commands_rx, reports_rx));
+        Ok(Group { commands, events })
+    }
+
+    /// Receives every later event.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Replaces every instance with a new generation; resolves with the new
+    /// generation once the rollout completes, or with why it failed.
+    pub async fn reload(&self) -> Result<Result<u64, RolloutError>, GroupError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Reload(tx))
+            .map_err(|_| GroupError)?;
+        rx.await.map_err(|_| GroupError)
+    }
+
+    /// Stops every instance gracefully; resolves once all have exited.
+    pub async fn shutdown(&self) -> Result<ExitSummary, GroupError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Shutdown(tx))
+            .map_err(|_| GroupError)?;
+        rx.await.map_err(|_| GroupError)
+    }
+
+    /// Sends SIGKILL to every instance (a shutdown still completes).
+    pub fn kill(&self) {
+        let _ = self.commands.send(Command::Kill);
+    }
+}
+
+struct Inst {
+    generation: u64,
+    pid: u32,
+    started: Instant,
+    ready: bool,
+    /// We asked it to stop.
+    stopping: bool,
+    /// It failed (not ready in time): its exit counts as a crash.
+    failed: bool,
+    orders: mpsc::UnboundedSender<Order>,
+}
+
+struct Rollout {
+    generation: u64,
+    started: Instant,
+    reply: Option<oneshot::Sender<Result<u64, RolloutError>>>,
+}
+
+struct Shutdown {
+    replies: Vec<oneshot::Sender<ExitSummary>>,
+    summary: ExitSummary,
+}
+
+struct Actor {
+    config: GroupConfig,
+    listeners: Arc<Vec<NamedListener>>,
+    dir: RuntimeDir,
+    instances: BTreeMap<u64, Inst>,
+    next_id: u64,
+    /// The generation restarts belong to: the last one that completed.
+    stable: u64,
+    rollout: Option<Rollout>,
+    backoff: Backoff,
+    spawn_gate: Option<Instant>,
+    reports: mpsc::UnboundedSender<(u64, Report)>,
+    events: broadcast::Sender<Event>,
+    shutdown: Option<Shutdown>,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut reports: mpsc::UnboundedReceiver<(u64, Report)>,
+    ) {
+        tracing::info!(generation = 1, "rollout started");
+        let _ = self.events.send(Event::RolloutStarted { generation: 1 });
+        loop {
+            self.reconcile();
+            self.check_rollout();
+            if self.shutdown.is_some() && self.instances.is_empty() {
+                break;
+            }
+            let gate = self.spawn_gate;
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Reload(reply)) => self.start_rollout(reply),
+                    Some(Command::Shutdown(reply)) => self.begin_shutdown(Some(reply)),
+                    Some(Command::Kill) => self.kill_all(),
+                    // Every handle is gone: nobody can stop us later, so stop now.
+                    None => self.begin_shutdown(None),
+                },
+                Some((id, report)) = reports.recv() => self.on_report(id, report),
+                _ = sleep_until_opt(gate), if gate.is_some() => self.spawn_gate = None,
+            }
+        }
+        if let Some(shutdown) = self.shutdown.take() {
+            for reply in shutdown.replies {
+                let _ = reply.send(shutdown.summary.clone());
+            }
+        }
+    }
+
+    fn target(&self) -> u64 {
+        self.rollout.as_ref().map_or(self.stable, |r| r.generation)
+    }
+
+    fn reconcile(&mut self) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        // Each round sees the effect of the previous one; a few rounds settle.
+        for _ in 0..(2 * self.config.bounds.instances + 4) {
+            let target = self.rollout.as_ref().map(|r| r.generation);
+            let views: Vec<View> = self
+                .instances
+                .iter()
+                .filter(|(_, i)| !i.stopping)
+                .map(|(&id, i)| View {
+                    id,
+                    current: target.is_none_or(|t| i.generation == t),
+                    ready: i.ready,
+                })
+                .collect();
+            let may_spawn = self.spawn_gate.is_none();
+            let actions = plan::next(&self.config.bounds, &views, may_spawn);
+            if actions.is_empty() {
+                return;
+            }
+            for action in actions {
+                match action {
+                    Action::Spawn => self.spawn_instance(),
+                    Action::Stop(id) => self.stop(id),
+                }
+            }
+        }
+    }
+
+    fn spawn_instance(&mut self) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let generation = self.target();
+        let result = self.try_spawn(id, generation);
+        if let Err(e) = result {
+            tracing::error!(instance = id, generation, error = %e, "could not start instance");
+            let delay = self.backoff.next_delay(Duration::ZERO);
+            self.spawn_gate = Some(Instant::now() + delay);
+            if self
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.generation == generation)
+            {
+                self.fail_rollout(RolloutError::Spawn {
+                    generation,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+
+    fn try_spawn(&mut self, id: u64, generation: u64) -> io::Result<()> {
+        let (probe, notify_path) = match self.config.readiness {
+            Readiness::Notify => {
+                let sock = NotifySocket::bind(&self.dir, id)?;
+                let path = sock.path().to_owned();
+                (ReadyProbe::Notify(sock), Some(path))
+            }
+            Readiness::Delay(d) => (ReadyProbe::At(Instant::now() + d), None),
+        };
+        let env = [
+            ("BATON_INSTANCE", id.to_string()),
+            ("BATON_GENERATION", generation.to_string()),
+        ];
+        let child = spawn::spawn(
+            &self.config.command,
+            &self.listeners,
+            notify_path.as_deref(),
+            &env,
+        )?;
+        let pid = child.id().unwrap_or_default();
+        let (orders, orders_rx) = mpsc::unbounded_channel();
+        tokio::spawn(
+            InstanceTask {
+                id,
+                child,
+                probe,
+                ready_timeout: self.config.ready_timeout,
+                orders: orders_rx,
+                reports: self.reports.clone(),
+            }
+            .run(),
+        );
+        tracing::info!(instance = id, generation, pid, "instance started");
+        let _ = self.events.send(Event::Spawned {
+            instance: id,
+            generation,
+            pid,
+        });
+        self.instances.insert(
+            id,
+            Inst {
+                generation,
+                pid,
+                started: Instant::now(),
+                ready: false,
+                stopping: false,
+                failed: false,
+                orders,
+            },
+        );
+        Ok(())
+    }
+
+    fn stop(&mut self, id: u64) {
+        if let Some(inst) = self.instances.get_mut(&id)
+            && !inst.stopping
+        {
+            inst.stopping = true;
+            tracing::info!(
+                instance = id,
+                generation = inst.generation,
+                pid = inst.pid,
+                "stopping instance"
+            );
+            let _ = inst.orders.send(Order::Stop {
+                drain_timeout: self.config.drain_timeout,
+            });
+        }
+    }
+
+    fn on_report(&mut self, id: u64, report: Report) {
+        let target = self.target();
+        let in_rollout = self.rollout.is_some();
+        let Some(inst) = self.instances.get_mut(&id) else {
+            return;
+        };
+        let generation = inst.generation;
+        let pid = inst.pid;
+        match report {
+            Report::Ready => {
+                inst.ready = true;
+                tracing::info!(instance = id, generation, pid, "instance ready");
+                let _ = self.events.send(Event::Ready {
+                    instance: id,
+                    generation,
+                });
+            }
+            Report::NotReadyInTime => {
+                if inst.stopping {
+                    return;
+                }
+                inst.failed = true;
+                let timeout = self.config.ready_timeout;
+                tracing::warn!(
+                    instance = id,
+                    generation,
+                    pid,
+                    ?timeout,
+                    "instance not ready in time"
+                );
+                if in_rollout && generation == target {
+                    self.fail_rollout(RolloutError::NotReady {
+                        generation,
+                        instance: id,
+                        pid,
+                        timeout,
+                    });
+                }
+                self.stop(id);
+            }
+            Report::Exited { status, killed } => {
+                let inst = self.instances.remove(&id).expect("present above");
+                let expected = inst.stopping && !inst.failed;
+                let described = describe(status);
+                tracing::info!(instance = id, generation, pid, status = %described, expected, "instance exited");
+                let _ = self.events.send(Event::Exited {
+                    instance: id,
+                    generation,
+                    expected,
+                });
+                if let Some(shutdown) = &mut self.shutdown {
+                    shutdown.summary.killed += usize::from(killed);
+                    shutdown.summary.failed += usize::from(!killed && !exited_cleanly(status));
+                    return;
+                }
+                if expected {
+                    return;
+                }
+                if in_rollout && generation == target {
+                    self.fail_rollout(RolloutError::Exited {
+                        generation,
+                        instance: id,
+                        pid,
+                        status: described,
+                    });
+                }
+                let delay = self.backoff.next_delay(inst.started.elapsed());
+                tracing::warn!(
+                    instance = id,
+                    delay_ms = delay.as_millis() as u64,
+                    "instance died unexpectedly, restarting after backoff"
+                );
+                self.spawn_gate = Some(Instant::now() + delay);
+            }
+        }
+    }
+
+    fn start_rollout(&mut self, reply: oneshot::Sender<Result<u64, RolloutError>>) {
+        if self.shutdown.is_some() {
+            let _ = reply.send(Err(RolloutError::ShuttingDown));
+            return;
+        }
+        let generation = self
+            .instances
+            .values()
+            .map(|i| i.generation)
+            .chain([self.stable, self.target()])
+            .max()
+            .unwrap_or(0)
+            + 1;
+        if let Some(old) = self.rollout.take()
+            && let Some(r) = old.reply
+        {
+            let _ = r.send(Err(RolloutError::Superseded {
+                generation: old.generation,
+            }));
+        }
+        tracing::info!(generation, "rollout started");
+        let _ = self.events.send(Event::RolloutStarted { generation });
+        self.rollout = Some(Rollout {
+            generation,
+            started: Instant::now(),
+            reply: Some(reply),
+        });
+        // A rollout is an explicit request: start at once, whatever backoff ran.
+        self.spawn_gate = None;
+    }
+
+    fn fail_rollout(&mut self, error: RolloutError) {
+        let Some(rollout) = self.rollout.take() else {
+            return;
+        };
+        let generation = rollout.generation;
+        let unready: Vec<u64> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| i.generation == generation && !i.ready)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in unready {
+            self.stop(id);
+        }
+        tracing::error!(
+            generation,
+            reason = %error,
+            serving = self.stable,
+            "rollout failed; the instances that were ready keep serving"
+        );
+        let _ = self.events.send(Event::RolloutFailed {
+            generation,
+            reason: error.to_string(),
+        });
+        if let Some(reply) = rollout.reply {
+            let _ = reply.send(Err(error));
+        }
+    }
+
+    fn check_rollout(&mut self) {
+        let Some(rollout) = &self.rollout else { return };
+        let generation = rollout.generation;
+        let all_new = self.instances.values().all(|i| i.generation == generation);
+        let ready = self
+            .instances
+            .values()
+            .filter(|i| i.ready && !i.stopping)
+            .count();
+        if !all_new || ready < self.config.bounds.instances {
+            return;
+        }
+        let rollout = self.rollout.take().expect("checked above");
+        self.stable = generation;
+        let duration_ms = rollout.started.elapsed().as_millis() as u64;
+        tracing::info!(generation, duration_ms, "rollout complete");
+        let _ = self.events.send(Event::RolloutComplete { generation });
+        if let Some(reply) = rollout.reply {
+            let _ = reply.send(Ok(generation));
+        }
+    }
+
+    fn begin_shutdown(&mut self, reply: Option<oneshot::Sender<ExitSummary>>) {
+        if self.shutdown.is_none() {
+            if let Some(rollout) = self.rollout.take()
+                && let Some(r) = rollout.reply
+            {
+                let _ = r.send(Err(RolloutError::ShuttingDown));
+            }
+            tracing::info!(instances = self.instances.len(), "stopping all instances");
+            self.shutdown = Some(Shutdown {
+                replies: Vec::new(),
+                summary: ExitSummary {
+                    stopped: self.instances.len(),
+                    ..ExitSummary::default()
+                },
+            });
+            let ids: Vec<u64> = self.instances.keys().copied().collect();
+            for id in ids {
+                self.stop(id);
+            }
+        }
+        if let (Some(shutdown), Some(reply)) = (&mut self.shutdown, reply) {
+            shutdown.replies.push(reply);
+        }
+    }
+
+    fn kill_all(&mut self) {
+        tracing::warn!(instances = self.instances.len(), "killing all instances");
+        for inst in self.instances.values_mut() {
+            inst.stopping = true;
+            let _ = inst.orders.send(Order::Kill);
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Code 0, or ended by the SIGTERM of a graceful stop.
+fn exited_cleanly(status: Option<ExitStatus>) -> bool {
+    status.is_some_and(|s| s.success() || s.signal() == Some(libc::SIGTERM))
+}
+
+fn describe(status: Option<ExitStatus>) -> String {
+    match status {
+        None => "unknown status".into(),
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(sig)) => format!("signal {sig}"),
+            _ => s.to_string(),
+        },
+    }
+}

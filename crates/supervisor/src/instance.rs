@@ -1,0 +1,165 @@
+//! One running instance: a task that owns the child process, reports when it
+//! becomes ready or exits, and stops it on request — SIGTERM to the process,
+//! then SIGKILL to its whole process group at the drain deadline. It decides
+//! nothing; the group tells it what to do.
+
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use tokio::process::Child;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::notify_socket::{Notice, NotifySocket};
+
+/// How an instance proves it is ready.
+#[derive(Debug)]
+pub(crate) enum ReadyProbe {
+    /// Waits for `READY=1` on this socket.
+    Notify(NotifySocket),
+    /// Ready at this instant if still running.
+    At(Instant),
+    /// Never ready (its notify socket failed).
+    Never,
+}
+
+/// Orders from the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// Graceful stop: SIGTERM, SIGKILL at the deadline.
+    Stop { drain_timeout: Duration },
+    /// SIGKILL now.
+    Kill,
+}
+
+/// What an instance reports, tagged with its id by the group's channel.
+#[derive(Debug)]
+pub(crate) enum Report {
+    Ready,
+    NotReadyInTime,
+    Exited {
+        status: Option<ExitStatus>,
+        /// SIGKILL was needed (drain deadline or an explicit kill).
+        killed: bool,
+    },
+}
+
+pub(crate) struct InstanceTask {
+    pub id: u64,
+    pub child: Child,
+    pub probe: ReadyProbe,
+    pub ready_timeout: Duration,
+    pub orders: mpsc::UnboundedReceiver<Order>,
+    pub reports: mpsc::UnboundedSender<(u64, Report)>,
+}
+
+impl InstanceTask {
+    pub(crate) async fn run(mut self) {
+        let pid = self.child.id();
+        let ready_deadline = Instant::now() + self.ready_timeout;
+        let mut ready = false;
+        let mut timed_out = false;
+        let order = loop {
+            tokio::select! {
+                status = self.child.wait() => {
+                    self.report(Report::Exited { status: status.ok(), killed: false });
+                    return;
+                }
+                r = self.probe.wait(), if !ready => {
+                    match r {
+                        Ok(()) => {
+                            ready = true;
+                            self.report(Report::Ready);
+                        }
+                        Err(e) => {
+                            tracing::warn!(instance = self.id, error = %e, "notify socket failed");
+                            self.probe = ReadyProbe::Never;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(ready_deadline), if !ready && !timed_out => {
+                    timed_out = true;
+                    self.report(Report::NotReadyInTime);
+                }
+                order = self.orders.recv() => match order {
+                    Some(order) => break order,
+                    // The group is gone: nobody owns this instance any more.
+                    None => break Order::Kill,
+                },
+            }
+        };
+        let killed = self.stop(pid, order).await;
+        let status = self.child.wait().await.ok();
+        self.report(Report::Exited { status, killed });
+    }
+
+    /// Stops the process; returns whether SIGKILL was needed.
+    async fn stop(&mut self, pid: Option<u32>, mut order: Order) -> bool {
+        let Some(pid) = pid else { return false };
+        loop {
+            match order {
+                Order::Kill => {
+                    kill_group(pid);
+                    return true;
+                }
+                Order::Stop { drain_timeout } => {
+                    signal(pid, libc::SIGTERM);
+                    let deadline = Instant::now() + drain_timeout;
+                    tokio::select! {
+                        _ = self.child.wait() => return false,
+                        _ = tokio::time::sleep_until(deadline) => {
+                            tracing::warn!(instance = self.id, pid, "drain deadline reached, sending SIGKILL");
+                            order = Order::Kill;
+                        }
+                        next = self.orders.recv() => {
+                            order = next.unwrap_or(Order::Kill);
+                            if let Order::Stop { .. } = order {
+                                // Already stopping; a second stop changes nothing.
+                                order = Order::Stop { drain_timeout: deadline.saturating_duration_since(Instant::now()) };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn report(&self, report: Report) {
+        let _ = self.reports.send((self.id, report));
+    }
+}
+
+impl ReadyProbe {
+    async fn wait(&mut self) -> std::io::Result<()> {
+        match self {
+            ReadyProbe::At(at) => {
+                tokio::time::sleep_until(*at).await;
+                Ok(())
+            }
+            ReadyProbe::Never => std::future::pending().await,
+            ReadyProbe::Notify(sock) => loop {
+                for notice in sock.recv().await? {
+                    match notice {
+                        Notice::Ready => return Ok(()),
+                        Notice::Status(s) => tracing::debug!(status = %s, "instance status"),
+                        Notice::Stopping => {}
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions. The pid is our own
+    // child that has not been reaped yet (we reap it only through `wait`), so
+    // the number cannot have been reused by another process.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+fn kill_group(pid: u32) {
+    // The instance leads its own process group (spawned with process_group(0)),
+    // so this also reaches anything it started.
+    // SAFETY: as in `signal`; a negative pid addresses the process group.
+    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+}
