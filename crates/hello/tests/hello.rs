@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixDatagram, UnixStream};
 use tokio::time::timeout;
 
-use support::{Hello, WAIT, call, collect, command, request, send, send_on};
+use support::{Hello, WAIT, call, collect, command, request, send, send_on, try_send};
 
 #[tokio::test]
 async fn every_route_answers_with_its_status_body_and_instance() {
@@ -184,20 +184,21 @@ async fn sigterm_lets_an_in_flight_slow_request_finish() {
 #[tokio::test]
 async fn drain_deadline_cutting_a_request_exits_1() {
     let mut hello = Hello::start(&["--drain-timeout", "300ms"]).await;
-    let in_flight = tokio::spawn(send(hello.addr(), request("GET", "/slow?ms=60000")));
+    let in_flight = tokio::spawn(try_send(hello.addr(), request("GET", "/slow?ms=60000")));
     hello.wait_log("slow request started").await;
     hello.signal(libc::SIGTERM);
     hello.wait_log("drain deadline reached").await;
     let status = hello.wait_exit(WAIT).await;
     assert_eq!(status.code(), Some(1), "{status}");
     // The request was cut: the connection closed without a response.
-    assert!(in_flight.await.is_err());
+    let cut = in_flight.await.unwrap();
+    assert!(cut.is_err(), "got a response: {cut:?}");
 }
 
 #[tokio::test]
 async fn exit_after_crashes_with_code_3() {
     let mut hello = Hello::start(&["--exit-after", "200ms"]).await;
-    hello.wait_log("ready").await;
+    hello.wait_log("hello: ready").await;
     let status = hello.wait_exit(WAIT).await;
     assert_eq!(status.code(), Some(3), "{status}");
 }
@@ -368,4 +369,20 @@ async fn inherited_socket_is_used_instead_of_listen() {
     assert_eq!(call(addr, "GET", "/healthz").await.text(), "ok\n");
     hello.signal(libc::SIGTERM);
     assert!(hello.wait_exit(WAIT).await.success());
+}
+
+#[test]
+fn an_address_in_use_exits_71_and_says_why() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hello"))
+        .args(["--listen", &addr])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(71), "{stderr}");
+    assert!(stderr.contains("could not bind"), "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+    assert!(out.stdout.is_empty());
 }

@@ -34,7 +34,9 @@ pub struct LoadConfig {
     pub max_duration: Duration,
     /// No more than this many requests are started in total, over all workers.
     pub max_requests: Option<u64>,
-    /// A pause each worker takes after every request; `None` sends as fast as the server answers.
+    /// A pause each worker takes after every request; `None` sends as fast as the server answers. A pause longer
+    /// than the server's keep-alive idle timeout makes it close idle connections; unless it announced that with
+    /// `Connection: close`, the next request on such a connection fails, as it would for any real client.
     pub pace: Option<Duration>,
 }
 

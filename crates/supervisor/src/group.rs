@@ -200,6 +200,7 @@ impl Group {
             instances: BTreeMap::new(),
             next_id: 1,
             stable: 1,
+            last_generation: 1,
             rollout: Some(Rollout {
                 generation: 1,
                 started: Instant::now(),
@@ -275,6 +276,8 @@ struct Actor {
     next_id: u64,
     /// The generation restarts belong to: the last one that completed.
     stable: u64,
+    /// The newest generation ever started; numbers are never reused.
+    last_generation: u64,
     rollout: Option<Rollout>,
     backoff: Backoff,
     spawn_gate: Option<Instant>,
@@ -511,11 +514,20 @@ impl Actor {
                     });
                 }
                 let delay = self.backoff.next_delay(inst.started.elapsed());
-                tracing::warn!(
-                    instance = id,
-                    delay_ms = delay.as_millis() as u64,
-                    "instance died unexpectedly, restarting after backoff"
-                );
+                let delay_ms = delay.as_millis() as u64;
+                if inst.failed {
+                    tracing::warn!(
+                        instance = id,
+                        delay_ms,
+                        "failed instance stopped; next start after backoff"
+                    );
+                } else {
+                    tracing::warn!(
+                        instance = id,
+                        delay_ms,
+                        "instance died unexpectedly, restarting after backoff"
+                    );
+                }
                 self.spawn_gate = Some(Instant::now() + delay);
             }
         }
@@ -526,14 +538,8 @@ impl Actor {
             let _ = reply.send(Err(RolloutError::ShuttingDown));
             return;
         }
-        let generation = self
-            .instances
-            .values()
-            .map(|i| i.generation)
-            .chain([self.stable, self.target()])
-            .max()
-            .unwrap_or(0)
-            + 1;
+        self.last_generation += 1;
+        let generation = self.last_generation;
         if let Some(old) = self.rollout.take()
             && let Some(r) = old.reply
         {

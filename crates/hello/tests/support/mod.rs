@@ -165,6 +165,23 @@ where
         .expect("request failed")
 }
 
+/// Sends one request to `addr` on a new TCP connection; a failed exchange
+/// (e.g. the connection closed before the response) is an error.
+pub async fn try_send(
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, hyper::Error> {
+    let tcp = timeout(WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect failed");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    timeout(WAIT, sender.send_request(req))
+        .await
+        .expect("response timed out")
+}
+
 /// Sends one request to `addr` on a new TCP connection.
 pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Response<Incoming> {
     let tcp = timeout(WAIT, tokio::net::TcpStream::connect(addr))

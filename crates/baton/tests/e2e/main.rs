@@ -1,0 +1,8 @@
+//! End-to-end tests through the real `baton` binary and the real `hello`
+//! app: one test binary (link time on 2 cores), one module per feature.
+
+mod support;
+
+mod exec;
+mod exec_faults;
+mod socket_activation;
