@@ -37,7 +37,7 @@ use crate::drain::{Drain, DrainGuard, DrainOutcome};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::listener::{Listener, Listeners, NamedListener};
 use crate::notify;
-use crate::signal::{Signal, shutdown_signal};
+use crate::signal::{ShutdownSignals, Signal};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -59,7 +59,7 @@ pub struct Server {
     drain_timeout: Duration,
     idle_grace: Duration,
     notify: bool,
-    shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    trigger: Trigger,
     lifecycle: Lifecycle,
     draining: watch::Sender<bool>,
 }
@@ -106,7 +106,7 @@ impl Server {
             drain_timeout: Duration::from_secs(30),
             idle_grace: Duration::from_secs(1),
             notify: true,
-            shutdown: None,
+            trigger: Trigger::DefaultSignals,
             lifecycle: Lifecycle::new(),
             draining: watch::Sender::new(false),
         }
@@ -134,7 +134,16 @@ impl Server {
 
     /// Stops on this future instead of SIGTERM/SIGINT.
     pub fn with_shutdown(mut self, fut: impl Future<Output = ()> + Send + 'static) -> Server {
-        self.shutdown = Some(Box::pin(fut));
+        self.trigger = Trigger::Custom(Box::pin(fut));
+        self
+    }
+
+    /// Stops on these (already installed) signal handlers. Install them as
+    /// early as possible — before announcing the sockets — so that a SIGTERM
+    /// during a slow start-up is a graceful stop, not a kill. A second signal
+    /// during the drain closes the remaining connections at once.
+    pub fn with_signals(mut self, signals: ShutdownSignals) -> Server {
+        self.trigger = Trigger::Signals(signals);
         self
     }
 
@@ -161,9 +170,10 @@ impl Server {
         B::Error: Into<BoxError>,
     {
         // Handlers first: a SIGTERM that arrives right after READY=1 must count.
-        let signal = match self.shutdown {
-            Some(fut) => Trigger::Custom(fut),
-            None => Trigger::Signal(Box::pin(shutdown_signal()?)),
+        let (mut custom, mut signals) = match self.trigger {
+            Trigger::Custom(fut) => (Some(fut), None),
+            Trigger::Signals(s) => (None, Some(s)),
+            Trigger::DefaultSignals => (None, Some(ShutdownSignals::install()?)),
         };
         let (stage_tx, stage_rx) = watch::channel(Stage::Serving);
         let shared = Arc::new(Shared {
@@ -184,12 +194,13 @@ impl Server {
             report_notify(notify::ready());
         }
 
-        let signal = match signal {
-            Trigger::Custom(fut) => {
+        let signal = match (&mut custom, &mut signals) {
+            (Some(fut), _) => {
                 fut.await;
                 None
             }
-            Trigger::Signal(fut) => Some(fut.await),
+            (None, Some(s)) => Some(s.recv().await),
+            (None, None) => unreachable!("one trigger is always set"),
         };
         let started = Instant::now();
         let deadline = started + self.drain_timeout;
@@ -206,19 +217,33 @@ impl Server {
             // listener is what stops this process accepting.
             let _ = task.await;
         }
-        let mut outcome = shared
-            .drain
-            .wait(deadline.min(started + self.idle_grace))
-            .await;
-        if outcome != DrainOutcome::Drained {
+        let grace = deadline.min(started + self.idle_grace);
+        let mut waited = drain_or_signal(&shared.drain, grace, signals.as_mut()).await;
+        if waited == Waited::Deadline {
             stage_tx.send_replace(Stage::Closing);
-            outcome = shared.drain.wait(deadline).await;
+            waited = drain_or_signal(&shared.drain, deadline, signals.as_mut()).await;
         }
-        if let DrainOutcome::DeadlineReached { remaining } = outcome {
-            tracing::warn!(
-                remaining,
-                "drain deadline reached, closing remaining connections"
-            );
+        let outcome = match waited {
+            Waited::Drained => DrainOutcome::Drained,
+            Waited::Deadline => {
+                let remaining = shared.drain.active();
+                tracing::warn!(
+                    remaining,
+                    "drain deadline reached, closing remaining connections"
+                );
+                DrainOutcome::DeadlineReached { remaining }
+            }
+            Waited::Signal(signal) => {
+                let remaining = shared.drain.active();
+                tracing::warn!(
+                    ?signal,
+                    remaining,
+                    "second stop signal, closing remaining connections"
+                );
+                DrainOutcome::DeadlineReached { remaining }
+            }
+        };
+        if let DrainOutcome::DeadlineReached { .. } = outcome {
             stage_tx.send_replace(Stage::Abort);
             // Aborted connection tasks return at once; this only waits for them to run.
             shared
@@ -239,8 +264,39 @@ impl Server {
 }
 
 enum Trigger {
+    DefaultSignals,
+    Signals(ShutdownSignals),
     Custom(Pin<Box<dyn Future<Output = ()> + Send>>),
-    Signal(Pin<Box<dyn Future<Output = Signal> + Send>>),
+}
+
+/// How a drain wait ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Waited {
+    Drained,
+    /// The deadline given to this wait passed.
+    Deadline,
+    /// Another stop signal arrived.
+    Signal(Signal),
+}
+
+async fn drain_or_signal(
+    drain: &Drain,
+    deadline: Instant,
+    signals: Option<&mut ShutdownSignals>,
+) -> Waited {
+    let wait = async {
+        match drain.wait(deadline).await {
+            DrainOutcome::Drained => Waited::Drained,
+            DrainOutcome::DeadlineReached { .. } => Waited::Deadline,
+        }
+    };
+    match signals {
+        None => wait.await,
+        Some(s) => tokio::select! {
+            w = wait => w,
+            sig = s.recv() => Waited::Signal(sig),
+        },
+    }
 }
 
 fn report_notify(result: io::Result<bool>) {

@@ -59,4 +59,4 @@ pub use drain::{Drain, DrainGuard, DrainOutcome};
 #[cfg(feature = "runtime")]
 pub use lifecycle::{Lifecycle, Phase};
 #[cfg(feature = "runtime")]
-pub use signal::{Signal, shutdown_signal};
+pub use signal::{ShutdownSignals, Signal, shutdown_signal};

@@ -8,8 +8,6 @@ use clap::Parser;
 use handoff::ListenAddr;
 use http::HeaderValue;
 
-use crate::duration;
-
 /// Exit code for a bad command line (`EX_USAGE` of sysexits.h).
 pub const EXIT_USAGE: u8 = 64;
 
@@ -35,12 +33,12 @@ pub struct Cli {
     pub app_version: String,
 
     /// Longest graceful drain before remaining connections are cut.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration::parse)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
     /// Wait this long after taking the sockets before accepting and
     /// reporting READY=1 (a slow-starting app).
-    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
     pub startup_delay: Option<Duration>,
 
     /// Take the sockets but never accept nor report readiness; exit 0 on
@@ -54,7 +52,7 @@ pub struct Cli {
 
     /// Exit abruptly with code 3 this long after becoming ready, without
     /// draining (a crashing version).
-    #[arg(long, value_name = "DUR", value_parser = duration::parse)]
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
     pub exit_after: Option<Duration>,
 }
 

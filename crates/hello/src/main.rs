@@ -15,7 +15,6 @@
 #![forbid(unsafe_code)]
 
 mod cli;
-mod duration;
 mod events;
 mod routes;
 
@@ -25,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use handoff::http::Server;
-use handoff::{DrainOutcome, Listeners, Phase, Signal};
+use handoff::{DrainOutcome, Listeners, Phase, ShutdownSignals};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::Cli;
@@ -92,8 +91,8 @@ fn fail(what: &str, error: &dyn std::error::Error) -> ExitCode {
 async fn run(cli: Cli, listeners: Listeners) -> ExitCode {
     // Signal handlers go in before the `listening on` lines: whoever has
     // read those lines may send SIGTERM, and it must mean a graceful stop.
-    let mut signal = match handoff::shutdown_signal() {
-        Ok(s) => Box::pin(s),
+    let mut signals = match ShutdownSignals::install() {
+        Ok(s) => s,
         Err(e) => return fail("could not install the signal handlers", &e),
     };
     if let Err(e) = announce(&listeners) {
@@ -102,7 +101,7 @@ async fn run(cli: Cli, listeners: Listeners) -> ExitCode {
 
     if cli.never_ready {
         tracing::warn!("--never-ready: holding the sockets, never accepting nor reporting READY=1");
-        let signal = signal.await;
+        let signal = signals.recv().await;
         tracing::info!(?signal, "stopping without ever having been ready");
         return ExitCode::SUCCESS;
     }
@@ -112,7 +111,7 @@ async fn run(cli: Cli, listeners: Listeners) -> ExitCode {
             "starting slowly (--startup-delay)"
         );
         tokio::select! {
-            signal = &mut signal => {
+            signal = signals.recv() => {
                 tracing::info!(?signal, "stopping during the startup delay");
                 return ExitCode::SUCCESS;
             }
@@ -121,13 +120,11 @@ async fn run(cli: Cli, listeners: Listeners) -> ExitCode {
     }
 
     // The server stops on the handlers installed above, so a signal that
-    // arrived at any point since then is not lost.
+    // arrived at any point since then is not lost; a second one during the
+    // drain closes what is left at once.
     let server = Server::new(listeners)
         .drain_timeout(cli.drain_timeout)
-        .with_shutdown(async move {
-            let signal: Signal = signal.await;
-            tracing::info!(?signal, "shutdown requested");
-        });
+        .with_signals(signals);
     let version: Arc<str> = Arc::from(cli.app_version.as_str());
     let app = App {
         version: version.clone(),

@@ -195,6 +195,22 @@ async fn drain_deadline_cutting_a_request_exits_1() {
     assert!(cut.is_err(), "got a response: {cut:?}");
 }
 
+/// A second SIGTERM during a long drain closes what is left at once instead
+/// of waiting for the drain deadline.
+#[tokio::test]
+async fn second_sigterm_cuts_the_drain_short() {
+    let mut hello = Hello::start(&["--drain-timeout", "60s"]).await;
+    let in_flight = tokio::spawn(try_send(hello.addr(), request("GET", "/slow?ms=60000")));
+    hello.wait_log("slow request started").await;
+    hello.signal(libc::SIGTERM);
+    hello.wait_log("draining").await;
+    hello.signal(libc::SIGTERM);
+    hello.wait_log("second stop signal, closing remaining connections").await;
+    let status = hello.wait_exit(WAIT).await;
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert!(in_flight.await.unwrap().is_err());
+}
+
 #[tokio::test]
 async fn exit_after_crashes_with_code_3() {
     let mut hello = Hello::start(&["--exit-after", "200ms"]).await;
@@ -207,8 +223,8 @@ async fn exit_after_crashes_with_code_3() {
 fn bad_arguments_exit_64_with_a_message() {
     for (args, needle) in [
         (&["--bogus"][..], "unexpected argument"),
-        (&["--drain-timeout", "5x"], "unknown unit"),
-        (&["--startup-delay", "10"], "missing unit"),
+        (&["--drain-timeout", "5x"], "unknown time unit"),
+        (&["--startup-delay", "10"], "time unit needed"),
         (&["--listen", "localhost"], "expected IP:PORT"),
         (&["--app-version", "a b"], "invalid version"),
     ] {

@@ -23,7 +23,6 @@
 
 mod config;
 mod conn;
-mod duration;
 mod failure;
 mod load;
 mod plan;
@@ -32,7 +31,6 @@ mod stats;
 mod worker;
 
 pub use config::LoadConfig;
-pub use duration::parse_duration;
 pub use failure::FailureKind;
 pub use load::Load;
 pub use plan::WorkerKind;

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use loadgen::{Load, LoadConfig, Report, parse_duration};
+use humantime::parse_duration;
+use loadgen::{Load, LoadConfig, Report};
 
 /// Exit status for a usage error (BSD `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
