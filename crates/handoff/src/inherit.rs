@@ -59,38 +59,12 @@ pub fn take() -> Result<Option<Inherited>, Error> {
 }
 
 fn take_inner(fds: &str) -> Result<Option<Vec<NamedListener>>, Error> {
-    let count: usize = fds.trim().parse().map_err(|_| Error::BadVariable {
-        var: "LISTEN_FDS",
-        value: fds.to_owned(),
-    })?;
-    let pid = std::env::var("LISTEN_PID").unwrap_or_default();
-    if !pid.is_empty() {
-        let pid: u32 = pid.trim().parse().map_err(|_| Error::BadVariable {
-            var: "LISTEN_PID",
-            value: pid.clone(),
-        })?;
-        if pid != std::process::id() {
-            return Ok(None);
-        }
-    }
-    if count == 0 {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let names = std::env::var("LISTEN_FDNAMES").ok();
+    let Some(names) = parse_env(fds, pid.as_deref(), names.as_deref(), std::process::id())? else {
         return Ok(None);
-    }
-    let names = match std::env::var("LISTEN_FDNAMES") {
-        Ok(names) if !names.is_empty() => {
-            let names: Vec<String> = names.split(':').map(str::to_owned).collect();
-            if names.len() != count {
-                return Err(Error::NameCount {
-                    names: names.len(),
-                    fds: count,
-                });
-            }
-            names
-        }
-        // systemd's name for a socket nobody named.
-        _ => vec!["unknown".to_owned(); count],
     };
-    let mut listeners = Vec::with_capacity(count);
+    let mut listeners = Vec::with_capacity(names.len());
     for (i, name) in names.into_iter().enumerate() {
         let fd = LISTEN_FDS_START + i as RawFd;
         let owned = sys::adopt_fd(fd)
@@ -103,6 +77,46 @@ fn take_inner(fds: &str) -> Result<Option<Vec<NamedListener>>, Error> {
         listeners.push(NamedListener { name, listener });
     }
     Ok(Some(listeners))
+}
+
+/// Reads the protocol's variables: the names of the sockets passed to the
+/// process `our_pid`, in descriptor order, or `None` when nothing is ours.
+fn parse_env(
+    fds: &str,
+    pid: Option<&str>,
+    names: Option<&str>,
+    our_pid: u32,
+) -> Result<Option<Vec<String>>, Error> {
+    let count: usize = fds.trim().parse().map_err(|_| Error::BadVariable {
+        var: "LISTEN_FDS",
+        value: fds.to_owned(),
+    })?;
+    if let Some(pid) = pid.filter(|p| !p.is_empty()) {
+        let pid: u32 = pid.trim().parse().map_err(|_| Error::BadVariable {
+            var: "LISTEN_PID",
+            value: pid.to_owned(),
+        })?;
+        if pid != our_pid {
+            return Ok(None);
+        }
+    }
+    if count == 0 {
+        return Ok(None);
+    }
+    match names.filter(|n| !n.is_empty()) {
+        Some(names) => {
+            let names: Vec<String> = names.split(':').map(str::to_owned).collect();
+            if names.len() != count {
+                return Err(Error::NameCount {
+                    names: names.len(),
+                    fds: count,
+                });
+            }
+            Ok(Some(names))
+        }
+        // systemd's name for a socket nobody named.
+        None => Ok(Some(vec!["unknown".to_owned(); count])),
+    }
 }
 
 /// Checks that `socket` is a listening stream socket and wraps it.
@@ -127,5 +141,75 @@ fn classify(fd: RawFd, socket: Socket) -> Result<Listener, Error> {
         Ok(Listener::Unix(socket.into()))
     } else {
         Err(not("unsupported address family"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsFd, OwnedFd};
+
+    #[test]
+    fn variables_follow_the_systemd_rules() {
+        let me = 4242;
+        let names = |r: Result<Option<Vec<String>>, Error>| r.unwrap();
+        assert_eq!(
+            names(parse_env("2", Some("4242"), Some("http:admin"), me)),
+            Some(vec!["http".to_owned(), "admin".to_owned()])
+        );
+        // Addressed to another process (our parent, say): not ours.
+        assert_eq!(names(parse_env("1", Some("1"), None, me)), None);
+        // The listenfd/systemfd convention: no LISTEN_PID, no pid check.
+        assert_eq!(
+            names(parse_env("1", None, None, me)),
+            Some(vec!["unknown".to_owned()])
+        );
+        assert_eq!(
+            names(parse_env("1", Some(""), Some(""), me)).unwrap().len(),
+            1
+        );
+        assert_eq!(names(parse_env("0", Some("4242"), None, me)), None);
+        assert!(matches!(
+            parse_env("2", Some("4242"), Some("only-one"), me),
+            Err(Error::NameCount { names: 1, fds: 2 })
+        ));
+        assert!(matches!(
+            parse_env("x", None, None, me),
+            Err(Error::BadVariable {
+                var: "LISTEN_FDS",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_env("1", Some("me"), None, me),
+            Err(Error::BadVariable {
+                var: "LISTEN_PID",
+                ..
+            })
+        ));
+    }
+
+    fn dup(fd: impl AsFd) -> Socket {
+        Socket::from(OwnedFd::from(fd.as_fd().try_clone_to_owned().unwrap()))
+    }
+
+    #[test]
+    fn only_listening_stream_sockets_are_accepted() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(matches!(classify(3, dup(&tcp)), Ok(Listener::Tcp(_))));
+
+        let dir = std::env::temp_dir().join(format!("handoff-classify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let unix = std::os::unix::net::UnixListener::bind(dir.join("s")).unwrap();
+        assert!(matches!(classify(3, dup(&unix)), Ok(Listener::Unix(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let err = classify(3, dup(&udp)).unwrap_err().to_string();
+        assert!(err.contains("not a stream socket"), "{err}");
+
+        let idle = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let err = classify(3, idle).unwrap_err().to_string();
+        assert!(err.contains("not listening"), "{err}");
     }
 }

@@ -45,15 +45,19 @@ pub fn notify(states: &[State<'_>]) -> io::Result<bool> {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(false);
     };
-    let target = target.to_string_lossy();
-    let addr = socket_addr(&target)?;
+    notify_to(&target.to_string_lossy(), states)?;
+    Ok(true)
+}
+
+fn notify_to(target: &str, states: &[State<'_>]) -> io::Result<()> {
+    let addr = socket_addr(target)?;
     let mut msg = String::new();
     for s in states {
         s.write(&mut msg);
     }
     let sock = UnixDatagram::unbound()?;
     sock.send_to_addr(msg.as_bytes(), &addr)?;
-    Ok(true)
+    Ok(())
 }
 
 /// Sends `READY=1`.
@@ -95,6 +99,26 @@ mod tests {
             s.write(&mut out);
         }
         assert_eq!(out, "READY=1\nSTATUS=a b\nMAINPID=7\n");
+    }
+
+    #[test]
+    fn sends_to_path_and_abstract_sockets() {
+        let dir = std::env::temp_dir().join(format!("handoff-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify");
+        let rx = UnixDatagram::bind(&path).unwrap();
+        notify_to(path.to_str().unwrap(), &[State::Ready]).unwrap();
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let name = format!("handoff-test-{}", std::process::id());
+        let rx = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+            .unwrap();
+        notify_to(&format!("@{name}"), &[State::Stopping]).unwrap();
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STOPPING=1\n");
     }
 
     #[test]

@@ -205,7 +205,9 @@ async fn second_sigterm_cuts_the_drain_short() {
     hello.signal(libc::SIGTERM);
     hello.wait_log("draining").await;
     hello.signal(libc::SIGTERM);
-    hello.wait_log("second stop signal, closing remaining connections").await;
+    hello
+        .wait_log("second stop signal, closing remaining connections")
+        .await;
     let status = hello.wait_exit(WAIT).await;
     assert_eq!(status.code(), Some(1), "{status}");
     assert!(in_flight.await.unwrap().is_err());
