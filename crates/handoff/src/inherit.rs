@@ -147,7 +147,7 @@ fn classify(fd: RawFd, socket: Socket) -> Result<Listener, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::fd::AsFd;
 
     #[test]
     fn variables_follow_the_systemd_rules() {
@@ -190,7 +190,7 @@ mod tests {
     }
 
     fn dup(fd: impl AsFd) -> Socket {
-        Socket::from(OwnedFd::from(fd.as_fd().try_clone_to_owned().unwrap()))
+        Socket::from(fd.as_fd().try_clone_to_owned().unwrap())
     }
 
     #[test]
