@@ -14,32 +14,30 @@
 //!
 //! It never waits on a fixed sleep: each step ends on an event or a deadline.
 
-use std::error::Error as StdError;
+mod conn;
+mod guard;
+
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::Context;
 use std::time::Duration;
 
-use http::header::{CONNECTION, HeaderValue};
-use http::{Request, Response, Version};
-use hyper::body::{Body, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
-use tower_service::Service;
 
-use crate::drain::{Drain, DrainGuard, DrainOutcome};
+pub use self::conn::{AppBody, AppService, Tracked};
+use self::conn::{AsyncListener, Shared, accept_loop};
+use self::guard::Timeouts;
+use crate::drain::{Drain, DrainOutcome};
 use crate::lifecycle::{Lifecycle, Phase};
-use crate::listener::{Listener, Listeners, NamedListener};
+use crate::listener::{Listeners, NamedListener};
 use crate::notify;
 use crate::signal::{ShutdownSignals, Signal};
-
-type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// How far the shutdown has gone; connections react to each step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,6 +60,45 @@ pub struct Server {
     trigger: Trigger,
     lifecycle: Lifecycle,
     draining: watch::Sender<bool>,
+    limits: Limits,
+}
+
+/// Protections for a server that faces clients directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; at the limit the server stops accepting
+    /// and new connections wait in the kernel's queue.
+    pub max_connections: usize,
+    /// A client that has not sent a complete request head this long after
+    /// connecting (or after starting the next request) gets `408`.
+    pub header_read_timeout: Option<Duration>,
+    /// An HTTP/1 keep-alive connection with no request for this long is
+    /// closed.
+    pub keepalive_timeout: Option<Duration>,
+    /// Request heads larger than this get `431` (at least 8 KiB).
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 10_000,
+            header_read_timeout: Some(Duration::from_secs(30)),
+            keepalive_timeout: None,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// What a service factory learns about a new connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// The name of the listener it arrived on.
+    pub listener: Arc<str>,
+    /// The client's address (TCP only).
+    pub peer: Option<SocketAddr>,
+    /// Our address for it (TCP only).
+    pub local: Option<SocketAddr>,
 }
 
 /// What happened during a server's life, returned when it has stopped.
@@ -109,7 +146,14 @@ impl Server {
             trigger: Trigger::DefaultSignals,
             lifecycle: Lifecycle::new(),
             draining: watch::Sender::new(false),
+            limits: Limits::default(),
         }
+    }
+
+    /// Sets the connection limits and time limits.
+    pub fn limits(mut self, limits: Limits) -> Server {
+        self.limits = limits;
+        self
     }
 
     /// The longest the drain may take before remaining connections are cut.
@@ -162,12 +206,19 @@ impl Server {
     /// Fails only if the listeners or the signal handlers cannot be set up.
     pub async fn serve<S, B>(self, service: S) -> io::Result<ServeReport>
     where
-        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        S: AppService<B> + Sync,
+        B: AppBody,
+    {
+        self.serve_with(move |_: &ConnInfo| service.clone()).await
+    }
+
+    /// Like [`Server::serve`], with a service made for each connection from
+    /// what is known about it (e.g. the client's address).
+    pub async fn serve_with<F, S, B>(self, make: F) -> io::Result<ServeReport>
+    where
+        F: Fn(&ConnInfo) -> S + Send + Sync + 'static,
+        S: AppService<B>,
+        B: AppBody,
     {
         // Handlers first: a SIGTERM that arrives right after READY=1 must count.
         let (mut custom, mut signals) = match self.trigger {
@@ -177,17 +228,23 @@ impl Server {
         };
         let (stage_tx, stage_rx) = watch::channel(Stage::Serving);
         let shared = Arc::new(Shared {
-            builder: builder(),
-            service,
+            builder: builder(&self.limits),
+            make,
             stage: stage_rx,
             drain: Drain::new(),
             accepted: AtomicU64::new(0),
+            timeouts: Timeouts {
+                head: self.limits.header_read_timeout,
+                idle: self.limits.keepalive_timeout,
+            },
+            slots: Arc::new(Semaphore::new(self.limits.max_connections.max(1))),
         });
 
         let mut accept_tasks = Vec::with_capacity(self.listeners.len());
         for named in self.listeners {
             let listener = AsyncListener::new(named.listener)?;
-            accept_tasks.push(tokio::spawn(accept_loop(listener, shared.clone())));
+            let name: Arc<str> = Arc::from(named.name);
+            accept_tasks.push(tokio::spawn(accept_loop(listener, name, shared.clone())));
         }
         self.lifecycle.set(Phase::Ready);
         if self.notify {
@@ -305,186 +362,15 @@ fn report_notify(result: io::Result<bool>) {
     }
 }
 
-fn builder() -> Builder<TokioExecutor> {
+fn builder(limits: &Limits) -> Builder<TokioExecutor> {
     let mut b = Builder::new(TokioExecutor::new());
-    b.http1().timer(TokioTimer::new());
-    b.http2().timer(TokioTimer::new());
+    // The head timeout is ours (408 instead of a silent close), see `guard`.
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32);
     b
-}
-
-/// What the accept loops and connection tasks share.
-struct Shared<S> {
-    builder: Builder<TokioExecutor>,
-    service: S,
-    stage: watch::Receiver<Stage>,
-    drain: Drain,
-    accepted: AtomicU64,
-}
-
-enum AsyncListener {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
-}
-
-impl AsyncListener {
-    fn new(listener: Listener) -> io::Result<AsyncListener> {
-        Ok(match listener {
-            Listener::Tcp(l) => {
-                l.set_nonblocking(true)?;
-                AsyncListener::Tcp(tokio::net::TcpListener::from_std(l)?)
-            }
-            Listener::Unix(l) => {
-                l.set_nonblocking(true)?;
-                AsyncListener::Unix(tokio::net::UnixListener::from_std(l)?)
-            }
-        })
-    }
-}
-
-async fn accept_loop<S, B>(listener: AsyncListener, shared: Arc<Shared<S>>)
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let mut stage = shared.stage.clone();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stage.wait_for(|s| *s >= Stage::Draining) => return,
-            res = accept(&listener) => res,
-        };
-        match accepted {
-            Ok(Accepted::Tcp(io)) => {
-                let _ = io.set_nodelay(true);
-                spawn_connection(io, &shared);
-            }
-            Ok(Accepted::Unix(io)) => spawn_connection(io, &shared),
-            Err(e) if is_resource_exhaustion(&e) => {
-                // Out of descriptors or memory: accepting again at once would
-                // spin; wait a little for connections to close.
-                tracing::warn!(error = %e, "accept failed, backing off");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "accept failed"),
-        }
-    }
-}
-
-enum Accepted {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(listener: &AsyncListener) -> io::Result<Accepted> {
-    match listener {
-        AsyncListener::Tcp(l) => l.accept().await.map(|(s, _)| Accepted::Tcp(s)),
-        AsyncListener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
-    }
-}
-
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
-fn spawn_connection<I, S, B>(io: I, shared: &Arc<Shared<S>>)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    shared.accepted.fetch_add(1, Ordering::Relaxed);
-    let guard = shared.drain.guard();
-    let shared = shared.clone();
-    tokio::spawn(serve_connection(io, shared, guard));
-}
-
-async fn serve_connection<I, S, B>(io: I, shared: Arc<Shared<S>>, _guard: DrainGuard)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let mut stage = shared.stage.clone();
-    let service = DrainAware {
-        inner: shared.service.clone(),
-        stage: stage.clone(),
-    };
-    let conn = shared
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let mut closing = false;
-    loop {
-        let now = *stage.borrow_and_update();
-        if now == Stage::Abort {
-            return; // dropping the connection closes the socket
-        }
-        if now >= Stage::Closing && !closing {
-            closing = true;
-            conn.as_mut().graceful_shutdown();
-        }
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            changed = stage.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Wraps the application's service: once draining, HTTP/1 responses carry
-/// `Connection: close`, so a keep-alive client finishes its exchange and then
-/// reconnects — to the next generation — instead of meeting a closed socket.
-#[derive(Clone)]
-struct DrainAware<S> {
-    inner: S,
-    stage: watch::Receiver<Stage>,
-}
-
-impl<S, B> hyper::service::Service<Request<Incoming>> for DrainAware<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<B>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, S::Error>> + Send>>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let mut inner = self.inner.clone();
-        let stage = self.stage.clone();
-        let http1 = req.version() < Version::HTTP_2;
-        Box::pin(async move {
-            std::future::poll_fn(|cx: &mut Context<'_>| inner.poll_ready(cx)).await?;
-            let mut response = inner.call(req).await?;
-            if http1 && *stage.borrow() >= Stage::Draining {
-                response
-                    .headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            Ok(response)
-        })
-    }
 }

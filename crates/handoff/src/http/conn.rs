@@ -1,0 +1,307 @@
+//! Accepting and serving connections: one accept loop per listener, one
+//! task per connection. Each connection follows the server's drain stage
+//! (see the parent module) and is counted by the drain tracker while it
+//! lives. Owns the per-connection plumbing; never decides when to drain.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{CONNECTION, HeaderValue};
+use http::{Request, Response, Version};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tower_service::Service;
+
+use super::guard::{BusyGuard, ConnState, Guarded, Timeouts};
+use super::{ConnInfo, Stage};
+use crate::drain::{Drain, DrainGuard};
+use crate::listener::Listener;
+
+pub(super) type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// A tower service the server can run: what axum's `Router` is.
+pub trait AppService<B>:
+    Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> AppService<B> for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error: Into<BoxError>,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A response body the server can send.
+pub trait AppBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+
+impl<B> AppBody for B where B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+
+/// What the accept loops and connection tasks of one server share.
+pub(super) struct Shared<F> {
+    pub builder: Builder<TokioExecutor>,
+    pub make: F,
+    pub stage: watch::Receiver<Stage>,
+    pub drain: Drain,
+    pub accepted: AtomicU64,
+    pub timeouts: Timeouts,
+    pub slots: Arc<Semaphore>,
+}
+
+pub(super) enum AsyncListener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl AsyncListener {
+    pub(super) fn new(listener: Listener) -> io::Result<AsyncListener> {
+        Ok(match listener {
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                AsyncListener::Tcp(tokio::net::TcpListener::from_std(l)?)
+            }
+            Listener::Unix(l) => {
+                l.set_nonblocking(true)?;
+                AsyncListener::Unix(tokio::net::UnixListener::from_std(l)?)
+            }
+        })
+    }
+}
+
+pub(super) async fn accept_loop<F, S, B>(
+    listener: AsyncListener,
+    name: Arc<str>,
+    shared: Arc<Shared<F>>,
+) where
+    F: Fn(&ConnInfo) -> S + Send + Sync + 'static,
+    S: AppService<B>,
+    B: AppBody,
+{
+    let mut stage = shared.stage.clone();
+    loop {
+        // At the connection limit, stop accepting: new connections wait in
+        // the kernel's queue instead of being refused.
+        let permit = tokio::select! {
+            biased;
+            _ = stage.wait_for(|s| *s >= Stage::Draining) => return,
+            permit = shared.slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            biased;
+            _ = stage.wait_for(|s| *s >= Stage::Draining) => return,
+            res = accept(&listener) => res,
+        };
+        match accepted {
+            Ok((Accepted::Tcp(io), peer)) => {
+                let _ = io.set_nodelay(true);
+                let info = ConnInfo {
+                    listener: name.clone(),
+                    peer,
+                    local: io.local_addr().ok(),
+                };
+                spawn_connection(io, info, permit, &shared);
+            }
+            Ok((Accepted::Unix(io), _)) => {
+                let info = ConnInfo {
+                    listener: name.clone(),
+                    peer: None,
+                    local: None,
+                };
+                spawn_connection(io, info, permit, &shared);
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                // Out of descriptors or memory: accepting again at once would
+                // spin; wait a little for connections to close.
+                tracing::warn!(error = %e, "accept failed, backing off");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "accept failed"),
+        }
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &AsyncListener) -> io::Result<(Accepted, Option<SocketAddr>)> {
+    match listener {
+        AsyncListener::Tcp(l) => l
+            .accept()
+            .await
+            .map(|(s, peer)| (Accepted::Tcp(s), Some(peer))),
+        AsyncListener::Unix(l) => l.accept().await.map(|(s, _)| (Accepted::Unix(s), None)),
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+fn spawn_connection<I, F, S, B>(
+    io: I,
+    info: ConnInfo,
+    permit: OwnedSemaphorePermit,
+    shared: &Arc<Shared<F>>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(&ConnInfo) -> S + Send + Sync + 'static,
+    S: AppService<B>,
+    B: AppBody,
+{
+    shared.accepted.fetch_add(1, Ordering::Relaxed);
+    let guard = shared.drain.guard();
+    let service = (shared.make)(&info);
+    let shared = shared.clone();
+    tokio::spawn(serve_connection(io, service, shared, guard, permit));
+}
+
+async fn serve_connection<I, F, S, B>(
+    io: I,
+    service: S,
+    shared: Arc<Shared<F>>,
+    _guard: DrainGuard,
+    _permit: OwnedSemaphorePermit,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AppService<B>,
+    B: AppBody,
+{
+    let mut stage = shared.stage.clone();
+    let state = Arc::new(ConnState::default());
+    let service = DrainAware {
+        inner: service,
+        stage: stage.clone(),
+        state: state.clone(),
+    };
+    let io = Guarded::new(io, state, shared.timeouts);
+    let conn = shared
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        let now = *stage.borrow_and_update();
+        if now == Stage::Abort {
+            return; // dropping the connection closes the socket
+        }
+        if now >= Stage::Closing && !closing {
+            closing = true;
+            conn.as_mut().graceful_shutdown();
+        }
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            changed = stage.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Wraps the application's service for one connection: marks the
+/// connection busy while a response is produced and sent (for the time
+/// limits), and once draining adds `Connection: close` to HTTP/1 responses,
+/// so a keep-alive client finishes its exchange and then reconnects — to the
+/// next generation — instead of meeting a closed socket.
+struct DrainAware<S> {
+    // hyper calls with `&self`; tower services need `&mut self`, so each
+    // request gets a clone (cheap for axum's `Router`).
+    inner: S,
+    stage: watch::Receiver<Stage>,
+    state: Arc<ConnState>,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for DrainAware<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: AppBody,
+{
+    type Response = Response<Tracked<B>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let busy = self.state.request_started();
+        let mut service = self.inner.clone();
+        let stage = self.stage.clone();
+        let http1 = req.version() < Version::HTTP_2;
+        Box::pin(async move {
+            std::future::poll_fn(|cx: &mut Context<'_>| service.poll_ready(cx)).await?;
+            let mut response = service.call(req).await?;
+            if http1 && *stage.borrow() >= Stage::Draining {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response.map(|body| Tracked { body, _busy: busy }))
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its connection marked busy until it is
+    /// dropped (fully sent, or abandoned).
+    pub struct Tracked<B> {
+        #[pin]
+        body: B,
+        _busy: BusyGuard,
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -1,0 +1,247 @@
+//! Per-connection time limits hyper does not enforce the way a front door
+//! must: a client that is slow to send its request head gets
+//! `408 Request Timeout` (slowloris), and an HTTP/1 keep-alive connection
+//! idle for too long is closed. Owns only the I/O wrapper and the small
+//! shared state the service side updates; it never touches requests.
+//!
+//! HTTP/2 connections (recognised by their preface) are left alone: h2 has
+//! its own keep-alive and a head timeout makes no sense across streams.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+const TIMEOUT_RESPONSE: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+/// Requests in flight on one connection, shared by the I/O wrapper and the
+/// service wrapper.
+#[derive(Debug, Default)]
+pub(crate) struct ConnState {
+    busy: AtomicUsize,
+    /// Requests ever handed to the service on this connection.
+    started: AtomicUsize,
+    /// The reader parked while busy: woken when the last response is done,
+    /// so the idle clock starts even though no byte arrives.
+    reader: Mutex<Option<Waker>>,
+}
+
+impl ConnState {
+    /// A request's head was parsed and handed to the service.
+    pub(crate) fn request_started(self: &Arc<Self>) -> BusyGuard {
+        self.started.fetch_add(1, Ordering::AcqRel);
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        BusyGuard(self.clone())
+    }
+
+    fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire) > 0
+    }
+}
+
+/// Keeps the connection "busy" until the response (body included) is done.
+#[derive(Debug)]
+pub(crate) struct BusyGuard(Arc<ConnState>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let waker = self
+                .0
+                .reader
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// The time limits; `None` disables one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub head: Option<Duration>,
+    pub idle: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// Bytes of a request head have arrived (or the connection is new).
+    Head,
+    /// Nothing in flight, nothing received.
+    Idle,
+    /// A request is being served (its body may still be read).
+    Busy,
+}
+
+/// The connection's I/O with the time limits applied on the read side.
+pub(crate) struct Guarded<I> {
+    io: I,
+    state: Arc<ConnState>,
+    timeouts: Timeouts,
+    /// What the armed timer is for.
+    armed: Option<Waiting>,
+    timer: Pin<Box<Sleep>>,
+    /// Set once the first bytes show the connection speaks HTTP/2.
+    h2: bool,
+    first_read: bool,
+    /// A request head is owed: the connection is new, or bytes of the next
+    /// request arrived while idle.
+    pending_head: bool,
+    /// `ConnState::started` as last seen: when it moves, a head was received.
+    seen_started: usize,
+}
+
+impl<I> Guarded<I> {
+    pub(crate) fn new(io: I, state: Arc<ConnState>, timeouts: Timeouts) -> Guarded<I> {
+        Guarded {
+            io,
+            state,
+            timeouts,
+            armed: None,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            h2: false,
+            first_read: true,
+            // A new connection owes us a request head.
+            pending_head: true,
+            seen_started: 0,
+        }
+    }
+
+    fn waiting(&mut self) -> Waiting {
+        let started = self.state.started.load(Ordering::Acquire);
+        if started != self.seen_started {
+            self.seen_started = started;
+            self.pending_head = false;
+        }
+        if self.state.is_busy() {
+            Waiting::Busy
+        } else if self.pending_head {
+            Waiting::Head
+        } else {
+            Waiting::Idle
+        }
+    }
+
+    fn arm(&mut self, waiting: Waiting) {
+        if self.armed == Some(waiting) {
+            return;
+        }
+        let limit = match waiting {
+            Waiting::Head => self.timeouts.head,
+            Waiting::Idle => self.timeouts.idle,
+            Waiting::Busy => None,
+        };
+        match limit {
+            Some(d) => {
+                self.timer.as_mut().reset(Instant::now() + d);
+                self.armed = Some(waiting);
+            }
+            None => self.armed = None,
+        }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.h2 {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        let before = buf.filled().len();
+        let waiting = this.waiting();
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        match result {
+            Poll::Ready(Ok(())) => {
+                let got = &buf.filled()[before..];
+                if this.first_read && !got.is_empty() {
+                    this.first_read = false;
+                    if got.starts_with(&H2_PREFACE[..got.len().min(H2_PREFACE.len())]) {
+                        this.h2 = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                // The first bytes of the next request start its head clock.
+                if !got.is_empty() && waiting == Waiting::Idle {
+                    this.pending_head = true;
+                    this.arm(Waiting::Head);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if waiting == Waiting::Busy {
+                    *this.state.reader.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(cx.waker().clone());
+                    // The response may have finished since `waiting` was read.
+                    if this.state.is_busy() {
+                        this.armed = None;
+                        return Poll::Pending;
+                    }
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                this.arm(waiting);
+                if this.armed.is_none() || this.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.armed = None;
+                match waiting {
+                    Waiting::Head => {
+                        // Nothing of a response exists yet, so the socket is ours
+                        // to answer on; best effort, then end the connection.
+                        let _ = Pin::new(&mut this.io).poll_write(cx, TIMEOUT_RESPONSE);
+                        tracing::debug!("request head not received in time: 408");
+                    }
+                    Waiting::Idle => tracing::debug!("keep-alive connection idle: closing"),
+                    Waiting::Busy => unreachable!("no timer while busy"),
+                }
+                // End of stream: hyper closes the connection cleanly.
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,148 @@
+//! The server's protections, over real sockets: a slow request head gets
+//! 408, an oversized one 431, an idle keep-alive connection is closed, and a
+//! draining server answers `Connection: close`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::{Router, routing::get};
+use handoff::http::{Limits, Server};
+use handoff::{ListenAddr, Listener, Listeners, NamedListener, Phase};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+
+const BOUND: Duration = Duration::from_secs(10);
+
+async fn start(limits: Limits) -> (SocketAddr, oneshot::Sender<()>, watch::Receiver<Phase>) {
+    let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap()).unwrap();
+    let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
+        unreachable!()
+    };
+    let listeners = Listeners::from_listeners(vec![NamedListener {
+        name: "test".into(),
+        listener,
+    }]);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = Server::new(listeners)
+        .notify(false)
+        .limits(limits)
+        .idle_grace(Duration::from_millis(100))
+        .with_shutdown(async move {
+            let _ = stopped.await;
+        });
+    let phase = server.lifecycle();
+    let app = Router::new().route("/", get(|| async { "ok" }));
+    tokio::spawn(server.serve(app));
+    (addr, stop, phase)
+}
+
+/// Reads until EOF (bounded), returning everything received.
+async fn read_all(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    tokio::time::timeout(BOUND, s.read_to_end(&mut buf))
+        .await
+        .expect("server did not close the connection")
+        .unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn slowloris_head_gets_408() {
+    let (addr, _stop, _) = start(Limits {
+        header_read_timeout: Some(Duration::from_millis(200)),
+        ..Limits::default()
+    })
+    .await;
+    // Half a request head, then nothing.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let got = read_all(&mut s).await;
+    assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
+    // Connecting and sending nothing at all gets the same answer.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert!(read_all(&mut s).await.starts_with("HTTP/1.1 408"));
+}
+
+#[tokio::test]
+async fn oversized_head_gets_431() {
+    let (addr, _stop, _) = start(Limits {
+        max_header_bytes: 8192,
+        ..Limits::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let big = "a".repeat(20_000);
+    let req = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    // The server may close before reading everything; the answer is what counts.
+    let _ = s.write_all(req.as_bytes()).await;
+    let got = read_all(&mut s).await;
+    assert!(got.starts_with("HTTP/1.1 431"), "{got:?}");
+}
+
+#[tokio::test]
+async fn idle_keepalive_connection_is_closed_without_a_408() {
+    let (addr, _stop, _) = start(Limits {
+        keepalive_timeout: Some(Duration::from_millis(200)),
+        header_read_timeout: Some(Duration::from_secs(5)),
+        ..Limits::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_all(&mut s).await;
+    // Exactly one response, then a clean close: no 408 for an idle client.
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+    assert!(got.ends_with("ok"), "{got:?}");
+    assert_eq!(got.matches("HTTP/1.1").count(), 1, "{got:?}");
+}
+
+#[tokio::test]
+async fn keepalive_requests_within_the_limits_are_served() {
+    let (addr, _stop, _) = start(Limits {
+        keepalive_timeout: Some(Duration::from_secs(5)),
+        header_read_timeout: Some(Duration::from_secs(5)),
+        ..Limits::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..3 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(BOUND, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let got = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            got.starts_with("HTTP/1.1 200") && got.ends_with("ok"),
+            "{got:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn draining_server_answers_connection_close() {
+    let (addr, stop, mut phase) = start(Limits::default()).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(!String::from_utf8_lossy(&buf[..n]).contains("connection: close"));
+    stop.send(()).unwrap();
+    phase.wait_for(|p| *p >= Phase::Draining).await.unwrap();
+    // The next request on the same keep-alive connection is still served,
+    // and told to go elsewhere afterwards.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_all(&mut s).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+    assert!(got.contains("connection: close"), "{got:?}");
+}
