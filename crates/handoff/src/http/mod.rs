@@ -182,6 +182,14 @@ impl Server {
         self
     }
 
+    /// Stops when `stop` moves to [`Stop::Drain`] and closes what is left
+    /// when it moves to [`Stop::Now`]: for a program that runs several
+    /// servers and stops them together.
+    pub fn with_stop(mut self, stop: watch::Receiver<Stop>) -> Server {
+        self.trigger = Trigger::Stop(stop);
+        self
+    }
+
     /// Stops on these (already installed) signal handlers. Install them as
     /// early as possible — before announcing the sockets — so that a SIGTERM
     /// during a slow start-up is a graceful stop, not a kill. A second signal
@@ -221,10 +229,9 @@ impl Server {
         B: AppBody,
     {
         // Handlers first: a SIGTERM that arrives right after READY=1 must count.
-        let (mut custom, mut signals) = match self.trigger {
-            Trigger::Custom(fut) => (Some(fut), None),
-            Trigger::Signals(s) => (None, Some(s)),
-            Trigger::DefaultSignals => (None, Some(ShutdownSignals::install()?)),
+        let mut trigger = match self.trigger {
+            Trigger::DefaultSignals => Trigger::Signals(ShutdownSignals::install()?),
+            other => other,
         };
         let (stage_tx, stage_rx) = watch::channel(Stage::Serving);
         let shared = Arc::new(Shared {
@@ -251,14 +258,7 @@ impl Server {
             report_notify(notify::ready());
         }
 
-        let signal = match (&mut custom, &mut signals) {
-            (Some(fut), _) => {
-                fut.await;
-                None
-            }
-            (None, Some(s)) => Some(s.recv().await),
-            (None, None) => unreachable!("one trigger is always set"),
-        };
+        let signal = trigger.first().await;
         let started = Instant::now();
         let deadline = started + self.drain_timeout;
         tracing::info!(?signal, in_flight = shared.drain.active(), "draining");
@@ -275,10 +275,10 @@ impl Server {
             let _ = task.await;
         }
         let grace = deadline.min(started + self.idle_grace);
-        let mut waited = drain_or_signal(&shared.drain, grace, signals.as_mut()).await;
+        let mut waited = drain_or_stop(&shared.drain, grace, &mut trigger).await;
         if waited == Waited::Deadline {
             stage_tx.send_replace(Stage::Closing);
-            waited = drain_or_signal(&shared.drain, deadline, signals.as_mut()).await;
+            waited = drain_or_stop(&shared.drain, deadline, &mut trigger).await;
         }
         let outcome = match waited {
             Waited::Drained => DrainOutcome::Drained,
@@ -290,7 +290,7 @@ impl Server {
                 );
                 DrainOutcome::DeadlineReached { remaining }
             }
-            Waited::Signal(signal) => {
+            Waited::Again(signal) => {
                 let remaining = shared.drain.active();
                 tracing::warn!(
                     ?signal,
@@ -324,6 +324,51 @@ enum Trigger {
     DefaultSignals,
     Signals(ShutdownSignals),
     Custom(Pin<Box<dyn Future<Output = ()> + Send>>),
+    Stop(watch::Receiver<Stop>),
+}
+
+/// The stop level shared by servers that stop together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    /// Keep serving.
+    Run,
+    /// Drain gracefully.
+    Drain,
+    /// Close whatever is left now.
+    Now,
+}
+
+impl Trigger {
+    /// Waits for the request to stop.
+    async fn first(&mut self) -> Option<Signal> {
+        match self {
+            Trigger::Signals(s) => Some(s.recv().await),
+            Trigger::Custom(fut) => {
+                fut.as_mut().await;
+                None
+            }
+            Trigger::Stop(rx) => {
+                // A dropped sender means nobody can stop us later: stop now.
+                let _ = rx.wait_for(|s| *s >= Stop::Drain).await;
+                None
+            }
+            Trigger::DefaultSignals => unreachable!("installed before serving"),
+        }
+    }
+
+    /// Waits for a second request, which cuts the drain short.
+    async fn again(&mut self) -> Option<Signal> {
+        match self {
+            Trigger::Signals(s) => Some(s.recv().await),
+            Trigger::Stop(rx) => {
+                if rx.wait_for(|s| *s == Stop::Now).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                None
+            }
+            _ => std::future::pending().await,
+        }
+    }
 }
 
 /// How a drain wait ended.
@@ -332,27 +377,17 @@ enum Waited {
     Drained,
     /// The deadline given to this wait passed.
     Deadline,
-    /// Another stop signal arrived.
-    Signal(Signal),
+    /// A second stop request arrived.
+    Again(Option<Signal>),
 }
 
-async fn drain_or_signal(
-    drain: &Drain,
-    deadline: Instant,
-    signals: Option<&mut ShutdownSignals>,
-) -> Waited {
-    let wait = async {
-        match drain.wait(deadline).await {
+async fn drain_or_stop(drain: &Drain, deadline: Instant, trigger: &mut Trigger) -> Waited {
+    tokio::select! {
+        outcome = drain.wait(deadline) => match outcome {
             DrainOutcome::Drained => Waited::Drained,
             DrainOutcome::DeadlineReached { .. } => Waited::Deadline,
-        }
-    };
-    match signals {
-        None => wait.await,
-        Some(s) => tokio::select! {
-            w = wait => w,
-            sig = s.recv() => Waited::Signal(sig),
         },
+        signal = trigger.again() => Waited::Again(signal),
     }
 }
 
