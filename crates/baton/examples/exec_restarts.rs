@@ -710,7 +710,13 @@ impl Drop for Proc {
             .collect();
         if !self.exited {
             for pid in pids {
-                signal(pid, libc::SIGKILL);
+                // Only a pid that is still one of our instances, not one reused since.
+                const MARK: &[u8] = b"--app-version\0bench";
+                let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.windows(MARK.len()).any(|w| w == MARK));
+                if ours {
+                    signal(pid, libc::SIGKILL);
+                }
             }
         }
     }

@@ -3,6 +3,7 @@
 //! typed arguments and every bad input is a usage error (exit 64).
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -21,6 +22,24 @@ pub enum Command {
     /// Hold the listening sockets and run the app as children that inherit
     /// them; SIGHUP replaces every instance with no dropped connection.
     Exec(ExecArgs),
+    /// Run the reverse proxy described by a config file; SIGHUP reloads it.
+    Serve(ServeArgs),
+    /// Check a config file and report every error with its position.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The TOML config file (see docs/config.md).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The TOML config file to check.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]

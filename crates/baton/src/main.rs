@@ -6,6 +6,7 @@
 
 mod cli;
 mod exec;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,8 @@ fn main() -> ExitCode {
     init_tracing();
     match cli.command {
         cli::Command::Exec(args) => exec::main(args),
+        cli::Command::Serve(args) => serve::main(args),
+        cli::Command::Check(args) => serve::check(args),
     }
 }
 

@@ -17,6 +17,7 @@
 mod cli;
 mod events;
 mod routes;
+mod ws;
 
 use std::io::Write;
 use std::process::ExitCode;

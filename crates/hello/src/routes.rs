@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use handoff::http::Draining;
 use serde::Deserialize;
 
-use crate::events;
+use crate::{events, ws};
 
 /// Header naming the process that answered: `VERSION/PID`.
 pub const X_INSTANCE: HeaderName = HeaderName::from_static("x-instance");
@@ -49,6 +49,7 @@ pub fn router(app: App) -> Router {
         .route("/echo", post(echo).layer(DefaultBodyLimit::max(ECHO_LIMIT)))
         .route("/slow", get(slow))
         .route("/events", get(events::events))
+        .route("/ws", get(ws::ws))
         .fallback(not_found)
         .with_state(app)
         // Added last so it also covers the fallback and axum's 405 answers.

@@ -256,14 +256,27 @@ async fn bad_arguments_exit_64_with_a_clear_message() {
 #[tokio::test]
 async fn app_ignoring_sigterm_is_killed_at_the_drain_deadline() {
     let (mut baton, _addr) = baton_exec(
-        &["--listen", "127.0.0.1:0", "--ready", "delay:100ms", "--drain-timeout", "300ms"],
-        &["sh", "-c", "trap '' TERM; echo app-started; while :; do sleep 1; done"],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--ready",
+            "delay:100ms",
+            "--drain-timeout",
+            "300ms",
+        ],
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo app-started; while :; do sleep 1; done",
+        ],
     )
     .await;
     baton.wait_for("app-started").await;
     baton.wait_for("rollout complete generation=1").await;
     baton.signal(libc::SIGTERM);
-    baton.wait_for("drain deadline reached, sending SIGKILL").await;
+    baton
+        .wait_for("drain deadline reached, sending SIGKILL")
+        .await;
     let status = baton.wait_exit().await;
     assert_eq!(status.code(), Some(1), "{status:?}");
     baton.wait_for("instances did not all stop cleanly").await;

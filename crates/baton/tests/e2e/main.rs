@@ -5,4 +5,6 @@ mod support;
 
 mod exec;
 mod exec_faults;
+mod serve;
+mod serve_streams;
 mod socket_activation;

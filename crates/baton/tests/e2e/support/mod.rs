@@ -132,6 +132,20 @@ impl Proc {
         }
     }
 
+    /// Waits until `n` lines contain `needle`.
+    pub async fn wait_count(&mut self, needle: &str, n: usize) {
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+        loop {
+            if self.lines().iter().filter(|l| l.contains(needle)).count() >= n {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, self.seen.changed()).await {
+                Ok(Ok(())) => {}
+                _ => panic!("{n} lines with {needle:?} not seen\n{}", self.dump()),
+            }
+        }
+    }
+
     /// Waits for a line containing `needle`.
     pub async fn wait_for(&mut self, needle: &str) -> String {
         let n = needle.to_owned();
@@ -326,4 +340,115 @@ fn parse_response(raw: &[u8]) -> Response {
 pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
+}
+
+/// Starts `hello` on 127.0.0.1:0 with extra arguments; returns it with its
+/// address.
+pub async fn start_hello(args: &[&str]) -> (Proc, String) {
+    let mut c = Command::new(hello());
+    c.args(["--listen", "127.0.0.1:0"]).args(args);
+    let mut p = Proc::spawn(&mut c);
+    let line = p.wait_for("listening on ").await;
+    let addr = line
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    (p, addr)
+}
+
+/// Starts `baton serve` with the config at `path`; returns it with the
+/// address of its first listener, once it is ready.
+pub async fn baton_serve(path: &Path) -> (Proc, String) {
+    let mut c = Command::new(baton());
+    c.arg("serve").arg("--config").arg(path);
+    let mut p = Proc::spawn(&mut c);
+    let line = p.wait_for("listening on ").await;
+    let addr = line
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    p.wait_for(" ready").await;
+    (p, addr)
+}
+
+/// A request with a method, a `Host` and extra header lines, on a new
+/// connection.
+pub async fn request(addr: &str, method: &str, host: &str, path: &str, extra: &str) -> Response {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}Content-Length: 0\r\n\r\n"
+    );
+    tokio::time::timeout(EVENT_TIMEOUT, exchange(addr, req.as_bytes()))
+        .await
+        .expect("request timed out")
+}
+
+/// Opens a WebSocket on `path` (the handshake by hand: the tests need no
+/// WebSocket library) and returns the stream after the 101.
+pub async fn ws_connect(addr: &str, path: &str) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(EVENT_TIMEOUT, s.read(&mut byte))
+            .await
+            .expect("handshake timed out")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed during handshake: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// Sends one masked text frame (clients must mask).
+pub async fn ws_send_text(s: &mut tokio::net::TcpStream, text: &str) {
+    let payload = text.as_bytes();
+    assert!(payload.len() < 126);
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).await.unwrap();
+}
+
+/// Reads one (unmasked, server) frame: opcode and payload.
+pub async fn ws_read(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    let read = async {
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h).await.unwrap();
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).await.unwrap();
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                s.read_exact(&mut l).await.unwrap();
+                u64::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.unwrap();
+        (h[0] & 0x0f, payload)
+    };
+    tokio::time::timeout(EVENT_TIMEOUT, read)
+        .await
+        .expect("no frame")
 }

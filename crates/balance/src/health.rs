@@ -1,0 +1,233 @@
+//! The health of one upstream member, shared by every snapshot that contains
+//! it.
+//!
+//! Owns the availability flags (active health, passive ejection), the
+//! in-flight count, the passive state and the watch channel announcing
+//! availability changes. Reads on the request path are atomic loads; every
+//! change of availability goes through the watch channel's lock so that the
+//! atomics and the published value never disagree.
+//!
+//! It must never pick members, perform I/O or read the clock: every
+//! time-dependent call takes `now`.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::passive::{Outcome, PassiveConfig, PassiveState, PassiveTransition};
+
+/// What the availability watch publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Availability {
+    /// The active checks (or whoever calls [`MemberHealth::set_healthy`])
+    /// consider the member healthy.
+    pub healthy: bool,
+    /// The member is passively ejected. The end of an ejection is observed
+    /// lazily, at the next availability check of the member.
+    pub ejected: bool,
+}
+
+impl Availability {
+    /// Healthy and not ejected.
+    pub fn is_available(self) -> bool {
+        self.healthy && !self.ejected
+    }
+}
+
+/// Everything known about a member's health, for the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSnapshot {
+    /// The active health flag.
+    pub healthy: bool,
+    /// The end of the current passive ejection, if any.
+    pub ejected_until: Option<Instant>,
+    /// Passive ejections in a row since the last success.
+    pub ejections: u32,
+    /// Failed requests in a row since the last success or ejection.
+    pub passive_streak: u32,
+    /// Successful probes in a row (active checks).
+    pub active_successes: u32,
+    /// Failed probes in a row (active checks).
+    pub active_failures: u32,
+    /// Requests currently sent to the member, across all snapshots.
+    pub in_flight: usize,
+}
+
+/// The health of one member, `Arc`-shared across configuration snapshots.
+#[derive(Debug)]
+pub struct MemberHealth {
+    /// Origin of `ejected_until`, which is stored as nanoseconds after it.
+    epoch: Instant,
+    healthy: AtomicBool,
+    /// End of the current ejection in nanoseconds after `epoch`; 0 = none.
+    ejected_until: AtomicU64,
+    in_flight: AtomicUsize,
+    active_successes: AtomicU32,
+    active_failures: AtomicU32,
+    passive: Mutex<PassiveState>,
+    /// Mirrors [`PassiveState::is_at_rest`] so that a success (the common
+    /// case) needs no lock.
+    passive_at_rest: AtomicBool,
+    availability: watch::Sender<Availability>,
+}
+
+impl MemberHealth {
+    /// A member with no history. New instances behind active checks should
+    /// start unhealthy, so that no request reaches them before they pass
+    /// `healthy_threshold` probes.
+    pub fn new(initially_healthy: bool) -> Arc<MemberHealth> {
+        let (availability, _) = watch::channel(Availability {
+            healthy: initially_healthy,
+            ejected: false,
+        });
+        Arc::new(MemberHealth {
+            epoch: Instant::now(),
+            healthy: AtomicBool::new(initially_healthy),
+            ejected_until: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            active_successes: AtomicU32::new(0),
+            active_failures: AtomicU32::new(0),
+            passive: Mutex::new(PassiveState::new()),
+            passive_at_rest: AtomicBool::new(true),
+            availability,
+        })
+    }
+
+    /// Healthy and not ejected at `now`.
+    pub fn is_available(&self, now: Instant) -> bool {
+        self.healthy.load(Ordering::Acquire) && !self.is_ejected(now)
+    }
+
+    /// The active health flag.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Whether the member is passively ejected at `now`. Observing the end
+    /// of an ejection publishes it on the availability watch (once).
+    pub fn is_ejected(&self, now: Instant) -> bool {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        if until == 0 {
+            return false;
+        }
+        if self.offset(now) < until {
+            return true;
+        }
+        self.availability.send_if_modified(|published| {
+            // Inside the watch's lock, so a concurrent new ejection either
+            // happened before (the exchange fails) or waits for us.
+            let ended = self
+                .ejected_until
+                .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if ended {
+                published.ejected = false;
+            }
+            ended
+        });
+        false
+    }
+
+    /// Sets the active health flag; returns whether it changed. The active
+    /// checker is its only writer when checks are configured; without them,
+    /// the control plane may set it.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.availability.send_if_modified(|published| {
+            let before = self.healthy.swap(healthy, Ordering::AcqRel);
+            published.healthy = healthy;
+            before != healthy
+        })
+    }
+
+    /// A receiver of availability changes: it fires when the member becomes
+    /// unavailable (the proxy then closes its pooled idle connections to it)
+    /// and when it becomes available again.
+    pub fn subscribe(&self) -> watch::Receiver<Availability> {
+        self.availability.subscribe()
+    }
+
+    /// Requests currently sent to the member, across all snapshots.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Everything known about the member at `now`.
+    pub fn snapshot(&self, now: Instant) -> HealthSnapshot {
+        let passive = self.passive.lock().unwrap_or_else(PoisonError::into_inner);
+        HealthSnapshot {
+            healthy: self.is_healthy(),
+            ejected_until: passive.ejected_until(now),
+            ejections: passive.ejections(),
+            passive_streak: passive.streak(),
+            active_successes: self.active_successes.load(Ordering::Relaxed),
+            active_failures: self.active_failures.load(Ordering::Relaxed),
+            in_flight: self.in_flight(),
+        }
+    }
+
+    /// Counts one more request in flight unless `max` are already (0 = no
+    /// limit). Atomic, so concurrent picks never exceed the limit.
+    pub(crate) fn try_acquire(&self, max: usize) -> bool {
+        if max == 0 {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Ends a request counted by [`try_acquire`](Self::try_acquire).
+    pub(crate) fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether the member has room for one more request (0 = no limit).
+    pub(crate) fn has_room(&self, max: usize) -> bool {
+        max == 0 || self.in_flight() < max
+    }
+
+    /// Mirrors the active checker's streaks, for the admin API.
+    pub(crate) fn set_active_streaks(&self, successes: u32, failures: u32) {
+        self.active_successes.store(successes, Ordering::Relaxed);
+        self.active_failures.store(failures, Ordering::Relaxed);
+    }
+
+    /// Applies a request outcome to the passive state and publishes an
+    /// ejection. A success on a member at rest takes no lock.
+    pub(crate) fn record_passive(
+        &self,
+        outcome: Outcome,
+        now: Instant,
+        config: &PassiveConfig,
+        may_eject: impl FnOnce() -> bool,
+    ) -> Option<PassiveTransition> {
+        if !outcome.is_failure() && self.passive_at_rest.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut passive = self.passive.lock().unwrap_or_else(PoisonError::into_inner);
+        let transition = passive.record(outcome, now, config, may_eject);
+        self.passive_at_rest
+            .store(passive.is_at_rest(), Ordering::Release);
+        if let Some(PassiveTransition::Ejected { until, .. }) = transition {
+            let until = self.offset(until).max(1);
+            // Always announced, even if an earlier ejection has not been
+            // observed as ended: connections may have been opened meanwhile.
+            self.availability.send_modify(|published| {
+                self.ejected_until.store(until, Ordering::Release);
+                published.ejected = true;
+            });
+        }
+        transition
+    }
+
+    /// Nanoseconds from `epoch` to `at` (0 for instants before it).
+    fn offset(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX)
+    }
+}

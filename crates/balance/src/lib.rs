@@ -1,0 +1,40 @@
+//! Upstream pools of baton's proxy data plane: which member serves the next
+//! request, and whether a member may serve at all.
+//!
+//! The proxy builds an immutable snapshot (routes → pools → members) for each
+//! configuration and swaps it atomically on reload. A [`Pool`] belongs to one
+//! snapshot and never changes (its weights included); the health of a member
+//! lives in a [`MemberHealth`] shared *across* snapshots through an `Arc`, so a
+//! member that survives a reload keeps its health, its ejection backoff and its
+//! in-flight count.
+//!
+//! - [`health`](MemberHealth): the shared atomics and the availability watch
+//!   the proxy subscribes to in order to purge pooled idle connections.
+//! - [`Pool::pick`]: smooth weighted round-robin (exactly nginx's) or least
+//!   requests by power of two choices, over available members only.
+//! - [`Picked::report`]: passive ejection after consecutive failures, with
+//!   exponential backoff.
+//! - [`spawn_active`]: active HTTP/1.1 checks with healthy and unhealthy
+//!   thresholds.
+//!
+//! This crate never opens a connection on behalf of a request and never
+//! blocks: picking is a few atomic loads and, for round-robin, one short lock.
+//! Timing logic is written as pure state machines ([`ActiveState`],
+//! [`PassiveState`]) that take the time as an argument, so it is tested with
+//! injected instants or tokio's paused clock.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod active;
+mod health;
+mod passive;
+mod pick;
+mod pool;
+mod probe;
+
+pub use active::{ActiveCheck, ActiveState, HealthTransition, ProbeResult};
+pub use health::{Availability, HealthSnapshot, MemberHealth};
+pub use passive::{Outcome, PassiveConfig, PassiveState, PassiveTransition};
+pub use pool::{Member, MemberSpec, Picked, Policy, Pool};
+pub use probe::{ActiveHandle, ProbeError, probe, spawn_active};

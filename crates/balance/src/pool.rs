@@ -1,0 +1,306 @@
+//! A pool of upstream members as one configuration snapshot sees it.
+//!
+//! Owns the members' specs (key, weight, connection limit) for one snapshot,
+//! the round-robin state, the choice among available members and the passive
+//! reports of picked members. Immutable apart from the round-robin lock: a
+//! weight change is a new `Pool` from a reload. It must never own health
+//! state (that is [`MemberHealth`], shared across snapshots), never perform
+//! I/O and never wait: `pick` answers `None` at once so the proxy can send a
+//! fast 503.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::time::Instant;
+
+use crate::health::MemberHealth;
+use crate::passive::{Outcome, PassiveConfig, PassiveTransition};
+use crate::pick;
+
+/// One member as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSpec {
+    /// `host:port` as configured; identifies the member across reloads.
+    pub key: String,
+    /// Relative share of requests; 0 takes the member out of rotation.
+    pub weight: u32,
+    /// Most requests in flight to this member at once, across snapshots;
+    /// 0 means no limit (as nginx's `max_conns`).
+    pub max_connections: usize,
+}
+
+/// How a pool chooses among its available members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// nginx's smooth weighted round-robin.
+    WeightedRoundRobin,
+    /// Power of two choices drawn by weight; the one with fewer requests in
+    /// flight wins.
+    LeastRequests,
+}
+
+/// A member of a pool: its position, its spec and its shared health.
+#[derive(Debug)]
+pub struct Member {
+    index: usize,
+    spec: MemberSpec,
+    health: Arc<MemberHealth>,
+}
+
+impl Member {
+    /// Position in [`Pool::members`]; what `exclude` and [`Picked::index`]
+    /// refer to.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The configured spec.
+    pub fn spec(&self) -> &MemberSpec {
+        &self.spec
+    }
+
+    /// The configured `host:port`.
+    pub fn key(&self) -> &str {
+        &self.spec.key
+    }
+
+    /// The health shared with other snapshots.
+    pub fn health(&self) -> &Arc<MemberHealth> {
+        &self.health
+    }
+
+    /// Could serve one more request at `now`, not counting `exclude`.
+    fn is_eligible(&self, now: Instant) -> bool {
+        self.spec.weight > 0
+            && self.health.has_room(self.spec.max_connections)
+            && self.health.is_available(now)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: String,
+    policy: Policy,
+    members: Box<[Member]>,
+    passive: Option<PassiveConfig>,
+    /// nginx's `current_weight` of each member.
+    round_robin: Mutex<Box<[i64]>>,
+    /// Serialises ejection decisions, so that two members failing at once
+    /// cannot both conclude that the other one is still available.
+    ejecting: Mutex<()>,
+}
+
+/// A pool of members; cheap to clone (`Arc`), `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl Pool {
+    /// A pool over `members` (their order gives their indices). `passive`
+    /// enables passive ejection.
+    pub fn new(
+        name: &str,
+        policy: Policy,
+        members: Vec<(MemberSpec, Arc<MemberHealth>)>,
+        passive: Option<PassiveConfig>,
+    ) -> Pool {
+        let members: Box<[Member]> = members
+            .into_iter()
+            .enumerate()
+            .map(|(index, (spec, health))| Member {
+                index,
+                spec,
+                health,
+            })
+            .collect();
+        let round_robin = Mutex::new(vec![0; members.len()].into_boxed_slice());
+        Pool {
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                policy,
+                members,
+                passive,
+                round_robin,
+                ejecting: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Picks a member for one request among those available now, with a
+    /// weight above 0, under their connection limit and not in `exclude`
+    /// (members already tried for this request). `None` when there is none.
+    pub fn pick(&self, exclude: &[usize]) -> Option<Picked> {
+        self.pick_at(exclude, Instant::now())
+    }
+
+    /// [`pick`](Self::pick) at a given time.
+    pub fn pick_at(&self, exclude: &[usize], now: Instant) -> Option<Picked> {
+        let members = &self.inner.members;
+        let eligible = |i: usize| !exclude.contains(&i) && members[i].is_eligible(now);
+        let weight = |i: usize| members[i].spec.weight;
+        // A chosen member can reach its limit between the check and the
+        // increment (another thread, another snapshot); choosing again then
+        // sees it full. Bounded, since each retry means another request won.
+        for _ in 0..=members.len() {
+            let index = match self.inner.policy {
+                Policy::WeightedRoundRobin => {
+                    let mut current = self
+                        .inner
+                        .round_robin
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    pick::smooth_weighted(&mut current, weight, eligible)
+                }
+                Policy::LeastRequests => pick::power_of_two(
+                    members.len(),
+                    weight,
+                    eligible,
+                    |i| members[i].health.in_flight(),
+                    |n| fastrand::u64(0..n),
+                ),
+            }?;
+            let member = &members[index];
+            if member.health.try_acquire(member.spec.max_connections) {
+                return Some(Picked {
+                    pool: self.inner.clone(),
+                    index,
+                });
+            }
+        }
+        None
+    }
+
+    /// The members, in configuration order.
+    pub fn members(&self) -> &[Member] {
+        &self.inner.members
+    }
+
+    /// The pool's name, for logs.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The selection policy.
+    pub fn policy(&self) -> Policy {
+        self.inner.policy
+    }
+
+    /// The passive ejection settings, if enabled.
+    pub fn passive(&self) -> Option<&PassiveConfig> {
+        self.inner.passive.as_ref()
+    }
+
+    /// Members that are available at `now` and have a weight above 0.
+    pub fn available(&self, now: Instant) -> usize {
+        self.members()
+            .iter()
+            .filter(|m| m.spec.weight > 0 && m.health.is_available(now))
+            .count()
+    }
+}
+
+/// A member chosen for one request. Counts as in flight until dropped.
+#[derive(Debug)]
+pub struct Picked {
+    pool: Arc<Inner>,
+    index: usize,
+}
+
+impl Picked {
+    /// The member's index in [`Pool::members`], for the `exclude` list of a
+    /// retry.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The member's `host:port`.
+    pub fn key(&self) -> &str {
+        self.member().key()
+    }
+
+    /// The member.
+    pub fn member(&self) -> &Member {
+        &self.pool.members[self.index]
+    }
+
+    /// Reports how the request ended (for passive ejection) and ends it.
+    /// Dropping a `Picked` without reporting is the same as
+    /// [`Outcome::Cancelled`].
+    pub fn report(self, outcome: Outcome) {
+        self.report_at(outcome, Instant::now());
+    }
+
+    /// [`report`](Self::report) at a given time.
+    ///
+    /// A failure streak never ejects the last member of the pool that is
+    /// available with a weight above 0: with nowhere else to send traffic,
+    /// an ejection would only turn possible failures into certain 503s for
+    /// the whole ejection time (a single-instance app that restarts would stay
+    /// out for `ejection_time` after it is back). The streak is kept, so the
+    /// member is ejected on its next failure once another one is available.
+    pub fn report_at(self, outcome: Outcome, now: Instant) {
+        let Some(config) = &self.pool.passive else {
+            return;
+        };
+        let member = self.member();
+        let transition = if outcome.is_failure() {
+            let _serial = self
+                .pool
+                .ejecting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            member
+                .health
+                .record_passive(outcome, now, config, || self.others_available(now))
+        } else {
+            member.health.record_passive(outcome, now, config, || true)
+        };
+        let (pool, key) = (self.pool.name.as_str(), member.key());
+        match transition {
+            Some(PassiveTransition::Ejected {
+                duration,
+                ejection,
+                failures,
+                ..
+            }) => tracing::warn!(
+                pool,
+                member = key,
+                from = "available",
+                to = "ejected",
+                reason = %format_args!("{failures} failed requests in a row ({outcome:?} last)"),
+                ejection,
+                duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                "member ejected"
+            ),
+            Some(PassiveTransition::Withheld { failures }) => tracing::debug!(
+                pool,
+                member = key,
+                failures,
+                "ejection withheld: last available member of the pool"
+            ),
+            Some(PassiveTransition::Recovered { ejections }) => tracing::info!(
+                pool,
+                member = key,
+                ejections,
+                "member answered after ejections; backoff reset"
+            ),
+            None => {}
+        }
+    }
+
+    fn others_available(&self, now: Instant) -> bool {
+        self.pool
+            .members
+            .iter()
+            .any(|m| m.index != self.index && m.spec.weight > 0 && m.health.is_available(now))
+    }
+}
+
+impl Drop for Picked {
+    fn drop(&mut self) {
+        self.member().health.release();
+    }
+}
+
+#[cfg(test)]
+mod tests;

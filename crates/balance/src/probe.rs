@@ -1,0 +1,198 @@
+//! The active checker: one tokio task per member that probes it over HTTP/1.1
+//! and feeds [`ActiveState`].
+//!
+//! Owns the I/O of a probe (resolve, a *new* TCP connection, `GET` with
+//! `Connection: close`, the response head, a bounded read of the body) and
+//! the logging of transitions. It must never keep a connection between
+//! probes (a pooled connection would hide a member that stopped accepting)
+//! and never decides on thresholds itself: that is [`ActiveState`]'s job.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, HOST, USER_AGENT};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpStream, lookup_host};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use crate::active::{ActiveCheck, ActiveState, ProbeResult};
+use crate::health::MemberHealth;
+
+/// Body bytes read after the status line before the probe hangs up: enough
+/// for a health page, bounded so a huge one cannot keep the probe busy.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Why a probe got no status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// The member's host did not resolve.
+    #[error("could not resolve {addr}: {message}")]
+    Resolve {
+        /// The member's `host:port`.
+        addr: String,
+        /// The resolver's error.
+        message: String,
+    },
+    /// No resolved address accepted the connection.
+    #[error("could not connect: {message}")]
+    Connect {
+        /// The last connection error.
+        message: String,
+    },
+    /// The check's path or host does not make a valid request.
+    #[error("could not build the request: {message}")]
+    Request {
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The connection broke before a response head arrived.
+    #[error("could not read a response: {message}")]
+    Http {
+        /// hyper's error.
+        message: String,
+    },
+    /// No response head within the check's timeout.
+    #[error("timed out")]
+    TimedOut,
+}
+
+/// Probes `addr` (`host:port`, resolved now) once, within `check.timeout`.
+pub async fn probe(addr: &str, check: &ActiveCheck) -> ProbeResult {
+    tokio::time::timeout(check.timeout, probe_untimed(addr, check))
+        .await
+        .unwrap_or(Err(ProbeError::TimedOut))
+}
+
+async fn probe_untimed(addr: &str, check: &ActiveCheck) -> ProbeResult {
+    let resolved = lookup_host(addr).await.map_err(|e| ProbeError::Resolve {
+        addr: addr.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut last_error = "no address".to_owned();
+    let mut stream = None;
+    for candidate in resolved {
+        match TcpStream::connect(candidate).await {
+            Ok(connected) => {
+                stream = Some(connected);
+                break;
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    let stream = stream.ok_or(ProbeError::Connect {
+        message: last_error,
+    })?;
+    // Latency of a tiny request matters more than batching here.
+    let _ = stream.set_nodelay(true);
+
+    let request = http::Request::get(check.path.as_str())
+        .header(HOST, check.host.as_deref().unwrap_or(addr))
+        .header(CONNECTION, "close")
+        .header(USER_AGENT, "baton-health-check")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ProbeError::Request {
+            message: e.to_string(),
+        })?;
+    let http_error = |e: hyper::Error| ProbeError::Http {
+        message: e.to_string(),
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http_error)?;
+    let exchange = async move {
+        let response = sender.send_request(request).await.map_err(http_error)?;
+        let status = response.status().as_u16();
+        // Read (a bounded part of) the body so the member sees a clean close
+        // rather than a reset; its content does not matter.
+        let mut body = response.into_body();
+        let mut read = 0;
+        while read < MAX_BODY {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                Some(Err(_)) | None => break,
+            }
+        }
+        Ok(status)
+    };
+    // The connection is driven here rather than in a spawned task, so that a
+    // timeout (which drops this future) also drops the socket.
+    tokio::pin!(connection, exchange);
+    let mut connection_done = false;
+    loop {
+        tokio::select! {
+            result = &mut exchange => return result,
+            result = &mut connection, if !connection_done => {
+                connection_done = true;
+                result.map_err(http_error)?;
+            }
+        }
+    }
+}
+
+/// Stops the active checker when dropped.
+#[derive(Debug)]
+pub struct ActiveHandle {
+    task: JoinHandle<()>,
+}
+
+impl ActiveHandle {
+    /// Stops the checker (the same as dropping the handle).
+    pub fn stop(self) {}
+}
+
+impl Drop for ActiveHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts probing `member` (`host:port`, resolved at each probe) every
+/// `check.interval`, the first probe at once, and sets `health`'s flag after
+/// `check.healthy_threshold` passes or `check.unhealthy_threshold` failures in
+/// a row. Run one checker per member: it is the writer of the flag. Must be
+/// called within a tokio runtime.
+pub fn spawn_active(
+    member: impl Into<String>,
+    health: Arc<MemberHealth>,
+    check: ActiveCheck,
+) -> ActiveHandle {
+    let member = member.into();
+    ActiveHandle {
+        task: tokio::spawn(run(member, health, check)),
+    }
+}
+
+async fn run(member: String, health: Arc<MemberHealth>, check: ActiveCheck) {
+    let mut state = ActiveState::new(health.is_healthy(), &check);
+    let mut ticks = tokio::time::interval(check.interval.max(Duration::from_millis(1)));
+    // A slow probe delays the next one instead of causing a burst.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let result = probe(&member, &check).await;
+        if let Err(error) = &result {
+            tracing::debug!(member = %member, %error, "health probe failed");
+        }
+        state.sync(health.is_healthy());
+        let transition = state.record(&result);
+        // Streaks first, so that whoever wakes on the watch reads them fresh.
+        health.set_active_streaks(state.successes(), state.failures());
+        if let Some(transition) = transition {
+            health.set_healthy(transition.to);
+            let (from, to) = (label(transition.from), label(transition.to));
+            let reason = &transition.reason;
+            if transition.to {
+                tracing::info!(%member, from, to, %reason, "member health changed");
+            } else {
+                tracing::warn!(%member, from, to, %reason, "member health changed");
+            }
+        }
+    }
+}
+
+fn label(healthy: bool) -> &'static str {
+    if healthy { "healthy" } else { "unhealthy" }
+}

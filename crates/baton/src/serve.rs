@@ -1,0 +1,213 @@
+//! `baton serve` and `baton check`: load the config (every error at once,
+//! exit 64), take or bind the listeners, run the proxy, and turn signals
+//! into its control: SIGHUP reloads the file (a bad file is refused and the
+//! running config keeps serving), SIGTERM/SIGINT drain, a second one closes
+//! what is left.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use handoff::http::Stop;
+use handoff::{Listener, Listeners, NamedListener};
+use proxy::Proxy;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::EXIT_USAGE;
+use crate::cli::{CheckArgs, ServeArgs};
+
+pub fn check(args: CheckArgs) -> ExitCode {
+    match config::load(&args.file) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok ({} listeners, {} pools, {} routes)",
+                args.file.display(),
+                cfg.listeners.len(),
+                cfg.pools.len(),
+                cfg.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+pub fn main(args: ServeArgs) -> ExitCode {
+    // Taken before the runtime starts its threads, so LISTEN_* is cleared.
+    let inherited = match Listeners::inherit() {
+        Ok(l) => l.map(Listeners::into_vec).unwrap_or_default(),
+        Err(e) => {
+            eprintln!("baton: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let cfg = match config::load(&args.config) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let listeners = match take_or_bind(&cfg, inherited) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("baton: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One thread, like one nginx worker: the loopback kernel work dominates
+    // and a single-threaded runtime needs no cross-thread synchronisation.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("baton: could not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args.config, cfg, listeners)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("baton: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Pairs each `[[listener]]` with an inherited socket of the same name, or
+/// binds it; prints one `listening on ADDR` line per listener.
+fn take_or_bind(
+    cfg: &config::Config,
+    mut inherited: Vec<NamedListener>,
+) -> anyhow::Result<Vec<(NamedListener, config::Listener)>> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(cfg.listeners.len());
+    let mut stdout = std::io::stdout().lock();
+    for l in &cfg.listeners {
+        let socket = match inherited.iter().position(|s| s.name == l.name) {
+            Some(i) => inherited.swap_remove(i).listener,
+            None => Listener::bind(&l.address)?,
+        };
+        let addr = socket
+            .local_addr()
+            .context("could not read a listener's address")?;
+        writeln!(stdout, "listening on {addr}")?;
+        tracing::info!(listener = %l.name, %addr, "listening");
+        out.push((
+            NamedListener {
+                name: l.name.clone(),
+                listener: socket,
+            },
+            l.clone(),
+        ));
+    }
+    stdout.flush()?;
+    for unused in inherited {
+        tracing::warn!(name = %unused.name, "inherited socket matches no [[listener]]; closing it");
+    }
+    Ok(out)
+}
+
+async fn run(
+    path: PathBuf,
+    cfg: config::Config,
+    listeners: Vec<(NamedListener, config::Listener)>,
+) -> anyhow::Result<ExitCode> {
+    let mut hup = signal(SignalKind::hangup()).context("could not handle SIGHUP")?;
+    let mut term = signal(SignalKind::terminate()).context("could not handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("could not handle SIGINT")?;
+
+    let proxy = match Proxy::new(&cfg) {
+        Ok(p) => Arc::new(p),
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{}: error: {e}", path.display());
+            }
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
+    let mut serving = tokio::spawn(proxy.clone().serve(
+        listeners,
+        cfg.proxy.clone(),
+        stop_rx,
+        || {
+            tracing::info!("ready");
+            if let Err(e) = handoff::notify::ready() {
+                tracing::warn!(error = %e, "could not notify the service manager");
+            }
+        },
+    ));
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&path, &proxy, &listener_names).await,
+            _ = term.recv() => begin_stop(&stop),
+            _ = int.recv() => begin_stop(&stop),
+            report = &mut serving => {
+                let report = report.context("the proxy task failed")?;
+                return Ok(if report.drained {
+                    tracing::info!(connections = report.connections, "stopped");
+                    ExitCode::SUCCESS
+                } else {
+                    tracing::warn!("stopped with connections cut at the drain deadline");
+                    ExitCode::FAILURE
+                });
+            }
+        }
+    }
+}
+
+fn begin_stop(stop: &watch::Sender<Stop>) {
+    let next = if *stop.borrow() == Stop::Run {
+        tracing::info!("draining (signal again to close everything now)");
+        let _ = handoff::notify::stopping();
+        Stop::Drain
+    } else {
+        tracing::warn!("second stop signal: closing every connection now");
+        Stop::Now
+    };
+    stop.send_replace(next);
+}
+
+async fn reload(path: &Path, proxy: &Proxy, listener_names: &[String]) {
+    let _ = handoff::notify::notify(&[handoff::notify::State::Reloading]);
+    let owned = path.to_owned();
+    let loaded = tokio::task::spawn_blocking(move || config::load(&owned)).await;
+    let result = match loaded {
+        Ok(Ok(cfg)) => {
+            let names: Vec<&str> = cfg.listeners.iter().map(|l| l.name.as_str()).collect();
+            if names
+                != listener_names
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+            {
+                tracing::warn!("listener changes take effect at the next restart");
+            }
+            proxy.reload(&cfg).map_err(|e| e.0)
+        }
+        Ok(Err(errors)) => Err(errors.0.iter().map(|e| e.to_string()).collect()),
+        Err(e) => Err(vec![format!("could not load the config: {e}")]),
+    };
+    match result {
+        Ok(()) => tracing::info!(config = %path.display(), "config reloaded"),
+        Err(errors) => {
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            tracing::error!(
+                errors = errors.len(),
+                "config refused; the running config keeps serving"
+            );
+        }
+    }
+    let _ = handoff::notify::ready();
+}

@@ -1,0 +1,241 @@
+//! The shape check: walks the parsed TOML tree against `schema` and reports
+//! every unknown key, every value of the wrong TOML type and every missing
+//! required key — all of them, not just the first. Offending entries are
+//! removed from the tree, so the serde pass that follows cannot fail on them
+//! and later stages never see them. It never judges a value's meaning
+//! (a duration that does not parse is `validate`'s business).
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::error::Diagnostics;
+use crate::schema::{IfMissing, Section, Type};
+
+/// Checks `table` (the whole document) against `schema::ROOT`.
+pub(crate) fn check_document(
+    table: &mut Spanned<DeTable<'_>>,
+    diag: &mut Diagnostics<'_>,
+    seen: Option<&mut BTreeSet<(&'static str, &'static str)>>,
+) {
+    let mut checker = Checker { diag, seen };
+    // The root table's span is empty; missing keys point at the first byte.
+    let span = table.span();
+    checker.table(&crate::schema::ROOT, None, table.get_mut(), span);
+}
+
+struct Checker<'d, 's, 'k> {
+    diag: &'d mut Diagnostics<'s>,
+    /// (section place, key) of every key met, for the tests that compare the
+    /// kitchen-sink file with the schema.
+    seen: Option<&'k mut BTreeSet<(&'static str, &'static str)>>,
+}
+
+impl Checker<'_, '_, '_> {
+    fn table(
+        &mut self,
+        section: &'static Section,
+        pool: Option<&str>,
+        table: &mut DeTable<'_>,
+        span: Range<usize>,
+    ) {
+        let place = || section.place_for(pool);
+        let mut remove = Vec::new();
+        // Keys that an unknown key is probably a typo of: their absence is
+        // not reported again as a missing required key.
+        let mut suggested = Vec::new();
+        for (key, _) in table.iter() {
+            let name = key.get_ref();
+            if section.keys.iter().any(|k| k.name == name) {
+                continue;
+            }
+            let expected: Vec<&str> = section.keys.iter().map(|k| k.name).collect();
+            let guess = closest(name, &expected);
+            let hint = guess
+                .map(|g| format!(" (did you mean `{g}`?)"))
+                .unwrap_or_default();
+            let message = format!(
+                "unknown key `{name}` {}{hint}; expected one of: {}",
+                place(),
+                expected.join(", ")
+            );
+            self.diag.error(key.span(), message);
+            suggested.extend(guess);
+            remove.push(name.to_string());
+        }
+        for key in section.keys {
+            let Some(value) = table.get_mut(key.name) else {
+                if matches!(key.if_missing, IfMissing::Required) && !suggested.contains(&key.name) {
+                    let message = if std::ptr::eq(section, &crate::schema::ROOT) {
+                        format!("no [[{}]] defined; at least one is required", key.name)
+                    } else {
+                        format!("missing required key `{}` {}", key.name, place())
+                    };
+                    self.diag.error(span.clone(), message);
+                }
+                continue;
+            };
+            if let Some(seen) = self.seen.as_deref_mut() {
+                seen.insert((section.place, key.name));
+            }
+            let value_span = value.span();
+            if let DeValue::Integer(n) = value.get_ref() {
+                // TOML integers are 64-bit; the parser keeps larger ones as text.
+                if i64::from_str_radix(n.as_str(), n.radix()).is_err() {
+                    let message =
+                        format!("`{}` {}: {} is out of range", key.name, place(), n.as_str());
+                    self.diag.error(value_span, message);
+                    remove.push(key.name.to_owned());
+                    continue;
+                }
+            }
+            if let Err((bad_span, found)) = self.value(key.ty, pool, value) {
+                let what = if bad_span == value_span {
+                    format!("not {found}")
+                } else {
+                    format!("but one element is {found}")
+                };
+                self.diag.error(
+                    bad_span,
+                    format!(
+                        "`{}` {} must be {}, {what}",
+                        key.name,
+                        place(),
+                        key.ty.describe()
+                    ),
+                );
+                remove.push(key.name.to_owned());
+            }
+        }
+        for key in remove {
+            table.remove(key.as_str());
+        }
+    }
+
+    /// Checks one value; on a shape error returns the span of the offending
+    /// value (the value itself or one of its elements) and its type.
+    fn value(
+        &mut self,
+        ty: Type,
+        pool: Option<&str>,
+        value: &mut Spanned<DeValue<'_>>,
+    ) -> Result<(), (Range<usize>, String)> {
+        let span = value.span();
+        let mismatch = |v: &DeValue<'_>| Err((span.clone(), article(v.type_str())));
+        match (ty, value.get_mut()) {
+            (Type::String | Type::Duration, DeValue::String(_))
+            | (Type::Integer, DeValue::Integer(_))
+            | (Type::Bool, DeValue::Boolean(_))
+            | (Type::Size | Type::Status, DeValue::String(_) | DeValue::Integer(_)) => Ok(()),
+            (Type::Strings, DeValue::Array(items)) => all(items.iter_mut(), |item| {
+                matches!(item.get_ref(), DeValue::String(_))
+            }),
+            (Type::StringMap, DeValue::Table(map)) => all(map.iter_mut().map(|(_, v)| v), |v| {
+                matches!(v.get_ref(), DeValue::String(_))
+            }),
+            (Type::Table(section), DeValue::Table(table)) => {
+                self.table(section, pool, table, span);
+                Ok(())
+            }
+            (Type::Tables(section), DeValue::Array(items)) => {
+                all(items.iter_mut(), |item| item.get_ref().is_table())?;
+                for item in items.iter_mut() {
+                    let span = item.span();
+                    if let DeValue::Table(table) = item.get_mut() {
+                        self.table(section, pool, table, span);
+                    }
+                }
+                Ok(())
+            }
+            (Type::NamedTables(section), DeValue::Table(tables)) => {
+                for (name, item) in tables.iter_mut() {
+                    let span = item.span();
+                    match item.get_mut() {
+                        DeValue::Table(table) => {
+                            self.table(section, Some(name.get_ref()), table, span);
+                        }
+                        other => {
+                            // Replaced by an empty table rather than removed,
+                            // so that routes naming the pool do not also
+                            // report it as unknown.
+                            let message = format!(
+                                "`{}` must be a table, not {}",
+                                section
+                                    .place_for(Some(name.get_ref()))
+                                    .trim_start_matches("in "),
+                                article(other.type_str())
+                            );
+                            self.diag.error(span, message);
+                            *item.get_mut() = DeValue::Table(DeTable::new());
+                        }
+                    }
+                }
+                Ok(())
+            }
+            (_, other) => mismatch(other),
+        }
+    }
+}
+
+/// `Ok` if every item passes `ok`, else the span and type of the first that
+/// does not.
+fn all<'a, 'i: 'a>(
+    items: impl Iterator<Item = &'a mut Spanned<DeValue<'i>>>,
+    ok: impl Fn(&Spanned<DeValue<'i>>) -> bool,
+) -> Result<(), (Range<usize>, String)> {
+    for item in items {
+        if !ok(item) {
+            return Err((item.span(), article(item.get_ref().type_str())));
+        }
+    }
+    Ok(())
+}
+
+fn article(type_str: &str) -> String {
+    match type_str {
+        "integer" | "array" => format!("an {type_str}"),
+        other => format!("a {other}"),
+    }
+}
+
+/// The expected key closest to `name`, if it is close enough to be a typo.
+fn closest<'a>(name: &str, expected: &[&'a str]) -> Option<&'a str> {
+    let best = expected.iter().min_by_key(|e| edit_distance(name, e))?;
+    let limit = (best.len() / 3).max(2);
+    (edit_distance(name, best) <= limit).then_some(*best)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{closest, edit_distance};
+
+    #[test]
+    fn typos_are_recognised() {
+        assert_eq!(edit_distance("adress", "address"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        let keys = ["name", "address", "max_connections"];
+        assert_eq!(closest("adress", &keys), Some("address"));
+        assert_eq!(closest("max_conections", &keys), Some("max_connections"));
+        assert_eq!(closest("nmae", &keys), Some("name"));
+        assert_eq!(closest("port", &keys), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! The schema tables of the upstream side: `[pool.NAME]`, its members,
+//! `health` and `passive`.
+
+use super::IfMissing::{Default, Required, Unset};
+use super::{Section, Type, key};
+
+pub(crate) static POOL: Section = Section {
+    place: "in [pool.*]",
+    heading: "`[pool.NAME]`",
+    doc: "A set of upstream servers that routes send requests to. `NAME` is chosen freely (letters, digits, `-`, `_`, `.`).",
+    keys: &[
+        key(
+            "balance",
+            Type::String,
+            Default("weighted_round_robin"),
+            "`weighted_round_robin` (smooth weighted round robin, as nginx does) or `least_requests` (power of two choices: of two members picked at random, the one with fewer requests in flight).",
+        ),
+        key(
+            "members",
+            Type::Tables(&MEMBER),
+            Required,
+            "The upstream servers, at least one; see *members*.",
+        ),
+        key(
+            "max_connections_per_member",
+            Type::Integer,
+            Default("256"),
+            "Open connections to one member at most (in use and idle). 1 to 4294967295.",
+        ),
+        key(
+            "connect_timeout",
+            Type::Duration,
+            Default("2s"),
+            "Time allowed to connect to a member; on expiry the request is retried on another member (it was never sent).",
+        ),
+        key(
+            "header_timeout",
+            Type::Duration,
+            Default("30s"),
+            "Time from the request being sent to the response headers arriving.",
+        ),
+        key(
+            "idle_timeout",
+            Type::Duration,
+            Default("60s"),
+            "A pooled idle connection to a member is closed after this long. Keep it below the member's own keep-alive timeout.",
+        ),
+        key(
+            "total_timeout",
+            Type::Duration,
+            Unset("no limit"),
+            "Time allowed for the whole exchange, from receiving the request to the end of the response body.",
+        ),
+        key(
+            "retry_non_idempotent",
+            Type::Bool,
+            Default("false"),
+            "A request that was never sent is always retried on another member. An idempotent one (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) is also retried once after a reset before the response began. Others (POST, PATCH) are replayed in that case only if this is `true`.",
+        ),
+        key(
+            "upstream_host",
+            Type::String,
+            Default("preserve"),
+            "The `Host` sent upstream: `preserve` (the client's), `member` (the member's address as written) or any other string, sent as is.",
+        ),
+        key(
+            "health",
+            Type::Table(&HEALTH),
+            Unset("no active checks: members are healthy unless ejected"),
+            "Active health checks, see `[pool.NAME.health]`.",
+        ),
+        key(
+            "passive",
+            Type::Table(&PASSIVE),
+            Unset("no passive ejection"),
+            "Passive ejection, see `[pool.NAME.passive]`.",
+        ),
+    ],
+};
+
+pub(crate) static MEMBER: Section = Section {
+    place: "in a member of [pool.*]",
+    heading: "*members* (in `[pool.NAME]`)",
+    doc: "Each member is an inline table, `{ address = \"127.0.0.1:9001\", weight = 3 }`. Addresses are not resolved when the file is read.",
+    keys: &[
+        key(
+            "address",
+            Type::String,
+            Required,
+            "`IP:PORT` or `HOST:PORT` (`[::1]:9001`, `app.internal:8080`); unique within the pool.",
+        ),
+        key(
+            "weight",
+            Type::Integer,
+            Default("1"),
+            "Relative share of requests, 0 to 1000000. 0 drains the member: no new requests. A pool whose weights are all 0 answers 503.",
+        ),
+    ],
+};
+
+pub(crate) static HEALTH: Section = Section {
+    place: "in [pool.*.health]",
+    heading: "`[pool.NAME.health]`",
+    doc: "Active HTTP checks of every member. A member changes state only after several checks in a row agree, never on a single probe.",
+    keys: &[
+        key(
+            "path",
+            Type::String,
+            Required,
+            "Path (and optional query) requested with GET; starts with `/`.",
+        ),
+        key(
+            "interval",
+            Type::Duration,
+            Default("2s"),
+            "Time between two checks of a member.",
+        ),
+        key(
+            "timeout",
+            Type::Duration,
+            Default("1s"),
+            "A check without a response within this time fails; must be shorter than `interval`.",
+        ),
+        key(
+            "healthy_threshold",
+            Type::Integer,
+            Default("2"),
+            "Consecutive successes that make an unhealthy member healthy. At least 1.",
+        ),
+        key(
+            "unhealthy_threshold",
+            Type::Integer,
+            Default("3"),
+            "Consecutive failures that make a healthy member unhealthy. At least 1.",
+        ),
+        key(
+            "expect_status",
+            Type::Status,
+            Default("200-399"),
+            "Statuses that count as success: one code (`204`, or `\"204\"`) or an inclusive range (`\"200-299\"`), within 100-599.",
+        ),
+    ],
+};
+
+pub(crate) static PASSIVE: Section = Section {
+    place: "in [pool.*.passive]",
+    heading: "`[pool.NAME.passive]`",
+    doc: "Ejection of a member on failures seen in real traffic. An ejected member gets no requests until its ejection time is over.",
+    keys: &[
+        key(
+            "consecutive_failures",
+            Type::Integer,
+            Default("5"),
+            "Failures in a row (connect errors, resets, 5xx responses) that eject a member. At least 1.",
+        ),
+        key(
+            "ejection_time",
+            Type::Duration,
+            Default("10s"),
+            "Length of the first ejection; each further ejection in a row doubles it.",
+        ),
+        key(
+            "max_ejection_time",
+            Type::Duration,
+            Default("5m"),
+            "Cap on the doubled ejection time; at least `ejection_time`.",
+        ),
+    ],
+};

@@ -1,0 +1,289 @@
+//! The kitchen-sink file (every key) and the defaults (no optional key), plus
+//! the proof that the schema table, the serde structs and the kitchen-sink
+//! file list the same keys.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+
+use super::{MINIMAL, ok};
+use crate::error::Diagnostics;
+use crate::raw::*;
+use crate::schema::{self, SECTIONS, Section};
+use crate::types::*;
+
+pub(crate) const KITCHEN_SINK: &str = include_str!("../../testdata/kitchen-sink.toml");
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[test]
+fn kitchen_sink_parses_into_the_expected_config() {
+    let config = ok(KITCHEN_SINK);
+    assert_eq!(
+        config.proxy,
+        ProxySettings {
+            drain_timeout: secs(45),
+            idle_grace: Duration::from_millis(500),
+            trusted_proxies: ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"]
+                .map(|n| n.parse().unwrap())
+                .to_vec(),
+            request_id_header: HeaderName::from_static("x-trace-id"),
+        }
+    );
+    assert_eq!(
+        config.access_log,
+        Some(AccessLog {
+            target: AccessLogTarget::File("/var/log/baton/access.log".into()),
+            format: AccessLogFormat::Json,
+        })
+    );
+    assert_eq!(
+        config.listeners[0],
+        Listener {
+            name: "http".into(),
+            address: "0.0.0.0:8080".parse().unwrap(),
+            max_connections: 20000,
+            header_read_timeout: secs(5),
+            max_header_bytes: 32 * 1024,
+            max_body_bytes: 1 << 20,
+            keepalive_timeout: secs(75),
+        }
+    );
+    assert_eq!(
+        config.listeners[1].address,
+        ListenAddr::Unix("/run/baton/http.sock".into())
+    );
+    let app = &config.pools["app"];
+    let member = |authority: &str, host: &str, port, ip: Option<&str>, weight| Member {
+        address: UpstreamAddr {
+            authority: authority.into(),
+            host: host.into(),
+            port,
+            ip: ip.map(|ip| ip.parse().unwrap()),
+        },
+        weight,
+    };
+    let expected = Pool {
+        name: "app".into(),
+        balance: Balance::LeastRequests,
+        members: vec![
+            member(
+                "127.0.0.1:9001",
+                "127.0.0.1",
+                9001,
+                Some("127.0.0.1:9001"),
+                3,
+            ),
+            member("[::1]:9002", "::1", 9002, Some("[::1]:9002"), 0),
+            member("app-3.internal:9003", "app-3.internal", 9003, None, 1),
+        ],
+        max_connections_per_member: 64,
+        connect_timeout: secs(1),
+        header_timeout: secs(20),
+        idle_timeout: secs(4),
+        total_timeout: Some(secs(300)),
+        retry_non_idempotent: true,
+        upstream_host: UpstreamHost::Literal("app.internal".into()),
+        health: Some(HealthCheck {
+            path: "/healthz?full=1".into(),
+            interval: secs(3),
+            timeout: Duration::from_millis(500),
+            healthy_threshold: 3,
+            unhealthy_threshold: 2,
+            expect_status: StatusRange {
+                first: 200,
+                last: 299,
+            },
+        }),
+        passive: Some(PassiveHealth {
+            consecutive_failures: 3,
+            ejection_time: secs(5),
+            max_ejection_time: secs(60),
+        }),
+    };
+    assert_eq!(app, &expected);
+    assert_eq!(config.pools.keys().collect::<Vec<_>>(), ["app", "static"]);
+    let api = &config.routes[0];
+    assert_eq!(
+        api,
+        &Route {
+            name: Some("api".into()),
+            listeners: vec!["http".into()],
+            host: Some(HostMatch::Exact("api.example.com".into())),
+            path: Some(PathMatch::Prefix("/api/".into())),
+            methods: vec![Method::GET, Method::HEAD, Method::POST],
+            headers: vec![HeaderMatch {
+                name: HeaderName::from_static("x-canary"),
+                value: HeaderValue::from_static("1"),
+            }],
+            pool: "app".into(),
+        }
+    );
+    assert_eq!(
+        config.routes[1].host,
+        Some(HostMatch::Wildcard(".example.com".into()))
+    );
+    assert_eq!(
+        config.routes[1].path,
+        Some(PathMatch::Pattern("/users/{id}/files/{*rest}".into()))
+    );
+    assert_eq!(
+        config.routes[1].listeners,
+        ["http", "local"],
+        "default: all listeners"
+    );
+    assert_eq!(
+        config.routes[2].path,
+        Some(PathMatch::Regex("^/v[0-9]+/".into()))
+    );
+    assert_eq!(config.routes[2].name, None);
+}
+
+#[test]
+fn absent_keys_take_the_documented_defaults() {
+    let config = ok(&format!(
+        "{MINIMAL}[access_log]\n[pool.p]\nmembers = [{{ address = \"h:1\" }}]\n[pool.p.health]\npath = \"/\"\n[pool.p.passive]\n"
+    ));
+    assert_eq!(
+        config.proxy,
+        ProxySettings {
+            drain_timeout: secs(30),
+            idle_grace: secs(1),
+            trusted_proxies: vec![],
+            request_id_header: HeaderName::from_static("x-request-id"),
+        }
+    );
+    let log = AccessLog {
+        target: AccessLogTarget::Stdout,
+        format: AccessLogFormat::Combined,
+    };
+    assert_eq!(config.access_log, Some(log));
+    let listener = &config.listeners[0];
+    assert_eq!(listener.name, "listener-1");
+    assert_eq!(listener.max_connections, 10000);
+    assert_eq!(listener.header_read_timeout, secs(10));
+    assert_eq!(listener.max_header_bytes, 64 * 1024);
+    assert_eq!(listener.max_body_bytes, 10 * 1024 * 1024);
+    assert_eq!(listener.keepalive_timeout, secs(60));
+    let pool = &config.pools["p"];
+    assert_eq!(pool.balance, Balance::WeightedRoundRobin);
+    assert_eq!(pool.members[0].weight, 1);
+    assert_eq!(pool.max_connections_per_member, 256);
+    assert_eq!(
+        (pool.connect_timeout, pool.header_timeout, pool.idle_timeout),
+        (secs(2), secs(30), secs(60))
+    );
+    assert_eq!(pool.total_timeout, None);
+    assert!(!pool.retry_non_idempotent);
+    assert_eq!(pool.upstream_host, UpstreamHost::Preserve);
+    let health = pool.health.as_ref().unwrap();
+    assert_eq!((health.interval, health.timeout), (secs(2), secs(1)));
+    assert_eq!(
+        (health.healthy_threshold, health.unhealthy_threshold),
+        (2, 3)
+    );
+    assert_eq!(
+        health.expect_status,
+        StatusRange {
+            first: 200,
+            last: 399
+        }
+    );
+    let passive = pool.passive.as_ref().unwrap();
+    assert_eq!(
+        (
+            passive.consecutive_failures,
+            passive.ejection_time,
+            passive.max_ejection_time
+        ),
+        (5, secs(10), secs(300))
+    );
+    assert!(config.routes.is_empty());
+    let bare = ok(MINIMAL);
+    assert_eq!((bare.access_log, bare.pools.len()), (None, 0));
+}
+
+/// Records the field list a derived `Deserialize` asks for, then stops.
+struct FieldProbe<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> Deserializer<'de> for FieldProbe<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom("not a struct"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = fields;
+        Err(de::Error::custom("probed"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+    }
+}
+
+fn fields_of<T: for<'de> Deserialize<'de>>() -> BTreeSet<&'static str> {
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldProbe(&mut fields));
+    fields.iter().copied().collect()
+}
+
+#[test]
+fn schema_lists_exactly_the_fields_of_the_serde_structs() {
+    let pairs: [(&Section, BTreeSet<&str>); 9] = [
+        (&schema::ROOT, fields_of::<RawConfig>()),
+        (&schema::PROXY, fields_of::<RawProxy>()),
+        (&schema::ACCESS_LOG, fields_of::<RawAccessLog>()),
+        (&schema::LISTENER, fields_of::<RawListener>()),
+        (&schema::POOL, fields_of::<RawPool>()),
+        (&schema::MEMBER, fields_of::<RawMember>()),
+        (&schema::HEALTH, fields_of::<RawHealth>()),
+        (&schema::PASSIVE, fields_of::<RawPassive>()),
+        (&schema::ROUTE, fields_of::<RawRoute>()),
+    ];
+    for section in SECTIONS {
+        assert!(
+            pairs.iter().any(|(s, _)| std::ptr::eq(*s, section)),
+            "no serde struct paired with {}",
+            section.place
+        );
+    }
+    for (section, serde_fields) in pairs {
+        let schema_keys: BTreeSet<&str> = section.keys.iter().map(|k| k.name).collect();
+        assert!(!serde_fields.is_empty());
+        assert_eq!(
+            schema_keys, serde_fields,
+            "src/schema/ and src/raw.rs disagree on the keys {}: add the key to both (and to testdata/kitchen-sink.toml)",
+            section.place
+        );
+    }
+}
+
+#[test]
+fn kitchen_sink_uses_every_key_of_the_schema() {
+    let mut seen = BTreeSet::new();
+    let mut diag = Diagnostics::new(KITCHEN_SINK, "kitchen-sink.toml");
+    assert!(crate::parse_raw(KITCHEN_SINK, &mut diag, Some(&mut seen)).is_some());
+    assert!(diag.is_empty());
+    let all: BTreeSet<(&str, &str)> = SECTIONS
+        .iter()
+        .flat_map(|s| s.keys.iter().map(|k| (s.place, k.name)))
+        .collect();
+    let missing: Vec<_> = all.difference(&seen).collect();
+    assert!(
+        missing.is_empty(),
+        "testdata/kitchen-sink.toml does not use these keys: {missing:?}"
+    );
+    // The other direction holds because `check` rejects unknown keys, which
+    // `kitchen_sink_parses_into_the_expected_config` would report.
+}

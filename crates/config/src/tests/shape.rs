@@ -1,0 +1,214 @@
+//! Syntax errors, unknown keys, wrong TOML types and missing required keys.
+
+use super::{BASE, MINIMAL, error, errors};
+use crate::{ConfigError, load};
+
+#[test]
+fn syntax_error_has_a_position() {
+    let e = error("[[listener]]\naddress = localhost\n");
+    assert_eq!(
+        e,
+        "2:11: string values must be quoted, expected literal string"
+    );
+    // toml reads `127.0` as a float and stops at the second dot.
+    let e = error("[[listener]]\naddress = 127.0.0.1:8080\n");
+    assert_eq!(e, "2:16: invalid float, expected nothing");
+}
+
+#[test]
+fn several_syntax_errors_are_reported_one_per_line() {
+    let source = "[[listener]]\naddress = \"127.0.0.1:8080\"\nname = http\nmax_connections = 1\nmax_connections = 2\n";
+    let all = errors(source);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert!(all[0].starts_with("3:8: "), "{all:#?}");
+    assert_eq!(all[1], "5:1: duplicate key");
+}
+
+#[test]
+fn unknown_keys_are_listed_with_what_was_expected() {
+    let source = "[[listener]]\nadress = \"127.0.0.1:8080\"\n";
+    assert_eq!(
+        errors(source),
+        [
+            "2:1: unknown key `adress` in [[listener]] (did you mean `address`?); expected one of: name, address, \
+          max_connections, header_read_timeout, max_header_bytes, max_body_bytes, keepalive_timeout"
+        ]
+    );
+    let e = error(&format!("{MINIMAL}[proxy]\ndrain = \"1s\"\n"));
+    assert!(
+        e.starts_with("4:1: unknown key `drain` in [proxy]; expected one of: drain_timeout,"),
+        "{e}"
+    );
+    let e = error(&format!("listeners = 1\n{MINIMAL}"));
+    assert!(e.starts_with("1:1: unknown key `listeners` at the top level (did you mean `listener`?); expected one of: proxy,"), "{e}");
+}
+
+#[test]
+fn unknown_keys_in_nested_tables_name_the_pool() {
+    let source = format!(
+        "{BASE}[pool.app.health]\npath = \"/\"\nintervall = \"1s\"\n[pool.app.passive]\nfailures = 1\n"
+    );
+    let all = errors(&source);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert!(all[0].starts_with("12:1: unknown key `intervall` in [pool.app.health] (did you mean `interval`?); expected one of: path,"), "{all:#?}");
+    assert!(all[1].starts_with("14:1: unknown key `failures` in [pool.app.passive]; expected one of: consecutive_failures,"), "{all:#?}");
+    let e = error(&BASE.replace("\"127.0.0.1:9001\" }", "\"127.0.0.1:9001\", wieght = 2 }"));
+    assert_eq!(
+        e,
+        "6:42: unknown key `wieght` in a member of [pool.app] (did you mean `weight`?); expected one of: address, weight"
+    );
+}
+
+#[test]
+fn wrong_types_point_at_the_value() {
+    let source = "[[listener]]\naddress = \"127.0.0.1:8080\"\nmax_connections = \"many\"\n";
+    assert_eq!(
+        error(source),
+        "3:19: `max_connections` in [[listener]] must be an integer, not a string"
+    );
+    let source = format!("{BASE}retry = 1\n");
+    assert!(
+        error(&source)
+            .starts_with("10:1: unknown key `retry` in [[route]]; expected one of: name,")
+    );
+    let source = BASE.replace("pool = \"app\"", "pool = \"app\"\nmethods = [\"GET\", 3]");
+    assert_eq!(
+        error(&source),
+        "10:19: `methods` in [[route]] must be an array of strings, but one element is an integer"
+    );
+    let source = BASE.replace(
+        "members = [{ address = \"127.0.0.1:9001\" }]",
+        "members = [\"127.0.0.1:9001\"]",
+    );
+    assert_eq!(
+        error(&source),
+        "6:12: `members` in [pool.app] must be an array of tables, but one element is a string"
+    );
+    let source = format!(
+        "{MINIMAL}[pool.x]\nmembers = [{{ address = \"h:1\" }}]\nretry_non_idempotent = \"yes\"\n"
+    );
+    assert_eq!(
+        error(&source),
+        "5:24: `retry_non_idempotent` in [pool.x] must be a boolean, not a string"
+    );
+    let e = error(&format!("pool = 3\n{MINIMAL}"));
+    assert_eq!(
+        e,
+        "1:8: `pool` at the top level must be a table of named tables, not an integer"
+    );
+    let e = error(&format!(
+        "{MINIMAL}[pool]\napp = 1\n[[route]]\npool = \"app\"\n"
+    ));
+    assert_eq!(
+        e, "4:7: `[pool.app]` must be a table, not an integer",
+        "and the route's pool is not unknown"
+    );
+    let e = error(&format!(
+        "{MINIMAL}max_connections = 99999999999999999999\n"
+    ));
+    assert_eq!(
+        e,
+        "3:19: `max_connections` in [[listener]]: 99999999999999999999 is out of range"
+    );
+    let e = error("listener = { address = \"127.0.0.1:1\" }\n");
+    assert_eq!(
+        e,
+        "1:12: `listener` at the top level must be an array of tables, not a table"
+    );
+    let e = error(&format!("{MINIMAL}max_body_bytes = 1.5\n"));
+    assert_eq!(
+        e,
+        "3:18: `max_body_bytes` in [[listener]] must be a size (integer bytes or a string like \"64KiB\"), not a float"
+    );
+}
+
+#[test]
+fn a_wrongly_typed_required_key_is_not_also_missing() {
+    let e = error("[[listener]]\naddress = 8080\n");
+    assert_eq!(
+        e,
+        "2:11: `address` in [[listener]] must be a string, not an integer"
+    );
+}
+
+#[test]
+fn missing_required_keys_point_at_their_table() {
+    let source = BASE.replace("pool = \"app\"", "name = \"r\"");
+    assert_eq!(
+        error(&source),
+        "8:1: missing required key `pool` in [[route]]"
+    );
+    let source = BASE.replace(
+        "members = [{ address = \"127.0.0.1:9001\" }]",
+        "members = [{ weight = 1 }]",
+    );
+    assert_eq!(
+        error(&source),
+        "6:12: missing required key `address` in a member of [pool.app]"
+    );
+    let source = BASE.replace(
+        "members = [{ address = \"127.0.0.1:9001\" }]",
+        "balance = \"least_requests\"",
+    );
+    assert_eq!(
+        error(&source),
+        "5:1: missing required key `members` in [pool.app]"
+    );
+    let source = format!("{BASE}[pool.app.health]\ninterval = \"5s\"\n");
+    assert_eq!(
+        error(&source),
+        "10:1: missing required key `path` in [pool.app.health]"
+    );
+}
+
+#[test]
+fn no_listener_at_all() {
+    assert_eq!(
+        error(""),
+        "1:1: no [[listener]] defined; at least one is required"
+    );
+    assert_eq!(
+        error("[proxy]\n"),
+        "1:1: no [[listener]] defined; at least one is required"
+    );
+    assert_eq!(
+        error("# nothing\nlistener = []\n"),
+        "2:12: no [[listener]] defined; at least one is required"
+    );
+}
+
+#[test]
+fn load_reads_files_and_reports_unreadable_ones() {
+    let dir = std::env::temp_dir().join(format!("baton-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, MINIMAL).unwrap();
+    assert_eq!(load(&good).unwrap().listeners.len(), 1);
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[[listener]]\n").unwrap();
+    let errors = load(&bad).unwrap_err();
+    assert_eq!(errors.0[0].file, bad.display().to_string());
+    let rendered = errors.to_string();
+    assert!(
+        rendered.starts_with(&format!(
+            "{}:1:1: error: missing required key",
+            bad.display()
+        )),
+        "{rendered}"
+    );
+    assert!(rendered.ends_with("\n1 error"), "{rendered}");
+    let missing = dir.join("missing.toml");
+    let errors = load(&missing).unwrap_err();
+    let ConfigError {
+        line,
+        column,
+        message,
+        ..
+    } = &errors.0[0];
+    assert_eq!((*line, *column), (0, 0));
+    assert!(
+        message.starts_with("could not read the file: "),
+        "{message}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,103 @@
+//! Stage 2's output: the validated, typed configuration that `baton serve`
+//! builds its routing snapshot from. Plain data with public fields; every
+//! value here has passed validation (names unique, references resolved,
+//! ranges checked), so consumers need not check again. No parsing, no I/O.
+
+mod pool;
+mod route;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use handoff::ListenAddr;
+pub use http::{HeaderName, HeaderValue, Method};
+pub use ipnet::IpNet;
+pub use pool::{
+    Balance, HealthCheck, Member, PassiveHealth, Pool, StatusRange, UpstreamAddr, UpstreamHost,
+};
+pub use route::{HeaderMatch, HostMatch, PathMatch, Route};
+
+/// A validated `baton.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[proxy]`: process-wide settings.
+    pub proxy: ProxySettings,
+    /// `[access_log]`; `None` when the section is absent (no access log).
+    pub access_log: Option<AccessLog>,
+    /// `[[listener]]` in file order; never empty; names and addresses unique.
+    pub listeners: Vec<Listener>,
+    /// `[pool.NAME]` by name.
+    pub pools: BTreeMap<String, Pool>,
+    /// `[[route]]` in file order. Every route's pool is a key of `pools` and
+    /// every listener it names is in `listeners`.
+    pub routes: Vec<Route>,
+}
+
+/// `[proxy]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Deadline for in-flight work on a graceful stop (may be zero).
+    pub drain_timeout: Duration,
+    /// Delay before idle keep-alive connections are closed once draining
+    /// starts (may be zero).
+    pub idle_grace: Duration,
+    /// Peers whose `X-Forwarded-*` headers are trusted; empty: nobody. Each
+    /// network has zero host bits (`IpNet::trunc` is a no-op).
+    pub trusted_proxies: Vec<IpNet>,
+    /// The request id header (lower case).
+    pub request_id_header: HeaderName,
+}
+
+/// `[access_log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    /// Where lines go.
+    pub target: AccessLogTarget,
+    /// How lines look.
+    pub format: AccessLogFormat,
+}
+
+/// Where the access log is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output (`path = "-"`).
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+/// The format of access log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// The Apache/nginx "combined" format.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Unique name (given, or `listener-N` with N its 1-based position).
+    pub name: String,
+    /// Where to listen; unique among listeners unless the TCP port is 0.
+    pub address: ListenAddr,
+    /// Open client connections at most (at least 1).
+    pub max_connections: u32,
+    /// Time allowed to receive a request head (408 after it); non-zero.
+    pub header_read_timeout: Duration,
+    /// Largest request head in bytes (431 above it); 1 KiB to 1 MiB.
+    pub max_header_bytes: usize,
+    /// Largest request body in bytes (413 above it).
+    pub max_body_bytes: u64,
+    /// Idle client connections are closed after this; non-zero.
+    pub keepalive_timeout: Duration,
+}
+
+impl Config {
+    /// The listener named `name`.
+    pub fn listener(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+}

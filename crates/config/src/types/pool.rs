@@ -1,0 +1,121 @@
+//! Typed upstream pools: members, balancing, timeouts, health checks.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One `[pool.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    /// The pool's name (its key in `Config::pools`).
+    pub name: String,
+    /// How a member is picked.
+    pub balance: Balance,
+    /// At least one; addresses unique within the pool. Weights may all be 0.
+    pub members: Vec<Member>,
+    /// Open connections per member at most (at least 1).
+    pub max_connections_per_member: u32,
+    /// Time allowed to connect to a member; non-zero.
+    pub connect_timeout: Duration,
+    /// Time from the request sent to the response head; non-zero.
+    pub header_timeout: Duration,
+    /// Pooled idle upstream connections are closed after this; non-zero.
+    pub idle_timeout: Duration,
+    /// Time allowed for the whole exchange; `None`: no limit.
+    pub total_timeout: Option<Duration>,
+    /// Replay a non-idempotent request whose body was sent, after a reset.
+    pub retry_non_idempotent: bool,
+    /// The `Host` header sent upstream.
+    pub upstream_host: UpstreamHost,
+    /// Active checks; `None`: members are healthy unless passively ejected.
+    pub health: Option<HealthCheck>,
+    /// Passive ejection; `None`: off.
+    pub passive: Option<PassiveHealth>,
+}
+
+/// The balancing algorithm of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's).
+    WeightedRoundRobin,
+    /// Power of two choices on requests in flight.
+    LeastRequests,
+}
+
+/// One upstream server of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Where it is; not resolved.
+    pub address: UpstreamAddr,
+    /// Relative share, 0 to 1,000,000; 0 means drained (no new requests).
+    pub weight: u32,
+}
+
+/// An upstream address as written, `HOST:PORT` or `IP:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamAddr {
+    /// Exactly as written in the file (`app.internal:8080`, `[::1]:9001`);
+    /// also the `Host` value of `UpstreamHost::Member`.
+    pub authority: String,
+    /// The host part, without IPv6 brackets (`app.internal`, `::1`).
+    pub host: String,
+    /// The port (never 0).
+    pub port: u16,
+    /// The socket address when the host is an IP literal; `None` for a name,
+    /// which the proxy resolves itself.
+    pub ip: Option<SocketAddr>,
+}
+
+/// What `Host` header the proxy sends upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamHost {
+    /// The client's `Host`, unchanged.
+    Preserve,
+    /// The member's `authority`.
+    Member,
+    /// This value (a valid header value, not empty).
+    Literal(String),
+}
+
+/// `[pool.NAME.health]`: active HTTP checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path and optional query, starting with `/`.
+    pub path: String,
+    /// Time between two checks of a member; greater than `timeout`.
+    pub interval: Duration,
+    /// Time allowed for one check; non-zero.
+    pub timeout: Duration,
+    /// Consecutive successes to become healthy (at least 1).
+    pub healthy_threshold: u32,
+    /// Consecutive failures to become unhealthy (at least 1).
+    pub unhealthy_threshold: u32,
+    /// Statuses that count as success.
+    pub expect_status: StatusRange,
+}
+
+/// An inclusive range of HTTP status codes within 100..=599.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    /// Lowest accepted status.
+    pub first: u16,
+    /// Highest accepted status (at least `first`).
+    pub last: u16,
+}
+
+impl StatusRange {
+    /// Whether `status` is in the range.
+    pub fn contains(&self, status: u16) -> bool {
+        (self.first..=self.last).contains(&status)
+    }
+}
+
+/// `[pool.NAME.passive]`: ejection on failures seen in traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// Failures in a row that eject a member (at least 1).
+    pub consecutive_failures: u32,
+    /// First ejection; doubles on each ejection in a row. Non-zero.
+    pub ejection_time: Duration,
+    /// Cap on the ejection time; at least `ejection_time`.
+    pub max_ejection_time: Duration,
+}

@@ -1,0 +1,210 @@
+//! Validation of `[pool.NAME]`: members, balancing, timeouts, the Host sent
+//! upstream, and the `health` / `passive` subsections.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+
+use http::HeaderValue;
+use http::uri::PathAndQuery;
+use toml::Spanned;
+
+use super::Ctx;
+use super::matchers::{parse_status_range, parse_upstream_addr};
+use crate::raw::{IntOrString, RawHealth, RawMember, RawPassive, RawPool};
+use crate::schema::{HEALTH, MEMBER, PASSIVE, POOL};
+use crate::types::{Balance, HealthCheck, Member, PassiveHealth, Pool, UpstreamHost};
+
+pub(super) fn pools(
+    ctx: &mut Ctx<'_, '_>,
+    raw: &BTreeMap<Spanned<String>, Spanned<RawPool>>,
+) -> Option<BTreeMap<String, Pool>> {
+    let mut out = Some(BTreeMap::new());
+    for (name, item) in raw {
+        let named = ctx.name("pool", name.get_ref(), name.span());
+        match (named, pool(ctx, name.get_ref(), item)) {
+            (true, Some(p)) => {
+                if let Some(m) = &mut out {
+                    m.insert(p.name.clone(), p);
+                }
+            }
+            _ => out = None,
+        }
+    }
+    out
+}
+
+fn pool(ctx: &mut Ctx<'_, '_>, name: &str, item: &Spanned<RawPool>) -> Option<Pool> {
+    let raw = item.get_ref();
+    let balances = [
+        ("weighted_round_robin", Balance::WeightedRoundRobin),
+        ("least_requests", Balance::LeastRequests),
+    ];
+    let balance = ctx.choice(&POOL, "balance", &raw.balance, &balances);
+    let members = raw.members.as_ref().and_then(|m| members(ctx, name, m));
+    let max_per_member = ctx.u32(
+        &POOL,
+        "max_connections_per_member",
+        &raw.max_connections_per_member,
+        1,
+    );
+    let connect_timeout = ctx.duration(&POOL, "connect_timeout", &raw.connect_timeout, false);
+    let header_timeout = ctx.duration(&POOL, "header_timeout", &raw.header_timeout, false);
+    let idle_timeout = ctx.duration(&POOL, "idle_timeout", &raw.idle_timeout, false);
+    let total_timeout = ctx.optional_duration("total_timeout", &raw.total_timeout);
+    let upstream_host = upstream_host(ctx, raw);
+    let health = raw.health.as_ref().map(|h| health(ctx, h));
+    let passive = raw.passive.as_ref().map(|p| passive(ctx, p.get_ref()));
+    Some(Pool {
+        name: name.to_owned(),
+        balance: balance?,
+        members: members?,
+        max_connections_per_member: max_per_member?,
+        connect_timeout: connect_timeout?,
+        header_timeout: header_timeout?,
+        idle_timeout: idle_timeout?,
+        total_timeout: total_timeout.ok()?,
+        retry_non_idempotent: Ctx::bool(&POOL, "retry_non_idempotent", &raw.retry_non_idempotent),
+        upstream_host: upstream_host?,
+        health: super::optional(health)?,
+        passive: super::optional(passive)?,
+    })
+}
+
+fn members(
+    ctx: &mut Ctx<'_, '_>,
+    pool: &str,
+    raw: &Spanned<Vec<Spanned<RawMember>>>,
+) -> Option<Vec<Member>> {
+    if raw.get_ref().is_empty() {
+        ctx.error(raw.span(), format!("pool {pool:?} has no members"));
+        return None;
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Some(Vec::new());
+    for item in raw.get_ref() {
+        let weight = ctx.int(&MEMBER, "weight", &item.get_ref().weight, 0..=1_000_000);
+        // A missing `address` was reported by `check`.
+        let address = item.get_ref().address.as_ref().and_then(|a| {
+            let parsed = parse_upstream_addr(a.get_ref());
+            let parsed = parsed.map_err(|e| {
+                ctx.error(
+                    a.span(),
+                    format!("invalid member address {:?}: {e}", a.get_ref()),
+                )
+            });
+            let new = ctx.unique(&mut seen, a, |a| {
+                format!("duplicate member {a:?} in pool {pool:?}")
+            });
+            parsed.ok().filter(|_| new)
+        });
+        match (address, weight.and_then(|w| u32::try_from(w).ok())) {
+            (Some(address), Some(weight)) => {
+                if let Some(v) = &mut out {
+                    v.push(Member { address, weight });
+                }
+            }
+            _ => out = None,
+        }
+    }
+    out
+}
+
+fn upstream_host(ctx: &mut Ctx<'_, '_>, raw: &RawPool) -> Option<UpstreamHost> {
+    match Ctx::text(&POOL, "upstream_host", &raw.upstream_host)? {
+        "preserve" => Some(UpstreamHost::Preserve),
+        "member" => Some(UpstreamHost::Member),
+        literal => {
+            let ok = !literal.is_empty()
+                && !literal.contains(char::is_whitespace)
+                && HeaderValue::from_str(literal).is_ok();
+            if !ok {
+                let span = raw
+                    .upstream_host
+                    .as_ref()
+                    .map(Spanned::span)
+                    .unwrap_or_default();
+                let message = format!(
+                    "invalid `upstream_host` {literal:?}: expected preserve, member or a host such as api.internal:8080"
+                );
+                ctx.error(span, message);
+            }
+            ok.then(|| UpstreamHost::Literal(literal.to_owned()))
+        }
+    }
+}
+
+fn health(ctx: &mut Ctx<'_, '_>, item: &Spanned<RawHealth>) -> Option<HealthCheck> {
+    let raw = item.get_ref();
+    // A missing `path` was reported by `check`.
+    let path = raw.path.as_ref().and_then(|p| {
+        let text = p.get_ref();
+        let ok = text.starts_with('/') && PathAndQuery::from_str(text).is_ok();
+        if !ok {
+            ctx.error(
+                p.span(),
+                format!("health check `path` {text:?} must be a path starting with \"/\""),
+            );
+        }
+        ok.then(|| text.clone())
+    });
+    let interval = ctx.duration(&HEALTH, "interval", &raw.interval, false);
+    let timeout = ctx.duration(&HEALTH, "timeout", &raw.timeout, false);
+    if let Some((i, t)) = interval.zip(timeout).filter(|(i, t)| t >= i) {
+        let span = raw
+            .timeout
+            .as_ref()
+            .or(raw.interval.as_ref())
+            .map_or(item.span(), Spanned::span);
+        let (t, i) = (humantime::format_duration(t), humantime::format_duration(i));
+        ctx.error(
+            span,
+            format!("health check `timeout` ({t}) must be shorter than `interval` ({i})"),
+        );
+    }
+    let healthy_threshold = ctx.u32(&HEALTH, "healthy_threshold", &raw.healthy_threshold, 1);
+    let unhealthy_threshold = ctx.u32(&HEALTH, "unhealthy_threshold", &raw.unhealthy_threshold, 1);
+    let expect_status = match &raw.expect_status {
+        Some(v) => parse_status_range(v.get_ref())
+            .map_err(|e| ctx.error(v.span(), format!("invalid `expect_status`: {e}")))
+            .ok(),
+        None => Some(super::parse_default(&HEALTH, "expect_status", |text| {
+            parse_status_range(&IntOrString::String(text.to_owned()))
+        })),
+    };
+    Some(HealthCheck {
+        path: path?,
+        interval: interval.filter(|i| Some(*i) > timeout)?,
+        timeout: timeout?,
+        healthy_threshold: healthy_threshold?,
+        unhealthy_threshold: unhealthy_threshold?,
+        expect_status: expect_status?,
+    })
+}
+
+fn passive(ctx: &mut Ctx<'_, '_>, raw: &RawPassive) -> Option<PassiveHealth> {
+    let failures = ctx.u32(
+        &PASSIVE,
+        "consecutive_failures",
+        &raw.consecutive_failures,
+        1,
+    );
+    let ejection = ctx.duration(&PASSIVE, "ejection_time", &raw.ejection_time, false);
+    let max = ctx.duration(&PASSIVE, "max_ejection_time", &raw.max_ejection_time, false);
+    if let Some((e, m)) = ejection.zip(max).filter(|(e, m)| m < e) {
+        let span = raw
+            .max_ejection_time
+            .as_ref()
+            .or(raw.ejection_time.as_ref())
+            .map_or(0..0, Spanned::span);
+        let (e, m) = (humantime::format_duration(e), humantime::format_duration(m));
+        ctx.error(
+            span,
+            format!("`max_ejection_time` ({m}) must be at least `ejection_time` ({e})"),
+        );
+    }
+    Some(PassiveHealth {
+        consecutive_failures: failures?,
+        ejection_time: ejection?,
+        max_ejection_time: max.filter(|m| Some(*m) >= ejection)?,
+    })
+}

@@ -1,0 +1,283 @@
+//! Validation of `[[route]]`: names, references to listeners and pools, and
+//! the match conditions (host, path, methods, headers).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use http::{HeaderName, HeaderValue, Method};
+use toml::Spanned;
+
+use super::Ctx;
+use super::matchers::{check_path_pattern, host_match};
+use crate::raw::RawRoute;
+use crate::types::{HeaderMatch, PathMatch, Route};
+
+pub(super) fn routes(
+    ctx: &mut Ctx<'_, '_>,
+    raw: &[Spanned<RawRoute>],
+    listeners: &[String],
+    pools: &BTreeSet<&str>,
+) -> Option<Vec<Route>> {
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut out = Some(Vec::new());
+    for item in raw {
+        let mut ok = true;
+        if let Some(name) = &item.get_ref().name {
+            ok &= ctx.name("route", name.get_ref(), name.span());
+            let first = *names.entry(name.get_ref()).or_insert(name.span().start);
+            if first != name.span().start {
+                let line = ctx.diag.line_of(first);
+                let message = format!(
+                    "duplicate route name {:?} (first used at line {line})",
+                    name.get_ref()
+                );
+                ctx.error(name.span(), message);
+                ok = false;
+            }
+        }
+        match (ok, route(ctx, item.get_ref(), listeners, pools)) {
+            (true, Some(r)) => {
+                if let Some(v) = &mut out {
+                    v.push(r);
+                }
+            }
+            _ => out = None,
+        }
+    }
+    out
+}
+
+fn route(
+    ctx: &mut Ctx<'_, '_>,
+    raw: &RawRoute,
+    listeners: &[String],
+    pools: &BTreeSet<&str>,
+) -> Option<Route> {
+    let route_listeners = match &raw.listeners {
+        Some(list) => route_listeners(ctx, list, listeners),
+        None => Some(listeners.to_vec()),
+    };
+    let host = raw.host.as_ref().map(|h| {
+        host_match(h.get_ref())
+            .map_err(|e| ctx.error(h.span(), format!("invalid `host` {:?}: {e}", h.get_ref())))
+    });
+    let path = path(ctx, raw);
+    let methods = raw
+        .methods
+        .as_ref()
+        .map_or(Some(Vec::new()), |m| methods(ctx, m));
+    let headers = raw
+        .headers
+        .as_ref()
+        .map_or(Some(Vec::new()), |h| headers(ctx, h));
+    // A missing `pool` was reported by `check`.
+    let pool = raw.pool.as_ref().and_then(|p| {
+        if pools.contains(p.get_ref().as_str()) {
+            return Some(p.get_ref().clone());
+        }
+        let message = match pools.is_empty() {
+            true => format!("unknown pool {:?}: no [pool.NAME] is defined", p.get_ref()),
+            false => format!(
+                "unknown pool {:?}; defined pools: {}",
+                p.get_ref(),
+                Vec::from_iter(pools.iter().copied()).join(", ")
+            ),
+        };
+        ctx.error(p.span(), message);
+        None
+    });
+    Some(Route {
+        name: raw.name.as_ref().map(|n| n.get_ref().clone()),
+        listeners: route_listeners?,
+        host: host.transpose().ok()?,
+        path: path.ok()?,
+        methods: methods?,
+        headers: headers?,
+        pool: pool?,
+    })
+}
+
+fn route_listeners(
+    ctx: &mut Ctx<'_, '_>,
+    list: &Spanned<Vec<Spanned<String>>>,
+    defined: &[String],
+) -> Option<Vec<String>> {
+    if list.get_ref().is_empty() {
+        ctx.error(
+            list.span(),
+            "`listeners` is empty, so the route would never match; omit it to use every listener",
+        );
+        return None;
+    }
+    let mut seen = BTreeSet::new();
+    let mut ok = true;
+    for name in list.get_ref() {
+        ok &= ctx.unique(&mut seen, name, |n| {
+            format!("listener {n:?} is listed twice")
+        });
+        if !defined.contains(name.get_ref()) {
+            let message = format!(
+                "unknown listener {:?}; defined listeners: {}",
+                name.get_ref(),
+                defined.join(", ")
+            );
+            ctx.error(name.span(), message);
+            ok = false;
+        }
+    }
+    ok.then(|| list.get_ref().iter().map(|n| n.get_ref().clone()).collect())
+}
+
+/// At most one of `path_prefix`, `path`, `path_regex`, each valid.
+fn path(ctx: &mut Ctx<'_, '_>, raw: &RawRoute) -> Result<Option<PathMatch>, ()> {
+    let given: Vec<(&str, &Spanned<String>)> = [
+        ("path_prefix", &raw.path_prefix),
+        ("path", &raw.path),
+        ("path_regex", &raw.path_regex),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
+    .collect();
+    let mut result = Ok(None);
+    for (key, value) in &given {
+        let text = value.get_ref();
+        let checked = match *key {
+            "path_prefix" if !text.starts_with('/') => Err("must start with \"/\"".to_owned()),
+            "path_prefix" => Ok(PathMatch::Prefix(text.clone())),
+            "path" => check_path_pattern(text).map(|()| PathMatch::Pattern(text.clone())),
+            _ => regex::Regex::new(text)
+                .map(|_| PathMatch::Regex(text.clone()))
+                .map_err(|e| regex_message(&e)),
+        };
+        match checked {
+            Ok(m) => result = result.map(|_| Some(m)),
+            Err(e) => {
+                ctx.error(value.span(), format!("invalid `{key}` {text:?}: {e}"));
+                result = Err(());
+            }
+        }
+    }
+    // Report the conflict at whichever of the keys comes later in the file.
+    let mut by_position = given.clone();
+    by_position.sort_by_key(|(_, v)| v.span().start);
+    if let [(first, _), rest @ ..] = by_position.as_slice() {
+        for (key, value) in rest {
+            let message = format!(
+                "`{key}` conflicts with `{first}`: a route has at most one of `path_prefix`, `path` and `path_regex`"
+            );
+            ctx.error(value.span(), message);
+            result = Err(());
+        }
+    }
+    result
+}
+
+/// The regex crate's message without its multi-line excerpt of the pattern.
+fn regex_message(error: &regex::Error) -> String {
+    let text = error.to_string();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(&text);
+    last.trim().trim_start_matches("error: ").to_owned()
+}
+
+fn methods(ctx: &mut Ctx<'_, '_>, list: &Spanned<Vec<Spanned<String>>>) -> Option<Vec<Method>> {
+    if list.get_ref().is_empty() {
+        ctx.error(
+            list.span(),
+            "`methods` is empty, so the route would never match; omit it to match any method",
+        );
+        return None;
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Some(Vec::new());
+    for item in list.get_ref() {
+        let text = item.get_ref();
+        let parsed = Method::from_bytes(text.as_bytes())
+            .ok()
+            .filter(|_| !text.is_empty());
+        let parsed = match parsed {
+            Some(_) if text.chars().any(|c| c.is_ascii_lowercase()) => {
+                let upper = text.to_ascii_uppercase();
+                ctx.error(
+                    item.span(),
+                    format!("invalid method {text:?}: methods are upper case, like {upper:?}"),
+                );
+                None
+            }
+            Some(m) => Some(m),
+            None => {
+                ctx.error(
+                    item.span(),
+                    format!("invalid method {text:?}: expected a token like \"GET\" or \"POST\""),
+                );
+                None
+            }
+        };
+        let new = ctx.unique(&mut seen, item, |m| format!("method {m:?} is listed twice"));
+        match parsed.filter(|_| new) {
+            Some(m) => {
+                if let Some(v) = &mut out {
+                    v.push(m);
+                }
+            }
+            None => out = None,
+        }
+    }
+    out
+}
+
+fn headers(
+    ctx: &mut Ctx<'_, '_>,
+    map: &Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+) -> Option<Vec<HeaderMatch>> {
+    let mut out: Option<Vec<HeaderMatch>> = Some(Vec::new());
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    let mut entries: Vec<_> = map.get_ref().iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    for (name, value) in entries {
+        let parsed_name = HeaderName::from_bytes(name.get_ref().as_bytes())
+            .map_err(|_| {
+                ctx.error(
+                    name.span(),
+                    format!("invalid header name {:?}", name.get_ref()),
+                )
+            })
+            .ok();
+        if let Some(n) = &parsed_name {
+            if let Some(first) = seen.insert(n.as_str().to_owned(), name.get_ref()) {
+                let message = format!(
+                    "header {:?} is given twice (as {first:?}; names are case-insensitive)",
+                    name.get_ref()
+                );
+                ctx.error(name.span(), message);
+                out = None;
+            }
+        }
+        let parsed_value = HeaderValue::from_str(value.get_ref())
+            .map_err(|_| {
+                ctx.error(
+                    value.span(),
+                    format!(
+                        "invalid value {:?} for header {:?}",
+                        value.get_ref(),
+                        name.get_ref()
+                    ),
+                )
+            })
+            .ok();
+        match (parsed_name, parsed_value) {
+            (Some(name), Some(value)) => {
+                if let Some(v) = &mut out {
+                    v.push(HeaderMatch { name, value });
+                }
+            }
+            _ => out = None,
+        }
+    }
+    if let Some(v) = out.as_mut() {
+        v.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    }
+    out
+}

@@ -1,0 +1,39 @@
+//! `GET /ws`: a WebSocket echo. When the server starts draining, each open
+//! socket is closed cleanly with code 1001 ("going away"), so clients
+//! reconnect to the next generation instead of being cut at the deadline.
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use handoff::http::Draining;
+
+use crate::routes::App;
+
+/// Close code for "the server is going away" (RFC 6455 §7.4.1).
+const GOING_AWAY: u16 = 1001;
+
+pub async fn ws(State(app): State<App>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| echo(socket, app.draining))
+}
+
+async fn echo(mut socket: WebSocket, draining: Draining) {
+    loop {
+        tokio::select! {
+            msg = socket.recv() => match msg {
+                Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                    if socket.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                // Pings are answered by the library; a close or an error ends it.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+            },
+            () = draining.wait() => {
+                let frame = CloseFrame { code: GOING_AWAY, reason: "server draining".into() };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Response bodies the proxy sends: the upstream's body streamed through
+//! frame by frame (SSE stays live, nothing is buffered), or a small body of
+//! our own (errors). When an upstream body ends cleanly its connection goes
+//! back to the member's pool and the member's outcome is reported; until
+//! then the request counts as in flight for the balancer.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use balance::{Outcome, Picked};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::upstream::{BoxError, MemberConns, Sender};
+
+/// The body of every response the proxy sends.
+pub enum ProxyBody {
+    /// Streamed from an upstream.
+    Upstream(UpstreamBody),
+    /// Made here.
+    Local(Full<Bytes>),
+}
+
+impl ProxyBody {
+    pub(crate) fn text(s: &'static str) -> ProxyBody {
+        ProxyBody::Local(Full::new(Bytes::from_static(s.as_bytes())))
+    }
+
+    pub(crate) fn empty() -> ProxyBody {
+        ProxyBody::Local(Full::new(Bytes::new()))
+    }
+}
+
+/// What to do with the connection and the balancer's pick once the
+/// upstream body has been read to its end.
+pub(crate) struct Lease {
+    pub sender: Sender,
+    pub conns: Arc<MemberConns>,
+    pub picked: Picked,
+    pub outcome: Outcome,
+}
+
+/// An upstream response body on its way to the client.
+pub struct UpstreamBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+    /// Bytes passed through, for the access log.
+    sent: u64,
+}
+
+impl UpstreamBody {
+    pub(crate) fn new(inner: Incoming, lease: Lease) -> UpstreamBody {
+        UpstreamBody {
+            inner,
+            lease: Some(lease),
+            sent: 0,
+        }
+    }
+
+    /// The response switched protocols: the connection now belongs to the
+    /// tunnel and never returns to the pool.
+    pub(crate) fn detach(mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.picked.report(lease.outcome);
+        }
+    }
+
+    fn finish(&mut self, clean: bool) {
+        if let Some(lease) = self.lease.take() {
+            if clean {
+                lease.conns.checkin(lease.sender);
+                lease.picked.report(lease.outcome);
+            } else {
+                // The member broke off mid-body: the connection is not reused.
+                lease.picked.report(Outcome::ServerError);
+            }
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // An empty body may never be polled at all: it still ended cleanly.
+        if self.inner.is_end_stream() {
+            self.finish(true);
+        }
+        if let Some(lease) = self.lease.take() {
+            // The client went away before the end: neither the member's
+            // fault nor a success; the connection is not reused.
+            lease.picked.report(Outcome::Cancelled);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.finish(true);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                this.finish(false);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            None => {
+                this.finish(true);
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Local(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Local(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Local(b) => b.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Sending one request to a pool, with retries that never hurt:
+//!
+//! - a request that was never sent — the connect failed, or a pooled
+//!   connection turned out dead before the request was written — is tried
+//!   on another member, whatever its method;
+//! - an idempotent request without a body is sent once more if the
+//!   connection broke before any response began;
+//! - a request whose body was sent is never replayed (unless the pool says
+//!   `retry_non_idempotent`, and then only without a body).
+//!
+//! Owns the attempt loop and the mapping of failures to 502/503/504; never
+//! chooses members itself (`balance` does).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use balance::{Outcome, Pool};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::{Lease, UpstreamBody};
+use crate::upstream::{MemberConns, ReqBody};
+
+/// A pool as the data plane uses it: the balancer, each member's
+/// connections (same order as `Pool::members`), and the pool's settings.
+pub(crate) struct Upstreams {
+    pub name: String,
+    pub balance: Pool,
+    pub conns: Vec<Arc<MemberConns>>,
+    pub header_timeout: Duration,
+    pub retry_non_idempotent: bool,
+}
+
+/// Why no response came from the pool.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// No member is available.
+    NoMember,
+    /// Members could not be reached.
+    Unreachable(String),
+    /// The member took longer than the header timeout.
+    Timeout,
+    /// The exchange broke and could not be retried safely.
+    Broken(String),
+    /// The client's body exceeded the limit while being sent.
+    BodyTooLarge,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::NoMember => f.write_str("no member available"),
+            Failure::Unreachable(e) => write!(f, "no member reachable: {e}"),
+            Failure::Timeout => f.write_str("no response headers within the header timeout"),
+            Failure::Broken(e) => write!(f, "exchange broke and could not be retried: {e}"),
+            Failure::BodyTooLarge => f.write_str("request body over the limit"),
+        }
+    }
+}
+
+impl Failure {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Failure::NoMember => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Unreachable(_) | Failure::Broken(_) => StatusCode::BAD_GATEWAY,
+            Failure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Failure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+}
+
+/// The parts needed to send a bodyless request again.
+pub(crate) struct Replay {
+    method: Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    /// A replay recipe when the request may be sent twice: no body, and an
+    /// idempotent method (or the pool allows replaying anything).
+    pub(crate) fn of(req: &Request<ReqBody>, body_empty: bool, any_method: bool) -> Option<Replay> {
+        let idempotent = matches!(
+            *req.method(),
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        );
+        (body_empty && (idempotent || any_method)).then(|| Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        })
+    }
+
+    fn build(&self) -> Request<ReqBody> {
+        let mut req = Request::new(crate::empty_body());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// Sends `req` to a member of `pool`; the response body streams back and
+/// returns the connection to the pool when done.
+pub(crate) async fn forward(
+    pool: &Upstreams,
+    mut req: Request<ReqBody>,
+    replay: Option<Replay>,
+) -> Result<(Response<UpstreamBody>, String), Failure> {
+    let members = pool.conns.len();
+    // Every member once for never-sent failures, plus a fresh connection.
+    let max_attempts = members.min(4) + 1;
+    let mut tried: Vec<usize> = Vec::with_capacity(2);
+    let mut resent = false;
+    let mut last: Option<Failure> = None;
+    for _ in 0..max_attempts {
+        let Some(picked) = pool.balance.pick(&tried) else {
+            break;
+        };
+        let index = picked.index();
+        let conns = pool.conns[index].clone();
+        let mut sender = match conns.checkout().await {
+            Some(s) => s,
+            None => match conns.connect().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(pool = %pool.name, error = %e, "connect failed, trying another member");
+                    picked.report(Outcome::ConnectFailure);
+                    tried.push(index);
+                    last = Some(Failure::Unreachable(e.to_string()));
+                    continue;
+                }
+            },
+        };
+        let sent = sender.try_send_request(req);
+        match tokio::time::timeout(pool.header_timeout, sent).await {
+            Ok(Ok(response)) => {
+                let outcome = if response.status().is_server_error() {
+                    Outcome::ServerError
+                } else {
+                    Outcome::Success
+                };
+                let key = conns.key().to_owned();
+                let lease = Lease {
+                    sender,
+                    conns,
+                    picked,
+                    outcome,
+                };
+                return Ok((response.map(|b: Incoming| UpstreamBody::new(b, lease)), key));
+            }
+            Ok(Err(mut e)) => {
+                if let Some(unsent) = e.take_message() {
+                    // The connection died before our request was written:
+                    // nothing reached the member; try again elsewhere.
+                    tracing::debug!(pool = %pool.name, error = %e.error(), "request not sent, retrying");
+                    picked.report(Outcome::Cancelled);
+                    req = unsent;
+                    last = Some(Failure::Unreachable(e.error().to_string()));
+                    continue;
+                }
+                let error = e.into_error();
+                if is_body_limit(&error) {
+                    picked.report(Outcome::Cancelled);
+                    return Err(Failure::BodyTooLarge);
+                }
+                picked.report(Outcome::ConnectFailure);
+                tried.push(index);
+                match &replay {
+                    Some(r) if !resent => {
+                        tracing::debug!(pool = %pool.name, error = %error, "exchange broke, sending the request once more");
+                        resent = true;
+                        req = r.build();
+                        last = Some(Failure::Broken(error.to_string()));
+                    }
+                    _ => return Err(Failure::Broken(error.to_string())),
+                }
+            }
+            Err(_) => {
+                picked.report(Outcome::Timeout);
+                return Err(Failure::Timeout);
+            }
+        }
+    }
+    Err(last.unwrap_or(Failure::NoMember))
+}
+
+fn is_body_limit(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}

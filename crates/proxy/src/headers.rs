@@ -1,0 +1,194 @@
+//! What the proxy changes in requests and responses on the way through:
+//! hop-by-hop headers removed (RFC 9110 §7.6.1), `X-Forwarded-For`,
+//! `X-Forwarded-Proto`, `X-Forwarded-Host` and a request id set — trusting
+//! what the client sent only when its address is in a configured network.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers that describe one connection, never to be forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including any named in `Connection`. When
+/// `keep_upgrade` is set (a WebSocket handshake), `Connection: upgrade` and
+/// `Upgrade` survive.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// True when the request asks to switch protocols (WebSocket).
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// The networks whose forwarded headers we believe.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Trust {
+    pub networks: Vec<IpNet>,
+}
+
+impl Trust {
+    fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.networks.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Sets the forwarding headers for a request from `peer` (None: a Unix
+/// socket client, trusted like a local process) and returns the request id.
+pub(crate) fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: Option<SocketAddr>,
+    trust: &Trust,
+    request_id: &HeaderName,
+) -> HeaderValue {
+    let trusted = peer.is_none_or(|p| trust.trusts(p.ip()));
+    if !trusted {
+        headers.remove(&X_FORWARDED_FOR);
+        headers.remove(&X_FORWARDED_PROTO);
+        headers.remove(&X_FORWARDED_HOST);
+    }
+    if let Some(peer) = peer {
+        let ip = peer.ip().to_string();
+        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) if trusted => format!("{prior}, {ip}"),
+            _ => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST)
+        && let Some(host) = headers.get(header::HOST).cloned()
+    {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+    match headers.get(request_id) {
+        Some(id) if trusted && !id.is_empty() => id.clone(),
+        _ => {
+            let id = new_request_id();
+            headers.insert(request_id.clone(), id.clone());
+            id
+        }
+    }
+}
+
+fn new_request_id() -> HeaderValue {
+    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    HeaderValue::from_str(&id).expect("hex is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rid() -> HeaderName {
+        HeaderName::from_static("x-request-id")
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_including_those_named_in_connection() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn upgrade_survives_for_websockets() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "Upgrade".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn untrusted_clients_cannot_forge_forwarded_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.insert("x-request-id", "forged".parse().unwrap());
+        h.insert(header::HOST, "example.com".parse().unwrap());
+        let peer = "203.0.113.9:5000".parse().unwrap();
+        let id = set_forwarded(&mut h, Some(peer), &Trust::default(), &rid());
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_ne!(id, "forged");
+        assert_eq!(h["x-request-id"], id);
+    }
+
+    #[test]
+    fn trusted_proxies_extend_the_chain() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "198.51.100.1".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.insert("x-request-id", "abc".parse().unwrap());
+        let trust = Trust {
+            networks: vec!["10.0.0.0/8".parse().unwrap()],
+        };
+        let peer = "10.1.2.3:4000".parse().unwrap();
+        let id = set_forwarded(&mut h, Some(peer), &trust, &rid());
+        assert_eq!(h["x-forwarded-for"], "198.51.100.1, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(id, "abc");
+        // IPv4-mapped IPv6 peers are matched as IPv4.
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
+        let mapped = "[::ffff:10.0.0.7]:1".parse().unwrap();
+        set_forwarded(&mut h, Some(mapped), &trust, &rid());
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, ::ffff:10.0.0.7");
+    }
+}

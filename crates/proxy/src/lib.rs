@@ -1,0 +1,163 @@
+//! baton's data plane: the reverse proxy behind `baton serve`.
+//!
+//! A [`Proxy`] holds the current [`Snapshot`](snapshot) of the config —
+//! routers, pools, settings — behind an atomic pointer. Requests read it
+//! once and keep it; [`Proxy::reload`] builds the next one and swaps it in,
+//! so a reload never blocks a request and a request never sees half a
+//! config. Member health, pooled upstream connections and active checks
+//! live in a registry that survives reloads.
+//!
+//! Client connections are served by `handoff::http::Server` (the same code
+//! that drains apps): limits (431, 408, connection count), `Connection:
+//! close` while draining, GOAWAY for HTTP/2, exit as soon as drained.
+//!
+//! Invariant: the request path never waits on the control plane — no lock
+//! it takes is held across an await, and the snapshot is read lock-free.
+
+#![forbid(unsafe_code)]
+
+mod access_log;
+mod body;
+mod forward;
+mod headers;
+mod service;
+mod snapshot;
+mod tunnel;
+mod upstream;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use handoff::http::{Limits, Server, Stop};
+use handoff::{Listeners, NamedListener, Phase};
+use http_body_util::{BodyExt, Empty};
+use tokio::sync::watch;
+
+pub use access_log::{AccessLog, Format as AccessLogFormat};
+pub use body::ProxyBody;
+pub use snapshot::BuildErrors;
+
+use crate::service::{ProxyService, Shared};
+use crate::snapshot::Registry;
+use crate::tunnel::Tunnels;
+use crate::upstream::ReqBody;
+
+fn empty_body() -> ReqBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A running proxy's configuration state.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    registry: Mutex<Registry>,
+}
+
+/// How the proxy's listeners ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopReport {
+    /// Whether every connection finished before the drain deadline.
+    pub drained: bool,
+    /// Connections accepted over the proxy's life.
+    pub connections: u64,
+}
+
+impl Proxy {
+    /// Builds the first snapshot. Must be called within a tokio runtime
+    /// (active health checks start at once).
+    pub fn new(config: &config::Config) -> Result<Proxy, BuildErrors> {
+        let mut registry = Registry::default();
+        let snapshot = registry.build(config)?;
+        Ok(Proxy {
+            shared: Arc::new(Shared {
+                snapshot: ArcSwap::from_pointee(snapshot),
+                tunnels: Tunnels::default(),
+            }),
+            registry: Mutex::new(registry),
+        })
+    }
+
+    /// Publishes `config`. On error nothing changes: the current snapshot
+    /// keeps serving.
+    pub fn reload(&self, config: &config::Config) -> Result<(), BuildErrors> {
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = registry.build(config)?;
+        self.shared.snapshot.store(Arc::new(snapshot));
+        Ok(())
+    }
+
+    /// Serves every listener until `stop` says so, then drains them
+    /// together within `config.proxy.drain_timeout`. `listeners` pairs each
+    /// bound socket with its `[[listener]]` settings. `ready` is told once
+    /// every listener accepts.
+    pub async fn serve(
+        self: Arc<Self>,
+        listeners: Vec<(NamedListener, config::Listener)>,
+        settings: config::ProxySettings,
+        stop: watch::Receiver<Stop>,
+        ready: impl FnOnce() + Send,
+    ) -> StopReport {
+        let mut servers = Vec::with_capacity(listeners.len());
+        let mut phases = Vec::with_capacity(listeners.len());
+        for (socket, cfg) in listeners {
+            let server = Server::new(Listeners::from_listeners(vec![socket]))
+                .notify(false)
+                .drain_timeout(settings.drain_timeout)
+                .idle_grace(settings.idle_grace)
+                .limits(Limits {
+                    max_connections: cfg.max_connections as usize,
+                    header_read_timeout: Some(cfg.header_read_timeout),
+                    keepalive_timeout: Some(cfg.keepalive_timeout),
+                    max_header_bytes: cfg.max_header_bytes,
+                })
+                .with_stop(stop.clone());
+            phases.push(server.lifecycle());
+            let shared = self.shared.clone();
+            servers.push(tokio::spawn(server.serve_with(move |info| ProxyService {
+                shared: shared.clone(),
+                listener: info.listener.clone(),
+                peer: info.peer,
+            })));
+        }
+        for phase in &mut phases {
+            let _ = phase.wait_for(|p| *p >= Phase::Ready).await;
+        }
+        ready();
+
+        let mut report = StopReport {
+            drained: true,
+            connections: 0,
+        };
+        let mut drain_started = None;
+        for server in servers {
+            match server.await {
+                Ok(Ok(r)) => {
+                    report.connections += r.connections;
+                    report.drained &= r.outcome == handoff::DrainOutcome::Drained;
+                    let began = tokio::time::Instant::now() - r.drain_time;
+                    drain_started =
+                        Some(drain_started.map_or(began, |d: tokio::time::Instant| d.min(began)));
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "listener failed");
+                    report.drained = false;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "listener task failed");
+                    report.drained = false;
+                }
+            }
+        }
+        if self.shared.tunnels.active() > 0 {
+            let began = drain_started.unwrap_or_else(tokio::time::Instant::now);
+            self.shared
+                .tunnels
+                .drain(began + settings.drain_timeout.max(Duration::from_millis(1)))
+                .await;
+        }
+        report
+    }
+}

@@ -1,0 +1,286 @@
+//! The per-request path: route, check limits, rewrite headers, forward,
+//! stream the answer back, tunnel upgrades, log. Reads the current
+//! [`Snapshot`] once per request and never blocks on the control plane.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Incoming};
+use tokio::time::Instant;
+
+use crate::access_log::Entry;
+use crate::body::ProxyBody;
+use crate::forward::{Failure, Replay, forward};
+use crate::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
+use crate::snapshot::Snapshot;
+use crate::tunnel::Tunnels;
+
+/// State shared by every connection of the proxy.
+pub(crate) struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub tunnels: Tunnels,
+}
+
+/// The service for one client connection.
+#[derive(Clone)]
+pub(crate) struct ProxyService {
+    pub shared: Arc<Shared>,
+    pub listener: Arc<str>,
+    pub peer: Option<SocketAddr>,
+}
+
+impl tower_service::Service<Request<Incoming>> for ProxyService {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+/// What the access log needs from the request, taken before it is consumed.
+struct Seen {
+    method: String,
+    uri: String,
+    version: Version,
+    host: String,
+    referer: String,
+    user_agent: String,
+}
+
+impl ProxyService {
+    async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let snapshot = self.shared.snapshot.load_full();
+        let seen = snapshot.access_log.as_ref().map(|_| Seen {
+            method: req.method().to_string(),
+            uri: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            version: req.version(),
+            host: host_of(&req).unwrap_or_default().to_owned(),
+            referer: header_str(&req, header::REFERER),
+            user_agent: header_str(&req, header::USER_AGENT),
+        });
+        let (response, upstream, request_id) = self.route_and_forward(&snapshot, req).await;
+        if let (Some(log), Some(seen)) = (&snapshot.access_log, seen) {
+            log.log(&Entry {
+                peer: self.peer,
+                method: &seen.method,
+                uri: &seen.uri,
+                version: version_str(seen.version),
+                host: &seen.host,
+                status: response.status().as_u16(),
+                bytes: response.body().size_hint().exact(),
+                referer: &seen.referer,
+                user_agent: &seen.user_agent,
+                duration: started.elapsed(),
+                upstream: &upstream,
+                request_id: request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            });
+        }
+        response
+    }
+
+    async fn route_and_forward(
+        &self,
+        snapshot: &Snapshot,
+        mut req: Request<Incoming>,
+    ) -> (Response<ProxyBody>, String, Option<HeaderValue>) {
+        let Some(router) = snapshot.routers.get(&self.listener) else {
+            return (
+                local(StatusCode::NOT_FOUND, "no route\n"),
+                String::new(),
+                None,
+            );
+        };
+        let host = host_of(&req);
+        let target = match router.lookup(&router::Request {
+            host,
+            method: req.method(),
+            path: req.uri().path(),
+            headers: req.headers(),
+        }) {
+            router::Match::Found { target, .. } => *target,
+            router::Match::MethodNotAllowed { allowed } => {
+                let mut r = local(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+                r.headers_mut()
+                    .insert(header::ALLOW, router::allow_header(&allowed));
+                return (r, String::new(), None);
+            }
+            router::Match::NotFound => {
+                return (
+                    local(StatusCode::NOT_FOUND, "no route\n"),
+                    String::new(),
+                    None,
+                );
+            }
+        };
+        let (upstreams, settings) = &snapshot.pools[target.pool];
+
+        let max_body = snapshot
+            .max_body
+            .get(&self.listener)
+            .copied()
+            .unwrap_or(u64::MAX);
+        if req.body().size_hint().lower() > max_body {
+            return (
+                local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
+                String::new(),
+                None,
+            );
+        }
+
+        let upgrade = is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let client_host = host_of(&req).map(str::to_owned);
+        let (mut parts, body) = req.into_parts();
+        parts.uri = origin_form(&parts.uri);
+        parts.version = Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers, upgrade);
+        let request_id = set_forwarded(headers, self.peer, &snapshot.trust, &snapshot.request_id);
+        match &settings.upstream_host {
+            config::UpstreamHost::Preserve => {
+                if !headers.contains_key(header::HOST)
+                    && let Some(h) = client_host.and_then(|h| HeaderValue::from_str(&h).ok())
+                {
+                    headers.insert(header::HOST, h);
+                }
+            }
+            config::UpstreamHost::Member => {
+                // One authority per pool is the common case: use the first
+                // member's (the pick happens later, in `forward`).
+                if let Some(m) = upstreams.balance.members().first()
+                    && let Ok(v) = HeaderValue::from_str(m.key())
+                {
+                    headers.insert(header::HOST, v);
+                }
+            }
+            config::UpstreamHost::Literal(s) => {
+                if let Ok(v) = HeaderValue::from_str(s) {
+                    headers.insert(header::HOST, v);
+                }
+            }
+        }
+        let body_empty = body.is_end_stream();
+        let body = if body_empty {
+            crate::empty_body()
+        } else {
+            Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)).boxed_unsync()
+        };
+        let upstream_req = Request::from_parts(parts, body);
+        let replay = Replay::of(&upstream_req, body_empty, upstreams.retry_non_idempotent);
+
+        match forward(upstreams, upstream_req, replay).await {
+            Ok((response, member)) => {
+                let (mut parts, body) = response.into_parts();
+                if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                    let mut upstream_response = Response::from_parts(parts.clone(), ());
+                    *upstream_response.extensions_mut() = std::mem::take(&mut parts.extensions);
+                    body.detach();
+                    if let Some(client) = client_upgrade {
+                        self.shared
+                            .tunnels
+                            .spawn(client, hyper::upgrade::on(upstream_response));
+                    }
+                    strip_hop_by_hop(&mut parts.headers, true);
+                    return (
+                        Response::from_parts(parts, ProxyBody::empty()),
+                        member,
+                        Some(request_id),
+                    );
+                }
+                strip_hop_by_hop(&mut parts.headers, false);
+                (
+                    Response::from_parts(parts, ProxyBody::Upstream(body)),
+                    member,
+                    Some(request_id),
+                )
+            }
+            Err(failure) => {
+                if !matches!(failure, Failure::NoMember) {
+                    tracing::warn!(pool = %upstreams.name, %failure, "upstream request failed");
+                }
+                let text = match failure {
+                    Failure::NoMember => "no healthy upstream\n",
+                    Failure::Unreachable(_) | Failure::Broken(_) => "bad gateway\n",
+                    Failure::Timeout => "upstream timed out\n",
+                    Failure::BodyTooLarge => "request body too large\n",
+                };
+                (
+                    local(failure.status(), text),
+                    String::new(),
+                    Some(request_id),
+                )
+            }
+        }
+    }
+}
+
+fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::text(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+/// The request's host: the URI authority (HTTP/2, absolute-form) or `Host`.
+fn host_of<B>(req: &Request<B>) -> Option<&str> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+}
+
+fn header_str<B>(req: &Request<B>, name: header::HeaderName) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// `/path?query` only: upstreams get origin-form requests.
+fn origin_form(uri: &Uri) -> Uri {
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    pq.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}

@@ -1,0 +1,312 @@
+//! The data plane's view of a config: one immutable [`Snapshot`] (routers
+//! per listener, pools, settings) built by the control plane and published
+//! by an atomic swap. A request holds the snapshot it started with.
+//!
+//! The [`Registry`] keeps what must outlive a snapshot — each member's
+//! health, its pooled connections and its active checker — keyed by
+//! (pool, member), so a reload that keeps a member keeps its state, a new
+//! member starts unverified, and a removed one has its idle connections
+//! closed at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use balance::{ActiveCheck, ActiveHandle, MemberHealth, MemberSpec, PassiveConfig, Policy, Pool};
+use http::HeaderName;
+use router::Router;
+use tokio::task::JoinHandle;
+
+use crate::access_log::AccessLog;
+use crate::forward::Upstreams;
+use crate::headers::Trust;
+use crate::upstream::MemberConns;
+
+/// What a route leads to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target {
+    pub pool: usize,
+}
+
+/// Per-pool request settings the service needs besides `Upstreams`.
+pub(crate) struct PoolSettings {
+    pub upstream_host: config::UpstreamHost,
+}
+
+/// One published configuration.
+pub(crate) struct Snapshot {
+    pub routers: HashMap<Arc<str>, Router<Target>>,
+    pub pools: Vec<(Upstreams, PoolSettings)>,
+    pub trust: Trust,
+    pub request_id: HeaderName,
+    pub max_body: HashMap<Arc<str>, u64>,
+    pub access_log: Option<Arc<AccessLog>>,
+}
+
+/// A config the routers refused (errors already formatted).
+#[derive(Debug)]
+pub struct BuildErrors(pub Vec<String>);
+
+struct Entry {
+    health: Arc<MemberHealth>,
+    conns: Arc<MemberConns>,
+    conn_settings: (std::time::Duration, std::time::Duration),
+    check: Option<(config::HealthCheck, ActiveHandle)>,
+    watcher: JoinHandle<()>,
+}
+
+/// Member state that survives reloads.
+#[derive(Default)]
+pub(crate) struct Registry {
+    members: HashMap<(String, String), Entry>,
+    access_log: Option<(config::AccessLog, Arc<AccessLog>)>,
+    started: bool,
+}
+
+impl Registry {
+    /// Builds the snapshot for `cfg`, reusing member state where the member
+    /// is unchanged. Nothing is changed when the routers refuse the config.
+    pub(crate) fn build(&mut self, cfg: &config::Config) -> Result<Snapshot, BuildErrors> {
+        let pool_index: HashMap<&str, usize> = cfg
+            .pools
+            .keys()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), i))
+            .collect();
+        let routers = build_routers(cfg, &pool_index)?;
+        let access_log = self.access_log(cfg).map_err(|e| BuildErrors(vec![e]))?;
+
+        let mut keep: HashMap<(String, String), Entry> = HashMap::new();
+        let mut pools = Vec::with_capacity(cfg.pools.len());
+        for (name, pool) in &cfg.pools {
+            let mut members = Vec::with_capacity(pool.members.len());
+            let mut conns = Vec::with_capacity(pool.members.len());
+            for m in &pool.members {
+                let key = (name.clone(), m.address.authority.clone());
+                let entry = match (keep.remove(&key), self.members.remove(&key)) {
+                    // A member listed twice in one pool shares its state.
+                    (Some(e), _) | (None, Some(e)) => self.refresh(e, &m.address.authority, pool),
+                    (None, None) => self.create(&m.address.authority, pool),
+                };
+                members.push((
+                    MemberSpec {
+                        key: m.address.authority.clone(),
+                        weight: m.weight,
+                        max_connections: pool.max_connections_per_member as usize,
+                    },
+                    entry.health.clone(),
+                ));
+                conns.push(entry.conns.clone());
+                keep.insert(key, entry);
+            }
+            let policy = match pool.balance {
+                config::Balance::WeightedRoundRobin => Policy::WeightedRoundRobin,
+                config::Balance::LeastRequests => Policy::LeastRequests,
+            };
+            let passive = pool.passive.as_ref().map(|p| PassiveConfig {
+                consecutive_failures: p.consecutive_failures,
+                ejection_time: p.ejection_time,
+                max_ejection_time: p.max_ejection_time,
+            });
+            pools.push((
+                Upstreams {
+                    name: name.clone(),
+                    balance: Pool::new(name, policy, members, passive),
+                    conns,
+                    header_timeout: pool.header_timeout,
+                    retry_non_idempotent: pool.retry_non_idempotent,
+                },
+                PoolSettings {
+                    upstream_host: pool.upstream_host.clone(),
+                },
+            ));
+        }
+        // Whatever is left was removed from the config.
+        for ((pool, member), entry) in self.members.drain() {
+            tracing::info!(%pool, %member, "member removed: closing its idle connections");
+            entry.conns.close_idle();
+            entry.watcher.abort();
+        }
+        self.members = keep;
+        self.started = true;
+
+        Ok(Snapshot {
+            routers,
+            pools,
+            trust: Trust {
+                networks: cfg.proxy.trusted_proxies.clone(),
+            },
+            request_id: cfg.proxy.request_id_header.clone(),
+            max_body: cfg
+                .listeners
+                .iter()
+                .map(|l| (Arc::from(l.name.as_str()), l.max_body_bytes))
+                .collect(),
+            access_log,
+        })
+    }
+
+    fn create(&self, key: &str, pool: &config::Pool) -> Entry {
+        // Members present at start-up are trusted like nginx does; one added
+        // by a reload must pass its checks before it gets traffic.
+        let healthy = !self.started || pool.health.is_none();
+        let health = MemberHealth::new(healthy);
+        let conns = Arc::new(MemberConns::new(
+            key,
+            pool.idle_timeout,
+            pool.connect_timeout,
+        ));
+        let watcher = spawn_watcher(health.clone(), conns.clone());
+        let mut entry = Entry {
+            health,
+            conns,
+            conn_settings: (pool.idle_timeout, pool.connect_timeout),
+            check: None,
+            watcher,
+        };
+        entry.check = pool
+            .health
+            .as_ref()
+            .map(|h| (h.clone(), start_check(key, &entry.health, h)));
+        entry
+    }
+
+    fn refresh(&self, mut entry: Entry, key: &str, pool: &config::Pool) -> Entry {
+        if entry.conn_settings != (pool.idle_timeout, pool.connect_timeout) {
+            entry.conns.close_idle();
+            entry.conns = Arc::new(MemberConns::new(
+                key,
+                pool.idle_timeout,
+                pool.connect_timeout,
+            ));
+            entry.conn_settings = (pool.idle_timeout, pool.connect_timeout);
+            entry.watcher.abort();
+            entry.watcher = spawn_watcher(entry.health.clone(), entry.conns.clone());
+        }
+        let same_check = match (&entry.check, &pool.health) {
+            (Some((old, _)), Some(new)) => old == new,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_check {
+            entry.check = pool
+                .health
+                .as_ref()
+                .map(|h| (h.clone(), start_check(key, &entry.health, h)));
+            if pool.health.is_none() {
+                // No checks any more: nothing will ever clear a failed flag.
+                entry.health.set_healthy(true);
+            }
+        }
+        entry
+    }
+
+    fn access_log(&mut self, cfg: &config::Config) -> Result<Option<Arc<AccessLog>>, String> {
+        let Some(want) = &cfg.access_log else {
+            self.access_log = None;
+            return Ok(None);
+        };
+        if let Some((have, log)) = &self.access_log
+            && have == want
+        {
+            return Ok(Some(log.clone()));
+        }
+        let (path, shown) = match &want.target {
+            config::AccessLogTarget::Stdout => ("-".to_owned(), "stdout".to_owned()),
+            config::AccessLogTarget::File(p) => (p.display().to_string(), p.display().to_string()),
+        };
+        let format = match want.format {
+            config::AccessLogFormat::Combined => crate::access_log::Format::Combined,
+            config::AccessLogFormat::Json => crate::access_log::Format::Json,
+        };
+        let log = Arc::new(
+            AccessLog::open(&path, format)
+                .map_err(|e| format!("could not open the access log {shown}: {e}"))?,
+        );
+        self.access_log = Some((want.clone(), log.clone()));
+        Ok(Some(log))
+    }
+}
+
+fn start_check(key: &str, health: &Arc<MemberHealth>, h: &config::HealthCheck) -> ActiveHandle {
+    balance::spawn_active(
+        key.to_owned(),
+        health.clone(),
+        ActiveCheck {
+            path: h.path.clone(),
+            host: None,
+            interval: h.interval,
+            timeout: h.timeout,
+            healthy_threshold: h.healthy_threshold,
+            unhealthy_threshold: h.unhealthy_threshold,
+            expect: h.expect_status.first..=h.expect_status.last,
+        },
+    )
+}
+
+/// Closes a member's idle connections the moment it becomes unavailable.
+fn spawn_watcher(health: Arc<MemberHealth>, conns: Arc<MemberConns>) -> JoinHandle<()> {
+    let mut rx = health.subscribe();
+    tokio::spawn(async move {
+        loop {
+            if rx.borrow_and_update().is_available() {
+                conns.reopen();
+            } else {
+                conns.close_idle();
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+fn build_routers(
+    cfg: &config::Config,
+    pool_index: &HashMap<&str, usize>,
+) -> Result<HashMap<Arc<str>, Router<Target>>, BuildErrors> {
+    let mut routers = HashMap::new();
+    let mut errors = Vec::new();
+    for listener in &cfg.listeners {
+        let specs: Vec<router::RouteSpec<Target>> = cfg
+            .routes
+            .iter()
+            .filter(|r| r.listeners.is_empty() || r.listeners.contains(&listener.name))
+            .map(|r| router::RouteSpec {
+                host: r.host.as_ref().map(|h| match h {
+                    config::HostMatch::Exact(s) => router::HostMatch::Exact(s.clone()),
+                    config::HostMatch::Wildcard(s) => {
+                        router::HostMatch::Wildcard(s.trim_start_matches('.').to_owned())
+                    }
+                }),
+                path: r.path.as_ref().map(|p| match p {
+                    config::PathMatch::Prefix(s) => router::PathMatch::Prefix(s.clone()),
+                    config::PathMatch::Pattern(s) => router::PathMatch::Pattern(s.clone()),
+                    config::PathMatch::Regex(s) => router::PathMatch::Regex(s.clone()),
+                }),
+                methods: r.methods.clone(),
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.clone(), h.value.clone()))
+                    .collect(),
+                target: Target {
+                    pool: pool_index[r.pool.as_str()],
+                },
+            })
+            .collect();
+        match Router::new(specs) {
+            Ok(router) => {
+                routers.insert(Arc::from(listener.name.as_str()), router);
+            }
+            Err(errs) => errors.extend(
+                errs.iter()
+                    .map(|e| format!("listener {}: {e}", listener.name)),
+            ),
+        }
+    }
+    if errors.is_empty() {
+        Ok(routers)
+    } else {
+        Err(BuildErrors(errors))
+    }
+}

@@ -1,0 +1,177 @@
+//! Connections to one upstream member: opening them (with a connect
+//! timeout), keeping idle ones for reuse, and dropping them all at once when
+//! the member becomes unavailable or leaves the config — a pooled connection
+//! to a stopped backend must never meet a request (failure mode 5).
+//!
+//! Owns only transport; which member to use is `balance`'s business, and
+//! whether to retry is `forward`'s.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Errors of the request body as sent upstream.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The request body type on upstream connections.
+pub(crate) type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
+/// A connection ready to carry one request.
+pub(crate) type Sender = http1::SendRequest<ReqBody>;
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("could not connect to {member}: {source}")]
+    Io {
+        member: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not connect to {member} within {timeout:?}")]
+    Timeout { member: String, timeout: Duration },
+    #[error("HTTP handshake with {member} failed: {source}")]
+    Handshake {
+        member: String,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// The connections of one member, shared by every snapshot that has it.
+#[derive(Debug)]
+pub(crate) struct MemberConns {
+    key: String,
+    idle: Mutex<Vec<Idle>>,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+    /// Set while the member is unavailable or gone: nothing is pooled.
+    closed: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// The most idle connections kept per member.
+const MAX_IDLE: usize = 1024;
+
+impl MemberConns {
+    pub(crate) fn new(key: &str, idle_timeout: Duration, connect_timeout: Duration) -> MemberConns {
+        MemberConns {
+            key: key.to_owned(),
+            idle: Mutex::new(Vec::new()),
+            idle_timeout,
+            connect_timeout,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// A pooled connection that is still open and ready, if any. Ones that
+    /// were closed by the member or idled too long are dropped on the way.
+    pub(crate) async fn checkout(&self) -> Option<Sender> {
+        loop {
+            let candidate = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    match idle.pop() {
+                        None => return None,
+                        Some(c)
+                            if c.sender.is_closed() || c.since.elapsed() > self.idle_timeout => {}
+                        Some(c) => break c.sender,
+                    }
+                }
+            };
+            let mut sender = candidate;
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            // Just returned by a finished exchange: hyper marks it ready as
+            // soon as its task has seen the end of the response.
+            match tokio::time::timeout(self.connect_timeout, sender.ready()).await {
+                Ok(Ok(())) => return Some(sender),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Returns a connection after a complete exchange.
+    pub(crate) fn checkin(&self, sender: Sender) {
+        if self.closed.load(Ordering::Acquire) || sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes every idle connection, and pools none until `reopen`.
+    pub(crate) fn close_idle(&self) {
+        self.closed.store(true, Ordering::Release);
+        let dropped = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        if !dropped.is_empty() {
+            tracing::debug!(member = %self.key, count = dropped.len(), "closed idle upstream connections");
+        }
+    }
+
+    /// Allows pooling again (the member is available).
+    pub(crate) fn reopen(&self) {
+        self.closed.store(false, Ordering::Release);
+    }
+
+    /// Opens a new connection.
+    pub(crate) async fn connect(&self) -> Result<Sender, ConnectError> {
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.key)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(source)) => {
+                    return Err(ConnectError::Io {
+                        member: self.key.clone(),
+                        source,
+                    });
+                }
+                Err(_) => {
+                    return Err(ConnectError::Timeout {
+                        member: self.key.clone(),
+                        timeout: self.connect_timeout,
+                    });
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                member: self.key.clone(),
+                source,
+            })?;
+        let member = self.key.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%member, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+impl Drop for MemberConns {
+    fn drop(&mut self) {
+        self.close_idle();
+    }
+}
