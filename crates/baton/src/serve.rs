@@ -179,6 +179,7 @@ fn begin_stop(stop: &watch::Sender<Stop>) {
 
 async fn reload(path: &Path, proxy: &Proxy, listener_names: &[String]) {
     let _ = handoff::notify::notify(&[handoff::notify::State::Reloading]);
+    let started = std::time::Instant::now();
     let owned = path.to_owned();
     let loaded = tokio::task::spawn_blocking(move || config::load(&owned)).await;
     let result = match loaded {
@@ -198,7 +199,11 @@ async fn reload(path: &Path, proxy: &Proxy, listener_names: &[String]) {
         Err(e) => Err(vec![format!("could not load the config: {e}")]),
     };
     match result {
-        Ok(()) => tracing::info!(config = %path.display(), "config reloaded"),
+        Ok(()) => tracing::info!(
+            config = %path.display(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "config reloaded"
+        ),
         Err(errors) => {
             for e in &errors {
                 tracing::error!("{e}");

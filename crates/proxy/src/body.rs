@@ -4,6 +4,7 @@
 //! back to the member's pool and the member's outcome is reported; until
 //! then the request counts as in flight for the balancer.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -46,16 +47,20 @@ pub(crate) struct Lease {
 pub struct UpstreamBody {
     inner: Incoming,
     lease: Option<Lease>,
-    /// Bytes passed through, for the access log.
-    sent: u64,
+    /// The pool's `total_timeout`, counted from when the request was sent.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl UpstreamBody {
-    pub(crate) fn new(inner: Incoming, lease: Lease) -> UpstreamBody {
+    pub(crate) fn new(
+        inner: Incoming,
+        lease: Lease,
+        deadline: Option<tokio::time::Instant>,
+    ) -> UpstreamBody {
         UpstreamBody {
             inner,
             lease: Some(lease),
-            sent: 0,
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         }
     }
 
@@ -103,11 +108,19 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending() {
+            if let Some(deadline) = &mut this.deadline
+                && deadline.as_mut().poll(cx).is_ready()
+            {
+                this.deadline = None;
+                this.finish(false);
+                return Poll::Ready(Some(Err("the pool's total_timeout passed".into())));
+            }
+            return Poll::Pending;
+        }
+        match ready!(polled) {
             Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    this.sent += data.len() as u64;
-                }
                 if this.inner.is_end_stream() {
                     this.finish(true);
                 }

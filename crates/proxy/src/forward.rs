@@ -28,6 +28,8 @@ pub(crate) struct Upstreams {
     pub balance: Pool,
     pub conns: Vec<Arc<MemberConns>>,
     pub header_timeout: Duration,
+    /// The whole exchange, headers and body; `None`: unbounded (streams).
+    pub total_timeout: Option<Duration>,
     pub retry_non_idempotent: bool,
 }
 
@@ -138,7 +140,12 @@ pub(crate) async fn forward(
             },
         };
         let sent = sender.try_send_request(req);
-        match tokio::time::timeout(pool.header_timeout, sent).await {
+        let started = tokio::time::Instant::now();
+        let deadline = pool.total_timeout.map(|t| started + t);
+        let header_deadline = deadline.map_or(started + pool.header_timeout, |d| {
+            d.min(started + pool.header_timeout)
+        });
+        match tokio::time::timeout_at(header_deadline, sent).await {
             Ok(Ok(response)) => {
                 let outcome = if response.status().is_server_error() {
                     Outcome::ServerError
@@ -152,7 +159,10 @@ pub(crate) async fn forward(
                     picked,
                     outcome,
                 };
-                return Ok((response.map(|b: Incoming| UpstreamBody::new(b, lease)), key));
+                return Ok((
+                    response.map(|b: Incoming| UpstreamBody::new(b, lease, deadline)),
+                    key,
+                ));
             }
             Ok(Err(mut e)) => {
                 if let Some(unsent) = e.take_message() {

@@ -113,6 +113,7 @@ impl Registry {
                     balance: Pool::new(name, policy, members, passive),
                     conns,
                     header_timeout: pool.header_timeout,
+                    total_timeout: pool.total_timeout,
                     retry_non_idempotent: pool.retry_non_idempotent,
                 },
                 PoolSettings {

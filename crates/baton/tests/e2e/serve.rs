@@ -358,3 +358,37 @@ async fn check_reports_every_error_with_its_position() {
     let mut p = Proc::spawn(&mut c);
     assert_eq!(p.wait_exit().await.code(), Some(64));
 }
+
+/// A member slower than the pool's header timeout gets 504; a pool whose
+/// only member is down answers 502/503 at once, never hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_or_dead_upstreams_get_gateway_errors() {
+    let (_a, a) = start_hello(&[]).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let dir = TempDir::new("gateway");
+    let path = write(
+        &dir,
+        &format!(
+            r#"{LISTENER}
+[pool.slow]
+members = [{{ address = "{a}" }}]
+header_timeout = "200ms"
+[pool.dead]
+members = [{{ address = "{dead}" }}]
+[[route]]
+path_prefix = "/dead"
+pool = "dead"
+[[route]]
+pool = "slow"
+"#
+        ),
+    );
+    let (_baton, addr) = baton_serve(&path).await;
+    assert_eq!(get(&addr, "/slow?ms=3000").await.status, 504);
+    assert_eq!(get(&addr, "/slow?ms=10").await.status, 200);
+    let r = get(&addr, "/dead").await;
+    assert!(r.status == 502 || r.status == 503, "{r:?}");
+}
