@@ -69,15 +69,9 @@ pub fn main(args: ExecArgs) -> ExitCode {
         drain_timeout: args.drain_timeout,
         backoff: Backoff::default(),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("baton: could not start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run(config, listeners)) {
         Ok(code) => code,

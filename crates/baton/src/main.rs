@@ -35,6 +35,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The single-threaded runtime both long-running subcommands use: their
+/// work is a few sockets and child processes, not CPU.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("baton: could not start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

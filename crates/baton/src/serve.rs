@@ -62,15 +62,9 @@ pub fn main(args: ServeArgs) -> ExitCode {
     };
     // One thread, like one nginx worker: the loopback kernel work dominates
     // and a single-threaded runtime needs no cross-thread synchronisation.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("baton: could not start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run(args.config, cfg, listeners)) {
         Ok(code) => code,

@@ -97,6 +97,20 @@ impl Proc {
         }
     }
 
+    /// Spawns a program that prints `listening on ADDR` and returns it with
+    /// that (first) address.
+    pub async fn spawn_listening(cmd: &mut Command) -> (Proc, String) {
+        let mut p = Proc::spawn(cmd);
+        let line = p.wait_for("listening on ").await;
+        let addr = line
+            .rsplit("listening on ")
+            .next()
+            .unwrap()
+            .trim()
+            .to_owned();
+        (p, addr)
+    }
+
     /// All lines so far.
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
@@ -246,15 +260,7 @@ pub fn signal(pid: u32, sig: i32) {
 pub async fn baton_exec(args: &[&str], cmd: &[&str]) -> (Proc, String) {
     let mut c = Command::new(baton());
     c.arg("exec").args(args).arg("--").args(cmd);
-    let mut p = Proc::spawn(&mut c);
-    let line = p.wait_for("listening on ").await;
-    let addr = line
-        .rsplit("listening on ")
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned();
-    (p, addr)
+    Proc::spawn_listening(&mut c).await
 }
 
 /// A parsed HTTP response.
@@ -347,15 +353,7 @@ pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
 pub async fn start_hello(args: &[&str]) -> (Proc, String) {
     let mut c = Command::new(hello());
     c.args(["--listen", "127.0.0.1:0"]).args(args);
-    let mut p = Proc::spawn(&mut c);
-    let line = p.wait_for("listening on ").await;
-    let addr = line
-        .rsplit("listening on ")
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned();
-    (p, addr)
+    Proc::spawn_listening(&mut c).await
 }
 
 /// Starts `baton serve` with the config at `path`; returns it with the
@@ -363,14 +361,7 @@ pub async fn start_hello(args: &[&str]) -> (Proc, String) {
 pub async fn baton_serve(path: &Path) -> (Proc, String) {
     let mut c = Command::new(baton());
     c.arg("serve").arg("--config").arg(path);
-    let mut p = Proc::spawn(&mut c);
-    let line = p.wait_for("listening on ").await;
-    let addr = line
-        .rsplit("listening on ")
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (mut p, addr) = Proc::spawn_listening(&mut c).await;
     p.wait_for(" ready").await;
     (p, addr)
 }
