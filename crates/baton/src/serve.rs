@@ -171,27 +171,25 @@ fn begin_stop(stop: &watch::Sender<Stop>) {
     stop.send_replace(next);
 }
 
-async fn reload(path: &Path, proxy: &Proxy, listener_names: &[String]) {
+async fn reload(path: &Path, proxy: &Arc<Proxy>, listener_names: &[String]) {
     let _ = handoff::notify::notify(&[handoff::notify::State::Reloading]);
     let started = std::time::Instant::now();
+    // Parsing and building run off the runtime's thread: with a single-
+    // threaded runtime, a 10,000-route build must not stall requests.
     let owned = path.to_owned();
-    let loaded = tokio::task::spawn_blocking(move || config::load(&owned)).await;
-    let result = match loaded {
-        Ok(Ok(cfg)) => {
-            let names: Vec<&str> = cfg.listeners.iter().map(|l| l.name.as_str()).collect();
-            if names
-                != listener_names
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-            {
-                tracing::warn!("listener changes take effect at the next restart");
-            }
-            proxy.reload(&cfg).map_err(|e| e.0)
+    let proxy = proxy.clone();
+    let names: Vec<String> = listener_names.to_vec();
+    let built = tokio::task::spawn_blocking(move || {
+        let cfg = config::load(&owned).map_err(|errors| {
+            errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+        })?;
+        if cfg.listeners.iter().map(|l| &l.name).ne(names.iter()) {
+            tracing::warn!("listener changes take effect at the next restart");
         }
-        Ok(Err(errors)) => Err(errors.0.iter().map(|e| e.to_string()).collect()),
-        Err(e) => Err(vec![format!("could not load the config: {e}")]),
-    };
+        proxy.reload(&cfg).map_err(|e| e.0)
+    })
+    .await;
+    let result = built.unwrap_or_else(|e| Err(vec![format!("could not reload: {e}")]));
     match result {
         Ok(()) => tracing::info!(
             config = %path.display(),
