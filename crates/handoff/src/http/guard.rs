@@ -9,7 +9,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -31,6 +31,8 @@ pub(crate) struct ConnState {
     /// The reader parked while busy: woken when the last response is done,
     /// so the idle clock starts even though no byte arrives.
     reader: Mutex<Option<Waker>>,
+    /// Set when `reader` holds a waker, so most request ends skip the lock.
+    parked: AtomicBool,
 }
 
 impl ConnState {
@@ -52,7 +54,9 @@ pub(crate) struct BusyGuard(Arc<ConnState>);
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.0.parked.swap(false, Ordering::AcqRel)
+        {
             let waker = self
                 .0
                 .reader
@@ -88,9 +92,14 @@ pub(crate) struct Guarded<I> {
     io: I,
     state: Arc<ConnState>,
     timeouts: Timeouts,
-    /// What the armed timer is for.
-    armed: Option<Waiting>,
+    /// What the current deadline is for, and when it passes.
+    armed: Option<(Waiting, Instant)>,
+    /// Fires at `timer_at` or earlier than the deadline. Deadlines only move
+    /// later from one request to the next, so the timer is reset only when
+    /// it would fire too late; firing early just re-arms it (a lazy timer:
+    /// no timer-wheel work per request).
     timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
     /// Set once the first bytes show the connection speaks HTTP/2.
     h2: bool,
     first_read: bool,
@@ -109,6 +118,7 @@ impl<I> Guarded<I> {
             timeouts,
             armed: None,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            timer_at: None,
             h2: false,
             first_read: true,
             // A new connection owes us a request head.
@@ -133,7 +143,7 @@ impl<I> Guarded<I> {
     }
 
     fn arm(&mut self, waiting: Waiting) {
-        if self.armed == Some(waiting) {
+        if self.armed.is_some_and(|(w, _)| w == waiting) {
             return;
         }
         let limit = match waiting {
@@ -141,12 +151,34 @@ impl<I> Guarded<I> {
             Waiting::Idle => self.timeouts.idle,
             Waiting::Busy => None,
         };
-        match limit {
-            Some(d) => {
-                self.timer.as_mut().reset(Instant::now() + d);
-                self.armed = Some(waiting);
+        self.armed = limit.map(|d| (waiting, Instant::now() + d));
+        if let Some((_, at)) = self.armed
+            && self.timer_at.is_none_or(|t| t > at)
+        {
+            self.timer.as_mut().reset(at);
+            self.timer_at = Some(at);
+        }
+    }
+
+    /// Whether the armed deadline has passed; registers for a wake-up
+    /// otherwise.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some((_, at)) = self.armed else {
+            return false;
+        };
+        loop {
+            if self.timer_at.is_none() {
+                self.timer.as_mut().reset(at);
+                self.timer_at = Some(at);
             }
-            None => self.armed = None,
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            self.timer_at = None;
+            if Instant::now() >= at {
+                return true;
+            }
+            // Fired for an earlier deadline: re-arm for this one.
         }
     }
 }
@@ -184,18 +216,22 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<I> {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
                 if waiting == Waiting::Busy {
-                    *this.state.reader.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(cx.waker().clone());
-                    // The response may have finished since `waiting` was read.
-                    if this.state.is_busy() {
-                        this.armed = None;
-                        return Poll::Pending;
+                    this.armed = None;
+                    // Only an idle clock needs to start the moment the last
+                    // response ends (a head clock starts with the next byte).
+                    if this.timeouts.idle.is_some() {
+                        *this.state.reader.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(cx.waker().clone());
+                        this.state.parked.store(true, Ordering::Release);
+                        // The response may have finished since `waiting` was read.
+                        if !this.state.is_busy() {
+                            cx.waker().wake_by_ref();
+                        }
                     }
-                    cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
                 this.arm(waiting);
-                if this.armed.is_none() || this.timer.as_mut().poll(cx).is_pending() {
+                if !this.expired(cx) {
                     return Poll::Pending;
                 }
                 this.armed = None;
