@@ -1,6 +1,7 @@
 //! The shape check: walks the parsed TOML tree against `schema` and reports
-//! every unknown key, every value of the wrong TOML type and every missing
-//! required key — all of them, not just the first. Offending entries are
+//! every unknown key, every value of the wrong TOML type, every missing
+//! required key and every pair of alternatives given both or neither — all
+//! of them, not just the first. Offending entries are
 //! removed from the tree, so the serde pass that follows cannot fail on them
 //! and later stages never see them. It never judges a value's meaning
 //! (a duration that does not parse is `validate`'s business).
@@ -9,10 +10,10 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 
 use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::{DeInteger, DeTable, DeValue};
 
 use crate::error::Diagnostics;
-use crate::schema::{IfMissing, Section, Type};
+use crate::schema::{IfMissing, Key, Section, Type};
 
 /// Checks `table` (the whole document) against `schema::ROOT`.
 pub(crate) fn check_document(
@@ -28,20 +29,22 @@ pub(crate) fn check_document(
 
 struct Checker<'d, 's, 'k> {
     diag: &'d mut Diagnostics<'s>,
-    /// (section place, key) of every key met, for the tests that compare the
-    /// kitchen-sink file with the schema.
+    /// (section heading, key) of every key met, for the tests that compare
+    /// the kitchen-sink file with the schema.
     seen: Option<&'k mut BTreeSet<(&'static str, &'static str)>>,
 }
 
 impl Checker<'_, '_, '_> {
+    /// Checks one table of `section`; `owner` is the named table it is or is
+    /// in (`pool.app`, `service.web`), for the messages.
     fn table(
         &mut self,
         section: &'static Section,
-        pool: Option<&str>,
+        owner: Option<&str>,
         table: &mut DeTable<'_>,
         span: Range<usize>,
     ) {
-        let place = || section.place_for(pool);
+        let place = || section.place_for(owner);
         let mut remove = Vec::new();
         // Keys that an unknown key is probably a typo of: their absence is
         // not reported again as a missing required key.
@@ -65,6 +68,7 @@ impl Checker<'_, '_, '_> {
             suggested.extend(guess);
             remove.push(name.to_string());
         }
+        self.alternatives(section, table, &span, &suggested, &place);
         for key in section.keys {
             let Some(value) = table.get_mut(key.name) else {
                 if matches!(key.if_missing, IfMissing::Required) && !suggested.contains(&key.name) {
@@ -78,12 +82,12 @@ impl Checker<'_, '_, '_> {
                 continue;
             };
             if let Some(seen) = self.seen.as_deref_mut() {
-                seen.insert((section.place, key.name));
+                seen.insert((section.heading, key.name));
             }
             let value_span = value.span();
             if let DeValue::Integer(n) = value.get_ref() {
                 // TOML integers are 64-bit; the parser keeps larger ones as text.
-                if i64::from_str_radix(n.as_str(), n.radix()).is_err() {
+                if !fits_i64(n) {
                     let message =
                         format!("`{}` {}: {} is out of range", key.name, place(), n.as_str());
                     self.diag.error(value_span, message);
@@ -91,7 +95,7 @@ impl Checker<'_, '_, '_> {
                     continue;
                 }
             }
-            if let Err((bad_span, found)) = self.value(key.ty, pool, value) {
+            if let Err((bad_span, found)) = self.value(key, owner, value) {
                 let what = if bad_span == value_span {
                     format!("not {found}")
                 } else {
@@ -114,29 +118,87 @@ impl Checker<'_, '_, '_> {
         }
     }
 
+    /// Pairs of keys of which exactly one must be given
+    /// ([`IfMissing::Either`]): neither is reported at the table, both at
+    /// the later value. Nothing is removed; `validate` skips such a table.
+    fn alternatives(
+        &mut self,
+        section: &'static Section,
+        table: &DeTable<'_>,
+        span: &Range<usize>,
+        suggested: &[&str],
+        place: &dyn Fn() -> String,
+    ) {
+        for (index, key) in section.keys.iter().enumerate() {
+            let IfMissing::Either(other) = key.if_missing else {
+                continue;
+            };
+            // Each pair once, from the key the schema lists first.
+            let other_index = section.keys.iter().position(|k| k.name == other);
+            if other_index.is_none_or(|o| o < index) {
+                continue;
+            }
+            match (table.get(key.name), table.get(other)) {
+                (None, None) if !suggested.contains(&key.name) && !suggested.contains(&other) => {
+                    let name = key.name;
+                    let message = format!(
+                        "missing `{name}` or `{other}` {}: give exactly one of them",
+                        place()
+                    );
+                    self.diag.error(span.clone(), message);
+                }
+                (Some(a), Some(b)) => {
+                    let (first, later, later_span) = match a.span().start < b.span().start {
+                        true => (key.name, other, b.span()),
+                        false => (other, key.name, a.span()),
+                    };
+                    let message = format!(
+                        "`{later}` conflicts with `{first}` {}: give exactly one of them",
+                        place()
+                    );
+                    self.diag.error(later_span, message);
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Checks one value; on a shape error returns the span of the offending
     /// value (the value itself or one of its elements) and its type.
     fn value(
         &mut self,
-        ty: Type,
-        pool: Option<&str>,
+        key: &Key,
+        owner: Option<&str>,
         value: &mut Spanned<DeValue<'_>>,
     ) -> Result<(), (Range<usize>, String)> {
         let span = value.span();
         let mismatch = |v: &DeValue<'_>| Err((span.clone(), article(v.type_str())));
-        match (ty, value.get_mut()) {
+        match (key.ty, value.get_mut()) {
             (Type::String | Type::Duration, DeValue::String(_))
             | (Type::Integer, DeValue::Integer(_))
+            | (Type::Number, DeValue::Integer(_) | DeValue::Float(_))
             | (Type::Bool, DeValue::Boolean(_))
             | (Type::Size | Type::Status, DeValue::String(_) | DeValue::Integer(_)) => Ok(()),
             (Type::Strings, DeValue::Array(items)) => all(items.iter_mut(), |item| {
                 matches!(item.get_ref(), DeValue::String(_))
             }),
+            (Type::Integers, DeValue::Array(items)) => {
+                for item in items.iter() {
+                    match item.get_ref() {
+                        DeValue::Integer(n) if fits_i64(n) => {}
+                        DeValue::Integer(_) => {
+                            return Err((item.span(), "an integer out of range".into()));
+                        }
+                        other => return Err((item.span(), article(other.type_str()))),
+                    }
+                }
+                Ok(())
+            }
             (Type::StringMap, DeValue::Table(map)) => all(map.iter_mut().map(|(_, v)| v), |v| {
                 matches!(v.get_ref(), DeValue::String(_))
             }),
             (Type::Table(section), DeValue::Table(table)) => {
-                self.table(section, pool, table, span);
+                self.table(section, owner, table, span);
                 Ok(())
             }
             (Type::Tables(section), DeValue::Array(items)) => {
@@ -144,7 +206,7 @@ impl Checker<'_, '_, '_> {
                 for item in items.iter_mut() {
                     let span = item.span();
                     if let DeValue::Table(table) = item.get_mut() {
-                        self.table(section, pool, table, span);
+                        self.table(section, owner, table, span);
                     }
                 }
                 Ok(())
@@ -152,9 +214,10 @@ impl Checker<'_, '_, '_> {
             (Type::NamedTables(section), DeValue::Table(tables)) => {
                 for (name, item) in tables.iter_mut() {
                     let span = item.span();
+                    let owner = format!("{}.{}", key.name, name.get_ref());
                     match item.get_mut() {
                         DeValue::Table(table) => {
-                            self.table(section, Some(name.get_ref()), table, span);
+                            self.table(section, Some(&owner), table, span);
                         }
                         other => {
                             // Replaced by an empty table rather than removed,
@@ -162,9 +225,7 @@ impl Checker<'_, '_, '_> {
                             // report it as unknown.
                             let message = format!(
                                 "`{}` must be a table, not {}",
-                                section
-                                    .place_for(Some(name.get_ref()))
-                                    .trim_start_matches("in "),
+                                section.place_for(Some(&owner)).trim_start_matches("in "),
                                 article(other.type_str())
                             );
                             self.diag.error(span, message);
@@ -177,6 +238,12 @@ impl Checker<'_, '_, '_> {
             (_, other) => mismatch(other),
         }
     }
+}
+
+/// Whether a TOML integer fits an `i64` (the parser keeps larger ones as
+/// text).
+fn fits_i64(n: &DeInteger<'_>) -> bool {
+    i64::from_str_radix(n.as_str(), n.radix()).is_ok()
 }
 
 /// `Ok` if every item passes `ok`, else the span and type of the first that

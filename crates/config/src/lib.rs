@@ -1,6 +1,7 @@
 //! The configuration file of `baton serve` (`baton.toml`): read, checked and
 //! turned into a typed [`Config`], or refused with *every* problem listed at
-//! file:line:column.
+//! file:line:column. It describes the proxy (listeners, pools, routes) and
+//! the services the deploy engine runs or switches between.
 //!
 //! The stages, each in its own module:
 //!
@@ -25,8 +26,10 @@ mod error;
 mod raw;
 mod schema;
 mod size;
+mod template;
 mod types;
 mod validate;
+mod version;
 
 #[cfg(test)]
 mod tests;
@@ -37,11 +40,15 @@ use serde::Deserialize;
 use toml::de::DeTable;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use template::{Template, TemplateError};
 pub use types::{
-    AccessLog, AccessLogFormat, AccessLogTarget, Balance, Config, HeaderMatch, HeaderName,
-    HeaderValue, HealthCheck, HostMatch, IpNet, ListenAddr, Listener, Member, Method,
-    PassiveHealth, PathMatch, Pool, ProxySettings, Route, StatusRange, UpstreamAddr, UpstreamHost,
+    AccessLog, AccessLogFormat, AccessLogTarget, Balance, BlueGreen, Canary, Config, External,
+    ForwardSettings, HeaderMatch, HeaderName, HeaderValue, HealthCheck, HostMatch,
+    InvalidUpstreamAddr, IpNet, ListenAddr, Listener, Member, Method, PassiveHealth, PathMatch,
+    Pool, ProxySettings, Restart, Rolling, Route, Runner, Service, SocketMode, StatusRange,
+    Strategy, Supervised, Upstream, UpstreamAddr, UpstreamHost,
 };
+pub use version::{InvalidVersion, Version};
 
 use error::Diagnostics;
 

@@ -24,6 +24,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) pool: BTreeMap<S<String>, S<RawPool>>,
     #[serde(default)]
+    pub(crate) service: BTreeMap<S<String>, S<RawService>>,
+    #[serde(default)]
     pub(crate) route: Vec<S<RawRoute>>,
 }
 
@@ -75,6 +77,98 @@ pub(crate) struct RawPool {
     pub(crate) passive: Opt<RawPassive>,
 }
 
+/// One `[service.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    pub(crate) command: Opt<Vec<S<String>>>,
+    pub(crate) targets: Opt<Vec<S<String>>>,
+    pub(crate) version: Opt<String>,
+    pub(crate) instances: Opt<i64>,
+    pub(crate) env: Opt<BTreeMap<S<String>, S<String>>>,
+    pub(crate) cwd: Opt<String>,
+    pub(crate) socket: Opt<String>,
+    pub(crate) restart: Opt<String>,
+    pub(crate) ready_timeout: Opt<String>,
+    pub(crate) drain_timeout: Opt<String>,
+    pub(crate) strategy: Opt<String>,
+    pub(crate) max_surge: Opt<i64>,
+    pub(crate) max_unavailable: Opt<i64>,
+    pub(crate) deploy_timeout: Opt<String>,
+    pub(crate) balance: Opt<String>,
+    pub(crate) max_connections_per_member: Opt<i64>,
+    pub(crate) connect_timeout: Opt<String>,
+    pub(crate) header_timeout: Opt<String>,
+    pub(crate) idle_timeout: Opt<String>,
+    pub(crate) total_timeout: Opt<String>,
+    pub(crate) retry_non_idempotent: Opt<bool>,
+    pub(crate) upstream_host: Opt<String>,
+    pub(crate) health: Opt<RawHealth>,
+    pub(crate) passive: Opt<RawPassive>,
+    pub(crate) blue_green: Opt<RawBlueGreen>,
+    pub(crate) canary: Opt<RawCanary>,
+}
+
+/// The forwarding keys that `[pool.NAME]` and `[service.NAME]` share,
+/// borrowed from either, so that one function validates them.
+pub(crate) struct RawForward<'a> {
+    pub(crate) balance: &'a Opt<String>,
+    pub(crate) max_connections_per_member: &'a Opt<i64>,
+    pub(crate) connect_timeout: &'a Opt<String>,
+    pub(crate) header_timeout: &'a Opt<String>,
+    pub(crate) idle_timeout: &'a Opt<String>,
+    pub(crate) total_timeout: &'a Opt<String>,
+    pub(crate) retry_non_idempotent: &'a Opt<bool>,
+    pub(crate) upstream_host: &'a Opt<String>,
+}
+
+/// Builds a [`RawForward`] from any struct with the forwarding fields.
+macro_rules! forward_of {
+    ($raw:expr) => {
+        RawForward {
+            balance: &$raw.balance,
+            max_connections_per_member: &$raw.max_connections_per_member,
+            connect_timeout: &$raw.connect_timeout,
+            header_timeout: &$raw.header_timeout,
+            idle_timeout: &$raw.idle_timeout,
+            total_timeout: &$raw.total_timeout,
+            retry_non_idempotent: &$raw.retry_non_idempotent,
+            upstream_host: &$raw.upstream_host,
+        }
+    };
+}
+
+impl RawPool {
+    pub(crate) fn forward(&self) -> RawForward<'_> {
+        forward_of!(self)
+    }
+}
+
+impl RawService {
+    pub(crate) fn forward(&self) -> RawForward<'_> {
+        forward_of!(self)
+    }
+}
+
+/// `[service.NAME.blue_green]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBlueGreen {
+    pub(crate) smoke: Opt<Vec<S<String>>>,
+    pub(crate) rollback_window: Opt<String>,
+}
+
+/// `[service.NAME.canary]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCanary {
+    pub(crate) steps: Opt<Vec<S<i64>>>,
+    pub(crate) pause: Opt<String>,
+    pub(crate) max_error_rate: Opt<Number>,
+    pub(crate) max_p99_ratio: Opt<Number>,
+    pub(crate) min_requests: Opt<i64>,
+}
+
 /// One element of `members`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +211,34 @@ pub(crate) struct RawRoute {
     pub(crate) methods: Opt<Vec<S<String>>>,
     pub(crate) headers: Opt<BTreeMap<S<String>, S<String>>>,
     pub(crate) pool: Opt<String>,
+    pub(crate) service: Opt<String>,
+}
+
+/// A number written as an integer (`2`) or a float (`2.0`, `nan`, `inf`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Number(pub(crate) f64);
+
+impl<'de> Deserialize<'de> for Number {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Number;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number")
+            }
+            // A rate or a ratio: precision beyond 2^53 is moot.
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Number, E> {
+                Ok(Number(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Number, E> {
+                Ok(Number(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Number, E> {
+                Ok(Number(v))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 /// A value that may be written as an integer or a string (sizes, statuses).

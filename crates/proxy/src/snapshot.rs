@@ -265,14 +265,39 @@ fn build_routers(
     cfg: &config::Config,
     pool_index: &HashMap<&str, usize>,
 ) -> Result<HashMap<Arc<str>, Router<Target>>, BuildErrors> {
-    let mut routers = HashMap::new();
+    // A service route is served by the pool `service:NAME`, which only the
+    // deploy engine adds to the config.
     let mut errors = Vec::new();
+    let mut targets = Vec::with_capacity(cfg.routes.len());
+    for r in &cfg.routes {
+        match &r.upstream {
+            config::Upstream::Pool(name) => targets.push(pool_index[name.as_str()]),
+            config::Upstream::Service(name) => {
+                match pool_index.get(r.upstream.pool_name().as_ref()) {
+                    Some(&pool) => targets.push(pool),
+                    None => {
+                        let message = format!(
+                            "service {name}: services need the deploy engine, which is not running"
+                        );
+                        if !errors.contains(&message) {
+                            errors.push(message);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(BuildErrors(errors));
+    }
+    let mut routers = HashMap::new();
     for listener in &cfg.listeners {
         let specs: Vec<router::RouteSpec<Target>> = cfg
             .routes
             .iter()
-            .filter(|r| r.listeners.is_empty() || r.listeners.contains(&listener.name))
-            .map(|r| router::RouteSpec {
+            .zip(&targets)
+            .filter(|(r, _)| r.listeners.is_empty() || r.listeners.contains(&listener.name))
+            .map(|(r, &pool)| router::RouteSpec {
                 host: r.host.as_ref().map(|h| match h {
                     config::HostMatch::Exact(s) => router::HostMatch::Exact(s.clone()),
                     config::HostMatch::Wildcard(s) => {
@@ -290,9 +315,7 @@ fn build_routers(
                     .iter()
                     .map(|h| (h.name.clone(), h.value.clone()))
                     .collect(),
-                target: Target {
-                    pool: pool_index[r.pool.as_str()],
-                },
+                target: Target { pool },
             })
             .collect();
         match Router::new(specs) {

@@ -1,14 +1,15 @@
 //! The schema tables of the client side: the top level, `[proxy]`,
 //! `[access_log]`, `[[listener]]` and `[[route]]`.
 
-use super::IfMissing::{Default, Required, Unset};
+use super::IfMissing::{Default, Either, Required, Unset};
+use super::service::SERVICE;
 use super::upstream::POOL;
 use super::{Section, Type, key};
 
 pub(crate) static ROOT: Section = Section {
     place: "at the top level",
     heading: "Top level",
-    doc: "The file has five kinds of sections. Only `[[listener]]` is required (at least one).",
+    doc: "The file has six kinds of sections. Only `[[listener]]` is required (at least one).",
     keys: &[
         key(
             "proxy",
@@ -33,6 +34,12 @@ pub(crate) static ROOT: Section = Section {
             Type::NamedTables(&POOL),
             Unset("no pools"),
             "Upstream pools by name, see `[pool.NAME]`.",
+        ),
+        key(
+            "service",
+            Type::NamedTables(&SERVICE),
+            Unset("no services"),
+            "Services (what `baton deploy` replaces) by name, see `[service.NAME]`.",
         ),
         key(
             "route",
@@ -148,7 +155,7 @@ pub(crate) static LISTENER: Section = Section {
 pub(crate) static ROUTE: Section = Section {
     place: "in [[route]]",
     heading: "`[[route]]`",
-    doc: "Sends matching requests to a pool. Every condition given must match. Routes keep their file order; how overlapping routes are ranked is the router's precedence (see the router's documentation).",
+    doc: "Sends matching requests to a pool or a service. Every condition given must match. Routes keep their file order; how overlapping routes are ranked is the router's precedence (see the router's documentation).",
     keys: &[
         key(
             "name",
@@ -201,8 +208,14 @@ pub(crate) static ROUTE: Section = Section {
         key(
             "pool",
             Type::String,
-            Required,
+            Either("service"),
             "Name of the pool that serves the matched requests.",
+        ),
+        key(
+            "service",
+            Type::String,
+            Either("pool"),
+            "Name of the service that serves the matched requests.",
         ),
     ],
 };

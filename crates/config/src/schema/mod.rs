@@ -3,25 +3,25 @@
 //! `validate` takes defaults from it and `docs/config.md` is generated from
 //! it, so the three cannot disagree. Tests compare it with the serde structs
 //! in `raw`. It holds data only: no parsing, no I/O. The tables themselves
-//! are in `client` (top level, proxy, access log, listeners, routes) and
-//! `upstream` (pools and their subsections).
+//! are in `client` (top level, proxy, access log, listeners, routes),
+//! `upstream` (pools, the keys they share with services, health checks) and
+//! `service` (services and their deploy strategies).
 
 mod client;
+mod service;
 mod upstream;
 
 pub(crate) use client::{ACCESS_LOG, LISTENER, PROXY, ROOT, ROUTE};
+pub(crate) use service::{BLUE_GREEN, CANARY, SERVICE};
 pub(crate) use upstream::{HEALTH, MEMBER, PASSIVE, POOL};
 
 /// A table of the file (`[proxy]`, each `[[listener]]`, each `[pool.NAME]`…).
 pub(crate) struct Section {
-    /// Where an error is, with `*` standing for the pool name:
-    /// `"in [pool.*.health]"`.
+    /// Where an error is, with `*` standing for the named table it is in
+    /// (`pool.app`, `service.web`): `"in [*.health]"`. A section may be
+    /// shared by several named tables (`health` is in pools and services).
     pub(crate) place: &'static str,
-    /// The heading in the docs.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by the docs generator (tests)")
-    )]
+    /// The heading in the docs; unique, so it also names the section.
     pub(crate) heading: &'static str,
     /// A paragraph for the docs.
     #[cfg_attr(
@@ -58,8 +58,12 @@ pub(crate) enum Type {
     Size,
     /// An integer status or a string range such as `"200-399"`.
     Status,
+    /// An integer or a float (TOML keeps them apart; users do not).
+    Number,
     /// An array of strings.
     Strings,
+    /// An array of integers.
+    Integers,
     /// A table whose keys are free and whose values are strings.
     StringMap,
     /// A table with the keys of the section.
@@ -75,6 +79,9 @@ pub(crate) enum Type {
 pub(crate) enum IfMissing {
     /// The key must be present.
     Required,
+    /// Exactly one of this key and the named other key of the same section
+    /// must be present (`command`/`targets`, `pool`/`service`).
+    Either(&'static str),
     /// This value is used; written as in the file, without quotes.
     Default(&'static str),
     /// The feature is off or unconstrained; the text says what that means.
@@ -97,7 +104,9 @@ impl Type {
             Type::Duration => "a duration string (like \"2s\")",
             Type::Size => "a size (integer bytes or a string like \"64KiB\")",
             Type::Status => "a status code or range (like \"200-399\")",
+            Type::Number => "a number",
             Type::Strings => "an array of strings",
+            Type::Integers => "an array of integers",
             Type::StringMap => "a table of strings",
             Type::Table(_) => "a table",
             Type::Tables(_) => "an array of tables",
@@ -115,9 +124,9 @@ impl Section {
             .unwrap_or_else(|| panic!("schema has no key `{name}` {}", self.place))
     }
 
-    /// `place` with the pool name filled in.
-    pub(crate) fn place_for(&self, name: Option<&str>) -> String {
-        self.place.replace('*', name.unwrap_or("NAME"))
+    /// `place` with the named table filled in (`pool.app`).
+    pub(crate) fn place_for(&self, table: Option<&str>) -> String {
+        self.place.replace('*', table.unwrap_or("NAME"))
     }
 }
 
@@ -137,7 +146,7 @@ pub(super) const fn key(
 
 /// Every section, in the order of the docs.
 #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests"))]
-pub(crate) static SECTIONS: [&Section; 9] = [
+pub(crate) static SECTIONS: [&Section; 12] = [
     &ROOT,
     &PROXY,
     &ACCESS_LOG,
@@ -146,5 +155,8 @@ pub(crate) static SECTIONS: [&Section; 9] = [
     &MEMBER,
     &HEALTH,
     &PASSIVE,
+    &SERVICE,
+    &BLUE_GREEN,
+    &CANARY,
     &ROUTE,
 ];

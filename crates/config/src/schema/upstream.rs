@@ -1,68 +1,29 @@
-//! The schema tables of the upstream side: `[pool.NAME]`, its members,
-//! `health` and `passive`.
+//! The schema tables of the upstream side: `[pool.NAME]`, its members, the
+//! forwarding keys a pool shares with a service, and the `health` and
+//! `passive` sections that pools and services both have.
 
 use super::IfMissing::{Default, Required, Unset};
-use super::{Section, Type, key};
+use super::{Key, Section, Type, key};
 
 pub(crate) static POOL: Section = Section {
-    place: "in [pool.*]",
+    place: "in [*]",
     heading: "`[pool.NAME]`",
-    doc: "A set of upstream servers that routes send requests to. `NAME` is chosen freely (letters, digits, `-`, `_`, `.`).",
+    doc: "A set of upstream servers that routes send requests to. `NAME` is chosen freely (letters, digits, `-`, `_`, `.`) and is unique among pools and services.",
     keys: &[
-        key(
-            "balance",
-            Type::String,
-            Default("weighted_round_robin"),
-            "`weighted_round_robin` (smooth weighted round robin, as nginx does) or `least_requests` (power of two choices: of two members picked at random, the one with fewer requests in flight).",
-        ),
+        BALANCE,
         key(
             "members",
             Type::Tables(&MEMBER),
             Required,
             "The upstream servers, at least one; see *members*.",
         ),
-        key(
-            "max_connections_per_member",
-            Type::Integer,
-            Default("256"),
-            "Open connections to one member at most (in use and idle). 1 to 4294967295.",
-        ),
-        key(
-            "connect_timeout",
-            Type::Duration,
-            Default("2s"),
-            "Time allowed to connect to a member; on expiry the request is retried on another member (it was never sent).",
-        ),
-        key(
-            "header_timeout",
-            Type::Duration,
-            Default("30s"),
-            "Time from the request being sent to the response headers arriving.",
-        ),
-        key(
-            "idle_timeout",
-            Type::Duration,
-            Default("60s"),
-            "A pooled idle connection to a member is closed after this long. Keep it below the member's own keep-alive timeout.",
-        ),
-        key(
-            "total_timeout",
-            Type::Duration,
-            Unset("no limit"),
-            "Time allowed for the whole exchange, from receiving the request to the end of the response body.",
-        ),
-        key(
-            "retry_non_idempotent",
-            Type::Bool,
-            Default("false"),
-            "A request that was never sent is always retried on another member. An idempotent one (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) is also retried once after a reset before the response began. Others (POST, PATCH) are replayed in that case only if this is `true`.",
-        ),
-        key(
-            "upstream_host",
-            Type::String,
-            Default("preserve"),
-            "The `Host` sent upstream: `preserve` (the client's), `member` (the member's address as written) or any other string, sent as is.",
-        ),
+        MAX_CONNECTIONS_PER_MEMBER,
+        CONNECT_TIMEOUT,
+        HEADER_TIMEOUT,
+        IDLE_TIMEOUT,
+        TOTAL_TIMEOUT,
+        RETRY_NON_IDEMPOTENT,
+        UPSTREAM_HOST,
         key(
             "health",
             Type::Table(&HEALTH),
@@ -78,8 +39,68 @@ pub(crate) static POOL: Section = Section {
     ],
 };
 
+// How the proxy forwards requests to the members of a pool, or to the
+// instances or targets of a service: the same keys, defaults and docs in
+// `[pool.NAME]` and `[service.NAME]`, validated by the same code.
+
+pub(super) const BALANCE: Key = key(
+    "balance",
+    Type::String,
+    Default("weighted_round_robin"),
+    "`weighted_round_robin` (smooth weighted round robin, as nginx does) or `least_requests` (power of two choices: of two members picked at random, the one with fewer requests in flight).",
+);
+
+pub(super) const MAX_CONNECTIONS_PER_MEMBER: Key = key(
+    "max_connections_per_member",
+    Type::Integer,
+    Default("256"),
+    "Open connections to one member at most (in use and idle). 1 to 4294967295.",
+);
+
+pub(super) const CONNECT_TIMEOUT: Key = key(
+    "connect_timeout",
+    Type::Duration,
+    Default("2s"),
+    "Time allowed to connect to a member; on expiry the request is retried on another member (it was never sent).",
+);
+
+pub(super) const HEADER_TIMEOUT: Key = key(
+    "header_timeout",
+    Type::Duration,
+    Default("30s"),
+    "Time from the request being sent to the response headers arriving.",
+);
+
+pub(super) const IDLE_TIMEOUT: Key = key(
+    "idle_timeout",
+    Type::Duration,
+    Default("60s"),
+    "A pooled idle connection to a member is closed after this long. Keep it below the member's own keep-alive timeout.",
+);
+
+pub(super) const TOTAL_TIMEOUT: Key = key(
+    "total_timeout",
+    Type::Duration,
+    Unset("no limit"),
+    "Time allowed for the whole exchange, from receiving the request to the end of the response body.",
+);
+
+pub(super) const RETRY_NON_IDEMPOTENT: Key = key(
+    "retry_non_idempotent",
+    Type::Bool,
+    Default("false"),
+    "A request that was never sent is always retried on another member. An idempotent one (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) is also retried once after a reset before the response began. Others (POST, PATCH) are replayed in that case only if this is `true`.",
+);
+
+pub(super) const UPSTREAM_HOST: Key = key(
+    "upstream_host",
+    Type::String,
+    Default("preserve"),
+    "The `Host` sent upstream: `preserve` (the client's), `member` (the member's address as written) or any other string, sent as is.",
+);
+
 pub(crate) static MEMBER: Section = Section {
-    place: "in a member of [pool.*]",
+    place: "in a member of [*]",
     heading: "*members* (in `[pool.NAME]`)",
     doc: "Each member is an inline table, `{ address = \"127.0.0.1:9001\", weight = 3 }`. Addresses are not resolved when the file is read.",
     keys: &[
@@ -99,9 +120,9 @@ pub(crate) static MEMBER: Section = Section {
 };
 
 pub(crate) static HEALTH: Section = Section {
-    place: "in [pool.*.health]",
-    heading: "`[pool.NAME.health]`",
-    doc: "Active HTTP checks of every member. A member changes state only after several checks in a row agree, never on a single probe.",
+    place: "in [*.health]",
+    heading: "`[pool.NAME.health]` and `[service.NAME.health]`",
+    doc: "Active HTTP checks of every member of a pool, or every instance or target of a service. A member changes state only after several checks in a row agree, never on a single probe. During a deploy, a new instance or target counts as ready once it has passed `healthy_threshold` checks in a row.",
     keys: &[
         key(
             "path",
@@ -143,8 +164,8 @@ pub(crate) static HEALTH: Section = Section {
 };
 
 pub(crate) static PASSIVE: Section = Section {
-    place: "in [pool.*.passive]",
-    heading: "`[pool.NAME.passive]`",
+    place: "in [*.passive]",
+    heading: "`[pool.NAME.passive]` and `[service.NAME.passive]`",
     doc: "Ejection of a member on failures seen in real traffic. An ejected member gets no requests until its ejection time is over.",
     keys: &[
         key(

@@ -17,10 +17,12 @@ fn type_name(ty: Type) -> &'static str {
         Type::String => "string",
         Type::Integer => "integer",
         Type::Bool => "boolean",
+        Type::Number => "number",
         Type::Duration => "duration",
         Type::Size => "size",
         Type::Status => "status range",
         Type::Strings => "array of strings",
+        Type::Integers => "array of integers",
         Type::StringMap => "table of strings",
         Type::Table(_) => "table",
         Type::Tables(_) => "array of tables",
@@ -28,10 +30,14 @@ fn type_name(ty: Type) -> &'static str {
     }
 }
 
-fn default_text(ty: Type, if_missing: IfMissing) -> String {
+fn default_text(name: &str, ty: Type, if_missing: IfMissing) -> String {
     match (if_missing, ty) {
         (IfMissing::Required, _) => "**required**".into(),
-        (IfMissing::Default(v), Type::Integer | Type::Bool) => format!("`{v}`"),
+        (IfMissing::Either(other), _) => format!("**exactly one of `{name}` and `{other}`**"),
+        (
+            IfMissing::Default(v),
+            Type::Integer | Type::Bool | Type::Number | Type::Strings | Type::Integers,
+        ) => format!("`{v}`"),
         (IfMissing::Default(v), _) => format!("`\"{v}\"`"),
         (IfMissing::Unset(what), _) => format!("*{what}*"),
     }
@@ -46,7 +52,7 @@ fn reference() -> String {
         out.push_str("| key | type | default | meaning |\n|---|---|---|---|\n");
         for key in section.keys {
             let ty = type_name(key.ty);
-            let default = default_text(key.ty, key.if_missing);
+            let default = default_text(key.name, key.ty, key.if_missing);
             let _ = writeln!(out, "| `{}` | {ty} | {default} | {} |", key.name, key.doc);
         }
     }

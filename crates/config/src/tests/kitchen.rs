@@ -12,6 +12,7 @@ use crate::error::Diagnostics;
 use crate::raw::*;
 use crate::schema::{self, SECTIONS, Section};
 use crate::types::*;
+use crate::{Template, Version};
 
 pub(crate) const KITCHEN_SINK: &str = include_str!("../../testdata/kitchen-sink.toml");
 
@@ -119,7 +120,7 @@ fn kitchen_sink_parses_into_the_expected_config() {
                 name: HeaderName::from_static("x-canary"),
                 value: HeaderValue::from_static("1"),
             }],
-            pool: "app".into(),
+            upstream: Upstream::Pool("app".into()),
         }
     );
     assert_eq!(
@@ -140,6 +141,177 @@ fn kitchen_sink_parses_into_the_expected_config() {
         Some(PathMatch::Regex("^/v[0-9]+/".into()))
     );
     assert_eq!(config.routes[2].name, None);
+    assert_eq!(config.routes[3].upstream, Upstream::Service("web".into()));
+    assert_eq!(config.routes[4].upstream, Upstream::Service("api".into()));
+}
+
+fn template(text: &str) -> Template {
+    text.parse().unwrap()
+}
+
+#[test]
+fn kitchen_sink_services() {
+    let config = ok(KITCHEN_SINK);
+    assert_eq!(config.services.keys().collect::<Vec<_>>(), ["api", "web"]);
+    let web = Service {
+        name: "web".into(),
+        runner: Runner::Supervised(Supervised {
+            command: [
+                "target/release/hello",
+                "--listen",
+                "127.0.0.1:{port}",
+                "--app-version",
+                "{version}",
+                "--motd={{hi}}",
+            ]
+            .map(template)
+            .to_vec(),
+            env: vec![
+                ("RUST_LOG".into(), template("info")),
+                ("APP_PORT".into(), template("{port}")),
+            ],
+            cwd: Some(template("releases/{version}")),
+            version: "v1".parse().unwrap(),
+            instances: 3,
+            socket: SocketMode::Port,
+            restart: Restart::OnFailure,
+        }),
+        forward: ForwardSettings {
+            balance: Balance::LeastRequests,
+            max_connections_per_member: 128,
+            connect_timeout: Duration::from_millis(500),
+            header_timeout: secs(10),
+            idle_timeout: secs(30),
+            total_timeout: Some(secs(120)),
+            retry_non_idempotent: true,
+            upstream_host: UpstreamHost::Member,
+        },
+        health: Some(HealthCheck {
+            path: "/healthz".into(),
+            interval: secs(1),
+            timeout: Duration::from_millis(250),
+            healthy_threshold: 1,
+            unhealthy_threshold: 5,
+            expect_status: StatusRange {
+                first: 204,
+                last: 204,
+            },
+        }),
+        passive: Some(PassiveHealth {
+            consecutive_failures: 2,
+            ejection_time: secs(2),
+            max_ejection_time: secs(30),
+        }),
+        ready_timeout: secs(20),
+        drain_timeout: secs(15),
+        deploy_timeout: secs(300),
+        strategy: Strategy::BlueGreen,
+        rolling: Rolling {
+            max_surge: 2,
+            max_unavailable: 1,
+        },
+        blue_green: BlueGreen {
+            smoke: vec!["/healthz".into(), "/api/ping?deep=1".into()],
+            rollback_window: secs(120),
+        },
+        canary: Canary {
+            steps: vec![5, 25, 100],
+            pause: secs(60),
+            max_error_rate: 0.005,
+            max_p99_ratio: 1.5,
+            min_requests: 200,
+        },
+    };
+    assert_eq!(config.services["web"], web);
+    let Runner::Supervised(supervised) = &web.runner else {
+        unreachable!()
+    };
+    let v2: Version = "v2".parse().unwrap();
+    let argv: Vec<String> = supervised
+        .command
+        .iter()
+        .map(|t| t.render(41234, &v2))
+        .collect();
+    assert_eq!(
+        argv,
+        [
+            "target/release/hello",
+            "--listen",
+            "127.0.0.1:41234",
+            "--app-version",
+            "v2",
+            "--motd={hi}"
+        ]
+    );
+
+    let api = &config.services["api"];
+    let Runner::External(external) = &api.runner else {
+        panic!("api is external: {api:#?}")
+    };
+    let targets: Vec<&str> = external
+        .targets
+        .iter()
+        .map(|t| t.authority.as_str())
+        .collect();
+    assert_eq!(targets, ["127.0.0.1:9201", "api-2.internal:9202"]);
+    assert_eq!(external.targets[1].ip, None);
+    assert_eq!(api.strategy, Strategy::Canary);
+    assert_eq!(
+        api.rolling,
+        Rolling {
+            max_surge: 0,
+            max_unavailable: 1
+        }
+    );
+    assert_eq!(
+        (api.ready_timeout, api.drain_timeout, api.deploy_timeout),
+        (secs(60), secs(0), secs(1800))
+    );
+    assert_eq!(
+        api.forward.upstream_host,
+        UpstreamHost::Literal("api.internal".into())
+    );
+    assert_eq!(api.health.as_ref().unwrap().path, "/ready");
+    assert_eq!(api.passive, None);
+    assert_eq!(
+        (
+            api.canary.steps.as_slice(),
+            api.canary.max_error_rate,
+            api.canary.max_p99_ratio
+        ),
+        (&[1, 10, 50, 100][..], 0.0, 3.0),
+        "integers are numbers too"
+    );
+}
+
+#[test]
+fn a_service_pool_is_named_after_it_and_forwards_like_it() {
+    let config = ok(KITCHEN_SINK);
+    let web = &config.services["web"];
+    let member = Member {
+        address: "127.0.0.1:41234"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+        weight: 1,
+    };
+    let pool = web.pool(vec![member.clone()]);
+    assert_eq!(pool.name, "service:web");
+    assert_eq!(web.pool_name(), "service:web");
+    assert_eq!(Upstream::Service("web".into()).pool_name(), "service:web");
+    assert_eq!(Upstream::Pool("app".into()).pool_name(), "app");
+    assert_eq!(pool.members, [member]);
+    assert_eq!(pool.forward(), web.forward);
+    assert_eq!((&pool.health, &pool.passive), (&web.health, &web.passive));
+    let app = &config.pools["app"];
+    let rebuilt = Pool::new(
+        app.name.clone(),
+        app.members.clone(),
+        app.forward(),
+        app.health.clone(),
+        app.passive.clone(),
+    );
+    assert_eq!(&rebuilt, app);
 }
 
 #[test]
@@ -203,7 +375,72 @@ fn absent_keys_take_the_documented_defaults() {
     );
     assert!(config.routes.is_empty());
     let bare = ok(MINIMAL);
-    assert_eq!((bare.access_log, bare.pools.len()), (None, 0));
+    assert_eq!(
+        (bare.access_log, bare.pools.len(), bare.services.len()),
+        (None, 0, 0)
+    );
+}
+
+#[test]
+fn absent_service_keys_take_the_documented_defaults() {
+    let config = ok(&format!(
+        "{MINIMAL}[service.s]\ncommand = [\"app\"]\nversion = \"1\"\n[service.e]\ntargets = [\"h:1\"]\n"
+    ));
+    let s = &config.services["s"];
+    assert_eq!(
+        s.runner,
+        Runner::Supervised(Supervised {
+            command: vec![template("app")],
+            env: vec![],
+            cwd: None,
+            version: "1".parse().unwrap(),
+            instances: 1,
+            socket: SocketMode::Inherit,
+            restart: Restart::Always,
+        })
+    );
+    let pool_defaults = ok(&format!(
+        "{MINIMAL}[pool.p]\nmembers = [{{ address = \"h:1\" }}]\n"
+    ))
+    .pools["p"]
+        .forward();
+    assert_eq!(s.forward, pool_defaults, "the same defaults as a pool");
+    assert_eq!((&s.health, &s.passive), (&None, &None));
+    assert_eq!(
+        (s.ready_timeout, s.drain_timeout, s.deploy_timeout),
+        (secs(30), secs(30), secs(600))
+    );
+    assert_eq!(s.strategy, Strategy::Rolling);
+    assert_eq!(
+        s.rolling,
+        Rolling {
+            max_surge: 1,
+            max_unavailable: 0
+        }
+    );
+    assert_eq!(
+        s.blue_green,
+        BlueGreen {
+            smoke: vec![],
+            rollback_window: secs(30)
+        }
+    );
+    assert_eq!(
+        s.canary,
+        Canary {
+            steps: vec![10, 50, 100],
+            pause: secs(30),
+            max_error_rate: 0.01,
+            max_p99_ratio: 2.0,
+            min_requests: 50,
+        }
+    );
+    let e = &config.services["e"];
+    assert!(matches!(&e.runner, Runner::External(x) if x.targets.len() == 1));
+    assert_eq!(
+        (e.strategy, e.rolling, &e.canary),
+        (s.strategy, s.rolling, &s.canary)
+    );
 }
 
 /// Records the field list a derived `Deserialize` asks for, then stops.
@@ -240,7 +477,7 @@ fn fields_of<T: for<'de> Deserialize<'de>>() -> BTreeSet<&'static str> {
 
 #[test]
 fn schema_lists_exactly_the_fields_of_the_serde_structs() {
-    let pairs: [(&Section, BTreeSet<&str>); 9] = [
+    let pairs: [(&Section, BTreeSet<&str>); 12] = [
         (&schema::ROOT, fields_of::<RawConfig>()),
         (&schema::PROXY, fields_of::<RawProxy>()),
         (&schema::ACCESS_LOG, fields_of::<RawAccessLog>()),
@@ -249,6 +486,9 @@ fn schema_lists_exactly_the_fields_of_the_serde_structs() {
         (&schema::MEMBER, fields_of::<RawMember>()),
         (&schema::HEALTH, fields_of::<RawHealth>()),
         (&schema::PASSIVE, fields_of::<RawPassive>()),
+        (&schema::SERVICE, fields_of::<RawService>()),
+        (&schema::BLUE_GREEN, fields_of::<RawBlueGreen>()),
+        (&schema::CANARY, fields_of::<RawCanary>()),
         (&schema::ROUTE, fields_of::<RawRoute>()),
     ];
     for section in SECTIONS {
@@ -277,7 +517,7 @@ fn kitchen_sink_uses_every_key_of_the_schema() {
     assert!(diag.is_empty());
     let all: BTreeSet<(&str, &str)> = SECTIONS
         .iter()
-        .flat_map(|s| s.keys.iter().map(|k| (s.place, k.name)))
+        .flat_map(|s| s.keys.iter().map(|k| (s.heading, k.name)))
         .collect();
     let missing: Vec<_> = all.difference(&seen).collect();
     assert!(

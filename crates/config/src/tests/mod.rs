@@ -8,7 +8,9 @@ mod listener;
 mod multi;
 mod pool;
 mod route;
+mod service;
 mod shape;
+mod strategy;
 
 use crate::{Config, parse};
 

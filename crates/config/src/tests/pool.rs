@@ -174,3 +174,22 @@ fn passive_ejection() {
     let e = error(&passive("ejection_time = \"0s\""));
     assert_eq!(e, "6:17: `ejection_time` must be greater than 0");
 }
+
+#[test]
+fn upstream_addresses_parse_outside_the_file_too() {
+    // `baton deploy --target` and instances the deploy engine starts.
+    let addr: crate::UpstreamAddr = "app.internal:8080".parse().unwrap();
+    assert_eq!(
+        (addr.host.as_str(), addr.port, addr.ip),
+        ("app.internal", 8080, None)
+    );
+    let e = "h:0".parse::<crate::UpstreamAddr>().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid address \"h:0\": port 0 is not a valid upstream port"
+    );
+    let socket: std::net::SocketAddr = "[::1]:9001".parse().unwrap();
+    let from = crate::UpstreamAddr::from(socket);
+    assert_eq!(from, "[::1]:9001".parse().unwrap());
+    assert_eq!(from.ip, Some(socket));
+}

@@ -1,7 +1,7 @@
 //! Rules of `[[route]]`: references, host, path, methods, headers.
 
-use super::{BASE, error, errors, ok};
-use crate::types::{HostMatch, Method, PathMatch};
+use super::{BASE, MINIMAL, error, errors, ok};
+use crate::types::{HostMatch, Method, PathMatch, Upstream};
 
 /// `BASE` with extra lines in its route (they start at line 10).
 fn route(lines: &str) -> String {
@@ -29,6 +29,46 @@ fn unknown_pool_and_listener() {
     assert_eq!(
         e,
         "10:13: `listeners` is empty, so the route would never match; omit it to use every listener"
+    );
+}
+
+/// `BASE` plus a service `web` (line 11) and a route (line 13) with these
+/// lines (from line 14).
+fn service_route(lines: &str) -> String {
+    format!("{BASE}\n[service.web]\ntargets = [\"h:1\"]\n[[route]]\n{lines}\n")
+}
+
+#[test]
+fn routes_to_services() {
+    let config = ok(&service_route("service = \"web\""));
+    assert_eq!(config.routes[0].upstream, Upstream::Pool("app".into()));
+    assert_eq!(config.routes[1].upstream, Upstream::Service("web".into()));
+    assert_eq!(config.routes[1].upstream.name(), "web");
+    assert_eq!(
+        error(&service_route("service = \"wbe\"")),
+        "14:11: unknown service \"wbe\"; defined services: web"
+    );
+    assert_eq!(
+        error(&BASE.replace("pool = \"app\"", "service = \"app\"")),
+        "9:11: unknown service \"app\"; there is a pool of that name: write `pool = \"app\"`"
+    );
+    assert_eq!(
+        error(&service_route("pool = \"web\"")),
+        "14:8: unknown pool \"web\"; there is a service of that name: write `service = \"web\"`"
+    );
+    let e = error(&format!("{MINIMAL}[[route]]\nservice = \"web\"\n"));
+    assert_eq!(
+        e,
+        "4:11: unknown service \"web\": no [service.NAME] is defined"
+    );
+}
+
+#[test]
+fn a_reference_to_a_broken_service_is_not_reported_twice() {
+    let source = service_route("service = \"web\"").replace("targets = [\"h:1\"]", "targets = []");
+    assert_eq!(
+        error(&source),
+        "12:11: service \"web\" has no targets; an external service needs at least one"
     );
 }
 

@@ -136,7 +136,7 @@ fn missing_required_keys_point_at_their_table() {
     let source = BASE.replace("pool = \"app\"", "name = \"r\"");
     assert_eq!(
         error(&source),
-        "8:1: missing required key `pool` in [[route]]"
+        "8:1: missing `pool` or `service` in [[route]]: give exactly one of them"
     );
     let source = BASE.replace(
         "members = [{ address = \"127.0.0.1:9001\" }]",
@@ -211,4 +211,93 @@ fn load_reads_files_and_reports_unreadable_ones() {
         "{message}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn alternatives_neither_or_both() {
+    let service = |lines: &str| format!("{MINIMAL}[service.web]\n{lines}\n");
+    assert_eq!(
+        error(&service("version = \"v1\"")),
+        "3:1: missing `command` or `targets` in [service.web]: give exactly one of them"
+    );
+    assert_eq!(
+        error(&service(
+            "targets = [\"h:1\"]\nversion = \"v1\"\ncommand = [\"app\"]"
+        )),
+        "6:11: `command` conflicts with `targets` in [service.web]: give exactly one of them"
+    );
+    assert_eq!(
+        errors(&service(
+            "command = [\"app\", \"{prt}\"]\ntargets = [\"h\"]\ninstances = 2"
+        )),
+        [
+            "4:19: invalid `command` element \"{prt}\": unknown placeholder {prt}: only {port} and {version} are replaced (write {{ and }} for literal braces)",
+            "5:11: `targets` conflicts with `command` in [service.web]: give exactly one of them",
+            "5:12: invalid target \"h\": missing port; expected HOST:PORT or IP:PORT, like 127.0.0.1:9001 or app.internal:8080",
+        ],
+        "both values are still checked, but not what their kinds allow"
+    );
+    let route =
+        |lines: &str| format!("{BASE}[service.web]\ntargets = [\"h:1\"]\n[[route]]\n{lines}\n");
+    assert_eq!(
+        error(&route("service = \"web\"\npool = \"app\"")),
+        "14:8: `pool` conflicts with `service` in [[route]]: give exactly one of them"
+    );
+    assert_eq!(
+        error(&route("name = \"r\"")),
+        "12:1: missing `pool` or `service` in [[route]]: give exactly one of them"
+    );
+}
+
+#[test]
+fn a_misspelt_or_mistyped_alternative_is_not_also_missing() {
+    let service = |lines: &str| format!("{MINIMAL}[service.web]\n{lines}\n");
+    let e = error(&service("comand = [\"app\"]\nversion = \"v1\""));
+    assert!(
+        e.starts_with("4:1: unknown key `comand` in [service.web] (did you mean `command`?); expected one of: command, targets, version,"),
+        "{e}"
+    );
+    assert_eq!(
+        error(&service(
+            "command = \"app --port {port}\"\nversion = \"v1\""
+        )),
+        "4:11: `command` in [service.web] must be an array of strings, not a string"
+    );
+    assert_eq!(
+        error(&BASE.replace("pool = \"app\"", "pool = 1")),
+        "9:8: `pool` in [[route]] must be a string, not an integer"
+    );
+}
+
+#[test]
+fn service_sections_are_named_in_messages() {
+    let source = format!(
+        "{MINIMAL}[service.web]\ntargets = [\"h:1\"]\n[service.web.health]\npath = \"/\"\nintervall = \"1s\"\n[service.web.canary]\nsteps = [10, \"50\", 100]\nmax_error_rate = \"1%\"\n[service.web.blue_green]\nsmoke = \"/\"\npause = \"1s\"\n"
+    );
+    let all = errors(&source);
+    assert_eq!(all.len(), 5, "{all:#?}");
+    assert!(
+        all[0].starts_with(
+            "7:1: unknown key `intervall` in [service.web.health] (did you mean `interval`?)"
+        ),
+        "{all:#?}"
+    );
+    assert_eq!(
+        all[1..],
+        [
+            "9:14: `steps` in [service.web.canary] must be an array of integers, but one element is a string",
+            "10:18: `max_error_rate` in [service.web.canary] must be a number, not a string",
+            "12:9: `smoke` in [service.web.blue_green] must be an array of strings, not a string",
+            "13:1: unknown key `pause` in [service.web.blue_green]; expected one of: smoke, rollback_window",
+        ]
+    );
+    let e = error(&format!(
+        "{MINIMAL}[service.web]\ntargets = [\"h:1\"]\n[service.web.canary]\nsteps = [10, 99999999999999999999]\n"
+    ));
+    assert_eq!(
+        e,
+        "6:14: `steps` in [service.web.canary] must be an array of integers, but one element is an integer out of range"
+    );
+    let e = error(&format!("{MINIMAL}[service]\nweb = \"app\"\n"));
+    assert_eq!(e, "4:7: `[service.web]` must be a table, not a string");
 }

@@ -1,10 +1,12 @@
 //! Stage 2's output: the validated, typed configuration that `baton serve`
 //! builds its routing snapshot from. Plain data with public fields; every
 //! value here has passed validation (names unique, references resolved,
-//! ranges checked), so consumers need not check again. No parsing, no I/O.
+//! ranges checked), so consumers need not check again. No I/O, and no
+//! parsing of its own (`UpstreamAddr`'s `FromStr` is `validate`'s).
 
 mod pool;
 mod route;
+mod service;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,12 +16,19 @@ pub use handoff::ListenAddr;
 pub use http::{HeaderName, HeaderValue, Method};
 pub use ipnet::IpNet;
 pub use pool::{
-    Balance, HealthCheck, Member, PassiveHealth, Pool, StatusRange, UpstreamAddr, UpstreamHost,
+    Balance, ForwardSettings, HealthCheck, InvalidUpstreamAddr, Member, PassiveHealth, Pool,
+    StatusRange, UpstreamAddr, UpstreamHost,
 };
-pub use route::{HeaderMatch, HostMatch, PathMatch, Route};
+pub use route::{HeaderMatch, HostMatch, PathMatch, Route, Upstream};
+pub use service::{
+    BlueGreen, Canary, External, Restart, Rolling, Runner, Service, SocketMode, Strategy,
+    Supervised,
+};
 
 /// A validated `baton.toml`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `PartialEq` but not `Eq`: the canary thresholds are floats (never NaN).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `[proxy]`: process-wide settings.
     pub proxy: ProxySettings,
@@ -27,10 +36,15 @@ pub struct Config {
     pub access_log: Option<AccessLog>,
     /// `[[listener]]` in file order; never empty; names and addresses unique.
     pub listeners: Vec<Listener>,
-    /// `[pool.NAME]` by name.
+    /// `[pool.NAME]` by name. No name is also a service's, and none from the
+    /// file contains `:`; the deploy engine adds a pool `service:NAME` per
+    /// service ([`Service::pool`]) to the config it hands to the proxy.
     pub pools: BTreeMap<String, Pool>,
-    /// `[[route]]` in file order. Every route's pool is a key of `pools` and
-    /// every listener it names is in `listeners`.
+    /// `[service.NAME]` by name.
+    pub services: BTreeMap<String, Service>,
+    /// `[[route]]` in file order. Every route's upstream is a key of `pools`
+    /// or `services` (as its kind says) and every listener it names is in
+    /// `listeners`.
     pub routes: Vec<Route>,
 }
 
@@ -93,6 +107,11 @@ pub struct Listener {
     pub max_body_bytes: u64,
     /// Idle client connections are closed after this; non-zero.
     pub keepalive_timeout: Duration,
+}
+
+/// The name of the pool that serves service `service`: `service:NAME`.
+pub(crate) fn service_pool_name(service: &str) -> String {
+    format!("service:{service}")
 }
 
 impl Config {

@@ -1,6 +1,8 @@
-//! Typed upstream pools: members, balancing, timeouts, health checks.
+//! Typed upstream pools: members, balancing, timeouts, health checks; and
+//! the forwarding settings and health checks that services share with pools.
 
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// One `[pool.NAME]`.
@@ -30,6 +32,82 @@ pub struct Pool {
     pub health: Option<HealthCheck>,
     /// Passive ejection; `None`: off.
     pub passive: Option<PassiveHealth>,
+}
+
+impl Pool {
+    /// A pool from its parts (the deploy engine builds one per service, see
+    /// [`Service::pool`](crate::Service::pool)). `members` must not be empty
+    /// for the pool to serve anything; addresses should be unique.
+    pub fn new(
+        name: String,
+        members: Vec<Member>,
+        forward: ForwardSettings,
+        health: Option<HealthCheck>,
+        passive: Option<PassiveHealth>,
+    ) -> Pool {
+        let ForwardSettings {
+            balance,
+            max_connections_per_member,
+            connect_timeout,
+            header_timeout,
+            idle_timeout,
+            total_timeout,
+            retry_non_idempotent,
+            upstream_host,
+        } = forward;
+        Pool {
+            name,
+            balance,
+            members,
+            max_connections_per_member,
+            connect_timeout,
+            header_timeout,
+            idle_timeout,
+            total_timeout,
+            retry_non_idempotent,
+            upstream_host,
+            health,
+            passive,
+        }
+    }
+
+    /// The pool's forwarding settings, as one value.
+    pub fn forward(&self) -> ForwardSettings {
+        ForwardSettings {
+            balance: self.balance,
+            max_connections_per_member: self.max_connections_per_member,
+            connect_timeout: self.connect_timeout,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            total_timeout: self.total_timeout,
+            retry_non_idempotent: self.retry_non_idempotent,
+            upstream_host: self.upstream_host.clone(),
+        }
+    }
+}
+
+/// How the proxy forwards requests to the members of a pool or to the
+/// instances or targets of a service: the keys `[pool.NAME]` and
+/// `[service.NAME]` share, with the same defaults and rules. Field by field
+/// the same as in [`Pool`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardSettings {
+    /// How a member is picked.
+    pub balance: Balance,
+    /// Open connections per member at most (at least 1).
+    pub max_connections_per_member: u32,
+    /// Time allowed to connect to a member; non-zero.
+    pub connect_timeout: Duration,
+    /// Time from the request sent to the response head; non-zero.
+    pub header_timeout: Duration,
+    /// Pooled idle upstream connections are closed after this; non-zero.
+    pub idle_timeout: Duration,
+    /// Time allowed for the whole exchange; `None`: no limit.
+    pub total_timeout: Option<Duration>,
+    /// Replay a non-idempotent request whose body was sent, after a reset.
+    pub retry_non_idempotent: bool,
+    /// The `Host` header sent upstream.
+    pub upstream_host: UpstreamHost,
 }
 
 /// The balancing algorithm of a pool.
@@ -65,6 +143,41 @@ pub struct UpstreamAddr {
     pub ip: Option<SocketAddr>,
 }
 
+impl From<SocketAddr> for UpstreamAddr {
+    /// The address of an instance baton started (`127.0.0.1:41234`).
+    fn from(addr: SocketAddr) -> UpstreamAddr {
+        UpstreamAddr {
+            authority: addr.to_string(),
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            ip: Some(addr),
+        }
+    }
+}
+
+impl FromStr for UpstreamAddr {
+    type Err = InvalidUpstreamAddr;
+
+    /// `IP:PORT` or `HOST:PORT` with the rules of the file (for
+    /// `baton deploy --target`).
+    fn from_str(text: &str) -> Result<UpstreamAddr, InvalidUpstreamAddr> {
+        crate::validate::parse_upstream_addr(text).map_err(|reason| InvalidUpstreamAddr {
+            address: text.to_owned(),
+            reason,
+        })
+    }
+}
+
+/// A string that is not a valid [`UpstreamAddr`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid address {address:?}: {reason}")]
+pub struct InvalidUpstreamAddr {
+    /// As given.
+    pub address: String,
+    /// Why it is refused.
+    pub reason: String,
+}
+
 /// What `Host` header the proxy sends upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamHost {
@@ -76,7 +189,7 @@ pub enum UpstreamHost {
     Literal(String),
 }
 
-/// `[pool.NAME.health]`: active HTTP checks.
+/// `[pool.NAME.health]` or `[service.NAME.health]`: active HTTP checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     /// Path and optional query, starting with `/`.
@@ -109,7 +222,8 @@ impl StatusRange {
     }
 }
 
-/// `[pool.NAME.passive]`: ejection on failures seen in traffic.
+/// `[pool.NAME.passive]` or `[service.NAME.passive]`: ejection on failures
+/// seen in traffic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PassiveHealth {
     /// Failures in a row that eject a member (at least 1).

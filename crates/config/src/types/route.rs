@@ -1,9 +1,12 @@
-//! Typed routes and their match conditions. Patterns and regexes are kept as
+//! Typed routes, their match conditions and their upstream (a pool or a
+//! service). Patterns and regexes are kept as
 //! validated strings; the router compiles them into its own structures.
+
+use std::borrow::Cow;
 
 use http::{HeaderName, HeaderValue, Method};
 
-/// One `[[route]]`: conditions (all must hold) and the pool to use.
+/// One `[[route]]`: conditions (all must hold) and where to send requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// Unique among named routes; `None` when not given.
@@ -20,8 +23,38 @@ pub struct Route {
     /// Headers that must be present with exactly these values, sorted by
     /// name, names unique.
     pub headers: Vec<HeaderMatch>,
-    /// The pool serving matched requests; a key of `Config::pools`.
-    pub pool: String,
+    /// The pool or service serving matched requests; a key of
+    /// `Config::pools` or `Config::services`.
+    pub upstream: Upstream,
+}
+
+/// Where a route sends requests: `pool = "NAME"` or `service = "NAME"`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Upstream {
+    /// A key of `Config::pools`.
+    Pool(String),
+    /// A key of `Config::services`.
+    Service(String),
+}
+
+impl Upstream {
+    /// The pool or service name.
+    pub fn name(&self) -> &str {
+        match self {
+            Upstream::Pool(name) | Upstream::Service(name) => name,
+        }
+    }
+
+    /// The key in `Config::pools` of the pool that serves this route: the
+    /// pool itself, or for a service the pool `service:NAME` that the deploy
+    /// engine adds to the config it hands to the proxy (names from the file
+    /// never contain `:`, so the two cannot clash).
+    pub fn pool_name(&self) -> Cow<'_, str> {
+        match self {
+            Upstream::Pool(name) => Cow::Borrowed(name),
+            Upstream::Service(name) => Cow::Owned(super::service_pool_name(name)),
+        }
+    }
 }
 
 /// How a route matches the request's host (compared without its port,

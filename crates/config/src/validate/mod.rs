@@ -8,18 +8,22 @@ mod listener;
 mod matchers;
 mod pool;
 mod route;
+mod service;
+mod strategy;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{Range, RangeInclusive};
 use std::time::Duration;
 
 use toml::Spanned;
 
 use crate::error::Diagnostics;
-use crate::raw::{IntOrString, RawConfig};
+use crate::raw::{IntOrString, Number, RawConfig};
 use crate::schema::{IfMissing, Section};
 use crate::size::parse_size;
 use crate::types::Config;
+
+pub(crate) use matchers::parse_upstream_addr;
 
 /// Validates `raw`; `None` when any error was recorded in `diag`.
 pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Config> {
@@ -31,11 +35,17 @@ pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Co
         .map(|log| listener::access_log(&mut ctx, log.get_ref()));
     let listeners = listener::listeners(&mut ctx, raw.listener.as_ref());
     let pools = pool::pools(&mut ctx, &raw.pool);
-    // References are checked against every declared name, even of a listener
-    // or pool that has errors of its own, so one mistake is reported once.
+    let services = service::services(&mut ctx, &raw.service);
+    shared_names(&mut ctx, raw);
+    // References are checked against every declared name, even of a listener,
+    // pool or service that has errors of its own, so one mistake is reported
+    // once.
     let listener_names = listener::declared_names(raw.listener.as_ref());
-    let pool_names: BTreeSet<&str> = raw.pool.keys().map(|k| k.get_ref().as_str()).collect();
-    let routes = route::routes(&mut ctx, &raw.route, &listener_names, &pool_names);
+    let upstreams = route::Declared {
+        pools: raw.pool.keys().map(|k| k.get_ref().as_str()).collect(),
+        services: raw.service.keys().map(|k| k.get_ref().as_str()).collect(),
+    };
+    let routes = route::routes(&mut ctx, &raw.route, &listener_names, &upstreams);
     if !ctx.diag.is_empty() {
         return None;
     }
@@ -44,8 +54,37 @@ pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Co
         access_log: optional(access_log)?,
         listeners: listeners?,
         pools: pools?,
+        services: services?,
         routes: routes?,
     })
+}
+
+/// A route names a pool or a service by name alone, so the two share one
+/// namespace: the later of two equal names is an error.
+fn shared_names(ctx: &mut Ctx<'_, '_>, raw: &RawConfig) {
+    let mut all: Vec<(&Spanned<String>, &str)> = raw
+        .pool
+        .keys()
+        .map(|name| (name, "pool"))
+        .chain(raw.service.keys().map(|name| (name, "service")))
+        .collect();
+    all.sort_by_key(|(name, _)| name.span().start);
+    let mut first: BTreeMap<&str, (&str, usize)> = BTreeMap::new();
+    for (name, kind) in all {
+        let text = name.get_ref().as_str();
+        match first.get(text) {
+            Some((other, at)) => {
+                let line = ctx.diag.line_of(*at);
+                let message = format!(
+                    "{kind} name {text:?} is already used by [{other}.{text}] (line {line}); a route names a pool or a service by name alone, so they cannot share one"
+                );
+                ctx.error(name.span(), message);
+            }
+            None => {
+                first.insert(text, (kind, name.span().start));
+            }
+        }
+    }
 }
 
 /// The validation context: where errors go, plus helpers that read a value
@@ -65,7 +104,7 @@ impl Ctx<'_, '_> {
     fn default(section: &'static Section, key: &str) -> Option<&'static str> {
         match section.key(key).if_missing {
             IfMissing::Default(text) => Some(text),
-            IfMissing::Required | IfMissing::Unset(_) => None,
+            IfMissing::Required | IfMissing::Either(_) | IfMissing::Unset(_) => None,
         }
     }
 
@@ -199,6 +238,27 @@ impl Ctx<'_, '_> {
         }
     }
 
+    /// A number (given or default) for which `ok` holds; NaN never does.
+    /// `requirement` completes "`key` must be …".
+    pub(crate) fn number(
+        &mut self,
+        section: &'static Section,
+        key: &str,
+        value: &Opt<Number>,
+        ok: impl Fn(f64) -> bool,
+        requirement: &str,
+    ) -> Option<f64> {
+        let Some(v) = value else {
+            return Some(parse_default(section, key, str::parse::<f64>));
+        };
+        let n = v.get_ref().0;
+        if !n.is_nan() && ok(n) {
+            return Some(n);
+        }
+        self.error(v.span(), format!("`{key}` must be {requirement}, not {n}"));
+        None
+    }
+
     /// A boolean (given or default).
     pub(crate) fn bool(section: &'static Section, key: &str, value: &Opt<bool>) -> bool {
         match value {
@@ -271,6 +331,17 @@ pub(super) fn parse_default<T, E: std::fmt::Debug>(
     let text = Ctx::default(section, key)
         .unwrap_or_else(|| panic!("schema key `{key}` {} has no default", section.place));
     parse(text).unwrap_or_else(|e| panic!("bad schema default {text:?} for `{key}`: {e:?}"))
+}
+
+/// Parses a schema default written as a TOML value (`[10, 50, 100]`); a
+/// failure is a bug in the schema table, as for [`parse_default`].
+pub(super) fn toml_default<T: serde::de::DeserializeOwned>(
+    section: &'static Section,
+    key: &str,
+) -> T {
+    parse_default(section, key, |text| {
+        toml::de::ValueDeserializer::parse(text).and_then(T::deserialize)
+    })
 }
 
 /// For an optional section: absent (`None`) is fine, present but invalid

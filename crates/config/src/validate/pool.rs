@@ -1,5 +1,6 @@
-//! Validation of `[pool.NAME]`: members, balancing, timeouts, the Host sent
-//! upstream, and the `health` / `passive` subsections.
+//! Validation of `[pool.NAME]`: members, and the parts a service shares
+//! with a pool — the forwarding keys (balancing, timeouts, the Host sent
+//! upstream) and the `health` / `passive` subsections.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -10,9 +11,11 @@ use toml::Spanned;
 
 use super::Ctx;
 use super::matchers::{parse_status_range, parse_upstream_addr};
-use crate::raw::{IntOrString, RawHealth, RawMember, RawPassive, RawPool};
-use crate::schema::{HEALTH, MEMBER, PASSIVE, POOL};
-use crate::types::{Balance, HealthCheck, Member, PassiveHealth, Pool, UpstreamHost};
+use crate::raw::{IntOrString, RawForward, RawHealth, RawMember, RawPassive, RawPool};
+use crate::schema::{HEALTH, MEMBER, PASSIVE, POOL, Section};
+use crate::types::{
+    Balance, ForwardSettings, HealthCheck, Member, PassiveHealth, Pool, UpstreamHost,
+};
 
 pub(super) fn pools(
     ctx: &mut Ctx<'_, '_>,
@@ -35,38 +38,51 @@ pub(super) fn pools(
 
 fn pool(ctx: &mut Ctx<'_, '_>, name: &str, item: &Spanned<RawPool>) -> Option<Pool> {
     let raw = item.get_ref();
+    let members = raw.members.as_ref().and_then(|m| members(ctx, name, m));
+    let forward = forward(ctx, &POOL, &raw.forward());
+    let health = raw.health.as_ref().map(|h| health(ctx, h));
+    let passive = raw.passive.as_ref().map(|p| passive(ctx, p.get_ref()));
+    Some(Pool::new(
+        name.to_owned(),
+        members?,
+        forward?,
+        super::optional(health)?,
+        super::optional(passive)?,
+    ))
+}
+
+/// The forwarding keys of a pool or a service (`section` has them all, with
+/// the same defaults).
+pub(super) fn forward(
+    ctx: &mut Ctx<'_, '_>,
+    section: &'static Section,
+    raw: &RawForward<'_>,
+) -> Option<ForwardSettings> {
     let balances = [
         ("weighted_round_robin", Balance::WeightedRoundRobin),
         ("least_requests", Balance::LeastRequests),
     ];
-    let balance = ctx.choice(&POOL, "balance", &raw.balance, &balances);
-    let members = raw.members.as_ref().and_then(|m| members(ctx, name, m));
+    let balance = ctx.choice(section, "balance", raw.balance, &balances);
     let max_per_member = ctx.u32(
-        &POOL,
+        section,
         "max_connections_per_member",
-        &raw.max_connections_per_member,
+        raw.max_connections_per_member,
         1,
     );
-    let connect_timeout = ctx.duration(&POOL, "connect_timeout", &raw.connect_timeout, false);
-    let header_timeout = ctx.duration(&POOL, "header_timeout", &raw.header_timeout, false);
-    let idle_timeout = ctx.duration(&POOL, "idle_timeout", &raw.idle_timeout, false);
-    let total_timeout = ctx.optional_duration("total_timeout", &raw.total_timeout);
-    let upstream_host = upstream_host(ctx, raw);
-    let health = raw.health.as_ref().map(|h| health(ctx, h));
-    let passive = raw.passive.as_ref().map(|p| passive(ctx, p.get_ref()));
-    Some(Pool {
-        name: name.to_owned(),
+    let connect_timeout = ctx.duration(section, "connect_timeout", raw.connect_timeout, false);
+    let header_timeout = ctx.duration(section, "header_timeout", raw.header_timeout, false);
+    let idle_timeout = ctx.duration(section, "idle_timeout", raw.idle_timeout, false);
+    let total_timeout = ctx.optional_duration("total_timeout", raw.total_timeout);
+    let upstream_host = upstream_host(ctx, section, raw.upstream_host);
+    Some(ForwardSettings {
         balance: balance?,
-        members: members?,
         max_connections_per_member: max_per_member?,
         connect_timeout: connect_timeout?,
         header_timeout: header_timeout?,
         idle_timeout: idle_timeout?,
         total_timeout: total_timeout.ok()?,
-        retry_non_idempotent: Ctx::bool(&POOL, "retry_non_idempotent", &raw.retry_non_idempotent),
+        retry_non_idempotent: Ctx::bool(section, "retry_non_idempotent", raw.retry_non_idempotent),
         upstream_host: upstream_host?,
-        health: super::optional(health)?,
-        passive: super::optional(passive)?,
     })
 }
 
@@ -109,8 +125,12 @@ fn members(
     out
 }
 
-fn upstream_host(ctx: &mut Ctx<'_, '_>, raw: &RawPool) -> Option<UpstreamHost> {
-    match Ctx::text(&POOL, "upstream_host", &raw.upstream_host)? {
+fn upstream_host(
+    ctx: &mut Ctx<'_, '_>,
+    section: &'static Section,
+    raw: &Option<Spanned<String>>,
+) -> Option<UpstreamHost> {
+    match Ctx::text(section, "upstream_host", raw)? {
         "preserve" => Some(UpstreamHost::Preserve),
         "member" => Some(UpstreamHost::Member),
         literal => {
@@ -118,11 +138,7 @@ fn upstream_host(ctx: &mut Ctx<'_, '_>, raw: &RawPool) -> Option<UpstreamHost> {
                 && !literal.contains(char::is_whitespace)
                 && HeaderValue::from_str(literal).is_ok();
             if !ok {
-                let span = raw
-                    .upstream_host
-                    .as_ref()
-                    .map(Spanned::span)
-                    .unwrap_or_default();
+                let span = raw.as_ref().map(Spanned::span).unwrap_or_default();
                 let message = format!(
                     "invalid `upstream_host` {literal:?}: expected preserve, member or a host such as api.internal:8080"
                 );
@@ -133,12 +149,18 @@ fn upstream_host(ctx: &mut Ctx<'_, '_>, raw: &RawPool) -> Option<UpstreamHost> {
     }
 }
 
-fn health(ctx: &mut Ctx<'_, '_>, item: &Spanned<RawHealth>) -> Option<HealthCheck> {
+/// Whether `text` can be requested as is: a path starting with `/`, with
+/// an optional query (health checks, smoke checks).
+pub(super) fn is_request_path(text: &str) -> bool {
+    text.starts_with('/') && PathAndQuery::from_str(text).is_ok()
+}
+
+pub(super) fn health(ctx: &mut Ctx<'_, '_>, item: &Spanned<RawHealth>) -> Option<HealthCheck> {
     let raw = item.get_ref();
     // A missing `path` was reported by `check`.
     let path = raw.path.as_ref().and_then(|p| {
         let text = p.get_ref();
-        let ok = text.starts_with('/') && PathAndQuery::from_str(text).is_ok();
+        let ok = is_request_path(text);
         if !ok {
             ctx.error(
                 p.span(),
@@ -181,7 +203,7 @@ fn health(ctx: &mut Ctx<'_, '_>, item: &Spanned<RawHealth>) -> Option<HealthChec
     })
 }
 
-fn passive(ctx: &mut Ctx<'_, '_>, raw: &RawPassive) -> Option<PassiveHealth> {
+pub(super) fn passive(ctx: &mut Ctx<'_, '_>, raw: &RawPassive) -> Option<PassiveHealth> {
     let failures = ctx.u32(
         &PASSIVE,
         "consecutive_failures",

@@ -1,5 +1,5 @@
-//! Validation of `[[route]]`: names, references to listeners and pools, and
-//! the match conditions (host, path, methods, headers).
+//! Validation of `[[route]]`: names, references to listeners, pools and
+//! services, and the match conditions (host, path, methods, headers).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,13 +9,19 @@ use toml::Spanned;
 use super::Ctx;
 use super::matchers::{check_path_pattern, host_match};
 use crate::raw::RawRoute;
-use crate::types::{HeaderMatch, PathMatch, Route};
+use crate::types::{HeaderMatch, PathMatch, Route, Upstream};
+
+/// The names of every `[pool.NAME]` and `[service.NAME]`, valid or not.
+pub(super) struct Declared<'a> {
+    pub(super) pools: BTreeSet<&'a str>,
+    pub(super) services: BTreeSet<&'a str>,
+}
 
 pub(super) fn routes(
     ctx: &mut Ctx<'_, '_>,
     raw: &[Spanned<RawRoute>],
     listeners: &[String],
-    pools: &BTreeSet<&str>,
+    upstreams: &Declared<'_>,
 ) -> Option<Vec<Route>> {
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
     let mut out = Some(Vec::new());
@@ -34,7 +40,7 @@ pub(super) fn routes(
                 ok = false;
             }
         }
-        match (ok, route(ctx, item.get_ref(), listeners, pools)) {
+        match (ok, route(ctx, item.get_ref(), listeners, upstreams)) {
             (true, Some(r)) => {
                 if let Some(v) = &mut out {
                     v.push(r);
@@ -50,7 +56,7 @@ fn route(
     ctx: &mut Ctx<'_, '_>,
     raw: &RawRoute,
     listeners: &[String],
-    pools: &BTreeSet<&str>,
+    upstreams: &Declared<'_>,
 ) -> Option<Route> {
     let route_listeners = match &raw.listeners {
         Some(list) => route_listeners(ctx, list, listeners),
@@ -69,22 +75,12 @@ fn route(
         .headers
         .as_ref()
         .map_or(Some(Vec::new()), |h| headers(ctx, h));
-    // A missing `pool` was reported by `check`.
-    let pool = raw.pool.as_ref().and_then(|p| {
-        if pools.contains(p.get_ref().as_str()) {
-            return Some(p.get_ref().clone());
-        }
-        let message = match pools.is_empty() {
-            true => format!("unknown pool {:?}: no [pool.NAME] is defined", p.get_ref()),
-            false => format!(
-                "unknown pool {:?}; defined pools: {}",
-                p.get_ref(),
-                Vec::from_iter(pools.iter().copied()).join(", ")
-            ),
-        };
-        ctx.error(p.span(), message);
-        None
-    });
+    // Neither or both of `pool` and `service` was reported by `check`.
+    let upstream = match (&raw.pool, &raw.service) {
+        (Some(pool), None) => upstream(ctx, pool, upstreams, false),
+        (None, Some(service)) => upstream(ctx, service, upstreams, true),
+        _ => None,
+    };
     Some(Route {
         name: raw.name.as_ref().map(|n| n.get_ref().clone()),
         listeners: route_listeners?,
@@ -92,8 +88,42 @@ fn route(
         path: path.ok()?,
         methods: methods?,
         headers: headers?,
-        pool: pool?,
+        upstream: upstream?,
     })
+}
+
+/// The `pool` (or, if `service`, the `service`) a route names, if declared.
+fn upstream(
+    ctx: &mut Ctx<'_, '_>,
+    name: &Spanned<String>,
+    declared: &Declared<'_>,
+    service: bool,
+) -> Option<Upstream> {
+    let text = name.get_ref().as_str();
+    let (kind, names, other_kind, others) = match service {
+        false => ("pool", &declared.pools, "service", &declared.services),
+        true => ("service", &declared.services, "pool", &declared.pools),
+    };
+    if names.contains(text) {
+        let owned = text.to_owned();
+        return Some(if service {
+            Upstream::Service(owned)
+        } else {
+            Upstream::Pool(owned)
+        });
+    }
+    let message = if others.contains(text) {
+        format!(
+            "unknown {kind} {text:?}; there is a {other_kind} of that name: write `{other_kind} = {text:?}`"
+        )
+    } else if names.is_empty() {
+        format!("unknown {kind} {text:?}: no [{kind}.NAME] is defined")
+    } else {
+        let defined = Vec::from_iter(names.iter().copied()).join(", ");
+        format!("unknown {kind} {text:?}; defined {kind}s: {defined}")
+    };
+    ctx.error(name.span(), message);
+    None
 }
 
 fn route_listeners(
