@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use handoff::{Listener, Listeners, NamedListener};
-use supervisor::{Backoff, Bounds, CommandSpec, Group, GroupConfig, Readiness};
+use supervisor::{
+    Backoff, Bounds, CommandSource, CommandSpec, Group, GroupConfig, Readiness, Sockets,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::EXIT_USAGE;
@@ -59,7 +61,8 @@ pub fn main(args: ExecArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let config = GroupConfig {
-        command,
+        command: CommandSource::Fixed(command),
+        sockets: Sockets::Shared(Arc::new(listeners)),
         bounds,
         readiness: match args.ready {
             ReadyMode::Notify => Readiness::Notify,
@@ -68,12 +71,13 @@ pub fn main(args: ExecArgs) -> ExitCode {
         ready_timeout: args.ready_timeout,
         drain_timeout: args.drain_timeout,
         backoff: Backoff::default(),
+        before_stop: None,
     };
     let runtime = match crate::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(run(config, listeners)) {
+    match runtime.block_on(run(config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("baton: {e:#}");
@@ -114,13 +118,13 @@ fn announce(listeners: &[NamedListener]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(config: GroupConfig, listeners: Vec<NamedListener>) -> anyhow::Result<ExitCode> {
+async fn run(config: GroupConfig) -> anyhow::Result<ExitCode> {
     // Handlers before the first child exists: no signal may be missed.
     let mut hup = signal(SignalKind::hangup()).context("could not handle SIGHUP")?;
     let mut term = signal(SignalKind::terminate()).context("could not handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("could not handle SIGINT")?;
 
-    let group = Group::start(config, Arc::new(listeners)).context("could not start the app")?;
+    let group = Group::start(config).context("could not start the app")?;
     let mut shutdown = None;
     loop {
         tokio::select! {

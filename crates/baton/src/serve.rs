@@ -180,9 +180,8 @@ async fn reload(path: &Path, proxy: &Arc<Proxy>, listener_names: &[String]) {
     let proxy = proxy.clone();
     let names: Vec<String> = listener_names.to_vec();
     let built = tokio::task::spawn_blocking(move || {
-        let cfg = config::load(&owned).map_err(|errors| {
-            errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>()
-        })?;
+        let cfg = config::load(&owned)
+            .map_err(|errors| errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
         if cfg.listeners.iter().map(|l| &l.name).ne(names.iter()) {
             tracing::warn!("listener changes take effect at the next restart");
         }

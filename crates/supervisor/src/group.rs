@@ -9,36 +9,39 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::Arc;
 use std::time::Duration;
 
-use handoff::NamedListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::command::CommandSpec;
 use crate::instance::{InstanceTask, Order, ReadyProbe, Report};
 use crate::notify_socket::{NotifySocket, RuntimeDir};
 use crate::plan::{self, Action, Bounds, View};
+use crate::sockets::{CommandSource, InstanceInfo, Probe, Sockets, StopHook};
 use crate::spawn;
 
 /// How instances prove they are ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Readiness {
     /// `READY=1` over `NOTIFY_SOCKET` (the `sd_notify` protocol).
     Notify,
     /// Ready after running this long.
     Delay(Duration),
+    /// Ready once probes of its own address pass (per-instance sockets).
+    Probe(Probe),
 }
 
 /// Everything a group needs to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GroupConfig {
-    /// What each instance runs.
-    pub command: CommandSpec,
+    /// What each instance of the first generation runs.
+    pub command: CommandSource,
+    /// What instances listen on.
+    pub sockets: Sockets,
     /// How many, and how a replacement may stray from that.
     pub bounds: Bounds,
     /// How readiness is known.
@@ -49,6 +52,9 @@ pub struct GroupConfig {
     pub drain_timeout: Duration,
     /// Delays between restarts of crashing instances.
     pub backoff: Backoff,
+    /// Runs before a ready instance is sent SIGTERM (e.g. take it out of a
+    /// proxy's pool and wait for its requests to finish).
+    pub before_stop: Option<StopHook>,
 }
 
 /// Something that happened in the group.
@@ -69,6 +75,8 @@ pub enum Event {
         instance: u64,
         /// Its generation.
         generation: u64,
+        /// Its own address (per-instance sockets).
+        addr: Option<SocketAddr>,
     },
     /// An instance process ended.
     Exited {
@@ -172,7 +180,10 @@ impl ExitSummary {
 }
 
 enum Command {
-    Reload(oneshot::Sender<Result<u64, RolloutError>>),
+    Reload(
+        Option<CommandSource>,
+        oneshot::Sender<Result<u64, RolloutError>>,
+    ),
     Shutdown(oneshot::Sender<ExitSummary>),
     Kill,
 }
@@ -185,17 +196,17 @@ pub struct Group {
 }
 
 impl Group {
-    /// Starts the first generation of `config.command` with `listeners`.
+    /// Starts the first generation of `config.command`.
     ///
     /// Must be called within a tokio runtime.
-    pub fn start(config: GroupConfig, listeners: Arc<Vec<NamedListener>>) -> io::Result<Group> {
+    pub fn start(config: GroupConfig) -> io::Result<Group> {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
         let (reports, reports_rx) = mpsc::unbounded_channel();
         let actor = Actor {
             backoff: config.backoff.clone(),
+            commands: BTreeMap::from([(1, config.command.clone())]),
             config,
-            listeners,
             dir: RuntimeDir::create()?,
             instances: BTreeMap::new(),
             next_id: 1,
@@ -223,9 +234,18 @@ impl Group {
     /// Replaces every instance with a new generation; resolves with the new
     /// generation once the rollout completes, or with why it failed.
     pub async fn reload(&self) -> Result<Result<u64, RolloutError>, GroupError> {
+        self.reload_with(None).await
+    }
+
+    /// Like [`Group::reload`], with a new command for the new generation
+    /// (a new version); `None` runs the current generation's command again.
+    pub async fn reload_with(
+        &self,
+        command: Option<CommandSource>,
+    ) -> Result<Result<u64, RolloutError>, GroupError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Reload(tx))
+            .send(Command::Reload(command, tx))
             .map_err(|_| GroupError)?;
         rx.await.map_err(|_| GroupError)
     }
@@ -248,6 +268,7 @@ impl Group {
 struct Inst {
     generation: u64,
     pid: u32,
+    addr: Option<SocketAddr>,
     started: Instant,
     ready: bool,
     /// We asked it to stop.
@@ -270,7 +291,8 @@ struct Shutdown {
 
 struct Actor {
     config: GroupConfig,
-    listeners: Arc<Vec<NamedListener>>,
+    /// The command of each generation that may still have instances.
+    commands: BTreeMap<u64, CommandSource>,
     dir: RuntimeDir,
     instances: BTreeMap<u64, Inst>,
     next_id: u64,
@@ -303,7 +325,7 @@ impl Actor {
             let gate = self.spawn_gate;
             tokio::select! {
                 cmd = commands.recv() => match cmd {
-                    Some(Command::Reload(reply)) => self.start_rollout(reply),
+                    Some(Command::Reload(command, reply)) => self.start_rollout(command, reply),
                     Some(Command::Shutdown(reply)) => self.begin_shutdown(Some(reply)),
                     Some(Command::Kill) => self.kill_all(),
                     // Every handle is gone: nobody can stop us later, so stop now.
@@ -378,31 +400,50 @@ impl Actor {
     }
 
     fn try_spawn(&mut self, id: u64, generation: u64) -> io::Result<()> {
-        let (probe, notify_path) = match self.config.readiness {
+        let assigned = self.config.sockets.assign()?;
+        let info = InstanceInfo {
+            instance: id,
+            generation,
+            addr: assigned.addr(),
+        };
+        let command = self.commands[&generation].make(&info)?;
+        let (probe, notify_path) = match &self.config.readiness {
             Readiness::Notify => {
                 let sock = NotifySocket::bind(&self.dir, id)?;
                 let path = sock.path().to_owned();
                 (ReadyProbe::Notify(sock), Some(path))
             }
-            Readiness::Delay(d) => (ReadyProbe::At(Instant::now() + d), None),
+            Readiness::Delay(d) => (ReadyProbe::At(Instant::now() + *d), None),
+            Readiness::Probe(probe) => {
+                let Some(addr) = info.addr else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "probe readiness needs per-instance sockets",
+                    ));
+                };
+                let probe = ReadyProbe::Http {
+                    addr,
+                    probe: probe.clone(),
+                    passes: 0,
+                    next: Instant::now(),
+                };
+                (probe, None)
+            }
         };
         let env = [
             ("BATON_INSTANCE", id.to_string()),
             ("BATON_GENERATION", generation.to_string()),
         ];
-        let child = spawn::spawn(
-            &self.config.command,
-            &self.listeners,
-            notify_path.as_deref(),
-            &env,
-        )?;
+        let child = spawn::spawn(&command, assigned.listeners(), notify_path.as_deref(), &env)?;
         let pid = child.id().unwrap_or_default();
         let (orders, orders_rx) = mpsc::unbounded_channel();
         tokio::spawn(
             InstanceTask {
                 id,
+                info,
                 child,
                 probe,
+                before_stop: self.config.before_stop.clone(),
                 ready_timeout: self.config.ready_timeout,
                 orders: orders_rx,
                 reports: self.reports.clone(),
@@ -420,6 +461,7 @@ impl Actor {
             Inst {
                 generation,
                 pid,
+                addr: info.addr,
                 started: Instant::now(),
                 ready: false,
                 stopping: false,
@@ -462,6 +504,7 @@ impl Actor {
                 let _ = self.events.send(Event::Ready {
                     instance: id,
                     generation,
+                    addr: inst.addr,
                 });
             }
             Report::NotReadyInTime => {
@@ -533,13 +576,19 @@ impl Actor {
         }
     }
 
-    fn start_rollout(&mut self, reply: oneshot::Sender<Result<u64, RolloutError>>) {
+    fn start_rollout(
+        &mut self,
+        command: Option<CommandSource>,
+        reply: oneshot::Sender<Result<u64, RolloutError>>,
+    ) {
         if self.shutdown.is_some() {
             let _ = reply.send(Err(RolloutError::ShuttingDown));
             return;
         }
         self.last_generation += 1;
         let generation = self.last_generation;
+        let command = command.unwrap_or_else(|| self.commands[&self.stable].clone());
+        self.commands.insert(generation, command);
         if let Some(old) = self.rollout.take()
             && let Some(r) = old.reply
         {

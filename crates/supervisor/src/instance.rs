@@ -6,11 +6,14 @@
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::notify_socket::{Notice, NotifySocket};
+use crate::sockets::{InstanceInfo, Probe, StopHook};
 
 /// How an instance proves it is ready.
 #[derive(Debug)]
@@ -19,6 +22,13 @@ pub(crate) enum ReadyProbe {
     Notify(NotifySocket),
     /// Ready at this instant if still running.
     At(Instant),
+    /// Ready after enough probes of its address pass in a row.
+    Http {
+        addr: SocketAddr,
+        probe: Probe,
+        passes: u32,
+        next: Instant,
+    },
     /// Never ready (its notify socket failed).
     Never,
 }
@@ -46,9 +56,11 @@ pub(crate) enum Report {
 
 pub(crate) struct InstanceTask {
     pub id: u64,
+    pub info: InstanceInfo,
     pub child: Child,
     pub probe: ReadyProbe,
     pub ready_timeout: Duration,
+    pub before_stop: Option<StopHook>,
     pub orders: mpsc::UnboundedReceiver<Order>,
     pub reports: mpsc::UnboundedSender<(u64, Report)>,
 }
@@ -88,6 +100,19 @@ impl InstanceTask {
                 },
             }
         };
+        if let (true, Some(hook), Order::Stop { drain_timeout }) = (ready, &self.before_stop, order)
+        {
+            // Stop routing to it before it is told to stop (failure mode 6).
+            if tokio::time::timeout(drain_timeout, hook(self.info))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    instance = self.id,
+                    "stop hook did not finish within the drain timeout"
+                );
+            }
+        }
         let killed = self.stop(pid, order).await;
         let status = self.child.wait().await.ok();
         self.report(Report::Exited { status, killed });
@@ -137,6 +162,20 @@ impl ReadyProbe {
                 Ok(())
             }
             ReadyProbe::Never => std::future::pending().await,
+            ReadyProbe::Http {
+                addr,
+                probe,
+                passes,
+                next,
+            } => loop {
+                tokio::time::sleep_until(*next).await;
+                let ok = (probe.check)(*addr).await;
+                *next = Instant::now() + probe.interval;
+                *passes = if ok { *passes + 1 } else { 0 };
+                if *passes >= probe.successes.max(1) {
+                    return Ok(());
+                }
+            },
             ReadyProbe::Notify(sock) => loop {
                 for notice in sock.recv().await? {
                     match notice {

@@ -18,9 +18,13 @@ mod group;
 mod instance;
 mod notify_socket;
 mod plan;
+mod sockets;
 mod spawn;
 
 pub use backoff::Backoff;
 pub use command::{CommandError, CommandSpec};
 pub use group::{Event, ExitSummary, Group, GroupConfig, GroupError, Readiness, RolloutError};
 pub use plan::Bounds;
+pub use sockets::{
+    BoxFuture, CommandFn, CommandSource, InstanceInfo, Probe, ProbeFn, Sockets, StopHook,
+};

@@ -5,6 +5,7 @@ mod support;
 
 mod exec;
 mod exec_faults;
+mod per_instance;
 mod serve;
 mod serve_streams;
 mod socket_activation;
