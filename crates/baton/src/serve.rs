@@ -118,7 +118,10 @@ async fn run(
     let mut term = signal(SignalKind::terminate()).context("could not handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("could not handle SIGINT")?;
 
-    let proxy = match Proxy::new(&cfg) {
+    // The engine runs the supervised services and gives the proxy a pool
+    // per service; until their instances are ready those pools are empty.
+    let engine = deploy::Engine::new(cfg.clone());
+    let proxy = match Proxy::new(&engine.effective()) {
         Ok(p) => Arc::new(p),
         Err(errors) => {
             for e in &errors.0 {
@@ -127,6 +130,9 @@ async fn run(
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
+    engine
+        .start(proxy.clone())
+        .context("could not start the services")?;
     let (stop, stop_rx) = watch::channel(Stop::Run);
     let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
     let mut serving = tokio::spawn(proxy.clone().serve(
@@ -142,12 +148,14 @@ async fn run(
     ));
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&path, &proxy, &listener_names).await,
+            _ = hup.recv() => reload(&path, &engine, &listener_names).await,
             _ = term.recv() => begin_stop(&stop),
             _ = int.recv() => begin_stop(&stop),
             report = &mut serving => {
                 let report = report.context("the proxy task failed")?;
-                return Ok(if report.drained {
+                // Nothing reaches the services any more: stop them.
+                let services_clean = engine.shutdown().await;
+                return Ok(if report.drained && services_clean {
                     tracing::info!(connections = report.connections, "stopped");
                     ExitCode::SUCCESS
                 } else {
@@ -171,23 +179,25 @@ fn begin_stop(stop: &watch::Sender<Stop>) {
     stop.send_replace(next);
 }
 
-async fn reload(path: &Path, proxy: &Arc<Proxy>, listener_names: &[String]) {
+async fn reload(path: &Path, engine: &deploy::Engine, listener_names: &[String]) {
     let _ = handoff::notify::notify(&[handoff::notify::State::Reloading]);
     let started = std::time::Instant::now();
-    // Parsing and building run off the runtime's thread: with a single-
-    // threaded runtime, a 10,000-route build must not stall requests.
+    // Parsing runs off the runtime's thread, and so does the build inside
+    // `Engine::reload`: with a single-threaded runtime, a 10,000-route
+    // config must not stall requests.
     let owned = path.to_owned();
-    let proxy = proxy.clone();
     let names: Vec<String> = listener_names.to_vec();
-    let built = tokio::task::spawn_blocking(move || {
-        let cfg = config::load(&owned)
-            .map_err(|errors| errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
-        if cfg.listeners.iter().map(|l| &l.name).ne(names.iter()) {
-            tracing::warn!("listener changes take effect at the next restart");
+    let loaded = tokio::task::spawn_blocking(move || config::load(&owned)).await;
+    let built = match loaded {
+        Ok(Ok(cfg)) => {
+            if cfg.listeners.iter().map(|l| &l.name).ne(names.iter()) {
+                tracing::warn!("listener changes take effect at the next restart");
+            }
+            Ok(engine.reload(cfg).await.map_err(|e| e.0))
         }
-        proxy.reload(&cfg).map_err(|e| e.0)
-    })
-    .await;
+        Ok(Err(errors)) => Ok(Err(errors.0.iter().map(|e| e.to_string()).collect())),
+        Err(e) => Err(e),
+    };
     let result = built.unwrap_or_else(|e| Err(vec![format!("could not reload: {e}")]));
     match result {
         Ok(()) => tracing::info!(

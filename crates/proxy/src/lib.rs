@@ -56,6 +56,17 @@ pub struct Proxy {
     registry: Mutex<Registry>,
 }
 
+/// A member's count of requests in flight; it stays valid after the member
+/// is removed from the config, until its last request ends.
+pub struct InFlight(Arc<balance::MemberHealth>);
+
+impl InFlight {
+    /// Requests to the member still in flight.
+    pub fn get(&self) -> usize {
+        self.0.in_flight()
+    }
+}
+
 /// How the proxy's listeners ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StopReport {
@@ -87,6 +98,13 @@ impl Proxy {
         let snapshot = registry.build(config)?;
         self.shared.snapshot.store(Arc::new(snapshot));
         Ok(())
+    }
+
+    /// Requests in flight to `member` of `pool` right now, across
+    /// snapshots; `None` when the pool has no such member.
+    pub fn in_flight_counter(&self, pool: &str, member: &str) -> Option<InFlight> {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.member_health(pool, member).map(InFlight)
     }
 
     /// Serves every listener until `stop` says so, then drains them

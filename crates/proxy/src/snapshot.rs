@@ -146,6 +146,13 @@ impl Registry {
         })
     }
 
+    /// The shared health (and in-flight count) of a member, if it exists.
+    pub(crate) fn member_health(&self, pool: &str, member: &str) -> Option<Arc<MemberHealth>> {
+        self.members
+            .get(&(pool.to_owned(), member.to_owned()))
+            .map(|e| e.health.clone())
+    }
+
     fn create(&self, key: &str, pool: &config::Pool) -> Entry {
         // Members present at start-up are trusted like nginx does; one added
         // by a reload must pass its checks before it gets traffic.

@@ -392,3 +392,60 @@ pool = "slow"
     let r = get(&addr, "/dead").await;
     assert!(r.status == 502 || r.status == 503, "{r:?}");
 }
+
+/// A supervised service: `baton serve` starts its instances on ports of
+/// their own, routes to them once their health check passes, restarts one
+/// killed with SIGKILL (traffic keeps flowing), and stops them on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervised_service_is_run_routed_and_restarted() {
+    let dir = TempDir::new("service");
+    let hello = support::hello();
+    let path = write(
+        &dir,
+        &format!(
+            r#"{LISTENER}
+[service.web]
+command = ["{}", "--listen", "127.0.0.1:{{port}}", "--app-version", "{{version}}"]
+version = "v7"
+instances = 2
+[service.web.health]
+path = "/healthz"
+interval = "100ms"
+timeout = "80ms"
+healthy_threshold = 1
+unhealthy_threshold = 2
+[[route]]
+service = "web"
+"#,
+            hello.display()
+        ),
+    );
+    let (mut baton, addr) = baton_serve(&path).await;
+    baton.wait_count("instance joined the pool", 2).await;
+    // Joined the snapshot; the proxy's own checks must still pass once.
+    let mut pids = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + support::EVENT_TIMEOUT;
+    while pids.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "{}", baton.dump());
+        let r = get(&addr, "/").await;
+        if r.status == 200 {
+            assert_eq!(r.instance_version(), "v7");
+            pids.insert(r.instance_pid());
+        }
+    }
+    let victim = *pids.iter().next().unwrap();
+    support::signal(victim, libc::SIGKILL);
+    baton.wait_for("instance died unexpectedly").await;
+    baton.wait_count("instance joined the pool", 3).await;
+    baton.signal(libc::SIGTERM);
+    let status = baton.wait_exit().await;
+    assert!(status.success(), "{status:?}\n{}", baton.dump());
+    assert_eq!(
+        baton
+            .lines()
+            .iter()
+            .filter(|l| l.contains("instance left the pool"))
+            .count(),
+        2
+    );
+}

@@ -1,0 +1,192 @@
+//! baton's deploy engine — the control plane between the services of the
+//! config and the proxy.
+//!
+//! It runs each supervised service as a `supervisor::Group` (a port per
+//! instance, readiness by the service's health check), and keeps the proxy's
+//! view current: every service is published as a pool named `service:NAME`
+//! whose members are the instances that are ready. An instance joins the
+//! pool when it is ready, and leaves it *before* it is told to stop: it is
+//! removed from the published snapshot, its requests in flight finish, and
+//! only then does it get SIGTERM (failure mode 6). External services are
+//! published with their configured targets.
+//!
+//! This is the first part of the engine: services are kept running and
+//! routed. Deploy strategies (rolling, blue-green, canary), persistent state
+//! and the control API build on it.
+//!
+//! Invariant: the engine never blocks the data plane; it publishes whole
+//! snapshots through `Proxy::reload`, on a blocking thread, one at a time.
+
+#![forbid(unsafe_code)]
+
+mod supervised;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proxy::{BuildErrors, Proxy};
+use supervisor::Group;
+
+/// The running services and what the proxy is told about them.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The config as read from the file (services included).
+    base: Mutex<config::Config>,
+    /// The members of each service's pool, by service name.
+    members: Mutex<BTreeMap<String, Vec<config::Member>>>,
+    proxy: Mutex<Option<Arc<Proxy>>>,
+    /// One publish at a time, each with the latest state.
+    publishing: tokio::sync::Mutex<()>,
+    groups: Mutex<Vec<(String, Group)>>,
+}
+
+impl Engine {
+    /// An engine for `config`; nothing runs until [`Engine::start`].
+    pub fn new(config: config::Config) -> Engine {
+        let members = config
+            .services
+            .iter()
+            .map(|(name, service)| {
+                let initial = match &service.runner {
+                    config::Runner::External(e) => e
+                        .targets
+                        .iter()
+                        .map(|t| config::Member {
+                            address: t.clone(),
+                            weight: 1,
+                        })
+                        .collect(),
+                    // Instances join as they become ready.
+                    config::Runner::Supervised(_) => Vec::new(),
+                };
+                (name.clone(), initial)
+            })
+            .collect();
+        Engine {
+            inner: Arc::new(Inner {
+                base: Mutex::new(config),
+                members: Mutex::new(members),
+                proxy: Mutex::new(None),
+                publishing: tokio::sync::Mutex::new(()),
+                groups: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The config the proxy should run now: the file's, with a pool for
+    /// every service holding its current members.
+    pub fn effective(&self) -> config::Config {
+        let mut cfg = lock(&self.inner.base).clone();
+        let members = lock(&self.inner.members);
+        for (name, service) in &cfg.services {
+            let current = members.get(name).cloned().unwrap_or_default();
+            cfg.pools.insert(service.pool_name(), service.pool(current));
+        }
+        cfg
+    }
+
+    /// Starts every supervised service; their instances join `proxy`'s
+    /// pools as they become ready. Must be called within a tokio runtime.
+    pub fn start(&self, proxy: Arc<Proxy>) -> std::io::Result<()> {
+        *lock(&self.inner.proxy) = Some(proxy);
+        let services: Vec<config::Service> =
+            lock(&self.inner.base).services.values().cloned().collect();
+        for service in services {
+            if let config::Runner::Supervised(s) = &service.runner {
+                let group = supervised::start(self.clone(), &service, s)?;
+                lock(&self.inner.groups).push((service.name.clone(), group));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the file's config (routes, pools, settings) and publishes.
+    /// Services keep running as they are; changes to them take effect at
+    /// the next start.
+    pub async fn reload(&self, config: config::Config) -> Result<(), BuildErrors> {
+        {
+            let mut base = lock(&self.inner.base);
+            if base.services != config.services {
+                tracing::warn!("changes to [service.*] take effect at the next start");
+            }
+            let services = base.services.clone();
+            *base = config;
+            base.services = services;
+        }
+        self.publish().await
+    }
+
+    /// Stops every supervised service gracefully; resolves when all their
+    /// instances have exited. Returns whether every stop was clean.
+    pub async fn shutdown(&self) -> bool {
+        let groups = std::mem::take(&mut *lock(&self.inner.groups));
+        let mut clean = true;
+        for (name, group) in groups {
+            match group.shutdown().await {
+                Ok(summary) => {
+                    clean &= summary.clean();
+                    tracing::info!(service = %name, stopped = summary.stopped, clean = summary.clean(), "service stopped");
+                }
+                Err(e) => {
+                    clean = false;
+                    tracing::error!(service = %name, error = %e, "service supervisor gone");
+                }
+            }
+        }
+        clean
+    }
+
+    pub(crate) fn add_member(&self, service: &str, member: config::Member) {
+        let mut members = lock(&self.inner.members);
+        let list = members.entry(service.to_owned()).or_default();
+        if !list.iter().any(|m| m.address == member.address) {
+            list.push(member);
+        }
+    }
+
+    pub(crate) fn remove_member(&self, service: &str, address: &config::UpstreamAddr) -> bool {
+        let mut members = lock(&self.inner.members);
+        let Some(list) = members.get_mut(service) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|m| &m.address != address);
+        list.len() != before
+    }
+
+    /// Requests in flight to one member of a service's pool.
+    pub(crate) fn in_flight(&self, service: &str, member: &str) -> Option<proxy::InFlight> {
+        let proxy = lock(&self.inner.proxy).clone()?;
+        proxy.in_flight_counter(&format!("service:{service}"), member)
+    }
+
+    /// Publishes the current state to the proxy.
+    pub(crate) async fn publish(&self) -> Result<(), BuildErrors> {
+        let _one_at_a_time = self.inner.publishing.lock().await;
+        let Some(proxy) = lock(&self.inner.proxy).clone() else {
+            return Ok(());
+        };
+        let cfg = self.effective();
+        tokio::task::spawn_blocking(move || proxy.reload(&cfg))
+            .await
+            .unwrap_or_else(|e| Err(BuildErrors(vec![format!("could not publish: {e}")])))
+    }
+}
+
+/// Waits until `counter` reaches zero, checking every few milliseconds, or
+/// until `limit` passes.
+pub(crate) async fn wait_idle(counter: proxy::InFlight, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while counter.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,168 @@
+//! A supervised service as a `supervisor::Group`: a port per instance, the
+//! command rendered with `{port}` and `{version}`, readiness by the
+//! service's health check (or `READY=1` without one), membership in the
+//! proxy's pool following the group's events, and the stop hook that takes
+//! an instance out of the pool and waits for its requests before SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use balance::ActiveCheck;
+use supervisor::{
+    Backoff, Bounds, CommandSource, CommandSpec, Event, Group, GroupConfig, InstanceInfo, Probe,
+    Readiness, Sockets,
+};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::Engine;
+
+pub(crate) fn start(
+    engine: Engine,
+    service: &config::Service,
+    s: &config::Supervised,
+) -> std::io::Result<Group> {
+    let readiness = match &service.health {
+        Some(h) => Readiness::Probe(health_probe(h)),
+        None => Readiness::Notify,
+    };
+    let name = service.name.clone();
+    let hook_engine = engine.clone();
+    let drain_timeout = service.drain_timeout;
+    let group = Group::start(GroupConfig {
+        command: CommandSource::PerInstance(command_fn(s.clone())),
+        sockets: Sockets::PerInstance {
+            ip: [127, 0, 0, 1].into(),
+            pass_socket: s.socket == config::SocketMode::Inherit,
+            name: "http".into(),
+        },
+        bounds: Bounds {
+            instances: s.instances as usize,
+            max_surge: service.rolling.max_surge as usize,
+            max_unavailable: service.rolling.max_unavailable as usize,
+        },
+        readiness,
+        ready_timeout: service.ready_timeout,
+        drain_timeout,
+        backoff: Backoff::default(),
+        before_stop: Some(Arc::new(move |info: InstanceInfo| {
+            let engine = hook_engine.clone();
+            let name = name.clone();
+            Box::pin(async move { take_out(&engine, &name, info, drain_timeout).await })
+        })),
+    })?;
+    tokio::spawn(follow(engine, service.name.clone(), group.subscribe()));
+    Ok(group)
+}
+
+/// Renders the command of each instance from the service's templates.
+fn command_fn(s: config::Supervised) -> supervisor::CommandFn {
+    Arc::new(move |info: &InstanceInfo| {
+        let port = info.addr.map_or(0, |a| a.port());
+        let argv: Vec<String> = s
+            .command
+            .iter()
+            .map(|t| t.render(port, &s.version))
+            .collect();
+        let mut spec = CommandSpec::new(argv)?;
+        for (key, value) in &s.env {
+            spec = spec.env(key, value.render(port, &s.version));
+        }
+        if let Some(cwd) = &s.cwd {
+            spec = spec.current_dir(cwd.render(port, &s.version));
+        }
+        Ok(spec)
+    })
+}
+
+fn health_probe(h: &config::HealthCheck) -> Probe {
+    let check = Arc::new(ActiveCheck {
+        path: h.path.clone(),
+        host: None,
+        interval: h.interval,
+        timeout: h.timeout,
+        healthy_threshold: h.healthy_threshold,
+        unhealthy_threshold: h.unhealthy_threshold,
+        expect: h.expect_status.first..=h.expect_status.last,
+    });
+    Probe {
+        check: Arc::new(move |addr| {
+            let check = check.clone();
+            Box::pin(async move {
+                match balance::probe(&addr.to_string(), &check).await {
+                    Ok(status) => check.expect.contains(&status),
+                    Err(_) => false,
+                }
+            })
+        }),
+        interval: h.interval,
+        successes: h.healthy_threshold,
+    }
+}
+
+/// Keeps the pool's members in step with the group: ready instances join,
+/// instances that exit (crashed, or stopped) leave.
+async fn follow(
+    engine: Engine,
+    service: String,
+    mut events: tokio::sync::broadcast::Receiver<Event>,
+) {
+    let mut addrs = std::collections::HashMap::new();
+    loop {
+        let event = match events.recv().await {
+            Ok(e) => e,
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(%service, missed = n, "missed group events");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        match event {
+            Event::Ready {
+                instance,
+                addr: Some(addr),
+                ..
+            } => {
+                addrs.insert(instance, addr);
+                engine.add_member(&service, member(addr));
+                publish(&engine, &service).await;
+                tracing::info!(%service, instance, %addr, "instance joined the pool");
+            }
+            Event::Exited { instance, .. } => {
+                if let Some(addr) = addrs.remove(&instance)
+                    && engine.remove_member(&service, &member(addr).address)
+                {
+                    publish(&engine, &service).await;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The stop hook: leave the pool, then let requests in flight finish.
+async fn take_out(engine: &Engine, service: &str, info: InstanceInfo, limit: Duration) {
+    let Some(addr) = info.addr else { return };
+    let counter = engine.in_flight(service, &addr.to_string());
+    if engine.remove_member(service, &member(addr).address) {
+        publish(engine, service).await;
+    }
+    if let Some(counter) = counter {
+        crate::wait_idle(counter, limit).await;
+    }
+    tracing::info!(service, instance = info.instance, %addr, "instance left the pool");
+}
+
+async fn publish(engine: &Engine, service: &str) {
+    if let Err(errors) = engine.publish().await {
+        for e in &errors.0 {
+            tracing::error!(service, "could not publish the pool: {e}");
+        }
+    }
+}
+
+fn member(addr: std::net::SocketAddr) -> config::Member {
+    config::Member {
+        address: config::UpstreamAddr::from(addr),
+        weight: 1,
+    }
+}
