@@ -169,6 +169,18 @@ async fn run(args: &Args) -> Result<RunResult, String> {
     ])
     .arg(&hello)
     .args(["--app-version", "bench"]);
+    // Should this process die (a timeout, a panic), baton gets SIGTERM and drains its instances instead of
+    // lingering. The main thread, which spawns it, lives as long as the process.
+    // SAFETY: runs between fork and exec; prctl is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
     let mut proc = Proc::spawn(&mut cmd)?;
     let result = drive(args, &mut proc).await;
     let lines = proc.lines();

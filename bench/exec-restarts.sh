@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# Benchmarks `baton exec` in one run and records the figures in docs/BENCHMARKS.md:
+#
+#  1. throughput cost: `hello` alone against `hello` under `baton exec --instances 1` (no restarts), each loaded by
+#     the same `wrk -t1 -c64 -d10s --latency` (keep-alive GET /), alternating A B A B A B; median requests/s of each,
+#     the ratio baton/direct and wrk's p99;
+#  2. failure counting: `baton exec --instances 2` restarted RESTARTS times (default 50) with SIGHUP under
+#     keep-alive, new-connection, POST and slow-request load (crates/baton/examples/exec_restarts.rs).
+#
+# Usage: bench/exec-restarts.sh   (RESTARTS=N ROUNDS=N WRK_DURATION=10s WRK_CONNECTIONS=64 to change;
+#                                  BENCH_COMMIT=TEXT names the source when run outside a git checkout)
+# Raw outputs (wrk reports, baton logs, the restart run's summary and stderr) are kept in target/bench/exec-restarts/.
+# Exits 1 if a request failed during the restarts (the section is still written, with the failures).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Benchmarks never overlap: bench/proxy.sh takes the same lock.
+exec 9>/tmp/baton-bench.lock
+flock 9
+
+RESTARTS=${RESTARTS:-50}
+ROUNDS=${ROUNDS:-3}
+WRK_DURATION=${WRK_DURATION:-10s}
+WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
+OUT=target/bench/exec-restarts
+DOC=docs/BENCHMARKS.md
+BEGIN='<!-- exec-restarts:begin -->'
+END='<!-- exec-restarts:end -->'
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'exec-restarts: %s\n' "$*" >&2; exit 2; }
+
+# --- tools and binaries -------------------------------------------------------------------------------------------
+
+if ! command -v wrk >/dev/null; then
+    [[ $(id -u) == 0 ]] || die "wrk is missing: apt-get install wrk (as root)"
+    log "installing wrk from Debian's packages"
+    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+fi
+
+log "building release binaries"
+cargo build --release -p baton -p hello -p loadgen
+cargo build --release -p baton --example exec_restarts
+BATON=target/release/baton
+HELLO=target/release/hello
+EXAMPLE=target/release/examples/exec_restarts
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+# --- process bookkeeping: everything started here is stopped on exit ----------------------------------------------
+
+PIDS=()
+cleanup() {
+    local pid f
+    set +e
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    # baton's instances run in their own process groups: make sure none outlives a failed run.
+    for f in "$OUT"/*.stderr "$OUT"/restarts.log; do
+        [[ -f $f ]] || continue
+        grep -o 'instance started .* pid=[0-9]*' "$f" 2>/dev/null | grep -o '[0-9]*$' |
+            while read -r pid; do
+                # Only if that pid is still one of our instances (not a reused pid).
+                if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- '--app-version bench'; then
+                    kill -KILL "$pid" 2>/dev/null
+                fi
+            done 2>/dev/null
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_line FILE PATTERN SECONDS PID: waits until FILE has a line matching PATTERN (while PID lives).
+wait_line() {
+    local file=$1 pattern=$2 deadline=$((SECONDS + $3)) pid=$4
+    until grep -q -- "$pattern" "$file" 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            die "process exited before printing '$pattern'; see $file"
+        fi
+        ((SECONDS < deadline)) || die "timed out waiting for '$pattern' in $file"
+        sleep 0.05
+    done
+}
+
+# start NAME CMD...: starts a server (bounded to 30 minutes), sets ADDR to its `listening on` address, PID to its pid.
+start() {
+    local name=$1
+    shift
+    RUST_LOG=info timeout -k 10 1800 "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" </dev/null &
+    PID=$!
+    PIDS+=("$PID")
+    wait_line "$OUT/$name.stdout" '^listening on ' 30 "$PID"
+    ADDR=$(grep -m1 '^listening on ' "$OUT/$name.stdout" | sed 's/^listening on //')
+}
+
+# stop PID: SIGTERM to the server under `timeout` PID (baton drains its instances), then waits at most 60 s.
+# Not to `timeout` itself: it passes a signal on to its child *and* to its process group, so baton would get two
+# SIGTERMs, and a second stop signal makes it kill its instances instead of draining them.
+stop() {
+    local pid=$1 child
+    child=$(pgrep -P "$pid" || true)
+    kill -TERM "${child:-$pid}" 2>/dev/null || true
+    for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    wait "$pid" 2>/dev/null || true
+}
+
+# --- 1. throughput: app alone vs. under baton exec ----------------------------------------------------------------
+
+# run_wrk NAME ADDR SECONDS: one wrk run; prints "req/s p99_ms errors".
+run_wrk() {
+    local file="$OUT/wrk-$1.txt"
+    timeout -k 5 120 wrk -t1 -c"$WRK_CONNECTIONS" -d"$3" --latency "http://$2/" >"$file"
+    awk '
+        function ms(v) {
+            if (v ~ /us$/) return v / 1000;
+            if (v ~ /ms$/) return v + 0;
+            if (v ~ /s$/) return v * 1000;
+            return v + 0;
+        }
+        /^ +99%/ { p99 = ms($2) }
+        /Requests\/sec:/ { rps = $2 }
+        /Socket errors:/ { gsub(/,/, ""); errors += $4 + $6 + $8 + $10 }
+        /Non-2xx or 3xx responses:/ { errors += $5 }
+        END { printf "%.0f %.2f %d\n", rps, p99, errors }
+    ' "$file"
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+log "throughput: starting hello alone and hello under baton exec --instances 1"
+start direct "$HELLO" --listen 127.0.0.1:0 --app-version bench
+DIRECT_ADDR=$ADDR DIRECT_PID=$PID
+start baton "$BATON" exec --listen 127.0.0.1:0 --instances 1 -- "$HELLO" --app-version bench
+BATON_ADDR=$ADDR BATON_PID=$PID
+wait_line "$OUT/baton.stderr" 'rollout complete generation=1' 30 "$BATON_PID"
+
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+log "warming up (2 s each)"
+run_wrk warmup-direct "$DIRECT_ADDR" 2s >/dev/null
+run_wrk warmup-baton "$BATON_ADDR" 2s >/dev/null
+
+ROWS=""
+DIRECT_RPS=() BATON_RPS=() DIRECT_P99=() BATON_P99=()
+WRK_ERRORS=0
+for round in $(seq "$ROUNDS"); do
+    result=$(run_wrk "direct-$round" "$DIRECT_ADDR" "$WRK_DURATION")
+    read -r d_rps d_p99 d_err <<<"$result"
+    log "round $round: hello alone      $d_rps req/s, p99 $d_p99 ms, errors $d_err"
+    result=$(run_wrk "baton-$round" "$BATON_ADDR" "$WRK_DURATION")
+    read -r b_rps b_p99 b_err <<<"$result"
+    log "round $round: under baton exec $b_rps req/s, p99 $b_p99 ms, errors $b_err"
+    DIRECT_RPS+=("$d_rps") BATON_RPS+=("$b_rps") DIRECT_P99+=("$d_p99") BATON_P99+=("$b_p99")
+    WRK_ERRORS=$((WRK_ERRORS + d_err + b_err))
+    ROWS+="| $round | $d_rps | $d_p99 ms | $b_rps | $b_p99 ms |"$'\n'
+done
+LOADAVG_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+stop "$BATON_PID"
+stop "$DIRECT_PID"
+grep -q 'all instances stopped cleanly' "$OUT/baton.stderr" || log "warning: baton did not report a clean stop"
+
+D_MED=$(printf '%s\n' "${DIRECT_RPS[@]}" | median)
+B_MED=$(printf '%s\n' "${BATON_RPS[@]}" | median)
+D_P99=$(printf '%s\n' "${DIRECT_P99[@]}" | median)
+B_P99=$(printf '%s\n' "${BATON_P99[@]}" | median)
+RATIO=$(awk -v b="$B_MED" -v d="$D_MED" 'BEGIN { printf "%.3f", b / d }')
+spread() { printf '%s\n' "$@" | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%d–%d", lo, hi }'; }
+D_SPREAD=$(spread "${DIRECT_RPS[@]}")
+B_SPREAD=$(spread "${BATON_RPS[@]}")
+log "median: hello alone $D_MED req/s, under baton exec $B_MED req/s, ratio $RATIO"
+
+# --- 2. failure-counting restarts ---------------------------------------------------------------------------------
+
+log "failure counting: $RESTARTS SIGHUP restarts of baton exec --instances 2 under load"
+set +e
+timeout -k 10 1800 "$EXAMPLE" --baton "$BATON" --hello "$HELLO" --restarts "$RESTARTS" --instances 2 \
+    --log "$OUT/restarts.log" >"$OUT/restarts.md" 2> >(tee "$OUT/restarts.stderr" >&2)
+RESTARTS_RC=$?
+set -e
+case $RESTARTS_RC in
+    0) ;;
+    1) log "REQUESTS FAILED during the restarts: see $OUT/restarts.stderr and $OUT/restarts.log" ;;
+    *) die "the restart run could not be carried out (exit $RESTARTS_RC); see $OUT/restarts.stderr" ;;
+esac
+
+# --- 3. the section in docs/BENCHMARKS.md -------------------------------------------------------------------------
+
+NOTES=""
+note() { NOTES+="- $*"$'\n'; }
+if ((RESTARTS_RC != 0)); then
+    note "**Requests failed during the restarts.** The failure samples and baton's log around each are in the run's stderr (kept in \`$OUT/\`); this is a bug, not noise."
+fi
+if ((WRK_ERRORS > 0)); then
+    note "wrk counted $WRK_ERRORS socket errors or non-2xx responses in the throughput runs (see \`$OUT/wrk-*.txt\`)."
+fi
+# The gap between the medians, against the spread between rounds of one side ((max - min) / median).
+read -r GAP NOISE < <(
+    printf '%s\n' "$RATIO" "$D_MED" "$B_MED" "${DIRECT_RPS[*]}" "${BATON_RPS[*]}" | awk '
+        NR == 1 { r = $1 } NR == 2 { dm = $1 } NR == 3 { bm = $1 }
+        NR >= 4 { lo = $1; hi = $1; for (i = 2; i <= NF; i++) { if ($i < lo) lo = $i; if ($i > hi) hi = $i }
+                  s = (hi - lo) / (NR == 4 ? dm : bm); if (s > noise) noise = s }
+        END { g = r - 1; if (g < 0) g = -g; printf "%.1f %.1f\n", g * 100, noise * 100 }'
+)
+if awk -v g="$GAP" -v n="$NOISE" 'BEGIN { exit !(g <= n) }'; then
+    note "The medians differ by $GAP %, less than the spread between rounds of one side ($NOISE %): no difference is measurable at this noise level."
+else
+    note "**The medians differ by $GAP %, more than the spread between rounds of one side ($NOISE %).** Check whether it repeats before believing it."
+fi
+if grep -q 'distinct instances that answered' "$OUT/restarts.md"; then
+    seen=$(grep -o 'distinct instances that answered: [0-9]* of [0-9]*' "$OUT/restarts.md")
+    read -r got want < <(echo "$seen" | awk '{ print $5, $7 }')
+    ((got == want)) || note "Only $got of $want instances answered a request: some generation served nothing."
+fi
+
+if [[ -n ${BENCH_COMMIT:-} ]]; then
+    COMMIT=$BENCH_COMMIT # e.g. when run from an exported tree without .git
+else
+    COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    if [[ -n $(git status --porcelain 2>/dev/null) ]]; then COMMIT+=" with uncommitted changes"; fi
+fi
+CPU=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || true)
+
+SECTION="$OUT/section.md"
+{
+    echo "$BEGIN"
+    echo "## \`baton exec\`: throughput cost and restarts under load"
+    echo
+    echo "Written by \`bench/exec-restarts.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $COMMIT."
+    echo "Machine: $(nproc) cores (${CPU:-unknown CPU}), Linux $(uname -r), load average $LOADAVG before and $LOADAVG_AFTER after the throughput runs;"
+    echo "nothing pinned, and the load generator runs on the same cores as the server."
+    echo
+    echo "### Throughput: the app alone vs. under \`baton exec\`"
+    echo
+    echo "\`wrk -t1 -c$WRK_CONNECTIONS -d$WRK_DURATION --latency\` (keep-alive \`GET /\`) against \`hello\` listening itself, then"
+    echo "against \`baton exec --instances 1 -- hello\` (no restarts), alternating, $ROUNDS round(s) each, after a 2 s warm-up of each."
+    echo
+    echo "| round | hello alone (req/s) | p99 | under \`baton exec\` (req/s) | p99 |"
+    echo "|---|---:|---:|---:|---:|"
+    printf '%s' "$ROWS"
+    echo "| **median** | **$D_MED** | $D_P99 ms | **$B_MED** | $B_P99 ms |"
+    echo
+    echo "**Ratio baton/direct: $RATIO** (rounds ranged $D_SPREAD req/s alone and $B_SPREAD req/s under baton)."
+    echo
+    echo "### $RESTARTS SIGHUP restarts under load"
+    echo
+    echo "\`target/release/examples/exec_restarts --restarts $RESTARTS --instances 2\`: \`baton exec --instances 2 -- hello\`,"
+    echo "a \`loadgen\` load with every kind of worker, one SIGHUP after the other (each waits for \`rollout complete\`), a"
+    echo "500 ms steady period after each. \"During restarts\" means requests *started* between the SIGHUP and the"
+    echo "\`rollout complete\` line (the old generation has exited by then); latency is of successful requests, from"
+    echo "connect (new-connection workers) to the last body byte, and includes the slow 300 ms requests."
+    echo
+    cat "$OUT/restarts.md"
+    if [[ -n $NOTES ]]; then
+        echo "### Noticed in this run"
+        echo
+        printf '%s' "$NOTES"
+        echo
+    fi
+    echo "$END"
+} >"$SECTION"
+
+if [[ ! -f $DOC ]]; then
+    printf '# Benchmarks\n\n' >"$DOC"
+fi
+if grep -qF -- "$BEGIN" "$DOC"; then
+    awk -v begin="$BEGIN" -v end="$END" -v section="$SECTION" '
+        $0 == begin { while ((getline line < section) > 0) print line; skip = 1; next }
+        $0 == end { skip = 0; next }
+        !skip { print }
+    ' "$DOC" >"$DOC.tmp"
+    mv "$DOC.tmp" "$DOC"
+else
+    { echo; cat "$SECTION"; } >>"$DOC"
+fi
+log "wrote the section to $DOC (raw outputs in $OUT/)"
+exit $((RESTARTS_RC == 0 ? 0 : 1))

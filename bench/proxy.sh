@@ -1,0 +1,813 @@
+#!/usr/bin/env bash
+# Benchmarks `baton serve` against nginx and HAProxy in one run and records the figures in docs/BENCHMARKS.md
+# (between `<!-- proxy:begin -->` and `<!-- proxy:end -->`):
+#
+#  1. throughput: `wrk -t1 -c64 -d10s --latency`, keep-alive POST /echo with a 1 KiB body (hello echoes it, so 1 KiB
+#     goes each way), against hello itself (direct), baton, nginx and HAProxy, all in front of the same single hello,
+#     each proxy with one worker thread and keep-alive upstream connections; ROUNDS rounds in a rotating order; median
+#     requests/s and p99 per target, the ratios baton/nginx and baton/HAProxy, and each proxy's CPU time per request;
+#  2. memory: VmRSS of baton, nginx and HAProxy after start, after the throughput runs, with IDLE_CONNS (10,000) idle
+#     keep-alive client connections open (bench/proxy/conns.py: one GET / each, then silence), and after they closed;
+#  3. reload: baton started with a one-route config is sent SIGHUP into a config with ROUTES (10,000) exact-path routes
+#     and back, RELOADS times, under a light `baton-load` load (which counts failed requests); the duration comes from
+#     baton's `config reloaded ... duration_ms=` log line.
+#
+# Usage: bench/proxy.sh   (ROUNDS=3 WRK_DURATION=10s WRK_CONNECTIONS=64 IDLE_CONNS=10000 ROUTES=10000 RELOADS=5;
+#                          QUIET_LOAD=0.60 QUIET_WAIT=900 wait up to QUIET_WAIT s for the 1-minute load average to
+#                          drop to QUIET_LOAD; PROFILE=1 also records a perf profile of baton under the wrk load,
+#                          after the measurements; BATON_BIN=DIR measures the baton, hello and baton-load binaries
+#                          in DIR instead of building them, and then BENCH_COMMIT=TEXT must say what they were built
+#                          from; BENCH_COMMIT=TEXT also names the source outside a git checkout)
+# Needs root to install nginx, haproxy and wrk from Debian's packages when they are missing (the system services are
+# never started: nginx and HAProxy run in the foreground with configs written to a temp dir).
+# Measurements run under `flock /tmp/baton-bench.lock` so that benchmarks never overlap.
+# Raw outputs (wrk reports, configs, logs, JSON) are kept in target/bench/proxy/.
+# Exits 1 if a request failed during the reloads or a check failed (the section is still written).
+set -euo pipefail
+SELF=$(realpath "$0")
+cd "$(dirname "$SELF")/.."
+export PATH="$PATH:/usr/sbin:/sbin"
+
+ROUNDS=${ROUNDS:-3}
+WRK_DURATION=${WRK_DURATION:-10s}
+WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+ROUTES=${ROUTES:-10000}
+RELOADS=${RELOADS:-5}
+QUIET_LOAD=${QUIET_LOAD:-0.60}
+QUIET_WAIT=${QUIET_WAIT:-900}
+PROFILE=${PROFILE:-0}
+LOCK=/tmp/baton-bench.lock
+LIFETIME=2400 # no process started here lives longer than this (seconds)
+OUT=target/bench/proxy
+DOC=docs/BENCHMARKS.md
+BEGIN='<!-- proxy:begin -->'
+END='<!-- proxy:end -->'
+HERE=bench/proxy
+
+log() { printf '== %s\n' "$*" >&2; }
+die() {
+    printf 'proxy bench: %s\n' "$*" >&2
+    exit 2
+}
+
+# --- outside the lock: tools and release binaries, then re-run this script under the lock -------------------------
+
+if [[ ${BATON_PROXY_BENCH_LOCKED:-} != 1 ]]; then
+    missing=()
+    command -v nginx >/dev/null || missing+=(nginx)
+    command -v haproxy >/dev/null || missing+=(haproxy)
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v python3 >/dev/null || missing+=(python3)
+    command -v curl >/dev/null || missing+=(curl)
+    if ((${#missing[@]})); then
+        [[ $(id -u) == 0 ]] || die "missing ${missing[*]}: apt-get install ${missing[*]} (as root)"
+        log "installing ${missing[*]} from Debian's packages (their services are not started)"
+        # invoke-rc.d asks policy-rc.d whether to start a package's service; 101 means "no".
+        policy=/usr/sbin/policy-rc.d
+        made_policy=0
+        if [[ ! -e $policy ]]; then
+            printf '#!/bin/sh\nexit 101\n' >"$policy"
+            chmod +x "$policy"
+            made_policy=1
+        fi
+        rc=0
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null; } || rc=$?
+        ((made_policy)) && rm -f "$policy"
+        ((rc == 0)) || die "apt-get install ${missing[*]} failed"
+    fi
+    if [[ -n ${BATON_BIN:-} ]]; then
+        log "using the binaries in $BATON_BIN (not building)"
+        [[ -n ${BENCH_COMMIT:-} ]] || die "with BATON_BIN, say what was built with BENCH_COMMIT=TEXT"
+        SRC_BIN=$BATON_BIN
+    else
+        log "building release binaries"
+        cargo build --release -p baton -p hello -p loadgen
+        SRC_BIN=target/release
+    fi
+    # Other people build into the same target/ while this waits for the lock: measure a private copy of what
+    # was just built, from the source as it is now.
+    BIN_DIR=$(mktemp -d /tmp/baton-proxy-bench-bin.XXXXXX)
+    cp "$SRC_BIN/baton" "$SRC_BIN/hello" "$SRC_BIN/baton-load" "$BIN_DIR/"
+    export BATON_PROXY_BENCH_BIN=$BIN_DIR
+    if [[ -z ${BENCH_COMMIT:-} ]]; then
+        BENCH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+        changed=$(git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | awk '{ print $2 }' | paste -sd, - | sed 's/,/, /g')
+        [[ -z $changed ]] || BENCH_COMMIT+=" with uncommitted changes to $changed"
+        export BENCH_COMMIT
+    fi
+    log "waiting for the benchmark lock $LOCK (at most 1 h)"
+    BATON_PROXY_BENCH_LOCKED=1 exec flock -w 3600 -E 75 "$LOCK" "$SELF" "$@"
+fi
+
+# --- under the lock ------------------------------------------------------------------------------------------------
+
+BIN=${BATON_PROXY_BENCH_BIN:-target/release}
+BATON=$BIN/baton
+HELLO=$BIN/hello
+LOADGEN=$BIN/baton-load
+for b in "$BATON" "$HELLO" "$LOADGEN"; do [[ -x $b ]] || die "$b is missing: cargo build --release"; done
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+TMP=$(mktemp -d /tmp/baton-proxy-bench.XXXXXX)
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+FD_LIMIT=$(ulimit -n)
+((FD_LIMIT > IDLE_CONNS + 1000)) || die "open-file limit $FD_LIMIT is too low for $IDLE_CONNS connections"
+
+PIDS=()
+cleanup() {
+    local pid
+    set +e
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    rm -rf "$TMP"
+    [[ ${BATON_PROXY_BENCH_BIN:-} == /tmp/baton-proxy-bench-bin.* ]] && rm -rf "$BATON_PROXY_BENCH_BIN"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- helpers -------------------------------------------------------------------------------------------------------
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_line FILE REGEX SECONDS PID: waits until FILE has a line matching REGEX (while PID lives).
+wait_line() {
+    local file=$1 pattern=$2 deadline=$((SECONDS + $3)) pid=$4
+    until grep -qE -- "$pattern" "$file" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || die "process exited before printing '$pattern'; see $file"
+        ((SECONDS < deadline)) || die "timed out waiting for '$pattern' in $file"
+        sleep 0.05
+    done
+}
+
+# wait_port PORT SECONDS PID: waits until 127.0.0.1:PORT accepts connections.
+wait_port() {
+    local port=$1 deadline=$((SECONDS + $2)) pid=$3
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || die "process $pid exited before listening on port $port"
+        ((SECONDS < deadline)) || die "timed out waiting for port $port"
+        sleep 0.05
+    done
+}
+
+# start NAME CMD...: starts a server in the background (bounded to LIFETIME), stdout/stderr in $OUT/NAME.*;
+# sets PID (the `timeout` wrapper, which forwards signals) and REAL (the server itself).
+start() {
+    local name=$1
+    shift
+    RUST_LOG=${RUST_LOG:-info} timeout -k 5 "$LIFETIME" "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" </dev/null &
+    PID=$!
+    PIDS+=("$PID")
+    REAL=""
+    for _ in $(seq 100); do
+        REAL=$(pgrep -P "$PID" | head -1 || true)
+        [[ -n $REAL ]] && break
+        sleep 0.02
+    done
+    [[ -n $REAL ]] || die "could not find the process of $name"
+}
+
+# stop PID: SIGTERM, then waits at most 30 s.
+stop() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    wait "$pid" 2>/dev/null || true
+}
+
+# tree PID: PID and all its descendants.
+tree() {
+    local p=$1 c
+    echo "$p"
+    for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree "$c"; done
+}
+
+# rss_kib PID: VmRSS of PID and its descendants (nginx/HAProxy master + workers), in KiB.
+rss_kib() {
+    local total=0 p v
+    for p in $(tree "$1"); do
+        v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# cpu_split PID: "user system" CPU time of PID and its descendants, in clock ticks.
+cpu_split() {
+    local user=0 sys=0 p u s
+    for p in $(tree "$1"); do
+        read -r u s < <(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12, $13 }') || true
+        user=$((user + ${u:-0})) sys=$((sys + ${s:-0}))
+    done
+    echo "$user $sys"
+}
+# cpu_ticks PID: user + system CPU time of PID and its descendants, in clock ticks.
+cpu_ticks() { cpu_split "$1" | awk '{ print $1 + $2 }'; }
+HZ=$(getconf CLK_TCK)
+
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.3f", a / b }'; }
+spread() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s–%s", lo, hi }'; }
+
+# run_wrk FILE ADDR DURATION: one wrk run (1 KiB POST /echo), its report in FILE. Runs in the foreground, so
+# that wrk's CPU time ends up in this shell's children's times (see `busy_ticks`).
+run_wrk() {
+    timeout -k 5 120 wrk -t1 -c"$WRK_CONNECTIONS" -d"$3" --latency -s "$HERE/post1k.lua" "http://$2/echo" >"$1"
+}
+
+# parse_wrk FILE: prints "req/s p99_ms errors bytes_per_request" of a wrk report.
+parse_wrk() {
+    local file=$1
+    awk '
+        function ms(v) {
+            if (v ~ /us$/) return v / 1000;
+            if (v ~ /ms$/) return v + 0;
+            if (v ~ /s$/) return v * 1000;
+            return v + 0;
+        }
+        function bytes(v) {
+            if (v ~ /GB$/) return v * 1073741824;
+            if (v ~ /MB$/) return v * 1048576;
+            if (v ~ /KB$/) return v * 1024;
+            return v + 0;
+        }
+        /^ +99%/ { p99 = ms($2) }
+        / requests in / { n = $1; sub(/,$/, "", $4); b = bytes($5) }
+        /Requests\/sec:/ { rps = $2 }
+        /Socket errors:/ { gsub(/,/, ""); errors += $4 + $6 + $8 + $10 }
+        /Non-2xx or 3xx responses:/ { errors += $5 }
+        END { printf "%.0f %.2f %d %.0f\n", rps, p99, errors, (n > 0 ? b / n : 0) }
+    ' "$file"
+}
+
+# machine_busy: CPU ticks the whole machine spent busy (all cores; not idle, not iowait), from /proc/stat.
+machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+# own_children: CPU ticks of this shell's finished children (wrk, once it has been waited for).
+own_children() { sed 's/^.*) //' "/proc/$$/stat" | awk '{ print $14 + $15 }'; }
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# --- wait for a quiet machine --------------------------------------------------------------------------------------
+
+LOAD_BEFORE_WAIT=$(loadavg)
+waited=0
+threshold=$(awk -v q="$QUIET_LOAD" 'BEGIN { printf "%d", q * 100 }')
+while (($(awk '{ print int($1 * 100) }' /proc/loadavg) > threshold)); do
+    if ((waited >= QUIET_WAIT)); then
+        log "the machine is still busy after ${QUIET_WAIT}s (load $(loadavg)); measuring anyway"
+        break
+    fi
+    ((waited % 60 == 0)) && log "waiting for load average ≤ $QUIET_LOAD (now $(loadavg))"
+    sleep 10
+    waited=$((waited + 10))
+done
+LOAD_START=$(loadavg)
+log "load average $LOAD_START (waited ${waited}s)"
+
+# --- servers -------------------------------------------------------------------------------------------------------
+
+log "starting hello (backend)"
+start hello "$HELLO" --listen 127.0.0.1:0 --app-version bench
+HELLO_PID=$PID HELLO_REAL=$REAL
+wait_line "$OUT/hello.stdout" '^listening on ' 30 "$HELLO_PID"
+BACKEND=$(grep -m1 '^listening on ' "$OUT/hello.stdout" | sed 's/^listening on //')
+
+# baton: one listener, one pool with the backend, one catch-all route.
+small_config() {
+    cat <<EOF
+# bench/proxy.sh: one listener, one pool, one route.
+[proxy]
+drain_timeout = "5s"
+
+[[listener]]
+address = "127.0.0.1:0"
+max_connections = 20000
+
+[pool.app]
+members = [{ address = "$BACKEND" }]
+
+[[route]]
+pool = "app"
+EOF
+}
+# The reload target: the paths the load uses, then ROUTES - 3 exact paths /r/N (ROUTES routes in all), no catch-all.
+big_config() {
+    cat <<EOF
+# bench/proxy.sh: one listener, one pool, $ROUTES routes.
+[proxy]
+drain_timeout = "5s"
+
+[[listener]]
+address = "127.0.0.1:0"
+max_connections = 20000
+
+[pool.app]
+members = [{ address = "$BACKEND" }]
+
+[[route]]
+path = "/"
+pool = "app"
+
+[[route]]
+path = "/echo"
+pool = "app"
+
+[[route]]
+path = "/slow"
+pool = "app"
+EOF
+    awk -v n="$((ROUTES - 3))" 'BEGIN { for (i = 0; i < n; i++) printf "\n[[route]]\npath = \"/r/%d\"\npool = \"app\"\n", i }'
+}
+small_config >"$OUT/baton-small.toml"
+big_config >"$OUT/baton-big.toml"
+CONFIG=$TMP/baton.toml
+cp "$OUT/baton-small.toml" "$CONFIG"
+"$BATON" check "$OUT/baton-big.toml" >"$OUT/check-big.txt" 2>&1 || die "baton check refused the big config: $OUT/check-big.txt"
+
+log "starting baton serve"
+start baton "$BATON" serve --config "$CONFIG"
+BATON_PID=$PID BATON_REAL=$REAL
+wait_line "$OUT/baton.stdout" '^listening on ' 30 "$BATON_PID"
+BATON_ADDR=$(grep -m1 '^listening on ' "$OUT/baton.stdout" | sed 's/^listening on //')
+wait_line "$OUT/baton.stderr" ': ready$' 30 "$BATON_PID"
+
+log "starting nginx"
+NGINX_PORT=$(free_port)
+mkdir -p "$TMP/nginx"
+cat >"$OUT/nginx.conf" <<EOF
+# bench/proxy.sh: one worker, keep-alive to the upstream, no access log.
+worker_processes 1;
+daemon off;
+master_process off;
+pid $TMP/nginx/nginx.pid;
+error_log $PWD/$OUT/nginx-error.log warn;
+worker_rlimit_nofile $FD_LIMIT;
+events {
+    worker_connections 20480;
+}
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    keepalive_timeout 60s;
+    keepalive_requests 1000000;
+    upstream backend {
+        server $BACKEND;
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 60s;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            # The forwarding headers baton always sets, so that every proxy does the same work.
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Request-Id \$request_id;
+        }
+    }
+}
+EOF
+start nginx nginx -p "$TMP/nginx/" -c "$PWD/$OUT/nginx.conf" -e "$PWD/$OUT/nginx-error.log"
+NGINX_PID=$PID NGINX_REAL=$REAL
+NGINX_ADDR=127.0.0.1:$NGINX_PORT
+wait_port "$NGINX_PORT" 30 "$NGINX_PID"
+
+log "starting HAProxy"
+HAPROXY_PORT=$(free_port)
+HAPROXY_MAXCONN=$((IDLE_CONNS + 5000))
+cat >"$OUT/haproxy.cfg" <<EOF
+# bench/proxy.sh: one thread, keep-alive on both sides, connection reuse, no logging.
+global
+    nbthread 1
+    # HAProxy reserves two fds per connection and refuses to start when the open-file limit ($FD_LIMIT here)
+    # is below that; idle clients need one each, so a warning is enough.
+    no strict-limits
+    maxconn $HAPROXY_MAXCONN
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    maxconn $HAPROXY_MAXCONN
+    timeout connect 2s
+    timeout client 60s
+    timeout server 30s
+    timeout http-request 10s
+    timeout http-keep-alive 60s
+
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    # The forwarding headers baton always sets, so that every proxy does the same work.
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header X-Request-Id %[uuid]
+    default_backend be
+
+backend be
+    server hello $BACKEND
+EOF
+start haproxy haproxy -db -f "$OUT/haproxy.cfg"
+HAPROXY_PID=$PID HAPROXY_REAL=$REAL
+HAPROXY_ADDR=127.0.0.1:$HAPROXY_PORT
+wait_port "$HAPROXY_PORT" 30 "$HAPROXY_PID"
+
+TARGETS=(direct baton nginx haproxy)
+declare -A ADDR=([direct]=$BACKEND [baton]=$BATON_ADDR [nginx]=$NGINX_ADDR [haproxy]=$HAPROXY_ADDR)
+declare -A REALPID=([direct]=$HELLO_REAL [baton]=$BATON_REAL [nginx]=$NGINX_REAL [haproxy]=$HAPROXY_REAL)
+declare -A LABEL=([direct]="hello (direct)" [baton]=baton [nginx]=nginx [haproxy]=HAProxy)
+PROXIES=(baton nginx haproxy)
+
+# Every target must echo a 1 KiB body unchanged.
+CHECK_FAILED=0
+body=$(printf '0123456789abcdef%.0s' $(seq 64))
+for t in "${TARGETS[@]}"; do
+    got=$(curl -sS --max-time 5 -H 'Content-Type: application/octet-stream' --data-binary "$body" \
+        "http://${ADDR[$t]}/echo" 2>&1 || true)
+    if [[ $got != "$body" ]]; then
+        log "check failed: ${LABEL[$t]} did not echo the body: ${got:0:200}"
+        CHECK_FAILED=1
+    fi
+done
+((CHECK_FAILED == 0)) || die "a target does not echo: see above and $OUT/"
+
+declare -A RSS_START RSS_AFTER_WRK RSS_CONNS RSS_CLOSED CONNS_RESULT
+sleep 1
+for p in "${PROXIES[@]}"; do RSS_START[$p]=$(rss_kib "${REALPID[$p]}"); done
+log "idle RSS after start: baton ${RSS_START[baton]} KiB, nginx ${RSS_START[nginx]} KiB, HAProxy ${RSS_START[haproxy]} KiB"
+
+# --- 1. throughput -------------------------------------------------------------------------------------------------
+
+log "warming up (2 s each)"
+for t in "${TARGETS[@]}"; do run_wrk "$OUT/wrk-warmup-$t.txt" "${ADDR[$t]}" 2s; done
+
+declare -A RPS P99 CPU_US CPU_PCT OTHER CPU_USER CPU_SYS
+ROWS=""
+WRK_ERRORS=0
+SHORT_BODIES=""
+for round in $(seq "$ROUNDS"); do
+    order=()
+    for i in 0 1 2 3; do order+=("${TARGETS[$(((i + round - 1) % 4))]}"); done
+    for t in "${order[@]}"; do
+        read -r cu0 cs0 < <(cpu_split "${REALPID[$t]}")
+        c0=$((cu0 + cs0)) h0=$(cpu_ticks "$HELLO_REAL") w0=$(own_children) m0=$(machine_busy)
+        t0=$(date +%s.%N)
+        run_wrk "$OUT/wrk-$t-$round.txt" "${ADDR[$t]}" "$WRK_DURATION" || die "wrk failed against ${LABEL[$t]}; see $OUT/wrk-$t-$round.txt"
+        t1=$(date +%s.%N)
+        read -r cu1 cs1 < <(cpu_split "${REALPID[$t]}")
+        c1=$((cu1 + cs1)) h1=$(cpu_ticks "$HELLO_REAL") w1=$(own_children) m1=$(machine_busy)
+        read -r rps p99 errs bpr < <(parse_wrk "$OUT/wrk-$t-$round.txt")
+        reqs=$(awk '/ requests in / { print $1 }' "$OUT/wrk-$t-$round.txt")
+        us=$(awk -v c=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.1f", n ? c / hz * 1e6 / n : 0 }')
+        us_user=$(awk -v c=$((cu1 - cu0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.1f", n ? c / hz * 1e6 / n : 0 }')
+        us_sys=$(awk -v c=$((cs1 - cs0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.1f", n ? c / hz * 1e6 / n : 0 }')
+        pct=$(awk -v c=$((c1 - c0)) -v hz="$HZ" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", c / hz / (b - a) * 100 }')
+        # CPU used by anything but wrk, the target and the backend (other people's work), in % of one core.
+        ours=$((c1 - c0 + w1 - w0))
+        [[ $t == direct ]] || ours=$((ours + h1 - h0))
+        other=$(awk -v m=$((m1 - m0)) -v o="$ours" -v hz="$HZ" -v a="$t0" -v b="$t1" \
+            'BEGIN { v = (m - o) / hz / (b - a) * 100; printf "%.0f", v < 0 ? 0 : v }')
+        RPS[$t]+="$rps " P99[$t]+="$p99 " CPU_US[$t]+="$us " CPU_PCT[$t]+="$pct " OTHER[$t]+="$other "
+        CPU_USER[$t]+="$us_user " CPU_SYS[$t]+="$us_sys "
+        WRK_ERRORS=$((WRK_ERRORS + errs))
+        ((bpr >= 1024)) || SHORT_BODIES+="${LABEL[$t]} round $round ($bpr B/request) "
+        log "round $round: ${LABEL[$t]}: $rps req/s, p99 $p99 ms, errors $errs, ${bpr} B read/request, CPU $us µs/request ($us_user user + $us_sys system, $pct % of a core), other work on the machine ${other} %"
+        ROWS+="| $round | ${LABEL[$t]} | $rps | $p99 ms | $us µs = $us_user + $us_sys ($pct %) | $other % |"$'\n'
+    done
+done
+LOAD_AFTER_WRK=$(loadavg)
+
+declare -A MED_RPS MED_P99 MED_CPU MED_USER MED_SYS
+for t in "${TARGETS[@]}"; do
+    # shellcheck disable=SC2086
+    MED_RPS[$t]=$(printf '%s\n' ${RPS[$t]} | median)
+    # shellcheck disable=SC2086
+    MED_P99[$t]=$(printf '%s\n' ${P99[$t]} | median)
+    # shellcheck disable=SC2086
+    MED_CPU[$t]=$(printf '%s\n' ${CPU_US[$t]} | median)
+    # shellcheck disable=SC2086
+    MED_USER[$t]=$(printf '%s\n' ${CPU_USER[$t]} | median)
+    # shellcheck disable=SC2086
+    MED_SYS[$t]=$(printf '%s\n' ${CPU_SYS[$t]} | median)
+done
+ALL_OTHER=$(for t in "${TARGETS[@]}"; do echo ${OTHER[$t]}; done | tr ' ' '\n' | grep -v '^$' || true)
+OTHER_MED=$(echo "$ALL_OTHER" | median)
+OTHER_MAX=$(echo "$ALL_OTHER" | sort -g | tail -1)
+OTHER_SUMMARY="median $OTHER_MED %, max $OTHER_MAX % of a core over the runs"
+R_NGINX=$(ratio "${MED_RPS[baton]}" "${MED_RPS[nginx]}")
+R_HAPROXY=$(ratio "${MED_RPS[baton]}" "${MED_RPS[haproxy]}")
+P_NGINX=$(ratio "${MED_P99[baton]}" "${MED_P99[nginx]}")
+P_HAPROXY=$(ratio "${MED_P99[baton]}" "${MED_P99[haproxy]}")
+log "medians: direct ${MED_RPS[direct]}, baton ${MED_RPS[baton]}, nginx ${MED_RPS[nginx]}, HAProxy ${MED_RPS[haproxy]} req/s; baton/nginx $R_NGINX, baton/HAProxy $R_HAPROXY"
+
+sleep 2
+for p in "${PROXIES[@]}"; do RSS_AFTER_WRK[$p]=$(rss_kib "${REALPID[$p]}"); done
+
+# --- 2. memory with IDLE_CONNS idle keep-alive client connections ---------------------------------------------------
+
+CONNS_FAILED=0
+for p in "${PROXIES[@]}"; do
+    log "memory: $IDLE_CONNS idle keep-alive connections to ${LABEL[$p]}"
+    file="$OUT/conns-$p.txt"
+    timeout -k 5 150 python3 "$HERE/conns.py" "${ADDR[$p]%:*}" "${ADDR[$p]##*:}" --count "$IDLE_CONNS" --hold 10 \
+        --open-timeout 90 >"$file" 2>&1 &
+    cpid=$!
+    PIDS+=("$cpid")
+    deadline=$((SECONDS + 120))
+    until grep -q '^ready ' "$file" 2>/dev/null; do
+        kill -0 "$cpid" 2>/dev/null || break
+        ((SECONDS < deadline)) || break
+        sleep 0.2
+    done
+    sleep 3
+    RSS_CONNS[$p]=$(rss_kib "${REALPID[$p]}")
+    wait "$cpid" || CONNS_FAILED=1
+    CONNS_RESULT[$p]="$(grep '^ready ' "$file" | sed 's/^ready //'); $(grep '^done ' "$file" | sed 's/^done //')"
+    sleep 3
+    RSS_CLOSED[$p]=$(rss_kib "${REALPID[$p]}")
+    log "${LABEL[$p]}: RSS ${RSS_CONNS[$p]} KiB with the connections (${CONNS_RESULT[$p]}), ${RSS_CLOSED[$p]} KiB after they closed"
+done
+
+# --- 3. reload of ROUTES routes under load ------------------------------------------------------------------------
+
+t0=$(date +%s%N)
+"$BATON" check "$OUT/baton-big.toml" >/dev/null
+CHECK_BIG_MS=$((($(date +%s%N) - t0) / 1000000))
+
+reloaded_count() { grep -c 'config reloaded' "$OUT/baton.stderr" || true; }
+# reload FILE: puts FILE in place, sends SIGHUP, waits for the `config reloaded` line; prints its duration_ms.
+reload_into() {
+    local before deadline line
+    before=$(reloaded_count)
+    cp "$1" "$CONFIG.new"
+    mv "$CONFIG.new" "$CONFIG"
+    kill -HUP "$BATON_REAL"
+    deadline=$((SECONDS + 60))
+    until (($(reloaded_count) > before)); do
+        grep -q 'config refused' "$OUT/baton.stderr" && die "baton refused a config; see $OUT/baton.stderr"
+        ((SECONDS < deadline)) || die "no 'config reloaded' line within 60 s; see $OUT/baton.stderr"
+        sleep 0.02
+    done
+    line=$(grep 'config reloaded' "$OUT/baton.stderr" | tail -1)
+    echo "$line" | grep -o 'duration_ms=[0-9.]*' | sed 's/duration_ms=//' || die "no duration_ms in: $line"
+}
+# has_instance PATH: whether baton's answer to GET PATH came from hello (routed) rather than baton's own 404.
+routed() { curl -sS --max-time 5 -o /dev/null -D - "http://$BATON_ADDR$1" | grep -qi '^x-instance:'; }
+
+UP_MS=() DOWN_MS=() RELOAD_ROWS="" RELOAD_FAILURES=0 ROUTING_OK=1 RELOAD_REQS=0 LOAD_MAX_MS=() RSS_BIG=""
+for i in $(seq "$RELOADS"); do
+    json="$OUT/reload-load-$i.json"
+    timeout -k 5 60 "$LOADGEN" --target "$BATON_ADDR" --duration 8s --json --keepalive 2 --fresh 1 --post 1 \
+        --slow 0 --pace 1ms >"$json" 2>"$OUT/reload-load-$i.stderr" &
+    lpid=$!
+    PIDS+=("$lpid")
+    sleep 2
+    up=$(reload_into "$OUT/baton-big.toml")
+    routed "/r/$((ROUTES - 4))" || { ROUTING_OK=0; log "after the reload into $ROUTES routes, /r/$((ROUTES - 4)) was not routed"; }
+    ! routed /not-a-route || { ROUTING_OK=0; log "after the reload into $ROUTES routes, /not-a-route was routed"; }
+    [[ -n $RSS_BIG ]] || RSS_BIG=$(rss_kib "$BATON_REAL")
+    sleep 2
+    down=$(reload_into "$OUT/baton-small.toml")
+    routed /not-a-route || { ROUTING_OK=0; log "after the reload back into one route, /not-a-route was not routed"; }
+    wait "$lpid" || true
+    read -r reqs fails p99 maxl < <(python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+l = r["latency"]["steady"]
+print(r["requests"], r["failures"], l["p99_us"] / 1000, l["max_us"] / 1000)' "$json") ||
+        die "could not read baton-load's report $json (stderr: $OUT/reload-load-$i.stderr)"
+    UP_MS+=("$up") DOWN_MS+=("$down") LOAD_MAX_MS+=("$maxl")
+    RELOAD_FAILURES=$((RELOAD_FAILURES + fails)) RELOAD_REQS=$((RELOAD_REQS + reqs))
+    log "reload $i: 1 → $ROUTES routes ${up} ms, back ${down} ms; load: $reqs requests, $fails failed, p99 ${p99} ms, max ${maxl} ms"
+    RELOAD_ROWS+="| $i | $(printf '%.1f' "$up") ms | $(printf '%.1f' "$down") ms | $reqs | $fails | $(printf '%.2f' "$p99") ms | $(printf '%.1f' "$maxl") ms |"$'\n'
+done
+UP_MED=$(printf '%s\n' "${UP_MS[@]}" | median)
+UP_MAX=$(printf '%s\n' "${UP_MS[@]}" | sort -g | tail -1)
+DOWN_MED=$(printf '%s\n' "${DOWN_MS[@]}" | median)
+DOWN_MAX=$(printf '%s\n' "${DOWN_MS[@]}" | sort -g | tail -1)
+LOAD_MAX=$(printf '%s\n' "${LOAD_MAX_MS[@]}" | sort -g | tail -1)
+RSS_END_BATON=$(rss_kib "$BATON_REAL")
+LOAD_END=$(loadavg)
+
+# --- optional: a CPU profile of baton under the wrk load (after every measurement) ---------------------------------
+
+PROFILE_NOTE=""
+if [[ $PROFILE == 1 ]]; then
+    if command -v perf >/dev/null; then
+        log "profiling baton under wrk (perf record, 8 s)"
+        run_wrk "$OUT/wrk-profile.txt" "$BATON_ADDR" 10s &
+        wpid=$!
+        sleep 1
+        if timeout -k 5 30 perf record -F 999 -g -o "$OUT/perf-baton.data" -p "$BATON_REAL" -- sleep 8 \
+            >/dev/null 2>"$OUT/perf-record.stderr"; then
+            perf report -i "$OUT/perf-baton.data" --stdio --no-children --percent-limit 0.5 \
+                >"$OUT/perf-baton.txt" 2>/dev/null || true
+            perf report -i "$OUT/perf-baton.data" --stdio --no-children --sort dso -g none \
+                >"$OUT/perf-baton-dso.txt" 2>/dev/null || true
+            PROFILE_NOTE="A perf profile of baton under the same wrk load is in \`$OUT/perf-baton.txt\` (by symbol) and \`$OUT/perf-baton-dso.txt\` (by library)."
+        else
+            log "perf record failed: $OUT/perf-record.stderr"
+        fi
+        wait "$wpid" || true
+    else
+        log "PROFILE=1 but perf is not installed (apt-get install linux-perf)"
+    fi
+fi
+
+stop "$BATON_PID"
+stop "$NGINX_PID"
+stop "$HAPROXY_PID"
+stop "$HELLO_PID"
+
+# --- the section in docs/BENCHMARKS.md -------------------------------------------------------------------------------
+
+per_conn() { awk -v a="$1" -v b="$2" -v n="$IDLE_CONNS" 'BEGIN { printf "%.1f", (a - b) / n }'; }
+NOTES=""
+note() { NOTES+="- $*"$'\n'; }
+behind() { awk -v r="$1" 'BEGIN { exit !(r != "n/a" && r < 1) }'; }
+above() { awk -v r="$1" 'BEGIN { exit !(r != "n/a" && r > 1) }'; }
+behind "$R_NGINX" && note "**baton's throughput is behind nginx's** (ratio $R_NGINX) in this run."
+behind "$R_HAPROXY" && note "**baton's throughput is behind HAProxy's** (ratio $R_HAPROXY) in this run."
+above "$P_NGINX" && note "**baton's p99 is higher than nginx's** (${MED_P99[baton]} ms vs ${MED_P99[nginx]} ms)."
+above "$P_HAPROXY" && note "**baton's p99 is higher than HAProxy's** (${MED_P99[baton]} ms vs ${MED_P99[haproxy]} ms)."
+((RSS_START[baton] > RSS_START[nginx])) &&
+    note "**baton's idle memory is above nginx's** ($(mib "${RSS_START[baton]}") MiB vs $(mib "${RSS_START[nginx]}") MiB after start)."
+((RSS_CONNS[baton] > RSS_CONNS[nginx])) &&
+    note "**With $IDLE_CONNS idle connections baton uses $(ratio "${RSS_CONNS[baton]}" "${RSS_CONNS[nginx]}") times nginx's memory** ($(mib "${RSS_CONNS[baton]}") MiB vs $(mib "${RSS_CONNS[nginx]}") MiB; $(per_conn "${RSS_CONNS[baton]}" "${RSS_AFTER_WRK[baton]}") KiB vs $(per_conn "${RSS_CONNS[nginx]}" "${RSS_AFTER_WRK[nginx]}") KiB per connection)."
+awk -v c="${RSS_CLOSED[baton]}" -v w="${RSS_AFTER_WRK[baton]}" -v h="${RSS_CONNS[baton]}" 'BEGIN { exit !(h - w > 0 && c - w > (h - w) / 2) }' &&
+    note "**baton keeps most of that memory after the connections closed** ($(mib "${RSS_CLOSED[baton]}") MiB, against $(mib "${RSS_AFTER_WRK[baton]}") MiB before they opened)."
+awk -v o="${OTHER_MAX:-0}" 'BEGIN { exit !(o > 20) }' &&
+    note "Other work used up to $OTHER_MAX % of a core during some throughput runs (median $OTHER_MED %): compare the rounds before reading much into small differences."
+awk -v m="$UP_MED" 'BEGIN { exit !(m > 50) }' &&
+    note "**The reload into $ROUTES routes takes longer than the 50 ms target** (median $(printf '%.1f' "$UP_MED") ms)."
+((RELOAD_FAILURES > 0)) && note "**$RELOAD_FAILURES requests failed during the reloads** (see \`$OUT/reload-load-*.json\`); this is a bug, not noise."
+((ROUTING_OK == 1)) || note "**Routing after a reload was not as configured** (see the run's stderr)."
+((CONNS_FAILED == 0)) || note "Not every one of the $IDLE_CONNS idle connections was opened, answered and held (see \`$OUT/conns-*.txt\`)."
+((WRK_ERRORS == 0)) || note "wrk counted $WRK_ERRORS socket errors or non-2xx responses (see \`$OUT/wrk-*.txt\`)."
+[[ -z $SHORT_BODIES ]] || note "wrk read less than 1 KiB per request from: $SHORT_BODIES— the echo did not come back whole."
+awk -v l="${LOAD_START%% *}" -v q="$QUIET_LOAD" 'BEGIN { exit !(l > q) }' &&
+    note "The machine was not quiet when the measurements started (load average $LOAD_START after waiting ${waited} s): other work shared the cores, which affects all sides alike only on average."
+[[ -z $PROFILE_NOTE ]] || note "$PROFILE_NOTE"
+
+if [[ -n ${BENCH_COMMIT:-} ]]; then
+    COMMIT=$BENCH_COMMIT
+else
+    COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    if [[ -n $(git status --porcelain 2>/dev/null) ]]; then COMMIT+=" with uncommitted changes"; fi
+fi
+CPU=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || true)
+NGINX_V=$(nginx -v 2>&1 | sed 's/^nginx version: nginx\///')
+HAPROXY_V=$(haproxy -v 2>&1 | head -1 | awk '{ print $3 }')
+WRK_V=$(wrk -v 2>&1 | head -1 | awk '{ print $2 }' || true)
+rssrow() { echo "| $1 | $(mib "$2") MiB | $(mib "$3") MiB | $(mib "$4") MiB |"; }
+
+SECTION="$OUT/section.md"
+{
+    echo "$BEGIN"
+    echo "## \`baton serve\` against nginx and HAProxy: throughput, memory, reload"
+    echo
+    echo "Written by \`bench/proxy.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $COMMIT."
+    echo "Machine: $(nproc) cores (${CPU:-unknown CPU}), Linux $(uname -r); load average $LOAD_BEFORE_WAIT when the script"
+    echo "got the benchmark lock, $LOAD_START when measuring started (after waiting ${waited} s for ≤ $QUIET_LOAD), $LOAD_AFTER_WRK after"
+    echo "the throughput runs, $LOAD_END at the end. nginx $NGINX_V, HAProxy $HAPROXY_V, wrk $WRK_V (Debian's packages)."
+    echo "Nothing is pinned: the load generator, the proxy and the backend share the same cores."
+    echo
+    echo "Command: \`ROUNDS=$ROUNDS WRK_DURATION=$WRK_DURATION WRK_CONNECTIONS=$WRK_CONNECTIONS IDLE_CONNS=$IDLE_CONNS ROUTES=$ROUTES RELOADS=$RELOADS PROFILE=$PROFILE bench/proxy.sh\`"
+    echo "(defaults: 3, 10s, 64, 10000, 10000, 5, 0; with \`PROFILE=1\` a perf profile is taken after every measurement)."
+    echo
+    echo "Setup: one backend, \`target/release/hello --listen 127.0.0.1:0\`, which echoes \`POST /echo\`. In front of it,"
+    echo "each with one worker thread and keep-alive connections to the backend (configs in \`$OUT/\`):"
+    echo
+    echo "- baton: \`target/release/baton serve --config baton.toml\` (single-threaded runtime; one listener with"
+    echo "  \`max_connections = 20000\`, one pool, one catch-all route; otherwise defaults);"
+    echo "- nginx: \`nginx -c nginx.conf\` with \`worker_processes 1; daemon off; master_process off;\`, \`upstream\` with"
+    echo "  \`keepalive 64\`, \`proxy_http_version 1.1\`, \`proxy_set_header Connection \"\"\`, \`access_log off\`,"
+    echo "  \`keepalive_requests 1000000\` on both sides, \`worker_connections 20480\`;"
+    echo "- HAProxy: \`haproxy -db -f haproxy.cfg\` with \`nbthread 1\`, \`mode http\`, \`option http-keep-alive\`,"
+    echo "  \`http-reuse always\`, no logging."
+    echo
+    echo "baton always sets \`X-Forwarded-For\`, \`X-Forwarded-Proto\`, \`X-Forwarded-Host\` and a generated \`X-Request-Id\`"
+    echo "on the way upstream; nginx and HAProxy are configured to do the same, so all three do the same work."
+    echo
+    echo "### Throughput and latency"
+    echo
+    echo "\`wrk -t1 -c$WRK_CONNECTIONS -d$WRK_DURATION --latency -s bench/proxy/post1k.lua http://ADDR/echo\`: keep-alive"
+    echo "\`POST /echo\` with a 1 KiB body, echoed back (1 KiB each way). $ROUNDS round(s); the order of the four targets"
+    echo "rotates from round to round, after a 2 s warm-up of each. \`wrk -t1\` is one thread, so the load generator"
+    echo "takes up to one of the $(nproc) cores, and the proxy and the backend share the rest. CPU is the CPU time the"
+    echo "target process itself used (user + system, from \`/proc/PID/stat\`) per request, and as a share of one core"
+    echo "during the run; for the proxies it excludes the backend's. \"Other work\" (in the table of every run) is the CPU"
+    echo "time the machine spent on anything but wrk, the target and the backend during the run (\`/proc/stat\` minus"
+    echo "those three), in % of one core: other people's builds and benchmarks ($OTHER_SUMMARY)."
+    echo
+    echo "| target | req/s (median) | p99 (median) | CPU per request (median) | of which user / system | req/s in each round |"
+    echo "|---|---:|---:|---:|---:|---|"
+    for t in "${TARGETS[@]}"; do
+        # shellcheck disable=SC2086
+        echo "| ${LABEL[$t]} | **${MED_RPS[$t]}** | ${MED_P99[$t]} ms | ${MED_CPU[$t]} µs | ${MED_USER[$t]} / ${MED_SYS[$t]} µs | $(echo ${RPS[$t]} | sed 's/ /, /g') |"
+    done
+    echo
+    echo "**baton/nginx: $R_NGINX** in requests/s (p99 ratio $P_NGINX); **baton/HAProxy: $R_HAPROXY** (p99 ratio $P_HAPROXY)."
+    echo "CPU per request, the figure that other work on the machine disturbs least: baton/nginx"
+    echo "$(ratio "${MED_CPU[baton]}" "${MED_CPU[nginx]}"), baton/HAProxy $(ratio "${MED_CPU[baton]}" "${MED_CPU[haproxy]}") (user time alone: $(ratio "${MED_USER[baton]}" "${MED_USER[nginx]}") and $(ratio "${MED_USER[baton]}" "${MED_USER[haproxy]}"))."
+    echo "Rounds ranged $(spread ${RPS[baton]}) req/s for baton, $(spread ${RPS[nginx]}) for nginx,"
+    echo "$(spread ${RPS[haproxy]}) for HAProxy and $(spread ${RPS[direct]}) direct."
+    echo
+    echo "<details><summary>Every run, in order</summary>"
+    echo
+    echo "| round | target | req/s | p99 | CPU per request = user + system (share of a core) | other work on the machine |"
+    echo "|---|---|---:|---:|---:|---:|"
+    printf '%s' "$ROWS"
+    echo
+    echo "</details>"
+    echo
+    echo "### Memory"
+    echo
+    echo "VmRSS from \`/proc/PID/status\` (nginx runs without a master, HAProxy as one process; children would be added)."
+    echo "\"With $IDLE_CONNS connections\": \`bench/proxy/conns.py\` opens $IDLE_CONNS TCP connections to the proxy, sends one"
+    echo "\`GET /\` on each and reads the answer, then holds them all open without sending anything; RSS is read 3 s"
+    echo "after the last one was answered, and again 3 s after the client closed them all."
+    echo
+    echo "| | baton | nginx | HAProxy |"
+    echo "|---|---:|---:|---:|"
+    rssrow "idle, after start and one request" "${RSS_START[baton]}" "${RSS_START[nginx]}" "${RSS_START[haproxy]}"
+    rssrow "idle, after the throughput runs" "${RSS_AFTER_WRK[baton]}" "${RSS_AFTER_WRK[nginx]}" "${RSS_AFTER_WRK[haproxy]}"
+    rssrow "**with $IDLE_CONNS idle keep-alive connections**" "${RSS_CONNS[baton]}" "${RSS_CONNS[nginx]}" "${RSS_CONNS[haproxy]}"
+    echo "| per connection (vs. after the throughput runs) | $(per_conn "${RSS_CONNS[baton]}" "${RSS_AFTER_WRK[baton]}") KiB | $(per_conn "${RSS_CONNS[nginx]}" "${RSS_AFTER_WRK[nginx]}") KiB | $(per_conn "${RSS_CONNS[haproxy]}" "${RSS_AFTER_WRK[haproxy]}") KiB |"
+    rssrow "after those connections closed" "${RSS_CLOSED[baton]}" "${RSS_CLOSED[nginx]}" "${RSS_CLOSED[haproxy]}"
+    echo
+    echo "The client's own account (\`open\`: answered and held; \`closed_by_peer\`: closed by the proxy while held):"
+    echo "baton: ${CONNS_RESULT[baton]}; nginx: ${CONNS_RESULT[nginx]}; HAProxy: ${CONNS_RESULT[haproxy]}."
+    echo
+    echo "### Reloading $ROUTES routes"
+    echo
+    echo "baton starts with the one-route config; the script puts a config with $ROUTES routes in its place (\`path\` ="
+    echo "\`/\`, \`/echo\`, \`/slow\` and $((ROUTES - 3)) exact paths \`/r/N\`, all to the same pool; no catch-all) and sends"
+    echo "SIGHUP, then puts the one-route config back and sends SIGHUP again; $RELOADS cycle(s). The duration is baton's own"
+    echo "\`config reloaded ... duration_ms=\` (from the signal being handled to the new snapshot being swapped in: reading"
+    echo "and validating the file, building the router). After each reload the script checks that \`/r/$((ROUTES - 4))\`"
+    echo "reaches the backend and \`/not-a-route\` gets baton's own 404 (and the reverse after the reload back)."
+    echo "Each cycle runs under \`target/release/baton-load --target ADDR --duration 8s --json --keepalive 2 --fresh 1"
+    echo "--post 1 --slow 0 --pace 1ms\`, which counts every failed request; its max latency shows any stall of the"
+    echo "single-threaded data plane during a reload. For comparison, \`baton check\` of the $ROUTES-route file takes"
+    echo "$CHECK_BIG_MS ms as a process of its own (start-up included)."
+    echo
+    echo "| cycle | 1 → $ROUTES routes | $ROUTES → 1 route | requests during the cycle | failed | p99 | max latency |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    printf '%s' "$RELOAD_ROWS"
+    echo
+    echo "**Reload into $ROUTES routes: median $(printf '%.1f' "$UP_MED") ms, max $(printf '%.1f' "$UP_MAX") ms** (back to one"
+    echo "route: median $(printf '%.1f' "$DOWN_MED") ms, max $(printf '%.1f' "$DOWN_MAX") ms); **$RELOAD_FAILURES failed requests** of"
+    echo "$RELOAD_REQS; slowest request $(printf '%.1f' "$LOAD_MAX") ms. baton's RSS with the $ROUTES-route config:"
+    echo "$(mib "$RSS_BIG") MiB; after the last reload back to one route: $(mib "$RSS_END_BATON") MiB (both include the memory"
+    echo "baton kept from the connection test above)."
+    echo
+    if [[ -n $NOTES ]]; then
+        echo "### Noticed in this run"
+        echo
+        printf '%s' "$NOTES"
+        echo
+    fi
+    echo "$END"
+} >"$SECTION"
+
+# The section replaces its previous version, or is appended; the table of sections gets its row once.
+ROW='| [`baton serve` against nginx and HAProxy: throughput, memory, reload](#baton-serve-against-nginx-and-haproxy-throughput-memory-reload) | `bench/proxy.sh` | requests/s, p99 and CPU per request of `baton serve` against nginx and HAProxy (one worker each, same backend, `wrk` with a 1 KiB keep-alive POST) and the backend alone; RSS idle and with 10,000 idle keep-alive client connections; time to reload a 10,000-route config under load, with the failure count |'
+if [[ ! -f $DOC ]]; then
+    printf '# Benchmarks\n\n| section | script | what it measures |\n|---|---|---|\n' >"$DOC"
+fi
+awk -v begin="$BEGIN" -v end="$END" -v section="$SECTION" -v row="$ROW" '
+    function emit() { while ((getline line < section) > 0) print line; close(section) }
+    FNR == NR { if (index($0, "`bench/proxy.sh`") && substr($0, 1, 1) == "|") has_row = 1; if ($0 == begin) has_section = 1; next }
+    # The first table whose header names a section and a script: add our row after its last row.
+    !has_row && !done_row && /^\| section \| script \|/ { in_table = 1 }
+    in_table && !/^\|/ { print row; in_table = 0; done_row = 1 }
+    $0 == begin { emit(); skip = 1; next }
+    $0 == end { skip = 0; next }
+    !skip { print }
+    END {
+        if (in_table) print row
+        if (!has_section) { print ""; emit() }
+    }
+' "$DOC" "$DOC" >"$DOC.proxy.tmp"
+mv "$DOC.proxy.tmp" "$DOC"
+log "wrote the section to $DOC (raw outputs in $OUT/)"
+
+((RELOAD_FAILURES == 0 && ROUTING_OK == 1)) || exit 1
+exit 0

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Opens COUNT keep-alive client connections to HOST:PORT, sends one `GET /` on each and reads its answer,
+then holds them all open, sending nothing more, for HOLD seconds, and exits by itself.
+
+Used by bench/proxy.sh to measure a proxy's memory with many idle keep-alive client connections. Prints
+`ready open=N answered=N failed=N seconds=S` (flushed) once every connection is open and answered (or has
+failed), and `done held=N closed_by_peer=N` at the end. At most INFLIGHT connections are being opened or awaiting
+their answer at once, so a short listen backlog does not turn into SYN retransmissions. The whole run is bounded:
+the opening phase by --open-timeout, the hold by HOLD.
+"""
+
+import argparse
+import errno
+import selectors
+import socket
+import sys
+import time
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("host")
+    ap.add_argument("port", type=int)
+    ap.add_argument("--count", type=int, default=10000)
+    ap.add_argument("--hold", type=float, default=20.0, help="seconds to hold the connections once all are open")
+    ap.add_argument("--inflight", type=int, default=200)
+    ap.add_argument("--open-timeout", type=float, default=60.0)
+    args = ap.parse_args()
+
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: conns.py\r\n\r\n"
+    sel = selectors.DefaultSelector()
+    state = {}  # fd -> [sock, phase, buffer]
+    held = []
+    failed = 0
+    started = 0
+    deadline = time.monotonic() + args.open_timeout
+    t0 = time.monotonic()
+
+    def start_one():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        err = s.connect_ex((args.host, args.port))
+        if err not in (0, errno.EINPROGRESS):
+            s.close()
+            return False
+        state[s.fileno()] = [s, "connecting", b""]
+        sel.register(s, selectors.EVENT_WRITE)
+        return True
+
+    def answered(buf: bytes) -> bool:
+        head, sep, body = buf.partition(b"\r\n\r\n")
+        if not sep:
+            return False
+        length = None
+        chunked = False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value.strip())
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        if chunked:
+            return body.endswith(b"0\r\n\r\n")
+        return len(body) >= (length or 0)
+
+    while (started < args.count or state) and time.monotonic() < deadline:
+        while started < args.count and len(state) < args.inflight:
+            started += 1
+            if not start_one():
+                failed += 1
+        for key, _ in sel.select(timeout=0.5):
+            s = key.fileobj
+            entry = state[s.fileno()]
+            if entry[1] == "connecting":
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    failed += 1
+                    sel.unregister(s)
+                    del state[s.fileno()]
+                    s.close()
+                    continue
+                try:
+                    s.send(request)
+                except OSError:
+                    failed += 1
+                    sel.unregister(s)
+                    del state[s.fileno()]
+                    s.close()
+                    continue
+                entry[1] = "reading"
+                sel.modify(s, selectors.EVENT_READ)
+            else:
+                try:
+                    data = s.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    failed += 1
+                    sel.unregister(s)
+                    del state[s.fileno()]
+                    s.close()
+                    continue
+                entry[2] += data
+                if answered(entry[2]):
+                    status_ok = entry[2].startswith(b"HTTP/1.1 200")
+                    sel.unregister(s)
+                    del state[s.fileno()]
+                    if status_ok:
+                        held.append(s)
+                    else:
+                        failed += 1
+                        s.close()
+    for entry in state.values():  # did not finish in time
+        failed += 1
+        entry[0].close()
+    state.clear()
+
+    print(
+        f"ready open={len(held)} answered={len(held)} failed={failed} seconds={time.monotonic() - t0:.1f}",
+        flush=True,
+    )
+
+    # Hold: watch for connections the server closes (readable with EOF) while sending nothing.
+    for s in held:
+        sel.register(s, selectors.EVENT_READ)
+    closed = 0
+    end = time.monotonic() + args.hold
+    while time.monotonic() < end:
+        for key, _ in sel.select(timeout=max(0.0, min(0.5, end - time.monotonic()))):
+            s = key.fileobj
+            try:
+                data = s.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                closed += 1
+                sel.unregister(s)
+    print(f"done held={len(held) - closed} closed_by_peer={closed}", flush=True)
+    for s in held:
+        s.close()
+    return 0 if failed == 0 and closed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
