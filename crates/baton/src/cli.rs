@@ -26,6 +26,25 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check a config file and report every error with its position.
     Check(CheckArgs),
+    /// Roll a supervised service out to a new version, through a running
+    /// `baton serve`'s control socket; exits non-zero if the deploy failed.
+    #[command(disable_version_flag = true)]
+    Deploy(DeployArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The service to deploy (a `[service.NAME]` of the running config).
+    pub service: String,
+    /// The version to roll out (fills `{version}` in the service's command).
+    #[arg(long)]
+    pub version: String,
+    /// The control socket of the running `baton serve` (its `--control`).
+    #[arg(long, value_name = "PATH")]
+    pub control: PathBuf,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -33,6 +52,10 @@ pub struct ServeArgs {
     /// The TOML config file (see docs/config.md).
     #[arg(long, short, value_name = "FILE")]
     pub config: PathBuf,
+    /// Serve the control API (used by `baton deploy`) on this Unix socket,
+    /// created with mode 0600.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod control;
 mod exec;
 mod serve;
 
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         cli::Command::Exec(args) => exec::main(args),
         cli::Command::Serve(args) => serve::main(args),
         cli::Command::Check(args) => serve::check(args),
+        cli::Command::Deploy(args) => deploy_main(args),
     }
 }
 
@@ -45,6 +47,51 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("baton: could not start the runtime: {e}");
             ExitCode::FAILURE
         })
+}
+
+fn deploy_main(args: cli::DeployArgs) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let req = control::DeployRequest {
+        service: args.service,
+        version: args.version,
+    };
+    match runtime.block_on(control::request_deploy(&args.control, &req)) {
+        Ok((status, answer)) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&answer).unwrap_or_default());
+            }
+            match (status, &answer.error) {
+                (200, _) => {
+                    if !args.json {
+                        println!(
+                            "deployed {} {} (generation {}) in {:.1} s",
+                            answer.service,
+                            answer.version,
+                            answer.generation.unwrap_or_default(),
+                            answer.duration_ms.unwrap_or_default() as f64 / 1000.0
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                (status, error) => {
+                    eprintln!("baton: {}", error.as_deref().unwrap_or("deploy failed"));
+                    // An unknown service or a bad version changed nothing.
+                    if matches!(status, 400 | 404) {
+                        ExitCode::from(EXIT_USAGE)
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("baton: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_tracing() {

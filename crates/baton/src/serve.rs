@@ -66,7 +66,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(run(args.config, cfg, listeners)) {
+    match runtime.block_on(run(args.config, args.control, cfg, listeners)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("baton: {e:#}");
@@ -111,6 +111,7 @@ fn take_or_bind(
 
 async fn run(
     path: PathBuf,
+    control: Option<PathBuf>,
     cfg: config::Config,
     listeners: Vec<(NamedListener, config::Listener)>,
 ) -> anyhow::Result<ExitCode> {
@@ -134,6 +135,14 @@ async fn run(
         .start(proxy.clone())
         .context("could not start the services")?;
     let (stop, stop_rx) = watch::channel(Stop::Run);
+    let control = match control {
+        Some(socket) => Some(crate::control::start(
+            &socket,
+            engine.clone(),
+            stop_rx.clone(),
+        )?),
+        None => None,
+    };
     let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
     let mut serving = tokio::spawn(proxy.clone().serve(
         listeners,
@@ -155,6 +164,9 @@ async fn run(
                 let report = report.context("the proxy task failed")?;
                 // Nothing reaches the services any more: stop them.
                 let services_clean = engine.shutdown().await;
+                if let Some(control) = control {
+                    let _ = control.await;
+                }
                 return Ok(if report.drained && services_clean {
                     tracing::info!(connections = report.connections, "stopped");
                     ExitCode::SUCCESS

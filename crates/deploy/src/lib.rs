@@ -141,6 +141,56 @@ impl Engine {
         clean
     }
 
+    /// Rolls a supervised service out to `version`: a new generation of
+    /// instances replaces the old one within the service's `max_surge` /
+    /// `max_unavailable`, each new instance joins the pool once ready and
+    /// each old one leaves it before being stopped. On failure (an instance
+    /// never ready, or exiting) the old instances keep serving.
+    pub async fn deploy(
+        &self,
+        service: &str,
+        version: config::Version,
+    ) -> Result<Deployed, DeployError> {
+        let (group, mut spec) = {
+            let base = lock(&self.inner.base);
+            let Some(svc) = base.services.get(service) else {
+                return Err(DeployError::UnknownService(service.to_owned()));
+            };
+            let config::Runner::Supervised(spec) = &svc.runner else {
+                return Err(DeployError::NotSupervised(service.to_owned()));
+            };
+            let groups = lock(&self.inner.groups);
+            let group = groups
+                .iter()
+                .find(|(name, _)| name == service)
+                .map(|(_, g)| g.clone())
+                .ok_or_else(|| DeployError::NotRunning(service.to_owned()))?;
+            (group, spec.clone())
+        };
+        let started = std::time::Instant::now();
+        spec.version = version.clone();
+        tracing::info!(service, %version, "deploy started");
+        let result = group
+            .reload_with(Some(supervisor::CommandSource::PerInstance(
+                supervised::command_fn(spec),
+            )))
+            .await
+            .map_err(|_| DeployError::NotRunning(service.to_owned()))?;
+        match result {
+            Ok(generation) => {
+                tracing::info!(service, %version, generation, "deploy complete");
+                Ok(Deployed {
+                    generation,
+                    duration: started.elapsed(),
+                })
+            }
+            Err(e) => {
+                tracing::error!(service, %version, reason = %e, "deploy failed; the previous version keeps serving");
+                Err(DeployError::Failed(e.to_string()))
+            }
+        }
+    }
+
     pub(crate) fn add_member(&self, service: &str, member: config::Member) {
         let mut members = lock(&self.inner.members);
         let list = members.entry(service.to_owned()).or_default();
@@ -177,6 +227,49 @@ impl Engine {
             .unwrap_or_else(|e| Err(BuildErrors(vec![format!("could not publish: {e}")])))
     }
 }
+
+/// A deploy that completed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    /// The new generation of instances.
+    pub generation: u64,
+    /// From the request to the last old instance gone.
+    pub duration: Duration,
+}
+
+/// Why a deploy did not happen or did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeployError {
+    /// No service by that name.
+    UnknownService(String),
+    /// The service is external; it is deployed by naming new targets.
+    NotSupervised(String),
+    /// The service's supervisor is not running (baton is stopping).
+    NotRunning(String),
+    /// The rollout failed and was abandoned; the old version serves.
+    Failed(String),
+}
+
+impl std::fmt::Display for DeployError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeployError::UnknownService(s) => write!(f, "unknown service {s:?}"),
+            DeployError::NotSupervised(s) => write!(
+                f,
+                "service {s:?} is external: deploying it by new targets is not available yet"
+            ),
+            DeployError::NotRunning(s) => write!(f, "service {s:?} is not running"),
+            DeployError::Failed(reason) => {
+                write!(
+                    f,
+                    "deploy failed, the previous version keeps serving: {reason}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for DeployError {}
 
 /// Waits until `counter` reaches zero, checking every few milliseconds, or
 /// until `limit` passes.

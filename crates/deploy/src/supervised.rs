@@ -55,7 +55,7 @@ pub(crate) fn start(
 }
 
 /// Renders the command of each instance from the service's templates.
-fn command_fn(s: config::Supervised) -> supervisor::CommandFn {
+pub(crate) fn command_fn(s: config::Supervised) -> supervisor::CommandFn {
     Arc::new(move |info: &InstanceInfo| {
         let port = info.addr.map_or(0, |a| a.port());
         let argv: Vec<String> = s

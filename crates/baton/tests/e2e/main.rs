@@ -3,6 +3,7 @@
 
 mod support;
 
+mod deploy;
 mod exec;
 mod exec_faults;
 mod per_instance;

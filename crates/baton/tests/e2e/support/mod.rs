@@ -359,8 +359,13 @@ pub async fn start_hello(args: &[&str]) -> (Proc, String) {
 /// Starts `baton serve` with the config at `path`; returns it with the
 /// address of its first listener, once it is ready.
 pub async fn baton_serve(path: &Path) -> (Proc, String) {
+    baton_serve_with(path, &[]).await
+}
+
+/// `baton serve` with extra arguments.
+pub async fn baton_serve_with(path: &Path, args: &[&str]) -> (Proc, String) {
     let mut c = Command::new(baton());
-    c.arg("serve").arg("--config").arg(path);
+    c.arg("serve").arg("--config").arg(path).args(args);
     let (mut p, addr) = Proc::spawn_listening(&mut c).await;
     p.wait_for(" ready").await;
     (p, addr)

@@ -1,0 +1,140 @@
+//! `baton deploy` against a running `baton serve`: a rolling deploy of a
+//! supervised service under load fails no request; a version that never
+//! becomes healthy is abandoned with the old one still serving; an unknown
+//! service changes nothing.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use loadgen::{Load, LoadConfig};
+use tokio::process::Command;
+
+use crate::support::{self, Proc, TempDir, baton_serve_with, get};
+
+fn service_config(dir: &TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("baton.toml");
+    // `--fail-health` when the version says so: a broken release.
+    let script = dir.path().join("app.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$2\" in *broken*) extra=--fail-health;; esac\nexec {} --listen \"$1\" --app-version \"$2\" $extra\n",
+            support::hello().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            r#"[[listener]]
+name = "http"
+address = "127.0.0.1:0"
+
+[service.web]
+command = ["{}", "127.0.0.1:{{port}}", "{{version}}"]
+version = "v1"
+instances = 2
+ready_timeout = "2s"
+[service.web.health]
+path = "/healthz"
+interval = "50ms"
+timeout = "40ms"
+healthy_threshold = 2
+unhealthy_threshold = 2
+
+[[route]]
+service = "web"
+"#,
+            script.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn deploy(control: &Path, service: &str, version: &str) -> (i32, String) {
+    let mut cmd = Command::new(support::baton());
+    cmd.args(["deploy", service, "--version", version, "--control"])
+        .arg(control);
+    let mut p = Proc::spawn(&mut cmd);
+    let status = p.wait_exit().await;
+    p.wait_output_closed().await;
+    (status.code().unwrap_or(-1), p.lines().join("\n"))
+}
+
+/// Waits until requests through the proxy are answered by `version` only.
+async fn wait_version(addr: &str, version: &str) {
+    let deadline = tokio::time::Instant::now() + support::EVENT_TIMEOUT;
+    let mut in_a_row = 0;
+    while in_a_row < 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{version} never answered alone"
+        );
+        let r = get(addr, "/").await;
+        in_a_row = if r.status == 200 && r.instance_version() == version {
+            in_a_row + 1
+        } else {
+            0
+        };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_deploy_under_load_fails_nothing() {
+    let _heavy = support::heavy().await;
+    let dir = TempDir::new("deploy");
+    let control = dir.path().join("control.sock");
+    let (mut baton, addr) = baton_serve_with(
+        &service_config(&dir),
+        &["--control", control.to_str().unwrap()],
+    )
+    .await;
+    wait_version(&addr, "v1").await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&control).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode");
+
+    let load = Load::start(LoadConfig {
+        keepalive_workers: 3,
+        fresh_workers: 2,
+        post_workers: 2,
+        slow_workers: 2,
+        slow_ms: 200,
+        max_duration: Duration::from_secs(90),
+        ..LoadConfig::new(addr.parse::<SocketAddr>().unwrap())
+    });
+    assert!(load.wait_for_requests(200).await);
+
+    let (code, out) = deploy(&control, "web", "v2").await;
+    assert_eq!(code, 0, "{out}\n{}", baton.dump());
+    assert!(out.contains("deployed web v2"), "{out}");
+    wait_version(&addr, "v2").await;
+    assert!(load.wait_for_requests(300).await);
+
+    // A release that never passes its health check: abandoned, v2 serves.
+    let (code, out) = deploy(&control, "web", "v3-broken").await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("previous version keeps serving"), "{out}");
+    assert!(load.wait_for_requests(300).await);
+    assert_eq!(get(&addr, "/").await.instance_version(), "v2");
+
+    // Nothing to deploy: a clear error, exit 64, nothing changed.
+    let (code, out) = deploy(&control, "nope", "v9").await;
+    assert_eq!(code, 64, "{out}");
+    assert!(out.contains("unknown service"), "{out}");
+    let (code, out) = deploy(&control, "web", "../etc").await;
+    assert_eq!(code, 64, "{out}");
+
+    let report = load.stop().await;
+    eprintln!("{report}");
+    report.assert_no_failures();
+    assert!(report.instances.keys().any(|k| k.starts_with("v1/")));
+    assert!(report.instances.keys().any(|k| k.starts_with("v2/")));
+    assert!(!report.instances.keys().any(|k| k.starts_with("v3")));
+    baton.signal(libc::SIGTERM);
+    assert!(baton.wait_exit().await.success(), "{}", baton.dump());
+}
