@@ -30,6 +30,32 @@ pub enum Command {
     /// `baton serve`'s control socket; exits non-zero if the deploy failed.
     #[command(disable_version_flag = true)]
     Deploy(DeployArgs),
+    /// Roll a service back to the version that served before the current one.
+    Rollback(RollbackArgs),
+    /// Show every service: version, instances routed to, recent deploys.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The service to roll back to the version it had before.
+    pub service: String,
+    /// The control socket of the running `baton serve`.
+    #[arg(long, value_name = "PATH")]
+    pub control: PathBuf,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The control socket of the running `baton serve`.
+    #[arg(long, value_name = "PATH")]
+    pub control: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +82,10 @@ pub struct ServeArgs {
     /// created with mode 0600.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    /// Keep each service's version and deploy history in this directory,
+    /// so a restarted baton comes back serving the same versions.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -55,6 +55,8 @@ pub fn start(
     .with_stop(stop);
     let app = Router::new()
         .route("/v1/deploy", post(deploy))
+        .route("/v1/rollback", post(rollback))
+        .route("/v1/status", axum::routing::get(status))
         .with_state(engine);
     let path = path.to_owned();
     Ok(tokio::spawn(async move {
@@ -88,16 +90,53 @@ async fn deploy(
             (StatusCode::OK, Json(answer))
         }
         Err(e) => {
-            let status = match e {
-                deploy::DeployError::UnknownService(_) => StatusCode::NOT_FOUND,
-                deploy::DeployError::NotSupervised(_) | deploy::DeployError::NotRunning(_) => {
-                    StatusCode::CONFLICT
-                }
-                deploy::DeployError::Failed(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            };
+            let status = error_status(&e);
             answer.error = Some(e.to_string());
             (status, Json(answer))
         }
+    }
+}
+
+/// `POST /v1/rollback`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    pub service: String,
+}
+
+async fn rollback(
+    State(engine): State<deploy::Engine>,
+    Json(req): Json<RollbackRequest>,
+) -> (StatusCode, Json<DeployResponse>) {
+    let mut answer = DeployResponse {
+        service: req.service.clone(),
+        ..DeployResponse::default()
+    };
+    match engine.rollback(&req.service).await {
+        Ok((version, done)) => {
+            answer.version = version.to_string();
+            answer.generation = Some(done.generation);
+            answer.duration_ms = Some(done.duration.as_millis() as u64);
+            (StatusCode::OK, Json(answer))
+        }
+        Err(e) => {
+            let status = error_status(&e);
+            answer.error = Some(e.to_string());
+            (status, Json(answer))
+        }
+    }
+}
+
+async fn status(State(engine): State<deploy::Engine>) -> Json<Vec<deploy::ServiceStatus>> {
+    Json(engine.status())
+}
+
+fn error_status(e: &deploy::DeployError) -> StatusCode {
+    match e {
+        deploy::DeployError::UnknownService(_) => StatusCode::NOT_FOUND,
+        deploy::DeployError::NotSupervised(_)
+        | deploy::DeployError::NotRunning(_)
+        | deploy::DeployError::NothingToRollBack(_) => StatusCode::CONFLICT,
+        deploy::DeployError::Failed(_) => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 
@@ -107,6 +146,44 @@ pub async fn request_deploy(
     socket: &PathBuf,
     req: &DeployRequest,
 ) -> anyhow::Result<(u16, DeployResponse)> {
+    let body = serde_json::to_vec(req)?;
+    let (status, bytes) = call(socket, "POST", "/v1/deploy", Some(body)).await?;
+    Ok((status, parse(&bytes)?))
+}
+
+/// Sends a rollback request and waits for the outcome.
+pub async fn request_rollback(
+    socket: &PathBuf,
+    service: &str,
+) -> anyhow::Result<(u16, DeployResponse)> {
+    let body = serde_json::to_vec(&RollbackRequest {
+        service: service.to_owned(),
+    })?;
+    let (status, bytes) = call(socket, "POST", "/v1/rollback", Some(body)).await?;
+    Ok((status, parse(&bytes)?))
+}
+
+/// Fetches every service's status as JSON.
+pub async fn request_status(socket: &PathBuf) -> anyhow::Result<serde_json::Value> {
+    let (_, bytes) = call(socket, "GET", "/v1/status", None).await?;
+    parse(&bytes)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
+    serde_json::from_slice(bytes).with_context(|| {
+        format!(
+            "unexpected answer from baton: {}",
+            String::from_utf8_lossy(bytes)
+        )
+    })
+}
+
+async fn call(
+    socket: &PathBuf,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<(u16, bytes::Bytes)> {
     use http_body_util::{BodyExt, Full};
     use hyper_util::rt::TokioIo;
     let stream = tokio::net::UnixStream::connect(socket)
@@ -121,22 +198,17 @@ pub async fn request_deploy(
         .await
         .context("could not talk to baton")?;
     tokio::spawn(conn);
-    let body = serde_json::to_vec(req)?;
-    let request = http::Request::post("/v1/deploy")
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
         .header("host", "baton")
         .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(body)))?;
+        .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))?;
     let response = sender
         .send_request(request)
         .await
-        .context("the deploy request failed")?;
+        .context("the request to baton failed")?;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
-    let answer: DeployResponse = serde_json::from_slice(&bytes).with_context(|| {
-        format!(
-            "unexpected answer from baton: {}",
-            String::from_utf8_lossy(&bytes)
-        )
-    })?;
-    Ok((status, answer))
+    Ok((status, bytes))
 }

@@ -66,7 +66,20 @@ pub fn main(args: ServeArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(run(args.config, args.control, cfg, listeners)) {
+    let store = match &args.state {
+        Some(dir) => match deploy::Store::open(dir) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                eprintln!(
+                    "baton: could not open the state directory {}: {e}",
+                    dir.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    match runtime.block_on(run(args.config, args.control, store, cfg, listeners)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("baton: {e:#}");
@@ -112,6 +125,7 @@ fn take_or_bind(
 async fn run(
     path: PathBuf,
     control: Option<PathBuf>,
+    store: Option<deploy::Store>,
     cfg: config::Config,
     listeners: Vec<(NamedListener, config::Listener)>,
 ) -> anyhow::Result<ExitCode> {
@@ -121,7 +135,10 @@ async fn run(
 
     // The engine runs the supervised services and gives the proxy a pool
     // per service; until their instances are ready those pools are empty.
-    let engine = deploy::Engine::new(cfg.clone());
+    if store.is_none() && !cfg.services.is_empty() {
+        tracing::info!("no --state directory: deployed versions are not kept across restarts");
+    }
+    let engine = deploy::Engine::new(cfg.clone(), store).context("could not read the state")?;
     let proxy = match Proxy::new(&engine.effective()) {
         Ok(p) => Arc::new(p),
         Err(errors) => {

@@ -19,7 +19,10 @@
 
 #![forbid(unsafe_code)]
 
+mod state;
 mod supervised;
+
+pub use state::{Deploy, ServiceState, State, Store};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -43,11 +46,57 @@ struct Inner {
     /// One publish at a time, each with the latest state.
     publishing: tokio::sync::Mutex<()>,
     groups: Mutex<Vec<(String, Group)>>,
+    store: Option<Store>,
+    state: Mutex<State>,
 }
 
 impl Engine {
-    /// An engine for `config`; nothing runs until [`Engine::start`].
-    pub fn new(config: config::Config) -> Engine {
+    /// An engine for `config`; nothing runs until [`Engine::start`]. With a
+    /// state store, each supervised service starts at the version it last
+    /// had, not the file's.
+    pub fn new(mut config: config::Config, store: Option<Store>) -> std::io::Result<Engine> {
+        let mut state = match &store {
+            Some(store) => store.load()?,
+            None => State::default(),
+        };
+        let mut fresh = false;
+        for (name, service) in config.services.iter_mut() {
+            let Some(saved) = state.services.get(name) else {
+                // First start: the file's version is the one to come back to.
+                if let config::Runner::Supervised(s) = &service.runner {
+                    let entry = state.services.entry(name.clone()).or_default();
+                    entry.version = s.version.to_string();
+                    entry.record(Deploy {
+                        version: s.version.to_string(),
+                        started: state::now(),
+                        outcome: "initial".into(),
+                    });
+                    fresh = true;
+                }
+                continue;
+            };
+            if let Some(last) = saved.history.last()
+                && last.outcome == "in progress"
+            {
+                tracing::warn!(
+                    service = %name,
+                    version = %last.version,
+                    serving = %saved.version,
+                    "baton stopped during a deploy; it did not complete"
+                );
+            }
+            if let config::Runner::Supervised(s) = &mut service.runner
+                && !saved.version.is_empty()
+            {
+                s.version = saved.version.parse().map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("saved version of {name}: {e}"),
+                    )
+                })?;
+                tracing::info!(service = %name, version = %s.version, "version restored from the state directory");
+            }
+        }
         let members = config
             .services
             .iter()
@@ -67,14 +116,99 @@ impl Engine {
                 (name.clone(), initial)
             })
             .collect();
-        Engine {
+        if fresh && let Some(store) = &store {
+            store.save(&state)?;
+        }
+        Ok(Engine {
             inner: Arc::new(Inner {
                 base: Mutex::new(config),
                 members: Mutex::new(members),
                 proxy: Mutex::new(None),
                 publishing: tokio::sync::Mutex::new(()),
                 groups: Mutex::new(Vec::new()),
+                store,
+                state: Mutex::new(state),
             }),
+        })
+    }
+
+    /// Every service: its version, where it is routed, its history.
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        let base = lock(&self.inner.base);
+        let members = lock(&self.inner.members);
+        let state = lock(&self.inner.state);
+        base.services
+            .values()
+            .map(|s| ServiceStatus {
+                name: s.name.clone(),
+                kind: match &s.runner {
+                    config::Runner::Supervised(_) => "supervised",
+                    config::Runner::External(_) => "external",
+                },
+                version: match &s.runner {
+                    config::Runner::Supervised(sup) => Some(sup.version.to_string()),
+                    config::Runner::External(_) => None,
+                },
+                members: members
+                    .get(&s.name)
+                    .map(|m| m.iter().map(|m| m.address.authority.clone()).collect())
+                    .unwrap_or_default(),
+                history: state
+                    .services
+                    .get(&s.name)
+                    .map(|st| st.history.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The persisted state as it is now.
+    pub fn state(&self) -> State {
+        lock(&self.inner.state).clone()
+    }
+
+    /// Deploys the version that served before the current one.
+    pub async fn rollback(
+        &self,
+        service: &str,
+    ) -> Result<(config::Version, Deployed), DeployError> {
+        let previous = lock(&self.inner.state)
+            .services
+            .get(service)
+            .and_then(|s| s.previous().map(str::to_owned));
+        let Some(previous) = previous else {
+            return Err(DeployError::NothingToRollBack(service.to_owned()));
+        };
+        let version: config::Version = previous
+            .parse()
+            .map_err(|e| DeployError::Failed(format!("saved version {previous:?}: {e}")))?;
+        let done = self
+            .deploy_as(service, version.clone(), "rolled back")
+            .await?;
+        Ok((version, done))
+    }
+
+    /// Records a deploy's progress in the state and saves it.
+    fn note(&self, service: &str, version: &config::Version, outcome: &str, started: &str) {
+        let mut state = lock(&self.inner.state);
+        let entry = state.services.entry(service.to_owned()).or_default();
+        match entry.history.last_mut() {
+            Some(last) if last.outcome == "in progress" && last.started == started => {
+                last.outcome = outcome.to_owned();
+            }
+            _ => entry.record(Deploy {
+                version: version.to_string(),
+                started: started.to_owned(),
+                outcome: outcome.to_owned(),
+            }),
+        }
+        if outcome == "deployed" || outcome == "rolled back" {
+            entry.version = version.to_string();
+        }
+        if let Some(store) = &self.inner.store
+            && let Err(e) = store.save(&state)
+        {
+            tracing::error!(service, error = %e, "could not save the state");
         }
     }
 
@@ -151,6 +285,15 @@ impl Engine {
         service: &str,
         version: config::Version,
     ) -> Result<Deployed, DeployError> {
+        self.deploy_as(service, version, "deployed").await
+    }
+
+    async fn deploy_as(
+        &self,
+        service: &str,
+        version: config::Version,
+        success: &str,
+    ) -> Result<Deployed, DeployError> {
         let (group, mut spec) = {
             let base = lock(&self.inner.base);
             let Some(svc) = base.services.get(service) else {
@@ -168,6 +311,8 @@ impl Engine {
             (group, spec.clone())
         };
         let started = std::time::Instant::now();
+        let stamp = state::now();
+        self.note(service, &version, "in progress", &stamp);
         spec.version = version.clone();
         tracing::info!(service, %version, "deploy started");
         let result = group
@@ -179,6 +324,12 @@ impl Engine {
         match result {
             Ok(generation) => {
                 tracing::info!(service, %version, generation, "deploy complete");
+                self.note(service, &version, success, &stamp);
+                if let Some(svc) = lock(&self.inner.base).services.get_mut(service)
+                    && let config::Runner::Supervised(s) = &mut svc.runner
+                {
+                    s.version = version.clone();
+                }
                 Ok(Deployed {
                     generation,
                     duration: started.elapsed(),
@@ -186,6 +337,7 @@ impl Engine {
             }
             Err(e) => {
                 tracing::error!(service, %version, reason = %e, "deploy failed; the previous version keeps serving");
+                self.note(service, &version, &format!("failed: {e}"), &stamp);
                 Err(DeployError::Failed(e.to_string()))
             }
         }
@@ -228,6 +380,21 @@ impl Engine {
     }
 }
 
+/// One service as `baton status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceStatus {
+    /// Its name.
+    pub name: String,
+    /// `supervised` or `external`.
+    pub kind: &'static str,
+    /// The version serving (supervised services).
+    pub version: Option<String>,
+    /// The addresses the proxy routes to now.
+    pub members: Vec<String>,
+    /// Its deploys, oldest first.
+    pub history: Vec<Deploy>,
+}
+
 /// A deploy that completed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deployed {
@@ -248,6 +415,8 @@ pub enum DeployError {
     NotRunning(String),
     /// The rollout failed and was abandoned; the old version serves.
     Failed(String),
+    /// No earlier version to go back to.
+    NothingToRollBack(String),
 }
 
 impl std::fmt::Display for DeployError {
@@ -259,6 +428,9 @@ impl std::fmt::Display for DeployError {
                 "service {s:?} is external: deploying it by new targets is not available yet"
             ),
             DeployError::NotRunning(s) => write!(f, "service {s:?} is not running"),
+            DeployError::NothingToRollBack(s) => {
+                write!(f, "service {s:?} has no earlier version to roll back to")
+            }
             DeployError::Failed(reason) => {
                 write!(
                     f,

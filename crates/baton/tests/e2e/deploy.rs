@@ -56,9 +56,20 @@ service = "web"
 }
 
 async fn deploy(control: &Path, service: &str, version: &str) -> (i32, String) {
+    cli(&[
+        "deploy",
+        service,
+        "--version",
+        version,
+        "--control",
+        control.to_str().unwrap(),
+    ])
+    .await
+}
+
+async fn cli(args: &[&str]) -> (i32, String) {
     let mut cmd = Command::new(support::baton());
-    cmd.args(["deploy", service, "--version", version, "--control"])
-        .arg(control);
+    cmd.args(args);
     let mut p = Proc::spawn(&mut cmd);
     let status = p.wait_exit().await;
     p.wait_output_closed().await;
@@ -88,11 +99,15 @@ async fn rolling_deploy_under_load_fails_nothing() {
     let _heavy = support::heavy().await;
     let dir = TempDir::new("deploy");
     let control = dir.path().join("control.sock");
-    let (mut baton, addr) = baton_serve_with(
-        &service_config(&dir),
-        &["--control", control.to_str().unwrap()],
-    )
-    .await;
+    let state = dir.path().join("state");
+    let config = service_config(&dir);
+    let serve_args = [
+        "--control",
+        control.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    let (mut baton, addr) = baton_serve_with(&config, &serve_args).await;
     wait_version(&addr, "v1").await;
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&control).unwrap().permissions().mode() & 0o777;
@@ -129,6 +144,30 @@ async fn rolling_deploy_under_load_fails_nothing() {
     let (code, out) = deploy(&control, "web", "../etc").await;
     assert_eq!(code, 64, "{out}");
 
+    // Back to the version before v2, still under load.
+    let (code, out) = cli(&["rollback", "web", "--control", control.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("rolled back web v1"), "{out}");
+    wait_version(&addr, "v1").await;
+    assert!(load.wait_for_requests(300).await);
+
+    let (code, out) = cli(&["status", "--json", "--control", control.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}");
+    let status: serde_json::Value = serde_json::from_str(out.trim_start_matches("[out] ")).unwrap();
+    let web = &status[0];
+    assert_eq!(web["version"], "v1");
+    assert_eq!(web["members"].as_array().unwrap().len(), 2);
+    let outcomes: Vec<&str> = web["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes[0], "initial");
+    assert_eq!(outcomes[1], "deployed");
+    assert!(outcomes[2].starts_with("failed: "), "{outcomes:?}");
+    assert_eq!(outcomes[3], "rolled back");
+
     let report = load.stop().await;
     eprintln!("{report}");
     report.assert_no_failures();
@@ -137,4 +176,20 @@ async fn rolling_deploy_under_load_fails_nothing() {
     assert!(!report.instances.keys().any(|k| k.starts_with("v3")));
     baton.signal(libc::SIGTERM);
     assert!(baton.wait_exit().await.success(), "{}", baton.dump());
+
+    // Deploy v2 again, restart baton with the same state: v2 comes back,
+    // although the file still says v1.
+    let (mut baton, addr) = baton_serve_with(&config, &serve_args).await;
+    wait_version(&addr, "v1").await;
+    let (code, out) = deploy(&control, "web", "v2").await;
+    assert_eq!(code, 0, "{out}");
+    baton.signal(libc::SIGTERM);
+    assert!(baton.wait_exit().await.success());
+    let (mut baton, addr) = baton_serve_with(&config, &serve_args).await;
+    baton
+        .wait_for("version restored from the state directory")
+        .await;
+    wait_version(&addr, "v2").await;
+    baton.signal(libc::SIGTERM);
+    assert!(baton.wait_exit().await.success());
 }
