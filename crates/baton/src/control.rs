@@ -83,7 +83,15 @@ async fn deploy(
             return (StatusCode::BAD_REQUEST, Json(answer));
         }
     };
-    match engine.deploy(&req.service, version).await {
+    reply(answer, engine.deploy(&req.service, version).await)
+}
+
+/// Fills in the outcome of a deploy or rollback.
+fn reply(
+    mut answer: DeployResponse,
+    outcome: Result<deploy::Deployed, deploy::DeployError>,
+) -> (StatusCode, Json<DeployResponse>) {
+    match outcome {
         Ok(done) => {
             answer.generation = Some(done.generation);
             answer.duration_ms = Some(done.duration.as_millis() as u64);
@@ -111,19 +119,11 @@ async fn rollback(
         service: req.service.clone(),
         ..DeployResponse::default()
     };
-    match engine.rollback(&req.service).await {
-        Ok((version, done)) => {
-            answer.version = version.to_string();
-            answer.generation = Some(done.generation);
-            answer.duration_ms = Some(done.duration.as_millis() as u64);
-            (StatusCode::OK, Json(answer))
-        }
-        Err(e) => {
-            let status = error_status(&e);
-            answer.error = Some(e.to_string());
-            (status, Json(answer))
-        }
-    }
+    let outcome = engine.rollback(&req.service).await.map(|(version, done)| {
+        answer.version = version.to_string();
+        done
+    });
+    reply(answer, outcome)
 }
 
 async fn status(State(engine): State<deploy::Engine>) -> Json<Vec<deploy::ServiceStatus>> {
