@@ -344,6 +344,12 @@ impl Engine {
     }
 
     pub(crate) fn add_member(&self, service: &str, member: config::Member) {
+        // It passed the same health check the pool uses: route to it as
+        // soon as it is published (no second round of checks, during which
+        // a pool whose old members already left could have none healthy).
+        if let Some(proxy) = lock(&self.inner.proxy).as_ref() {
+            proxy.verified(&format!("service:{service}"), &member.address.authority);
+        }
         let mut members = lock(&self.inner.members);
         let list = members.entry(service.to_owned()).or_default();
         if !list.iter().any(|m| m.address == member.address) {

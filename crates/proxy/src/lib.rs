@@ -100,6 +100,15 @@ impl Proxy {
         Ok(())
     }
 
+    /// Says that `member` of `pool` was just checked healthy by the caller
+    /// (e.g. an instance that passed its readiness probes), so that when the
+    /// next reload adds it, it takes traffic at once instead of waiting for
+    /// the proxy's own checks to pass again.
+    pub fn verified(&self, pool: &str, member: &str) {
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.verify(pool, member);
+    }
+
     /// Requests in flight to `member` of `pool` right now, across
     /// snapshots; `None` when the pool has no such member.
     pub fn in_flight_counter(&self, pool: &str, member: &str) -> Option<InFlight> {

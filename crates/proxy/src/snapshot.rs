@@ -60,6 +60,9 @@ pub(crate) struct Registry {
     members: HashMap<(String, String), Entry>,
     access_log: Option<(config::AccessLog, Arc<AccessLog>)>,
     started: bool,
+    /// Members whose health was already checked by the caller (an instance
+    /// that passed its readiness probes): they start healthy when added.
+    verified: std::collections::HashSet<(String, String)>,
 }
 
 impl Registry {
@@ -85,7 +88,10 @@ impl Registry {
                 let entry = match (keep.remove(&key), self.members.remove(&key)) {
                     // A member listed twice in one pool shares its state.
                     (Some(e), _) | (None, Some(e)) => self.refresh(e, &m.address.authority, pool),
-                    (None, None) => self.create(&m.address.authority, pool),
+                    (None, None) => {
+                        let verified = self.verified.remove(&key);
+                        self.create(&m.address.authority, pool, verified)
+                    }
                 };
                 members.push((
                     MemberSpec {
@@ -153,10 +159,17 @@ impl Registry {
             .map(|e| e.health.clone())
     }
 
-    fn create(&self, key: &str, pool: &config::Pool) -> Entry {
+    /// Marks a member as already checked: added by the next build, it starts
+    /// healthy instead of waiting for the proxy's own checks.
+    pub(crate) fn verify(&mut self, pool: &str, member: &str) {
+        self.verified.insert((pool.to_owned(), member.to_owned()));
+    }
+
+    fn create(&self, key: &str, pool: &config::Pool, verified: bool) -> Entry {
         // Members present at start-up are trusted like nginx does; one added
-        // by a reload must pass its checks before it gets traffic.
-        let healthy = !self.started || pool.health.is_none();
+        // by a reload must pass its checks before it gets traffic, unless the
+        // caller has just checked it (an instance that passed readiness).
+        let healthy = !self.started || pool.health.is_none() || verified;
         let health = MemberHealth::new(healthy);
         let conns = Arc::new(MemberConns::new(
             key,

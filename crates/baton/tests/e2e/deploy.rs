@@ -13,6 +13,10 @@ use tokio::process::Command;
 use crate::support::{self, Proc, TempDir, baton_serve_with, get};
 
 fn service_config(dir: &TempDir) -> std::path::PathBuf {
+    service_config_with(dir, 2, "50ms")
+}
+
+fn service_config_with(dir: &TempDir, instances: u32, interval: &str) -> std::path::PathBuf {
     let path = dir.path().join("baton.toml");
     // `--fail-health` when the version says so: a broken release.
     let script = dir.path().join("app.sh");
@@ -36,11 +40,11 @@ address = "127.0.0.1:0"
 [service.web]
 command = ["{}", "127.0.0.1:{{port}}", "{{version}}"]
 version = "v1"
-instances = 2
-ready_timeout = "2s"
+instances = {instances}
+ready_timeout = "5s"
 [service.web.health]
 path = "/healthz"
-interval = "50ms"
+interval = "{interval}"
 timeout = "40ms"
 healthy_threshold = 2
 unhealthy_threshold = 2
@@ -190,6 +194,39 @@ async fn rolling_deploy_under_load_fails_nothing() {
         .wait_for("version restored from the state directory")
         .await;
     wait_version(&addr, "v2").await;
+    baton.signal(libc::SIGTERM);
+    assert!(baton.wait_exit().await.success());
+}
+
+/// Regression: with one instance, the old one leaves the pool as soon as the
+/// new one is ready. The new one had passed the very health check the pool
+/// uses, so it must take traffic at once — not wait for the proxy's own
+/// checks to pass again while the pool has no healthy member (503s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_instance_deploy_under_load_never_empties_the_pool() {
+    let _heavy = support::heavy().await;
+    let dir = TempDir::new("deploy-one");
+    let control = dir.path().join("control.sock");
+    let config = service_config_with(&dir, 1, "300ms");
+    let (mut baton, addr) =
+        baton_serve_with(&config, &["--control", control.to_str().unwrap()]).await;
+    wait_version(&addr, "v1").await;
+    let load = Load::start(LoadConfig {
+        keepalive_workers: 2,
+        fresh_workers: 2,
+        post_workers: 1,
+        slow_workers: 0,
+        max_duration: Duration::from_secs(60),
+        ..LoadConfig::new(addr.parse::<SocketAddr>().unwrap())
+    });
+    assert!(load.wait_for_requests(100).await);
+    let (code, out) = deploy(&control, "web", "v2").await;
+    assert_eq!(code, 0, "{out}");
+    wait_version(&addr, "v2").await;
+    assert!(load.wait_for_requests(100).await);
+    let report = load.stop().await;
+    eprintln!("{report}");
+    report.assert_no_failures();
     baton.signal(libc::SIGTERM);
     assert!(baton.wait_exit().await.success());
 }
