@@ -8,9 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use loadgen::{Load, LoadConfig};
-use tokio::process::Command;
 
-use crate::support::{self, Proc, TempDir, baton_serve_with, get};
+use crate::support::{self, TempDir, baton_serve_with, get};
 
 fn service_config(dir: &TempDir) -> std::path::PathBuf {
     service_config_with(dir, 2, "50ms")
@@ -60,7 +59,7 @@ service = "web"
 }
 
 async fn deploy(control: &Path, service: &str, version: &str) -> (i32, String) {
-    cli(&[
+    support::run_baton(&[
         "deploy",
         service,
         "--version",
@@ -69,15 +68,6 @@ async fn deploy(control: &Path, service: &str, version: &str) -> (i32, String) {
         control.to_str().unwrap(),
     ])
     .await
-}
-
-async fn cli(args: &[&str]) -> (i32, String) {
-    let mut cmd = Command::new(support::baton());
-    cmd.args(args);
-    let mut p = Proc::spawn(&mut cmd);
-    let status = p.wait_exit().await;
-    p.wait_output_closed().await;
-    (status.code().unwrap_or(-1), p.lines().join("\n"))
 }
 
 /// Waits until requests through the proxy are answered by `version` only.
@@ -149,13 +139,15 @@ async fn rolling_deploy_under_load_fails_nothing() {
     assert_eq!(code, 64, "{out}");
 
     // Back to the version before v2, still under load.
-    let (code, out) = cli(&["rollback", "web", "--control", control.to_str().unwrap()]).await;
+    let (code, out) =
+        support::run_baton(&["rollback", "web", "--control", control.to_str().unwrap()]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("rolled back web v1"), "{out}");
     wait_version(&addr, "v1").await;
     assert!(load.wait_for_requests(300).await);
 
-    let (code, out) = cli(&["status", "--json", "--control", control.to_str().unwrap()]).await;
+    let (code, out) =
+        support::run_baton(&["status", "--json", "--control", control.to_str().unwrap()]).await;
     assert_eq!(code, 0, "{out}");
     let status: serde_json::Value = serde_json::from_str(out.trim_start_matches("[out] ")).unwrap();
     let web = &status[0];

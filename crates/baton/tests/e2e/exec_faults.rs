@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use loadgen::{Load, LoadConfig};
-use tokio::process::Command;
 
-use crate::support::{self, Proc, TempDir, baton_exec, field, get};
+use crate::support::{self, TempDir, baton_exec, field, get};
 
 /// A wrapper that runs `hello` with the arguments found in a file at each
 /// start, so a test can "install a new version" between two SIGHUPs the way
@@ -161,15 +160,6 @@ async fn killed_instance_is_restarted() {
     assert!(baton.wait_exit().await.success());
 }
 
-async fn exit_code(args: &[&str]) -> (i32, String) {
-    let mut cmd = Command::new(support::baton());
-    cmd.args(args);
-    let mut p = Proc::spawn(&mut cmd);
-    let status = p.wait_exit().await;
-    p.wait_output_closed().await;
-    (status.code().unwrap_or(-1), p.lines().join("\n"))
-}
-
 /// Every bad invocation says what is wrong and exits 64, starting nothing.
 #[tokio::test]
 async fn bad_arguments_exit_64_with_a_clear_message() {
@@ -237,7 +227,7 @@ async fn bad_arguments_exit_64_with_a_clear_message() {
         (&["frobnicate"], "unrecognized subcommand"),
     ];
     for (args, needle) in cases {
-        let (code, out) = exit_code(args).await;
+        let (code, out) = support::run_baton(args).await;
         assert_eq!(code, 64, "{args:?}\n{out}");
         assert!(
             out.contains(needle),

@@ -97,7 +97,7 @@ pub(crate) static SERVICE: Section = Section {
             "deploy_timeout",
             Type::Duration,
             Default("10m"),
-            "A deploy that has not completed after this long fails and rolls back.",
+            "A deploy that has not completed after this long fails and rolls back. Not enforced yet: today a rolling deploy ends when its instances are ready or one misses `ready_timeout`.",
         ),
         BALANCE,
         MAX_CONNECTIONS_PER_MEMBER,

@@ -448,3 +448,13 @@ pub async fn ws_read(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
         .await
         .expect("no frame")
 }
+
+/// Runs `baton ARGS` to completion: its exit code and all its output.
+pub async fn run_baton(args: &[&str]) -> (i32, String) {
+    let mut cmd = Command::new(baton());
+    cmd.args(args);
+    let mut p = Proc::spawn(&mut cmd);
+    let status = p.wait_exit().await;
+    p.wait_output_closed().await;
+    (status.code().unwrap_or(-1), p.lines().join("\n"))
+}
