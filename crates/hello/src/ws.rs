@@ -13,7 +13,13 @@ use crate::routes::App;
 const GOING_AWAY: u16 = 1001;
 
 pub async fn ws(State(app): State<App>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket| echo(socket, app.draining))
+    // The upgraded connection is invisible to the server's drain: hold a
+    // guard so the process does not exit before the close frame is sent.
+    let guard = app.draining.guard();
+    upgrade.on_upgrade(move |socket| async move {
+        echo(socket, app.draining).await;
+        drop(guard);
+    })
 }
 
 async fn echo(mut socket: WebSocket, draining: Draining) {

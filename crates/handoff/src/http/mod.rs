@@ -33,7 +33,7 @@ use tokio::time::Instant;
 pub use self::conn::{AppBody, AppService, Tracked};
 use self::conn::{AsyncListener, Shared, accept_loop};
 use self::guard::Timeouts;
-use crate::drain::{Drain, DrainOutcome};
+use crate::drain::{Drain, DrainGuard, DrainOutcome};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::listener::{Listeners, NamedListener};
 use crate::notify;
@@ -60,6 +60,9 @@ pub struct Server {
     trigger: Trigger,
     lifecycle: Lifecycle,
     draining: watch::Sender<bool>,
+    /// Connections, and whatever the application registers (upgraded
+    /// connections, streams), that the drain waits for.
+    drain: Drain,
     limits: Limits,
 }
 
@@ -118,12 +121,20 @@ pub struct ServeReport {
 /// long-lived streams (SSE, WebSocket) cleanly instead of being cut at the
 /// deadline.
 #[derive(Debug, Clone)]
-pub struct Draining(watch::Receiver<bool>);
+pub struct Draining(watch::Receiver<bool>, Drain);
 
 impl Draining {
     /// True once the drain has started.
     pub fn is_draining(&self) -> bool {
         *self.0.borrow()
+    }
+
+    /// Counts work the server cannot see — an upgraded connection (a
+    /// WebSocket), a task still writing — as in flight until the guard is
+    /// dropped: the drain waits for it (up to its deadline) before the
+    /// server returns and the process exits.
+    pub fn guard(&self) -> DrainGuard {
+        self.1.guard()
     }
 
     /// Resolves when the drain starts (at once if it has started).
@@ -146,6 +157,7 @@ impl Server {
             trigger: Trigger::DefaultSignals,
             lifecycle: Lifecycle::new(),
             draining: watch::Sender::new(false),
+            drain: Drain::new(),
             limits: Limits::default(),
         }
     }
@@ -206,7 +218,7 @@ impl Server {
 
     /// A handle that tells when the drain begins.
     pub fn draining(&self) -> Draining {
-        Draining(self.draining.subscribe())
+        Draining(self.draining.subscribe(), self.drain.clone())
     }
 
     /// Serves `service` until the shutdown trigger, then drains.
@@ -238,7 +250,7 @@ impl Server {
             builder: builder(&self.limits),
             make,
             stage: stage_rx,
-            drain: Drain::new(),
+            drain: self.drain.clone(),
             accepted: AtomicU64::new(0),
             timeouts: Timeouts {
                 head: self.limits.header_read_timeout,
