@@ -2,8 +2,8 @@
 //! it.
 //!
 //! Owns the availability flags (active health, passive ejection), the
-//! in-flight count, the passive state and the watch channel announcing
-//! availability changes. Reads on the request path are atomic loads; every
+//! in-flight count, the request statistics, the passive state and the watch
+//! channel announcing availability changes. Reads on the request path are atomic loads; every
 //! change of availability goes through the watch channel's lock so that the
 //! atomics and the published value never disagree.
 //!
@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::passive::{Outcome, PassiveConfig, PassiveState, PassiveTransition};
+use crate::stats::Stats;
 
 /// What the availability watch publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +72,7 @@ pub struct MemberHealth {
     /// case) needs no lock.
     passive_at_rest: AtomicBool,
     availability: watch::Sender<Availability>,
+    stats: Stats,
 }
 
 impl MemberHealth {
@@ -92,6 +94,7 @@ impl MemberHealth {
             passive: Mutex::new(PassiveState::new()),
             passive_at_rest: AtomicBool::new(true),
             availability,
+            stats: Stats::new(),
         })
     }
 
@@ -151,6 +154,14 @@ impl MemberHealth {
     /// Requests currently sent to the member, across all snapshots.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Requests that ended at this member, across snapshots: every
+    /// [`Picked::report`](crate::Picked::report) except
+    /// [`Outcome::Cancelled`] (and a `Picked` dropped unreported), with the
+    /// latency from the pick to the report.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Everything known about the member at `now`.

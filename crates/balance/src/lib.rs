@@ -14,6 +14,9 @@
 //!   requests by power of two choices, over available members only.
 //! - [`Picked::report`]: passive ejection after consecutive failures, with
 //!   exponential backoff.
+//! - [`Stats`]: requests, failures and a latency histogram per member,
+//!   recorded by [`Picked::report`] whether or not passive ejection is on;
+//!   read as [`StatsSnapshot`]s.
 //! - [`spawn_active`]: active HTTP/1.1 checks with healthy and unhealthy
 //!   thresholds.
 //!
@@ -32,9 +35,11 @@ mod passive;
 mod pick;
 mod pool;
 mod probe;
+mod stats;
 
 pub use active::{ActiveCheck, ActiveState, HealthTransition, ProbeResult};
 pub use health::{Availability, HealthSnapshot, MemberHealth};
 pub use passive::{Outcome, PassiveConfig, PassiveState, PassiveTransition};
 pub use pool::{Member, MemberSpec, Picked, Policy, Pool};
 pub use probe::{ActiveHandle, ProbeError, probe, spawn_active};
+pub use stats::{BUCKETS, Stats, StatsSnapshot};

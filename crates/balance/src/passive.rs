@@ -12,6 +12,10 @@ use tokio::time::Instant;
 
 /// How a request sent to a member ended, as far as the member's health is
 /// concerned. The proxy reports it through [`Picked::report`](crate::Picked::report).
+///
+/// The member's [`Stats`](crate::Stats) follow the same judgement: every
+/// outcome but [`Cancelled`](Outcome::Cancelled) is a request, and the
+/// [failures](Outcome::is_failure) are failed requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The member answered (any status below 500, 4xx included: the member
@@ -24,8 +28,9 @@ pub enum Outcome {
     ServerError,
     /// The member did not answer within the proxy's timeout.
     Timeout,
-    /// The client went away before the member answered: says nothing about
-    /// the member, so it is neutral.
+    /// The client went away before the member answered (or the request was
+    /// never sent): says nothing about the member, so it is neutral, and not
+    /// counted in the member's stats at all.
     Cancelled,
 }
 

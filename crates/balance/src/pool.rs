@@ -164,6 +164,7 @@ impl Pool {
                 return Some(Picked {
                     pool: self.inner.clone(),
                     index,
+                    picked_at: now,
                 });
             }
         }
@@ -204,6 +205,8 @@ impl Pool {
 pub struct Picked {
     pool: Arc<Inner>,
     index: usize,
+    /// When the member was picked: where the latency in its stats starts.
+    picked_at: Instant,
 }
 
 impl Picked {
@@ -223,14 +226,22 @@ impl Picked {
         &self.pool.members[self.index]
     }
 
-    /// Reports how the request ended (for passive ejection) and ends it.
-    /// Dropping a `Picked` without reporting is the same as
-    /// [`Outcome::Cancelled`].
+    /// Reports how the request ended (for the member's [`Stats`] and passive
+    /// ejection) and ends it. Dropping a `Picked` without reporting is the
+    /// same as [`Outcome::Cancelled`].
+    ///
+    /// [`Stats`]: crate::Stats
     pub fn report(self, outcome: Outcome) {
         self.report_at(outcome, Instant::now());
     }
 
     /// [`report`](Self::report) at a given time.
+    ///
+    /// The member's [`stats`](MemberHealth::stats) count the request, with
+    /// the time since the pick as its latency, unless it was
+    /// [`Outcome::Cancelled`]; a failure is whatever
+    /// [`Outcome::is_failure`] says. They count whether or not the pool has
+    /// passive ejection.
     ///
     /// A failure streak never ejects the last member of the pool that is
     /// available with a weight above 0: with nowhere else to send traffic,
@@ -239,10 +250,14 @@ impl Picked {
     /// out for `ejection_time` after it is back). The streak is kept, so the
     /// member is ejected on its next failure once another one is available.
     pub fn report_at(self, outcome: Outcome, now: Instant) {
+        let member = self.member();
+        if outcome != Outcome::Cancelled {
+            let latency = now.saturating_duration_since(self.picked_at);
+            member.health.stats().record(latency, outcome.is_failure());
+        }
         let Some(config) = &self.pool.passive else {
             return;
         };
-        let member = self.member();
         let transition = if outcome.is_failure() {
             let _serial = self
                 .pool

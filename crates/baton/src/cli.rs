@@ -26,14 +26,84 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check a config file and report every error with its position.
     Check(CheckArgs),
-    /// Roll a supervised service out to a new version, through a running
-    /// `baton serve`'s control socket; exits non-zero if the deploy failed.
+    /// Deploy a new version of a service (or new targets of an external
+    /// one) through a running `baton serve`'s control socket, with live
+    /// progress; exits 0 when it serves, 1 when it failed and was rolled
+    /// back, 64 for a request that names nothing, 75 when another deploy of
+    /// the service is running.
     #[command(disable_version_flag = true)]
     Deploy(DeployArgs),
-    /// Roll a service back to the version that served before the current one.
+    /// Roll a service back to the version that served before the current
+    /// one (at once within a blue-green rollback window).
     Rollback(RollbackArgs),
-    /// Show every service: version, instances routed to, recent deploys.
+    /// Show every service: version, strategy, instances routed to, state,
+    /// last deploy.
     Status(StatusArgs),
+    /// Hold a service's requests (bounded in time and count; past the
+    /// bounds they get 503 with Retry-After) until `baton resume`.
+    Pause(PauseArgs),
+    /// Release a paused service's held requests.
+    Resume(ResumeArgs),
+    /// Make the running `baton serve` re-read its config file (as SIGHUP
+    /// does), reporting the errors if it is refused.
+    Reload(ReloadArgs),
+    /// Run a demo: baton with two versions of an example app under load,
+    /// deployed rolling, blue-green and canary, and a broken version rolled
+    /// back; exits 0 only if no request failed.
+    Demo(DemoArgs),
+    /// The example app the demo deploys (the `hello` server, in-process).
+    #[command(hide = true, disable_version_flag = true)]
+    DemoApp(hello::Args),
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The service whose requests to hold.
+    pub service: String,
+    /// Longest a request is held before it gets 503.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub max_wait: Duration,
+    /// Most requests held at once; more get 503 at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_requests: usize,
+    /// The control socket of the running `baton serve`.
+    #[arg(long, value_name = "PATH")]
+    pub control: PathBuf,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The paused service.
+    pub service: String,
+    /// The control socket of the running `baton serve`.
+    #[arg(long, value_name = "PATH")]
+    pub control: PathBuf,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// The control socket of the running `baton serve`.
+    #[arg(long, value_name = "PATH")]
+    pub control: PathBuf,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Print the final table as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the demo's directory (config, state, baton's log) afterwards.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Debug, Args)]
@@ -62,13 +132,20 @@ pub struct StatusArgs {
 pub struct DeployArgs {
     /// The service to deploy (a `[service.NAME]` of the running config).
     pub service: String,
-    /// The version to roll out (fills `{version}` in the service's command).
+    /// The version to deploy (fills `{version}` in a supervised service's
+    /// command; a label for an external one).
     #[arg(long)]
-    pub version: String,
+    pub version: Option<String>,
+    /// `rolling`, `blue_green` or `canary`, instead of the service's own.
+    #[arg(long, value_parser = ["rolling", "blue_green", "blue-green", "canary"])]
+    pub strategy: Option<String>,
+    /// External services: a new target `HOST:PORT` (repeat for several).
+    #[arg(long, value_name = "ADDR")]
+    pub target: Vec<String>,
     /// The control socket of the running `baton serve` (its `--control`).
     #[arg(long, value_name = "PATH")]
     pub control: PathBuf,
-    /// Print the outcome as JSON.
+    /// Print only the outcome, as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -129,6 +206,12 @@ pub struct ExecArgs {
     /// How long a stopping instance may finish its requests before SIGKILL.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+
+    /// Whether an instance that exits on its own is started again (after
+    /// backoff). A slot left empty stays empty until a SIGHUP rollout, which
+    /// starts all `--instances` again.
+    #[arg(long, value_enum, default_value_t = crate::exec::RestartMode::Always)]
+    pub restart: crate::exec::RestartMode,
 
     /// The app's command line.
     #[arg(last = true, required = true, value_name = "CMD")]

@@ -1,45 +1,108 @@
 //! The control socket of `baton serve`: a small JSON API on a Unix socket
-//! (mode 0600, so only baton's user can deploy), and the client side the
-//! CLI uses. Today it carries deploys; status, rollback, pause and the
-//! rest of the admin API come with the rest of the deploy engine.
+//! (mode 0600, so only baton's user can deploy). The CLI's side is in
+//! `client.rs`; the types both sides share are here.
+//!
+//! - `POST /v1/deploy` and `POST /v1/rollback` answer with a stream of
+//!   JSON lines: the deploy's progress events as they happen, then one
+//!   `{"event":"result","outcome":…}` line. A request refused before
+//!   anything changed (unknown service, bad version, a deploy already
+//!   running) gets an error status and only the result line. The deploy
+//!   runs on its own task: a client that goes away does not stop it.
+//! - `GET /v1/status`: every service.
+//! - `POST /v1/pause`, `POST /v1/resume`, `POST /v1/reload`: an `Ack`.
 
-use std::path::{Path, PathBuf};
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use handoff::http::{Server, Stop};
 use handoff::{ListenAddr, Listener, Listeners, NamedListener};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// `POST /v1/deploy`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DeployRequest {
     pub service: String,
-    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
 }
 
-/// The answer to a deploy: `generation` on success, `error` otherwise.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct DeployResponse {
+/// `POST /v1/rollback`, `/v1/resume`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServiceRequest {
+    pub service: String,
+}
+
+/// `POST /v1/pause`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PauseRequest {
+    pub service: String,
+    /// How long a request may be held, in milliseconds (default 30 s).
+    #[serde(default)]
+    pub max_wait_ms: Option<u64>,
+    /// How many requests may be held at once (default 10,000).
+    #[serde(default)]
+    pub max_requests: Option<usize>,
+}
+
+/// How a deploy or rollback ended.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    pub ok: bool,
     pub service: String,
     pub version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub generation: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<deploy::Traffic>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The exit code the CLI should end with.
+    pub exit: u8,
+}
+
+/// The answer to pause, resume and reload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Ack {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    pub exit: u8,
+}
+
+/// Re-reads the config file, as SIGHUP does; the errors when refused.
+pub type ReloadFn =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), Vec<String>>> + Send>> + Send + Sync>;
+
+#[derive(Clone)]
+struct Ctx {
+    engine: deploy::Engine,
+    reload: ReloadFn,
 }
 
 /// Binds the control socket (mode 0600) and serves it until `stop`.
 pub fn start(
     path: &Path,
     engine: deploy::Engine,
+    reload_fn: ReloadFn,
     stop: watch::Receiver<Stop>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use std::os::unix::fs::PermissionsExt;
@@ -52,12 +115,20 @@ pub fn start(
         listener,
     }]))
     .notify(false)
+    // A deploy's stream may outlive the drain; it is cut at baton's exit.
+    .drain_timeout(Duration::from_secs(1))
     .with_stop(stop);
     let app = Router::new()
         .route("/v1/deploy", post(deploy))
         .route("/v1/rollback", post(rollback))
-        .route("/v1/status", axum::routing::get(status))
-        .with_state(engine);
+        .route("/v1/status", get(status))
+        .route("/v1/pause", post(pause))
+        .route("/v1/resume", post(resume))
+        .route("/v1/reload", post(reload))
+        .with_state(Ctx {
+            engine,
+            reload: reload_fn,
+        });
     let path = path.to_owned();
     Ok(tokio::spawn(async move {
         if let Err(e) = server.serve(app).await {
@@ -67,148 +138,243 @@ pub fn start(
     }))
 }
 
-async fn deploy(
-    State(engine): State<deploy::Engine>,
-    Json(req): Json<DeployRequest>,
-) -> (StatusCode, Json<DeployResponse>) {
-    let mut answer = DeployResponse {
+async fn deploy(State(ctx): State<Ctx>, Json(req): Json<DeployRequest>) -> Response {
+    let mut outcome = Outcome {
         service: req.service.clone(),
-        version: req.version.clone(),
-        ..DeployResponse::default()
+        version: req.version.clone().unwrap_or_default(),
+        strategy: req.strategy.clone(),
+        ..Outcome::default()
     };
-    let version = match config::Version::from_str(&req.version) {
-        Ok(v) => v,
-        Err(e) => {
-            answer.error = Some(e.to_string());
-            return (StatusCode::BAD_REQUEST, Json(answer));
+    let version = match req.version.as_deref().map(config::Version::from_str) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => return refused(outcome, StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let strategy = match req.strategy.as_deref() {
+        None => None,
+        Some("rolling") => Some(config::Strategy::Rolling),
+        Some("blue_green" | "blue-green") => Some(config::Strategy::BlueGreen),
+        Some("canary") => Some(config::Strategy::Canary),
+        Some(other) => {
+            let message =
+                format!("unknown strategy {other:?}: expected rolling, blue_green or canary");
+            return refused(outcome, StatusCode::BAD_REQUEST, message);
         }
     };
-    reply(answer, engine.deploy(&req.service, version).await)
-}
-
-/// Fills in the outcome of a deploy or rollback.
-fn reply(
-    mut answer: DeployResponse,
-    outcome: Result<deploy::Deployed, deploy::DeployError>,
-) -> (StatusCode, Json<DeployResponse>) {
-    match outcome {
-        Ok(done) => {
-            answer.generation = Some(done.generation);
-            answer.duration_ms = Some(done.duration.as_millis() as u64);
-            (StatusCode::OK, Json(answer))
-        }
-        Err(e) => {
-            let status = error_status(&e);
-            answer.error = Some(e.to_string());
-            (status, Json(answer))
+    let mut targets = Vec::with_capacity(req.targets.len());
+    for t in &req.targets {
+        match t.parse::<config::UpstreamAddr>() {
+            Ok(addr) => targets.push(addr),
+            Err(e) => {
+                let message = format!("--target {t:?}: {e}");
+                return refused(outcome, StatusCode::BAD_REQUEST, message);
+            }
         }
     }
-}
-
-/// `POST /v1/rollback`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RollbackRequest {
-    pub service: String,
-}
-
-async fn rollback(
-    State(engine): State<deploy::Engine>,
-    Json(req): Json<RollbackRequest>,
-) -> (StatusCode, Json<DeployResponse>) {
-    let mut answer = DeployResponse {
-        service: req.service.clone(),
-        ..DeployResponse::default()
+    outcome.version = version
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let request = deploy::DeployRequest {
+        service: req.service,
+        version,
+        strategy,
+        targets,
     };
-    let outcome = engine.rollback(&req.service).await.map(|(version, done)| {
-        answer.version = version.to_string();
-        done
+    let (tx, rx) = mpsc::unbounded_channel();
+    let engine = ctx.engine.clone();
+    let task = tokio::spawn(async move { engine.deploy(request, deploy::Reporter::new(tx)).await });
+    stream(outcome, rx, task).await
+}
+
+async fn rollback(State(ctx): State<Ctx>, Json(req): Json<ServiceRequest>) -> Response {
+    let outcome = Outcome {
+        service: req.service.clone(),
+        ..Outcome::default()
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let engine = ctx.engine.clone();
+    let task = tokio::spawn(async move {
+        engine
+            .rollback(&req.service, deploy::Reporter::new(tx))
+            .await
     });
-    reply(answer, outcome)
+    stream(outcome, rx, task).await
 }
 
-async fn status(State(engine): State<deploy::Engine>) -> Json<Vec<deploy::ServiceStatus>> {
-    Json(engine.status())
+/// Waits for the deploy to start (its first progress event) or to be
+/// refused; streams the rest.
+async fn stream(
+    mut outcome: Outcome,
+    mut rx: mpsc::UnboundedReceiver<deploy::Progress>,
+    task: tokio::task::JoinHandle<Result<deploy::Deployed, deploy::DeployError>>,
+) -> Response {
+    let Some(first) = rx.recv().await else {
+        // Every sender is gone before any progress: refused, or over.
+        let (status, outcome) = finish(outcome, task.await);
+        return (status, ndjson(&result_line(&outcome))).into_response();
+    };
+    if let deploy::Progress::Started {
+        version, strategy, ..
+    } = &first
+    {
+        outcome.version = version.clone();
+        outcome.strategy = Some(strategy.clone());
+    }
+    let head =
+        futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(line(&first)) });
+    let rest = futures_util::stream::unfold(
+        (rx, Some(task), Some(outcome)),
+        |(mut rx, mut task, mut outcome)| async move {
+            if let Some(p) = rx.recv().await {
+                return Some((Ok(line(&p)), (rx, task, outcome)));
+            }
+            let (task, outcome) = (task.take()?, outcome.take()?);
+            let (_, outcome) = finish(outcome, task.await);
+            Some((Ok(result_line(&outcome)), (rx, None, None)))
+        },
+    );
+    let body = Body::from_stream(futures_util::StreamExt::chain(head, rest));
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response()
 }
 
-fn error_status(e: &deploy::DeployError) -> StatusCode {
-    match e {
-        deploy::DeployError::UnknownService(_) => StatusCode::NOT_FOUND,
-        deploy::DeployError::NotSupervised(_)
-        | deploy::DeployError::NotRunning(_)
-        | deploy::DeployError::NothingToRollBack(_) => StatusCode::CONFLICT,
-        deploy::DeployError::Failed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+fn finish(
+    mut outcome: Outcome,
+    result: Result<Result<deploy::Deployed, deploy::DeployError>, tokio::task::JoinError>,
+) -> (StatusCode, Outcome) {
+    match result {
+        Ok(Ok(done)) => {
+            outcome.ok = true;
+            outcome.version = done.version;
+            outcome.strategy = Some(strategy_name(done.strategy).into());
+            outcome.duration_ms = Some(done.duration.as_millis() as u64);
+            outcome.traffic = Some(done.traffic);
+            outcome.exit = 0;
+            (StatusCode::OK, outcome)
+        }
+        Ok(Err(e)) => {
+            let (status, exit) = match &e {
+                deploy::DeployError::UnknownService(_) => (StatusCode::NOT_FOUND, EXIT_USAGE),
+                deploy::DeployError::BadRequest(_) => (StatusCode::BAD_REQUEST, EXIT_USAGE),
+                deploy::DeployError::Busy(_) => (StatusCode::CONFLICT, EXIT_TEMPFAIL),
+                deploy::DeployError::NothingToRollBack(_) => (StatusCode::CONFLICT, 1),
+                deploy::DeployError::NotRunning(_) => (StatusCode::SERVICE_UNAVAILABLE, 1),
+                deploy::DeployError::Failed(_) => (StatusCode::UNPROCESSABLE_ENTITY, 1),
+            };
+            outcome.error = Some(e.to_string());
+            outcome.exit = exit;
+            (status, outcome)
+        }
+        Err(e) => {
+            outcome.error = Some(format!("the deploy task failed: {e}"));
+            outcome.exit = 1;
+            (StatusCode::INTERNAL_SERVER_ERROR, outcome)
+        }
     }
 }
 
-/// Sends a deploy request over the control socket and waits for the
-/// outcome.
-pub async fn request_deploy(
-    socket: &PathBuf,
-    req: &DeployRequest,
-) -> anyhow::Result<(u16, DeployResponse)> {
-    let body = serde_json::to_vec(req)?;
-    let (status, bytes) = call(socket, "POST", "/v1/deploy", Some(body)).await?;
-    Ok((status, parse(&bytes)?))
+fn refused(mut outcome: Outcome, status: StatusCode, message: String) -> Response {
+    outcome.error = Some(message);
+    outcome.exit = EXIT_USAGE;
+    (status, ndjson(&result_line(&outcome))).into_response()
 }
 
-/// Sends a rollback request and waits for the outcome.
-pub async fn request_rollback(
-    socket: &PathBuf,
-    service: &str,
-) -> anyhow::Result<(u16, DeployResponse)> {
-    let body = serde_json::to_vec(&RollbackRequest {
-        service: service.to_owned(),
-    })?;
-    let (status, bytes) = call(socket, "POST", "/v1/rollback", Some(body)).await?;
-    Ok((status, parse(&bytes)?))
+fn ndjson(line: &Bytes) -> ([(axum::http::HeaderName, &'static str); 1], Bytes) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        line.clone(),
+    )
 }
 
-/// Fetches every service's status as JSON.
-pub async fn request_status(socket: &PathBuf) -> anyhow::Result<serde_json::Value> {
-    let (_, bytes) = call(socket, "GET", "/v1/status", None).await?;
-    parse(&bytes)
+fn line(p: &deploy::Progress) -> Bytes {
+    let mut v = serde_json::to_vec(p).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
-    serde_json::from_slice(bytes).with_context(|| {
-        format!(
-            "unexpected answer from baton: {}",
-            String::from_utf8_lossy(bytes)
-        )
-    })
+fn result_line(outcome: &Outcome) -> Bytes {
+    let mut v = serde_json::to_vec(&serde_json::json!({"event": "result", "outcome": outcome}))
+        .unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
 }
 
-async fn call(
-    socket: &PathBuf,
-    method: &str,
-    path: &str,
-    body: Option<Vec<u8>>,
-) -> anyhow::Result<(u16, bytes::Bytes)> {
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::TokioIo;
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .with_context(|| {
-            format!(
-                "could not connect to baton's control socket {}",
-                socket.display()
+pub fn strategy_name(s: config::Strategy) -> &'static str {
+    match s {
+        config::Strategy::Rolling => "rolling",
+        config::Strategy::BlueGreen => "blue_green",
+        config::Strategy::Canary => "canary",
+    }
+}
+
+async fn status(State(ctx): State<Ctx>) -> Json<Vec<deploy::ServiceStatus>> {
+    Json(ctx.engine.status())
+}
+
+async fn pause(State(ctx): State<Ctx>, Json(req): Json<PauseRequest>) -> (StatusCode, Json<Ack>) {
+    let hold = deploy::Hold {
+        max_wait: Duration::from_millis(req.max_wait_ms.unwrap_or(30_000)),
+        max_requests: req.max_requests.unwrap_or(10_000),
+    };
+    ack(ctx.engine.pause(&req.service, hold))
+}
+
+async fn resume(
+    State(ctx): State<Ctx>,
+    Json(req): Json<ServiceRequest>,
+) -> (StatusCode, Json<Ack>) {
+    ack(ctx.engine.resume(&req.service))
+}
+
+fn ack(result: Result<(), deploy::DeployError>) -> (StatusCode, Json<Ack>) {
+    match result {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Ack {
+                ok: true,
+                ..Ack::default()
+            }),
+        ),
+        Err(e) => {
+            let (status, exit) = match e {
+                deploy::DeployError::UnknownService(_) => (StatusCode::NOT_FOUND, EXIT_USAGE),
+                _ => (StatusCode::CONFLICT, 1),
+            };
+            (
+                status,
+                Json(Ack {
+                    ok: false,
+                    errors: vec![e.to_string()],
+                    exit,
+                }),
             )
-        })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("could not talk to baton")?;
-    tokio::spawn(conn);
-    let request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "baton")
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .context("the request to baton failed")?;
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    Ok((status, bytes))
+        }
+    }
 }
+
+async fn reload(State(ctx): State<Ctx>) -> (StatusCode, Json<Ack>) {
+    match (ctx.reload)().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Ack {
+                ok: true,
+                ..Ack::default()
+            }),
+        ),
+        Err(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(Ack {
+                ok: false,
+                errors,
+                exit: 1,
+            }),
+        ),
+    }
+}
+
+use crate::{EXIT_TEMPFAIL, EXIT_USAGE};

@@ -2,7 +2,8 @@
 //! runs the app through a supervisor group. Signals drive it: SIGHUP rolls
 //! out a new generation, SIGTERM/SIGINT stop every instance gracefully (a
 //! second one kills them). The sockets are never closed before exit, so no
-//! connection is refused while generations change.
+//! connection is refused while generations change. `--restart` decides
+//! whether an instance that exits on its own is replaced.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use handoff::{Listener, Listeners, NamedListener};
 use supervisor::{
-    Backoff, Bounds, CommandSource, CommandSpec, Group, GroupConfig, Readiness, Sockets,
+    Backoff, Bounds, CommandSource, CommandSpec, Group, GroupConfig, Readiness, Restart, Sockets,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -71,6 +72,7 @@ pub fn main(args: ExecArgs) -> ExitCode {
         ready_timeout: args.ready_timeout,
         drain_timeout: args.drain_timeout,
         backoff: Backoff::default(),
+        restart: args.restart.into(),
         before_stop: None,
     };
     let runtime = match crate::runtime() {
@@ -82,6 +84,29 @@ pub fn main(args: ExecArgs) -> ExitCode {
         Err(e) => {
             eprintln!("baton: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--restart`: the supervisor's [`Restart`] as the command line spells it
+/// (the doc comments are the help's descriptions of the values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestartMode {
+    /// Restart it whatever its exit status.
+    Always,
+    /// Restart it only after a non-zero exit code, a death by signal or a
+    /// readiness failure; after exit code 0 its slot stays empty.
+    OnFailure,
+    /// Never restart it; its slot stays empty.
+    Never,
+}
+
+impl From<RestartMode> for Restart {
+    fn from(mode: RestartMode) -> Restart {
+        match mode {
+            RestartMode::Always => Restart::Always,
+            RestartMode::OnFailure => Restart::OnFailure,
+            RestartMode::Never => Restart::Never,
         }
     }
 }

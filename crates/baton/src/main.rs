@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod client;
 mod control;
+mod demo;
 mod exec;
 mod serve;
 
@@ -15,6 +17,8 @@ use clap::Parser;
 
 /// `EX_USAGE` from sysexits.h: bad arguments or configuration.
 pub const EXIT_USAGE: u8 = 64;
+/// `EX_TEMPFAIL` from sysexits.h: try again later (a deploy is running).
+pub const EXIT_TEMPFAIL: u8 = 75;
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
@@ -33,9 +37,44 @@ fn main() -> ExitCode {
         cli::Command::Exec(args) => exec::main(args),
         cli::Command::Serve(args) => serve::main(args),
         cli::Command::Check(args) => serve::check(args),
-        cli::Command::Deploy(args) => deploy_main(args),
-        cli::Command::Rollback(args) => rollback_main(args),
-        cli::Command::Status(args) => status_main(args),
+        cli::Command::Deploy(args) => client::deploy(
+            &args.control,
+            "/v1/deploy",
+            &client::deploy_request(&args),
+            args.json,
+            "deployed",
+        ),
+        cli::Command::Rollback(args) => client::deploy(
+            &args.control,
+            "/v1/rollback",
+            &client::rollback_request(&args.service),
+            args.json,
+            "rolled back",
+        ),
+        cli::Command::Status(args) => client::status(&args.control, args.json),
+        cli::Command::Pause(args) => client::ack(
+            &args.control,
+            "/v1/pause",
+            client::pause_body(&args),
+            args.json,
+            &format!("paused {}", args.service),
+        ),
+        cli::Command::Resume(args) => client::ack(
+            &args.control,
+            "/v1/resume",
+            client::service_body(&args.service),
+            args.json,
+            &format!("resumed {}", args.service),
+        ),
+        cli::Command::Reload(args) => client::ack(
+            &args.control,
+            "/v1/reload",
+            None,
+            args.json,
+            "config reloaded",
+        ),
+        cli::Command::Demo(args) => demo::main(args),
+        cli::Command::DemoApp(args) => hello::run(args),
     }
 }
 
@@ -49,119 +88,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("baton: could not start the runtime: {e}");
             ExitCode::FAILURE
         })
-}
-
-fn deploy_main(args: cli::DeployArgs) -> ExitCode {
-    let req = control::DeployRequest {
-        service: args.service,
-        version: args.version,
-    };
-    let json = args.json;
-    run_client(
-        |rt| rt.block_on(control::request_deploy(&args.control, &req)),
-        json,
-        "deployed",
-    )
-}
-
-fn rollback_main(args: cli::RollbackArgs) -> ExitCode {
-    let json = args.json;
-    run_client(
-        |rt| rt.block_on(control::request_rollback(&args.control, &args.service)),
-        json,
-        "rolled back",
-    )
-}
-
-fn status_main(args: cli::StatusArgs) -> ExitCode {
-    let runtime = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    match runtime.block_on(control::request_status(&args.control)) {
-        Ok(value) if args.json => {
-            println!("{value}");
-            ExitCode::SUCCESS
-        }
-        Ok(value) => {
-            println!(
-                "{:<16} {:<11} {:<12} {:>7}  LAST DEPLOY",
-                "SERVICE", "KIND", "VERSION", "ROUTED"
-            );
-            for s in value.as_array().into_iter().flatten() {
-                let last = s["history"]
-                    .as_array()
-                    .and_then(|h| h.last())
-                    .map(|d| {
-                        format!(
-                            "{} {} ({})",
-                            d["started"].as_str().unwrap_or(""),
-                            d["version"].as_str().unwrap_or(""),
-                            d["outcome"].as_str().unwrap_or("")
-                        )
-                    })
-                    .unwrap_or_else(|| "-".into());
-                println!(
-                    "{:<16} {:<11} {:<12} {:>7}  {last}",
-                    s["name"].as_str().unwrap_or("?"),
-                    s["kind"].as_str().unwrap_or("?"),
-                    s["version"].as_str().unwrap_or("-"),
-                    s["members"].as_array().map_or(0, |m| m.len()),
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("baton: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Runs a deploy-like request and turns the answer into output and an exit
-/// code: 0 done, 1 failed (nothing changed, the old version serves), 64 for
-/// a request that names nothing (unknown service, bad version).
-fn run_client(
-    call: impl FnOnce(&tokio::runtime::Runtime) -> anyhow::Result<(u16, control::DeployResponse)>,
-    json: bool,
-    verb: &str,
-) -> ExitCode {
-    let runtime = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    match call(&runtime) {
-        Ok((status, answer)) => {
-            if json {
-                println!("{}", serde_json::to_string(&answer).unwrap_or_default());
-            }
-            if status == 200 {
-                if !json {
-                    println!(
-                        "{verb} {} {} (generation {}) in {:.1} s",
-                        answer.service,
-                        answer.version,
-                        answer.generation.unwrap_or_default(),
-                        answer.duration_ms.unwrap_or_default() as f64 / 1000.0
-                    );
-                }
-                return ExitCode::SUCCESS;
-            }
-            eprintln!(
-                "baton: {}",
-                answer.error.as_deref().unwrap_or("request failed")
-            );
-            if matches!(status, 400 | 404) {
-                ExitCode::from(EXIT_USAGE)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("baton: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 fn init_tracing() {

@@ -152,15 +152,23 @@ async fn run(
         .start(proxy.clone())
         .context("could not start the services")?;
     let (stop, stop_rx) = watch::channel(Stop::Run);
+    let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
     let control = match control {
-        Some(socket) => Some(crate::control::start(
-            &socket,
-            engine.clone(),
-            stop_rx.clone(),
-        )?),
+        Some(socket) => {
+            let (file, eng, names) = (path.clone(), engine.clone(), listener_names.clone());
+            let reload: crate::control::ReloadFn = Arc::new(move || {
+                let (path, engine, names) = (file.clone(), eng.clone(), names.clone());
+                Box::pin(async move { reload(&path, &engine, &names).await })
+            });
+            Some(crate::control::start(
+                &socket,
+                engine.clone(),
+                reload,
+                stop_rx.clone(),
+            )?)
+        }
         None => None,
     };
-    let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
     let mut serving = tokio::spawn(proxy.clone().serve(
         listeners,
         cfg.proxy.clone(),
@@ -174,7 +182,9 @@ async fn run(
     ));
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&path, &engine, &listener_names).await,
+            _ = hup.recv() => {
+                let _ = reload(&path, &engine, &listener_names).await;
+            }
             _ = term.recv() => begin_stop(&stop),
             _ = int.recv() => begin_stop(&stop),
             report = &mut serving => {
@@ -208,7 +218,13 @@ fn begin_stop(stop: &watch::Sender<Stop>) {
     stop.send_replace(next);
 }
 
-async fn reload(path: &Path, engine: &deploy::Engine, listener_names: &[String]) {
+/// Re-reads the config file and publishes it; on error the running config
+/// keeps serving and the errors are logged and returned.
+async fn reload(
+    path: &Path,
+    engine: &deploy::Engine,
+    listener_names: &[String],
+) -> Result<(), Vec<String>> {
     let _ = handoff::notify::notify(&[handoff::notify::State::Reloading]);
     let started = std::time::Instant::now();
     // Parsing runs off the runtime's thread, and so does the build inside
@@ -228,14 +244,14 @@ async fn reload(path: &Path, engine: &deploy::Engine, listener_names: &[String])
         Err(e) => Err(e),
     };
     let result = built.unwrap_or_else(|e| Err(vec![format!("could not reload: {e}")]));
-    match result {
+    match &result {
         Ok(()) => tracing::info!(
             config = %path.display(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "config reloaded"
         ),
         Err(errors) => {
-            for e in &errors {
+            for e in errors {
                 tracing::error!("{e}");
             }
             tracing::error!(
@@ -245,4 +261,5 @@ async fn reload(path: &Path, engine: &deploy::Engine, listener_names: &[String])
         }
     }
     let _ = handoff::notify::ready();
+    result
 }

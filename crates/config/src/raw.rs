@@ -72,6 +72,7 @@ pub(crate) struct RawPool {
     pub(crate) idle_timeout: Opt<String>,
     pub(crate) total_timeout: Opt<String>,
     pub(crate) retry_non_idempotent: Opt<bool>,
+    pub(crate) retry_server_errors: Opt<bool>,
     pub(crate) upstream_host: Opt<String>,
     pub(crate) health: Opt<RawHealth>,
     pub(crate) passive: Opt<RawPassive>,
@@ -102,6 +103,7 @@ pub(crate) struct RawService {
     pub(crate) idle_timeout: Opt<String>,
     pub(crate) total_timeout: Opt<String>,
     pub(crate) retry_non_idempotent: Opt<bool>,
+    pub(crate) retry_server_errors: Opt<bool>,
     pub(crate) upstream_host: Opt<String>,
     pub(crate) health: Opt<RawHealth>,
     pub(crate) passive: Opt<RawPassive>,
@@ -119,6 +121,7 @@ pub(crate) struct RawForward<'a> {
     pub(crate) idle_timeout: &'a Opt<String>,
     pub(crate) total_timeout: &'a Opt<String>,
     pub(crate) retry_non_idempotent: &'a Opt<bool>,
+    pub(crate) retry_server_errors: &'a Opt<bool>,
     pub(crate) upstream_host: &'a Opt<String>,
 }
 
@@ -133,6 +136,7 @@ macro_rules! forward_of {
             idle_timeout: &$raw.idle_timeout,
             total_timeout: &$raw.total_timeout,
             retry_non_idempotent: &$raw.retry_non_idempotent,
+            retry_server_errors: &$raw.retry_server_errors,
             upstream_host: &$raw.upstream_host,
         }
     };
@@ -166,6 +170,7 @@ pub(crate) struct RawCanary {
     pub(crate) pause: Opt<String>,
     pub(crate) max_error_rate: Opt<Number>,
     pub(crate) max_p99_ratio: Opt<Number>,
+    pub(crate) p99_floor: Opt<String>,
     pub(crate) min_requests: Opt<i64>,
 }
 

@@ -1,35 +1,50 @@
 //! baton's deploy engine — the control plane between the services of the
 //! config and the proxy.
 //!
-//! It runs each supervised service as a `supervisor::Group` (a port per
-//! instance, readiness by the service's health check), and keeps the proxy's
-//! view current: every service is published as a pool named `service:NAME`
-//! whose members are the instances that are ready. An instance joins the
-//! pool when it is ready, and leaves it *before* it is told to stop: it is
-//! removed from the published snapshot, its requests in flight finish, and
-//! only then does it get SIGTERM (failure mode 6). External services are
-//! published with their configured targets.
+//! Each service is a list of *sets*: the instances (supervised, a
+//! `supervisor::Group` each) or targets (external) of one version, each
+//! with a share of the traffic. Normally a service has one set with all of
+//! it. The engine publishes every service as a proxy pool `service:NAME`
+//! whose members are the ready members of the sets that carry traffic,
+//! weighted so that each set gets its share.
 //!
-//! This is the first part of the engine: services are kept running and
-//! routed. Deploy strategies (rolling, blue-green, canary), persistent state
-//! and the control API build on it.
+//! The strategies (`strategy`) are moves between sets:
+//! - rolling: one set; its group replaces its instances a few at a time
+//!   (the seed's semaphore, `max_surge` / `max_unavailable`);
+//! - blue-green: a second set starts with no traffic, is smoke-checked
+//!   directly, takes 100 % in one snapshot swap; the old set stays as a
+//!   standby for the rollback window;
+//! - canary: a second set takes the configured steps of traffic, each
+//!   judged on the proxy's own measurements against the stable set.
 //!
-//! Invariant: the engine never blocks the data plane; it publishes whole
-//! snapshots through `Proxy::reload`, on a blocking thread, one at a time.
+//! A member always leaves the published pool *before* it is told to stop,
+//! and its requests in flight finish first (failure mode 6).
+//!
+//! Invariants: the engine never blocks the data plane (whole snapshots are
+//! published through `Proxy::reload`, on a blocking thread, one at a time);
+//! no std lock is held across an await; a deploy is recorded "in progress"
+//! in the state before anything changes, and its outcome after.
 
 #![forbid(unsafe_code)]
 
+mod judge;
+mod progress;
 mod state;
+mod strategy;
 mod supervised;
 
+pub use progress::{Progress, Reporter, Traffic};
+pub use proxy::Hold;
 pub use state::{Deploy, ServiceState, State, Store};
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proxy::{BuildErrors, Proxy};
 use supervisor::Group;
+use tokio::sync::{oneshot, watch};
 
 /// The running services and what the proxy is told about them.
 #[derive(Clone)]
@@ -40,19 +55,77 @@ pub struct Engine {
 struct Inner {
     /// The config as read from the file (services included).
     base: Mutex<config::Config>,
-    /// The members of each service's pool, by service name.
-    members: Mutex<BTreeMap<String, Vec<config::Member>>>,
+    /// By service name.
+    services: Mutex<BTreeMap<String, Runtime>>,
     proxy: Mutex<Option<Arc<Proxy>>>,
     /// One publish at a time, each with the latest state.
     publishing: tokio::sync::Mutex<()>,
-    groups: Mutex<Vec<(String, Group)>>,
     store: Option<Store>,
     state: Mutex<State>,
+    next_set: AtomicU64,
+}
+
+/// One service's sets.
+#[derive(Default)]
+pub(crate) struct Runtime {
+    pub sets: Vec<Set>,
+    /// A deploy or rollback is running.
+    pub busy: bool,
+    /// Progress of the running deploy (instances becoming ready).
+    pub reporter: Reporter,
+    /// The set a blue-green deploy switched away from, kept for its
+    /// rollback window.
+    pub standby: Option<Standby>,
+}
+
+pub(crate) struct Standby {
+    pub set: u64,
+    /// Ends the rollback window early (a rollback or a new deploy).
+    pub cancel: oneshot::Sender<()>,
+}
+
+/// The instances or targets of one version.
+pub(crate) struct Set {
+    pub id: u64,
+    pub version: String,
+    /// External targets (empty for a supervised set).
+    pub targets: Vec<config::UpstreamAddr>,
+    pub group: Option<Group>,
+    /// Instances or targets it should have.
+    pub size: usize,
+    /// Members that passed their readiness check, with the generation of
+    /// the group they belong to (0 for targets).
+    pub ready: Vec<(config::UpstreamAddr, u64)>,
+    /// Percent of the service's traffic.
+    pub share: u8,
+    /// Starting, ready, or failed (the first generation of a new set).
+    pub phase: watch::Sender<SetPhase>,
+}
+
+/// How far a new set got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SetPhase {
+    Starting,
+    Ready,
+    Failed(String),
+}
+
+/// What to deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployRequest {
+    /// The service.
+    pub service: String,
+    /// The version; for an external service a label, optional.
+    pub version: Option<config::Version>,
+    /// Overrides the service's strategy.
+    pub strategy: Option<config::Strategy>,
+    /// External services: the new targets.
+    pub targets: Vec<config::UpstreamAddr>,
 }
 
 impl Engine {
     /// An engine for `config`; nothing runs until [`Engine::start`]. With a
-    /// state store, each supervised service starts at the version it last
+    /// state store, each service starts at the version (or targets) it last
     /// had, not the file's.
     pub fn new(mut config: config::Config, store: Option<Store>) -> std::io::Result<Engine> {
         let mut state = match &store {
@@ -63,16 +136,23 @@ impl Engine {
         for (name, service) in config.services.iter_mut() {
             let Some(saved) = state.services.get(name) else {
                 // First start: the file's version is the one to come back to.
-                if let config::Runner::Supervised(s) = &service.runner {
-                    let entry = state.services.entry(name.clone()).or_default();
-                    entry.version = s.version.to_string();
-                    entry.record(Deploy {
-                        version: s.version.to_string(),
-                        started: state::now(),
-                        outcome: "initial".into(),
-                    });
-                    fresh = true;
-                }
+                let entry = state.services.entry(name.clone()).or_default();
+                let (version, targets) = match &service.runner {
+                    config::Runner::Supervised(s) => (s.version.to_string(), Vec::new()),
+                    config::Runner::External(e) => (
+                        String::new(),
+                        e.targets.iter().map(|t| t.authority.clone()).collect(),
+                    ),
+                };
+                entry.version = version.clone();
+                entry.targets = targets.clone();
+                entry.record(Deploy {
+                    version,
+                    targets,
+                    started: state::now(),
+                    outcome: "initial".into(),
+                });
+                fresh = true;
                 continue;
             };
             if let Some(last) = saved.history.last()
@@ -85,79 +165,106 @@ impl Engine {
                     "baton stopped during a deploy; it did not complete"
                 );
             }
-            if let config::Runner::Supervised(s) = &mut service.runner
-                && !saved.version.is_empty()
-            {
-                s.version = saved.version.parse().map_err(|e| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("saved version of {name}: {e}"),
-                    )
-                })?;
-                tracing::info!(service = %name, version = %s.version, "version restored from the state directory");
-            }
-        }
-        let members = config
-            .services
-            .iter()
-            .map(|(name, service)| {
-                let initial = match &service.runner {
-                    config::Runner::External(e) => e
+            match &mut service.runner {
+                config::Runner::Supervised(s) if !saved.version.is_empty() => {
+                    s.version = saved.version.parse().map_err(|e| invalid(name, e))?;
+                    tracing::info!(service = %name, version = %s.version, "version restored from the state directory");
+                }
+                config::Runner::External(e) if !saved.targets.is_empty() => {
+                    e.targets = saved
                         .targets
                         .iter()
-                        .map(|t| config::Member {
-                            address: t.clone(),
-                            weight: 1,
-                        })
-                        .collect(),
-                    // Instances join as they become ready.
-                    config::Runner::Supervised(_) => Vec::new(),
-                };
-                (name.clone(), initial)
-            })
-            .collect();
+                        .map(|t| t.parse())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| invalid(name, e))?;
+                    tracing::info!(service = %name, targets = ?saved.targets, "targets restored from the state directory");
+                }
+                _ => {}
+            }
+        }
         if fresh && let Some(store) = &store {
             store.save(&state)?;
         }
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 base: Mutex::new(config),
-                members: Mutex::new(members),
+                services: Mutex::new(BTreeMap::new()),
                 proxy: Mutex::new(None),
                 publishing: tokio::sync::Mutex::new(()),
-                groups: Mutex::new(Vec::new()),
                 store,
                 state: Mutex::new(state),
+                next_set: AtomicU64::new(1),
             }),
-        })
+        };
+        // External targets are taken as they are: the proxy's own health
+        // checks (if any) decide whether they get traffic.
+        let services: Vec<config::Service> = lock(&engine.inner.base)
+            .services
+            .values()
+            .cloned()
+            .collect();
+        for service in services {
+            if let config::Runner::External(e) = &service.runner {
+                let version = engine.saved(&service.name).version;
+                let id = engine.add_external_set(&service.name, &e.targets, version, 100);
+                engine.with_set(&service.name, id, |set| {
+                    set.ready = e.targets.iter().map(|t| (t.clone(), 0)).collect();
+                    set.phase.send_replace(SetPhase::Ready);
+                });
+            }
+        }
+        Ok(engine)
     }
 
     /// Every service: its version, where it is routed, its history.
     pub fn status(&self) -> Vec<ServiceStatus> {
         let base = lock(&self.inner.base);
-        let members = lock(&self.inner.members);
+        let services = lock(&self.inner.services);
         let state = lock(&self.inner.state);
+        let proxy = lock(&self.inner.proxy).clone();
         base.services
             .values()
-            .map(|s| ServiceStatus {
-                name: s.name.clone(),
-                kind: match &s.runner {
-                    config::Runner::Supervised(_) => "supervised",
-                    config::Runner::External(_) => "external",
-                },
-                version: match &s.runner {
-                    config::Runner::Supervised(sup) => Some(sup.version.to_string()),
-                    config::Runner::External(_) => None,
-                },
-                members: members
-                    .get(&s.name)
-                    .map(|m| m.iter().map(|m| m.address.authority.clone()).collect())
-                    .unwrap_or_default(),
-                history: state
-                    .services
-                    .get(&s.name)
-                    .map(|st| st.history.clone())
-                    .unwrap_or_default(),
+            .map(|s| {
+                let rt = services.get(&s.name);
+                let saved = state.services.get(&s.name);
+                ServiceStatus {
+                    name: s.name.clone(),
+                    kind: match &s.runner {
+                        config::Runner::Supervised(_) => "supervised",
+                        config::Runner::External(_) => "external",
+                    }
+                    .to_owned(),
+                    version: saved.map(|st| st.version.clone()).filter(|v| !v.is_empty()),
+                    strategy: strategy::name(s.strategy).to_owned(),
+                    members: rt
+                        .map(|rt| {
+                            members_of(rt)
+                                .into_iter()
+                                .map(|m| m.address.authority)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    sets: rt
+                        .map(|rt| {
+                            rt.sets
+                                .iter()
+                                .map(|set| SetStatus {
+                                    version: set.version.clone(),
+                                    share: set.share,
+                                    members: set
+                                        .ready
+                                        .iter()
+                                        .map(|(a, _)| a.authority.clone())
+                                        .collect(),
+                                    standby: rt.standby.as_ref().is_some_and(|sb| sb.set == set.id),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    paused: proxy.as_ref().is_some_and(|p| p.paused(&s.pool_name())),
+                    deploying: rt.is_some_and(|rt| rt.busy),
+                    history: saved.map(|st| st.history.clone()).unwrap_or_default(),
+                }
             })
             .collect()
     }
@@ -167,73 +274,32 @@ impl Engine {
         lock(&self.inner.state).clone()
     }
 
-    /// Deploys the version that served before the current one.
-    pub async fn rollback(
-        &self,
-        service: &str,
-    ) -> Result<(config::Version, Deployed), DeployError> {
-        let previous = lock(&self.inner.state)
-            .services
-            .get(service)
-            .and_then(|s| s.previous().map(str::to_owned));
-        let Some(previous) = previous else {
-            return Err(DeployError::NothingToRollBack(service.to_owned()));
-        };
-        let version: config::Version = previous
-            .parse()
-            .map_err(|e| DeployError::Failed(format!("saved version {previous:?}: {e}")))?;
-        let done = self
-            .deploy_as(service, version.clone(), "rolled back")
-            .await?;
-        Ok((version, done))
-    }
-
-    /// Records a deploy's progress in the state and saves it.
-    fn note(&self, service: &str, version: &config::Version, outcome: &str, started: &str) {
-        let mut state = lock(&self.inner.state);
-        let entry = state.services.entry(service.to_owned()).or_default();
-        match entry.history.last_mut() {
-            Some(last) if last.outcome == "in progress" && last.started == started => {
-                last.outcome = outcome.to_owned();
-            }
-            _ => entry.record(Deploy {
-                version: version.to_string(),
-                started: started.to_owned(),
-                outcome: outcome.to_owned(),
-            }),
-        }
-        if outcome == "deployed" || outcome == "rolled back" {
-            entry.version = version.to_string();
-        }
-        if let Some(store) = &self.inner.store
-            && let Err(e) = store.save(&state)
-        {
-            tracing::error!(service, error = %e, "could not save the state");
-        }
-    }
-
     /// The config the proxy should run now: the file's, with a pool for
     /// every service holding its current members.
     pub fn effective(&self) -> config::Config {
         let mut cfg = lock(&self.inner.base).clone();
-        let members = lock(&self.inner.members);
+        let services = lock(&self.inner.services);
         for (name, service) in &cfg.services {
-            let current = members.get(name).cloned().unwrap_or_default();
+            let current = services.get(name).map(members_of).unwrap_or_default();
             cfg.pools.insert(service.pool_name(), service.pool(current));
         }
         cfg
     }
 
-    /// Starts every supervised service; their instances join `proxy`'s
-    /// pools as they become ready. Must be called within a tokio runtime.
+    /// Starts every service: supervised ones' instances join `proxy`'s pools
+    /// as they become ready, external ones' targets at once. Must be called
+    /// within a tokio runtime.
     pub fn start(&self, proxy: Arc<Proxy>) -> std::io::Result<()> {
         *lock(&self.inner.proxy) = Some(proxy);
         let services: Vec<config::Service> =
             lock(&self.inner.base).services.values().cloned().collect();
         for service in services {
-            if let config::Runner::Supervised(s) = &service.runner {
-                let group = supervised::start(self.clone(), &service, s)?;
-                lock(&self.inner.groups).push((service.name.clone(), group));
+            match &service.runner {
+                config::Runner::Supervised(s) => {
+                    self.start_set(&service, s, 100)?;
+                }
+                // Routed from the first snapshot on (see `Engine::new`).
+                config::Runner::External(_) => {}
             }
         }
         Ok(())
@@ -255,10 +321,22 @@ impl Engine {
         self.publish().await
     }
 
-    /// Stops every supervised service gracefully; resolves when all their
-    /// instances have exited. Returns whether every stop was clean.
+    /// Stops every service gracefully; resolves when all their instances
+    /// have exited. Returns whether every stop was clean.
     pub async fn shutdown(&self) -> bool {
-        let groups = std::mem::take(&mut *lock(&self.inner.groups));
+        let groups: Vec<(String, Group)> = {
+            let mut services = lock(&self.inner.services);
+            services
+                .iter_mut()
+                .flat_map(|(name, rt)| {
+                    rt.standby = None;
+                    rt.sets
+                        .iter()
+                        .filter_map(|s| s.group.clone().map(|g| (name.clone(), g)))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
         let mut clean = true;
         for (name, group) in groups {
             match group.shutdown().await {
@@ -275,108 +353,235 @@ impl Engine {
         clean
     }
 
-    /// Rolls a supervised service out to `version`: a new generation of
-    /// instances replaces the old one within the service's `max_surge` /
-    /// `max_unavailable`, each new instance joins the pool once ready and
-    /// each old one leaves it before being stopped. On failure (an instance
-    /// never ready, or exiting) the old instances keep serving.
+    /// Deploys `req` with the service's strategy (or the one asked for).
+    /// Resolves when the new version serves all the traffic; on failure
+    /// (a new instance never ready or crashing, a smoke check or canary
+    /// gate failed, the deploy timeout) the old version is put back and
+    /// keeps serving, and the error says why.
     pub async fn deploy(
         &self,
-        service: &str,
-        version: config::Version,
+        req: DeployRequest,
+        reporter: Reporter,
     ) -> Result<Deployed, DeployError> {
-        self.deploy_as(service, version, "deployed").await
+        strategy::deploy(self, req, reporter, "deployed").await
     }
 
-    async fn deploy_as(
+    /// Goes back to the version (or targets) that served before: at once if
+    /// a blue-green deploy's old set is still standing by, otherwise by a
+    /// deploy of it (with the service's strategy; canary becomes
+    /// blue-green, the old version needs no trial).
+    pub async fn rollback(
         &self,
         service: &str,
-        version: config::Version,
-        success: &str,
+        reporter: Reporter,
     ) -> Result<Deployed, DeployError> {
-        let (group, mut spec) = {
-            let base = lock(&self.inner.base);
-            let Some(svc) = base.services.get(service) else {
-                return Err(DeployError::UnknownService(service.to_owned()));
-            };
-            let config::Runner::Supervised(spec) = &svc.runner else {
-                return Err(DeployError::NotSupervised(service.to_owned()));
-            };
-            let groups = lock(&self.inner.groups);
-            let group = groups
-                .iter()
-                .find(|(name, _)| name == service)
-                .map(|(_, g)| g.clone())
-                .ok_or_else(|| DeployError::NotRunning(service.to_owned()))?;
-            (group, spec.clone())
-        };
-        let started = std::time::Instant::now();
-        let stamp = state::now();
-        self.note(service, &version, "in progress", &stamp);
-        spec.version = version.clone();
-        tracing::info!(service, %version, "deploy started");
-        let result = group
-            .reload_with(Some(supervisor::CommandSource::PerInstance(
-                supervised::command_fn(spec),
-            )))
-            .await
-            .map_err(|_| DeployError::NotRunning(service.to_owned()))?;
-        match result {
-            Ok(generation) => {
-                tracing::info!(service, %version, generation, "deploy complete");
-                self.note(service, &version, success, &stamp);
-                if let Some(svc) = lock(&self.inner.base).services.get_mut(service)
-                    && let config::Runner::Supervised(s) = &mut svc.runner
-                {
-                    s.version = version.clone();
-                }
-                Ok(Deployed {
-                    generation,
-                    duration: started.elapsed(),
-                })
+        strategy::rollback(self, service, reporter).await
+    }
+
+    /// Holds the service's requests (within `hold`) until [`Engine::resume`].
+    pub fn pause(&self, service: &str, hold: Hold) -> Result<(), DeployError> {
+        let pool = self.pool_name(service)?;
+        let proxy = self
+            .proxy()
+            .ok_or_else(|| DeployError::NotRunning(service.into()))?;
+        proxy
+            .pause(&pool, hold)
+            .map_err(|e| DeployError::BadRequest(e.to_string()))?;
+        tracing::info!(service, max_wait = ?hold.max_wait, max_requests = hold.max_requests, "service paused");
+        Ok(())
+    }
+
+    /// Releases the held requests; new ones flow again.
+    pub fn resume(&self, service: &str) -> Result<(), DeployError> {
+        let pool = self.pool_name(service)?;
+        let proxy = self
+            .proxy()
+            .ok_or_else(|| DeployError::NotRunning(service.into()))?;
+        proxy.resume(&pool);
+        tracing::info!(service, "service resumed");
+        Ok(())
+    }
+
+    fn pool_name(&self, service: &str) -> Result<String, DeployError> {
+        lock(&self.inner.base)
+            .services
+            .get(service)
+            .map(config::Service::pool_name)
+            .ok_or_else(|| DeployError::UnknownService(service.into()))
+    }
+
+    pub(crate) fn proxy(&self) -> Option<Arc<Proxy>> {
+        lock(&self.inner.proxy).clone()
+    }
+
+    pub(crate) fn service(&self, name: &str) -> Option<config::Service> {
+        lock(&self.inner.base).services.get(name).cloned()
+    }
+
+    /// Records a deploy's progress in the state and saves it.
+    pub(crate) fn note(&self, service: &str, deploy: &Deploy, outcome: &str) {
+        let mut state = lock(&self.inner.state);
+        let entry = state.services.entry(service.to_owned()).or_default();
+        match entry.history.last_mut() {
+            Some(last) if last.outcome == "in progress" && last.started == deploy.started => {
+                last.outcome = outcome.to_owned();
+            }
+            _ => entry.record(Deploy {
+                outcome: outcome.to_owned(),
+                ..deploy.clone()
+            }),
+        }
+        if outcome == "deployed" || outcome == "rolled back" {
+            entry.version = deploy.version.clone();
+            entry.targets = deploy.targets.clone();
+        }
+        if let Some(store) = &self.inner.store
+            && let Err(e) = store.save(&state)
+        {
+            tracing::error!(service, error = %e, "could not save the state");
+        }
+    }
+
+    /// The service's saved state.
+    pub(crate) fn saved(&self, service: &str) -> ServiceState {
+        lock(&self.inner.state)
+            .services
+            .get(service)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Runs `f` on the service's runtime.
+    pub(crate) fn with_runtime<R>(&self, service: &str, f: impl FnOnce(&mut Runtime) -> R) -> R {
+        let mut services = lock(&self.inner.services);
+        f(services.entry(service.to_owned()).or_default())
+    }
+
+    /// Runs `f` on one set, if it still exists.
+    pub(crate) fn with_set<R>(
+        &self,
+        service: &str,
+        set: u64,
+        f: impl FnOnce(&mut Set) -> R,
+    ) -> Option<R> {
+        self.with_runtime(service, |rt| {
+            rt.sets.iter_mut().find(|s| s.id == set).map(f)
+        })
+    }
+
+    /// Adds a set of external targets (not ready until checked).
+    pub(crate) fn add_external_set(
+        &self,
+        service: &str,
+        targets: &[config::UpstreamAddr],
+        version: String,
+        share: u8,
+    ) -> u64 {
+        let id = self.inner.next_set.fetch_add(1, Ordering::Relaxed);
+        self.with_runtime(service, |rt| {
+            rt.sets.push(Set {
+                id,
+                version,
+                targets: targets.to_vec(),
+                group: None,
+                size: targets.len(),
+                ready: Vec::new(),
+                share,
+                phase: watch::channel(SetPhase::Starting).0,
+            })
+        });
+        id
+    }
+
+    /// Starts a set of instances of `spec`'s version; it joins the traffic
+    /// with `share` percent once its instances are ready.
+    pub(crate) fn start_set(
+        &self,
+        service: &config::Service,
+        spec: &config::Supervised,
+        share: u8,
+    ) -> std::io::Result<(u64, watch::Receiver<SetPhase>)> {
+        let id = self.inner.next_set.fetch_add(1, Ordering::Relaxed);
+        let (phase, phase_rx) = watch::channel(SetPhase::Starting);
+        self.with_runtime(&service.name, |rt| {
+            rt.sets.push(Set {
+                id,
+                version: spec.version.to_string(),
+                targets: Vec::new(),
+                group: None,
+                size: spec.instances as usize,
+                ready: Vec::new(),
+                share,
+                phase,
+            })
+        });
+        match supervised::start(self.clone(), service, spec, id) {
+            Ok(group) => {
+                self.with_set(&service.name, id, |s| s.group = Some(group));
+                Ok((id, phase_rx))
             }
             Err(e) => {
-                tracing::error!(service, %version, reason = %e, "deploy failed; the previous version keeps serving");
-                self.note(service, &version, &format!("failed: {e}"), &stamp);
-                Err(DeployError::Failed(e.to_string()))
+                self.with_runtime(&service.name, |rt| rt.sets.retain(|s| s.id != id));
+                Err(e)
             }
         }
     }
 
-    pub(crate) fn add_member(&self, service: &str, member: config::Member) {
+    pub(crate) fn add_member(
+        &self,
+        service: &str,
+        set: u64,
+        address: config::UpstreamAddr,
+        generation: u64,
+    ) {
         // It passed the same health check the pool uses: route to it as
         // soon as it is published (no second round of checks, during which
         // a pool whose old members already left could have none healthy).
-        if let Some(proxy) = lock(&self.inner.proxy).as_ref() {
-            proxy.verified(&format!("service:{service}"), &member.address.authority);
+        if let Some(proxy) = self.proxy() {
+            proxy.verified(&format!("service:{service}"), &address.authority);
         }
-        let mut members = lock(&self.inner.members);
-        let list = members.entry(service.to_owned()).or_default();
-        if !list.iter().any(|m| m.address == member.address) {
-            list.push(member);
-        }
+        let (reporter, ready, of) = self.with_runtime(service, |rt| {
+            let Some(s) = rt.sets.iter_mut().find(|s| s.id == set) else {
+                return (Reporter::none(), 0, 0);
+            };
+            if !s.ready.iter().any(|(a, _)| *a == address) {
+                s.ready.push((address.clone(), generation));
+            }
+            // During a rolling deploy the set also holds the old instances.
+            let ready = s.ready.iter().filter(|(_, g)| *g == generation).count();
+            (rt.reporter.clone(), ready, s.size)
+        });
+        reporter.send(Progress::Ready {
+            address: address.authority,
+            ready,
+            of,
+        });
     }
 
-    pub(crate) fn remove_member(&self, service: &str, address: &config::UpstreamAddr) -> bool {
-        let mut members = lock(&self.inner.members);
-        let Some(list) = members.get_mut(service) else {
-            return false;
-        };
-        let before = list.len();
-        list.retain(|m| &m.address != address);
-        list.len() != before
+    pub(crate) fn remove_member(
+        &self,
+        service: &str,
+        set: u64,
+        address: &config::UpstreamAddr,
+    ) -> bool {
+        self.with_set(service, set, |s| {
+            let before = s.ready.len();
+            s.ready.retain(|(a, _)| a != address);
+            s.ready.len() != before
+        })
+        .unwrap_or(false)
     }
 
     /// Requests in flight to one member of a service's pool.
     pub(crate) fn in_flight(&self, service: &str, member: &str) -> Option<proxy::InFlight> {
-        let proxy = lock(&self.inner.proxy).clone()?;
-        proxy.in_flight_counter(&format!("service:{service}"), member)
+        self.proxy()?
+            .in_flight_counter(&format!("service:{service}"), member)
     }
 
     /// Publishes the current state to the proxy.
     pub(crate) async fn publish(&self) -> Result<(), BuildErrors> {
         let _one_at_a_time = self.inner.publishing.lock().await;
-        let Some(proxy) = lock(&self.inner.proxy).clone() else {
+        let Some(proxy) = self.proxy() else {
             return Ok(());
         };
         let cfg = self.effective();
@@ -384,6 +589,54 @@ impl Engine {
             .await
             .unwrap_or_else(|e| Err(BuildErrors(vec![format!("could not publish: {e}")])))
     }
+
+    /// [`Engine::publish`], logging a failure instead of returning it.
+    pub(crate) async fn publish_logged(&self, service: &str) {
+        if let Err(errors) = self.publish().await {
+            for e in &errors.0 {
+                tracing::error!(service, "could not publish the pool: {e}");
+            }
+        }
+    }
+}
+
+/// The pool members of a service: the ready members of every set with a
+/// share of the traffic, weighted so that each set gets its share whatever
+/// its size. With one such set every member has weight 1.
+fn members_of(rt: &Runtime) -> Vec<config::Member> {
+    let routed: Vec<&Set> = rt
+        .sets
+        .iter()
+        .filter(|s| s.share > 0 && !s.ready.is_empty())
+        .collect();
+    let single = routed.len() == 1;
+    let mut out: Vec<config::Member> = Vec::new();
+    for set in routed {
+        let weight = if single {
+            1
+        } else {
+            (u32::from(set.share) * 10_000 / set.ready.len() as u32).max(1)
+        };
+        for (address, _) in &set.ready {
+            match out.iter_mut().find(|m| m.address == *address) {
+                // The same target in both sets (an external deploy that
+                // keeps one): it carries both shares.
+                Some(m) => m.weight = (m.weight + weight).min(1_000_000),
+                None => out.push(config::Member {
+                    address: address.clone(),
+                    weight,
+                }),
+            }
+        }
+    }
+    out
+}
+
+fn invalid(service: &str, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("saved state of {service}: {e}"),
+    )
 }
 
 /// One service as `baton status` shows it.
@@ -392,22 +645,49 @@ pub struct ServiceStatus {
     /// Its name.
     pub name: String,
     /// `supervised` or `external`.
-    pub kind: &'static str,
-    /// The version serving (supervised services).
+    pub kind: String,
+    /// The version serving (the last deployed).
     pub version: Option<String>,
+    /// Its default strategy.
+    pub strategy: String,
     /// The addresses the proxy routes to now.
     pub members: Vec<String>,
+    /// Its sets of instances or targets: one, or two during a blue-green
+    /// or canary deploy and a blue-green rollback window.
+    pub sets: Vec<SetStatus>,
+    /// Requests are being held.
+    pub paused: bool,
+    /// A deploy or rollback is running.
+    pub deploying: bool,
     /// Its deploys, oldest first.
     pub history: Vec<Deploy>,
 }
 
+/// One set of a service.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SetStatus {
+    /// Its version.
+    pub version: String,
+    /// Percent of the traffic.
+    pub share: u8,
+    /// Its ready instances or targets.
+    pub members: Vec<String>,
+    /// Kept after a blue-green switch for an instant rollback.
+    pub standby: bool,
+}
+
 /// A deploy that completed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Deployed {
-    /// The new generation of instances.
-    pub generation: u64,
-    /// From the request to the last old instance gone.
+    /// The version now serving.
+    pub version: String,
+    /// How it got there.
+    pub strategy: config::Strategy,
+    /// From the request to the new version taking all the traffic (and,
+    /// for rolling and canary, the last old instance gone).
     pub duration: Duration,
+    /// The service's requests during the deploy, measured by the proxy.
+    pub traffic: Traffic,
 }
 
 /// Why a deploy did not happen or did not complete.
@@ -415,11 +695,14 @@ pub struct Deployed {
 pub enum DeployError {
     /// No service by that name.
     UnknownService(String),
-    /// The service is external; it is deployed by naming new targets.
-    NotSupervised(String),
+    /// The request does not fit the service (a version for an external
+    /// service without targets, targets for a supervised one, …).
+    BadRequest(String),
     /// The service's supervisor is not running (baton is stopping).
     NotRunning(String),
-    /// The rollout failed and was abandoned; the old version serves.
+    /// Another deploy or rollback of the service is running.
+    Busy(String),
+    /// The deploy failed and was rolled back; the old version serves.
     Failed(String),
     /// No earlier version to go back to.
     NothingToRollBack(String),
@@ -429,19 +712,17 @@ impl std::fmt::Display for DeployError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DeployError::UnknownService(s) => write!(f, "unknown service {s:?}"),
-            DeployError::NotSupervised(s) => write!(
-                f,
-                "service {s:?} is external: deploying it by new targets is not available yet"
-            ),
+            DeployError::BadRequest(s) => f.write_str(s),
             DeployError::NotRunning(s) => write!(f, "service {s:?} is not running"),
+            DeployError::Busy(s) => write!(
+                f,
+                "a deploy of {s:?} is already running; wait for it to finish"
+            ),
             DeployError::NothingToRollBack(s) => {
                 write!(f, "service {s:?} has no earlier version to roll back to")
             }
             DeployError::Failed(reason) => {
-                write!(
-                    f,
-                    "deploy failed, the previous version keeps serving: {reason}"
-                )
+                write!(f, "deploy failed and was rolled back: {reason}")
             }
         }
     }

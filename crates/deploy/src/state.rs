@@ -22,8 +22,12 @@ pub struct State {
 /// One service's persisted state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceState {
-    /// The version serving now (the last one deployed successfully).
+    /// The version serving now (the last one deployed successfully); for
+    /// an external service its label, possibly empty.
     pub version: String,
+    /// External services: the targets serving now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
     /// Deploys, oldest first (the last 100).
     pub history: Vec<Deploy>,
 }
@@ -33,6 +37,9 @@ pub struct ServiceState {
 pub struct Deploy {
     /// The version deployed.
     pub version: String,
+    /// External services: the targets deployed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
     /// When it started (RFC 3339).
     pub started: String,
     /// `initial`, `in progress`, `deployed`, `rolled back`, or `failed: reason`.
@@ -104,14 +111,14 @@ impl ServiceState {
         self.history.drain(..excess);
     }
 
-    /// The version that served before the current one, if any.
-    pub fn previous(&self) -> Option<&str> {
+    /// The deploy that served before the current version (or targets), if
+    /// any.
+    pub fn previous(&self) -> Option<&Deploy> {
         self.history
             .iter()
             .rev()
             .filter(|d| matches!(d.outcome.as_str(), "deployed" | "rolled back" | "initial"))
-            .map(|d| d.version.as_str())
-            .find(|v| *v != self.version)
+            .find(|d| d.version != self.version || d.targets != self.targets)
     }
 }
 
@@ -135,6 +142,7 @@ mod tests {
         for (v, outcome) in [("v1", "deployed"), ("v2", "deployed"), ("v3", "failed: x")] {
             web.record(Deploy {
                 version: v.into(),
+                targets: Vec::new(),
                 started: now(),
                 outcome: outcome.into(),
             });
@@ -142,7 +150,7 @@ mod tests {
         store.save(&state).unwrap();
         let back = store.load().unwrap();
         assert_eq!(back, state);
-        assert_eq!(back.services["web"].previous(), Some("v1"));
+        assert_eq!(back.services["web"].previous().unwrap().version, "v1");
         assert!(!dir.join("state.json.tmp").exists());
         std::fs::write(dir.join("state.json"), b"{ nope").unwrap();
         assert!(
@@ -161,6 +169,7 @@ mod tests {
         for i in 0..150 {
             s.record(Deploy {
                 version: format!("v{i}"),
+                targets: Vec::new(),
                 started: String::new(),
                 outcome: "deployed".into(),
             });

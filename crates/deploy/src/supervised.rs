@@ -1,8 +1,8 @@
-//! A supervised service as a `supervisor::Group`: a port per instance, the
+//! A supervised set as a `supervisor::Group`: a port per instance, the
 //! command rendered with `{port}` and `{version}`, readiness by the
-//! service's health check (or `READY=1` without one), membership in the
-//! proxy's pool following the group's events, and the stop hook that takes
-//! an instance out of the pool and waits for its requests before SIGTERM.
+//! service's health check (or `READY=1` without one), membership of the set
+//! following the group's events, and the stop hook that takes an instance
+//! out of the pool and waits for its requests before SIGTERM.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +14,13 @@ use supervisor::{
 };
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::Engine;
+use crate::{Engine, SetPhase};
 
 pub(crate) fn start(
     engine: Engine,
     service: &config::Service,
     s: &config::Supervised,
+    set: u64,
 ) -> std::io::Result<Group> {
     let readiness = match &service.health {
         Some(h) => Readiness::Probe(health_probe(h)),
@@ -28,7 +29,7 @@ pub(crate) fn start(
     let name = service.name.clone();
     let hook_engine = engine.clone();
     let drain_timeout = service.drain_timeout;
-    let group = Group::start(GroupConfig {
+    let (group, events) = Group::start_subscribed(GroupConfig {
         command: CommandSource::PerInstance(command_fn(s.clone())),
         sockets: Sockets::PerInstance {
             ip: [127, 0, 0, 1].into(),
@@ -44,13 +45,18 @@ pub(crate) fn start(
         ready_timeout: service.ready_timeout,
         drain_timeout,
         backoff: Backoff::default(),
+        restart: match s.restart {
+            config::Restart::Always => supervisor::Restart::Always,
+            config::Restart::OnFailure => supervisor::Restart::OnFailure,
+            config::Restart::Never => supervisor::Restart::Never,
+        },
         before_stop: Some(Arc::new(move |info: InstanceInfo| {
             let engine = hook_engine.clone();
             let name = name.clone();
-            Box::pin(async move { take_out(&engine, &name, info, drain_timeout).await })
+            Box::pin(async move { take_out(&engine, &name, set, info, drain_timeout).await })
         })),
     })?;
-    tokio::spawn(follow(engine, service.name.clone(), group.subscribe()));
+    tokio::spawn(follow(engine, service.name.clone(), set, events));
     Ok(group)
 }
 
@@ -74,16 +80,21 @@ pub(crate) fn command_fn(s: config::Supervised) -> supervisor::CommandFn {
     })
 }
 
-fn health_probe(h: &config::HealthCheck) -> Probe {
-    let check = Arc::new(ActiveCheck {
-        path: h.path.clone(),
+/// The check the service's health settings describe, for readiness.
+pub(crate) fn active_check(h: &config::HealthCheck, path: &str) -> ActiveCheck {
+    ActiveCheck {
+        path: path.to_owned(),
         host: None,
         interval: h.interval,
         timeout: h.timeout,
         healthy_threshold: h.healthy_threshold,
         unhealthy_threshold: h.unhealthy_threshold,
         expect: h.expect_status.first..=h.expect_status.last,
-    });
+    }
+}
+
+fn health_probe(h: &config::HealthCheck) -> Probe {
+    let check = Arc::new(active_check(h, &h.path));
     Probe {
         check: Arc::new(move |addr| {
             let check = check.clone();
@@ -99,11 +110,13 @@ fn health_probe(h: &config::HealthCheck) -> Probe {
     }
 }
 
-/// Keeps the pool's members in step with the group: ready instances join,
-/// instances that exit (crashed, or stopped) leave.
+/// Keeps the set's members in step with its group: ready instances join,
+/// instances that exit (crashed, or stopped) leave; the first generation's
+/// outcome is the set's phase.
 async fn follow(
     engine: Engine,
     service: String,
+    set: u64,
     mut events: tokio::sync::broadcast::Receiver<Event>,
 ) {
     let mut addrs = std::collections::HashMap::new();
@@ -119,20 +132,31 @@ async fn follow(
         match event {
             Event::Ready {
                 instance,
+                generation,
                 addr: Some(addr),
-                ..
             } => {
                 addrs.insert(instance, addr);
-                engine.add_member(&service, member(addr));
-                publish(&engine, &service).await;
+                engine.add_member(&service, set, member(addr), generation);
+                engine.publish_logged(&service).await;
                 tracing::info!(%service, instance, %addr, "instance joined the pool");
             }
             Event::Exited { instance, .. } => {
                 if let Some(addr) = addrs.remove(&instance)
-                    && engine.remove_member(&service, &member(addr).address)
+                    && engine.remove_member(&service, set, &member(addr))
                 {
-                    publish(&engine, &service).await;
+                    engine.publish_logged(&service).await;
                 }
+            }
+            Event::RolloutComplete { generation: 1 } => {
+                engine.with_set(&service, set, |s| s.phase.send_replace(SetPhase::Ready));
+            }
+            Event::RolloutFailed {
+                generation: 1,
+                reason,
+            } => {
+                engine.with_set(&service, set, |s| {
+                    s.phase.send_replace(SetPhase::Failed(reason))
+                });
             }
             _ => {}
         }
@@ -140,11 +164,11 @@ async fn follow(
 }
 
 /// The stop hook: leave the pool, then let requests in flight finish.
-async fn take_out(engine: &Engine, service: &str, info: InstanceInfo, limit: Duration) {
+async fn take_out(engine: &Engine, service: &str, set: u64, info: InstanceInfo, limit: Duration) {
     let Some(addr) = info.addr else { return };
     let counter = engine.in_flight(service, &addr.to_string());
-    if engine.remove_member(service, &member(addr).address) {
-        publish(engine, service).await;
+    if engine.remove_member(service, set, &member(addr)) {
+        engine.publish_logged(service).await;
     }
     if let Some(counter) = counter {
         crate::wait_idle(counter, limit).await;
@@ -152,17 +176,6 @@ async fn take_out(engine: &Engine, service: &str, info: InstanceInfo, limit: Dur
     tracing::info!(service, instance = info.instance, %addr, "instance left the pool");
 }
 
-async fn publish(engine: &Engine, service: &str) {
-    if let Err(errors) = engine.publish().await {
-        for e in &errors.0 {
-            tracing::error!(service, "could not publish the pool: {e}");
-        }
-    }
-}
-
-fn member(addr: std::net::SocketAddr) -> config::Member {
-    config::Member {
-        address: config::UpstreamAddr::from(addr),
-        weight: 1,
-    }
+fn member(addr: std::net::SocketAddr) -> config::UpstreamAddr {
+    config::UpstreamAddr::from(addr)
 }

@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use handoff::http::Draining;
 use serde::Deserialize;
 
+use crate::faults::RequestFaults;
 use crate::{events, ws};
 
 /// Header naming the process that answered: `VERSION/PID`.
@@ -34,6 +35,8 @@ pub struct App {
     pub version: Arc<str>,
     /// Whether `/healthz` reports failure.
     pub fail_health: bool,
+    /// Errors and latency for the ordinary requests (`/`, `/users/{id}`).
+    pub faults: Arc<RequestFaults>,
     /// Tells long-lived streams that the server is draining.
     pub draining: Draining,
 }
@@ -61,12 +64,18 @@ async fn add_instance(State(instance): State<HeaderValue>, mut response: Respons
     response
 }
 
-async fn root(State(app): State<App>) -> String {
-    format!("Hello, 你好,Rust服务器! ({})\n", app.version)
+async fn root(State(app): State<App>) -> Response {
+    if let Some(failure) = app.faults.inject(&app.version).await {
+        return failure;
+    }
+    format!("Hello, 你好,Rust服务器! ({})\n", app.version).into_response()
 }
 
-async fn user(Path(id): Path<String>) -> String {
-    format!("user {id}\n")
+async fn user(State(app): State<App>, Path(id): Path<String>) -> Response {
+    if let Some(failure) = app.faults.inject(&app.version).await {
+        return failure;
+    }
+    format!("user {id}\n").into_response()
 }
 
 async fn healthz(State(app): State<App>) -> (StatusCode, &'static str) {

@@ -2,6 +2,7 @@
 //! port 0, real signals. No test sleeps to wait for the server; each waits
 //! on a stdout/stderr line, a datagram or the exit, bounded by a timeout.
 
+mod faults;
 mod support;
 
 use std::os::fd::AsRawFd;
@@ -229,6 +230,8 @@ fn bad_arguments_exit_64_with_a_message() {
         (&["--startup-delay", "10"], "time unit needed"),
         (&["--listen", "localhost"], "expected IP:PORT"),
         (&["--app-version", "a b"], "invalid version"),
+        (&["--error-rate", "2"], "from 0 to 1"),
+        (&["--added-latency", "5"], "time unit needed"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_hello"))
             .args(args)

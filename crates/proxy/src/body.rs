@@ -2,7 +2,8 @@
 //! frame by frame (SSE stays live, nothing is buffered), or a small body of
 //! our own (errors). When an upstream body ends cleanly its connection goes
 //! back to the member's pool and the member's outcome is reported; until
-//! then the request counts as in flight for the balancer.
+//! then the request counts as in flight for the balancer. The end of the
+//! body is also where the request is counted in its pool's stats.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::stats::PoolRecord;
 use crate::upstream::{BoxError, MemberConns, Sender};
 
 /// The body of every response the proxy sends.
@@ -47,6 +49,8 @@ pub(crate) struct Lease {
 pub struct UpstreamBody {
     inner: Incoming,
     lease: Option<Lease>,
+    /// Counted in the pool's stats when the body ends (set by the service).
+    pool: Option<PoolRecord>,
     /// The pool's `total_timeout`, counted from when the request was sent.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -60,8 +64,15 @@ impl UpstreamBody {
         UpstreamBody {
             inner,
             lease: Some(lease),
+            pool: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         }
+    }
+
+    /// Counts the response in its pool's stats when the body ends (cleanly
+    /// or broken off); not at all if the client goes away first.
+    pub(crate) fn count_in(&mut self, record: PoolRecord) {
+        self.pool = Some(record);
     }
 
     /// The response switched protocols: the connection now belongs to the
@@ -74,12 +85,16 @@ impl UpstreamBody {
 
     fn finish(&mut self, clean: bool) {
         if let Some(lease) = self.lease.take() {
+            let now = tokio::time::Instant::now();
             if clean {
                 lease.conns.checkin(lease.sender);
-                lease.picked.report(lease.outcome);
+                lease.picked.report_at(lease.outcome, now);
             } else {
                 // The member broke off mid-body: the connection is not reused.
-                lease.picked.report(Outcome::ServerError);
+                lease.picked.report_at(Outcome::ServerError, now);
+            }
+            if let Some(record) = self.pool.take() {
+                record.end(now, !clean);
             }
         }
     }
@@ -93,8 +108,10 @@ impl Drop for UpstreamBody {
         }
         if let Some(lease) = self.lease.take() {
             // The client went away before the end: neither the member's
-            // fault nor a success; the connection is not reused.
+            // fault nor a success; the connection is not reused. Not
+            // counted in the pool's stats either.
             lease.picked.report(Outcome::Cancelled);
+            self.pool = None;
         }
     }
 }

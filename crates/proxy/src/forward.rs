@@ -6,7 +6,11 @@
 //! - an idempotent request without a body is sent once more if the
 //!   connection broke before any response began;
 //! - a request whose body was sent is never replayed (unless the pool says
-//!   `retry_non_idempotent`, and then only without a body).
+//!   `retry_non_idempotent`, and then only without a body);
+//! - with `retry_server_errors`, an idempotent request without a body that
+//!   got a 5xx is sent to a member not tried yet, while one is available
+//!   (within the attempt bound); each 5xx still counts as its member's
+//!   failure.
 //!
 //! Owns the attempt loop and the mapping of failures to 502/503/504; never
 //! chooses members itself (`balance` does).
@@ -14,23 +18,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use balance::{Outcome, Pool};
+use balance::{Outcome, Picked, Pool, Stats};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::{Lease, UpstreamBody};
+use crate::pause::Gate;
 use crate::upstream::{MemberConns, ReqBody};
 
 /// A pool as the data plane uses it: the balancer, each member's
-/// connections (same order as `Pool::members`), and the pool's settings.
+/// connections (same order as `Pool::members`), the pool's settings, and its
+/// stats and pause gate (both shared across snapshots).
 pub(crate) struct Upstreams {
     pub name: String,
     pub balance: Pool,
     pub conns: Vec<Arc<MemberConns>>,
+    /// The pool's stats as clients see them (kept by the registry).
+    pub stats: Arc<Stats>,
+    /// Where requests wait while the pool is paused (kept by the registry).
+    pub gate: Arc<Gate>,
     pub header_timeout: Duration,
     /// The whole exchange, headers and body; `None`: unbounded (streams).
     pub total_timeout: Option<Duration>,
     pub retry_non_idempotent: bool,
+    /// Resend a replayable idempotent request that got a 5xx to another
+    /// member, instead of returning the 5xx.
+    pub retry_server_errors: bool,
 }
 
 /// Why no response came from the pool.
@@ -76,6 +89,9 @@ pub(crate) struct Replay {
     method: Method,
     uri: http::Uri,
     headers: http::HeaderMap,
+    /// The method is idempotent (not merely allowed by
+    /// `retry_non_idempotent`): only then is a 5xx retried.
+    idempotent: bool,
 }
 
 impl Replay {
@@ -95,6 +111,7 @@ impl Replay {
             method: req.method().clone(),
             uri: req.uri().clone(),
             headers: req.headers().clone(),
+            idempotent,
         })
     }
 
@@ -120,8 +137,11 @@ pub(crate) async fn forward(
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut resent = false;
     let mut last: Option<Failure> = None;
-    for _ in 0..max_attempts {
-        let Some(picked) = pool.balance.pick(&tried) else {
+    // The member a 5xx is resent to: picked before the 5xx was dropped, so
+    // that a 5xx is only ever replaced by another member's answer.
+    let mut next: Option<Picked> = None;
+    for attempt in 0..max_attempts {
+        let Some(picked) = next.take().or_else(|| pool.balance.pick(&tried)) else {
             break;
         };
         let index = picked.index();
@@ -147,6 +167,29 @@ pub(crate) async fn forward(
         });
         match tokio::time::timeout_at(header_deadline, sent).await {
             Ok(Ok(response)) => {
+                if response.status().is_server_error()
+                    && pool.retry_server_errors
+                    && attempt + 1 < max_attempts
+                    && let Some(r) = replay.as_ref().filter(|r| r.idempotent)
+                {
+                    tried.push(index);
+                    if let Some(other) = pool.balance.pick(&tried) {
+                        tracing::debug!(
+                            pool = %pool.name,
+                            member = %conns.key(),
+                            status = response.status().as_u16(),
+                            "server error, sending the request to another member"
+                        );
+                        // Still the member's failure (passive ejection, its
+                        // stats). Its body is not read, so its connection is
+                        // not reused: dropping both closes it.
+                        picked.report(Outcome::ServerError);
+                        drop((response, sender));
+                        req = r.build();
+                        next = Some(other);
+                        continue;
+                    }
+                }
                 let outcome = if response.status().is_server_error() {
                     Outcome::ServerError
                 } else {

@@ -7,12 +7,19 @@
 //! config. Member health, pooled upstream connections and active checks
 //! live in a registry that survives reloads.
 //!
+//! The proxy measures what it forwards ([`Proxy::member_stats`],
+//! [`Proxy::pool_stats`]) and can hold a pool's requests for a while
+//! ([`Proxy::pause`], [`Proxy::resume`]); both are kept by pool name across
+//! reloads, for the deploy engine.
+//!
 //! Client connections are served by `handoff::http::Server` (the same code
 //! that drains apps): limits (431, 408, connection count), `Connection:
 //! close` while draining, GOAWAY for HTTP/2, exit as soon as drained.
 //!
 //! Invariant: the request path never waits on the control plane — no lock
 //! it takes is held across an await, and the snapshot is read lock-free.
+//! (A paused pool holds requests because the control plane asked for it,
+//! within the bounds it gave; an unpaused pool costs one atomic load.)
 
 #![forbid(unsafe_code)]
 
@@ -20,8 +27,12 @@ mod access_log;
 mod body;
 mod forward;
 mod headers;
+mod pause;
 mod service;
 mod snapshot;
+mod stats;
+#[cfg(test)]
+mod tests;
 mod tunnel;
 mod upstream;
 
@@ -36,8 +47,11 @@ use http_body_util::{BodyExt, Empty};
 use tokio::sync::watch;
 
 pub use access_log::{AccessLog, Format as AccessLogFormat};
+pub use balance::StatsSnapshot;
 pub use body::ProxyBody;
+pub use pause::Hold;
 pub use snapshot::BuildErrors;
+pub use stats::{MemberStats, PoolStats};
 
 use crate::service::{ProxyService, Shared};
 use crate::snapshot::Registry;
@@ -66,6 +80,11 @@ impl InFlight {
         self.0.in_flight()
     }
 }
+
+/// The config has no pool of that name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("could not pause pool {0:?}: the config has no such pool")]
+pub struct UnknownPool(pub String);
 
 /// How the proxy's listeners ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +133,65 @@ impl Proxy {
     pub fn in_flight_counter(&self, pool: &str, member: &str) -> Option<InFlight> {
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         registry.member_health(pool, member).map(InFlight)
+    }
+
+    /// The statistics of `member` of `pool` (its `host:port`), across
+    /// snapshots; `None` when the current config has no such member. The
+    /// handle stays valid after the member is removed.
+    pub fn member_stats(&self, pool: &str, member: &str) -> Option<MemberStats> {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.member_health(pool, member).map(MemberStats)
+    }
+
+    /// The statistics of `pool` as its clients saw them; `None` when the
+    /// current config has no such pool. They exist from the first snapshot
+    /// that has the pool ([`Proxy::new`] or [`Proxy::reload`], once it
+    /// returned) and count across reloads for as long as the pool stays in
+    /// the config; a pool removed and added again starts from zero (a handle
+    /// taken before keeps the old counts, which stop growing).
+    pub fn pool_stats(&self, pool: &str) -> Option<PoolStats> {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.pool(pool).map(|p| PoolStats(p.stats.clone()))
+    }
+
+    /// Pauses `pool`: from now on each request routed to it waits until
+    /// [`resume`](Self::resume), within `hold`'s bounds — one over
+    /// `max_requests` waiting gets a 503 at once, one that waited `max_wait`
+    /// gets a 503; both with `Retry-After` (`max_wait` in whole seconds,
+    /// at least 1) and count as failures in the pool's stats. Requests
+    /// already past the gate are not affected. Pausing a paused pool
+    /// replaces the bounds, for the requests already waiting too.
+    ///
+    /// The pause lasts across reloads while the config has the pool; a
+    /// reload that removes the pool ends it (its held requests go on). An
+    /// error when the current config has no such pool: nothing is paused.
+    pub fn pause(&self, pool: &str, hold: Hold) -> Result<(), UnknownPool> {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = registry
+            .pool(pool)
+            .ok_or_else(|| UnknownPool(pool.to_owned()))?;
+        entry.gate.pause(hold);
+        tracing::info!(pool, max_wait = ?hold.max_wait, max_requests = hold.max_requests, "pool paused");
+        Ok(())
+    }
+
+    /// Resumes `pool`: every held request goes on at once, with the
+    /// snapshot current now (so a reload between the pause and the resume
+    /// sends them to the new members). Whether the pool was paused; `false`
+    /// for an unknown pool.
+    pub fn resume(&self, pool: &str) -> bool {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let resumed = registry.pool(pool).is_some_and(|p| p.gate.resume());
+        if resumed {
+            tracing::info!(pool, "pool resumed");
+        }
+        resumed
+    }
+
+    /// Whether `pool` is paused; `false` for an unknown pool.
+    pub fn paused(&self, pool: &str) -> bool {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.pool(pool).is_some_and(|p| p.gate.is_paused())
     }
 
     /// Serves every listener until `stop` says so, then drains them

@@ -1,6 +1,8 @@
-//! The per-request path: route, check limits, rewrite headers, forward,
-//! stream the answer back, tunnel upgrades, log. Reads the current
-//! [`Snapshot`] once per request and never blocks on the control plane.
+//! The per-request path: route, pass the pool's pause gate, check limits,
+//! rewrite headers, forward, stream the answer back, tunnel upgrades, count
+//! the request in its pool's stats, log. Reads the current [`Snapshot`] once
+//! per request (once more for a request held by a pause, when released) and
+//! never blocks on the control plane.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,7 +22,9 @@ use crate::access_log::Entry;
 use crate::body::ProxyBody;
 use crate::forward::{Failure, Replay, forward};
 use crate::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
+use crate::pause::Admission;
 use crate::snapshot::Snapshot;
+use crate::stats::PoolRecord;
 use crate::tunnel::Tunnels;
 
 /// State shared by every connection of the proxy.
@@ -104,7 +108,7 @@ impl ProxyService {
     async fn route_and_forward(
         &self,
         snapshot: &Snapshot,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
     ) -> (Response<ProxyBody>, String, Option<HeaderValue>) {
         let Some(router) = snapshot.routers.get(&self.listener) else {
             return (
@@ -135,7 +139,70 @@ impl ProxyService {
                 );
             }
         };
-        let (upstreams, settings) = &snapshot.pools[target.pool];
+        self.enter_pool(snapshot, target.pool, req).await
+    }
+
+    /// The pool path: the pause gate, then [`send`](Self::send). Counts the
+    /// request in the pool's stats: at once for an answer of our own, when
+    /// its body ends for an upstream's.
+    async fn enter_pool(
+        &self,
+        snapshot: &Snapshot,
+        pool: usize,
+        req: Request<Incoming>,
+    ) -> (Response<ProxyBody>, String, Option<HeaderValue>) {
+        let entered = Instant::now();
+        let upstreams = &snapshot.pools[pool].0;
+        let current;
+        let (snapshot, pool) = match upstreams.gate.admit().await {
+            Admission::Open => (snapshot, pool),
+            Admission::Released => {
+                // Held during a pause: the pool may have other members now
+                // (pause, reload, resume is how a deploy swaps them), so the
+                // request goes on with the current snapshot's pool of the
+                // same name — or with its own if that pool is gone.
+                current = self.shared.snapshot.load_full();
+                match current
+                    .pools
+                    .iter()
+                    .position(|(u, _)| u.name == upstreams.name)
+                {
+                    Some(index) => (&*current, index),
+                    None => (snapshot, pool),
+                }
+            }
+            Admission::Refused {
+                refusal,
+                retry_after,
+            } => {
+                tracing::debug!(pool = %upstreams.name, ?refusal, "paused pool refused a request");
+                upstreams.stats.record(entered.elapsed(), true);
+                return (refusal.response(retry_after), String::new(), None);
+            }
+        };
+        let stats = &snapshot.pools[pool].0.stats;
+        let (mut response, member, request_id) = self.send(snapshot, pool, req).await;
+        let failed = response.status().is_server_error();
+        match response.body_mut() {
+            ProxyBody::Upstream(body) => body.count_in(PoolRecord {
+                stats: stats.clone(),
+                entered,
+                failed,
+            }),
+            ProxyBody::Local(_) => stats.record(entered.elapsed(), failed),
+        }
+        (response, member, request_id)
+    }
+
+    /// Sends the request to pool `pool` of `snapshot` and turns what comes
+    /// back into the client's response.
+    async fn send(
+        &self,
+        snapshot: &Snapshot,
+        pool: usize,
+        mut req: Request<Incoming>,
+    ) -> (Response<ProxyBody>, String, Option<HeaderValue>) {
+        let (upstreams, settings) = &snapshot.pools[pool];
 
         let max_body = snapshot
             .max_body

@@ -3,15 +3,18 @@
 //! by an atomic swap. A request holds the snapshot it started with.
 //!
 //! The [`Registry`] keeps what must outlive a snapshot — each member's
-//! health, its pooled connections and its active checker — keyed by
-//! (pool, member), so a reload that keeps a member keeps its state, a new
-//! member starts unverified, and a removed one has its idle connections
-//! closed at once.
+//! health (and stats), its pooled connections and its active checker —
+//! keyed by (pool, member), so a reload that keeps a member keeps its state,
+//! a new member starts unverified, and a removed one has its idle
+//! connections closed at once. Each pool's client-side stats and pause gate
+//! are kept the same way, keyed by pool name.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use balance::{ActiveCheck, ActiveHandle, MemberHealth, MemberSpec, PassiveConfig, Policy, Pool};
+use balance::{
+    ActiveCheck, ActiveHandle, MemberHealth, MemberSpec, PassiveConfig, Policy, Pool, Stats,
+};
 use http::HeaderName;
 use router::Router;
 use tokio::task::JoinHandle;
@@ -19,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::access_log::AccessLog;
 use crate::forward::Upstreams;
 use crate::headers::Trust;
+use crate::pause::Gate;
 use crate::upstream::MemberConns;
 
 /// What a route leads to.
@@ -54,10 +58,18 @@ struct Entry {
     watcher: JoinHandle<()>,
 }
 
-/// Member state that survives reloads.
+/// Pool state that survives reloads, while the config has the pool.
+#[derive(Default)]
+pub(crate) struct PoolEntry {
+    pub stats: Arc<Stats>,
+    pub gate: Arc<Gate>,
+}
+
+/// Member and pool state that survives reloads.
 #[derive(Default)]
 pub(crate) struct Registry {
     members: HashMap<(String, String), Entry>,
+    pools: HashMap<String, PoolEntry>,
     access_log: Option<(config::AccessLog, Arc<AccessLog>)>,
     started: bool,
     /// Members whose health was already checked by the caller (an instance
@@ -79,8 +91,10 @@ impl Registry {
         let access_log = self.access_log(cfg).map_err(|e| BuildErrors(vec![e]))?;
 
         let mut keep: HashMap<(String, String), Entry> = HashMap::new();
+        let mut keep_pools: HashMap<String, PoolEntry> = HashMap::new();
         let mut pools = Vec::with_capacity(cfg.pools.len());
         for (name, pool) in &cfg.pools {
+            let pool_entry = self.pools.remove(name).unwrap_or_default();
             let mut members = Vec::with_capacity(pool.members.len());
             let mut conns = Vec::with_capacity(pool.members.len());
             for m in &pool.members {
@@ -118,15 +132,27 @@ impl Registry {
                     name: name.clone(),
                     balance: Pool::new(name, policy, members, passive),
                     conns,
+                    stats: pool_entry.stats.clone(),
+                    gate: pool_entry.gate.clone(),
                     header_timeout: pool.header_timeout,
                     total_timeout: pool.total_timeout,
                     retry_non_idempotent: pool.retry_non_idempotent,
+                    retry_server_errors: pool.retry_server_errors,
                 },
                 PoolSettings {
                     upstream_host: pool.upstream_host.clone(),
                 },
             ));
+            keep_pools.insert(name.clone(), pool_entry);
         }
+        // A pool removed from the config forgets its stats and its pause;
+        // its held requests go on with the snapshot they started with.
+        for (pool, entry) in self.pools.drain() {
+            if entry.gate.resume() {
+                tracing::info!(%pool, "paused pool removed: releasing its held requests");
+            }
+        }
+        self.pools = keep_pools;
         // Whatever is left was removed from the config.
         for ((pool, member), entry) in self.members.drain() {
             tracing::info!(%pool, %member, "member removed: closing its idle connections");
@@ -157,6 +183,11 @@ impl Registry {
         self.members
             .get(&(pool.to_owned(), member.to_owned()))
             .map(|e| e.health.clone())
+    }
+
+    /// The state of a pool of the current config.
+    pub(crate) fn pool(&self, pool: &str) -> Option<&PoolEntry> {
+        self.pools.get(pool)
     }
 
     /// Marks a member as already checked: added by the next build, it starts

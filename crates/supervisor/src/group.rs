@@ -1,8 +1,9 @@
 //! A group of instances of one command: keeps `instances` of them running,
 //! replaces a whole generation on `reload` within the bounds, fails a
 //! rollout whose new instances are not ready in time (the old ones keep
-//! serving), restarts crashed instances with backoff, and stops everything
-//! on `shutdown`.
+//! serving), restarts instances that end on their own with backoff as the
+//! [`Restart`] policy says (leaving the slots it gives up empty until the
+//! next completed rollout), and stops everything on `shutdown`.
 //!
 //! One actor task owns all state; instance tasks and callers talk to it over
 //! channels, and it publishes what happens as [`Event`]s.
@@ -21,6 +22,7 @@ use crate::backoff::Backoff;
 use crate::instance::{InstanceTask, Order, ReadyProbe, Report};
 use crate::notify_socket::{NotifySocket, RuntimeDir};
 use crate::plan::{self, Action, Bounds, View};
+use crate::restart::{self, Restart};
 use crate::sockets::{CommandSource, InstanceInfo, Probe, Sockets, StopHook};
 use crate::spawn;
 
@@ -52,6 +54,10 @@ pub struct GroupConfig {
     pub drain_timeout: Duration,
     /// Delays between restarts of crashing instances.
     pub backoff: Backoff,
+    /// Whether an instance that ends without being asked to stop is
+    /// replaced. A slot left empty is refilled only by the next rollout
+    /// (`reload`), which starts the full `bounds.instances` again.
+    pub restart: Restart,
     /// Runs before a ready instance is sent SIGTERM (e.g. take it out of a
     /// proxy's pool and wait for its requests to finish).
     pub before_stop: Option<StopHook>,
@@ -86,6 +92,17 @@ pub enum Event {
         generation: u64,
         /// Whether we had asked it to stop.
         expected: bool,
+    },
+    /// An instance that ended on its own (its `Exited` came just before) is
+    /// not replaced, as the restart policy says: its slot stays empty until
+    /// the next rollout completes.
+    NotRestarted {
+        /// Instance id.
+        instance: u64,
+        /// Its generation.
+        generation: u64,
+        /// Slots now left empty.
+        given_up: usize,
     },
     /// A rollout of a new generation began.
     RolloutStarted {
@@ -200,8 +217,19 @@ impl Group {
     ///
     /// Must be called within a tokio runtime.
     pub fn start(config: GroupConfig) -> io::Result<Group> {
+        Group::start_subscribed(config).map(|(group, _)| group)
+    }
+
+    /// [`Group::start`], with a receiver subscribed before anything
+    /// happens: it sees the first generation's every event, its
+    /// `RolloutComplete` or `RolloutFailed` included.
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn start_subscribed(
+        config: GroupConfig,
+    ) -> io::Result<(Group, broadcast::Receiver<Event>)> {
         let (commands, commands_rx) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(1024);
+        let (events, first) = broadcast::channel(1024);
         let (reports, reports_rx) = mpsc::unbounded_channel();
         let actor = Actor {
             backoff: config.backoff.clone(),
@@ -218,12 +246,13 @@ impl Group {
                 reply: None,
             }),
             spawn_gate: None,
+            given_up: 0,
             reports,
             events: events.clone(),
             shutdown: None,
         };
         tokio::spawn(actor.run(commands_rx, reports_rx));
-        Ok(Group { commands, events })
+        Ok((Group { commands, events }, first))
     }
 
     /// Receives every later event.
@@ -303,6 +332,10 @@ struct Actor {
     rollout: Option<Rollout>,
     backoff: Backoff,
     spawn_gate: Option<Instant>,
+    /// Slots whose instance ended and was not replaced (restart policy);
+    /// the planner does not refill them outside a rollout, and a completed
+    /// rollout clears them. Never more than `bounds.instances`.
+    given_up: usize,
     reports: mpsc::UnboundedSender<(u64, Report)>,
     events: broadcast::Sender<Event>,
     shutdown: Option<Shutdown>,
@@ -364,7 +397,9 @@ impl Actor {
                 })
                 .collect();
             let may_spawn = self.spawn_gate.is_none();
-            let actions = plan::next(&self.config.bounds, &views, may_spawn);
+            // A rollout brings the service back to full strength.
+            let given_up = if target.is_some() { 0 } else { self.given_up };
+            let actions = plan::next(&self.config.bounds, &views, may_spawn, given_up);
             if actions.is_empty() {
                 return;
             }
@@ -556,6 +591,12 @@ impl Actor {
                         status: described,
                     });
                 }
+                let failure = restart::is_failure(status, inst.failed);
+                let policy = self.config.restart;
+                if !policy.restarts(failure) {
+                    self.give_up(id, generation, pid, policy, failure);
+                    return;
+                }
                 let delay = self.backoff.next_delay(inst.started.elapsed());
                 let delay_ms = delay.as_millis() as u64;
                 if inst.failed {
@@ -574,6 +615,44 @@ impl Actor {
                 self.spawn_gate = Some(Instant::now() + delay);
             }
         }
+    }
+
+    /// Leaves the slot of an instance that ended on its own empty.
+    fn give_up(&mut self, id: u64, generation: u64, pid: u32, policy: Restart, failure: bool) {
+        self.given_up = (self.given_up + 1).min(self.config.bounds.instances);
+        let given_up = self.given_up;
+        let reason = match policy {
+            Restart::OnFailure => "it exited with code 0 and the policy restarts only failures",
+            _ => "the policy never restarts",
+        };
+        // A failure left alone deserves attention; a clean exit is what the
+        // policy was chosen for.
+        if failure {
+            tracing::warn!(
+                instance = id,
+                generation,
+                pid,
+                restart = %policy,
+                reason,
+                given_up,
+                "instance not restarted; its slot stays empty until the next rollout"
+            );
+        } else {
+            tracing::info!(
+                instance = id,
+                generation,
+                pid,
+                restart = %policy,
+                reason,
+                given_up,
+                "instance not restarted; its slot stays empty until the next rollout"
+            );
+        }
+        let _ = self.events.send(Event::NotRestarted {
+            instance: id,
+            generation,
+            given_up,
+        });
     }
 
     fn start_rollout(
@@ -650,6 +729,8 @@ impl Actor {
         }
         let rollout = self.rollout.take().expect("checked above");
         self.stable = generation;
+        // Every slot is filled again.
+        self.given_up = 0;
         let duration_ms = rollout.started.elapsed().as_millis() as u64;
         tracing::info!(generation, duration_ms, "rollout complete");
         let _ = self.events.send(Event::RolloutComplete { generation });

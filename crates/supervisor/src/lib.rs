@@ -3,9 +3,10 @@
 //! It runs *instances* of one command that inherit listening sockets held by
 //! this process (the systemd `LISTEN_FDS` protocol), learns when each is ready
 //! (`sd_notify` `READY=1` on a private socket, or a fixed delay), restarts the
-//! ones that die with exponential backoff, and replaces a whole generation on
-//! request without ever letting the number of ready instances drop below what
-//! the bounds allow (`max_surge` / `max_unavailable`, the seed's semaphore).
+//! ones that die with exponential backoff as its [`Restart`] policy says, and
+//! replaces a whole generation on request without ever letting the number of
+//! ready instances drop below what the bounds allow (`max_surge` /
+//! `max_unavailable`, the seed's semaphore).
 //!
 //! It never binds or closes a listening socket: the caller owns them, so the
 //! kernel's accept queue outlives every generation.
@@ -18,6 +19,7 @@ mod group;
 mod instance;
 mod notify_socket;
 mod plan;
+mod restart;
 mod sockets;
 mod spawn;
 
@@ -25,6 +27,7 @@ pub use backoff::Backoff;
 pub use command::{CommandError, CommandSpec};
 pub use group::{Event, ExitSummary, Group, GroupConfig, GroupError, Readiness, RolloutError};
 pub use plan::Bounds;
+pub use restart::Restart;
 pub use sockets::{
     BoxFuture, CommandFn, CommandSource, InstanceInfo, Probe, ProbeFn, Sockets, StopHook,
 };

@@ -50,8 +50,16 @@ pub(crate) enum Action {
 }
 
 /// The next actions. `may_spawn` is false while a restart backoff runs.
+/// `given_up` slots (instances the restart policy did not replace) are not
+/// refilled, but never make the planner stop anything: surplus and
+/// availability still count against `bounds.instances`.
 /// Instances are given oldest first; the oldest are stopped first.
-pub(crate) fn next(bounds: &Bounds, alive: &[View], may_spawn: bool) -> Vec<Action> {
+pub(crate) fn next(
+    bounds: &Bounds,
+    alive: &[View],
+    may_spawn: bool,
+    given_up: usize,
+) -> Vec<Action> {
     let n = bounds.instances;
     let mut actions = Vec::new();
     let mut alive_count = alive.len();
@@ -64,7 +72,8 @@ pub(crate) fn next(bounds: &Bounds, alive: &[View], may_spawn: bool) -> Vec<Acti
 
     let mut current = alive.iter().filter(|v| v.current).count();
     if may_spawn {
-        while current < n && alive_count < n + bounds.max_surge {
+        let wanted = n.saturating_sub(given_up);
+        while current < wanted && alive_count < n + bounds.max_surge {
             actions.push(Action::Spawn);
             current += 1;
             alive_count += 1;
@@ -125,7 +134,7 @@ mod tests {
         while alive.len() < n || alive.iter().any(|v| !v.current || !v.ready) {
             steps += 1;
             assert!(steps < 100, "no progress: {alive:?}");
-            for a in next(&bounds, &alive, true) {
+            for a in next(&bounds, &alive, true, 0) {
                 match a {
                     Action::Spawn => {
                         alive.push(v(next_id, true, false));
@@ -164,19 +173,35 @@ mod tests {
     fn default_bounds_never_stop_before_a_replacement_is_ready() {
         let bounds = b(2, 1, 0);
         let alive = [v(1, false, true), v(2, false, true)];
-        assert_eq!(next(&bounds, &alive, true), [Action::Spawn]);
+        assert_eq!(next(&bounds, &alive, true, 0), [Action::Spawn]);
         let alive = [v(1, false, true), v(2, false, true), v(3, true, false)];
-        assert_eq!(next(&bounds, &alive, true), []);
+        assert_eq!(next(&bounds, &alive, true, 0), []);
         let alive = [v(1, false, true), v(2, false, true), v(3, true, true)];
-        assert_eq!(next(&bounds, &alive, true), [Action::Stop(1)]);
+        assert_eq!(next(&bounds, &alive, true, 0), [Action::Stop(1)]);
     }
 
     #[test]
     fn steady_state_restarts_missing_instances_unless_backing_off() {
         let bounds = b(3, 1, 0);
         let alive = [v(1, true, true), v(2, true, true)];
-        assert_eq!(next(&bounds, &alive, true), [Action::Spawn]);
-        assert_eq!(next(&bounds, &alive, false), []);
+        assert_eq!(next(&bounds, &alive, true, 0), [Action::Spawn]);
+        assert_eq!(next(&bounds, &alive, false, 0), []);
+    }
+
+    #[test]
+    fn given_up_slots_are_not_refilled_and_stop_nothing() {
+        let bounds = b(3, 1, 0);
+        let alive = [v(1, true, true)];
+        assert_eq!(next(&bounds, &alive, true, 1), [Action::Spawn]);
+        let alive = [v(1, true, true), v(2, true, true)];
+        assert_eq!(next(&bounds, &alive, true, 1), []);
+        assert_eq!(next(&bounds, &[], true, 3), []);
+        // More given up than missing (a failed rollout left its ready
+        // instances serving): nothing is stopped for it, even where the
+        // bounds would allow stopping ready instances.
+        let bounds = b(3, 1, 2);
+        let alive = [v(1, true, true), v(2, true, true), v(3, true, true)];
+        assert_eq!(next(&bounds, &alive, true, 2), []);
     }
 
     #[test]
@@ -184,7 +209,7 @@ mod tests {
         let bounds = b(1, 1, 0);
         let alive = [v(1, false, true), v(2, false, false)];
         assert_eq!(
-            next(&bounds, &alive, true),
+            next(&bounds, &alive, true, 0),
             [Action::Stop(2), Action::Spawn]
         );
     }
@@ -193,7 +218,7 @@ mod tests {
     fn surplus_current_instances_are_trimmed() {
         let bounds = b(1, 1, 0);
         let alive = [v(1, true, true), v(2, true, false)];
-        assert_eq!(next(&bounds, &alive, true), [Action::Stop(2)]);
+        assert_eq!(next(&bounds, &alive, true, 0), [Action::Stop(2)]);
     }
 
     #[test]

@@ -247,3 +247,49 @@ fn pools_are_send_and_sync() {
     check::<Picked>();
     check::<Arc<MemberHealth>>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn stats_count_every_report_but_cancelled_without_passive_config() {
+    let pool = pool(Policy::WeightedRoundRobin, &[1, 1]);
+    let a = pool.members()[0].health().clone();
+    for outcome in [
+        Outcome::Success,
+        Outcome::ServerError,
+        Outcome::ConnectFailure,
+        Outcome::Timeout,
+        Outcome::Cancelled,
+    ] {
+        let picked = pool.pick(&[1]).unwrap();
+        advance(Duration::from_millis(10)).await;
+        picked.report(outcome);
+    }
+    // Dropped without a report: cancelled, not counted either.
+    drop(pool.pick(&[1]).unwrap());
+    let stats = a.stats().snapshot();
+    assert_eq!((stats.requests(), stats.failures()), (4, 3));
+    let p100 = stats.quantile(1.0).unwrap();
+    assert!(
+        p100 > Duration::from_millis(10) && p100 <= Duration::from_micros(12_500),
+        "latency runs from the pick to the report: {p100:?}"
+    );
+    let b = pool.members()[1].health().stats().snapshot();
+    assert_eq!(b.requests(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_use_injected_instants_and_survive_a_reload() {
+    let members = members(&[1]);
+    let old = Pool::new("p", Policy::WeightedRoundRobin, members.clone(), passive(5));
+    let start = Instant::now();
+    let picked = old.pick_at(&[], start).unwrap();
+    let new = Pool::new("p", Policy::LeastRequests, members, None);
+    picked.report_at(Outcome::Success, start + Duration::from_secs(2));
+    new.pick(&[]).unwrap().report(Outcome::Timeout);
+    let stats = new.members()[0].health().stats().snapshot();
+    assert_eq!((stats.requests(), stats.failures()), (2, 1));
+    let slowest = stats.quantile(1.0).unwrap();
+    assert!(
+        slowest > Duration::from_secs(2) && slowest <= Duration::from_millis(2500),
+        "{slowest:?}"
+    );
+}

@@ -10,3 +10,4 @@ mod per_instance;
 mod serve;
 mod serve_streams;
 mod socket_activation;
+mod strategies;

@@ -92,6 +92,7 @@ async fn instances_get_their_own_ports_probes_and_stop_hooks() {
         ready_timeout: Duration::from_secs(20),
         drain_timeout: Duration::from_secs(10),
         backoff: Backoff::default(),
+        restart: supervisor::Restart::Always,
         before_stop: Some(Arc::new(move |info: InstanceInfo| {
             let log = hook_log.clone();
             Box::pin(async move { log.lock().unwrap().push(info.instance) })

@@ -6,7 +6,7 @@
 use super::IfMissing::{Default, Either, Unset};
 use super::upstream::{
     BALANCE, CONNECT_TIMEOUT, HEADER_TIMEOUT, HEALTH, IDLE_TIMEOUT, MAX_CONNECTIONS_PER_MEMBER,
-    PASSIVE, RETRY_NON_IDEMPOTENT, TOTAL_TIMEOUT, UPSTREAM_HOST,
+    PASSIVE, RETRY_NON_IDEMPOTENT, RETRY_SERVER_ERRORS, TOTAL_TIMEOUT, UPSTREAM_HOST,
 };
 use super::{Section, Type, key};
 
@@ -97,7 +97,7 @@ pub(crate) static SERVICE: Section = Section {
             "deploy_timeout",
             Type::Duration,
             Default("10m"),
-            "A deploy that has not completed after this long fails and rolls back. Not enforced yet: today a rolling deploy ends when its instances are ready or one misses `ready_timeout`.",
+            "A deploy that has not completed after this long fails and rolls back: it bounds waiting for the new instances or targets, the smoke checks and every canary step (a rolling deploy that times out rolls the old version out again over the new instances that were ready).",
         ),
         BALANCE,
         MAX_CONNECTIONS_PER_MEMBER,
@@ -106,6 +106,7 @@ pub(crate) static SERVICE: Section = Section {
         IDLE_TIMEOUT,
         TOTAL_TIMEOUT,
         RETRY_NON_IDEMPOTENT,
+        RETRY_SERVER_ERRORS,
         UPSTREAM_HOST,
         key(
             "health",
@@ -182,6 +183,12 @@ pub(crate) static CANARY: Section = Section {
             Type::Number,
             Default("2.0"),
             "Highest ratio of the canary's p99 latency to the stable version's over the same step, greater than 0: `2.0` allows the canary to be twice as slow.",
+        ),
+        key(
+            "p99_floor",
+            Type::Duration,
+            Default("5ms"),
+            "Latencies up to this count as equal in the p99 comparison: both p99s are raised to it before the ratio is taken, so that a canary at 0.4 ms against a stable version at 0.15 ms (noise on a fast service) is not a breach. `0s` compares the raw values. Mind the sample size: the p99 of 50 requests is their slowest but one, so a service with endpoints that are slow by design (about 1 % of its requests or more) needs a larger `min_requests` or a floor above those latencies.",
         ),
         key(
             "min_requests",

@@ -23,6 +23,7 @@ pub(crate) static POOL: Section = Section {
         IDLE_TIMEOUT,
         TOTAL_TIMEOUT,
         RETRY_NON_IDEMPOTENT,
+        RETRY_SERVER_ERRORS,
         UPSTREAM_HOST,
         key(
             "health",
@@ -90,6 +91,13 @@ pub(super) const RETRY_NON_IDEMPOTENT: Key = key(
     Type::Bool,
     Default("false"),
     "A request that was never sent is always retried on another member. An idempotent one (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) is also retried once after a reset before the response began. Others (POST, PATCH) are replayed in that case only if this is `true`.",
+);
+
+pub(super) const RETRY_SERVER_ERRORS: Key = key(
+    "retry_server_errors",
+    Type::Bool,
+    Default("false"),
+    "When `true`, a 5xx response from a member to a request without a body and with an idempotent method (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) is not passed on if another available member has not been tried for this request yet: the response is dropped and the request is sent to that member, and so on while members remain (at most 4 retries, the same bound as for unreachable members). The last answer is returned even if it is a 5xx too. Requests with a body, and POST, PATCH or any other non-idempotent method, are never retried (`retry_non_idempotent` does not change that). The 5xx still counts as that member's failure, for passive ejection and in the per-member measurements that judge a canary: a failing canary is caught while clients see no error. As nginx's `proxy_next_upstream http_500 http_502 http_503 http_504`.",
 );
 
 pub(super) const UPSTREAM_HOST: Key = key(

@@ -87,6 +87,7 @@ fn kitchen_sink_parses_into_the_expected_config() {
         idle_timeout: secs(4),
         total_timeout: Some(secs(300)),
         retry_non_idempotent: true,
+        retry_server_errors: true,
         upstream_host: UpstreamHost::Literal("app.internal".into()),
         health: Some(HealthCheck {
             path: "/healthz?full=1".into(),
@@ -184,6 +185,7 @@ fn kitchen_sink_services() {
             idle_timeout: secs(30),
             total_timeout: Some(secs(120)),
             retry_non_idempotent: true,
+            retry_server_errors: true,
             upstream_host: UpstreamHost::Member,
         },
         health: Some(HealthCheck {
@@ -219,6 +221,7 @@ fn kitchen_sink_services() {
             pause: secs(60),
             max_error_rate: 0.005,
             max_p99_ratio: 1.5,
+            p99_floor: Duration::from_millis(5),
             min_requests: 200,
         },
     };
@@ -350,6 +353,7 @@ fn absent_keys_take_the_documented_defaults() {
     );
     assert_eq!(pool.total_timeout, None);
     assert!(!pool.retry_non_idempotent);
+    assert!(!pool.retry_server_errors);
     assert_eq!(pool.upstream_host, UpstreamHost::Preserve);
     let health = pool.health.as_ref().unwrap();
     assert_eq!((health.interval, health.timeout), (secs(2), secs(1)));
@@ -432,6 +436,7 @@ fn absent_service_keys_take_the_documented_defaults() {
             pause: secs(30),
             max_error_rate: 0.01,
             max_p99_ratio: 2.0,
+            p99_floor: Duration::from_millis(5),
             min_requests: 50,
         }
     );

@@ -193,3 +193,21 @@ fn upstream_addresses_parse_outside_the_file_too() {
     assert_eq!(from, "[::1]:9001".parse().unwrap());
     assert_eq!(from.ip, Some(socket));
 }
+
+#[test]
+fn retry_server_errors_is_a_boolean_off_by_default() {
+    assert!(!ok(&pool(ONE, "")).pools["p"].retry_server_errors);
+    let on = ok(&pool(ONE, "retry_server_errors = true"));
+    assert!(on.pools["p"].retry_server_errors);
+    assert!(on.pools["p"].forward().retry_server_errors);
+    assert!(!ok(&pool(ONE, "retry_server_errors = false")).pools["p"].retry_server_errors);
+    assert_eq!(
+        error(&pool(ONE, "retry_server_errors = 1")),
+        "5:23: `retry_server_errors` in [pool.p] must be a boolean, not an integer"
+    );
+    let refused = crate::parse(&pool(ONE, "retry_server_errors = \"yes\""), "baton.toml");
+    assert_eq!(
+        refused.unwrap_err().to_string(),
+        "baton.toml:5:23: error: `retry_server_errors` in [pool.p] must be a boolean, not a string\n1 error"
+    );
+}

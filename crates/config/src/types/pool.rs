@@ -26,6 +26,9 @@ pub struct Pool {
     pub total_timeout: Option<Duration>,
     /// Replay a non-idempotent request whose body was sent, after a reset.
     pub retry_non_idempotent: bool,
+    /// Send a bodyless idempotent request that got a 5xx once more, to
+    /// another member not tried yet (the 5xx still counts against the first).
+    pub retry_server_errors: bool,
     /// The `Host` header sent upstream.
     pub upstream_host: UpstreamHost,
     /// Active checks; `None`: members are healthy unless passively ejected.
@@ -53,6 +56,7 @@ impl Pool {
             idle_timeout,
             total_timeout,
             retry_non_idempotent,
+            retry_server_errors,
             upstream_host,
         } = forward;
         Pool {
@@ -65,6 +69,7 @@ impl Pool {
             idle_timeout,
             total_timeout,
             retry_non_idempotent,
+            retry_server_errors,
             upstream_host,
             health,
             passive,
@@ -81,6 +86,7 @@ impl Pool {
             idle_timeout: self.idle_timeout,
             total_timeout: self.total_timeout,
             retry_non_idempotent: self.retry_non_idempotent,
+            retry_server_errors: self.retry_server_errors,
             upstream_host: self.upstream_host.clone(),
         }
     }
@@ -106,6 +112,9 @@ pub struct ForwardSettings {
     pub total_timeout: Option<Duration>,
     /// Replay a non-idempotent request whose body was sent, after a reset.
     pub retry_non_idempotent: bool,
+    /// Send a bodyless idempotent request that got a 5xx once more, to
+    /// another member not tried yet (the 5xx still counts against the first).
+    pub retry_server_errors: bool,
     /// The `Host` header sent upstream.
     pub upstream_host: UpstreamHost,
 }

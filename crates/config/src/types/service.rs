@@ -171,6 +171,9 @@ pub struct Canary {
     pub max_error_rate: f64,
     /// Highest canary p99 / stable p99 in a step; finite, greater than 0.
     pub max_p99_ratio: f64,
+    /// Latencies up to this count as equal in the p99 comparison (both
+    /// sides are raised to it); may be zero.
+    pub p99_floor: Duration,
     /// Requests the canary serves in a step before it is judged, at least 1.
     pub min_requests: u32,
 }

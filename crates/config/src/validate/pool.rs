@@ -82,6 +82,7 @@ pub(super) fn forward(
         idle_timeout: idle_timeout?,
         total_timeout: total_timeout.ok()?,
         retry_non_idempotent: Ctx::bool(section, "retry_non_idempotent", raw.retry_non_idempotent),
+        retry_server_errors: Ctx::bool(section, "retry_server_errors", raw.retry_server_errors),
         upstream_host: upstream_host?,
     })
 }

@@ -91,12 +91,14 @@ pub(super) fn canary(ctx: &mut Ctx<'_, '_>, raw: Option<&Spanned<RawCanary>>) ->
         |n| n.is_finite() && n > 0.0,
         "finite and greater than 0",
     );
+    let p99_floor = ctx.duration(&CANARY, "p99_floor", &raw.p99_floor, true);
     let min_requests = ctx.u32(&CANARY, "min_requests", &raw.min_requests, 1);
     Some(Canary {
         steps: steps?,
         pause: pause?,
         max_error_rate: max_error_rate?,
         max_p99_ratio: max_p99_ratio?,
+        p99_floor: p99_floor?,
         min_requests: min_requests?,
     })
 }

@@ -458,3 +458,22 @@ pub async fn run_baton(args: &[&str]) -> (i32, String) {
     p.wait_output_closed().await;
     (status.code().unwrap_or(-1), p.lines().join("\n"))
 }
+
+/// Waits until ten requests in a row through `addr` are answered by
+/// `version` (the `x-instance` header).
+pub async fn wait_version(addr: &str, version: &str) {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    let mut in_a_row = 0;
+    while in_a_row < 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{version} never answered alone"
+        );
+        let r = get(addr, "/").await;
+        in_a_row = if r.status == 200 && r.instance_version() == version {
+            in_a_row + 1
+        } else {
+            0
+        };
+    }
+}

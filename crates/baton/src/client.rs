@@ -1,0 +1,377 @@
+//! The CLI's side of the control socket: `baton deploy`, `rollback`,
+//! `status`, `pause`, `resume` and `reload` against a running
+//! `baton serve`. A deploy's progress is shown live (a spinner on a
+//! terminal, one line per step otherwise, on stderr) and ends with a
+//! summary on stdout; `--json` prints only the outcome, as JSON.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::control::{Ack, DeployRequest, Outcome, PauseRequest, ServiceRequest};
+
+/// Runs a deploy (or a rollback: `path` says which) and shows it.
+pub fn deploy(
+    control: &Path,
+    path: &str,
+    body: &impl serde::Serialize,
+    json: bool,
+    verb: &str,
+) -> ExitCode {
+    let runtime = match crate::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(request_deploy(control, path, body, !json)) {
+        Ok(outcome) => {
+            if json {
+                println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+            } else {
+                summary(&outcome, verb);
+            }
+            ExitCode::from(outcome.exit)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Sends a deploy or rollback and follows it to its outcome, showing the
+/// progress on stderr when `show`.
+pub async fn request_deploy(
+    control: &Path,
+    path: &str,
+    body: &impl serde::Serialize,
+    show: bool,
+) -> anyhow::Result<Outcome> {
+    let body = serde_json::to_vec(body)?;
+    let response = call(control, "POST", path, Some(body)).await?;
+    follow(response, !show).await
+}
+
+/// Every service's status.
+pub async fn fetch_status(control: &Path) -> anyhow::Result<Vec<deploy::ServiceStatus>> {
+    let response = call(control, "GET", "/v1/status", None).await?;
+    parse(&body(response).await?)
+}
+
+pub fn deploy_request(args: &crate::cli::DeployArgs) -> DeployRequest {
+    DeployRequest {
+        service: args.service.clone(),
+        version: args.version.clone(),
+        strategy: args.strategy.clone(),
+        targets: args.target.clone(),
+    }
+}
+
+pub fn rollback_request(service: &str) -> ServiceRequest {
+    ServiceRequest {
+        service: service.to_owned(),
+    }
+}
+
+/// Reads the progress lines until the result, showing each.
+async fn follow(response: hyper::Response<Incoming>, json: bool) -> anyhow::Result<Outcome> {
+    let mut body = response.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    let display = Display::new(json);
+    loop {
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            let value: serde_json::Value = serde_json::from_slice(&line).with_context(|| {
+                format!(
+                    "unexpected answer from baton: {}",
+                    String::from_utf8_lossy(&line)
+                )
+            })?;
+            if value["event"] == "result" {
+                display.finish();
+                return serde_json::from_value(value["outcome"].clone())
+                    .context("unexpected result from baton");
+            }
+            if let Ok(p) = serde_json::from_value::<deploy::Progress>(value) {
+                display.show(&p);
+            }
+        }
+        match body.frame().await {
+            Some(frame) => {
+                if let Ok(data) = frame
+                    .context("the answer from baton broke off")?
+                    .into_data()
+                {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            None => {
+                display.finish();
+                anyhow::bail!(
+                    "baton closed the connection before the deploy ended (is it stopping?); see `baton status`"
+                );
+            }
+        }
+    }
+}
+
+/// The live view of a deploy.
+struct Display {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+    started: Instant,
+}
+
+impl Display {
+    fn new(json: bool) -> Display {
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = (tty && !json).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
+        });
+        Display {
+            bar,
+            quiet: json,
+            started: Instant::now(),
+        }
+    }
+
+    fn show(&self, p: &deploy::Progress) {
+        let text = describe(p);
+        match &self.bar {
+            Some(bar) => {
+                bar.println(format!("  {text}"));
+                bar.set_message(text);
+            }
+            None if !self.quiet => {
+                eprintln!("[{:>6.1}s] {text}", self.started.elapsed().as_secs_f64());
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// One progress event in words.
+pub fn describe(p: &deploy::Progress) -> String {
+    use deploy::Progress::*;
+    match p {
+        Started {
+            service,
+            version,
+            strategy,
+            instances,
+        } => format!("{service}: deploying {version} ({strategy}, {instances} instances)"),
+        Ready { address, ready, of } => format!("ready {ready}/{of}: {address}"),
+        Smoke {
+            address,
+            path,
+            status,
+        } => format!("smoke check GET {path} on {address}: {status}"),
+        Traffic { percent } => format!("traffic on the new version: {percent}%"),
+        Judged {
+            percent,
+            canary_requests,
+            canary_error_rate,
+            canary_p99_ms,
+            stable_p99_ms,
+        } => format!(
+            "step {percent}% passed: {canary_requests} canary requests, {:.2}% errors, p99 {} (stable {})",
+            canary_error_rate * 100.0,
+            ms(*canary_p99_ms),
+            ms(*stable_p99_ms)
+        ),
+        Draining { version } => format!("draining and stopping {version}"),
+        RollingBack { reason } => format!("rolling back: {reason}"),
+    }
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"))
+}
+
+fn summary(o: &Outcome, verb: &str) {
+    if !o.ok {
+        eprintln!(
+            "baton: {}",
+            o.error.as_deref().unwrap_or("the request failed")
+        );
+        return;
+    }
+    println!(
+        "{verb} {} {} ({}) in {:.1} s",
+        o.service,
+        o.version,
+        o.strategy.as_deref().unwrap_or("?"),
+        o.duration_ms.unwrap_or_default() as f64 / 1000.0
+    );
+    if let Some(t) = &o.traffic {
+        println!(
+            "  requests during the deploy: {}, failed: {}, p99: {}",
+            t.requests,
+            t.failures,
+            ms(t.p99_ms)
+        );
+    }
+}
+
+/// `baton status`.
+pub fn status(control: &Path, json: bool) -> ExitCode {
+    let runtime = match crate::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let response = call(control, "GET", "/v1/status", None).await?;
+        let bytes = body(response).await?;
+        parse::<Vec<deploy::ServiceStatus>>(&bytes)
+            .map(|s| (s, String::from_utf8_lossy(&bytes).into_owned()))
+    });
+    let (services, raw) = match result {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    if json {
+        println!("{raw}");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<16} {:<11} {:<14} {:<11} {:>6}  STATE / LAST DEPLOY",
+        "SERVICE", "KIND", "VERSION", "STRATEGY", "ROUTED"
+    );
+    for s in &services {
+        let mut state = Vec::new();
+        if s.deploying {
+            state.push("deploying".to_owned());
+        }
+        if s.paused {
+            state.push("paused".to_owned());
+        }
+        if s.sets.len() > 1 {
+            let sets: Vec<String> = s
+                .sets
+                .iter()
+                .map(|set| {
+                    let standby = if set.standby { ", standby" } else { "" };
+                    format!("{} {}%{standby}", set.version, set.share)
+                })
+                .collect();
+            state.push(sets.join(" + "));
+        }
+        if let Some(d) = s.history.last() {
+            state.push(format!("{} {} ({})", d.started, d.version, d.outcome));
+        }
+        println!(
+            "{:<16} {:<11} {:<14} {:<11} {:>6}  {}",
+            s.name,
+            s.kind,
+            s.version.as_deref().unwrap_or("-"),
+            s.strategy,
+            s.members.len(),
+            state.join("; ")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `baton pause`, `resume`, `reload`.
+pub fn ack(control: &Path, path: &str, body: Option<Vec<u8>>, json: bool, done: &str) -> ExitCode {
+    let runtime = match crate::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let response = call(control, "POST", path, body).await?;
+        parse::<Ack>(&self::body(response).await?)
+    });
+    match result {
+        Ok(ack) => {
+            if json {
+                println!("{}", serde_json::to_string(&ack).unwrap_or_default());
+            } else if ack.ok {
+                println!("{done}");
+            } else {
+                for e in &ack.errors {
+                    eprintln!("baton: {e}");
+                }
+            }
+            ExitCode::from(ack.exit)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub fn pause_body(args: &crate::cli::PauseArgs) -> Option<Vec<u8>> {
+    serde_json::to_vec(&PauseRequest {
+        service: args.service.clone(),
+        max_wait_ms: Some(args.max_wait.as_millis() as u64),
+        max_requests: Some(args.max_requests),
+    })
+    .ok()
+}
+
+pub fn service_body(service: &str) -> Option<Vec<u8>> {
+    serde_json::to_vec(&rollback_request(service)).ok()
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("baton: {e:#}");
+    ExitCode::FAILURE
+}
+
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
+    serde_json::from_slice(bytes).with_context(|| {
+        format!(
+            "unexpected answer from baton: {}",
+            String::from_utf8_lossy(bytes)
+        )
+    })
+}
+
+async fn body(response: hyper::Response<Incoming>) -> anyhow::Result<Bytes> {
+    Ok(response.into_body().collect().await?.to_bytes())
+}
+
+async fn call(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<hyper::Response<Incoming>> {
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| {
+            format!(
+                "could not connect to baton's control socket {} (is `baton serve --control` running?)",
+                socket.display()
+            )
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("could not talk to baton")?;
+    tokio::spawn(conn);
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "baton")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    sender
+        .send_request(request)
+        .await
+        .context("the request to baton failed")
+}

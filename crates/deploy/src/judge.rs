@@ -1,0 +1,96 @@
+//! The canary's gates: a pure verdict on what the proxy measured for the
+//! canary and for the stable version over the same step.
+
+use std::time::Duration;
+
+/// Requests of one side over one step.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Window {
+    pub requests: u64,
+    pub failures: u64,
+    pub p99: Option<Duration>,
+}
+
+impl Window {
+    pub(crate) fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.failures as f64 / self.requests as f64
+        }
+    }
+}
+
+/// `Ok` when the canary may go on; `Err` says which gate it breached.
+pub(crate) fn judge(
+    canary: &Window,
+    stable: &Window,
+    gates: &config::Canary,
+) -> Result<(), String> {
+    let rate = canary.error_rate();
+    if rate > gates.max_error_rate {
+        return Err(format!(
+            "canary error rate {:.2}% is above {:.2}% ({} failed of {} requests)",
+            rate * 100.0,
+            gates.max_error_rate * 100.0,
+            canary.failures,
+            canary.requests
+        ));
+    }
+    if let (Some(c), Some(s)) = (canary.p99, stable.p99) {
+        let (c, s) = (c.max(gates.p99_floor), s.max(gates.p99_floor));
+        let ratio = c.as_secs_f64() / s.as_secs_f64().max(1e-9);
+        if ratio > gates.max_p99_ratio {
+            return Err(format!(
+                "canary p99 {:.1} ms is {ratio:.2}× the stable version's {:.1} ms (at most {}× allowed)",
+                c.as_secs_f64() * 1000.0,
+                s.as_secs_f64() * 1000.0,
+                gates.max_p99_ratio
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gates() -> config::Canary {
+        config::Canary {
+            steps: vec![10, 100],
+            pause: Duration::from_secs(1),
+            max_error_rate: 0.01,
+            max_p99_ratio: 2.0,
+            p99_floor: Duration::from_millis(5),
+            min_requests: 10,
+        }
+    }
+
+    fn w(requests: u64, failures: u64, p99_ms: Option<u64>) -> Window {
+        Window {
+            requests,
+            failures,
+            p99: p99_ms.map(Duration::from_millis),
+        }
+    }
+
+    #[test]
+    fn error_rate_gate() {
+        assert!(judge(&w(100, 1, None), &w(900, 0, None), &gates()).is_ok());
+        let e = judge(&w(100, 2, None), &w(900, 0, None), &gates()).unwrap_err();
+        assert!(e.contains("2.00%") && e.contains("2 failed of 100"), "{e}");
+    }
+
+    #[test]
+    fn p99_gate_with_floor() {
+        // Both under the floor: equal, whatever the raw ratio.
+        assert!(judge(&w(100, 0, Some(4)), &w(900, 0, Some(1)), &gates()).is_ok());
+        // 12 ms against a stable side raised to 5 ms: 2.4×.
+        let e = judge(&w(100, 0, Some(12)), &w(900, 0, Some(1)), &gates()).unwrap_err();
+        assert!(e.contains("2.40×"), "{e}");
+        assert!(judge(&w(100, 0, Some(40)), &w(900, 0, Some(20)), &gates()).is_ok());
+        // Without a stable measurement there is nothing to compare.
+        assert!(judge(&w(100, 0, Some(400)), &w(0, 0, None), &gates()).is_ok());
+    }
+}

@@ -1,0 +1,111 @@
+//! What a deploy reports while it runs, for the CLI's live display and the
+//! control API's stream, and what it served, for the summary.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// One step of a deploy, in the order they happen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Progress {
+    /// The deploy began.
+    Started {
+        /// The service.
+        service: String,
+        /// The version being deployed.
+        version: String,
+        /// `rolling`, `blue_green` or `canary`.
+        strategy: String,
+        /// Instances (or targets) the new version will have.
+        instances: usize,
+    },
+    /// A new instance or target passed its readiness check.
+    Ready {
+        /// Its address.
+        address: String,
+        /// Ready ones of the new version so far.
+        ready: usize,
+        /// Out of.
+        of: usize,
+    },
+    /// A smoke check of a new instance passed.
+    Smoke {
+        /// The instance.
+        address: String,
+        /// The path requested.
+        path: String,
+        /// The status it answered.
+        status: u16,
+    },
+    /// The share of traffic on the new version changed.
+    Traffic {
+        /// Percent of requests now sent to the new version.
+        percent: u8,
+    },
+    /// A canary step was measured and passed its gates.
+    Judged {
+        /// The step's share of traffic.
+        percent: u8,
+        /// Requests the canary served in the step.
+        canary_requests: u64,
+        /// Its failed share.
+        canary_error_rate: f64,
+        /// Its p99, in milliseconds.
+        canary_p99_ms: Option<f64>,
+        /// The stable version's p99 over the same step, in milliseconds.
+        stable_p99_ms: Option<f64>,
+    },
+    /// The old version is being drained and stopped.
+    Draining {
+        /// The version leaving.
+        version: String,
+    },
+    /// The deploy failed and the old version is being put back.
+    RollingBack {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where a deploy sends its progress: a channel to the client that asked,
+/// or nowhere. Every report is also logged.
+#[derive(Clone, Default)]
+pub struct Reporter(Option<mpsc::UnboundedSender<Progress>>);
+
+impl Reporter {
+    /// Reports to `tx`.
+    pub fn new(tx: mpsc::UnboundedSender<Progress>) -> Reporter {
+        Reporter(Some(tx))
+    }
+
+    /// Reports nowhere (the log only).
+    pub fn none() -> Reporter {
+        Reporter(None)
+    }
+
+    pub(crate) fn send(&self, progress: Progress) {
+        tracing::debug!(?progress, "deploy progress");
+        if let Some(tx) = &self.0 {
+            // A client that went away does not stop the deploy.
+            let _ = tx.send(progress);
+        }
+    }
+}
+
+/// The requests the proxy routed to a service during a deploy, as its
+/// clients saw them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Requests that ended.
+    pub requests: u64,
+    /// Of which failed (5xx, or broken off).
+    pub failures: u64,
+    /// Their p99 latency, in milliseconds.
+    pub p99_ms: Option<f64>,
+}
+
+pub(crate) fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
