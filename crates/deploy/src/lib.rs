@@ -63,6 +63,9 @@ struct Inner {
     store: Option<Store>,
     state: Mutex<State>,
     next_set: AtomicU64,
+    /// Set by `shutdown`: no new set starts after it (its instances would
+    /// outlive baton).
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// One service's sets.
@@ -194,6 +197,7 @@ impl Engine {
                 store,
                 state: Mutex::new(state),
                 next_set: AtomicU64::new(1),
+                stopping: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         // External targets are taken as they are: the proxy's own health
@@ -326,6 +330,8 @@ impl Engine {
     pub async fn shutdown(&self) -> bool {
         let groups: Vec<(String, Group)> = {
             let mut services = lock(&self.inner.services);
+            // Under the same lock `start_set` checks it with.
+            self.inner.stopping.store(true, Ordering::SeqCst);
             services
                 .iter_mut()
                 .flat_map(|(name, rt)| {
@@ -503,28 +509,27 @@ impl Engine {
     ) -> std::io::Result<(u64, watch::Receiver<SetPhase>)> {
         let id = self.inner.next_set.fetch_add(1, Ordering::Relaxed);
         let (phase, phase_rx) = watch::channel(SetPhase::Starting);
+        // The group starts under the lock `shutdown` takes to collect the
+        // groups: either it is collected, or it never starts.
         self.with_runtime(&service.name, |rt| {
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("baton is stopping"));
+            }
+            // `supervised::start` only spawns tasks; they take this lock
+            // later, when they run.
+            let group = supervised::start(self.clone(), service, spec, id)?;
             rt.sets.push(Set {
                 id,
                 version: spec.version.to_string(),
                 targets: Vec::new(),
-                group: None,
+                group: Some(group),
                 size: spec.instances as usize,
                 ready: Vec::new(),
                 share,
                 phase,
-            })
-        });
-        match supervised::start(self.clone(), service, spec, id) {
-            Ok(group) => {
-                self.with_set(&service.name, id, |s| s.group = Some(group));
-                Ok((id, phase_rx))
-            }
-            Err(e) => {
-                self.with_runtime(&service.name, |rt| rt.sets.retain(|s| s.id != id));
-                Err(e)
-            }
-        }
+            });
+            Ok((id, phase_rx))
+        })
     }
 
     pub(crate) fn add_member(
