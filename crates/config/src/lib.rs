@@ -42,11 +42,12 @@ use toml::de::DeTable;
 pub use error::{ConfigError, ConfigErrors};
 pub use template::{Template, TemplateError};
 pub use types::{
-    AccessLog, AccessLogFormat, AccessLogTarget, Balance, BlueGreen, Canary, Config, External,
-    ForwardSettings, HeaderMatch, HeaderName, HeaderValue, HealthCheck, HostMatch,
-    InvalidUpstreamAddr, IpNet, ListenAddr, Listener, Member, Method, PassiveHealth, PathMatch,
-    Pool, ProxySettings, Restart, Rolling, Route, Runner, Service, SocketMode, StatusRange,
-    Strategy, Supervised, Upstream, UpstreamAddr, UpstreamHost,
+    AccessLog, AccessLogFormat, AccessLogTarget, Acme, Balance, BlueGreen, CIPHER_SUITES, Canary,
+    CertificateFiles, Config, External, ForwardSettings, HeaderMatch, HeaderName, HeaderValue,
+    HealthCheck, HostMatch, Hsts, InvalidUpstreamAddr, IpNet, ListenAddr, Listener, Member, Method,
+    PassiveHealth, PathMatch, Pool, ProxySettings, Restart, Rolling, Route, Runner, Service,
+    SocketMode, StatusRange, Strategy, Supervised, Tls, TlsVersion, Upstream, UpstreamAddr,
+    UpstreamHost, UpstreamTls,
 };
 pub use version::{InvalidVersion, Version};
 

@@ -7,6 +7,7 @@
 mod pool;
 mod route;
 mod service;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub use pool::{
     StatusRange, UpstreamAddr, UpstreamHost,
 };
 pub use route::{HeaderMatch, HostMatch, PathMatch, Route, Upstream};
+pub use tls::{Acme, CIPHER_SUITES, CertificateFiles, Hsts, Tls, TlsVersion, UpstreamTls};
 pub use service::{
     BlueGreen, Canary, External, Restart, Rolling, Runner, Service, SocketMode, Strategy,
     Supervised,
@@ -46,6 +48,8 @@ pub struct Config {
     /// or `services` (as its kind says) and every listener it names is in
     /// `listeners`.
     pub routes: Vec<Route>,
+    /// `[acme]`; `None` when absent.
+    pub acme: Option<Acme>,
 }
 
 /// `[proxy]`.
@@ -107,6 +111,12 @@ pub struct Listener {
     pub max_body_bytes: u64,
     /// Idle client connections are closed after this; non-zero.
     pub keepalive_timeout: Duration,
+    /// `[listener.tls]`: HTTPS on this listener.
+    pub tls: Option<Tls>,
+    /// Plain HTTP listeners only: answer every request (but the ACME
+    /// HTTP-01 challenge path) with a redirect to `https://` on this port
+    /// (301 for GET and HEAD, 308 otherwise).
+    pub redirect_https: Option<u16>,
 }
 
 /// The name of the pool that serves service `service`: `service:NAME`.

@@ -31,6 +31,8 @@ pub struct Pool {
     pub retry_server_errors: bool,
     /// The `Host` header sent upstream.
     pub upstream_host: UpstreamHost,
+    /// `[pool.NAME.tls]`: HTTPS to the members; `None`: plain HTTP.
+    pub tls: Option<crate::types::UpstreamTls>,
     /// Active checks; `None`: members are healthy unless passively ejected.
     pub health: Option<HealthCheck>,
     /// Passive ejection; `None`: off.
@@ -58,6 +60,7 @@ impl Pool {
             retry_non_idempotent,
             retry_server_errors,
             upstream_host,
+            tls,
         } = forward;
         Pool {
             name,
@@ -71,6 +74,7 @@ impl Pool {
             retry_non_idempotent,
             retry_server_errors,
             upstream_host,
+            tls,
             health,
             passive,
         }
@@ -88,6 +92,7 @@ impl Pool {
             retry_non_idempotent: self.retry_non_idempotent,
             retry_server_errors: self.retry_server_errors,
             upstream_host: self.upstream_host.clone(),
+            tls: self.tls.clone(),
         }
     }
 }
@@ -117,6 +122,8 @@ pub struct ForwardSettings {
     pub retry_server_errors: bool,
     /// The `Host` header sent upstream.
     pub upstream_host: UpstreamHost,
+    /// `tls`: HTTPS to the members; `None`: plain HTTP.
+    pub tls: Option<crate::types::UpstreamTls>,
 }
 
 /// The balancing algorithm of a pool.

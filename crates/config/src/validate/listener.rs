@@ -210,5 +210,8 @@ fn listener(
         max_header_bytes: usize::try_from(max_header_bytes?).ok()?,
         max_body_bytes: max_body_bytes?,
         keepalive_timeout: keepalive_timeout?,
+        // TODO(tls helper): `[listener.tls]` and `redirect_https`.
+        tls: None,
+        redirect_https: None,
     })
 }

@@ -56,6 +56,8 @@ pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Co
         pools: pools?,
         services: services?,
         routes: routes?,
+        // TODO(tls helper): `[acme]`.
+        acme: None,
     })
 }
 

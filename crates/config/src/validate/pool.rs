@@ -84,6 +84,8 @@ pub(super) fn forward(
         retry_non_idempotent: Ctx::bool(section, "retry_non_idempotent", raw.retry_non_idempotent),
         retry_server_errors: Ctx::bool(section, "retry_server_errors", raw.retry_server_errors),
         upstream_host: upstream_host?,
+        // TODO(tls helper): `[pool.NAME.tls]`.
+        tls: None,
     })
 }
 
