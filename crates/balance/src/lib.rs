@@ -18,7 +18,8 @@
 //!   recorded by [`Picked::report`] whether or not passive ejection is on;
 //!   read as [`StatsSnapshot`]s.
 //! - [`spawn_active`]: active HTTP/1.1 checks with healthy and unhealthy
-//!   thresholds.
+//!   thresholds ([`spawn_active_over`]: over the caller's [`Handshake`],
+//!   e.g. TLS).
 //!
 //! This crate never opens a connection on behalf of a request and never
 //! blocks: picking is a few atomic loads and, for round-robin, one short lock.
@@ -41,5 +42,8 @@ pub use active::{ActiveCheck, ActiveState, HealthTransition, ProbeResult};
 pub use health::{Availability, HealthSnapshot, MemberHealth};
 pub use passive::{Outcome, PassiveConfig, PassiveState, PassiveTransition};
 pub use pool::{Member, MemberSpec, Picked, Policy, Pool};
-pub use probe::{ActiveHandle, ProbeError, probe, spawn_active};
+pub use probe::{
+    ActiveHandle, Handshake, ProbeError, ProbeIo, probe, probe_over, spawn_active,
+    spawn_active_over,
+};
 pub use stats::{BUCKETS, Stats, StatsSnapshot};

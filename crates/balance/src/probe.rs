@@ -1,12 +1,16 @@
 //! The active checker: one tokio task per member that probes it over HTTP/1.1
 //! and feeds [`ActiveState`].
 //!
-//! Owns the I/O of a probe (resolve, a *new* TCP connection, `GET` with
-//! `Connection: close`, the response head, a bounded read of the body) and
-//! the logging of transitions. It must never keep a connection between
+//! Owns the I/O of a probe (resolve, a *new* TCP connection, optionally a
+//! caller's [`Handshake`] on it such as TLS, `GET` with `Connection: close`,
+//! the response head, a bounded read of the body) and the logging of
+//! transitions. It knows nothing of TLS itself: the handshake is the
+//! caller's. It must never keep a connection between
 //! probes (a pooled connection would hide a member that stopped accepting)
 //! and never decides on thresholds itself: that is [`ActiveState`]'s job.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +18,7 @@ use bytes::Bytes;
 use http::header::{CONNECTION, HOST, USER_AGENT};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, lookup_host};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -48,6 +53,12 @@ pub enum ProbeError {
         /// What is wrong with it.
         message: String,
     },
+    /// The handshake on the new connection (e.g. TLS) failed.
+    #[error("could not complete the handshake: {message}")]
+    Handshake {
+        /// The handshake's error.
+        message: String,
+    },
     /// The connection broke before a response head arrived.
     #[error("could not read a response: {message}")]
     Http {
@@ -59,14 +70,42 @@ pub enum ProbeError {
     TimedOut,
 }
 
+/// A stream a probe speaks HTTP/1.1 over, as a [`Handshake`] returns it.
+pub trait ProbeIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ProbeIo for T {}
+
+/// What a probe does with its new TCP connection before the request, e.g.
+/// a TLS handshake for a member that speaks HTTPS. Its time counts in the
+/// check's timeout; its error fails the probe.
+pub type Handshake = Arc<
+    dyn Fn(TcpStream) -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn ProbeIo>>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Probes `addr` (`host:port`, resolved now) once, within `check.timeout`.
 pub async fn probe(addr: &str, check: &ActiveCheck) -> ProbeResult {
-    tokio::time::timeout(check.timeout, probe_untimed(addr, check))
+    probe_over(addr, check, None).await
+}
+
+/// [`probe`], with `handshake` (if any) run on the new connection before
+/// the request.
+pub async fn probe_over(
+    addr: &str,
+    check: &ActiveCheck,
+    handshake: Option<&Handshake>,
+) -> ProbeResult {
+    tokio::time::timeout(check.timeout, probe_untimed(addr, check, handshake))
         .await
         .unwrap_or(Err(ProbeError::TimedOut))
 }
 
-async fn probe_untimed(addr: &str, check: &ActiveCheck) -> ProbeResult {
+async fn probe_untimed(
+    addr: &str,
+    check: &ActiveCheck,
+    handshake: Option<&Handshake>,
+) -> ProbeResult {
     let resolved = lookup_host(addr).await.map_err(|e| ProbeError::Resolve {
         addr: addr.to_owned(),
         message: e.to_string(),
@@ -87,7 +126,19 @@ async fn probe_untimed(addr: &str, check: &ActiveCheck) -> ProbeResult {
     })?;
     // Latency of a tiny request matters more than batching here.
     let _ = stream.set_nodelay(true);
+    match handshake {
+        None => exchange(stream, addr, check).await,
+        Some(handshake) => {
+            let stream = handshake(stream).await.map_err(|e| ProbeError::Handshake {
+                message: e.to_string(),
+            })?;
+            exchange(stream, addr, check).await
+        }
+    }
+}
 
+/// The HTTP part of a probe, on a connected stream.
+async fn exchange<IO: ProbeIo>(stream: IO, addr: &str, check: &ActiveCheck) -> ProbeResult {
     let request = http::Request::get(check.path.as_str())
         .header(HOST, check.host.as_deref().unwrap_or(addr))
         .header(CONNECTION, "close")
@@ -159,20 +210,36 @@ pub fn spawn_active(
     health: Arc<MemberHealth>,
     check: ActiveCheck,
 ) -> ActiveHandle {
+    spawn_active_over(member, health, check, None)
+}
+
+/// [`spawn_active`], each probe running `handshake` (if any) on its new
+/// connection before the request (see [`probe_over`]).
+pub fn spawn_active_over(
+    member: impl Into<String>,
+    health: Arc<MemberHealth>,
+    check: ActiveCheck,
+    handshake: Option<Handshake>,
+) -> ActiveHandle {
     let member = member.into();
     ActiveHandle {
-        task: tokio::spawn(run(member, health, check)),
+        task: tokio::spawn(run(member, health, check, handshake)),
     }
 }
 
-async fn run(member: String, health: Arc<MemberHealth>, check: ActiveCheck) {
+async fn run(
+    member: String,
+    health: Arc<MemberHealth>,
+    check: ActiveCheck,
+    handshake: Option<Handshake>,
+) {
     let mut state = ActiveState::new(health.is_healthy(), &check);
     let mut ticks = tokio::time::interval(check.interval.max(Duration::from_millis(1)));
     // A slow probe delays the next one instead of causing a burst.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let result = probe(&member, &check).await;
+        let result = probe_over(&member, &check, handshake.as_ref()).await;
         if let Err(error) = &result {
             tracing::debug!(member = %member, %error, "health probe failed");
         }

@@ -21,6 +21,15 @@ use crate::cli::{CheckArgs, ServeArgs};
 pub fn check(args: CheckArgs) -> ExitCode {
     match config::load(&args.file) {
         Ok(cfg) => {
+            // The certificates are read too: a file that loads but would not
+            // serve is an error worth knowing before a restart.
+            tls::install_default_provider();
+            if let Err(errors) = https(&cfg, &tls::AcmeCerts::default()) {
+                for e in &errors {
+                    eprintln!("{}: error: {e}", args.file.display());
+                }
+                return ExitCode::from(EXIT_USAGE);
+            }
             println!(
                 "{}: ok ({} listeners, {} pools, {} routes)",
                 args.file.display(),
@@ -53,6 +62,25 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if cfg.acme.is_some() && args.state.is_none() {
+        eprintln!(
+            "baton: {}: [acme] keeps its account and certificates in the state directory: add --state DIR",
+            args.config.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    // The one crypto provider of the process (ring), before any TLS config.
+    tls::install_default_provider();
+    let acme_certs = tls::AcmeCerts::default();
+    let server_tls = match https(&cfg, &acme_certs) {
+        Ok(t) => t,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{}: error: {e}", args.config.display());
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let listeners = match take_or_bind(&cfg, inherited) {
         Ok(l) => l,
         Err(e) => {
@@ -79,12 +107,47 @@ pub fn main(args: ServeArgs) -> ExitCode {
         },
         None => None,
     };
-    match runtime.block_on(run(args.config, args.control, store, cfg, listeners)) {
+    let state_dir = args.state.clone();
+    let https = Https {
+        listeners: server_tls,
+        acme_certs,
+        state_dir,
+    };
+    match runtime.block_on(run(args.config, args.control, store, cfg, listeners, https)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("baton: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The HTTPS side of `baton serve`: a `ServerTls` per TLS listener (by
+/// name), the certificates ACME obtains, and where it keeps them.
+struct Https {
+    listeners: Vec<(String, tls::ServerTls)>,
+    acme_certs: tls::AcmeCerts,
+    state_dir: Option<PathBuf>,
+}
+
+/// Reads and checks every TLS listener's certificates.
+fn https(
+    cfg: &config::Config,
+    acme: &tls::AcmeCerts,
+) -> Result<Vec<(String, tls::ServerTls)>, Vec<String>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for l in &cfg.listeners {
+        let Some(t) = &l.tls else { continue };
+        match tls::ServerTls::new(t, t.acme.then(|| acme.clone())) {
+            Ok(st) => out.push((l.name.clone(), st)),
+            Err(e) => errors.push(format!("listener {:?}: {e}", l.name)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
     }
 }
 
@@ -128,6 +191,7 @@ async fn run(
     store: Option<deploy::Store>,
     cfg: config::Config,
     listeners: Vec<(NamedListener, config::Listener)>,
+    https: Https,
 ) -> anyhow::Result<ExitCode> {
     let mut hup = signal(SignalKind::hangup()).context("could not handle SIGHUP")?;
     let mut term = signal(SignalKind::terminate()).context("could not handle SIGTERM")?;
@@ -140,7 +204,18 @@ async fn run(
     }
     let engine = deploy::Engine::new(cfg.clone(), store).context("could not read the state")?;
     let proxy = match Proxy::new(&engine.effective()) {
-        Ok(p) => Arc::new(p),
+        Ok(mut p) => {
+            for (name, st) in &https.listeners {
+                p = p.with_server_tls(name.clone(), st.clone());
+            }
+            if let Some(acme) = &cfg.acme {
+                let challenges = tls::Challenges::default();
+                p = p.with_challenges(challenges.clone());
+                let dir = https.state_dir.clone().context("[acme] needs --state")?;
+                tls::start_acme(acme.clone(), dir, https.acme_certs.clone(), challenges);
+            }
+            Arc::new(p)
+        }
         Err(errors) => {
             for e in &errors.0 {
                 eprintln!("{}: error: {e}", path.display());
@@ -153,12 +228,18 @@ async fn run(
         .context("could not start the services")?;
     let (stop, stop_rx) = watch::channel(Stop::Run);
     let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
+    // Certificates are re-read when their files change, and on every reload.
+    let certificates: Vec<tls::ServerTls> =
+        https.listeners.iter().map(|(_, t)| t.clone()).collect();
+    let _watch = tls::watch(certificates.clone(), std::time::Duration::from_secs(2));
     let control = match control {
         Some(socket) => {
             let (file, eng, names) = (path.clone(), engine.clone(), listener_names.clone());
+            let certs = certificates.clone();
             let reload: crate::control::ReloadFn = Arc::new(move || {
                 let (path, engine, names) = (file.clone(), eng.clone(), names.clone());
-                Box::pin(async move { reload(&path, &engine, &names).await })
+                let certs = certs.clone();
+                Box::pin(async move { reload(&path, &engine, &names, &certs).await })
             });
             Some(crate::control::start(
                 &socket,
@@ -183,7 +264,7 @@ async fn run(
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                let _ = reload(&path, &engine, &listener_names).await;
+                let _ = reload(&path, &engine, &listener_names, &certificates).await;
             }
             _ = term.recv() => begin_stop(&stop),
             _ = int.recv() => begin_stop(&stop),
@@ -224,6 +305,7 @@ async fn reload(
     path: &Path,
     engine: &deploy::Engine,
     listener_names: &[String],
+    certificates: &[tls::ServerTls],
 ) -> Result<(), Vec<String>> {
     let _ = handoff::notify::notify(&[handoff::notify::State::Reloading]);
     let started = std::time::Instant::now();
@@ -243,7 +325,19 @@ async fn reload(
         Ok(Err(errors)) => Ok(Err(errors.0.iter().map(|e| e.to_string()).collect())),
         Err(e) => Err(e),
     };
-    let result = built.unwrap_or_else(|e| Err(vec![format!("could not reload: {e}")]));
+    let mut result = built.unwrap_or_else(|e| Err(vec![format!("could not reload: {e}")]));
+    // New handshakes use changed certificate files; a broken one is refused
+    // and the current one keeps serving.
+    for t in certificates {
+        match t.reload() {
+            Ok(true) => tracing::info!(files = ?t.files(), "certificates reloaded"),
+            Ok(false) => {}
+            Err(e) => match &mut result {
+                Ok(()) => result = Err(vec![e.to_string()]),
+                Err(errors) => errors.push(e.to_string()),
+            },
+        }
+    }
     match &result {
         Ok(()) => tracing::info!(
             config = %path.display(),

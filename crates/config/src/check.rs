@@ -65,7 +65,10 @@ impl Checker<'_, '_, '_> {
                 expected.join(", ")
             );
             self.diag.error(key.span(), message);
-            suggested.extend(guess);
+            if let Some(guess) = guess {
+                self.diag.typo_of(span.start, guess);
+                suggested.push(guess);
+            }
             remove.push(name.to_string());
         }
         self.alternatives(section, table, &span, &suggested, &place);
@@ -178,6 +181,7 @@ impl Checker<'_, '_, '_> {
             | (Type::Integer, DeValue::Integer(_))
             | (Type::Number, DeValue::Integer(_) | DeValue::Float(_))
             | (Type::Bool, DeValue::Boolean(_))
+            | (Type::PortOrBool, DeValue::Integer(_) | DeValue::Boolean(_))
             | (Type::Size | Type::Status, DeValue::String(_) | DeValue::Integer(_)) => Ok(()),
             (Type::Strings, DeValue::Array(items)) => all(items.iter_mut(), |item| {
                 matches!(item.get_ref(), DeValue::String(_))

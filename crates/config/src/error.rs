@@ -1,7 +1,9 @@
 //! Errors with a position: `ConfigError` (one problem at file:line:column),
 //! `ConfigErrors` (all of them) and `Diagnostics`, the collector every stage
 //! writes into. Owns the byte-offset → line:column mapping; it never decides
-//! what is an error, only where it is and how it prints.
+//! what is an error, only where it is and how it prints. It also remembers
+//! which key an unknown key was reported as a typo of, so that a later stage
+//! does not report that key's absence as a second error.
 
 use std::fmt;
 use std::ops::Range;
@@ -72,6 +74,9 @@ pub(crate) struct Diagnostics<'s> {
     file: &'s str,
     source: &'s str,
     errors: Vec<(usize, String)>,
+    /// (start of a table, key): an unknown key in that table was reported
+    /// as a probable typo of this key, so its absence is not reported again.
+    typos: Vec<(usize, &'static str)>,
 }
 
 impl<'s> Diagnostics<'s> {
@@ -80,7 +85,20 @@ impl<'s> Diagnostics<'s> {
             file,
             source,
             errors: Vec::new(),
+            typos: Vec::new(),
         }
+    }
+
+    /// Records that an unknown key in the table starting at `table` was
+    /// reported as a probable typo of `key`.
+    pub(crate) fn typo_of(&mut self, table: usize, key: &'static str) {
+        self.typos.push((table, key));
+    }
+
+    /// Whether an unknown key in the table starting at `table` was reported
+    /// as a probable typo of `key` (then `key`'s absence is no news).
+    pub(crate) fn has_typo_of(&self, table: usize, key: &str) -> bool {
+        self.typos.iter().any(|(t, k)| *t == table && *k == key)
     }
 
     /// Records an error at the start of `span`.

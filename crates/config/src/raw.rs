@@ -21,6 +21,7 @@ pub(crate) struct RawConfig {
     pub(crate) proxy: Opt<RawProxy>,
     pub(crate) access_log: Opt<RawAccessLog>,
     pub(crate) listener: Opt<Vec<S<RawListener>>>,
+    pub(crate) acme: Opt<RawAcme>,
     #[serde(default)]
     pub(crate) pool: BTreeMap<S<String>, S<RawPool>>,
     #[serde(default)]
@@ -58,6 +59,56 @@ pub(crate) struct RawListener {
     pub(crate) max_header_bytes: Opt<IntOrString>,
     pub(crate) max_body_bytes: Opt<IntOrString>,
     pub(crate) keepalive_timeout: Opt<String>,
+    pub(crate) redirect_https: Opt<IntOrBool>,
+    pub(crate) tls: Opt<RawTls>,
+}
+
+/// `[listener.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) certificates: Opt<Vec<S<RawCertificate>>>,
+    pub(crate) acme: Opt<bool>,
+    pub(crate) min_version: Opt<String>,
+    pub(crate) max_version: Opt<String>,
+    pub(crate) cipher_suites: Opt<Vec<S<String>>>,
+    pub(crate) hsts: Opt<RawHsts>,
+}
+
+/// One element of `certificates`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCertificate {
+    pub(crate) cert: Opt<String>,
+    pub(crate) key: Opt<String>,
+}
+
+/// `[listener.tls.hsts]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHsts {
+    pub(crate) max_age: Opt<String>,
+    pub(crate) include_subdomains: Opt<bool>,
+    pub(crate) preload: Opt<bool>,
+}
+
+/// `[acme]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAcme {
+    pub(crate) directory: Opt<String>,
+    pub(crate) contact: Opt<Vec<S<String>>>,
+    pub(crate) names: Opt<Vec<S<String>>>,
+    pub(crate) ca_bundle: Opt<String>,
+    pub(crate) renew_before: Opt<String>,
+}
+
+/// `[pool.NAME.tls]` and `[service.NAME.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamTls {
+    pub(crate) ca_bundle: Opt<String>,
+    pub(crate) server_name: Opt<String>,
 }
 
 /// One `[pool.NAME]`.
@@ -74,6 +125,7 @@ pub(crate) struct RawPool {
     pub(crate) retry_non_idempotent: Opt<bool>,
     pub(crate) retry_server_errors: Opt<bool>,
     pub(crate) upstream_host: Opt<String>,
+    pub(crate) tls: Opt<RawUpstreamTls>,
     pub(crate) health: Opt<RawHealth>,
     pub(crate) passive: Opt<RawPassive>,
 }
@@ -105,6 +157,7 @@ pub(crate) struct RawService {
     pub(crate) retry_non_idempotent: Opt<bool>,
     pub(crate) retry_server_errors: Opt<bool>,
     pub(crate) upstream_host: Opt<String>,
+    pub(crate) tls: Opt<RawUpstreamTls>,
     pub(crate) health: Opt<RawHealth>,
     pub(crate) passive: Opt<RawPassive>,
     pub(crate) blue_green: Opt<RawBlueGreen>,
@@ -123,6 +176,7 @@ pub(crate) struct RawForward<'a> {
     pub(crate) retry_non_idempotent: &'a Opt<bool>,
     pub(crate) retry_server_errors: &'a Opt<bool>,
     pub(crate) upstream_host: &'a Opt<String>,
+    pub(crate) tls: &'a Opt<RawUpstreamTls>,
 }
 
 /// Builds a [`RawForward`] from any struct with the forwarding fields.
@@ -138,6 +192,7 @@ macro_rules! forward_of {
             retry_non_idempotent: &$raw.retry_non_idempotent,
             retry_server_errors: &$raw.retry_server_errors,
             upstream_host: &$raw.upstream_host,
+            tls: &$raw.tls,
         }
     };
 }
@@ -271,6 +326,38 @@ impl<'de> Deserialize<'de> for IntOrString {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<IntOrString, E> {
                 Ok(IntOrString::String(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// A value that may be written as an integer or a boolean
+/// (`redirect_https = 443` or `true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IntOrBool {
+    Int(i64),
+    Bool(bool),
+}
+
+impl<'de> Deserialize<'de> for IntOrBool {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = IntOrBool;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer or a boolean")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<IntOrBool, E> {
+                Ok(IntOrBool::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntOrBool, E> {
+                i64::try_from(v)
+                    .map(IntOrBool::Int)
+                    .map_err(|_| E::custom("integer out of range"))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<IntOrBool, E> {
+                Ok(IntOrBool::Bool(v))
             }
         }
         deserializer.deserialize_any(V)

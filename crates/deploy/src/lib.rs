@@ -63,6 +63,13 @@ struct Inner {
     store: Option<Store>,
     state: Mutex<State>,
     next_set: AtomicU64,
+    /// The in-flight counter of every member ever published, by (service,
+    /// address), kept until the member is drained: once a member leaves
+    /// the published pool the proxy forgets it, but its requests in flight
+    /// must still be waited for before SIGTERM.
+    /// Several per member when it left the pool and came back (a standby
+    /// set switched back to): the proxy then counts it afresh.
+    counters: Mutex<std::collections::HashMap<(String, String), Vec<proxy::InFlight>>>,
     /// Set by `shutdown`: no new set starts after it (its instances would
     /// outlive baton).
     stopping: std::sync::atomic::AtomicBool,
@@ -197,6 +204,7 @@ impl Engine {
                 store,
                 state: Mutex::new(state),
                 next_set: AtomicU64::new(1),
+                counters: Mutex::new(std::collections::HashMap::new()),
                 stopping: std::sync::atomic::AtomicBool::new(false),
             }),
         };
@@ -577,10 +585,27 @@ impl Engine {
         .unwrap_or(false)
     }
 
-    /// Requests in flight to one member of a service's pool.
-    pub(crate) fn in_flight(&self, service: &str, member: &str) -> Option<proxy::InFlight> {
-        self.proxy()?
-            .in_flight_counter(&format!("service:{service}"), member)
+    /// Requests in flight to one member of a service's pool, also after it
+    /// left the published pool (until [`Engine::forget`]).
+    pub(crate) fn in_flight(&self, service: &str, member: &str) -> Vec<proxy::InFlight> {
+        let key = (service.to_owned(), member.to_owned());
+        let mut all = lock(&self.inner.counters)
+            .get(&key)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(c) = self
+            .proxy()
+            .and_then(|p| p.in_flight_counter(&format!("service:{service}"), member))
+            && !all.iter().any(|known| known.same(&c))
+        {
+            all.push(c);
+        }
+        all
+    }
+
+    /// Drops a drained member's counter.
+    pub(crate) fn forget(&self, service: &str, member: &str) {
+        lock(&self.inner.counters).remove(&(service.to_owned(), member.to_owned()));
     }
 
     /// Publishes the current state to the proxy.
@@ -590,9 +615,30 @@ impl Engine {
             return Ok(());
         };
         let cfg = self.effective();
-        tokio::task::spawn_blocking(move || proxy.reload(&cfg))
+        let published = proxy.clone();
+        let result = tokio::task::spawn_blocking(move || proxy.reload(&cfg).map(|()| cfg))
             .await
-            .unwrap_or_else(|e| Err(BuildErrors(vec![format!("could not publish: {e}")])))
+            .unwrap_or_else(|e| Err(BuildErrors(vec![format!("could not publish: {e}")])))?;
+        // Take each new member's counter while the proxy knows it.
+        let mut counters = lock(&self.inner.counters);
+        for (name, service) in &result.services {
+            let Some(pool) = result.pools.get(&service.pool_name()) else {
+                continue;
+            };
+            for m in &pool.members {
+                let key = (name.clone(), m.address.authority.clone());
+                let Some(c) =
+                    published.in_flight_counter(&service.pool_name(), &m.address.authority)
+                else {
+                    continue;
+                };
+                let known = counters.entry(key).or_default();
+                if !known.iter().any(|k| k.same(&c)) {
+                    known.push(c);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// [`Engine::publish`], logging a failure instead of returning it.
@@ -735,11 +781,11 @@ impl std::fmt::Display for DeployError {
 
 impl std::error::Error for DeployError {}
 
-/// Waits until `counter` reaches zero, checking every few milliseconds, or
-/// until `limit` passes.
-pub(crate) async fn wait_idle(counter: proxy::InFlight, limit: Duration) {
+/// Waits until every one of `counters` reaches zero, checking every few
+/// milliseconds, or until `limit` passes.
+pub(crate) async fn wait_idle(counters: Vec<proxy::InFlight>, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
-    while counter.get() > 0 && tokio::time::Instant::now() < deadline {
+    while counters.iter().any(|c| c.get() > 0) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -631,12 +631,13 @@ async fn retire(engine: &Engine, service: &config::Service, set: u64) {
                     .flat_map(|s| s.ready.iter().map(|(a, _)| a.clone()))
                     .collect()
             });
-            let waits = members
-                .iter()
-                .filter(|m| !routed.contains(m))
-                .filter_map(|m| engine.in_flight(name, &m.authority))
-                .map(|counter| crate::wait_idle(counter, service.drain_timeout));
+            let waits = members.iter().filter(|m| !routed.contains(m)).map(|m| {
+                crate::wait_idle(engine.in_flight(name, &m.authority), service.drain_timeout)
+            });
             futures_util::future::join_all(waits).await;
+            for m in members.iter().filter(|m| !routed.contains(m)) {
+                engine.forget(name, &m.authority);
+            }
         }
     }
     engine.with_runtime(name, |rt| rt.sets.retain(|s| s.id != set));

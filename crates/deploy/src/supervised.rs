@@ -141,10 +141,11 @@ async fn follow(
                 tracing::info!(%service, instance, %addr, "instance joined the pool");
             }
             Event::Exited { instance, .. } => {
-                if let Some(addr) = addrs.remove(&instance)
-                    && engine.remove_member(&service, set, &member(addr))
-                {
-                    engine.publish_logged(&service).await;
+                if let Some(addr) = addrs.remove(&instance) {
+                    if engine.remove_member(&service, set, &member(addr)) {
+                        engine.publish_logged(&service).await;
+                    }
+                    engine.forget(&service, &addr.to_string());
                 }
             }
             Event::RolloutComplete { generation: 1 } => {
@@ -170,9 +171,8 @@ async fn take_out(engine: &Engine, service: &str, set: u64, info: InstanceInfo, 
     if engine.remove_member(service, set, &member(addr)) {
         engine.publish_logged(service).await;
     }
-    if let Some(counter) = counter {
-        crate::wait_idle(counter, limit).await;
-    }
+    crate::wait_idle(counter, limit).await;
+    engine.forget(service, &addr.to_string());
     tracing::info!(service, instance = info.instance, %addr, "instance left the pool");
 }
 

@@ -29,7 +29,8 @@
 //! ```
 //!
 //! The core (`Listeners`, `notify`) depends on no async runtime; the `runtime`
-//! feature adds tokio-based signal handling and drain waiting.
+//! feature adds tokio-based signal handling and drain waiting, and the `tls`
+//! feature (off by default) HTTPS for [`http::Server`] through rustls.
 
 #![deny(missing_docs)]
 

@@ -164,7 +164,23 @@ async fn serve(args: Args, faults: Faults, listeners: Listeners) -> ExitCode {
         fail_health: faults.fail_health,
         faults: Arc::new(RequestFaults::new(&faults)),
         draining: server.draining(),
+        slow_in_flight: Arc::default(),
     };
+    // Says how many slow requests were still being served when the drain
+    // began: a process manager that stops routing first and waits for the
+    // requests in flight leaves none (the end-to-end tests check it).
+    let mut drain_phase = server.lifecycle();
+    let slow_in_flight = app.slow_in_flight.clone();
+    tokio::spawn(async move {
+        if drain_phase
+            .wait_for(|p| *p >= Phase::Draining)
+            .await
+            .is_ok()
+        {
+            let n = slow_in_flight.load(std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(slow_in_flight = n, "drain began");
+        }
+    });
     let mut phase = server.lifecycle();
     let exit_after = faults.exit_after;
     let watch_ready = async move {

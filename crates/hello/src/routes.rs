@@ -39,6 +39,8 @@ pub struct App {
     pub faults: Arc<RequestFaults>,
     /// Tells long-lived streams that the server is draining.
     pub draining: Draining,
+    /// `/slow` requests being served, for the log line at the drain.
+    pub slow_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Builds the router with every route and the `x-instance` header.
@@ -101,6 +103,7 @@ struct SlowParams {
 }
 
 async fn slow(
+    State(app): State<App>,
     params: Result<Query<SlowParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let ms = match params {
@@ -122,6 +125,15 @@ async fn slow(
     };
     // End-to-end tests wait on this line to know a request is in flight.
     tracing::info!(ms, "slow request started");
+    struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    app.slow_in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _counted = Counted(app.slow_in_flight.clone());
     tokio::time::sleep(Duration::from_millis(ms)).await;
     format!("slept {ms} ms\n").into_response()
 }

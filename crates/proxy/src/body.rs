@@ -31,6 +31,10 @@ impl ProxyBody {
         ProxyBody::Local(Full::new(Bytes::from_static(s.as_bytes())))
     }
 
+    pub(crate) fn owned(bytes: Vec<u8>) -> ProxyBody {
+        ProxyBody::Local(Full::new(Bytes::from(bytes)))
+    }
+
     pub(crate) fn empty() -> ProxyBody {
         ProxyBody::Local(Full::new(Bytes::new()))
     }

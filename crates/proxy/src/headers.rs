@@ -76,10 +76,12 @@ impl Trust {
 }
 
 /// Sets the forwarding headers for a request from `peer` (None: a Unix
-/// socket client, trusted like a local process) and returns the request id.
+/// socket client, trusted like a local process) that arrived over `scheme`
+/// (`http` or `https`: what the listener speaks) and returns the request id.
 pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
     peer: Option<SocketAddr>,
+    scheme: &'static str,
     trust: &Trust,
     request_id: &HeaderName,
 ) -> HeaderValue {
@@ -100,7 +102,7 @@ pub(crate) fn set_forwarded(
         }
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
     }
     if !headers.contains_key(&X_FORWARDED_HOST)
         && let Some(host) = headers.get(header::HOST).cloned()
@@ -162,12 +164,28 @@ mod tests {
         h.insert("x-request-id", "forged".parse().unwrap());
         h.insert(header::HOST, "example.com".parse().unwrap());
         let peer = "203.0.113.9:5000".parse().unwrap();
-        let id = set_forwarded(&mut h, Some(peer), &Trust::default(), &rid());
+        let id = set_forwarded(&mut h, Some(peer), "http", &Trust::default(), &rid());
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");
         assert_ne!(id, "forged");
         assert_eq!(h["x-request-id"], id);
+    }
+
+    #[test]
+    fn the_scheme_is_the_listeners_unless_a_trusted_proxy_said_otherwise() {
+        let peer = "203.0.113.9:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", "http".parse().unwrap());
+        set_forwarded(&mut h, Some(peer), "https", &Trust::default(), &rid());
+        assert_eq!(h["x-forwarded-proto"], "https", "untrusted: ours");
+        let trust = Trust {
+            networks: vec!["203.0.113.0/24".parse().unwrap()],
+        };
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", "http".parse().unwrap());
+        set_forwarded(&mut h, Some(peer), "https", &trust, &rid());
+        assert_eq!(h["x-forwarded-proto"], "http", "trusted: the client's");
     }
 
     #[test]
@@ -180,7 +198,7 @@ mod tests {
             networks: vec!["10.0.0.0/8".parse().unwrap()],
         };
         let peer = "10.1.2.3:4000".parse().unwrap();
-        let id = set_forwarded(&mut h, Some(peer), &trust, &rid());
+        let id = set_forwarded(&mut h, Some(peer), "http", &trust, &rid());
         assert_eq!(h["x-forwarded-for"], "198.51.100.1, 10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(id, "abc");
@@ -188,7 +206,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
         let mapped = "[::ffff:10.0.0.7]:1".parse().unwrap();
-        set_forwarded(&mut h, Some(mapped), &trust, &rid());
+        set_forwarded(&mut h, Some(mapped), "http", &trust, &rid());
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, ::ffff:10.0.0.7");
     }
 }

@@ -16,6 +16,12 @@
 //! that drains apps): limits (431, 408, connection count), `Connection:
 //! close` while draining, GOAWAY for HTTP/2, exit as soon as drained.
 //!
+//! HTTPS: a listener with `[listener.tls]` sets `X-Forwarded-Proto: https`
+//! and adds its `Strict-Transport-Security` to every response; a plain one
+//! answers ACME HTTP-01 challenges itself ([`Proxy::with_challenges`]) and,
+//! with `redirect_https`, redirects everything else to `https://`. A pool
+//! with `tls` reaches its members over TLS (rustls), active checks included.
+//!
 //! Invariant: the request path never waits on the control plane — no lock
 //! it takes is held across an await, and the snapshot is read lock-free.
 //! (A paused pool holds requests because the control plane asked for it,
@@ -27,6 +33,7 @@ mod access_log;
 mod body;
 mod forward;
 mod headers;
+mod https;
 mod pause;
 mod service;
 mod snapshot;
@@ -35,7 +42,9 @@ mod stats;
 mod tests;
 mod tunnel;
 mod upstream;
+mod upstream_tls;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +62,7 @@ pub use pause::Hold;
 pub use snapshot::BuildErrors;
 pub use stats::{MemberStats, PoolStats};
 
+use crate::https::Endpoint;
 use crate::service::{ProxyService, Shared};
 use crate::snapshot::Registry;
 use crate::tunnel::Tunnels;
@@ -68,16 +78,27 @@ fn empty_body() -> ReqBody {
 pub struct Proxy {
     shared: Arc<Shared>,
     registry: Mutex<Registry>,
+    /// The ACME HTTP-01 challenges the plain listeners answer.
+    challenges: Option<tls::Challenges>,
+    /// The TLS of the listeners with `[listener.tls]`, by listener name.
+    server_tls: HashMap<String, tls::ServerTls>,
 }
 
 /// A member's count of requests in flight; it stays valid after the member
 /// is removed from the config, until its last request ends.
+#[derive(Clone)]
 pub struct InFlight(Arc<balance::MemberHealth>);
 
 impl InFlight {
     /// Requests to the member still in flight.
     pub fn get(&self) -> usize {
         self.0.in_flight()
+    }
+
+    /// Whether both count the same member state (a member removed from
+    /// the config and added again has a new one).
+    pub fn same(&self, other: &InFlight) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -107,7 +128,32 @@ impl Proxy {
                 tunnels: Tunnels::default(),
             }),
             registry: Mutex::new(registry),
+            challenges: None,
+            server_tls: HashMap::new(),
         })
+    }
+
+    /// Gives the listener named `listener`, which has `[listener.tls]`, its
+    /// TLS: [`serve`](Self::serve) makes each of its connections start with
+    /// a handshake with `tls`'s configuration (certificates reloaded inside
+    /// `tls` apply to new connections). Ignored for a listener without
+    /// `[listener.tls]`.
+    pub fn with_server_tls(mut self, listener: impl Into<String>, tls: tls::ServerTls) -> Proxy {
+        self.server_tls.insert(listener.into(), tls);
+        self
+    }
+
+    /// Makes every listener without TLS answer the ACME HTTP-01 challenges
+    /// in `challenges` itself, before routing and before any redirect:
+    /// `GET` or `HEAD` of `/.well-known/acme-challenge/TOKEN` gets a 200
+    /// `text/plain` with the key authorization while `challenges` has the
+    /// token, a 404 otherwise (any other method, a 405); nothing under that
+    /// path reaches an upstream. Without it, that path is routed like any
+    /// other (but still never redirected to HTTPS). Takes effect for the
+    /// listeners [`serve`](Self::serve) starts afterwards.
+    pub fn with_challenges(mut self, challenges: tls::Challenges) -> Proxy {
+        self.challenges = Some(challenges);
+        self
     }
 
     /// Publishes `config`. On error nothing changes: the current snapshot
@@ -198,6 +244,17 @@ impl Proxy {
     /// together within `config.proxy.drain_timeout`. `listeners` pairs each
     /// bound socket with its `[[listener]]` settings. `ready` is told once
     /// every listener accepts.
+    ///
+    /// Whether a listener is HTTPS (`tls`) is fixed here, like its socket:
+    /// it decides the handshake, `X-Forwarded-Proto`, whether HSTS is sent
+    /// and whether challenges and redirects are answered. The rest (limits
+    /// aside) follows the current snapshot.
+    ///
+    /// # Panics
+    ///
+    /// When a listener has `tls` but was given no
+    /// [`with_server_tls`](Self::with_server_tls): it would otherwise
+    /// speak plain HTTP where HTTPS was configured. Nothing is served then.
     pub async fn serve(
         self: Arc<Self>,
         listeners: Vec<(NamedListener, config::Listener)>,
@@ -205,10 +262,17 @@ impl Proxy {
         stop: watch::Receiver<Stop>,
         ready: impl FnOnce() + Send,
     ) -> StopReport {
+        for (_, cfg) in &listeners {
+            assert!(
+                cfg.tls.is_none() || self.server_tls.contains_key(&cfg.name),
+                "listener {}: [listener.tls] without Proxy::with_server_tls",
+                cfg.name
+            );
+        }
         let mut servers = Vec::with_capacity(listeners.len());
         let mut phases = Vec::with_capacity(listeners.len());
         for (socket, cfg) in listeners {
-            let server = Server::new(Listeners::from_listeners(vec![socket]))
+            let mut server = Server::new(Listeners::from_listeners(vec![socket]))
                 .notify(false)
                 .drain_timeout(settings.drain_timeout)
                 .idle_grace(settings.idle_grace)
@@ -219,11 +283,22 @@ impl Proxy {
                     max_header_bytes: cfg.max_header_bytes,
                 })
                 .with_stop(stop.clone());
+            if cfg.tls.is_some()
+                && let Some(tls) = self.server_tls.get(&cfg.name).cloned()
+            {
+                server = server.tls(Arc::new(move || tls.server_config()));
+            }
             phases.push(server.lifecycle());
             let shared = self.shared.clone();
+            let https = cfg.tls.is_some();
+            let endpoint = Arc::new(Endpoint {
+                name: Arc::from(cfg.name.as_str()),
+                https,
+                challenges: self.challenges.clone().filter(|_| !https),
+            });
             servers.push(tokio::spawn(server.serve_with(move |info| ProxyService {
                 shared: shared.clone(),
-                listener: info.listener.clone(),
+                endpoint: endpoint.clone(),
                 peer: info.peer,
             })));
         }

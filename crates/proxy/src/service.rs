@@ -1,8 +1,9 @@
-//! The per-request path: route, pass the pool's pause gate, check limits,
+//! The per-request path: answer ACME challenges and redirects to HTTPS
+//! (plain listeners), route, pass the pool's pause gate, check limits,
 //! rewrite headers, forward, stream the answer back, tunnel upgrades, count
-//! the request in its pool's stats, log. Reads the current [`Snapshot`] once
-//! per request (once more for a request held by a pause, when released) and
-//! never blocks on the control plane.
+//! the request in its pool's stats, add HSTS (TLS listeners), log. Reads
+//! the current [`Snapshot`] once per request (once more for a request held
+//! by a pause, when released) and never blocks on the control plane.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,6 +23,7 @@ use crate::access_log::Entry;
 use crate::body::ProxyBody;
 use crate::forward::{Failure, Replay, forward};
 use crate::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
+use crate::https::{Endpoint, answer_challenge, challenge_token, redirect};
 use crate::pause::Admission;
 use crate::snapshot::Snapshot;
 use crate::stats::PoolRecord;
@@ -37,7 +39,7 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 pub(crate) struct ProxyService {
     pub shared: Arc<Shared>,
-    pub listener: Arc<str>,
+    pub endpoint: Arc<Endpoint>,
     pub peer: Option<SocketAddr>,
 }
 
@@ -82,7 +84,18 @@ impl ProxyService {
             referer: header_str(&req, header::REFERER),
             user_agent: header_str(&req, header::USER_AGENT),
         });
-        let (response, upstream, request_id) = self.route_and_forward(&snapshot, req).await;
+        let (mut response, upstream, request_id) = self.route_and_forward(&snapshot, req).await;
+        if self.endpoint.https
+            && let Some(hsts) = snapshot
+                .listeners
+                .get(&self.endpoint.name)
+                .and_then(|l| l.hsts.as_ref())
+        {
+            // Every response, ours and the upstream's (whose own is replaced).
+            response
+                .headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
         if let (Some(log), Some(seen)) = (&snapshot.access_log, seen) {
             log.log(&Entry {
                 peer: self.peer,
@@ -110,7 +123,24 @@ impl ProxyService {
         snapshot: &Snapshot,
         req: Request<Incoming>,
     ) -> (Response<ProxyBody>, String, Option<HeaderValue>) {
-        let Some(router) = snapshot.routers.get(&self.listener) else {
+        if !self.endpoint.https {
+            // The challenge path is never redirected: an ACME server
+            // follows no redirect to a certificate that does not exist yet.
+            let token = challenge_token(&req);
+            if let (Some(token), Some(challenges)) = (token, &self.endpoint.challenges) {
+                let answer = answer_challenge(challenges, req.method(), token);
+                return (answer, String::new(), None);
+            }
+            if token.is_none()
+                && let Some(port) = snapshot
+                    .listeners
+                    .get(&self.endpoint.name)
+                    .and_then(|l| l.redirect_https)
+            {
+                return (redirect(&req, host_of(&req), port), String::new(), None);
+            }
+        }
+        let Some(router) = snapshot.routers.get(&self.endpoint.name) else {
             return (
                 local(StatusCode::NOT_FOUND, "no route\n"),
                 String::new(),
@@ -205,10 +235,9 @@ impl ProxyService {
         let (upstreams, settings) = &snapshot.pools[pool];
 
         let max_body = snapshot
-            .max_body
-            .get(&self.listener)
-            .copied()
-            .unwrap_or(u64::MAX);
+            .listeners
+            .get(&self.endpoint.name)
+            .map_or(u64::MAX, |l| l.max_body);
         if req.body().size_hint().lower() > max_body {
             return (
                 local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
@@ -226,7 +255,14 @@ impl ProxyService {
         parts.extensions = http::Extensions::new();
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers, upgrade);
-        let request_id = set_forwarded(headers, self.peer, &snapshot.trust, &snapshot.request_id);
+        let scheme = if self.endpoint.https { "https" } else { "http" };
+        let request_id = set_forwarded(
+            headers,
+            self.peer,
+            scheme,
+            &snapshot.trust,
+            &snapshot.request_id,
+        );
         match &settings.upstream_host {
             config::UpstreamHost::Preserve => {
                 if !headers.contains_key(header::HOST)

@@ -1,13 +1,15 @@
 //! The data plane's view of a config: one immutable [`Snapshot`] (routers
-//! per listener, pools, settings) built by the control plane and published
-//! by an atomic swap. A request holds the snapshot it started with.
+//! and settings per listener, pools, settings) built by the control plane
+//! and published by an atomic swap. A request holds the snapshot it started
+//! with.
 //!
 //! The [`Registry`] keeps what must outlive a snapshot — each member's
 //! health (and stats), its pooled connections and its active checker —
 //! keyed by (pool, member), so a reload that keeps a member keeps its state,
 //! a new member starts unverified, and a removed one has its idle
 //! connections closed at once. Each pool's client-side stats and pause gate
-//! are kept the same way, keyed by pool name.
+//! are kept the same way, keyed by pool name, and the TLS client configs of
+//! HTTPS pools by their settings.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use balance::{
     ActiveCheck, ActiveHandle, MemberHealth, MemberSpec, PassiveConfig, Policy, Pool, Stats,
 };
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use router::Router;
 use tokio::task::JoinHandle;
 
@@ -23,7 +25,8 @@ use crate::access_log::AccessLog;
 use crate::forward::Upstreams;
 use crate::headers::Trust;
 use crate::pause::Gate;
-use crate::upstream::MemberConns;
+use crate::upstream::{ConnSettings, MemberConns};
+use crate::upstream_tls::{ClientConfigs, MemberTls};
 
 /// What a route leads to.
 #[derive(Debug, Clone, Copy)]
@@ -36,13 +39,24 @@ pub(crate) struct PoolSettings {
     pub upstream_host: config::UpstreamHost,
 }
 
+/// What a listener does with requests, besides routing them (by name).
+pub(crate) struct ListenerSettings {
+    /// Largest request body (413 above it).
+    pub max_body: u64,
+    /// `Strict-Transport-Security` for every response, when the listener
+    /// has `[listener.tls]` with `hsts` (sent on TLS connections only).
+    pub hsts: Option<HeaderValue>,
+    /// Redirect plain-HTTP requests to `https://` on this port.
+    pub redirect_https: Option<u16>,
+}
+
 /// One published configuration.
 pub(crate) struct Snapshot {
     pub routers: HashMap<Arc<str>, Router<Target>>,
     pub pools: Vec<(Upstreams, PoolSettings)>,
     pub trust: Trust,
     pub request_id: HeaderName,
-    pub max_body: HashMap<Arc<str>, u64>,
+    pub listeners: HashMap<Arc<str>, ListenerSettings>,
     pub access_log: Option<Arc<AccessLog>>,
 }
 
@@ -53,8 +67,9 @@ pub struct BuildErrors(pub Vec<String>);
 struct Entry {
     health: Arc<MemberHealth>,
     conns: Arc<MemberConns>,
-    conn_settings: (std::time::Duration, std::time::Duration),
-    check: Option<(config::HealthCheck, ActiveHandle)>,
+    conn_settings: ConnSettings,
+    /// The active check, its settings and the TLS it probes over.
+    check: Option<(config::HealthCheck, Option<MemberTls>, ActiveHandle)>,
     watcher: JoinHandle<()>,
 }
 
@@ -71,6 +86,8 @@ pub(crate) struct Registry {
     members: HashMap<(String, String), Entry>,
     pools: HashMap<String, PoolEntry>,
     access_log: Option<(config::AccessLog, Arc<AccessLog>)>,
+    /// The TLS client configs of the current snapshot's HTTPS pools.
+    client_configs: ClientConfigs,
     started: bool,
     /// Members whose health was already checked by the caller (an instance
     /// that passed its readiness probes): they start healthy when added.
@@ -88,23 +105,31 @@ impl Registry {
             .map(|(i, name)| (name.as_str(), i))
             .collect();
         let routers = build_routers(cfg, &pool_index)?;
+        let tls = self.client_configs.prepare(cfg).map_err(BuildErrors)?;
         let access_log = self.access_log(cfg).map_err(|e| BuildErrors(vec![e]))?;
 
         let mut keep: HashMap<(String, String), Entry> = HashMap::new();
         let mut keep_pools: HashMap<String, PoolEntry> = HashMap::new();
         let mut pools = Vec::with_capacity(cfg.pools.len());
-        for (name, pool) in &cfg.pools {
+        for ((name, pool), pool_tls) in cfg.pools.iter().zip(tls.pools) {
             let pool_entry = self.pools.remove(name).unwrap_or_default();
             let mut members = Vec::with_capacity(pool.members.len());
             let mut conns = Vec::with_capacity(pool.members.len());
-            for m in &pool.members {
+            for (i, m) in pool.members.iter().enumerate() {
                 let key = (name.clone(), m.address.authority.clone());
+                let settings = ConnSettings {
+                    idle_timeout: pool.idle_timeout,
+                    connect_timeout: pool.connect_timeout,
+                    tls: pool_tls.as_ref().map(|t| t[i].clone()),
+                };
                 let entry = match (keep.remove(&key), self.members.remove(&key)) {
                     // A member listed twice in one pool shares its state.
-                    (Some(e), _) | (None, Some(e)) => self.refresh(e, &m.address.authority, pool),
+                    (Some(e), _) | (None, Some(e)) => {
+                        self.refresh(e, &m.address.authority, pool, settings)
+                    }
                     (None, None) => {
                         let verified = self.verified.remove(&key);
-                        self.create(&m.address.authority, pool, verified)
+                        self.create(&m.address.authority, pool, settings, verified)
                     }
                 };
                 members.push((
@@ -160,6 +185,7 @@ impl Registry {
             entry.watcher.abort();
         }
         self.members = keep;
+        self.client_configs = tls.cache;
         self.started = true;
 
         Ok(Snapshot {
@@ -169,10 +195,10 @@ impl Registry {
                 networks: cfg.proxy.trusted_proxies.clone(),
             },
             request_id: cfg.proxy.request_id_header.clone(),
-            max_body: cfg
+            listeners: cfg
                 .listeners
                 .iter()
-                .map(|l| (Arc::from(l.name.as_str()), l.max_body_bytes))
+                .map(|l| (Arc::from(l.name.as_str()), listener_settings(l)))
                 .collect(),
             access_log,
         })
@@ -196,46 +222,50 @@ impl Registry {
         self.verified.insert((pool.to_owned(), member.to_owned()));
     }
 
-    fn create(&self, key: &str, pool: &config::Pool, verified: bool) -> Entry {
+    fn create(
+        &self,
+        key: &str,
+        pool: &config::Pool,
+        settings: ConnSettings,
+        verified: bool,
+    ) -> Entry {
         // Members present at start-up are trusted like nginx does; one added
         // by a reload must pass its checks before it gets traffic, unless the
         // caller has just checked it (an instance that passed readiness).
         let healthy = !self.started || pool.health.is_none() || verified;
         let health = MemberHealth::new(healthy);
-        let conns = Arc::new(MemberConns::new(
-            key,
-            pool.idle_timeout,
-            pool.connect_timeout,
-        ));
+        let conns = Arc::new(MemberConns::new(key, settings.clone()));
         let watcher = spawn_watcher(health.clone(), conns.clone());
-        let mut entry = Entry {
-            health,
-            conns,
-            conn_settings: (pool.idle_timeout, pool.connect_timeout),
-            check: None,
-            watcher,
-        };
-        entry.check = pool
+        let check = pool
             .health
             .as_ref()
-            .map(|h| (h.clone(), start_check(key, &entry.health, h)));
-        entry
+            .map(|h| start_check(key, &health, h, settings.tls.as_ref()));
+        Entry {
+            health,
+            conns,
+            conn_settings: settings,
+            check,
+            watcher,
+        }
     }
 
-    fn refresh(&self, mut entry: Entry, key: &str, pool: &config::Pool) -> Entry {
-        if entry.conn_settings != (pool.idle_timeout, pool.connect_timeout) {
+    fn refresh(
+        &self,
+        mut entry: Entry,
+        key: &str,
+        pool: &config::Pool,
+        settings: ConnSettings,
+    ) -> Entry {
+        if entry.conn_settings != settings {
             entry.conns.close_idle();
-            entry.conns = Arc::new(MemberConns::new(
-                key,
-                pool.idle_timeout,
-                pool.connect_timeout,
-            ));
-            entry.conn_settings = (pool.idle_timeout, pool.connect_timeout);
+            entry.conns = Arc::new(MemberConns::new(key, settings.clone()));
+            entry.conn_settings = settings;
             entry.watcher.abort();
             entry.watcher = spawn_watcher(entry.health.clone(), entry.conns.clone());
         }
+        let tls = entry.conn_settings.tls.as_ref();
         let same_check = match (&entry.check, &pool.health) {
-            (Some((old, _)), Some(new)) => old == new,
+            (Some((old, old_tls, _)), Some(new)) => old == new && old_tls.as_ref() == tls,
             (None, None) => true,
             _ => false,
         };
@@ -243,7 +273,7 @@ impl Registry {
             entry.check = pool
                 .health
                 .as_ref()
-                .map(|h| (h.clone(), start_check(key, &entry.health, h)));
+                .map(|h| start_check(key, &entry.health, h, tls));
             if pool.health.is_none() {
                 // No checks any more: nothing will ever clear a failed flag.
                 entry.health.set_healthy(true);
@@ -279,8 +309,14 @@ impl Registry {
     }
 }
 
-fn start_check(key: &str, health: &Arc<MemberHealth>, h: &config::HealthCheck) -> ActiveHandle {
-    balance::spawn_active(
+/// Starts the active checks of a member; over TLS for an HTTPS member.
+fn start_check(
+    key: &str,
+    health: &Arc<MemberHealth>,
+    h: &config::HealthCheck,
+    tls: Option<&MemberTls>,
+) -> (config::HealthCheck, Option<MemberTls>, ActiveHandle) {
+    let handle = balance::spawn_active_over(
         key.to_owned(),
         health.clone(),
         ActiveCheck {
@@ -292,7 +328,18 @@ fn start_check(key: &str, health: &Arc<MemberHealth>, h: &config::HealthCheck) -
             unhealthy_threshold: h.unhealthy_threshold,
             expect: h.expect_status.first..=h.expect_status.last,
         },
-    )
+        tls.map(MemberTls::probe_handshake),
+    );
+    (h.clone(), tls.cloned(), handle)
+}
+
+fn listener_settings(l: &config::Listener) -> ListenerSettings {
+    let hsts = l.tls.as_ref().and_then(|t| t.hsts.as_ref());
+    ListenerSettings {
+        max_body: l.max_body_bytes,
+        hsts: hsts.and_then(|h| HeaderValue::from_str(&h.header_value()).ok()),
+        redirect_https: l.redirect_https,
+    }
 }
 
 /// Closes a member's idle connections the moment it becomes unavailable.

@@ -1,5 +1,6 @@
 //! Connections to one upstream member: opening them (with a connect
-//! timeout), keeping idle ones for reuse, and dropping them all at once when
+//! timeout that covers the TLS handshake of an HTTPS member), keeping idle
+//! ones for reuse, and dropping them all at once when
 //! the member becomes unavailable or leaves the config — a pooled connection
 //! to a stopped backend must never meet a request (failure mode 5).
 //!
@@ -14,8 +15,11 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::upstream_tls::MemberTls;
 
 /// Errors of the request body as sent upstream.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -29,6 +33,12 @@ pub(crate) type Sender = http1::SendRequest<ReqBody>;
 pub(crate) enum ConnectError {
     #[error("could not connect to {member}: {source}")]
     Io {
+        member: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with {member} failed: {source}")]
+    Tls {
         member: String,
         #[source]
         source: std::io::Error,
@@ -50,6 +60,8 @@ pub(crate) struct MemberConns {
     idle: Mutex<Vec<Idle>>,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    /// `Some`: the member speaks HTTPS.
+    tls: Option<MemberTls>,
     /// Set while the member is unavailable or gone: nothing is pooled.
     closed: AtomicBool,
 }
@@ -64,12 +76,13 @@ struct Idle {
 const MAX_IDLE: usize = 1024;
 
 impl MemberConns {
-    pub(crate) fn new(key: &str, idle_timeout: Duration, connect_timeout: Duration) -> MemberConns {
+    pub(crate) fn new(key: &str, settings: ConnSettings) -> MemberConns {
         MemberConns {
             key: key.to_owned(),
             idle: Mutex::new(Vec::new()),
-            idle_timeout,
-            connect_timeout,
+            idle_timeout: settings.idle_timeout,
+            connect_timeout: settings.connect_timeout,
+            tls: settings.tls,
             closed: AtomicBool::new(false),
         }
     }
@@ -134,27 +147,49 @@ impl MemberConns {
         self.closed.store(false, Ordering::Release);
     }
 
-    /// Opens a new connection.
+    /// Opens a new connection: TCP, then TLS for an HTTPS member, all
+    /// within the connect timeout; then the HTTP/1.1 handshake (no I/O).
     pub(crate) async fn connect(&self) -> Result<Sender, ConnectError> {
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.key)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(source)) => {
-                    return Err(ConnectError::Io {
+        match tokio::time::timeout(self.connect_timeout, self.open()).await {
+            Ok(opened) => opened,
+            Err(_) => Err(ConnectError::Timeout {
+                member: self.key.clone(),
+                timeout: self.connect_timeout,
+            }),
+        }
+    }
+
+    async fn open(&self) -> Result<Sender, ConnectError> {
+        let stream = TcpStream::connect(&self.key)
+            .await
+            .map_err(|source| ConnectError::Io {
+                member: self.key.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        match &self.tls {
+            // The plain path stays monomorphic: no boxing, no extra layer.
+            None => self.handshake(stream).await,
+            Some(tls) => {
+                let stream = tls
+                    .handshake(stream)
+                    .await
+                    .map_err(|source| ConnectError::Tls {
                         member: self.key.clone(),
                         source,
-                    });
-                }
-                Err(_) => {
-                    return Err(ConnectError::Timeout {
-                        member: self.key.clone(),
-                        timeout: self.connect_timeout,
-                    });
-                }
-            };
-        let _ = stream.set_nodelay(true);
+                    })?;
+                self.handshake(stream).await
+            }
+        }
+    }
+
+    /// The HTTP/1.1 client on `io`; its connection task runs on its own.
+    async fn handshake<IO>(&self, io: IO) -> Result<Sender, ConnectError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|source| ConnectError::Handshake {
                 member: self.key.clone(),
@@ -168,6 +203,15 @@ impl MemberConns {
         });
         Ok(sender)
     }
+}
+
+/// How a member's connections are made and kept; a change means new
+/// connections (the idle ones are closed).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ConnSettings {
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub tls: Option<MemberTls>,
 }
 
 impl Drop for MemberConns {

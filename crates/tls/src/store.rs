@@ -11,7 +11,10 @@ use rustls::sign::CertifiedKey;
 /// Certificates obtained by ACME and the names each covers; a handshake
 /// whose SNI name one covers is served it. Clones share the store.
 #[derive(Clone, Default)]
-pub struct AcmeCerts(Arc<ArcSwap<Vec<(Vec<String>, Arc<CertifiedKey>)>>>);
+pub struct AcmeCerts(Arc<ArcSwap<Entries>>);
+
+/// Each certificate with the names it covers, in the order obtained.
+type Entries = Vec<(Vec<String>, Arc<CertifiedKey>)>;
 
 impl AcmeCerts {
     /// The certificate for `sni` (exact name, case-insensitive), if any.
@@ -35,6 +38,13 @@ impl AcmeCerts {
             next.push((names.clone(), key.clone()));
             next
         });
+    }
+
+    /// The certificate obtained first, if any: what a listener with no
+    /// certificate files serves to a client whose name none covers (or
+    /// that sends no SNI).
+    pub fn first(&self) -> Option<Arc<CertifiedKey>> {
+        self.0.load().first().map(|(_, key)| key.clone())
     }
 
     /// Whether any certificate is there yet.

@@ -2,9 +2,12 @@
 //! availability watch, never slept for.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use balance::{ActiveCheck, MemberHealth, ProbeError, probe, spawn_active};
+use balance::{
+    ActiveCheck, Handshake, MemberHealth, ProbeError, ProbeIo, probe, probe_over, spawn_active,
+};
 use tokio::net::TcpListener;
 
 use crate::support::{Mode, Upstream, within};
@@ -145,4 +148,37 @@ async fn an_unresolvable_host_fails_the_probe() {
         ),
         "{result:?}"
     );
+}
+
+#[tokio::test]
+async fn a_handshake_runs_on_each_probes_connection_and_its_failure_fails_the_probe() {
+    let upstream = Upstream::start(Mode::Healthy).await;
+    let key = upstream.addr.to_string();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    // A pass-through handshake (a TLS one would wrap the stream).
+    let through: Handshake = Arc::new(move |tcp| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move { Ok(Box::new(tcp) as Box<dyn ProbeIo>) })
+    });
+    assert_eq!(
+        probe_over(&key, &check(1, 1), Some(&through)).await,
+        Ok(200)
+    );
+    assert_eq!(
+        probe_over(&key, &check(1, 1), Some(&through)).await,
+        Ok(200)
+    );
+    assert_eq!(calls.load(Ordering::Relaxed), 2);
+
+    let refusing: Handshake =
+        Arc::new(|_tcp| Box::pin(async { Err(std::io::Error::other("bad certificate")) }));
+    let result = probe_over(&key, &check(1, 1), Some(&refusing)).await;
+    assert_eq!(
+        result,
+        Err(ProbeError::Handshake {
+            message: "bad certificate".into()
+        })
+    );
+    assert_eq!(upstream.served(), 2, "no request after a failed handshake");
 }

@@ -3,13 +3,14 @@
 
 use super::IfMissing::{Default, Either, Required, Unset};
 use super::service::SERVICE;
+use super::tls::{ACME, LISTENER_TLS};
 use super::upstream::POOL;
 use super::{Section, Type, key};
 
 pub(crate) static ROOT: Section = Section {
     place: "at the top level",
     heading: "Top level",
-    doc: "The file has six kinds of sections. Only `[[listener]]` is required (at least one).",
+    doc: "The file has seven kinds of sections. Only `[[listener]]` is required (at least one).",
     keys: &[
         key(
             "proxy",
@@ -28,6 +29,12 @@ pub(crate) static ROOT: Section = Section {
             Type::Tables(&LISTENER),
             Required,
             "Where clients connect, see `[[listener]]`; at least one.",
+        ),
+        key(
+            "acme",
+            Type::Table(&ACME),
+            Unset("no certificates from ACME"),
+            "Certificates obtained and renewed automatically, see `[acme]`.",
         ),
         key(
             "pool",
@@ -148,6 +155,18 @@ pub(crate) static LISTENER: Section = Section {
             Type::Duration,
             Default("60s"),
             "An idle client connection is closed after this long.",
+        ),
+        key(
+            "redirect_https",
+            Type::PortOrBool,
+            Unset("no redirect: requests are routed"),
+            "Makes this a redirecting listener: every request is answered with a redirect to `https://` on this port, 301 for GET and HEAD and 308 for other methods (which keeps the method and body), with the request's host (without its port; `:443` is left out) and its path and query unchanged. An integer port (1 to 65535), `true` for 443, or `false` for no redirect. Only the ACME HTTP-01 challenge (`/.well-known/acme-challenge/`) is still answered, so routes never see this listener's requests. Only on a listener without `tls`.",
+        ),
+        key(
+            "tls",
+            Type::Table(&LISTENER_TLS),
+            Unset("plain HTTP"),
+            "HTTPS on this listener, see `[listener.tls]`.",
         ),
     ],
 };

@@ -4,15 +4,18 @@
 //! it, so the three cannot disagree. Tests compare it with the serde structs
 //! in `raw`. It holds data only: no parsing, no I/O. The tables themselves
 //! are in `client` (top level, proxy, access log, listeners, routes),
-//! `upstream` (pools, the keys they share with services, health checks) and
-//! `service` (services and their deploy strategies).
+//! `upstream` (pools, the keys they share with services, health checks),
+//! `service` (services and their deploy strategies) and `tls` (HTTPS:
+//! listeners' TLS, HSTS, ACME, TLS to upstreams).
 
 mod client;
 mod service;
+mod tls;
 mod upstream;
 
 pub(crate) use client::{ACCESS_LOG, LISTENER, PROXY, ROOT, ROUTE};
 pub(crate) use service::{BLUE_GREEN, CANARY, SERVICE};
+pub(crate) use tls::{ACME, CERTIFICATE, HSTS, LISTENER_TLS, UPSTREAM_TLS};
 pub(crate) use upstream::{HEALTH, MEMBER, PASSIVE, POOL};
 
 /// A table of the file (`[proxy]`, each `[[listener]]`, each `[pool.NAME]`…).
@@ -60,6 +63,8 @@ pub(crate) enum Type {
     Status,
     /// An integer or a float (TOML keeps them apart; users do not).
     Number,
+    /// An integer port or a boolean (`redirect_https = 8443` or `true`).
+    PortOrBool,
     /// An array of strings.
     Strings,
     /// An array of integers.
@@ -105,6 +110,7 @@ impl Type {
             Type::Size => "a size (integer bytes or a string like \"64KiB\")",
             Type::Status => "a status code or range (like \"200-399\")",
             Type::Number => "a number",
+            Type::PortOrBool => "a port (an integer) or a boolean",
             Type::Strings => "an array of strings",
             Type::Integers => "an array of integers",
             Type::StringMap => "a table of strings",
@@ -146,15 +152,20 @@ pub(super) const fn key(
 
 /// Every section, in the order of the docs.
 #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests"))]
-pub(crate) static SECTIONS: [&Section; 12] = [
+pub(crate) static SECTIONS: [&Section; 17] = [
     &ROOT,
     &PROXY,
     &ACCESS_LOG,
     &LISTENER,
+    &LISTENER_TLS,
+    &CERTIFICATE,
+    &HSTS,
+    &ACME,
     &POOL,
     &MEMBER,
     &HEALTH,
     &PASSIVE,
+    &UPSTREAM_TLS,
     &SERVICE,
     &BLUE_GREEN,
     &CANARY,

@@ -4,6 +4,7 @@
 //! sections are the pools' (`upstream`), and so are its forwarding keys.
 
 use super::IfMissing::{Default, Either, Unset};
+use super::tls::UPSTREAM_TLS;
 use super::upstream::{
     BALANCE, CONNECT_TIMEOUT, HEADER_TIMEOUT, HEALTH, IDLE_TIMEOUT, MAX_CONNECTIONS_PER_MEMBER,
     PASSIVE, RETRY_NON_IDEMPOTENT, RETRY_SERVER_ERRORS, TOTAL_TIMEOUT, UPSTREAM_HOST,
@@ -108,6 +109,12 @@ pub(crate) static SERVICE: Section = Section {
         RETRY_NON_IDEMPOTENT,
         RETRY_SERVER_ERRORS,
         UPSTREAM_HOST,
+        key(
+            "tls",
+            Type::Table(&UPSTREAM_TLS),
+            Unset("plain HTTP"),
+            "HTTPS to the instances or targets, see `[service.NAME.tls]`.",
+        ),
         key(
             "health",
             Type::Table(&HEALTH),

@@ -1,8 +1,10 @@
 //! The schema tables of the upstream side: `[pool.NAME]`, its members, the
 //! forwarding keys a pool shares with a service, and the `health` and
-//! `passive` sections that pools and services both have.
+//! `passive` sections that pools and services both have (their `tls`
+//! section is in `tls`).
 
 use super::IfMissing::{Default, Required, Unset};
+use super::tls::UPSTREAM_TLS;
 use super::{Key, Section, Type, key};
 
 pub(crate) static POOL: Section = Section {
@@ -25,6 +27,12 @@ pub(crate) static POOL: Section = Section {
         RETRY_NON_IDEMPOTENT,
         RETRY_SERVER_ERRORS,
         UPSTREAM_HOST,
+        key(
+            "tls",
+            Type::Table(&UPSTREAM_TLS),
+            Unset("plain HTTP"),
+            "HTTPS to the members, see `[pool.NAME.tls]`.",
+        ),
         key(
             "health",
             Type::Table(&HEALTH),

@@ -18,6 +18,7 @@ fn type_name(ty: Type) -> &'static str {
         Type::Integer => "integer",
         Type::Bool => "boolean",
         Type::Number => "number",
+        Type::PortOrBool => "port or boolean",
         Type::Duration => "duration",
         Type::Size => "size",
         Type::Status => "status range",

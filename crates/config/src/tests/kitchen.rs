@@ -51,11 +51,58 @@ fn kitchen_sink_parses_into_the_expected_config() {
             max_header_bytes: 32 * 1024,
             max_body_bytes: 1 << 20,
             keepalive_timeout: secs(75),
+            tls: None,
+            redirect_https: None,
         }
     );
     assert_eq!(
         config.listeners[1].address,
         ListenAddr::Unix("/run/baton/http.sock".into())
+    );
+    let https = &config.listeners[2];
+    assert_eq!(https.address, "0.0.0.0:443".parse().unwrap());
+    assert_eq!(https.redirect_https, None);
+    let files = |cert: &str, key: &str| CertificateFiles {
+        cert: cert.into(),
+        key: key.into(),
+    };
+    let tls = Tls {
+        certificates: vec![
+            files("/etc/baton/example.com.pem", "/etc/baton/example.com.key"),
+            files("certs/internal.pem", "certs/internal.key"),
+        ],
+        acme: true,
+        min_version: TlsVersion::Tls13,
+        max_version: TlsVersion::Tls13,
+        cipher_suites: Some(vec![
+            "TLS13_CHACHA20_POLY1305_SHA256".into(),
+            "TLS13_AES_256_GCM_SHA384".into(),
+        ]),
+        hsts: Some(Hsts {
+            max_age: secs(365 * 86400),
+            include_subdomains: true,
+            preload: true,
+        }),
+    };
+    assert_eq!(https.tls.as_ref(), Some(&tls));
+    assert_eq!(
+        tls.hsts.unwrap().header_value(),
+        "max-age=31536000; includeSubDomains; preload"
+    );
+    let redirect = &config.listeners[3];
+    assert_eq!((&redirect.tls, redirect.redirect_https), (&None, Some(443)));
+    assert_eq!(
+        config.acme,
+        Some(Acme {
+            directory: "https://acme-staging-v02.api.letsencrypt.org/directory".into(),
+            contact: vec![
+                "mailto:ops@example.com".into(),
+                "mailto:security@example.com".into()
+            ],
+            names: vec!["example.com".into(), "www.example.com".into()],
+            ca_bundle: Some("/etc/baton/acme-ca.pem".into()),
+            renew_before: secs(20 * 86400),
+        })
     );
     let app = &config.pools["app"];
     let member = |authority: &str, host: &str, port, ip: Option<&str>, weight| Member {
@@ -89,6 +136,10 @@ fn kitchen_sink_parses_into_the_expected_config() {
         retry_non_idempotent: true,
         retry_server_errors: true,
         upstream_host: UpstreamHost::Literal("app.internal".into()),
+        tls: Some(UpstreamTls {
+            ca_bundle: Some("/etc/ssl/internal-ca.pem".into()),
+            server_name: Some("app.internal".into()),
+        }),
         health: Some(HealthCheck {
             path: "/healthz?full=1".into(),
             interval: secs(3),
@@ -134,7 +185,7 @@ fn kitchen_sink_parses_into_the_expected_config() {
     );
     assert_eq!(
         config.routes[1].listeners,
-        ["http", "local"],
+        ["http", "local", "https", "redirect"],
         "default: all listeners"
     );
     assert_eq!(
@@ -187,6 +238,7 @@ fn kitchen_sink_services() {
             retry_non_idempotent: true,
             retry_server_errors: true,
             upstream_host: UpstreamHost::Member,
+            tls: None,
         },
         health: Some(HealthCheck {
             path: "/healthz".into(),
@@ -275,6 +327,13 @@ fn kitchen_sink_services() {
         UpstreamHost::Literal("api.internal".into())
     );
     assert_eq!(api.health.as_ref().unwrap().path, "/ready");
+    assert_eq!(
+        api.forward.tls,
+        Some(UpstreamTls {
+            ca_bundle: None,
+            server_name: Some("10.0.0.7".into()),
+        })
+    );
     assert_eq!(api.passive, None);
     assert_eq!(
         (
@@ -343,6 +402,8 @@ fn absent_keys_take_the_documented_defaults() {
     assert_eq!(listener.max_header_bytes, 64 * 1024);
     assert_eq!(listener.max_body_bytes, 10 * 1024 * 1024);
     assert_eq!(listener.keepalive_timeout, secs(60));
+    assert_eq!((&listener.tls, listener.redirect_https), (&None, None));
+    assert_eq!(config.acme, None);
     let pool = &config.pools["p"];
     assert_eq!(pool.balance, Balance::WeightedRoundRobin);
     assert_eq!(pool.members[0].weight, 1);
@@ -355,6 +416,7 @@ fn absent_keys_take_the_documented_defaults() {
     assert!(!pool.retry_non_idempotent);
     assert!(!pool.retry_server_errors);
     assert_eq!(pool.upstream_host, UpstreamHost::Preserve);
+    assert_eq!(pool.tls, None);
     let health = pool.health.as_ref().unwrap();
     assert_eq!((health.interval, health.timeout), (secs(2), secs(1)));
     assert_eq!(
@@ -482,11 +544,16 @@ fn fields_of<T: for<'de> Deserialize<'de>>() -> BTreeSet<&'static str> {
 
 #[test]
 fn schema_lists_exactly_the_fields_of_the_serde_structs() {
-    let pairs: [(&Section, BTreeSet<&str>); 12] = [
+    let pairs: [(&Section, BTreeSet<&str>); 17] = [
         (&schema::ROOT, fields_of::<RawConfig>()),
         (&schema::PROXY, fields_of::<RawProxy>()),
         (&schema::ACCESS_LOG, fields_of::<RawAccessLog>()),
         (&schema::LISTENER, fields_of::<RawListener>()),
+        (&schema::LISTENER_TLS, fields_of::<RawTls>()),
+        (&schema::CERTIFICATE, fields_of::<RawCertificate>()),
+        (&schema::HSTS, fields_of::<RawHsts>()),
+        (&schema::ACME, fields_of::<RawAcme>()),
+        (&schema::UPSTREAM_TLS, fields_of::<RawUpstreamTls>()),
         (&schema::POOL, fields_of::<RawPool>()),
         (&schema::MEMBER, fields_of::<RawMember>()),
         (&schema::HEALTH, fields_of::<RawHealth>()),

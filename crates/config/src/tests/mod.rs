@@ -2,6 +2,7 @@
 //! concern. Each validation rule is checked for its message *and* its
 //! line:column.
 
+mod acme;
 mod docs;
 mod kitchen;
 mod listener;
@@ -11,6 +12,7 @@ mod route;
 mod service;
 mod shape;
 mod strategy;
+mod tls;
 
 use crate::{Config, parse};
 

@@ -21,11 +21,11 @@ pub use pool::{
     StatusRange, UpstreamAddr, UpstreamHost,
 };
 pub use route::{HeaderMatch, HostMatch, PathMatch, Route, Upstream};
-pub use tls::{Acme, CIPHER_SUITES, CertificateFiles, Hsts, Tls, TlsVersion, UpstreamTls};
 pub use service::{
     BlueGreen, Canary, External, Restart, Rolling, Runner, Service, SocketMode, Strategy,
     Supervised,
 };
+pub use tls::{Acme, CIPHER_SUITES, CertificateFiles, Hsts, Tls, TlsVersion, UpstreamTls};
 
 /// A validated `baton.toml`.
 ///

@@ -1,5 +1,5 @@
 //! Validation of the client side: `[proxy]`, `[access_log]` and the
-//! `[[listener]]`s (names, addresses, limits).
+//! `[[listener]]`s (names, addresses, limits; their HTTPS is `tls`'s).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,8 +8,8 @@ use handoff::ListenAddr;
 use http::HeaderName;
 use toml::Spanned;
 
-use super::Ctx;
 use super::matchers::parse_network;
+use super::{Ctx, tls};
 use crate::raw::{RawAccessLog, RawListener, RawProxy};
 use crate::schema::{ACCESS_LOG, LISTENER, PROXY};
 use crate::types::{AccessLog, AccessLogFormat, AccessLogTarget, Listener, ProxySettings};
@@ -104,9 +104,12 @@ fn name_of(index: usize, raw: &RawListener) -> String {
     }
 }
 
+/// `acme_declared`: whether the file has an `[acme]` section, which
+/// `acme = true` in a listener's `[listener.tls]` needs.
 pub(super) fn listeners(
     ctx: &mut Ctx<'_, '_>,
     raw: Option<&Spanned<Vec<Spanned<RawListener>>>>,
+    acme_declared: bool,
 ) -> Option<Vec<Listener>> {
     // A missing `listener` key was reported by `check`.
     let raw = raw?;
@@ -141,7 +144,7 @@ pub(super) fn listeners(
         } else {
             names.insert(name.clone(), name_span.start);
         }
-        let listener = listener(ctx, name, item.get_ref(), &mut addresses);
+        let listener = listener(ctx, name, item.get_ref(), &mut addresses, acme_declared);
         match (ok, listener) {
             (true, Some(l)) => {
                 if let Some(v) = &mut out {
@@ -159,6 +162,7 @@ fn listener(
     name: String,
     raw: &RawListener,
     addresses: &mut BTreeMap<String, (String, usize)>,
+    acme_declared: bool,
 ) -> Option<Listener> {
     let address = raw.address.as_ref().and_then(|a| {
         let parsed = a.get_ref().parse::<ListenAddr>();
@@ -202,6 +206,11 @@ fn listener(
         &raw.keepalive_timeout,
         false,
     );
+    let tls = raw
+        .tls
+        .as_ref()
+        .map(|t| tls::listener_tls(ctx, t, acme_declared));
+    let redirect_https = tls::redirect_https(ctx, &raw.redirect_https, raw.tls.is_some());
     Some(Listener {
         name,
         address: address?,
@@ -210,8 +219,7 @@ fn listener(
         max_header_bytes: usize::try_from(max_header_bytes?).ok()?,
         max_body_bytes: max_body_bytes?,
         keepalive_timeout: keepalive_timeout?,
-        // TODO(tls helper): `[listener.tls]` and `redirect_https`.
-        tls: None,
-        redirect_https: None,
+        tls: super::optional(tls)?,
+        redirect_https: redirect_https.ok()?,
     })
 }

@@ -4,12 +4,15 @@
 //! nothing failed. Defaults come from `schema`, the same table the docs are
 //! generated from. Never reads files, never resolves names.
 
+mod acme;
+mod cipher;
 mod listener;
 mod matchers;
 mod pool;
 mod route;
 mod service;
 mod strategy;
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{Range, RangeInclusive};
@@ -33,7 +36,14 @@ pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Co
         .access_log
         .as_ref()
         .map(|log| listener::access_log(&mut ctx, log.get_ref()));
-    let listeners = listener::listeners(&mut ctx, raw.listener.as_ref());
+    // A misspelt `[acme]` (reported as such) counts as declared, so that
+    // `acme = true` in a listener is not also reported.
+    let acme_declared = raw.acme.is_some() || ctx.diag.has_typo_of(0, "acme");
+    let listeners = listener::listeners(&mut ctx, raw.listener.as_ref(), acme_declared);
+    let acme = raw.acme.as_ref().map(|item| {
+        acme::listeners_for_acme(&mut ctx, item, raw.listener.as_ref());
+        acme::acme(&mut ctx, item)
+    });
     let pools = pool::pools(&mut ctx, &raw.pool);
     let services = service::services(&mut ctx, &raw.service);
     shared_names(&mut ctx, raw);
@@ -56,8 +66,7 @@ pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Co
         pools: pools?,
         services: services?,
         routes: routes?,
-        // TODO(tls helper): `[acme]`.
-        acme: None,
+        acme: optional(acme)?,
     })
 }
 

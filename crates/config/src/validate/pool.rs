@@ -1,6 +1,6 @@
 //! Validation of `[pool.NAME]`: members, and the parts a service shares
 //! with a pool — the forwarding keys (balancing, timeouts, the Host sent
-//! upstream) and the `health` / `passive` subsections.
+//! upstream, TLS to the members) and the `health` / `passive` subsections.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -9,8 +9,8 @@ use http::HeaderValue;
 use http::uri::PathAndQuery;
 use toml::Spanned;
 
-use super::Ctx;
 use super::matchers::{parse_status_range, parse_upstream_addr};
+use super::{Ctx, tls};
 use crate::raw::{IntOrString, RawForward, RawHealth, RawMember, RawPassive, RawPool};
 use crate::schema::{HEALTH, MEMBER, PASSIVE, POOL, Section};
 use crate::types::{
@@ -74,6 +74,10 @@ pub(super) fn forward(
     let idle_timeout = ctx.duration(section, "idle_timeout", raw.idle_timeout, false);
     let total_timeout = ctx.optional_duration("total_timeout", raw.total_timeout);
     let upstream_host = upstream_host(ctx, section, raw.upstream_host);
+    let tls = raw
+        .tls
+        .as_ref()
+        .map(|t| tls::upstream_tls(ctx, t.get_ref()));
     Some(ForwardSettings {
         balance: balance?,
         max_connections_per_member: max_per_member?,
@@ -84,8 +88,7 @@ pub(super) fn forward(
         retry_non_idempotent: Ctx::bool(section, "retry_non_idempotent", raw.retry_non_idempotent),
         retry_server_errors: Ctx::bool(section, "retry_server_errors", raw.retry_server_errors),
         upstream_host: upstream_host?,
-        // TODO(tls helper): `[pool.NAME.tls]`.
-        tls: None,
+        tls: super::optional(tls)?,
     })
 }
 

@@ -2,6 +2,8 @@
 //! task per connection. Each connection follows the server's drain stage
 //! (see the parent module) and is counted by the drain tracker while it
 //! lives. Owns the per-connection plumbing; never decides when to drain.
+//! With TLS (feature `tls`) a connection's task starts with the handshake,
+//! then follows exactly the plain path.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -68,6 +70,8 @@ pub(super) struct Shared<F> {
     pub accepted: AtomicU64,
     pub timeouts: Timeouts,
     pub slots: Arc<Semaphore>,
+    #[cfg(feature = "tls")]
+    pub tls: Option<super::TlsConfig>,
 }
 
 pub(super) enum AsyncListener {
@@ -123,6 +127,8 @@ pub(super) async fn accept_loop<F, S, B>(
                     listener: name.clone(),
                     peer,
                     local: io.local_addr().ok(),
+                    tls: false,
+                    sni: None,
                 };
                 spawn_connection(io, info, permit, &shared);
             }
@@ -131,6 +137,8 @@ pub(super) async fn accept_loop<F, S, B>(
                     listener: name.clone(),
                     peer: None,
                     local: None,
+                    tls: false,
+                    sni: None,
                 };
                 spawn_connection(io, info, permit, &shared);
             }
@@ -180,9 +188,64 @@ fn spawn_connection<I, F, S, B>(
 {
     shared.accepted.fetch_add(1, Ordering::Relaxed);
     let guard = shared.drain.guard();
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.tls {
+        let config = tls.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            // The provider runs in the connection's task, off the accept loop.
+            let config = config();
+            let Some((io, info)) = tls_handshake(io, info, config, &shared).await else {
+                return;
+            };
+            let service = (shared.make)(&info);
+            serve_connection(io, service, shared, guard, permit).await
+        });
+        return;
+    }
     let service = (shared.make)(&info);
     let shared = shared.clone();
     tokio::spawn(serve_connection(io, service, shared, guard, permit));
+}
+
+/// Completes the TLS handshake within the head timeout, or gives up when
+/// the drain starts closing idle connections (a connection still
+/// handshaking has no request in flight). `None`: the socket is dropped.
+#[cfg(feature = "tls")]
+async fn tls_handshake<I, F>(
+    io: I,
+    mut info: ConnInfo,
+    config: Arc<tokio_rustls::rustls::ServerConfig>,
+    shared: &Shared<F>,
+) -> Option<(tokio_rustls::server::TlsStream<I>, ConnInfo)>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut stage = shared.stage.clone();
+    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
+    let bounded = async {
+        match shared.timeouts.head {
+            Some(limit) => tokio::time::timeout(limit, handshake).await.ok(),
+            None => Some(handshake.await),
+        }
+    };
+    let stream = tokio::select! {
+        res = bounded => match res {
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, peer = ?info.peer, "TLS handshake failed");
+                return None;
+            }
+            None => {
+                tracing::debug!(peer = ?info.peer, "TLS handshake not completed in time");
+                return None;
+            }
+        },
+        _ = stage.wait_for(|s| *s >= Stage::Closing) => return None,
+    };
+    info.tls = true;
+    info.sni = stream.get_ref().1.server_name().map(str::to_owned);
+    Some((stream, info))
 }
 
 async fn serve_connection<I, F, S, B>(

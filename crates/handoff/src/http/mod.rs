@@ -13,6 +13,10 @@
 //!    drain deadline.
 //!
 //! It never waits on a fixed sleep: each step ends on an event or a deadline.
+//!
+//! With the `tls` feature, `Server::tls` makes every connection start
+//! with a TLS handshake (rustls); HTTP/1.1 and HTTP/2 (ALPN `h2`) are then
+//! served and drained exactly like on a plain connection.
 
 mod conn;
 mod guard;
@@ -38,6 +42,8 @@ use crate::lifecycle::{Lifecycle, Phase};
 use crate::listener::{Listeners, NamedListener};
 use crate::notify;
 use crate::signal::{ShutdownSignals, Signal};
+#[cfg(feature = "tls")]
+pub use tokio_rustls::rustls;
 
 /// How far the shutdown has gone; connections react to each step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -64,7 +70,13 @@ pub struct Server {
     /// connections, streams), that the drain waits for.
     drain: Drain,
     limits: Limits,
+    #[cfg(feature = "tls")]
+    tls: Option<TlsConfig>,
 }
+
+/// Gives the TLS configuration for a new connection; see [`Server::tls`].
+#[cfg(feature = "tls")]
+pub type TlsConfig = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sync>;
 
 /// Protections for a server that faces clients directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +114,11 @@ pub struct ConnInfo {
     pub peer: Option<SocketAddr>,
     /// Our address for it (TCP only).
     pub local: Option<SocketAddr>,
+    /// Whether the connection is TLS (the server was given `Server::tls`);
+    /// the service is made after the handshake.
+    pub tls: bool,
+    /// The name the client asked for in the TLS handshake (SNI), if any.
+    pub sni: Option<String>,
 }
 
 /// What happened during a server's life, returned when it has stopped.
@@ -159,7 +176,32 @@ impl Server {
             draining: watch::Sender::new(false),
             drain: Drain::new(),
             limits: Limits::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS: each accepted connection first completes a TLS
+    /// handshake with the configuration `config` returns, called once per
+    /// connection (so a configuration swapped behind it, e.g. a reloaded
+    /// certificate, applies to new connections only). The configuration's
+    /// ALPN list decides the protocols offered (`h2`, `http/1.1`): a
+    /// connection that negotiated `h2` speaks HTTP/2, any other HTTP/1.1
+    /// (hyper's detection of the HTTP/2 preface, as on plain connections).
+    ///
+    /// The handshake counts like the rest of the connection: against
+    /// `max_connections`, in the drain, and it is bounded by
+    /// `header_read_timeout` (then the request head gets its own). A failed
+    /// or timed-out handshake closes the socket (logged at debug level); a
+    /// handshake still running when idle connections are closed during the
+    /// drain is abandoned.
+    #[cfg(feature = "tls")]
+    pub fn tls(
+        mut self,
+        config: Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sync>,
+    ) -> Server {
+        self.tls = Some(config);
+        self
     }
 
     /// Sets the connection limits and time limits.
@@ -257,6 +299,8 @@ impl Server {
                 idle: self.limits.keepalive_timeout,
             },
             slots: Arc::new(Semaphore::new(self.limits.max_connections.max(1))),
+            #[cfg(feature = "tls")]
+            tls: self.tls,
         });
 
         let mut accept_tasks = Vec::with_capacity(self.listeners.len());

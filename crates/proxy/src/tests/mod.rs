@@ -3,9 +3,12 @@
 //! Tests wait on events (responses, the gate's count of held requests),
 //! never on sleeps.
 
+mod https;
 mod pause;
+mod pki;
 mod retry;
 mod stats;
+mod upstream_tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,7 +29,8 @@ use tokio::sync::{oneshot, watch};
 use crate::Proxy;
 
 /// A running upstream that answers with its name; `/status/N` answers
-/// status N.
+/// status N, `/header/NAME` the value of the request's header NAME, and
+/// `/with-hsts` adds a `Strict-Transport-Security` of its own.
 pub(crate) struct Upstream {
     pub addr: SocketAddr,
     served: watch::Receiver<usize>,
@@ -54,7 +58,7 @@ impl Upstream {
                 let count = count.clone();
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     count.send_modify(|n| *n += 1);
-                    let mut response = answer(name, request.uri().path());
+                    let mut response = answer(name, &request);
                     if let Some(status) = status {
                         *response.status_mut() = status;
                     }
@@ -75,13 +79,29 @@ impl Upstream {
     }
 }
 
-fn answer(name: &'static str, path: &str) -> Response<Full<Bytes>> {
+pub(crate) fn answer<B>(name: &'static str, request: &Request<B>) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
     let status = path
         .strip_prefix("/status/")
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
-    let mut response = Response::new(Full::new(Bytes::from_static(name.as_bytes())));
+    let body = match path.strip_prefix("/header/") {
+        Some(header) => Bytes::copy_from_slice(
+            request
+                .headers()
+                .get(header)
+                .map_or(&b"(none)"[..], |v| v.as_bytes()),
+        ),
+        None => Bytes::from_static(name.as_bytes()),
+    };
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    if path == "/with-hsts" {
+        response.headers_mut().insert(
+            http::header::STRICT_TRANSPORT_SECURITY,
+            http::HeaderValue::from_static("max-age=5"),
+        );
+    }
     response
 }
 
@@ -134,7 +154,13 @@ pub(crate) fn config(pools: &[(&str, &[SocketAddr])], route_to: &str) -> config:
 
 /// Starts a proxy for `cfg` and waits until it accepts.
 pub(crate) async fn start(cfg: &config::Config) -> Running {
-    let proxy = Arc::new(Proxy::new(cfg).unwrap());
+    serve(Proxy::new(cfg).unwrap(), cfg).await
+}
+
+/// Serves `proxy` (built for `cfg`) on `cfg`'s first listener and waits
+/// until it accepts.
+pub(crate) async fn serve(proxy: Proxy, cfg: &config::Config) -> Running {
+    let proxy = Arc::new(proxy);
     let spec = cfg.listeners[0].clone();
     let listener = Listener::bind(&spec.address).unwrap();
     let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
@@ -199,13 +225,43 @@ pub(crate) async fn request(
 }
 
 /// Sends `request` on a connection of its own and reads the whole answer.
-async fn send<B>(addr: SocketAddr, request: Request<B>) -> Answer
+pub(crate) async fn send<B>(addr: SocketAddr, request: Request<B>) -> Answer
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let stream = TcpStream::connect(addr).await.unwrap();
+    send_on(TcpStream::connect(addr).await.unwrap(), request).await
+}
+
+/// [`send`] over HTTPS, trusting `ca`'s certificates for `server_name`.
+pub(crate) async fn send_tls<B>(
+    addr: SocketAddr,
+    ca: &pki::Ca,
+    server_name: &str,
+    request: Request<B>,
+) -> Answer
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name =
+        tokio_rustls::rustls::pki_types::ServerName::try_from(server_name.to_owned()).unwrap();
+    let stream = within(tokio_rustls::TlsConnector::from(ca.client()).connect(name, tcp))
+        .await
+        .unwrap();
+    send_on(stream, request).await
+}
+
+async fn send_on<IO, B>(stream: IO, request: Request<B>) -> Answer
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();

@@ -1,0 +1,317 @@
+//! `Server::tls` over real sockets: HTTP/1.1 and HTTP/2 (by ALPN) after the
+//! handshake, what `ConnInfo` says, the handshake's time limit and
+//! connection slot, failed handshakes, and the drain (Connection: close,
+//! GOAWAY, in-flight requests finished) exactly as on plain connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::get;
+use bytes::Bytes;
+use handoff::http::rustls::pki_types::{PrivateKeyDer, ServerName};
+use handoff::http::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use handoff::http::{Limits, ServeReport, Server};
+use handoff::{DrainOutcome, ListenAddr, Listener, Listeners, NamedListener, Phase};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+const BOUND: Duration = Duration::from_secs(10);
+
+/// A self-signed certificate for `localhost` and the configs that use it.
+struct Certs {
+    server: Arc<ServerConfig>,
+    root: RootCertStore,
+}
+
+fn certs() -> Certs {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut root = RootCertStore::empty();
+    root.add(cert.der().clone()).unwrap();
+    Certs {
+        server: Arc::new(server),
+        root,
+    }
+}
+
+struct Running {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    phase: watch::Receiver<Phase>,
+    served: JoinHandle<std::io::Result<ServeReport>>,
+    /// Told when `/slow` has been called.
+    started: Arc<Notify>,
+    /// Released by the test: `/slow` answers only then.
+    release: Arc<Notify>,
+    /// How often the server asked for the TLS config.
+    configs: Arc<AtomicUsize>,
+}
+
+async fn start(certs: &Certs, limits: Limits) -> Running {
+    let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap()).unwrap();
+    let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
+        unreachable!()
+    };
+    let listeners = Listeners::from_listeners(vec![NamedListener {
+        name: "https".into(),
+        listener,
+    }]);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let configs = Arc::new(AtomicUsize::new(0));
+    let config = certs.server.clone();
+    let counted = configs.clone();
+    let server = Server::new(listeners)
+        .notify(false)
+        .limits(limits)
+        .idle_grace(Duration::from_millis(100))
+        .with_shutdown(async move {
+            let _ = stopped.await;
+        })
+        .tls(Arc::new(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            config.clone()
+        }));
+    let mut phase = server.lifecycle();
+    let started = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let slow = (started.clone(), release.clone());
+    let served = tokio::spawn(server.serve_with(move |info| {
+        let (tls, sni) = (info.tls, info.sni.clone());
+        let slow = slow.clone();
+        Router::new()
+            .route(
+                "/",
+                get(move |req: Request| async move {
+                    format!("{:?} tls={tls} sni={sni:?}", req.version())
+                }),
+            )
+            .route(
+                "/slow",
+                get(move || async move {
+                    slow.0.notify_one();
+                    slow.1.notified().await;
+                    "slow"
+                }),
+            )
+    }));
+    phase.wait_for(|p| *p >= Phase::Ready).await.unwrap();
+    Running {
+        addr,
+        stop: Some(stop),
+        phase,
+        served,
+        started,
+        release,
+        configs,
+    }
+}
+
+impl Running {
+    /// Starts the drain and waits until the server is in it.
+    async fn drain(&mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.phase
+            .wait_for(|p| *p >= Phase::Draining)
+            .await
+            .unwrap();
+    }
+}
+
+async fn connect(addr: SocketAddr, certs: &Certs, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(certs.root.clone())
+            .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    tokio::time::timeout(
+        BOUND,
+        TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .expect("handshake did not end")
+    .unwrap()
+}
+
+fn get_req(path: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::get(format!("https://localhost{path}"))
+        .header(http::header::HOST, "localhost")
+        .body(Empty::new())
+        .unwrap()
+}
+
+async fn body(response: http::Response<hyper::body::Incoming>) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn http1_and_http2_by_alpn_with_tls_and_sni_in_conn_info() {
+    let certs = certs();
+    let running = start(&certs, Limits::default()).await;
+
+    let stream = connect(running.addr, &certs, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let response = h2.send_request(get_req("/")).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(
+        body(response).await,
+        "HTTP/2.0 tls=true sni=Some(\"localhost\")"
+    );
+
+    let stream = connect(running.addr, &certs, &[b"http/1.1"]).await;
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let response = h1.send_request(get_req("/")).await.unwrap();
+    assert_eq!(
+        body(response).await,
+        "HTTP/1.1 tls=true sni=Some(\"localhost\")"
+    );
+    // The config is asked for once per connection (so a reloaded one
+    // applies to the next connection).
+    assert_eq!(running.configs.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn a_failed_handshake_closes_the_socket_and_the_server_goes_on() {
+    let certs = certs();
+    let running = start(&certs, Limits::default()).await;
+    // Plain HTTP to the TLS port.
+    let mut plain = TcpStream::connect(running.addr).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(BOUND, plain.read_to_end(&mut got))
+        .await
+        .expect("the server did not close the connection");
+    assert!(!got.starts_with(b"HTTP/"), "{got:?}");
+
+    let stream = connect(running.addr, &certs, &[]).await;
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(h1.send_request(get_req("/")).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_is_bounded_by_the_head_timeout_and_holds_a_slot() {
+    let certs = certs();
+    let running = start(
+        &certs,
+        Limits {
+            max_connections: 1,
+            header_read_timeout: Some(Duration::from_millis(300)),
+            ..Limits::default()
+        },
+    )
+    .await;
+    let begin = tokio::time::Instant::now();
+    // Connects and never says hello: it holds the only slot.
+    let mut stalled = TcpStream::connect(running.addr).await.unwrap();
+    // This handshake can only proceed once the stalled one was given up.
+    let stream = connect(running.addr, &certs, &[]).await;
+    assert!(begin.elapsed() >= Duration::from_millis(300));
+    let mut got = Vec::new();
+    let n = tokio::time::timeout(BOUND, stalled.read_to_end(&mut got))
+        .await
+        .expect("the stalled connection was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    drop(stream);
+}
+
+#[tokio::test]
+async fn draining_http1_over_tls_answers_connection_close() {
+    let certs = certs();
+    let mut running = start(&certs, Limits::default()).await;
+    let stream = connect(running.addr, &certs, &[b"http/1.1"]).await;
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let response = h1.send_request(get_req("/")).await.unwrap();
+    assert!(!response.headers().contains_key(http::header::CONNECTION));
+    body(response).await;
+
+    running.drain().await;
+    // The keep-alive connection is still served, and told to go.
+    let response = h1.send_request(get_req("/")).await.unwrap();
+    assert_eq!(response.headers()[http::header::CONNECTION], "close");
+    body(response).await;
+    tokio::time::timeout(BOUND, conn)
+        .await
+        .expect("the connection was not closed")
+        .unwrap()
+        .unwrap();
+    let report = running.served.await.unwrap().unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+}
+
+#[tokio::test]
+async fn draining_http2_over_tls_finishes_in_flight_requests_then_goaway() {
+    let certs = certs();
+    let mut running = start(&certs, Limits::default()).await;
+    let stream = connect(running.addr, &certs, &[b"h2"]).await;
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let in_flight = tokio::spawn(h2.send_request(get_req("/slow")));
+    running.started.notified().await;
+
+    running.drain().await;
+    // The request in flight completes; then (past the idle grace) the
+    // server sends GOAWAY and the connection ends.
+    running.release.notify_one();
+    let response = tokio::time::timeout(BOUND, in_flight)
+        .await
+        .expect("no response")
+        .unwrap()
+        .unwrap();
+    assert_eq!(body(response).await, "slow");
+    tokio::time::timeout(BOUND, conn)
+        .await
+        .expect("the connection did not end after GOAWAY")
+        .unwrap()
+        .unwrap();
+    let report = tokio::time::timeout(BOUND, running.served)
+        .await
+        .expect("the drain did not end")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.outcome, DrainOutcome::Drained);
+    assert_eq!(report.connections, 1);
+}
