@@ -385,7 +385,13 @@ async fn switch(
             },
         };
         for member in &members {
-            let probed = tokio::time::timeout_at(deadline, balance::probe(member, &check)).await;
+            let host = member.rsplit_once(':').map_or(member.as_str(), |(h, _)| h);
+            let handshake = supervised::probe_handshake(service, host);
+            let probed = tokio::time::timeout_at(
+                deadline,
+                balance::probe_over(member, &check, handshake.as_ref()),
+            )
+            .await;
             match probed {
                 Ok(Ok(status)) if (200..300).contains(&status) => {
                     reporter.send(Progress::Smoke {
@@ -549,7 +555,8 @@ async fn wait_targets(
             let (ok, wait) = match &service.health {
                 Some(h) => {
                     let check = supervised::active_check(h, &h.path);
-                    match balance::probe(&target.authority, &check).await {
+                    let handshake = supervised::probe_handshake(service, &target.host);
+                    match balance::probe_over(&target.authority, &check, handshake.as_ref()).await {
                         Ok(status) if check.expect.contains(&status) => (true, h.interval),
                         Ok(status) => {
                             last = format!("GET {} answered {status}", h.path);

@@ -23,7 +23,7 @@ pub(crate) fn start(
     set: u64,
 ) -> std::io::Result<Group> {
     let readiness = match &service.health {
-        Some(h) => Readiness::Probe(health_probe(h)),
+        Some(h) => Readiness::Probe(health_probe(h, probe_handshake(service, "127.0.0.1"))),
         None => Readiness::Notify,
     };
     let name = service.name.clone();
@@ -93,13 +93,13 @@ pub(crate) fn active_check(h: &config::HealthCheck, path: &str) -> ActiveCheck {
     }
 }
 
-fn health_probe(h: &config::HealthCheck) -> Probe {
+fn health_probe(h: &config::HealthCheck, handshake: Option<balance::Handshake>) -> Probe {
     let check = Arc::new(active_check(h, &h.path));
     Probe {
         check: Arc::new(move |addr| {
-            let check = check.clone();
+            let (check, handshake) = (check.clone(), handshake.clone());
             Box::pin(async move {
-                match balance::probe(&addr.to_string(), &check).await {
+                match balance::probe_over(&addr.to_string(), &check, handshake.as_ref()).await {
                     Ok(status) => check.expect.contains(&status),
                     Err(_) => false,
                 }
@@ -178,4 +178,34 @@ async fn take_out(engine: &Engine, service: &str, set: u64, info: InstanceInfo, 
 
 fn member(addr: std::net::SocketAddr) -> config::UpstreamAddr {
     config::UpstreamAddr::from(addr)
+}
+
+/// The TLS handshake a probe of `host` needs when the service speaks HTTPS
+/// to its instances or targets (`[service.NAME.tls]`); `None` for plain
+/// HTTP, or when the settings cannot be used (the proxy reports those when
+/// it builds the pool).
+pub(crate) fn probe_handshake(service: &config::Service, host: &str) -> Option<balance::Handshake> {
+    let settings = service.forward.tls.as_ref()?;
+    let client = match tls::client_config(settings) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(service = %service.name, error = %e, "TLS settings unusable for readiness checks");
+            return None;
+        }
+    };
+    let name = match tls::server_name(settings, host) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(service = %service.name, error = %e, "TLS server name unusable for readiness checks");
+            return None;
+        }
+    };
+    let connector = tokio_rustls::TlsConnector::from(client);
+    Some(Arc::new(move |tcp| {
+        let (connector, name) = (connector.clone(), name.clone());
+        Box::pin(async move {
+            let stream = connector.connect(name, tcp).await?;
+            Ok(Box::new(stream) as Box<dyn balance::ProbeIo>)
+        })
+    }))
 }
