@@ -325,35 +325,51 @@ async fn reload(
         Ok(Err(errors)) => Ok(Err(errors.0.iter().map(|e| e.to_string()).collect())),
         Err(e) => Err(e),
     };
-    let mut result = built.unwrap_or_else(|e| Err(vec![format!("could not reload: {e}")]));
-    // New handshakes use changed certificate files; a broken one is refused
-    // and the current one keeps serving.
-    for t in certificates {
-        match t.reload() {
-            Ok(true) => tracing::info!(files = ?t.files(), "certificates reloaded"),
-            Ok(false) => {}
-            Err(e) => match &mut result {
-                Ok(()) => result = Err(vec![e.to_string()]),
-                Err(errors) => errors.push(e.to_string()),
-            },
+    let result = built.unwrap_or_else(|e| Err(vec![format!("could not reload: {e}")]));
+    // The file and the certificates are two things, each all or nothing: a
+    // refused file changes nothing; a refused certificate leaves the current
+    // one serving, whatever the file did. (Certificate files are also
+    // watched: a valid new one is taken within seconds even without a
+    // reload.)
+    let result = match result {
+        Ok(()) => {
+            tracing::info!(
+                config = %path.display(),
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "config reloaded"
+            );
+            let mut refused = Vec::new();
+            for t in certificates {
+                match t.reload() {
+                    Ok(true) => tracing::info!(files = ?t.files(), "certificates reloaded"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(
+                            "{e}; the current certificate keeps serving (the config itself was reloaded)"
+                        );
+                        refused.push(format!(
+                            "config reloaded, but a certificate was refused: {e}"
+                        ));
+                    }
+                }
+            }
+            if refused.is_empty() {
+                Ok(())
+            } else {
+                Err(refused)
+            }
         }
-    }
-    match &result {
-        Ok(()) => tracing::info!(
-            config = %path.display(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "config reloaded"
-        ),
         Err(errors) => {
-            for e in errors {
+            for e in &errors {
                 tracing::error!("{e}");
             }
             tracing::error!(
                 errors = errors.len(),
                 "config refused; the running config keeps serving"
             );
+            Err(errors)
         }
-    }
+    };
     let _ = handoff::notify::ready();
     result
 }

@@ -6,6 +6,7 @@ mod support;
 mod deploy;
 mod exec;
 mod exec_faults;
+mod https;
 mod per_instance;
 mod serve;
 mod serve_streams;

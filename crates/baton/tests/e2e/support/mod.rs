@@ -16,6 +16,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+pub mod pebble;
+pub mod tls;
+
 /// How long any single expected event may take before the test fails.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -109,6 +112,19 @@ impl Proc {
             .trim()
             .to_owned();
         (p, addr)
+    }
+
+    /// The addresses of the first `n` `listening on ADDR` lines, in order
+    /// (for `baton serve`, one per `[[listener]]`, in file order), once
+    /// that many were printed.
+    pub async fn listening(&mut self, n: usize) -> Vec<String> {
+        self.wait_count("listening on ", n).await;
+        self.lines()
+            .iter()
+            .filter_map(|l| l.strip_prefix("[out] listening on "))
+            .map(|a| a.trim().to_owned())
+            .take(n)
+            .collect()
     }
 
     /// All lines so far.
