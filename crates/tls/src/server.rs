@@ -79,8 +79,11 @@ impl ServerTls {
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        // An explicit list is the operator's order of preference.
-        config.ignore_client_order = cfg.cipher_suites.is_some();
+        // The server's order always: an explicit list is the operator's
+        // order of preference, and the default one is rustls's (strongest
+        // first). A client's order would let it pick a weaker suite of the
+        // allowed ones (testssl.sh rates "no cipher order" HIGH).
+        config.ignore_client_order = true;
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
         config.ticketer = Ticketer::new().map_err(|e| TlsError::from(TlsErrorKind::Config(e)))?;
         Ok(ServerTls {

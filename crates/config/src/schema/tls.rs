@@ -39,7 +39,7 @@ pub(crate) static LISTENER_TLS: Section = Section {
             "cipher_suites",
             Type::Strings,
             Unset("all nine listed here, in this order"),
-            "Cipher suites allowed, by name, without repeats. TLS 1.3: `TLS13_AES_256_GCM_SHA384`, `TLS13_AES_128_GCM_SHA256`, `TLS13_CHACHA20_POLY1305_SHA256`. TLS 1.2: `TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384`, `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`, `TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256`, `TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384`, `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`, `TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256`. Each TLS version from `min_version` to `max_version` needs at least one of its suites (a suite of a version not enabled is allowed and unused). Weak suites (CBC, RC4, DES and 3DES, static RSA key exchange, NULL, EXPORT, anonymous, MD5) are refused, and so is any other name.",
+            "Cipher suites allowed, by name, without repeats, in the server's order of preference (baton picks the first one the client offers; the client's own order is ignored). TLS 1.3: `TLS13_AES_256_GCM_SHA384`, `TLS13_AES_128_GCM_SHA256`, `TLS13_CHACHA20_POLY1305_SHA256`. TLS 1.2: `TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384`, `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`, `TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256`, `TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384`, `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`, `TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256`. Each TLS version from `min_version` to `max_version` needs at least one of its suites (a suite of a version not enabled is allowed and unused). Weak suites (CBC, RC4, DES and 3DES, static RSA key exchange, NULL, EXPORT, anonymous, MD5) are refused, and so is any other name.",
         ),
         key(
             "hsts",
