@@ -15,9 +15,8 @@
 #  2. keep-alive throughput: `wrk -t1 -cKA_CONNECTIONS -dKA_DURATION --latency`, GET / (a 37-byte body) over TLS 1.3
 #     keep-alive connections, ROUNDS rounds alternating; median requests/s, p99, CPU per request, ratios;
 #  3. testssl.sh (Debian's package) against baton's listeners (ECDSA and RSA, default policy) and nginx's ECDSA one,
-#     the test CA trusted (`--add-ca`), JSON output; findings counted by severity. Two short extra runs show what
-#     testssl says of a baton listener with an explicit `cipher_suites` (server order, `-P`) and of one without HSTS
-#     (`-h`).
+#     the test CA trusted (`--add-ca`), JSON output; findings counted by severity. A short extra run (`-h`) shows what
+#     testssl says of a baton listener without HSTS.
 #
 # Usage: bench/tls.sh   (ROUNDS=3 HS_DURATION=5s HS_CONNECTIONS=32 KA_DURATION=10s KA_CONNECTIONS=64;
 #                        QUIET_LOAD=0.60 QUIET_WAIT=300 wait up to QUIET_WAIT s for the 1-minute load average to drop
@@ -291,14 +290,10 @@ HELLO_PID=$PID HELLO_REAL=$REAL
 wait_line "$OUT/hello.stdout" '^listening on ' 30 "$HELLO_PID"
 BACKEND=$(grep -m1 '^listening on ' "$OUT/hello.stdout" | sed 's/^listening on //')
 
-SUITES='"TLS13_AES_256_GCM_SHA384", "TLS13_AES_128_GCM_SHA256", "TLS13_CHACHA20_POLY1305_SHA256",
-  "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-  "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-  "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"'
 HSTS_TOML=$'[listener.tls.hsts]\nmax_age = "365d"\ninclude_subdomains = true'
 cat >"$OUT/baton.toml" <<EOF
-# bench/tls.sh: HTTPS listeners with the default TLS policy in front of one backend. The last two listeners are only
-# for two short testssl runs (an explicit cipher_suites list, which makes it the server's order; no HSTS).
+# bench/tls.sh: HTTPS listeners with the default TLS policy in front of one backend. The last listener is only for
+# a short testssl run (no HSTS).
 [proxy]
 drain_timeout = "5s"
 
@@ -316,16 +311,6 @@ address = "127.0.0.1:0"
 max_connections = 20000
 [listener.tls]
 certificates = [{ cert = "$CERTS/rsa.pem", key = "$CERTS/rsa.key" }]
-$HSTS_TOML
-
-[[listener]]
-name = "ecdsa-server-order"
-address = "127.0.0.1:0"
-[listener.tls]
-certificates = [{ cert = "$CERTS/ecdsa.pem", key = "$CERTS/ecdsa.key" }]
-cipher_suites = [
-  $SUITES,
-]
 $HSTS_TOML
 
 [[listener]]
@@ -347,7 +332,7 @@ start baton "$BATON" serve --config "$OUT/baton.toml"
 BATON_PID=$PID BATON_REAL=$REAL
 wait_line "$OUT/baton.stderr" ': ready$' 30 "$BATON_PID"
 mapfile -t BATON_ADDRS < <(grep '^listening on ' "$OUT/baton.stdout" | sed 's/^listening on //')
-((${#BATON_ADDRS[@]} == 4)) || die "baton printed ${#BATON_ADDRS[@]} listening lines, not 4; see $OUT/baton.stdout"
+((${#BATON_ADDRS[@]} == 3)) || die "baton printed ${#BATON_ADDRS[@]} listening lines, not 3; see $OUT/baton.stdout"
 
 log "starting nginx"
 mkdir -p "$TMP/nginx"
@@ -386,8 +371,8 @@ nginx_server() { # PORT CERT [ACCESS_LOG]
 EOF
 }
 cat >"$OUT/nginx.conf" <<EOF
-# bench/tls.sh: one worker, TLS 1.2 + 1.3 with rustls's nine default suites in the client's order (as baton by
-# default), the same groups, session cache and tickets on, h2, HSTS; keep-alive to the upstream, no access log
+# bench/tls.sh: one worker, TLS 1.2 + 1.3 with rustls's nine default suites in rustls's order, the server's order
+# (as baton), the same groups, session cache and tickets on, h2, HSTS; keep-alive to the upstream, no access log
 # except on the probe port (which checks that the load client makes full handshakes).
 worker_processes 1;
 daemon off;
@@ -411,7 +396,7 @@ http {
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_ciphers $NGINX_SUITES12;
     ssl_conf_command Ciphersuites $NGINX_SUITES13;
-    ssl_prefer_server_ciphers off;
+    ssl_prefer_server_ciphers on;
     ssl_ecdh_curve X25519:prime256v1:secp384r1;
     ssl_session_cache shared:SSL:10m;
     ssl_session_tickets on;
@@ -435,8 +420,7 @@ declare -A ADDR=(
     [baton-ecdsa]=${BATON_ADDRS[0]} [baton-rsa]=${BATON_ADDRS[1]}
     [nginx-ecdsa]=127.0.0.1:$NGINX_ECDSA_PORT [nginx-rsa]=127.0.0.1:$NGINX_RSA_PORT
 )
-BATON_ORDER_ADDR=${BATON_ADDRS[2]}
-BATON_NOHSTS_ADDR=${BATON_ADDRS[3]}
+BATON_NOHSTS_ADDR=${BATON_ADDRS[2]}
 declare -A REALPID=([baton]=$BATON_REAL [nginx]=$NGINX_REAL)
 SERVERS=(baton nginx)
 
@@ -617,21 +601,19 @@ testssl_run nginx-ecdsa "${ADDR[nginx-ecdsa]}" &
 p2=$!
 PIDS+=("$p1" "$p2")
 wait "$p1" "$p2" || true
-log "testssl.sh: baton (RSA) in full, baton with cipher_suites (-P) and without HSTS (-h), in parallel"
+log "testssl.sh: baton (RSA) in full and baton without HSTS (-h), in parallel"
 testssl_run baton-rsa "${ADDR[baton-rsa]}" &
 p1=$!
-testssl_run baton-server-order "$BATON_ORDER_ADDR" -P &
-p2=$!
 testssl_run baton-no-hsts "$BATON_NOHSTS_ADDR" -h &
-p3=$!
-PIDS+=("$p1" "$p2" "$p3")
-wait "$p1" "$p2" "$p3" || true
+p2=$!
+PIDS+=("$p1" "$p2")
+wait "$p1" "$p2" || true
 TESTSSL_SECONDS=$((SECONDS - T0))
 
-TESTSSL_TARGETS=(baton-ecdsa baton-rsa nginx-ecdsa baton-server-order baton-no-hsts)
+TESTSSL_TARGETS=(baton-ecdsa baton-rsa nginx-ecdsa baton-no-hsts)
 declare -A TS_LABEL=(
     [baton-ecdsa]="baton, ECDSA (default policy)" [baton-rsa]="baton, RSA (default policy)"
-    [nginx-ecdsa]="nginx, ECDSA" [baton-server-order]="baton, ECDSA, explicit \`cipher_suites\` (\`-P\` only)"
+    [nginx-ecdsa]="nginx, ECDSA"
     [baton-no-hsts]="baton, ECDSA, no \`hsts\` (\`-h\` only)"
 )
 declare -A TS_COUNT
@@ -670,7 +652,7 @@ else
 fi
 CPU=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || true)
 OPENSSL_V=$(openssl version | awk '{ print $2 }')
-NGINX_OPENSSL=$(nginx -V 2>&1 | sed -n 's/^built with OpenSSL \([^ ]*\).*running with OpenSSL \([^ ]*\).*/built with \1, running with \2/p; s/^built with OpenSSL \([^ ]*\) .*/\1/p' | head -1)
+NGINX_OPENSSL=$(nginx -V 2>&1 | sed -n 's/^built with OpenSSL \([^ ]*\).*running with OpenSSL \([^ ]*\).*/built with OpenSSL \1, running with \2/p; s/^built with OpenSSL \([^ ]*\) .*/OpenSSL \1/p' | head -1)
 WRK_V=$(wrk -v 2>&1 | head -1 | awk '{ print $2 }' || true)
 lockver() { awk -v n="$1" '$0 == "name = \"" n "\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock; }
 RUSTLS_V=$(lockver rustls)
@@ -699,6 +681,10 @@ NOTES=""
 note() { NOTES+="- $*"$'\n'; }
 ((BATON_HIGH == 0)) ||
     note "**testssl.sh reports $BATON_HIGH HIGH or CRITICAL finding(s) on baton's listeners with the default policy**: ${BATON_HIGH_IDS%; }. See the findings above and \`$OUT/testssl-baton-*.txt\`."
+grep -q '^finding HIGH cipher_order ' "$OUT/testssl-baton-ecdsa.summary" &&
+    note "The HIGH \`cipher_order\` (\"Has server cipher order? no (NOT ok)\") means the server takes the client's order of preference among its suites: testssl.sh $TESTSSL_V rates that HIGH whatever the suites."
+grep -q '^finding MEDIUM security_headers ' "$OUT/testssl-baton-ecdsa.summary" &&
+    note "The MEDIUM \`security_headers\` means none of X-Frame-Options, X-Content-Type-Options, Content-Security-Policy and the like was in the answer to \`GET /\`: headers of the application, which neither hello nor the proxies add here."
 grep -qE '^finding (HIGH|CRITICAL) ' "$OUT/testssl-nginx-ecdsa.summary" &&
     note "testssl.sh reports HIGH or CRITICAL findings on nginx too: $(grep -E '^finding (HIGH|CRITICAL) ' "$OUT/testssl-nginx-ecdsa.summary" | awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $3, $2 }')."
 ((BATON_ERRORS == 0)) || note "**wrk counted $BATON_ERRORS socket errors or non-2xx responses from baton** (see \`$OUT/wrk-*-baton-*.txt\`)."
@@ -712,12 +698,41 @@ done
 r=$(RD ka keep-alive)
 awk -v r="$r" 'BEGIN { exit !(r != "n/a" && r < 0.95) }' &&
     note "**baton's keep-alive throughput over TLS is behind nginx's** (ratio $r)."
+# within_noise BATON_VALUES NGINX_VALUES: whether the medians differ by less than the spread between the rounds of
+# either side; prints "difference spread_baton spread_nginx" in %.
+within_noise() {
+    local ma mb
+    ma=$(med "$1") mb=$(med "$2")
+    # shellcheck disable=SC2086
+    printf '%s\n' $1 | sort -g | awk -v a="$ma" -v b="$mb" -v other="$(printf '%s\n' $2 | sort -g | paste -sd' ')" '
+        NR == 1 { lo = $1 } { hi = $1 }
+        END {
+            n = split(other, o, " ")
+            d = (a > b ? a - b : b - a) / b * 100; sa = (hi - lo) / a * 100; sb = (o[n] - o[1]) / b * 100
+            printf "%.1f %.1f %.1f\n", d, sa, sb
+            exit !(d < sa || d < sb)
+        }'
+}
+if spreads=$(within_noise "${RPS[ka|keep-alive|baton]}" "${RPS[ka|keep-alive|nginx]}"); then
+    read -r d sa sb <<<"$spreads"
+    note "Keep-alive: the medians differ by $d %, less than the spread between the rounds of one side (baton $sa %, nginx $sb %): no difference in requests/s is measurable at this noise level."
+fi
+noisy=""
+for spec in "${HS_VARIANTS[@]}"; do
+    v=${spec%%:*}
+    if spreads=$(within_noise "${RPS[hs|$v|baton]}" "${RPS[hs|$v|nginx]}"); then
+        read -r d sa sb <<<"$spreads"
+        noisy+="$v ($d % apart; rounds spread $sa % and $sb %), "
+    fi
+done
+[[ -z $noisy ]] ||
+    note "New connections: for ${noisy%, } the medians of requests/s differ by less than the spread between one side's rounds: no difference in requests/s is measurable there."
 r=$(ratio "${MED_P99[ka|keep-alive|baton]}" "${MED_P99[ka|keep-alive|nginx]}")
 awk -v r="$r" 'BEGIN { exit !(r != "n/a" && r > 1.1) }' &&
     note "**baton's keep-alive p99 over TLS is higher than nginx's** (${MED_P99[ka|keep-alive|baton]} ms against ${MED_P99[ka|keep-alive|nginx]} ms)."
 WRK_HS_MED=$(med "$(for k in "${!WRK_PCT[@]}"; do [[ $k != hs\|* ]] || echo "${WRK_PCT[$k]}"; done)")
 awk -v w="$WRK_HS_MED" 'BEGIN { exit !(w > 85) }' &&
-    note "In the new-connection runs wrk used a median $WRK_HS_MED % of a core: **the client's handshakes (OpenSSL $OPENSSL_V) bound the requests/s**, which therefore differ little between the servers; the servers' CPU per new connection is the figure that compares them."
+    note "In the new-connection runs wrk used a median $WRK_HS_MED % of a core: **the client's handshakes (OpenSSL $OPENSSL_V) bound the requests/s**, which therefore say more about the client than about the servers; the servers' CPU per new connection is the figure that compares them."
 awk -v o="${OTHER_MAX:-0}" 'BEGIN { exit !(o > 20) }' &&
     note "Other work used up to $OTHER_MAX % of a core during some runs (median $OTHER_MED %): compare the rounds before reading much into small differences."
 awk -v l="${LOAD_START%% *}" -v q="$QUIET_LOAD" 'BEGIN { exit !(l > q) }' &&
@@ -732,7 +747,7 @@ SECTION="$OUT/section.md"
     echo "Machine: $(nproc) cores (${CPU:-unknown CPU}), Linux $(uname -r); load average $LOAD_BEFORE_WAIT when the script"
     echo "got the benchmark lock, $LOAD_START when measuring started (after waiting ${waited} s for ≤ $QUIET_LOAD), $LOAD_AFTER_WRK after"
     echo "the wrk runs, $LOAD_END at the end ($RUN_SECONDS s in all, of which testssl.sh $TESTSSL_SECONDS s). baton: rustls $RUSTLS_V on ring"
-    echo "$RING_V. nginx $NGINX_V (OpenSSL $NGINX_OPENSSL), wrk $WRK_V and testssl.sh $TESTSSL_V (using OpenSSL $OPENSSL_V), all"
+    echo "$RING_V. nginx $NGINX_V (${NGINX_OPENSSL:-OpenSSL}), wrk $WRK_V and testssl.sh $TESTSSL_V (using OpenSSL $OPENSSL_V), all"
     echo "Debian's packages. Nothing is pinned: the load generator, the proxy and the backend share the same cores."
     echo
     echo "Command: \`ROUNDS=$ROUNDS HS_DURATION=$HS_DURATION HS_CONNECTIONS=$HS_CONNECTIONS KA_DURATION=$KA_DURATION KA_CONNECTIONS=$KA_CONNECTIONS bench/tls.sh\`"
@@ -743,12 +758,38 @@ SECTION="$OUT/section.md"
     echo "distribution point URL as public CAs put in theirs: testssl.sh reports a certificate with neither CRL nor OCSP URL"
     echo "as HIGH, and the URL is never fetched). baton and nginx serve the same files, from \`$OUT/certs/\`."
     echo
+    echo "<details><summary>Every command, as run (in \`$OUT/certs/\`, then from the repository root)</summary>"
+    echo
+    echo '```sh'
+    echo "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key"
+    echo "openssl req -x509 -new -key ca.key -sha256 -days 365 -subj '/CN=baton bench test CA' \\"
+    echo "    -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' -out ca.pem"
+    echo "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ecdsa.key"
+    echo "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.key"
+    echo "# KIND.ext, one per line: basicConstraints=critical,CA:FALSE  keyUsage=critical,digitalSignature (RSA: ,keyEncipherment)"
+    echo "#   extendedKeyUsage=serverAuth  subjectAltName=DNS:$NAME  crlDistributionPoints=URI:http://$NAME/ca.crl"
+    echo "openssl req -new -key KIND.key -subj '/CN=$NAME' -out KIND.csr                      # KIND: ecdsa, rsa"
+    echo "openssl x509 -req -in KIND.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 365 -sha256 -extfile KIND.ext -out KIND.pem"
+    echo
+    echo "hello --listen 127.0.0.1:0 --app-version bench"
+    echo "baton serve --config $OUT/baton.toml"
+    echo "nginx -p TMPDIR/ -c $OUT/nginx.conf"
+    echo "cc -shared -fPIC -O2 -Wall -o fresh-session.so bench/tls/fresh-session.c -ldl"
+    echo "# new connections (the TLS 1.2 runs add OPENSSL_CONF=bench/tls/openssl-tls12.cnf; the resumed runs drop LD_PRELOAD)"
+    echo "LD_PRELOAD=fresh-session.so wrk -t1 -c$HS_CONNECTIONS -d$HS_DURATION --latency -H 'Connection: close' https://127.0.0.1:PORT/"
+    echo "wrk -t1 -c$KA_CONNECTIONS -d$KA_DURATION --latency https://127.0.0.1:PORT/                 # keep-alive"
+    echo "testssl ${TESTSSL_OPTS[*]//$CERTS/$OUT/certs} --ip 127.0.0.1 --jsonfile FILE [-h] $NAME:PORT"
+    echo "python3 bench/tls/findings.py FILE"
+    echo '```'
+    echo
+    echo "</details>"
+    echo
     echo "**Servers**, each with one worker thread, both in front of the same single backend"
     echo "(\`target/release/hello --listen 127.0.0.1:0\`, \`GET /\` answers 37 bytes), with keep-alive connections to it"
     echo "and the same forwarding headers (configs in \`$OUT/\`):"
     echo
     echo "- baton: \`target/release/baton serve --config baton.toml\`, a listener per certificate with the default TLS policy"
-    echo "  (TLS 1.2 and 1.3, rustls's nine AEAD suites, the client's order; X25519, P-256, P-384; session tickets and a"
+    echo "  (TLS 1.2 and 1.3, rustls's nine AEAD suites in rustls's order; X25519, P-256, P-384; session tickets and a"
     echo "  session-ID cache; ALPN h2 and http/1.1) and HSTS:"
     echo
     echo '  ```toml'
@@ -765,8 +806,8 @@ SECTION="$OUT/section.md"
     echo
     echo "- nginx: \`nginx -c nginx.conf\`, \`worker_processes 1; daemon off; master_process off;\`, \`listen ... ssl$H2_LISTEN\`${H2_ON:+ and \`$H2_ON\`},"
     echo "  \`ssl_protocols TLSv1.2 TLSv1.3\`, \`ssl_ciphers $NGINX_SUITES12\`,"
-    echo "  \`ssl_conf_command Ciphersuites $NGINX_SUITES13\` (the same nine suites), \`ssl_prefer_server_ciphers off\` (the client's"
-    echo "  order, as baton), \`ssl_ecdh_curve X25519:prime256v1:secp384r1\`, \`ssl_session_cache shared:SSL:10m\`,"
+    echo "  \`ssl_conf_command Ciphersuites $NGINX_SUITES13\` (the same nine suites in the same order),"
+    echo "  \`ssl_prefer_server_ciphers on\` (the server's order, as baton), \`ssl_ecdh_curve X25519:prime256v1:secp384r1\`, \`ssl_session_cache shared:SSL:10m\`,"
     echo "  \`ssl_session_tickets on\`, \`add_header Strict-Transport-Security \"max-age=31536000; includeSubDomains\" always\`,"
     echo "  \`upstream\` with \`keepalive 64\`, \`access_log off\`."
     echo
@@ -786,9 +827,8 @@ SECTION="$OUT/section.md"
     echo "\`testssl ${TESTSSL_OPTS[*]//$CERTS/$OUT/certs} --ip 127.0.0.1 --jsonfile FILE $NAME:PORT\`: every check"
     echo "of testssl.sh $TESTSSL_V (protocols, cipher categories, forward secrecy, server preferences, server defaults and"
     echo "certificate, HTTP headers, vulnerabilities, client simulation), findings counted by severity from its JSON"
-    echo "(\`bench/tls/findings.py\`). Two short runs check one thing each: \`-P\` (server preferences) against a baton listener"
-    echo "whose \`cipher_suites\` lists the same nine suites explicitly (baton then uses that order), and \`-h\` (HTTP headers)"
-    echo "against a baton listener without \`hsts\`. Text and JSON of every run: \`$OUT/testssl-*.{txt,json}\`."
+    echo "(\`bench/tls/findings.py\`). A short run, \`-h\` (HTTP headers only), against a baton listener without \`hsts\` shows"
+    echo "what testssl.sh says when HSTS is missing. Text and JSON of every run: \`$OUT/testssl-*.{txt,json}\`."
     echo
     echo "| target | CRITICAL | HIGH | MEDIUM | LOW | WARN | OK | INFO |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -827,7 +867,7 @@ SECTION="$OUT/section.md"
     echo "core is 1,000,000 µs divided by it, the new connections one core of that server could take if it had the core"
     echo "to itself. \"wrk\" is the load client's own CPU use in % of one core."
     echo
-    echo "| variant | baton req/s | nginx req/s | baton/nginx | baton server CPU | nginx server CPU | CPU baton/nginx | ≈ per core: baton / nginx | wrk CPU |"
+    echo "| variant | baton req/s | nginx req/s | baton/nginx | baton server CPU | nginx server CPU | CPU baton/nginx | ≈ per core: baton / nginx | wrk CPU: baton / nginx runs |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for spec in "${HS_VARIANTS[@]}"; do
         v=${spec%%:*}
