@@ -251,7 +251,7 @@ fn finish(
         Ok(Ok(done)) => {
             outcome.ok = true;
             outcome.version = done.version;
-            outcome.strategy = Some(strategy_name(done.strategy).into());
+            outcome.strategy = Some(deploy::strategy_name(done.strategy).into());
             outcome.duration_ms = Some(done.duration.as_millis() as u64);
             outcome.traffic = Some(done.traffic);
             outcome.exit = 0;
@@ -302,14 +302,6 @@ fn result_line(outcome: &Outcome) -> Bytes {
         .unwrap_or_default();
     v.push(b'\n');
     Bytes::from(v)
-}
-
-pub fn strategy_name(s: config::Strategy) -> &'static str {
-    match s {
-        config::Strategy::Rolling => "rolling",
-        config::Strategy::BlueGreen => "blue_green",
-        config::Strategy::Canary => "canary",
-    }
 }
 
 async fn status(State(ctx): State<Ctx>) -> Json<Vec<deploy::ServiceStatus>> {

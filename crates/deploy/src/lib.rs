@@ -36,6 +36,7 @@ mod supervised;
 pub use progress::{Progress, Reporter, Traffic};
 pub use proxy::Hold;
 pub use state::{Deploy, ServiceState, State, Store};
+pub use strategy::name as strategy_name;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

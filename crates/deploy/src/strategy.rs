@@ -14,7 +14,8 @@ use crate::{
     Deploy, DeployError, DeployRequest, Deployed, Engine, SetPhase, Standby, state, supervised,
 };
 
-pub(crate) fn name(s: config::Strategy) -> &'static str {
+/// A strategy as the config, the CLI and the control API spell it.
+pub fn name(s: config::Strategy) -> &'static str {
     match s {
         config::Strategy::Rolling => "rolling",
         config::Strategy::BlueGreen => "blue_green",
@@ -224,10 +225,7 @@ async fn rolling(
         }
         Ok(Err(_)) => return Err("the service's supervisor has stopped".into()),
         Ok(Ok(Err(e))) => e.to_string(),
-        Err(_) => format!(
-            "not complete within the deploy timeout ({})",
-            humantime::format_duration(service.deploy_timeout)
-        ),
+        Err(_) => timeout(service),
     };
     let mixed = engine
         .with_set(name, set, |s| {
