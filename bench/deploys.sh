@@ -21,8 +21,9 @@
 # Exits 1 if a deploy failed or a request failed (the section is still written, with the failures), 2 if the run
 # could not be carried out.
 set -euo pipefail
-SELF=$(realpath "$0")
-cd "$(dirname "$SELF")/.."
+BENCH=deploys
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 DEPLOYS=${DEPLOYS:-50}
 INSTANCES=${INSTANCES:-3}
@@ -30,86 +31,23 @@ HEALTH_INTERVAL_MS=${HEALTH_INTERVAL_MS:-100}
 CANARY_PAUSE_MS=${CANARY_PAUSE_MS:-500}
 STEADY_MS=${STEADY_MS:-1000}
 PACE_MS=${PACE_MS:-2}
-QUIET_LOAD=${QUIET_LOAD:-0.60}
 QUIET_WAIT=${QUIET_WAIT:-180}
-LOCK=/tmp/baton-bench.lock
-OUT=target/bench/deploys
-DOC=docs/BENCHMARKS.md
-BEGIN='<!-- deploys:begin -->'
-END='<!-- deploys:end -->'
 
-log() { printf '== %s\n' "$*" >&2; }
-die() {
-    printf 'deploys bench: %s\n' "$*" >&2
-    exit 2
-}
-
-# --- outside the lock: release binaries, then re-run this script under the lock -----------------------------------
-
-if [[ ${BATON_DEPLOYS_BENCH_LOCKED:-} != 1 ]]; then
-    if [[ -n ${BATON_BIN:-} ]]; then
-        log "using the binaries in $BATON_BIN (not building)"
-        [[ -n ${BENCH_COMMIT:-} ]] || die "with BATON_BIN, say what was built with BENCH_COMMIT=TEXT"
-        SRC_BIN=$BATON_BIN
-    else
-        log "building release binaries"
-        cargo build --release --workspace
-        cargo build --release -p baton --example deploy_bench
-        SRC_BIN=target/release
-    fi
-    # Other people build into the same target/ while this waits for the lock: measure a private copy of what
-    # was just built, from the source as it is now.
-    BIN_DIR=$(mktemp -d /tmp/baton-deploys-bench-bin.XXXXXX)
-    cp "$SRC_BIN/baton" "$SRC_BIN/examples/deploy_bench" "$BIN_DIR/"
-    export BATON_DEPLOYS_BENCH_BIN=$BIN_DIR
-    if [[ -z ${BENCH_COMMIT:-} ]]; then
-        BENCH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-        changed=$(git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | awk '{ print $2 }' | paste -sd, - | sed 's/,/, /g')
-        [[ -z $changed ]] || BENCH_COMMIT+=" with uncommitted changes to $changed"
-        export BENCH_COMMIT
-    fi
-    log "waiting for the benchmark lock $LOCK (at most 1 h)"
-    BATON_DEPLOYS_BENCH_LOCKED=1 exec flock -w 3600 -E 75 "$LOCK" "$SELF" "$@"
+if ! bench_locked; then
+    bench_binaries -p baton --bin baton --example deploy_bench -- baton examples/deploy_bench
+    bench_lock "$@"
 fi
 
 # --- under the lock ------------------------------------------------------------------------------------------------
 
-BIN=${BATON_DEPLOYS_BENCH_BIN:-target/release}
+bench_start
 BATON=$BIN/baton
 EXAMPLE=$BIN/deploy_bench
-[[ -x $EXAMPLE ]] || EXAMPLE=$BIN/examples/deploy_bench
 for b in "$BATON" "$EXAMPLE"; do [[ -x $b ]] || die "$b is missing: cargo build --release"; done
+# TMP is short: the control socket lives there (a Unix socket path has at most 107 bytes).
+RUN=$TMP
 
-rm -rf "$OUT"
-mkdir -p "$OUT"
-# A short path: the control socket lives here (a Unix socket path has at most 107 bytes).
-RUN=$(mktemp -d /tmp/baton-deploys-bench.XXXXXX)
-cleanup() {
-    rm -rf "$RUN"
-    [[ ${BATON_DEPLOYS_BENCH_BIN:-} == /tmp/baton-deploys-bench-bin.* ]] && rm -rf "$BATON_DEPLOYS_BENCH_BIN"
-    return 0
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-
-# --- wait for a quiet machine --------------------------------------------------------------------------------------
-
-LOAD_BEFORE_WAIT=$(loadavg)
-waited=0
-threshold=$(awk -v q="$QUIET_LOAD" 'BEGIN { printf "%d", q * 100 }')
-while (($(awk '{ print int($1 * 100) }' /proc/loadavg) > threshold)); do
-    if ((waited >= QUIET_WAIT)); then
-        log "the machine is still busy after ${QUIET_WAIT}s (load $(loadavg)); measuring anyway"
-        break
-    fi
-    ((waited % 60 == 0)) && log "waiting for load average ≤ $QUIET_LOAD (now $(loadavg))"
-    sleep 10
-    waited=$((waited + 10))
-done
-LOAD_START=$(loadavg)
-log "load average $LOAD_START (waited ${waited}s)"
+wait_quiet
 
 # --- the run -------------------------------------------------------------------------------------------------------
 
@@ -133,13 +71,6 @@ esac
 
 # --- the section in docs/BENCHMARKS.md -----------------------------------------------------------------------------
 
-if [[ -n ${BENCH_COMMIT:-} ]]; then
-    COMMIT=$BENCH_COMMIT
-else
-    COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    if [[ -n $(git status --porcelain 2>/dev/null) ]]; then COMMIT+=" with uncommitted changes"; fi
-fi
-CPU=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || true)
 QUIET_NOTE=""
 awk -v l="${LOAD_START%% *}" -v q="$QUIET_LOAD" 'BEGIN { exit !(l > q) }' &&
     QUIET_NOTE=" The machine was not quiet when measuring started (other people's builds and tests share the cores; see \"CPU\" below)."
@@ -149,8 +80,8 @@ SECTION="$OUT/section.md"
     echo "$BEGIN"
     echo "## Deploys under load: rolling, blue-green, canary"
     echo
-    echo "Written by \`bench/deploys.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $COMMIT."
-    echo "Machine: $(nproc) cores (${CPU:-unknown CPU}), Linux $(uname -r); load average $LOAD_BEFORE_WAIT when the script"
+    echo "Written by \`bench/deploys.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $BENCH_COMMIT."
+    echo "$(machine_line); load average $LOAD_BEFORE_WAIT when the script"
     echo "got the benchmark lock, $LOAD_START when measuring started (after waiting ${waited} s for ≤ $QUIET_LOAD), $LOAD_END at"
     echo "the end; the run took ${RUN_SECONDS} s. Nothing is pinned: the load generator, baton and the instances share the cores.$QUIET_NOTE"
     echo
@@ -188,19 +119,8 @@ SECTION="$OUT/section.md"
     echo "$END"
 } >"$SECTION"
 
-if [[ ! -f $DOC ]]; then
-    printf '# Benchmarks\n\n' >"$DOC"
-fi
-if grep -qF -- "$BEGIN" "$DOC"; then
-    awk -v begin="$BEGIN" -v end="$END" -v section="$SECTION" '
-        $0 == begin { while ((getline line < section) > 0) print line; skip = 1; next }
-        $0 == end { skip = 0; next }
-        !skip { print }
-    ' "$DOC" >"$DOC.deploys.tmp"
-    mv "$DOC.deploys.tmp" "$DOC"
-else
-    { echo; cat "$SECTION"; } >>"$DOC"
-fi
+# shellcheck disable=SC2016 # backquotes are Markdown
+ROW='| [Deploys under load: rolling, blue-green, canary](#deploys-under-load-rolling-blue-green-canary) | `bench/deploys.sh` | 50 deploys per strategy of a supervised service under sustained load: failed requests, p99 during deploys vs. steady state, deploy duration minus the app'"'"'s own readiness (overhead) against the health interval |'
+write_section "$SECTION" "$ROW"
 cat "$SECTION"
-log "wrote the section to $DOC (raw outputs in $OUT/)"
 exit $((RC == 0 ? 0 : 1))

@@ -7,58 +7,44 @@
 #  2. failure counting: `baton exec --instances 2` restarted RESTARTS times (default 50) with SIGHUP under
 #     keep-alive, new-connection, POST and slow-request load (crates/baton/examples/exec_restarts.rs).
 #
-# Usage: bench/exec-restarts.sh   (RESTARTS=N ROUNDS=N WRK_DURATION=10s WRK_CONNECTIONS=64 to change;
-#                                  BENCH_COMMIT=TEXT names the source when run outside a git checkout)
+# Usage: bench/exec-restarts.sh   (RESTARTS=50 ROUNDS=3 WRK_DURATION=10s WRK_CONNECTIONS=64 to change;
+#                                  QUIET_LOAD=0.60 QUIET_WAIT=180 wait up to QUIET_WAIT s for the 1-minute load
+#                                  average to drop to QUIET_LOAD; BATON_BIN=DIR measures the binaries in DIR instead of
+#                                  building them, and then BENCH_COMMIT=TEXT must say what they were built from;
+#                                  BENCH_COMMIT=TEXT also names the source outside a git checkout)
+# Needs root to install wrk from Debian's package when it is missing.
+# Measurements run under `flock /tmp/baton-bench.lock` so that benchmarks never overlap (bench/lib.sh).
 # Raw outputs (wrk reports, baton logs, the restart run's summary and stderr) are kept in target/bench/exec-restarts/.
 # Exits 1 if a request failed during the restarts (the section is still written, with the failures).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-# Benchmarks never overlap: bench/proxy.sh takes the same lock.
-exec 9>/tmp/baton-bench.lock
-flock 9
+BENCH=exec-restarts
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 RESTARTS=${RESTARTS:-50}
 ROUNDS=${ROUNDS:-3}
 WRK_DURATION=${WRK_DURATION:-10s}
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
-OUT=target/bench/exec-restarts
-DOC=docs/BENCHMARKS.md
-BEGIN='<!-- exec-restarts:begin -->'
-END='<!-- exec-restarts:end -->'
+QUIET_WAIT=${QUIET_WAIT:-180}
 
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'exec-restarts: %s\n' "$*" >&2; exit 2; }
-
-# --- tools and binaries -------------------------------------------------------------------------------------------
-
-if ! command -v wrk >/dev/null; then
-    [[ $(id -u) == 0 ]] || die "wrk is missing: apt-get install wrk (as root)"
-    log "installing wrk from Debian's packages"
-    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+if ! bench_locked; then
+    bench_tools wrk
+    bench_binaries -p baton -p hello --bins --example exec_restarts -- baton hello examples/exec_restarts
+    bench_lock "$@"
 fi
 
-log "building release binaries"
-cargo build --release -p baton -p hello -p loadgen
-cargo build --release -p baton --example exec_restarts
-BATON=target/release/baton
-HELLO=target/release/hello
-EXAMPLE=target/release/examples/exec_restarts
+# --- under the lock ------------------------------------------------------------------------------------------------
 
-rm -rf "$OUT"
-mkdir -p "$OUT"
+bench_start
+BATON=$BIN/baton
+HELLO=$BIN/hello
+EXAMPLE=$BIN/exec_restarts
+for b in "$BATON" "$HELLO" "$EXAMPLE"; do [[ -x $b ]] || die "$b is missing: cargo build --release"; done
 
-# --- process bookkeeping: everything started here is stopped on exit ----------------------------------------------
-
-PIDS=()
-cleanup() {
-    local pid f
-    set +e
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    # baton's instances run in their own process groups: make sure none outlives a failed run.
+# baton's instances run in their own process groups: make sure none outlives a failed run.
+# shellcheck disable=SC2317 # called by bench_cleanup
+bench_on_exit() {
+    local f pid
     for f in "$OUT"/*.stderr "$OUT"/restarts.log; do
         [[ -f $f ]] || continue
         grep -o 'instance started .* pid=[0-9]*' "$f" 2>/dev/null | grep -o '[0-9]*$' |
@@ -70,74 +56,28 @@ cleanup() {
             done 2>/dev/null
     done
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-# wait_line FILE PATTERN SECONDS PID: waits until FILE has a line matching PATTERN (while PID lives).
-wait_line() {
-    local file=$1 pattern=$2 deadline=$((SECONDS + $3)) pid=$4
-    until grep -q -- "$pattern" "$file" 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            die "process exited before printing '$pattern'; see $file"
-        fi
-        ((SECONDS < deadline)) || die "timed out waiting for '$pattern' in $file"
-        sleep 0.05
-    done
-}
-
-# start NAME CMD...: starts a server (bounded to 30 minutes), sets ADDR to its `listening on` address, PID to its pid.
-start() {
-    local name=$1
-    shift
-    RUST_LOG=info timeout -k 10 1800 "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" </dev/null &
-    PID=$!
-    PIDS+=("$PID")
-    wait_line "$OUT/$name.stdout" '^listening on ' 30 "$PID"
-    ADDR=$(grep -m1 '^listening on ' "$OUT/$name.stdout" | sed 's/^listening on //')
-}
-
-# stop PID: SIGTERM to the server under `timeout` PID (baton drains its instances), then waits at most 60 s.
-# Not to `timeout` itself: it passes a signal on to its child *and* to its process group, so baton would get two
-# SIGTERMs, and a second stop signal makes it kill its instances instead of draining them.
-stop() {
-    local pid=$1 child
-    child=$(pgrep -P "$pid" || true)
-    kill -TERM "${child:-$pid}" 2>/dev/null || true
-    for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    wait "$pid" 2>/dev/null || true
-}
+wait_quiet
 
 # --- 1. throughput: app alone vs. under baton exec ----------------------------------------------------------------
 
-# run_wrk NAME ADDR SECONDS: one wrk run; prints "req/s p99_ms errors".
+# run_wrk NAME ADDR SECONDS: one wrk run; prints "req/s p99_ms errors requests bytes_per_request".
 run_wrk() {
     local file="$OUT/wrk-$1.txt"
     timeout -k 5 120 wrk -t1 -c"$WRK_CONNECTIONS" -d"$3" --latency "http://$2/" >"$file"
-    awk '
-        function ms(v) {
-            if (v ~ /us$/) return v / 1000;
-            if (v ~ /ms$/) return v + 0;
-            if (v ~ /s$/) return v * 1000;
-            return v + 0;
-        }
-        /^ +99%/ { p99 = ms($2) }
-        /Requests\/sec:/ { rps = $2 }
-        /Socket errors:/ { gsub(/,/, ""); errors += $4 + $6 + $8 + $10 }
-        /Non-2xx or 3xx responses:/ { errors += $5 }
-        END { printf "%.0f %.2f %d\n", rps, p99, errors }
-    ' "$file"
+    parse_wrk "$file"
 }
-
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 log "throughput: starting hello alone and hello under baton exec --instances 1"
 start direct "$HELLO" --listen 127.0.0.1:0 --app-version bench
-DIRECT_ADDR=$ADDR DIRECT_PID=$PID
+DIRECT_PID=$PID
+DIRECT_ADDR=$(listening direct "$DIRECT_PID")
 start baton "$BATON" exec --listen 127.0.0.1:0 --instances 1 -- "$HELLO" --app-version bench
-BATON_ADDR=$ADDR BATON_PID=$PID
+BATON_PID=$PID
+BATON_ADDR=$(listening baton "$BATON_PID")
 wait_line "$OUT/baton.stderr" 'rollout complete generation=1' 30 "$BATON_PID"
 
-LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+LOADAVG=$(loadavg)
 log "warming up (2 s each)"
 run_wrk warmup-direct "$DIRECT_ADDR" 2s >/dev/null
 run_wrk warmup-baton "$BATON_ADDR" 2s >/dev/null
@@ -147,16 +87,16 @@ DIRECT_RPS=() BATON_RPS=() DIRECT_P99=() BATON_P99=()
 WRK_ERRORS=0
 for round in $(seq "$ROUNDS"); do
     result=$(run_wrk "direct-$round" "$DIRECT_ADDR" "$WRK_DURATION")
-    read -r d_rps d_p99 d_err <<<"$result"
+    read -r d_rps d_p99 d_err _ <<<"$result"
     log "round $round: hello alone      $d_rps req/s, p99 $d_p99 ms, errors $d_err"
     result=$(run_wrk "baton-$round" "$BATON_ADDR" "$WRK_DURATION")
-    read -r b_rps b_p99 b_err <<<"$result"
+    read -r b_rps b_p99 b_err _ <<<"$result"
     log "round $round: under baton exec $b_rps req/s, p99 $b_p99 ms, errors $b_err"
     DIRECT_RPS+=("$d_rps") BATON_RPS+=("$b_rps") DIRECT_P99+=("$d_p99") BATON_P99+=("$b_p99")
     WRK_ERRORS=$((WRK_ERRORS + d_err + b_err))
     ROWS+="| $round | $d_rps | $d_p99 ms | $b_rps | $b_p99 ms |"$'\n'
 done
-LOADAVG_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+LOADAVG_AFTER=$(loadavg)
 stop "$BATON_PID"
 stop "$DIRECT_PID"
 grep -q 'all instances stopped cleanly' "$OUT/baton.stderr" || log "warning: baton did not report a clean stop"
@@ -165,8 +105,7 @@ D_MED=$(printf '%s\n' "${DIRECT_RPS[@]}" | median)
 B_MED=$(printf '%s\n' "${BATON_RPS[@]}" | median)
 D_P99=$(printf '%s\n' "${DIRECT_P99[@]}" | median)
 B_P99=$(printf '%s\n' "${BATON_P99[@]}" | median)
-RATIO=$(awk -v b="$B_MED" -v d="$D_MED" 'BEGIN { printf "%.3f", b / d }')
-spread() { printf '%s\n' "$@" | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%d–%d", lo, hi }'; }
+RATIO=$(ratio "$B_MED" "$D_MED")
 D_SPREAD=$(spread "${DIRECT_RPS[@]}")
 B_SPREAD=$(spread "${BATON_RPS[@]}")
 log "median: hello alone $D_MED req/s, under baton exec $B_MED req/s, ratio $RATIO"
@@ -214,21 +153,16 @@ if grep -q 'distinct instances that answered' "$OUT/restarts.md"; then
     ((got == want)) || note "Only $got of $want instances answered a request: some generation served nothing."
 fi
 
-if [[ -n ${BENCH_COMMIT:-} ]]; then
-    COMMIT=$BENCH_COMMIT # e.g. when run from an exported tree without .git
-else
-    COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    if [[ -n $(git status --porcelain 2>/dev/null) ]]; then COMMIT+=" with uncommitted changes"; fi
-fi
-CPU=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || true)
+QUIET_NOTE=$(quiet_note)
+[[ -z $QUIET_NOTE ]] || note "$QUIET_NOTE"
 
 SECTION="$OUT/section.md"
 {
     echo "$BEGIN"
     echo "## \`baton exec\`: throughput cost and restarts under load"
     echo
-    echo "Written by \`bench/exec-restarts.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $COMMIT."
-    echo "Machine: $(nproc) cores (${CPU:-unknown CPU}), Linux $(uname -r), load average $LOADAVG before and $LOADAVG_AFTER after the throughput runs;"
+    echo "Written by \`bench/exec-restarts.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $BENCH_COMMIT."
+    echo "$(machine_line), load average $LOAD_BEFORE_WAIT when the script got the benchmark lock, $LOADAVG before and $LOADAVG_AFTER after the throughput runs;"
     echo "nothing pinned, and the load generator runs on the same cores as the server."
     echo
     echo "### Throughput: the app alone vs. under \`baton exec\`"
@@ -261,18 +195,7 @@ SECTION="$OUT/section.md"
     echo "$END"
 } >"$SECTION"
 
-if [[ ! -f $DOC ]]; then
-    printf '# Benchmarks\n\n' >"$DOC"
-fi
-if grep -qF -- "$BEGIN" "$DOC"; then
-    awk -v begin="$BEGIN" -v end="$END" -v section="$SECTION" '
-        $0 == begin { while ((getline line < section) > 0) print line; skip = 1; next }
-        $0 == end { skip = 0; next }
-        !skip { print }
-    ' "$DOC" >"$DOC.tmp"
-    mv "$DOC.tmp" "$DOC"
-else
-    { echo; cat "$SECTION"; } >>"$DOC"
-fi
-log "wrote the section to $DOC (raw outputs in $OUT/)"
+# shellcheck disable=SC2016 # backquotes are Markdown
+ROW='| [`baton exec`: throughput cost and restarts under load](#baton-exec-throughput-cost-and-restarts-under-load) | `bench/exec-restarts.sh` | (1) requests/s and p99 of the example app alone against the same app under `baton exec` (no restarts): the handoff path adds no proxy hop, so the ratio should be 1.00 within noise; (2) failed requests, requests during switches and p99 latency during vs. outside restarts over 50 SIGHUP restarts under keep-alive, new-connection, POST and slow-request load, plus how long each rollout took |'
+write_section "$SECTION" "$ROW"
 exit $((RESTARTS_RC == 0 ? 0 : 1))

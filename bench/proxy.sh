@@ -24,9 +24,9 @@
 # Raw outputs (wrk reports, configs, logs, JSON) are kept in target/bench/proxy/.
 # Exits 1 if a request failed during the reloads or a check failed (the section is still written).
 set -euo pipefail
-SELF=$(realpath "$0")
-cd "$(dirname "$SELF")/.."
-export PATH="$PATH:/usr/sbin:/sbin"
+BENCH=proxy
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 ROUNDS=${ROUNDS:-3}
 WRK_DURATION=${WRK_DURATION:-10s}
@@ -34,250 +34,41 @@ WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 ROUTES=${ROUTES:-10000}
 RELOADS=${RELOADS:-5}
-QUIET_LOAD=${QUIET_LOAD:-0.60}
 QUIET_WAIT=${QUIET_WAIT:-900}
 PROFILE=${PROFILE:-0}
-LOCK=/tmp/baton-bench.lock
-LIFETIME=2400 # no process started here lives longer than this (seconds)
-OUT=target/bench/proxy
-DOC=docs/BENCHMARKS.md
-BEGIN='<!-- proxy:begin -->'
-END='<!-- proxy:end -->'
+LIFETIME=2400
 HERE=bench/proxy
 
-log() { printf '== %s\n' "$*" >&2; }
-die() {
-    printf 'proxy bench: %s\n' "$*" >&2
-    exit 2
-}
-
-# --- outside the lock: tools and release binaries, then re-run this script under the lock -------------------------
-
-if [[ ${BATON_PROXY_BENCH_LOCKED:-} != 1 ]]; then
-    missing=()
-    command -v nginx >/dev/null || missing+=(nginx)
-    command -v haproxy >/dev/null || missing+=(haproxy)
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v python3 >/dev/null || missing+=(python3)
-    command -v curl >/dev/null || missing+=(curl)
-    if ((${#missing[@]})); then
-        [[ $(id -u) == 0 ]] || die "missing ${missing[*]}: apt-get install ${missing[*]} (as root)"
-        log "installing ${missing[*]} from Debian's packages (their services are not started)"
-        # invoke-rc.d asks policy-rc.d whether to start a package's service; 101 means "no".
-        policy=/usr/sbin/policy-rc.d
-        made_policy=0
-        if [[ ! -e $policy ]]; then
-            printf '#!/bin/sh\nexit 101\n' >"$policy"
-            chmod +x "$policy"
-            made_policy=1
-        fi
-        rc=0
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}" >/dev/null; } || rc=$?
-        ((made_policy)) && rm -f "$policy"
-        ((rc == 0)) || die "apt-get install ${missing[*]} failed"
-    fi
-    if [[ -n ${BATON_BIN:-} ]]; then
-        log "using the binaries in $BATON_BIN (not building)"
-        [[ -n ${BENCH_COMMIT:-} ]] || die "with BATON_BIN, say what was built with BENCH_COMMIT=TEXT"
-        SRC_BIN=$BATON_BIN
-    else
-        log "building release binaries"
-        cargo build --release -p baton -p hello -p loadgen
-        SRC_BIN=target/release
-    fi
-    # Other people build into the same target/ while this waits for the lock: measure a private copy of what
-    # was just built, from the source as it is now.
-    BIN_DIR=$(mktemp -d /tmp/baton-proxy-bench-bin.XXXXXX)
-    cp "$SRC_BIN/baton" "$SRC_BIN/hello" "$SRC_BIN/baton-load" "$BIN_DIR/"
-    export BATON_PROXY_BENCH_BIN=$BIN_DIR
-    if [[ -z ${BENCH_COMMIT:-} ]]; then
-        BENCH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-        changed=$(git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | awk '{ print $2 }' | paste -sd, - | sed 's/,/, /g')
-        [[ -z $changed ]] || BENCH_COMMIT+=" with uncommitted changes to $changed"
-        export BENCH_COMMIT
-    fi
-    log "waiting for the benchmark lock $LOCK (at most 1 h)"
-    BATON_PROXY_BENCH_LOCKED=1 exec flock -w 3600 -E 75 "$LOCK" "$SELF" "$@"
+if ! bench_locked; then
+    bench_tools nginx haproxy wrk python3 curl
+    bench_binaries -p baton -p hello -p loadgen -- baton hello baton-load
+    bench_lock "$@"
 fi
 
 # --- under the lock ------------------------------------------------------------------------------------------------
 
-BIN=${BATON_PROXY_BENCH_BIN:-target/release}
+bench_start
 BATON=$BIN/baton
 HELLO=$BIN/hello
 LOADGEN=$BIN/baton-load
 for b in "$BATON" "$HELLO" "$LOADGEN"; do [[ -x $b ]] || die "$b is missing: cargo build --release"; done
-
-rm -rf "$OUT"
-mkdir -p "$OUT"
-TMP=$(mktemp -d /tmp/baton-proxy-bench.XXXXXX)
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 FD_LIMIT=$(ulimit -n)
 ((FD_LIMIT > IDLE_CONNS + 1000)) || die "open-file limit $FD_LIMIT is too low for $IDLE_CONNS connections"
 
-PIDS=()
-cleanup() {
-    local pid
-    set +e
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    rm -rf "$TMP"
-    [[ ${BATON_PROXY_BENCH_BIN:-} == /tmp/baton-proxy-bench-bin.* ]] && rm -rf "$BATON_PROXY_BENCH_BIN"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# --- helpers -------------------------------------------------------------------------------------------------------
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# wait_line FILE REGEX SECONDS PID: waits until FILE has a line matching REGEX (while PID lives).
-wait_line() {
-    local file=$1 pattern=$2 deadline=$((SECONDS + $3)) pid=$4
-    until grep -qE -- "$pattern" "$file" 2>/dev/null; do
-        kill -0 "$pid" 2>/dev/null || die "process exited before printing '$pattern'; see $file"
-        ((SECONDS < deadline)) || die "timed out waiting for '$pattern' in $file"
-        sleep 0.05
-    done
-}
-
-# wait_port PORT SECONDS PID: waits until 127.0.0.1:PORT accepts connections.
-wait_port() {
-    local port=$1 deadline=$((SECONDS + $2)) pid=$3
-    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        kill -0 "$pid" 2>/dev/null || die "process $pid exited before listening on port $port"
-        ((SECONDS < deadline)) || die "timed out waiting for port $port"
-        sleep 0.05
-    done
-}
-
-# start NAME CMD...: starts a server in the background (bounded to LIFETIME), stdout/stderr in $OUT/NAME.*;
-# sets PID (the `timeout` wrapper, which forwards signals) and REAL (the server itself).
-start() {
-    local name=$1
-    shift
-    RUST_LOG=${RUST_LOG:-info} timeout -k 5 "$LIFETIME" "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" </dev/null &
-    PID=$!
-    PIDS+=("$PID")
-    REAL=""
-    for _ in $(seq 100); do
-        REAL=$(pgrep -P "$PID" | head -1 || true)
-        [[ -n $REAL ]] && break
-        sleep 0.02
-    done
-    [[ -n $REAL ]] || die "could not find the process of $name"
-}
-
-# stop PID: SIGTERM, then waits at most 30 s.
-stop() {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    wait "$pid" 2>/dev/null || true
-}
-
-# tree PID: PID and all its descendants.
-tree() {
-    local p=$1 c
-    echo "$p"
-    for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree "$c"; done
-}
-
-# rss_kib PID: VmRSS of PID and its descendants (nginx/HAProxy master + workers), in KiB.
-rss_kib() {
-    local total=0 p v
-    for p in $(tree "$1"); do
-        v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || true)
-        total=$((total + ${v:-0}))
-    done
-    echo "$total"
-}
-
-# cpu_split PID: "user system" CPU time of PID and its descendants, in clock ticks.
-cpu_split() {
-    local user=0 sys=0 p u s
-    for p in $(tree "$1"); do
-        read -r u s < <(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12, $13 }') || true
-        user=$((user + ${u:-0})) sys=$((sys + ${s:-0}))
-    done
-    echo "$user $sys"
-}
-# cpu_ticks PID: user + system CPU time of PID and its descendants, in clock ticks.
-cpu_ticks() { cpu_split "$1" | awk '{ print $1 + $2 }'; }
-HZ=$(getconf CLK_TCK)
-
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.3f", a / b }'; }
-spread() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s–%s", lo, hi }'; }
-
 # run_wrk FILE ADDR DURATION: one wrk run (1 KiB POST /echo), its report in FILE. Runs in the foreground, so
-# that wrk's CPU time ends up in this shell's children's times (see `busy_ticks`).
+# that wrk's CPU time ends up in this shell's children's times (see `own_children`).
 run_wrk() {
     timeout -k 5 120 wrk -t1 -c"$WRK_CONNECTIONS" -d"$3" --latency -s "$HERE/post1k.lua" "http://$2/echo" >"$1"
 }
 
-# parse_wrk FILE: prints "req/s p99_ms errors bytes_per_request" of a wrk report.
-parse_wrk() {
-    local file=$1
-    awk '
-        function ms(v) {
-            if (v ~ /us$/) return v / 1000;
-            if (v ~ /ms$/) return v + 0;
-            if (v ~ /s$/) return v * 1000;
-            return v + 0;
-        }
-        function bytes(v) {
-            if (v ~ /GB$/) return v * 1073741824;
-            if (v ~ /MB$/) return v * 1048576;
-            if (v ~ /KB$/) return v * 1024;
-            return v + 0;
-        }
-        /^ +99%/ { p99 = ms($2) }
-        / requests in / { n = $1; sub(/,$/, "", $4); b = bytes($5) }
-        /Requests\/sec:/ { rps = $2 }
-        /Socket errors:/ { gsub(/,/, ""); errors += $4 + $6 + $8 + $10 }
-        /Non-2xx or 3xx responses:/ { errors += $5 }
-        END { printf "%.0f %.2f %d %.0f\n", rps, p99, errors, (n > 0 ? b / n : 0) }
-    ' "$file"
-}
-
-# machine_busy: CPU ticks the whole machine spent busy (all cores; not idle, not iowait), from /proc/stat.
-machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
-# own_children: CPU ticks of this shell's finished children (wrk, once it has been waited for).
-own_children() { sed 's/^.*) //' "/proc/$$/stat" | awk '{ print $14 + $15 }'; }
-
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-
-# --- wait for a quiet machine --------------------------------------------------------------------------------------
-
-LOAD_BEFORE_WAIT=$(loadavg)
-waited=0
-threshold=$(awk -v q="$QUIET_LOAD" 'BEGIN { printf "%d", q * 100 }')
-while (($(awk '{ print int($1 * 100) }' /proc/loadavg) > threshold)); do
-    if ((waited >= QUIET_WAIT)); then
-        log "the machine is still busy after ${QUIET_WAIT}s (load $(loadavg)); measuring anyway"
-        break
-    fi
-    ((waited % 60 == 0)) && log "waiting for load average ≤ $QUIET_LOAD (now $(loadavg))"
-    sleep 10
-    waited=$((waited + 10))
-done
-LOAD_START=$(loadavg)
-log "load average $LOAD_START (waited ${waited}s)"
+wait_quiet
 
 # --- servers -------------------------------------------------------------------------------------------------------
 
 log "starting hello (backend)"
 start hello "$HELLO" --listen 127.0.0.1:0 --app-version bench
 HELLO_PID=$PID HELLO_REAL=$REAL
-wait_line "$OUT/hello.stdout" '^listening on ' 30 "$HELLO_PID"
-BACKEND=$(grep -m1 '^listening on ' "$OUT/hello.stdout" | sed 's/^listening on //')
+BACKEND=$(listening hello "$HELLO_PID")
 
 # baton: one listener, one pool with the backend, one catch-all route.
 small_config() {
@@ -334,8 +125,7 @@ cp "$OUT/baton-small.toml" "$CONFIG"
 log "starting baton serve"
 start baton "$BATON" serve --config "$CONFIG"
 BATON_PID=$PID BATON_REAL=$REAL
-wait_line "$OUT/baton.stdout" '^listening on ' 30 "$BATON_PID"
-BATON_ADDR=$(grep -m1 '^listening on ' "$OUT/baton.stdout" | sed 's/^listening on //')
+BATON_ADDR=$(listening baton "$BATON_PID")
 wait_line "$OUT/baton.stderr" ': ready$' 30 "$BATON_PID"
 
 log "starting nginx"
@@ -472,8 +262,7 @@ for round in $(seq "$ROUNDS"); do
         t1=$(date +%s.%N)
         read -r cu1 cs1 < <(cpu_split "${REALPID[$t]}")
         c1=$((cu1 + cs1)) h1=$(cpu_ticks "$HELLO_REAL") w1=$(own_children) m1=$(machine_busy)
-        read -r rps p99 errs bpr < <(parse_wrk "$OUT/wrk-$t-$round.txt")
-        reqs=$(awk '/ requests in / { print $1 }' "$OUT/wrk-$t-$round.txt")
+        read -r rps p99 errs reqs bpr < <(parse_wrk "$OUT/wrk-$t-$round.txt")
         us=$(awk -v c=$((c1 - c0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.1f", n ? c / hz * 1e6 / n : 0 }')
         us_user=$(awk -v c=$((cu1 - cu0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.1f", n ? c / hz * 1e6 / n : 0 }')
         us_sys=$(awk -v c=$((cs1 - cs0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.1f", n ? c / hz * 1e6 / n : 0 }')
@@ -661,17 +450,10 @@ awk -v m="$UP_MED" 'BEGIN { exit !(m > 50) }' &&
 ((CONNS_FAILED == 0)) || note "Not every one of the $IDLE_CONNS idle connections was opened, answered and held (see \`$OUT/conns-*.txt\`)."
 ((WRK_ERRORS == 0)) || note "wrk counted $WRK_ERRORS socket errors or non-2xx responses (see \`$OUT/wrk-*.txt\`)."
 [[ -z $SHORT_BODIES ]] || note "wrk read less than 1 KiB per request from: $SHORT_BODIES— the echo did not come back whole."
-awk -v l="${LOAD_START%% *}" -v q="$QUIET_LOAD" 'BEGIN { exit !(l > q) }' &&
-    note "The machine was not quiet when the measurements started (load average $LOAD_START after waiting ${waited} s): other work shared the cores, which affects all sides alike only on average."
+QUIET_NOTE=$(quiet_note)
+[[ -z $QUIET_NOTE ]] || note "$QUIET_NOTE"
 [[ -z $PROFILE_NOTE ]] || note "$PROFILE_NOTE"
 
-if [[ -n ${BENCH_COMMIT:-} ]]; then
-    COMMIT=$BENCH_COMMIT
-else
-    COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    if [[ -n $(git status --porcelain 2>/dev/null) ]]; then COMMIT+=" with uncommitted changes"; fi
-fi
-CPU=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || true)
 NGINX_V=$(nginx -v 2>&1 | sed 's/^nginx version: nginx\///')
 HAPROXY_V=$(haproxy -v 2>&1 | head -1 | awk '{ print $3 }')
 WRK_V=$(wrk -v 2>&1 | head -1 | awk '{ print $2 }' || true)
@@ -682,8 +464,8 @@ SECTION="$OUT/section.md"
     echo "$BEGIN"
     echo "## \`baton serve\` against nginx and HAProxy: throughput, memory, reload"
     echo
-    echo "Written by \`bench/proxy.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $COMMIT."
-    echo "Machine: $(nproc) cores (${CPU:-unknown CPU}), Linux $(uname -r); load average $LOAD_BEFORE_WAIT when the script"
+    echo "Written by \`bench/proxy.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $BENCH_COMMIT."
+    echo "$(machine_line); load average $LOAD_BEFORE_WAIT when the script"
     echo "got the benchmark lock, $LOAD_START when measuring started (after waiting ${waited} s for ≤ $QUIET_LOAD), $LOAD_AFTER_WRK after"
     echo "the throughput runs, $LOAD_END at the end. nginx $NGINX_V, HAProxy $HAPROXY_V, wrk $WRK_V (Debian's packages)."
     echo "Nothing is pinned: the load generator, the proxy and the backend share the same cores."
@@ -789,25 +571,7 @@ SECTION="$OUT/section.md"
 
 # The section replaces its previous version, or is appended; the table of sections gets its row once.
 ROW='| [`baton serve` against nginx and HAProxy: throughput, memory, reload](#baton-serve-against-nginx-and-haproxy-throughput-memory-reload) | `bench/proxy.sh` | requests/s, p99 and CPU per request of `baton serve` against nginx and HAProxy (one worker each, same backend, `wrk` with a 1 KiB keep-alive POST) and the backend alone; RSS idle and with 10,000 idle keep-alive client connections; time to reload a 10,000-route config under load, with the failure count |'
-if [[ ! -f $DOC ]]; then
-    printf '# Benchmarks\n\n| section | script | what it measures |\n|---|---|---|\n' >"$DOC"
-fi
-awk -v begin="$BEGIN" -v end="$END" -v section="$SECTION" -v row="$ROW" '
-    function emit() { while ((getline line < section) > 0) print line; close(section) }
-    FNR == NR { if (index($0, "`bench/proxy.sh`") && substr($0, 1, 1) == "|") has_row = 1; if ($0 == begin) has_section = 1; next }
-    # The first table whose header names a section and a script: add our row after its last row.
-    !has_row && !done_row && /^\| section \| script \|/ { in_table = 1 }
-    in_table && !/^\|/ { print row; in_table = 0; done_row = 1 }
-    $0 == begin { emit(); skip = 1; next }
-    $0 == end { skip = 0; next }
-    !skip { print }
-    END {
-        if (in_table) print row
-        if (!has_section) { print ""; emit() }
-    }
-' "$DOC" "$DOC" >"$DOC.proxy.tmp"
-mv "$DOC.proxy.tmp" "$DOC"
-log "wrote the section to $DOC (raw outputs in $OUT/)"
+write_section "$SECTION" "$ROW"
 
 ((RELOAD_FAILURES == 0 && ROUTING_OK == 1)) || exit 1
 exit 0

@@ -1,29 +1,34 @@
 #!/usr/bin/env bash
 # Benchmarks the route table (crates/router) with 10,000 routes of several shapes and records the figures in
-# docs/BENCHMARKS.md: build time and nanoseconds per lookup (hits and misses), against a linear scan.
-# Usage: bench/router.sh
+# docs/BENCHMARKS.md (between `<!-- router:begin -->` and `<!-- router:end -->`): build time and nanoseconds per
+# lookup (hits and misses), against a linear scan.
+#
+# Usage: bench/router.sh   (QUIET_LOAD=0.60 QUIET_WAIT=180 wait up to QUIET_WAIT s for the 1-minute load average to
+#                           drop to QUIET_LOAD; BATON_BIN=DIR measures DIR/route_bench instead of building it, and then
+#                           BENCH_COMMIT=TEXT must say what it was built from)
+# Measurements run under `flock /tmp/baton-bench.lock` so that benchmarks never overlap (bench/lib.sh).
+# The raw output is kept in target/bench/router/.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-# Benchmarks never overlap: bench/proxy.sh takes the same lock.
-exec 9>/tmp/baton-bench.lock
-flock 9
-OUT=target/bench/router
-DOC=docs/BENCHMARKS.md
-BEGIN='<!-- router:begin -->'
-END='<!-- router:end -->'
-mkdir -p "$OUT"
+BENCH=router
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-cargo build --release -p router --example route_bench
-target/release/examples/route_bench > "$OUT/route_bench.txt"
+if ! bench_locked; then
+    bench_binaries -p router --example route_bench -- examples/route_bench
+    bench_lock "$@"
+fi
 
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git status --porcelain 2>/dev/null | grep -q . && echo " with uncommitted changes" || true)
+bench_start
+wait_quiet
+"$BIN/route_bench" >"$OUT/route_bench.txt"
+
+SECTION="$OUT/section.md"
 {
     echo "$BEGIN"
     echo "## Route lookup with 10,000 routes"
     echo
-    echo "Written by \`bench/router.sh\` on $(date -u '+%Y-%m-%d %H:%M') UTC at commit $commit$dirty."
-    echo "Machine: $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)."
+    echo "Written by \`bench/router.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $BENCH_COMMIT."
+    echo "$(machine_line), load average $LOAD_START (after waiting ${waited} s for ≤ $QUIET_LOAD)."
     echo
     echo "\`cargo run --release -p router --example route_bench\`: builds tables of 10,000 routes and times lookups"
     echo "(median of several runs); \"linear\" is the same table scanned route by route in precedence order."
@@ -32,17 +37,8 @@ dirty=$(git status --porcelain 2>/dev/null | grep -q . && echo " with uncommitte
     cat "$OUT/route_bench.txt"
     echo '```'
     echo "$END"
-} > "$OUT/section.md"
+} >"$SECTION"
 
-python3 - "$DOC" "$OUT/section.md" "$BEGIN" "$END" <<'PY'
-import sys
-doc, section, begin, end = sys.argv[1:]
-text = open(doc).read() if __import__('os').path.exists(doc) else "# Benchmarks\n"
-new = open(section).read().rstrip("\n")
-if begin in text and end in text:
-    text = text[:text.index(begin)] + new + text[text.index(end) + len(end):]
-else:
-    text = text.rstrip("\n") + "\n\n" + new + "\n"
-open(doc, "w").write(text)
-PY
-echo "router: section written to $DOC" >&2
+# shellcheck disable=SC2016 # backquotes are Markdown
+ROW='| [Route lookup with 10,000 routes](#route-lookup-with-10000-routes) | `bench/router.sh` | build time and ns per lookup of the route table with 10,000 routes of four shapes (exact hosts, wildcard hosts, paths under one host, with regexes), against a linear scan |'
+write_section "$SECTION" "$ROW"

@@ -32,231 +32,41 @@
 # Exits 1 if testssl reports a HIGH or CRITICAL finding on a baton listener with the default policy, or if wrk saw an
 # error from baton (the section is still written, with the findings); 2 if the run could not be carried out.
 set -euo pipefail
-SELF=$(realpath "$0")
-cd "$(dirname "$SELF")/.."
-export PATH="$PATH:/usr/sbin:/sbin"
+BENCH=tls
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 ROUNDS=${ROUNDS:-3}
 HS_DURATION=${HS_DURATION:-5s}
 HS_CONNECTIONS=${HS_CONNECTIONS:-32}
 KA_DURATION=${KA_DURATION:-10s}
 KA_CONNECTIONS=${KA_CONNECTIONS:-64}
-QUIET_LOAD=${QUIET_LOAD:-0.60}
 QUIET_WAIT=${QUIET_WAIT:-300}
-LOCK=/tmp/baton-bench.lock
-LIFETIME=1500 # no process started here lives longer than this (seconds)
-OUT=target/bench/tls
-DOC=docs/BENCHMARKS.md
-BEGIN='<!-- tls:begin -->'
-END='<!-- tls:end -->'
+LIFETIME=1500
 HERE=bench/tls
 NAME=bench.test
 
-log() { printf '== %s\n' "$*" >&2; }
-die() {
-    printf 'tls bench: %s\n' "$*" >&2
-    exit 2
-}
-
-# --- outside the lock: tools and release binaries, then re-run this script under the lock -------------------------
-
-if [[ ${BATON_TLS_BENCH_LOCKED:-} != 1 ]]; then
-    missing=()
-    command -v nginx >/dev/null || missing+=(nginx)
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v testssl >/dev/null || missing+=(testssl.sh)
-    command -v openssl >/dev/null || missing+=(openssl)
-    command -v cc >/dev/null || missing+=(gcc)
-    command -v python3 >/dev/null || missing+=(python3)
-    command -v curl >/dev/null || missing+=(curl)
-    if ((${#missing[@]})); then
-        [[ $(id -u) == 0 ]] || die "missing ${missing[*]}: apt-get install ${missing[*]} (as root)"
-        log "installing ${missing[*]} from Debian's packages (their services are not started)"
-        # invoke-rc.d asks policy-rc.d whether to start a package's service; 101 means "no".
-        policy=/usr/sbin/policy-rc.d
-        made_policy=0
-        if [[ ! -e $policy ]]; then
-            printf '#!/bin/sh\nexit 101\n' >"$policy"
-            chmod +x "$policy"
-            made_policy=1
-        fi
-        rc=0
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}" >/dev/null; } || rc=$?
-        ((made_policy)) && rm -f "$policy"
-        ((rc == 0)) || die "apt-get install ${missing[*]} failed"
-    fi
-    if [[ -n ${BATON_BIN:-} ]]; then
-        log "using the binaries in $BATON_BIN (not building)"
-        [[ -n ${BENCH_COMMIT:-} ]] || die "with BATON_BIN, say what was built with BENCH_COMMIT=TEXT"
-        SRC_BIN=$BATON_BIN
-    else
-        log "building release binaries"
-        cargo build --release --workspace
-        SRC_BIN=target/release
-    fi
-    # Other people build into the same target/ while this waits for the lock: measure a private copy of what
-    # was just built, from the source as it is now.
-    BIN_DIR=$(mktemp -d /tmp/baton-tls-bench-bin.XXXXXX)
-    cp "$SRC_BIN/baton" "$SRC_BIN/hello" "$BIN_DIR/"
-    cc -shared -fPIC -O2 -Wall -o "$BIN_DIR/fresh-session.so" "$HERE/fresh-session.c" -ldl ||
+if ! bench_locked; then
+    bench_tools nginx wrk testssl:testssl.sh openssl cc:gcc python3 curl
+    bench_binaries -p baton -p hello -- baton hello
+    cc -shared -fPIC -O2 -Wall -o "$BENCH_BIN_DIR/fresh-session.so" "$HERE/fresh-session.c" -ldl ||
         die "could not build $HERE/fresh-session.c"
-    export BATON_TLS_BENCH_BIN=$BIN_DIR
-    if [[ -z ${BENCH_COMMIT:-} ]]; then
-        BENCH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-        changed=$(git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | awk '{ print $2 }' | paste -sd, - | sed 's/,/, /g')
-        [[ -z $changed ]] || BENCH_COMMIT+=" with uncommitted changes to $changed"
-        export BENCH_COMMIT
-    fi
-    log "waiting for the benchmark lock $LOCK (at most 1 h)"
-    BATON_TLS_BENCH_LOCKED=1 exec flock -w 3600 -E 75 "$LOCK" "$SELF" "$@"
+    bench_lock "$@"
 fi
 
 # --- under the lock ------------------------------------------------------------------------------------------------
 
-BIN=${BATON_TLS_BENCH_BIN:-target/release}
+bench_start
 BATON=$BIN/baton
 HELLO=$BIN/hello
 SHIM=$(realpath "$BIN/fresh-session.so" 2>/dev/null || true)
 for b in "$BATON" "$HELLO"; do [[ -x $b ]] || die "$b is missing: cargo build --release"; done
 [[ -f $SHIM ]] || die "$BIN/fresh-session.so is missing: run bench/tls.sh itself, which builds it"
 TLS12_CONF=$PWD/$HERE/openssl-tls12.cnf
-
-rm -rf "$OUT"
 mkdir -p "$OUT/certs"
-TMP=$(mktemp -d /tmp/baton-tls-bench.XXXXXX)
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-PIDS=()
-cleanup() {
-    local pid
-    set +e
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    rm -rf "$TMP"
-    [[ ${BATON_TLS_BENCH_BIN:-} == /tmp/baton-tls-bench-bin.* ]] && rm -rf "$BATON_TLS_BENCH_BIN"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# --- helpers (as in bench/proxy.sh) --------------------------------------------------------------------------------
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# wait_line FILE REGEX SECONDS PID: waits until FILE has a line matching REGEX (while PID lives).
-wait_line() {
-    local file=$1 pattern=$2 deadline=$((SECONDS + $3)) pid=$4
-    until grep -qE -- "$pattern" "$file" 2>/dev/null; do
-        kill -0 "$pid" 2>/dev/null || die "process exited before printing '$pattern'; see $file"
-        ((SECONDS < deadline)) || die "timed out waiting for '$pattern' in $file"
-        sleep 0.05
-    done
-}
-
-# wait_port PORT SECONDS PID: waits until 127.0.0.1:PORT accepts connections.
-wait_port() {
-    local port=$1 deadline=$((SECONDS + $2)) pid=$3
-    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        kill -0 "$pid" 2>/dev/null || die "process $pid exited before listening on port $port"
-        ((SECONDS < deadline)) || die "timed out waiting for port $port"
-        sleep 0.05
-    done
-}
-
-# start NAME CMD...: starts a server in the background (bounded to LIFETIME), stdout/stderr in $OUT/NAME.*;
-# sets PID (the `timeout` wrapper, which forwards signals) and REAL (the server itself).
-start() {
-    local name=$1
-    shift
-    RUST_LOG=${RUST_LOG:-info} timeout -k 5 "$LIFETIME" "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" </dev/null &
-    PID=$!
-    PIDS+=("$PID")
-    REAL=""
-    for _ in $(seq 100); do
-        REAL=$(pgrep -P "$PID" | head -1 || true)
-        [[ -n $REAL ]] && break
-        sleep 0.02
-    done
-    [[ -n $REAL ]] || die "could not find the process of $name"
-}
-
-# stop PID: SIGTERM, then waits at most 30 s.
-stop() {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    wait "$pid" 2>/dev/null || true
-}
-
-# tree PID: PID and all its descendants.
-tree() {
-    local p=$1 c
-    echo "$p"
-    for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree "$c"; done
-}
-
-# cpu_split PID: "user system" CPU time of PID and its descendants, in clock ticks.
-cpu_split() {
-    local user=0 sys=0 p u s
-    for p in $(tree "$1"); do
-        read -r u s < <(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12, $13 }') || true
-        user=$((user + ${u:-0})) sys=$((sys + ${s:-0}))
-    done
-    echo "$user $sys"
-}
-cpu_ticks() { cpu_split "$1" | awk '{ print $1 + $2 }'; }
-HZ=$(getconf CLK_TCK)
-
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0 || a == "n/a" || b == "n/a") print "n/a"; else printf "%.3f", a / b }'; }
-spread() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s–%s", lo, hi }'; }
-
-# parse_wrk FILE: prints "req/s p99_ms errors requests" of a wrk report.
-parse_wrk() {
-    awk '
-        function ms(v) {
-            if (v ~ /us$/) return v / 1000;
-            if (v ~ /ms$/) return v + 0;
-            if (v ~ /s$/) return v * 1000;
-            return v + 0;
-        }
-        /^ +99%/ { p99 = ms($2) }
-        / requests in / { n = $1 }
-        /Requests\/sec:/ { rps = $2 }
-        /Socket errors:/ { gsub(/,/, ""); errors += $4 + $6 + $8 + $10 }
-        /Non-2xx or 3xx responses:/ { errors += $5 }
-        END { printf "%.0f %.2f %d %d\n", rps, p99, errors, n }
-    ' "$1"
-}
-
-# machine_busy: CPU ticks the whole machine spent busy (all cores; not idle, not iowait), from /proc/stat.
-machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
-# own_children: CPU ticks of this shell's finished children (wrk, once it has been waited for).
-own_children() { sed 's/^.*) //' "/proc/$$/stat" | awk '{ print $14 + $15 }'; }
-
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-
-# --- wait for a quiet machine --------------------------------------------------------------------------------------
-
-LOAD_BEFORE_WAIT=$(loadavg)
-waited=0
-threshold=$(awk -v q="$QUIET_LOAD" 'BEGIN { printf "%d", q * 100 }')
-while (($(awk '{ print int($1 * 100) }' /proc/loadavg) > threshold)); do
-    if ((waited >= QUIET_WAIT)); then
-        log "the machine is still busy after ${QUIET_WAIT}s (load $(loadavg)); measuring anyway"
-        break
-    fi
-    ((waited % 60 == 0)) && log "waiting for load average ≤ $QUIET_LOAD (now $(loadavg))"
-    sleep 10
-    waited=$((waited + 10))
-done
-LOAD_START=$(loadavg)
+wait_quiet
 RUN_STARTED=$SECONDS
-log "load average $LOAD_START (waited ${waited}s)"
 
 # --- 0. certificates -----------------------------------------------------------------------------------------------
 
@@ -287,8 +97,7 @@ log "making a test CA and certificates for $NAME in $CERTS"
 log "starting hello (backend)"
 start hello "$HELLO" --listen 127.0.0.1:0 --app-version bench
 HELLO_PID=$PID HELLO_REAL=$REAL
-wait_line "$OUT/hello.stdout" '^listening on ' 30 "$HELLO_PID"
-BACKEND=$(grep -m1 '^listening on ' "$OUT/hello.stdout" | sed 's/^listening on //')
+BACKEND=$(listening hello "$HELLO_PID")
 
 HSTS_TOML=$'[listener.tls.hsts]\nmax_age = "365d"\ninclude_subdomains = true'
 cat >"$OUT/baton.toml" <<EOF
@@ -514,7 +323,7 @@ measure() {
     t1=$(date +%s.%N)
     read -r cu1 cs1 < <(cpu_split "${REALPID[$s]}")
     h1=$(cpu_ticks "$HELLO_REAL") w1=$(own_children) m1=$(machine_busy)
-    read -r rps p99 errs reqs < <(parse_wrk "$file")
+    read -r rps p99 errs reqs _ < <(parse_wrk "$file")
     us=$(awk -v c=$((cu1 + cs1 - cu0 - cs0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.1f", n ? c / hz * 1e6 / n : 0 }')
     wpct=$(awk -v c=$((w1 - w0)) -v hz="$HZ" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", c / hz / (b - a) * 100 }')
     other=$(awk -v m=$((m1 - m0)) -v o=$((cu1 + cs1 - cu0 - cs0 + h1 - h0 + w1 - w0)) -v hz="$HZ" -v a="$t0" -v b="$t1" \
@@ -644,13 +453,6 @@ stop "$HELLO_PID"
 
 # --- the section in docs/BENCHMARKS.md -----------------------------------------------------------------------------
 
-if [[ -n ${BENCH_COMMIT:-} ]]; then
-    COMMIT=$BENCH_COMMIT
-else
-    COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    if [[ -n $(git status --porcelain 2>/dev/null) ]]; then COMMIT+=" with uncommitted changes"; fi
-fi
-CPU=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || true)
 OPENSSL_V=$(openssl version | awk '{ print $2 }')
 NGINX_OPENSSL=$(nginx -V 2>&1 | sed -n 's/^built with OpenSSL \([^ ]*\).*running with OpenSSL \([^ ]*\).*/built with OpenSSL \1, running with \2/p; s/^built with OpenSSL \([^ ]*\) .*/OpenSSL \1/p' | head -1)
 WRK_V=$(wrk -v 2>&1 | head -1 | awk '{ print $2 }' || true)
@@ -735,16 +537,16 @@ awk -v w="$WRK_HS_MED" 'BEGIN { exit !(w > 85) }' &&
     note "In the new-connection runs wrk used a median $WRK_HS_MED % of a core: **the client's handshakes (OpenSSL $OPENSSL_V) bound the requests/s**, which therefore say more about the client than about the servers; the servers' CPU per new connection is the figure that compares them."
 awk -v o="${OTHER_MAX:-0}" 'BEGIN { exit !(o > 20) }' &&
     note "Other work used up to $OTHER_MAX % of a core during some runs (median $OTHER_MED %): compare the rounds before reading much into small differences."
-awk -v l="${LOAD_START%% *}" -v q="$QUIET_LOAD" 'BEGIN { exit !(l > q) }' &&
-    note "The machine was not quiet when the measurements started (load average $LOAD_START after waiting ${waited} s): other work shared the cores, which affects both sides alike only on average."
+QUIET_NOTE=$(quiet_note)
+[[ -z $QUIET_NOTE ]] || note "$QUIET_NOTE"
 
 SECTION="$OUT/section.md"
 {
     echo "$BEGIN"
     echo "## \`baton serve\` over HTTPS against nginx: testssl.sh, handshakes/s, keep-alive throughput"
     echo
-    echo "Written by \`bench/tls.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $COMMIT."
-    echo "Machine: $(nproc) cores (${CPU:-unknown CPU}), Linux $(uname -r); load average $LOAD_BEFORE_WAIT when the script"
+    echo "Written by \`bench/tls.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $BENCH_COMMIT."
+    echo "$(machine_line); load average $LOAD_BEFORE_WAIT when the script"
     echo "got the benchmark lock, $LOAD_START when measuring started (after waiting ${waited} s for ≤ $QUIET_LOAD), $LOAD_AFTER_WRK after"
     echo "the wrk runs, $LOAD_END at the end ($RUN_SECONDS s in all, of which testssl.sh $TESTSSL_SECONDS s). baton: rustls $RUSTLS_V on ring"
     echo "$RING_V. nginx $NGINX_V (${NGINX_OPENSSL:-OpenSSL}), wrk $WRK_V and testssl.sh $TESTSSL_V (using OpenSSL $OPENSSL_V), all"
@@ -915,25 +717,7 @@ SECTION="$OUT/section.md"
 
 # The section replaces its previous version, or is appended; the table of sections gets its row once.
 ROW='| [`baton serve` over HTTPS against nginx: testssl.sh, handshakes/s, keep-alive throughput](#baton-serve-over-https-against-nginx-testsslsh-handshakess-keep-alive-throughput) | `bench/tls.sh` | testssl.sh findings by severity on baton'"'"'s HTTPS listeners (ECDSA and RSA, default policy) and on nginx; new TLS connections per second (full handshakes, TLS 1.3 and 1.2, ECDSA and RSA, and resumed) and keep-alive requests/s and p99 over TLS, baton against nginx (one worker each, same backend, same certificates), with each server'"'"'s CPU per request |'
-if [[ ! -f $DOC ]]; then
-    printf '# Benchmarks\n\n| section | script | what it measures |\n|---|---|---|\n' >"$DOC"
-fi
-awk -v begin="$BEGIN" -v end="$END" -v section="$SECTION" -v row="$ROW" '
-    function emit() { while ((getline line < section) > 0) print line; close(section) }
-    FNR == NR { if (index($0, "`bench/tls.sh`") && substr($0, 1, 1) == "|") has_row = 1; if ($0 == begin) has_section = 1; next }
-    # The first table whose header names a section and a script: add our row after its last row.
-    !has_row && !done_row && /^\| section \| script \|/ { in_table = 1 }
-    in_table && !/^\|/ { print row; in_table = 0; done_row = 1 }
-    $0 == begin { emit(); skip = 1; next }
-    $0 == end { skip = 0; next }
-    !skip { print }
-    END {
-        if (in_table) print row
-        if (!has_section) { print ""; emit() }
-    }
-' "$DOC" "$DOC" >"$DOC.tls.tmp"
-mv "$DOC.tls.tmp" "$DOC"
-log "wrote the section to $DOC (raw outputs in $OUT/)"
+write_section "$SECTION" "$ROW"
 
 ((BATON_HIGH == 0 && BATON_ERRORS == 0)) || exit 1
 exit 0
