@@ -118,8 +118,8 @@ impl Registry {
             for (i, m) in pool.members.iter().enumerate() {
                 let key = (name.clone(), m.address.authority.clone());
                 let settings = ConnSettings {
-                    idle_timeout: pool.idle_timeout,
-                    connect_timeout: pool.connect_timeout,
+                    idle_timeout: pool.forward.idle_timeout,
+                    connect_timeout: pool.forward.connect_timeout,
                     tls: pool_tls.as_ref().map(|t| t[i].clone()),
                 };
                 let entry = match (keep.remove(&key), self.members.remove(&key)) {
@@ -136,14 +136,14 @@ impl Registry {
                     MemberSpec {
                         key: m.address.authority.clone(),
                         weight: m.weight,
-                        max_connections: pool.max_connections_per_member as usize,
+                        max_connections: pool.forward.max_connections_per_member as usize,
                     },
                     entry.health.clone(),
                 ));
                 conns.push(entry.conns.clone());
                 keep.insert(key, entry);
             }
-            let policy = match pool.balance {
+            let policy = match pool.forward.balance {
                 config::Balance::WeightedRoundRobin => Policy::WeightedRoundRobin,
                 config::Balance::LeastRequests => Policy::LeastRequests,
             };
@@ -159,13 +159,13 @@ impl Registry {
                     conns,
                     stats: pool_entry.stats.clone(),
                     gate: pool_entry.gate.clone(),
-                    header_timeout: pool.header_timeout,
-                    total_timeout: pool.total_timeout,
-                    retry_non_idempotent: pool.retry_non_idempotent,
-                    retry_server_errors: pool.retry_server_errors,
+                    header_timeout: pool.forward.header_timeout,
+                    total_timeout: pool.forward.total_timeout,
+                    retry_non_idempotent: pool.forward.retry_non_idempotent,
+                    retry_server_errors: pool.forward.retry_server_errors,
                 },
                 PoolSettings {
-                    upstream_host: pool.upstream_host.clone(),
+                    upstream_host: pool.forward.upstream_host.clone(),
                 },
             ));
             keep_pools.insert(name.clone(), pool_entry);

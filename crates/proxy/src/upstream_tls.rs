@@ -97,7 +97,7 @@ impl ClientConfigs {
         let mut cache: Vec<Cached> = Vec::new();
         let mut pools = Vec::with_capacity(cfg.pools.len());
         for (name, pool) in &cfg.pools {
-            let Some(settings) = &pool.tls else {
+            let Some(settings) = &pool.forward.tls else {
                 pools.push(None);
                 continue;
             };

@@ -116,7 +116,6 @@ fn kitchen_sink_parses_into_the_expected_config() {
     };
     let expected = Pool {
         name: "app".into(),
-        balance: Balance::LeastRequests,
         members: vec![
             member(
                 "127.0.0.1:9001",
@@ -128,18 +127,21 @@ fn kitchen_sink_parses_into_the_expected_config() {
             member("[::1]:9002", "::1", 9002, Some("[::1]:9002"), 0),
             member("app-3.internal:9003", "app-3.internal", 9003, None, 1),
         ],
-        max_connections_per_member: 64,
-        connect_timeout: secs(1),
-        header_timeout: secs(20),
-        idle_timeout: secs(4),
-        total_timeout: Some(secs(300)),
-        retry_non_idempotent: true,
-        retry_server_errors: true,
-        upstream_host: UpstreamHost::Literal("app.internal".into()),
-        tls: Some(UpstreamTls {
-            ca_bundle: Some("/etc/ssl/internal-ca.pem".into()),
-            server_name: Some("app.internal".into()),
-        }),
+        forward: ForwardSettings {
+            balance: Balance::LeastRequests,
+            max_connections_per_member: 64,
+            connect_timeout: secs(1),
+            header_timeout: secs(20),
+            idle_timeout: secs(4),
+            total_timeout: Some(secs(300)),
+            retry_non_idempotent: true,
+            retry_server_errors: true,
+            upstream_host: UpstreamHost::Literal("app.internal".into()),
+            tls: Some(UpstreamTls {
+                ca_bundle: Some("/etc/ssl/internal-ca.pem".into()),
+                server_name: Some("app.internal".into()),
+            }),
+        },
         health: Some(HealthCheck {
             path: "/healthz?full=1".into(),
             interval: secs(3),
@@ -363,17 +365,8 @@ fn a_service_pool_is_named_after_it_and_forwards_like_it() {
     assert_eq!(Upstream::Service("web".into()).pool_name(), "service:web");
     assert_eq!(Upstream::Pool("app".into()).pool_name(), "app");
     assert_eq!(pool.members, [member]);
-    assert_eq!(pool.forward(), web.forward);
+    assert_eq!(pool.forward, web.forward);
     assert_eq!((&pool.health, &pool.passive), (&web.health, &web.passive));
-    let app = &config.pools["app"];
-    let rebuilt = Pool::new(
-        app.name.clone(),
-        app.members.clone(),
-        app.forward(),
-        app.health.clone(),
-        app.passive.clone(),
-    );
-    assert_eq!(&rebuilt, app);
 }
 
 #[test]
@@ -405,18 +398,22 @@ fn absent_keys_take_the_documented_defaults() {
     assert_eq!((&listener.tls, listener.redirect_https), (&None, None));
     assert_eq!(config.acme, None);
     let pool = &config.pools["p"];
-    assert_eq!(pool.balance, Balance::WeightedRoundRobin);
+    assert_eq!(pool.forward.balance, Balance::WeightedRoundRobin);
     assert_eq!(pool.members[0].weight, 1);
-    assert_eq!(pool.max_connections_per_member, 256);
+    assert_eq!(pool.forward.max_connections_per_member, 256);
     assert_eq!(
-        (pool.connect_timeout, pool.header_timeout, pool.idle_timeout),
+        (
+            pool.forward.connect_timeout,
+            pool.forward.header_timeout,
+            pool.forward.idle_timeout
+        ),
         (secs(2), secs(30), secs(60))
     );
-    assert_eq!(pool.total_timeout, None);
-    assert!(!pool.retry_non_idempotent);
-    assert!(!pool.retry_server_errors);
-    assert_eq!(pool.upstream_host, UpstreamHost::Preserve);
-    assert_eq!(pool.tls, None);
+    assert_eq!(pool.forward.total_timeout, None);
+    assert!(!pool.forward.retry_non_idempotent);
+    assert!(!pool.forward.retry_server_errors);
+    assert_eq!(pool.forward.upstream_host, UpstreamHost::Preserve);
+    assert_eq!(pool.forward.tls, None);
     let health = pool.health.as_ref().unwrap();
     assert_eq!((health.interval, health.timeout), (secs(2), secs(1)));
     assert_eq!(
@@ -469,7 +466,8 @@ fn absent_service_keys_take_the_documented_defaults() {
         "{MINIMAL}[pool.p]\nmembers = [{{ address = \"h:1\" }}]\n"
     ))
     .pools["p"]
-        .forward();
+        .forward
+        .clone();
     assert_eq!(s.forward, pool_defaults, "the same defaults as a pool");
     assert_eq!((&s.health, &s.passive), (&None, &None));
     assert_eq!(

@@ -74,8 +74,11 @@ fn balance_upstream_host_and_limits() {
         ONE,
         "balance = \"least_requests\"\nupstream_host = \"member\"",
     ));
-    assert_eq!(config.pools["p"].balance, Balance::LeastRequests);
-    assert_eq!(config.pools["p"].upstream_host, UpstreamHost::Member);
+    assert_eq!(config.pools["p"].forward.balance, Balance::LeastRequests);
+    assert_eq!(
+        config.pools["p"].forward.upstream_host,
+        UpstreamHost::Member
+    );
     let all = errors(&pool(
         ONE,
         "balance = \"round_robin\"\nupstream_host = \"a b\"\nmax_connections_per_member = 0\ntotal_timeout = \"soon\"",
@@ -196,11 +199,15 @@ fn upstream_addresses_parse_outside_the_file_too() {
 
 #[test]
 fn retry_server_errors_is_a_boolean_off_by_default() {
-    assert!(!ok(&pool(ONE, "")).pools["p"].retry_server_errors);
+    assert!(!ok(&pool(ONE, "")).pools["p"].forward.retry_server_errors);
     let on = ok(&pool(ONE, "retry_server_errors = true"));
-    assert!(on.pools["p"].retry_server_errors);
-    assert!(on.pools["p"].forward().retry_server_errors);
-    assert!(!ok(&pool(ONE, "retry_server_errors = false")).pools["p"].retry_server_errors);
+    assert!(on.pools["p"].forward.retry_server_errors);
+    assert!(on.pools["p"].forward.retry_server_errors);
+    assert!(
+        !ok(&pool(ONE, "retry_server_errors = false")).pools["p"]
+            .forward
+            .retry_server_errors
+    );
     assert_eq!(
         error(&pool(ONE, "retry_server_errors = 1")),
         "5:23: `retry_server_errors` in [pool.p] must be a boolean, not an integer"

@@ -273,7 +273,12 @@ fn forwarding_keys_follow_the_pool_rules() {
     assert!(!forward.retry_server_errors, "off by default, as in a pool");
     let config = ok(&external("retry_server_errors = true"));
     assert!(config.services["web"].forward.retry_server_errors);
-    assert!(config.services["web"].pool(vec![]).retry_server_errors);
+    assert!(
+        config.services["web"]
+            .pool(vec![])
+            .forward
+            .retry_server_errors
+    );
     assert_eq!(
         error(&external("retry_server_errors = \"on\"")),
         "5:23: `retry_server_errors` in [service.web] must be a boolean, not a string"

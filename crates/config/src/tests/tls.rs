@@ -387,7 +387,7 @@ fn pool_tls(lines: &str) -> String {
 fn upstream_tls_of_pools_and_services() {
     let config = ok(&pool_tls(""));
     assert_eq!(
-        config.pools["app"].tls,
+        config.pools["app"].forward.tls,
         Some(UpstreamTls {
             ca_bundle: None,
             server_name: None
@@ -401,7 +401,7 @@ fn upstream_tls_of_pools_and_services() {
         ("[::1]", "::1"),
     ] {
         let config = ok(&pool_tls(&format!("server_name = \"{written}\"")));
-        let tls = config.pools["app"].tls.clone().unwrap();
+        let tls = config.pools["app"].forward.tls.clone().unwrap();
         assert_eq!(tls.server_name.as_deref(), Some(kept));
     }
     for (bad, reason) in [
@@ -443,7 +443,7 @@ fn upstream_tls_of_pools_and_services() {
     );
     let pool = config.services["api"].pool(vec![]);
     assert_eq!(
-        pool.tls, config.services["api"].forward.tls,
+        pool.forward.tls, config.services["api"].forward.tls,
         "the service's pool"
     );
     assert_eq!(

@@ -10,97 +10,20 @@ use std::time::Duration;
 pub struct Pool {
     /// The pool's name (its key in `Config::pools`).
     pub name: String,
-    /// How a member is picked.
-    pub balance: Balance,
     /// At least one; addresses unique within the pool. Weights may all be 0.
     pub members: Vec<Member>,
-    /// Open connections per member at most (at least 1).
-    pub max_connections_per_member: u32,
-    /// Time allowed to connect to a member; non-zero.
-    pub connect_timeout: Duration,
-    /// Time from the request sent to the response head; non-zero.
-    pub header_timeout: Duration,
-    /// Pooled idle upstream connections are closed after this; non-zero.
-    pub idle_timeout: Duration,
-    /// Time allowed for the whole exchange; `None`: no limit.
-    pub total_timeout: Option<Duration>,
-    /// Replay a non-idempotent request whose body was sent, after a reset.
-    pub retry_non_idempotent: bool,
-    /// Send a bodyless idempotent request that got a 5xx once more, to
-    /// another member not tried yet (the 5xx still counts against the first).
-    pub retry_server_errors: bool,
-    /// The `Host` header sent upstream.
-    pub upstream_host: UpstreamHost,
-    /// `[pool.NAME.tls]`: HTTPS to the members; `None`: plain HTTP.
-    pub tls: Option<crate::types::UpstreamTls>,
+    /// How the proxy forwards requests to the members.
+    pub forward: ForwardSettings,
     /// Active checks; `None`: members are healthy unless passively ejected.
     pub health: Option<HealthCheck>,
     /// Passive ejection; `None`: off.
     pub passive: Option<PassiveHealth>,
 }
 
-impl Pool {
-    /// A pool from its parts (the deploy engine builds one per service, see
-    /// [`Service::pool`](crate::Service::pool)). `members` must not be empty
-    /// for the pool to serve anything; addresses should be unique.
-    pub fn new(
-        name: String,
-        members: Vec<Member>,
-        forward: ForwardSettings,
-        health: Option<HealthCheck>,
-        passive: Option<PassiveHealth>,
-    ) -> Pool {
-        let ForwardSettings {
-            balance,
-            max_connections_per_member,
-            connect_timeout,
-            header_timeout,
-            idle_timeout,
-            total_timeout,
-            retry_non_idempotent,
-            retry_server_errors,
-            upstream_host,
-            tls,
-        } = forward;
-        Pool {
-            name,
-            balance,
-            members,
-            max_connections_per_member,
-            connect_timeout,
-            header_timeout,
-            idle_timeout,
-            total_timeout,
-            retry_non_idempotent,
-            retry_server_errors,
-            upstream_host,
-            tls,
-            health,
-            passive,
-        }
-    }
-
-    /// The pool's forwarding settings, as one value.
-    pub fn forward(&self) -> ForwardSettings {
-        ForwardSettings {
-            balance: self.balance,
-            max_connections_per_member: self.max_connections_per_member,
-            connect_timeout: self.connect_timeout,
-            header_timeout: self.header_timeout,
-            idle_timeout: self.idle_timeout,
-            total_timeout: self.total_timeout,
-            retry_non_idempotent: self.retry_non_idempotent,
-            retry_server_errors: self.retry_server_errors,
-            upstream_host: self.upstream_host.clone(),
-            tls: self.tls.clone(),
-        }
-    }
-}
-
 /// How the proxy forwards requests to the members of a pool or to the
 /// instances or targets of a service: the keys `[pool.NAME]` and
-/// `[service.NAME]` share, with the same defaults and rules. Field by field
-/// the same as in [`Pool`].
+/// `[service.NAME]` share, with the same defaults and rules (a [`Pool`]
+/// holds one as `forward`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardSettings {
     /// How a member is picked.

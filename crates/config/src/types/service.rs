@@ -56,13 +56,13 @@ impl Service {
     /// taking traffic, weighted) and the service's forwarding settings,
     /// health checks and passive ejection.
     pub fn pool(&self, members: Vec<Member>) -> Pool {
-        Pool::new(
-            self.pool_name(),
+        Pool {
+            name: self.pool_name(),
             members,
-            self.forward.clone(),
-            self.health.clone(),
-            self.passive.clone(),
-        )
+            forward: self.forward.clone(),
+            health: self.health.clone(),
+            passive: self.passive.clone(),
+        }
     }
 }
 

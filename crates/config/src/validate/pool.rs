@@ -42,13 +42,13 @@ fn pool(ctx: &mut Ctx<'_, '_>, name: &str, item: &Spanned<RawPool>) -> Option<Po
     let forward = forward(ctx, &POOL, &raw.forward());
     let health = raw.health.as_ref().map(|h| health(ctx, h));
     let passive = raw.passive.as_ref().map(|p| passive(ctx, p.get_ref()));
-    Some(Pool::new(
-        name.to_owned(),
-        members?,
-        forward?,
-        super::optional(health)?,
-        super::optional(passive)?,
-    ))
+    Some(Pool {
+        name: name.to_owned(),
+        members: members?,
+        forward: forward?,
+        health: super::optional(health)?,
+        passive: super::optional(passive)?,
+    })
 }
 
 /// The forwarding keys of a pool or a service (`section` has them all, with

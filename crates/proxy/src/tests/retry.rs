@@ -31,7 +31,7 @@ async fn with_retry_server_errors_clients_see_no_5xx_but_the_failing_member_coun
         Upstream::failing("bad").await,
     );
     let cfg = pool(&[good.addr, bad.addr], "retry_server_errors = true");
-    assert!(cfg.pools["app"].retry_server_errors);
+    assert!(cfg.pools["app"].forward.retry_server_errors);
     let running = start(&cfg).await;
     for _ in 0..REQUESTS {
         let answer = get(running.addr, "/").await;
@@ -73,7 +73,10 @@ async fn without_retry_server_errors_the_5xx_reaches_the_client() {
         Upstream::failing("bad").await,
     );
     let cfg = pool(&[good.addr, bad.addr], "");
-    assert!(!cfg.pools["app"].retry_server_errors, "off by default");
+    assert!(
+        !cfg.pools["app"].forward.retry_server_errors,
+        "off by default"
+    );
     let running = start(&cfg).await;
     let mut errors = 0;
     for _ in 0..REQUESTS {

@@ -87,7 +87,7 @@ impl TlsUpstream {
 /// A config routing everything to pool `app` of `members` over TLS.
 fn tls_pool(members: &[SocketAddr], tls: config::UpstreamTls) -> config::Config {
     let mut cfg = config(&[("app", members)], "app");
-    cfg.pools.get_mut("app").unwrap().tls = Some(tls);
+    cfg.pools.get_mut("app").unwrap().forward.tls = Some(tls);
     cfg
 }
 
@@ -260,7 +260,7 @@ async fn a_config_whose_ca_bundle_cannot_be_read_is_refused_whole() {
     let running = start(&cfg).await;
 
     let mut broken = cfg.clone();
-    broken.pools.get_mut("app").unwrap().tls = Some(config::UpstreamTls {
+    broken.pools.get_mut("app").unwrap().forward.tls = Some(config::UpstreamTls {
         ca_bundle: Some(ca.bundle().with_extension("missing")),
         server_name: None,
     });
