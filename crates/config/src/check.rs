@@ -6,7 +6,6 @@
 //! and later stages never see them. It never judges a value's meaning
 //! (a duration that does not parse is `validate`'s business).
 
-use std::collections::BTreeSet;
 use std::ops::Range;
 
 use toml::Spanned;
@@ -19,7 +18,7 @@ use crate::schema::{IfMissing, Key, Section, Type};
 pub(crate) fn check_document(
     table: &mut Spanned<DeTable<'_>>,
     diag: &mut Diagnostics<'_>,
-    seen: Option<&mut BTreeSet<(&'static str, &'static str)>>,
+    seen: Option<&mut Vec<SeenKey>>,
 ) {
     let mut checker = Checker { diag, seen };
     // The root table's span is empty; missing keys point at the first byte.
@@ -27,11 +26,19 @@ pub(crate) fn check_document(
     checker.table(&crate::schema::ROOT, None, table.get_mut(), span);
 }
 
+/// A key the check met, for the tests that walk the kitchen-sink file
+/// with the schema: which section and key it is, and where its value is.
+#[cfg_attr(not(test), expect(dead_code, reason = "read by the tests"))]
+pub(crate) struct SeenKey {
+    pub(crate) section: &'static Section,
+    pub(crate) key: &'static Key,
+    pub(crate) value: Range<usize>,
+}
+
 struct Checker<'d, 's, 'k> {
     diag: &'d mut Diagnostics<'s>,
-    /// (section heading, key) of every key met, for the tests that compare
-    /// the kitchen-sink file with the schema.
-    seen: Option<&'k mut BTreeSet<(&'static str, &'static str)>>,
+    /// Every key met, for the tests.
+    seen: Option<&'k mut Vec<SeenKey>>,
 }
 
 impl Checker<'_, '_, '_> {
@@ -84,10 +91,14 @@ impl Checker<'_, '_, '_> {
                 }
                 continue;
             };
-            if let Some(seen) = self.seen.as_deref_mut() {
-                seen.insert((section.heading, key.name));
-            }
             let value_span = value.span();
+            if let Some(seen) = self.seen.as_deref_mut() {
+                seen.push(SeenKey {
+                    section,
+                    key,
+                    value: value_span.clone(),
+                });
+            }
             if let DeValue::Integer(n) = value.get_ref() {
                 // TOML integers are 64-bit; the parser keeps larger ones as text.
                 if !fits_i64(n) {

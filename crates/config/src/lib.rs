@@ -81,7 +81,7 @@ pub fn parse(source: &str, file_name: &str) -> Result<Config, ConfigErrors> {
 fn parse_raw(
     source: &str,
     diag: &mut Diagnostics<'_>,
-    seen: Option<&mut std::collections::BTreeSet<(&'static str, &'static str)>>,
+    seen: Option<&mut Vec<check::SeenKey>>,
 ) -> Option<raw::RawConfig> {
     let (mut document, syntax_errors) = DeTable::parse_recoverable(source);
     if !syntax_errors.is_empty() {

@@ -25,6 +25,10 @@ pub(crate) struct Section {
     /// shared by several named tables (`health` is in pools and services).
     pub(crate) place: &'static str,
     /// The heading in the docs; unique, so it also names the section.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by the docs generator (tests)")
+    )]
     pub(crate) heading: &'static str,
     /// A paragraph for the docs.
     #[cfg_attr(

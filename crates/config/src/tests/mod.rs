@@ -4,6 +4,7 @@
 
 mod acme;
 mod docs;
+mod duration;
 mod kitchen;
 mod listener;
 mod multi;

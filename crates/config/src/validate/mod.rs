@@ -28,6 +28,18 @@ use crate::types::Config;
 
 pub(crate) use matchers::parse_upstream_addr;
 
+/// The longest duration any key accepts: 100 years (humantime's `100y`,
+/// 3,155,760,000 s). No timeout, interval or age means anything beyond it,
+/// and it stays far from every overflow: a deadline this far ahead fits the
+/// clocks' range (`Instant` counts `i64` seconds) many times over, and the
+/// duration itself fits `u64` nanoseconds (584 years) and `i64` nanoseconds
+/// (292 years), the widest units any timer or counter turns it into. HSTS's
+/// `max_age`, the key that needs the most, is two years at most in practice.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// How [`MAX_DURATION`] is written in error messages and in the docs.
+pub(crate) const MAX_DURATION_TEXT: &str = "100y (100 years)";
+
 /// Validates `raw`; `None` when any error was recorded in `diag`.
 pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Config> {
     let mut ctx = Ctx { diag };
@@ -167,6 +179,12 @@ impl Ctx<'_, '_> {
         match humantime::parse_duration(v.get_ref()) {
             Ok(d) if d.is_zero() && !zero_ok => {
                 self.error(v.span(), format!("`{key}` must be greater than 0"));
+                None
+            }
+            Ok(d) if d > MAX_DURATION => {
+                let text = v.get_ref();
+                let message = format!("`{key}` must be at most {MAX_DURATION_TEXT}, not {text:?}");
+                self.error(v.span(), message);
                 None
             }
             Ok(d) => Some(d),
