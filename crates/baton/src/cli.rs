@@ -56,6 +56,18 @@ pub enum Command {
     DemoApp(hello::Args),
 }
 
+/// How a client subcommand reaches the running `baton serve` and prints
+/// its answer.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// The control socket of the running `baton serve` (its `--control`).
+    #[arg(long, value_name = "PATH")]
+    pub control: PathBuf,
+    /// Print the answer as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct PauseArgs {
     /// The service whose requests to hold.
@@ -66,34 +78,22 @@ pub struct PauseArgs {
     /// Most requests held at once; more get 503 at once.
     #[arg(long, default_value_t = 10_000)]
     pub max_requests: usize,
-    /// The control socket of the running `baton serve`.
-    #[arg(long, value_name = "PATH")]
-    pub control: PathBuf,
-    /// Print the outcome as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub to: ControlArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
     /// The paused service.
     pub service: String,
-    /// The control socket of the running `baton serve`.
-    #[arg(long, value_name = "PATH")]
-    pub control: PathBuf,
-    /// Print the outcome as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub to: ControlArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
-    /// The control socket of the running `baton serve`.
-    #[arg(long, value_name = "PATH")]
-    pub control: PathBuf,
-    /// Print the outcome as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub to: ControlArgs,
 }
 
 #[derive(Debug, Args)]
@@ -110,22 +110,14 @@ pub struct DemoArgs {
 pub struct RollbackArgs {
     /// The service to roll back to the version it had before.
     pub service: String,
-    /// The control socket of the running `baton serve`.
-    #[arg(long, value_name = "PATH")]
-    pub control: PathBuf,
-    /// Print the outcome as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub to: ControlArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The control socket of the running `baton serve`.
-    #[arg(long, value_name = "PATH")]
-    pub control: PathBuf,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub to: ControlArgs,
 }
 
 #[derive(Debug, Args)]
@@ -137,17 +129,13 @@ pub struct DeployArgs {
     #[arg(long)]
     pub version: Option<String>,
     /// `rolling`, `blue_green` or `canary`, instead of the service's own.
-    #[arg(long, value_parser = ["rolling", "blue_green", "blue-green", "canary"])]
-    pub strategy: Option<String>,
+    #[arg(long, value_parser = parse_strategy())]
+    pub strategy: Option<config::Strategy>,
     /// External services: a new target `HOST:PORT` (repeat for several).
     #[arg(long, value_name = "ADDR")]
     pub target: Vec<String>,
-    /// The control socket of the running `baton serve` (its `--control`).
-    #[arg(long, value_name = "PATH")]
-    pub control: PathBuf,
-    /// Print only the outcome, as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub to: ControlArgs,
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +249,20 @@ fn parse_ready(s: &str) -> Result<ReadyMode, String> {
     }
 }
 
+/// A strategy by its name ([`config::Strategy::name`], or `blue-green`),
+/// the names listed in the help and in the error.
+fn parse_strategy() -> impl clap::builder::TypedValueParser<Value = config::Strategy> {
+    use clap::builder::TypedValueParser;
+    let names = config::Strategy::ALL.map(config::Strategy::name);
+    clap::builder::PossibleValuesParser::new(
+        names
+            .into_iter()
+            .map(clap::builder::PossibleValue::new)
+            .chain([clap::builder::PossibleValue::new("blue-green").hide(true)]),
+    )
+    .try_map(|name| name.parse::<config::Strategy>())
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 500ms, 30s, 2m)"))
@@ -291,6 +293,37 @@ mod tests {
         );
         assert!(parse_ready("delay:soon").is_err());
         assert!(parse_ready("http").is_err());
+    }
+
+    #[test]
+    fn strategies_parse_through_their_names() {
+        for strategy in config::Strategy::ALL {
+            let cli = Cli::try_parse_from([
+                "baton",
+                "deploy",
+                "web",
+                "--control",
+                "c.sock",
+                "--strategy",
+                strategy.name(),
+            ])
+            .unwrap();
+            let Command::Deploy(args) = cli.command else {
+                panic!("not a deploy: {:?}", cli.command);
+            };
+            assert_eq!(args.strategy, Some(strategy));
+        }
+        let e = Cli::try_parse_from([
+            "baton",
+            "deploy",
+            "web",
+            "--control",
+            "c",
+            "--strategy",
+            "x",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("rolling, blue_green, canary"), "{e}");
     }
 
     #[test]

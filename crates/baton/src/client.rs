@@ -14,23 +14,18 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cli::ControlArgs;
 use crate::control::{Ack, DeployRequest, Outcome, PauseRequest, ServiceRequest};
 
 /// Runs a deploy (or a rollback: `path` says which) and shows it.
-pub fn deploy(
-    control: &Path,
-    path: &str,
-    body: &impl serde::Serialize,
-    json: bool,
-    verb: &str,
-) -> ExitCode {
+pub fn deploy(to: &ControlArgs, path: &str, body: &impl serde::Serialize, verb: &str) -> ExitCode {
     let runtime = match crate::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(request_deploy(control, path, body, !json)) {
+    match runtime.block_on(request_deploy(&to.control, path, body, !to.json)) {
         Ok(outcome) => {
-            if json {
+            if to.json {
                 println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
             } else {
                 summary(&outcome, verb);
@@ -64,7 +59,7 @@ pub fn deploy_request(args: &crate::cli::DeployArgs) -> DeployRequest {
     DeployRequest {
         service: args.service.clone(),
         version: args.version.clone(),
-        strategy: args.strategy.clone(),
+        strategy: args.strategy.map(|s| s.to_string()),
         targets: args.target.clone(),
     }
 }
@@ -228,13 +223,13 @@ fn summary(o: &Outcome, verb: &str) {
 }
 
 /// `baton status`.
-pub fn status(control: &Path, json: bool) -> ExitCode {
+pub fn status(to: &ControlArgs) -> ExitCode {
     let runtime = match crate::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        let response = call(control, "GET", "/v1/status", None).await?;
+        let response = call(&to.control, "GET", "/v1/status", None).await?;
         let bytes = body(response).await?;
         parse::<Vec<deploy::ServiceStatus>>(&bytes)
             .map(|s| (s, String::from_utf8_lossy(&bytes).into_owned()))
@@ -243,7 +238,7 @@ pub fn status(control: &Path, json: bool) -> ExitCode {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
-    if json {
+    if to.json {
         println!("{raw}");
         return ExitCode::SUCCESS;
     }
@@ -287,18 +282,18 @@ pub fn status(control: &Path, json: bool) -> ExitCode {
 }
 
 /// `baton pause`, `resume`, `reload`.
-pub fn ack(control: &Path, path: &str, body: Option<Vec<u8>>, json: bool, done: &str) -> ExitCode {
+pub fn ack(to: &ControlArgs, path: &str, body: Option<Vec<u8>>, done: &str) -> ExitCode {
     let runtime = match crate::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        let response = call(control, "POST", path, body).await?;
+        let response = call(&to.control, "POST", path, body).await?;
         parse::<Ack>(&self::body(response).await?)
     });
     match result {
         Ok(ack) => {
-            if json {
+            if to.json {
                 println!("{}", serde_json::to_string(&ack).unwrap_or_default());
             } else if ack.ok {
                 println!("{done}");

@@ -150,16 +150,10 @@ async fn deploy(State(ctx): State<Ctx>, Json(req): Json<DeployRequest>) -> Respo
         Some(Ok(v)) => Some(v),
         Some(Err(e)) => return refused(outcome, StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let strategy = match req.strategy.as_deref() {
+    let strategy = match req.strategy.as_deref().map(config::Strategy::from_str) {
         None => None,
-        Some("rolling") => Some(config::Strategy::Rolling),
-        Some("blue_green" | "blue-green") => Some(config::Strategy::BlueGreen),
-        Some("canary") => Some(config::Strategy::Canary),
-        Some(other) => {
-            let message =
-                format!("unknown strategy {other:?}: expected rolling, blue_green or canary");
-            return refused(outcome, StatusCode::BAD_REQUEST, message);
-        }
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return refused(outcome, StatusCode::BAD_REQUEST, e.to_string()),
     };
     let mut targets = Vec::with_capacity(req.targets.len());
     for t in &req.targets {
@@ -251,7 +245,7 @@ fn finish(
         Ok(Ok(done)) => {
             outcome.ok = true;
             outcome.version = done.version;
-            outcome.strategy = Some(deploy::strategy_name(done.strategy).into());
+            outcome.strategy = Some(done.strategy.to_string());
             outcome.duration_ms = Some(done.duration.as_millis() as u64);
             outcome.traffic = Some(done.traffic);
             outcome.exit = 0;

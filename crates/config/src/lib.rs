@@ -46,8 +46,8 @@ pub use types::{
     CertificateFiles, Config, External, ForwardSettings, HeaderMatch, HeaderName, HeaderValue,
     HealthCheck, HostMatch, Hsts, InvalidUpstreamAddr, IpNet, ListenAddr, Listener, Member, Method,
     PassiveHealth, PathMatch, Pool, ProxySettings, Restart, Rolling, Route, Runner, Service,
-    SocketMode, StatusRange, Strategy, Supervised, Tls, TlsVersion, Upstream, UpstreamAddr,
-    UpstreamHost, UpstreamTls,
+    SocketMode, StatusRange, Strategy, Supervised, Tls, TlsVersion, UnknownStrategy, Upstream,
+    UpstreamAddr, UpstreamHost, UpstreamTls,
 };
 pub use version::{InvalidVersion, Version};
 

@@ -21,32 +21,68 @@ impl Window {
     }
 }
 
+/// A canary gate the canary breached over one step.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Breach {
+    /// Too many of its requests failed.
+    #[error(
+        "canary error rate {:.2}% is above {:.2}% ({failures} failed of {requests} requests)",
+        .rate * 100.0,
+        .max * 100.0
+    )]
+    ErrorRate {
+        /// Its failed share.
+        rate: f64,
+        /// The gate's `max_error_rate`.
+        max: f64,
+        /// Its failed requests.
+        failures: u64,
+        /// Its requests.
+        requests: u64,
+    },
+    /// Its p99 latency is too far above the stable version's.
+    #[error(
+        "canary p99 {:.1} ms is {ratio:.2}× the stable version's {:.1} ms (at most {max}× allowed)",
+        .canary.as_secs_f64() * 1000.0,
+        .stable.as_secs_f64() * 1000.0
+    )]
+    Latency {
+        /// The canary's p99, raised to the floor.
+        canary: Duration,
+        /// The stable version's p99, raised to the floor.
+        stable: Duration,
+        /// Their ratio.
+        ratio: f64,
+        /// The gate's `max_p99_ratio`.
+        max: f64,
+    },
+}
+
 /// `Ok` when the canary may go on; `Err` says which gate it breached.
 pub(crate) fn judge(
     canary: &Window,
     stable: &Window,
     gates: &config::Canary,
-) -> Result<(), String> {
+) -> Result<(), Breach> {
     let rate = canary.error_rate();
     if rate > gates.max_error_rate {
-        return Err(format!(
-            "canary error rate {:.2}% is above {:.2}% ({} failed of {} requests)",
-            rate * 100.0,
-            gates.max_error_rate * 100.0,
-            canary.failures,
-            canary.requests
-        ));
+        return Err(Breach::ErrorRate {
+            rate,
+            max: gates.max_error_rate,
+            failures: canary.failures,
+            requests: canary.requests,
+        });
     }
     if let (Some(c), Some(s)) = (canary.p99, stable.p99) {
         let (c, s) = (c.max(gates.p99_floor), s.max(gates.p99_floor));
         let ratio = c.as_secs_f64() / s.as_secs_f64().max(1e-9);
         if ratio > gates.max_p99_ratio {
-            return Err(format!(
-                "canary p99 {:.1} ms is {ratio:.2}× the stable version's {:.1} ms (at most {}× allowed)",
-                c.as_secs_f64() * 1000.0,
-                s.as_secs_f64() * 1000.0,
-                gates.max_p99_ratio
-            ));
+            return Err(Breach::Latency {
+                canary: c,
+                stable: s,
+                ratio,
+                max: gates.max_p99_ratio,
+            });
         }
     }
     Ok(())
@@ -79,7 +115,21 @@ mod tests {
     fn error_rate_gate() {
         assert!(judge(&w(100, 1, None), &w(900, 0, None), &gates()).is_ok());
         let e = judge(&w(100, 2, None), &w(900, 0, None), &gates()).unwrap_err();
-        assert!(e.contains("2.00%") && e.contains("2 failed of 100"), "{e}");
+        assert!(
+            matches!(
+                e,
+                Breach::ErrorRate {
+                    failures: 2,
+                    requests: 100,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "canary error rate 2.00% is above 1.00% (2 failed of 100 requests)"
+        );
     }
 
     #[test]
@@ -88,7 +138,10 @@ mod tests {
         assert!(judge(&w(100, 0, Some(4)), &w(900, 0, Some(1)), &gates()).is_ok());
         // 12 ms against a stable side raised to 5 ms: 2.4×.
         let e = judge(&w(100, 0, Some(12)), &w(900, 0, Some(1)), &gates()).unwrap_err();
-        assert!(e.contains("2.40×"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "canary p99 12.0 ms is 2.40× the stable version's 5.0 ms (at most 2× allowed)"
+        );
         assert!(judge(&w(100, 0, Some(40)), &w(900, 0, Some(20)), &gates()).is_ok());
         // Without a stable measurement there is nothing to compare.
         assert!(judge(&w(100, 0, Some(400)), &w(0, 0, None), &gates()).is_ok());

@@ -27,16 +27,18 @@
 
 #![forbid(unsafe_code)]
 
+mod error;
 mod judge;
 mod progress;
 mod state;
 mod strategy;
 mod supervised;
 
+pub use error::{BadRequest, DeployError, Failure, StartError, Undo};
+pub use judge::Breach;
 pub use progress::{Progress, Reporter, Traffic};
 pub use proxy::Hold;
-pub use state::{Deploy, ServiceState, State, Store};
-pub use strategy::name as strategy_name;
+pub use state::{Deploy, Outcome, ServiceState, State, Store, StoreError, UnknownOutcome};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,7 +140,7 @@ impl Engine {
     /// An engine for `config`; nothing runs until [`Engine::start`]. With a
     /// state store, each service starts at the version (or targets) it last
     /// had, not the file's.
-    pub fn new(mut config: config::Config, store: Option<Store>) -> std::io::Result<Engine> {
+    pub fn new(mut config: config::Config, store: Option<Store>) -> Result<Engine, StartError> {
         let mut state = match &store {
             Some(store) => store.load()?,
             None => State::default(),
@@ -161,13 +163,13 @@ impl Engine {
                     version,
                     targets,
                     started: state::now(),
-                    outcome: "initial".into(),
+                    outcome: Outcome::Initial,
                 });
                 fresh = true;
                 continue;
             };
             if let Some(last) = saved.history.last()
-                && last.outcome == "in progress"
+                && last.outcome == Outcome::InProgress
             {
                 tracing::warn!(
                     service = %name,
@@ -178,7 +180,14 @@ impl Engine {
             }
             match &mut service.runner {
                 config::Runner::Supervised(s) if !saved.version.is_empty() => {
-                    s.version = saved.version.parse().map_err(|e| invalid(name, e))?;
+                    s.version =
+                        saved
+                            .version
+                            .parse()
+                            .map_err(|source| StartError::SavedVersion {
+                                service: name.clone(),
+                                source,
+                            })?;
                     tracing::info!(service = %name, version = %s.version, "version restored from the state directory");
                 }
                 config::Runner::External(e) if !saved.targets.is_empty() => {
@@ -187,7 +196,10 @@ impl Engine {
                         .iter()
                         .map(|t| t.parse())
                         .collect::<Result<_, _>>()
-                        .map_err(|e| invalid(name, e))?;
+                        .map_err(|source| StartError::SavedTargets {
+                            service: name.clone(),
+                            source,
+                        })?;
                     tracing::info!(service = %name, targets = ?saved.targets, "targets restored from the state directory");
                 }
                 _ => {}
@@ -248,7 +260,7 @@ impl Engine {
                     }
                     .to_owned(),
                     version: saved.map(|st| st.version.clone()).filter(|v| !v.is_empty()),
-                    strategy: strategy::name(s.strategy).to_owned(),
+                    strategy: s.strategy.to_string(),
                     members: rt
                         .map(|rt| {
                             members_of(rt)
@@ -378,7 +390,7 @@ impl Engine {
         req: DeployRequest,
         reporter: Reporter,
     ) -> Result<Deployed, DeployError> {
-        strategy::deploy(self, req, reporter, "deployed").await
+        strategy::deploy(self, req, reporter).await
     }
 
     /// Goes back to the version (or targets) that served before: at once if
@@ -401,7 +413,7 @@ impl Engine {
             .ok_or_else(|| DeployError::NotRunning(service.into()))?;
         proxy
             .pause(&pool, hold)
-            .map_err(|e| DeployError::BadRequest(e.to_string()))?;
+            .map_err(|e| DeployError::BadRequest(e.into()))?;
         tracing::info!(service, max_wait = ?hold.max_wait, max_requests = hold.max_requests, "service paused");
         Ok(())
     }
@@ -434,19 +446,20 @@ impl Engine {
     }
 
     /// Records a deploy's progress in the state and saves it.
-    pub(crate) fn note(&self, service: &str, deploy: &Deploy, outcome: &str) {
+    pub(crate) fn note(&self, service: &str, deploy: &Deploy, outcome: Outcome) {
         let mut state = lock(&self.inner.state);
         let entry = state.services.entry(service.to_owned()).or_default();
+        let served = matches!(outcome, Outcome::Deployed | Outcome::RolledBack);
         match entry.history.last_mut() {
-            Some(last) if last.outcome == "in progress" && last.started == deploy.started => {
-                last.outcome = outcome.to_owned();
+            Some(last) if last.outcome == Outcome::InProgress && last.started == deploy.started => {
+                last.outcome = outcome;
             }
             _ => entry.record(Deploy {
-                outcome: outcome.to_owned(),
+                outcome,
                 ..deploy.clone()
             }),
         }
-        if outcome == "deployed" || outcome == "rolled back" {
+        if served {
             entry.version = deploy.version.clone();
             entry.targets = deploy.targets.clone();
         }
@@ -684,13 +697,6 @@ fn members_of(rt: &Runtime) -> Vec<config::Member> {
     out
 }
 
-fn invalid(service: &str, e: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        format!("saved state of {service}: {e}"),
-    )
-}
-
 /// One service as `baton status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceStatus {
@@ -741,46 +747,6 @@ pub struct Deployed {
     /// The service's requests during the deploy, measured by the proxy.
     pub traffic: Traffic,
 }
-
-/// Why a deploy did not happen or did not complete.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeployError {
-    /// No service by that name.
-    UnknownService(String),
-    /// The request does not fit the service (a version for an external
-    /// service without targets, targets for a supervised one, …).
-    BadRequest(String),
-    /// The service's supervisor is not running (baton is stopping).
-    NotRunning(String),
-    /// Another deploy or rollback of the service is running.
-    Busy(String),
-    /// The deploy failed and was rolled back; the old version serves.
-    Failed(String),
-    /// No earlier version to go back to.
-    NothingToRollBack(String),
-}
-
-impl std::fmt::Display for DeployError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DeployError::UnknownService(s) => write!(f, "unknown service {s:?}"),
-            DeployError::BadRequest(s) => f.write_str(s),
-            DeployError::NotRunning(s) => write!(f, "service {s:?} is not running"),
-            DeployError::Busy(s) => write!(
-                f,
-                "a deploy of {s:?} is already running; wait for it to finish"
-            ),
-            DeployError::NothingToRollBack(s) => {
-                write!(f, "service {s:?} has no earlier version to roll back to")
-            }
-            DeployError::Failed(reason) => {
-                write!(f, "deploy failed and was rolled back: {reason}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for DeployError {}
 
 /// Waits until every one of `counters` reaches zero, checking every few
 /// milliseconds, or until `limit` passes.

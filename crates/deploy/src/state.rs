@@ -2,8 +2,11 @@
 //! is live and its deploy history, in `state.json` inside the state
 //! directory. Every write is atomic (a temporary file, fsync, rename, fsync
 //! of the directory), so a crash leaves either the old state or the new one.
-//! A deploy is recorded as "in progress" before it starts, so one that a
-//! crash interrupted is visible at the next start instead of vanishing.
+//! A deploy is recorded as [`Outcome::InProgress`] before it starts, so one
+//! that a crash interrupted is visible at the next start instead of
+//! vanishing. Outcomes are written as the words earlier versions wrote
+//! ("in progress", "deployed", "rolled back", "failed: reason"), so every
+//! `state.json` ever written still loads.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -42,8 +45,102 @@ pub struct Deploy {
     pub targets: Vec<String>,
     /// When it started (RFC 3339).
     pub started: String,
-    /// `initial`, `in progress`, `deployed`, `rolled back`, or `failed: reason`.
-    pub outcome: String,
+    /// How it ended, or that it has not.
+    pub outcome: Outcome,
+}
+
+/// How a deploy ended. In `state.json` (and the control API) it is one
+/// string: `initial`, `in progress`, `deployed`, `rolled back`, or
+/// `failed: reason`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Outcome {
+    /// The version of the config file at the first start, recorded so that
+    /// there is something to roll back to.
+    Initial,
+    /// Started and not finished (or baton stopped during it).
+    InProgress,
+    /// It completed.
+    Deployed,
+    /// A rollback that completed.
+    RolledBack,
+    /// It failed and was undone; why.
+    Failed(String),
+}
+
+impl Outcome {
+    /// Whether its version served (or serves) all the traffic afterwards.
+    pub fn served(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Initial | Outcome::Deployed | Outcome::RolledBack
+        )
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Initial => f.write_str("initial"),
+            Outcome::InProgress => f.write_str("in progress"),
+            Outcome::Deployed => f.write_str("deployed"),
+            Outcome::RolledBack => f.write_str("rolled back"),
+            Outcome::Failed(reason) => write!(f, "failed: {reason}"),
+        }
+    }
+}
+
+impl From<Outcome> for String {
+    fn from(outcome: Outcome) -> String {
+        outcome.to_string()
+    }
+}
+
+/// A deploy outcome in `state.json` that is none of [`Outcome`]'s words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown deploy outcome {0:?}")]
+pub struct UnknownOutcome(String);
+
+impl TryFrom<String> for Outcome {
+    type Error = UnknownOutcome;
+
+    fn try_from(text: String) -> Result<Outcome, UnknownOutcome> {
+        Ok(match text.as_str() {
+            "initial" => Outcome::Initial,
+            "in progress" => Outcome::InProgress,
+            "deployed" => Outcome::Deployed,
+            "rolled back" => Outcome::RolledBack,
+            "failed" => Outcome::Failed(String::new()),
+            _ => match text.strip_prefix("failed: ") {
+                Some(reason) => Outcome::Failed(reason.to_owned()),
+                None => return Err(UnknownOutcome(text)),
+            },
+        })
+    }
+}
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The directory or a file in it could not be created, read or
+    /// written.
+    #[error("could not {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// To which path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// `state.json` is not valid state; it is never silently discarded.
+    #[error("{} is not valid state: {source}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: serde_json::Error,
+    },
 }
 
 const HISTORY: usize = 100;
@@ -56,12 +153,13 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating, mode 0700) the state directory.
-    pub fn open(dir: &Path) -> io::Result<Store> {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
         use std::os::unix::fs::DirBuilderExt;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir)?;
+            .create(dir)
+            .map_err(io_error("create", dir))?;
         Ok(Store {
             dir: dir.to_owned(),
         })
@@ -73,33 +171,47 @@ impl Store {
 
     /// Reads the state; a missing file is an empty state, a corrupt one an
     /// error (never silently discarded).
-    pub fn load(&self) -> io::Result<State> {
-        match fs::read(self.file()) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} is not valid state: {e}", self.file().display()),
-                )
-            }),
+    pub fn load(&self) -> Result<State, StoreError> {
+        let path = self.file();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| StoreError::Corrupt { path, source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
-            Err(e) => Err(e),
+            Err(e) => Err(io_error("read", &path)(e)),
         }
     }
 
     /// Writes the state atomically.
-    pub fn save(&self, state: &State) -> io::Result<()> {
+    pub fn save(&self, state: &State) -> Result<(), StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         let tmp = self.dir.join("state.json.tmp");
+        let bytes = serde_json::to_vec_pretty(state).map_err(|source| StoreError::Corrupt {
+            path: tmp.clone(),
+            source,
+        })?;
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(state).map_err(io::Error::other)?)?;
-        f.sync_all()?;
-        fs::rename(&tmp, self.file())?;
-        File::open(&self.dir)?.sync_all()
+            .open(&tmp)
+            .map_err(io_error("create", &tmp))?;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(io_error("write", &tmp))?;
+        fs::rename(&tmp, self.file()).map_err(io_error("rename", &tmp))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error("sync", &self.dir))
+    }
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_owned();
+    move |source| StoreError::Io {
+        action,
+        path,
+        source,
     }
 }
 
@@ -117,7 +229,7 @@ impl ServiceState {
         self.history
             .iter()
             .rev()
-            .filter(|d| matches!(d.outcome.as_str(), "deployed" | "rolled back" | "initial"))
+            .filter(|d| d.outcome.served())
             .find(|d| d.version != self.version || d.targets != self.targets)
     }
 }
@@ -139,12 +251,16 @@ mod tests {
         let mut state = State::default();
         let web = state.services.entry("web".into()).or_default();
         web.version = "v2".into();
-        for (v, outcome) in [("v1", "deployed"), ("v2", "deployed"), ("v3", "failed: x")] {
+        for (v, outcome) in [
+            ("v1", Outcome::Deployed),
+            ("v2", Outcome::Deployed),
+            ("v3", Outcome::Failed("x".into())),
+        ] {
             web.record(Deploy {
                 version: v.into(),
                 targets: Vec::new(),
                 started: now(),
-                outcome: outcome.into(),
+                outcome,
             });
         }
         store.save(&state).unwrap();
@@ -171,10 +287,52 @@ mod tests {
                 version: format!("v{i}"),
                 targets: Vec::new(),
                 started: String::new(),
-                outcome: "deployed".into(),
+                outcome: Outcome::Deployed,
             });
         }
         assert_eq!(s.history.len(), 100);
         assert_eq!(s.history[0].version, "v50");
+    }
+
+    /// A `state.json` as earlier versions wrote it, outcomes as strings,
+    /// loads into the same outcomes and is written back with the same words.
+    #[test]
+    fn outcomes_written_as_strings_still_load() {
+        let written = r#"{
+  "services": {
+    "web": {
+      "version": "v2",
+      "history": [
+        { "version": "v1", "started": "2026-11-30T10:00:00Z", "outcome": "initial" },
+        { "version": "v2", "started": "2026-11-30T10:01:00Z", "outcome": "deployed" },
+        { "version": "v3", "started": "2026-11-30T10:02:00Z", "outcome": "failed: canary error rate 5.00% is above 1.00%" },
+        { "version": "v1", "started": "2026-11-30T10:03:00Z", "outcome": "rolled back" },
+        { "version": "v4", "started": "2026-11-30T10:04:00Z", "outcome": "in progress" }
+      ]
+    }
+  }
+}"#;
+        let state: State = serde_json::from_str(written).unwrap();
+        let outcomes: Vec<&Outcome> = state.services["web"]
+            .history
+            .iter()
+            .map(|d| &d.outcome)
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                &Outcome::Initial,
+                &Outcome::Deployed,
+                &Outcome::Failed("canary error rate 5.00% is above 1.00%".into()),
+                &Outcome::RolledBack,
+                &Outcome::InProgress,
+            ]
+        );
+        let back: serde_json::Value = serde_json::to_value(&state).unwrap();
+        let original: serde_json::Value = serde_json::from_str(written).unwrap();
+        assert_eq!(back, original);
+        let bad = written.replace("rolled back", "rolled sideways");
+        let e = serde_json::from_str::<State>(&bad).unwrap_err();
+        assert!(e.to_string().contains("unknown deploy outcome"), "{e}");
     }
 }

@@ -11,17 +11,9 @@ use tokio::time::Instant;
 use crate::judge::{Window, judge};
 use crate::progress::{Progress, Reporter, Traffic, millis};
 use crate::{
-    Deploy, DeployError, DeployRequest, Deployed, Engine, SetPhase, Standby, state, supervised,
+    BadRequest, Deploy, DeployError, DeployRequest, Deployed, Engine, Failure, Outcome, SetPhase,
+    Standby, Undo, state, supervised,
 };
-
-/// A strategy as the config, the CLI and the control API spell it.
-pub fn name(s: config::Strategy) -> &'static str {
-    match s {
-        config::Strategy::Rolling => "rolling",
-        config::Strategy::BlueGreen => "blue_green",
-        config::Strategy::Canary => "canary",
-    }
-}
 
 /// What a deploy puts in place.
 #[derive(Clone)]
@@ -69,7 +61,6 @@ pub(crate) async fn deploy(
     engine: &Engine,
     req: DeployRequest,
     reporter: Reporter,
-    success: &str,
 ) -> Result<Deployed, DeployError> {
     let service = engine
         .service(&req.service)
@@ -78,14 +69,10 @@ pub(crate) async fn deploy(
     let (label, target) = match &service.runner {
         config::Runner::Supervised(spec) => {
             if !req.targets.is_empty() {
-                return Err(DeployError::BadRequest(format!(
-                    "service {name:?} is supervised: deploy it by --version, not --target"
-                )));
+                return Err(BadRequest::TargetsForSupervised(name).into());
             }
             let Some(version) = req.version.clone() else {
-                return Err(DeployError::BadRequest(format!(
-                    "service {name:?} is supervised: --version is required"
-                )));
+                return Err(BadRequest::VersionRequired(name).into());
             };
             let mut spec = spec.clone();
             spec.version = version;
@@ -93,9 +80,7 @@ pub(crate) async fn deploy(
         }
         config::Runner::External(_) => {
             if req.targets.is_empty() {
-                return Err(DeployError::BadRequest(format!(
-                    "service {name:?} is external: name its new targets with --target"
-                )));
+                return Err(BadRequest::TargetsRequired(name).into());
             }
             let mut targets = req.targets.clone();
             targets.dedup();
@@ -106,7 +91,13 @@ pub(crate) async fn deploy(
     let strategy = req.strategy.unwrap_or(service.strategy);
     let _busy = Busy::claim(engine, &name, &reporter)?;
     run(
-        engine, &service, strategy, label, target, &reporter, success,
+        engine,
+        &service,
+        strategy,
+        label,
+        target,
+        &reporter,
+        Outcome::Deployed,
     )
     .await
 }
@@ -119,7 +110,7 @@ async fn run(
     label: String,
     target: Target,
     reporter: &Reporter,
-    success: &str,
+    success: Outcome,
 ) -> Result<Deployed, DeployError> {
     let name = service.name.as_str();
     // A new deploy ends the previous one's rollback window.
@@ -131,19 +122,19 @@ async fn run(
             Target::Targets(t) => t.iter().map(|t| t.authority.clone()).collect(),
         },
         started: state::now(),
-        outcome: String::new(),
+        outcome: Outcome::InProgress,
     };
-    engine.note(name, &record, "in progress");
+    engine.note(name, &record, Outcome::InProgress);
     reporter.send(Progress::Started {
         service: name.to_owned(),
         version: label.clone(),
-        strategy: self::name(strategy).to_owned(),
+        strategy: strategy.to_string(),
         instances: match &target {
             Target::Version(spec) => spec.instances as usize,
             Target::Targets(t) => t.len(),
         },
     });
-    tracing::info!(service = name, version = %label, strategy = self::name(strategy), "deploy started");
+    tracing::info!(service = name, version = %label, %strategy, "deploy started");
     let stats = engine
         .proxy()
         .and_then(|p| p.pool_stats(&service.pool_name()));
@@ -181,7 +172,7 @@ async fn run(
         }
         Err(reason) => {
             tracing::error!(service = name, version = %label, %reason, "deploy failed and was rolled back; the previous version keeps serving");
-            engine.note(name, &record, &format!("failed: {reason}"));
+            engine.note(name, &record, Outcome::Failed(reason.to_string()));
             Err(DeployError::Failed(reason))
         }
     }
@@ -197,7 +188,7 @@ async fn rolling(
     spec: &config::Supervised,
     reporter: &Reporter,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let name = service.name.as_str();
     let Some((set, group, old_version, before)) = engine.with_runtime(name, |rt| {
         rt.sets
@@ -213,7 +204,7 @@ async fn rolling(
                 )
             })
     }) else {
-        return Err("the service has no running instances to replace".into());
+        return Err(Failure::NoInstances);
     };
     let command = supervisor::CommandSource::PerInstance(supervised::command_fn(spec.clone()));
     let reason = match tokio::time::timeout_at(deadline, group.reload_with(Some(command))).await {
@@ -223,9 +214,9 @@ async fn rolling(
             reporter.send(Progress::Traffic { percent: 100 });
             return Ok(());
         }
-        Ok(Err(_)) => return Err("the service's supervisor has stopped".into()),
-        Ok(Ok(Err(e))) => e.to_string(),
-        Err(_) => timeout(service),
+        Ok(Err(_)) => return Err(Failure::SupervisorStopped),
+        Ok(Ok(Err(e))) => Failure::Rollout(e),
+        Err(_) => Failure::Timeout(service.deploy_timeout),
     };
     let mixed = engine
         .with_set(name, set, |s| {
@@ -235,22 +226,27 @@ async fn rolling(
     let timed_out = Instant::now() >= deadline;
     if mixed || timed_out {
         reporter.send(Progress::RollingBack {
-            reason: reason.clone(),
+            reason: reason.to_string(),
         });
+        let not_undone = |undo| Failure::NotUndone {
+            failure: Box::new(reason.clone()),
+            undo,
+        };
         let mut old = spec.clone();
         match old_version.parse() {
             Ok(v) => old.version = v,
-            Err(e) => return Err(format!("{reason}; could not roll back: {e}")),
+            Err(e) => return Err(not_undone(Undo::Version(e))),
         }
         let command = supervisor::CommandSource::PerInstance(supervised::command_fn(old));
         match group.reload_with(Some(command)).await {
             Ok(Ok(_)) => tracing::info!(service = name, version = %old_version, "rolled back"),
-            Ok(Err(e)) => {
-                return Err(format!(
-                    "{reason}; the rollback to {old_version} failed too: {e}"
-                ));
+            Ok(Err(source)) => {
+                return Err(not_undone(Undo::Rollout {
+                    version: old_version,
+                    source,
+                }));
             }
-            Err(_) => return Err(format!("{reason}; the service's supervisor has stopped")),
+            Err(_) => return Err(not_undone(Undo::SupervisorStopped)),
         }
     }
     Err(reason)
@@ -265,7 +261,7 @@ async fn two_sets(
     target: &Target,
     reporter: &Reporter,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let name = service.name.as_str();
     let old: Vec<u64> = engine.with_runtime(name, |rt| {
         rt.sets
@@ -278,7 +274,7 @@ async fn two_sets(
         Target::Version(spec) => {
             let (id, mut phase) = engine
                 .start_set(service, spec, 0)
-                .map_err(|e| format!("could not start the new version: {e}"))?;
+                .map_err(|e| Failure::Start(std::sync::Arc::new(e)))?;
             let ready = tokio::time::timeout_at(deadline, async {
                 phase
                     .wait_for(|p| *p != SetPhase::Starting)
@@ -288,14 +284,14 @@ async fn two_sets(
             .await;
             let failure = match ready {
                 Ok(Ok(SetPhase::Ready)) => None,
-                Ok(Ok(SetPhase::Failed(reason))) => Some(reason),
-                Ok(Ok(SetPhase::Starting)) => Some("the new instances did not start".to_owned()),
-                Ok(Err(_)) => Some("the new instances' supervisor stopped".to_owned()),
-                Err(_) => Some(timeout(service)),
+                Ok(Ok(SetPhase::Failed(reason))) => Some(Failure::NewInstances(reason)),
+                // `wait_for` returns only when the phase is not `Starting`.
+                Ok(Ok(SetPhase::Starting)) | Ok(Err(_)) => Some(Failure::NewSupervisorStopped),
+                Err(_) => Some(Failure::Timeout(service.deploy_timeout)),
             };
             if let Some(reason) = failure {
                 reporter.send(Progress::RollingBack {
-                    reason: reason.clone(),
+                    reason: reason.to_string(),
                 });
                 retire(engine, service, id).await;
                 return Err(reason);
@@ -307,7 +303,7 @@ async fn two_sets(
             let id = engine.add_external_set(name, targets, version, 0);
             if let Err(reason) = wait_targets(engine, service, id, targets, deadline).await {
                 reporter.send(Progress::RollingBack {
-                    reason: reason.clone(),
+                    reason: reason.to_string(),
                 });
                 retire(engine, service, id).await;
                 return Err(reason);
@@ -326,7 +322,7 @@ async fn two_sets(
     };
     if let Err(reason) = moved {
         reporter.send(Progress::RollingBack {
-            reason: reason.clone(),
+            reason: reason.to_string(),
         });
         set_shares(engine, name, &old, new, 0).await;
         reporter.send(Progress::Traffic { percent: 0 });
@@ -362,7 +358,7 @@ async fn switch(
     new: u64,
     reporter: &Reporter,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let name = service.name.as_str();
     let members: Vec<String> = engine
         .with_set(name, new, |s| {
@@ -399,12 +395,20 @@ async fn switch(
                     });
                 }
                 Ok(Ok(status)) => {
-                    return Err(format!(
-                        "smoke check GET {path} on {member} answered {status}"
-                    ));
+                    return Err(Failure::SmokeStatus {
+                        path: path.clone(),
+                        member: member.clone(),
+                        status,
+                    });
                 }
-                Ok(Err(e)) => return Err(format!("smoke check GET {path} on {member}: {e}")),
-                Err(_) => return Err(timeout(service)),
+                Ok(Err(source)) => {
+                    return Err(Failure::SmokeProbe {
+                        path: path.clone(),
+                        member: member.clone(),
+                        source,
+                    });
+                }
+                Err(_) => return Err(Failure::Timeout(service.deploy_timeout)),
             }
         }
     }
@@ -422,7 +426,7 @@ async fn canary(
     new: u64,
     reporter: &Reporter,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let name = service.name.as_str();
     let gates = &service.canary;
     for &step in &gates.steps {
@@ -443,11 +447,12 @@ async fn canary(
                 break;
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "{}: the canary served {served} of the {} requests its {step}% step needs to be judged",
-                    timeout(service),
-                    gates.min_requests
-                ));
+                return Err(Failure::CanaryStarved {
+                    timeout: service.deploy_timeout,
+                    served,
+                    needed: gates.min_requests,
+                    step,
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -544,7 +549,7 @@ async fn wait_targets(
     set: u64,
     targets: &[config::UpstreamAddr],
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let until = deadline.min(Instant::now() + service.ready_timeout);
     let checks = targets.iter().map(|target| async move {
         let mut successes = 0;
@@ -590,17 +595,17 @@ async fn wait_targets(
                 return Ok(());
             }
             if Instant::now() + wait >= until {
-                return Err(format!(
-                    "target {} was not healthy within {}: {last}",
-                    target.authority,
-                    humantime::format_duration(service.ready_timeout)
-                ));
+                return Err(Failure::TargetUnhealthy {
+                    target: target.authority.clone(),
+                    ready_timeout: service.ready_timeout,
+                    last,
+                });
             }
             tokio::time::sleep(wait).await;
         }
     });
     let results = futures_util::future::join_all(checks).await;
-    results.into_iter().collect::<Result<Vec<()>, String>>()?;
+    results.into_iter().collect::<Result<Vec<()>, Failure>>()?;
     engine.with_set(&service.name, set, |s| {
         s.phase.send_replace(SetPhase::Ready)
     });
@@ -723,7 +728,7 @@ pub(crate) async fn rollback(
             version: version.clone(),
             targets,
             started: state::now(),
-            outcome: String::new(),
+            outcome: Outcome::InProgress,
         };
         reporter.send(Progress::Started {
             service: name.to_owned(),
@@ -735,7 +740,7 @@ pub(crate) async fn rollback(
         });
         set_shares(engine, name, &current, standby.set, 100).await;
         reporter.send(Progress::Traffic { percent: 100 });
-        engine.note(name, &record, "rolled back");
+        engine.note(name, &record, Outcome::RolledBack);
         for set in current {
             reporter.send(Progress::Draining {
                 version: engine
@@ -762,8 +767,11 @@ pub(crate) async fn rollback(
     let target = match &service.runner {
         config::Runner::Supervised(spec) => {
             let mut spec = spec.clone();
-            spec.version = previous.version.parse().map_err(|e| {
-                DeployError::Failed(format!("saved version {:?}: {e}", previous.version))
+            spec.version = previous.version.parse().map_err(|source| {
+                DeployError::Failed(Failure::SavedVersion {
+                    version: previous.version.clone(),
+                    source,
+                })
             })?;
             Target::Version(spec)
         }
@@ -773,7 +781,7 @@ pub(crate) async fn rollback(
                 .iter()
                 .map(|t| t.parse())
                 .collect::<Result<_, _>>()
-                .map_err(|e| DeployError::Failed(format!("saved targets: {e}")))?,
+                .map_err(|e| DeployError::Failed(Failure::SavedTargets(e)))?,
         ),
     };
     run(
@@ -783,14 +791,7 @@ pub(crate) async fn rollback(
         previous.version,
         target,
         &reporter,
-        "rolled back",
+        Outcome::RolledBack,
     )
     .await
-}
-
-fn timeout(service: &config::Service) -> String {
-    format!(
-        "not complete within the deploy timeout ({})",
-        humantime::format_duration(service.deploy_timeout)
-    )
 }

@@ -37,6 +37,18 @@ fn strategy_names() {
 }
 
 #[test]
+fn strategy_names_round_trip() {
+    for strategy in Strategy::ALL {
+        assert_eq!(strategy.to_string().parse(), Ok(strategy));
+    }
+    assert_eq!("blue-green".parse(), Ok(Strategy::BlueGreen));
+    assert_eq!(
+        "fast".parse::<Strategy>().unwrap_err().to_string(),
+        "unknown strategy \"fast\": expected rolling, blue_green or canary"
+    );
+}
+
+#[test]
 fn rolling_bounds() {
     assert_eq!(
         error(&service("max_surge = 0")),

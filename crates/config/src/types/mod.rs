@@ -23,7 +23,7 @@ pub use pool::{
 pub use route::{HeaderMatch, HostMatch, PathMatch, Route, Upstream};
 pub use service::{
     BlueGreen, Canary, External, Restart, Rolling, Runner, Service, SocketMode, Strategy,
-    Supervised,
+    Supervised, UnknownStrategy,
 };
 pub use tls::{Acme, CIPHER_SUITES, CertificateFiles, Hsts, Tls, TlsVersion, UpstreamTls};
 

@@ -138,6 +138,49 @@ pub enum Strategy {
     Canary,
 }
 
+impl Strategy {
+    /// Every strategy, in the order the documentation lists them.
+    pub const ALL: [Strategy; 3] = [Strategy::Rolling, Strategy::BlueGreen, Strategy::Canary];
+
+    /// The strategy's name as the config, the CLI and the control API spell
+    /// it (and as [`Display`](std::fmt::Display) and
+    /// [`FromStr`](std::str::FromStr) do).
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "rolling",
+            Strategy::BlueGreen => "blue_green",
+            Strategy::Canary => "canary",
+        }
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A strategy's name that is none of [`Strategy::ALL`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown strategy {0:?}: expected rolling, blue_green or canary")]
+pub struct UnknownStrategy(pub String);
+
+impl std::str::FromStr for Strategy {
+    type Err = UnknownStrategy;
+
+    /// A [`Strategy::name`]; on the command line and the control API also
+    /// `blue-green` (the config file accepts only the names).
+    fn from_str(s: &str) -> Result<Strategy, UnknownStrategy> {
+        match s {
+            "blue-green" => Ok(Strategy::BlueGreen),
+            _ => Strategy::ALL
+                .into_iter()
+                .find(|strategy| strategy.name() == s)
+                .ok_or_else(|| UnknownStrategy(s.to_owned())),
+        }
+    }
+}
+
 /// Bounds of a rolling deploy (the seed's semaphore); never both 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rolling {

@@ -66,11 +66,7 @@ fn service(ctx: &mut Ctx<'_, '_>, name: &str, item: &Spanned<RawService>) -> Opt
     let ready_timeout = ctx.duration(&SERVICE, "ready_timeout", &raw.ready_timeout, false);
     let drain_timeout = ctx.duration(&SERVICE, "drain_timeout", &raw.drain_timeout, true);
     let deploy_timeout = ctx.duration(&SERVICE, "deploy_timeout", &raw.deploy_timeout, false);
-    let strategies = [
-        ("rolling", Strategy::Rolling),
-        ("blue_green", Strategy::BlueGreen),
-        ("canary", Strategy::Canary),
-    ];
+    let strategies = Strategy::ALL.map(|s| (s.name(), s));
     let strategy = ctx.choice(&SERVICE, "strategy", &raw.strategy, &strategies);
     let rolling = strategy::rolling(ctx, raw);
     let blue_green = strategy::blue_green(ctx, raw.blue_green.as_ref());
