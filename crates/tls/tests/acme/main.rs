@@ -25,7 +25,7 @@ use tls::{AcmeCerts, AcmeClient, AcmePhase, AcmeStatus, Challenges};
 use tokio::sync::watch;
 use x509_parser::extensions::GeneralName;
 
-use support::{Logs, Pebble, TempDir, TestCa};
+use support::{Ca, Logs, Pebble, TempDir};
 
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -222,9 +222,9 @@ async fn an_acme_server_that_never_answers_is_retried_on_the_backoff_schedule() 
     let logs = Logs::capture();
     // Accepts connections (the kernel does) and never answers.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("acme");
     let bundle = tmp.path().join("ca.pem");
-    fs::write(&bundle, TestCa::new().ca_pem).unwrap();
+    fs::write(&bundle, Ca::new("baton test CA").pem).unwrap();
     let cfg = Acme {
         directory: format!("https://{}/dir", silent.local_addr().unwrap()),
         contact: vec![],

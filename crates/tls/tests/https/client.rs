@@ -11,7 +11,7 @@ use tls::{ServerTls, TlsErrorKind, client_config, server_name};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::support::{BOUND, Ca, TempDir, tls_config, tls_server};
+use crate::support::{BOUND, Ca, LeafFiles, TempDir, tls_config, tls_server};
 
 async fn connect(
     addr: SocketAddr,
@@ -27,12 +27,12 @@ async fn connect(
 #[tokio::test]
 async fn a_custom_ca_is_trusted_and_the_name_is_verified() {
     let dir = TempDir::new("client");
-    let ca = Ca::new();
-    let leaf = ca.leaf(&["app.internal"]);
-    let tls = ServerTls::new(&tls_config(vec![leaf.write(&dir, "app")]), None).unwrap();
+    let ca = Ca::new("baton test CA");
+    let leaf = ca.leaf(&["app.internal"], 1);
+    let tls = ServerTls::new(&tls_config(vec![leaf.files(&dir, "app")]), None).unwrap();
     let addr = tls_server(tls.server_config()).await;
-    let bundle = dir.path("ca.pem");
-    std::fs::write(&bundle, ca.pem()).unwrap();
+    let bundle = dir.join("ca.pem");
+    std::fs::write(&bundle, &ca.pem).unwrap();
     let upstream = UpstreamTls {
         ca_bundle: Some(bundle.clone()),
         server_name: None,
@@ -81,7 +81,7 @@ async fn a_custom_ca_is_trusted_and_the_name_is_verified() {
 #[test]
 fn a_bad_ca_bundle_is_reported_with_its_path() {
     let dir = TempDir::new("bundle");
-    let empty = dir.path("empty.pem");
+    let empty = dir.join("empty.pem");
     std::fs::write(&empty, "no PEM here\n").unwrap();
     let err = client_config(&UpstreamTls {
         ca_bundle: Some(empty.clone()),
@@ -94,7 +94,7 @@ fn a_bad_ca_bundle_is_reported_with_its_path() {
     );
     assert_eq!(err.path(), Some(empty.as_path()));
 
-    let missing = dir.path("missing.pem");
+    let missing = dir.join("missing.pem");
     let err = client_config(&UpstreamTls {
         ca_bundle: Some(missing.clone()),
         server_name: None,

@@ -9,16 +9,16 @@ use tls::ServerTls;
 use tokio::time::Instant;
 
 use crate::support::{
-    BOUND, Ca, HttpClient, Leaf, TempDir, client_any, handshake, https_server, replace, served,
-    tls_config, tls_server,
+    BOUND, Ca, HttpClient, Leaf, LeafFiles, TempDir, client_any, handshake, https_server, replace,
+    served, tls_config, tls_server,
 };
 
 #[tokio::test]
 async fn reload_swaps_the_certificate_for_new_handshakes_only() {
     let dir = TempDir::new("reload");
-    let ca = Ca::new();
-    let old = ca.leaf(&["a.test"]);
-    let files = old.write(&dir, "a");
+    let ca = Ca::new("baton test CA");
+    let old = ca.leaf(&["a.test"], 1);
+    let files = old.files(&dir, "a");
     let tls = ServerTls::new(&tls_config(vec![files.clone()]), None).unwrap();
     assert_eq!(tls.files(), vec![files.cert.clone(), files.key.clone()]);
     let https = https_server(tls.clone()).await;
@@ -31,8 +31,8 @@ async fn reload_swaps_the_certificate_for_new_handshakes_only() {
     established.get().await;
 
     assert!(!tls.reload().unwrap(), "nothing changed yet");
-    let new = ca.leaf(&["a.test"]);
-    new.write(&dir, "a");
+    let new = ca.leaf(&["a.test"], 2);
+    new.files(&dir, "a");
     assert!(tls.reload().unwrap());
     assert!(!tls.reload().unwrap(), "already loaded");
 
@@ -51,23 +51,23 @@ async fn reload_swaps_the_certificate_for_new_handshakes_only() {
 #[tokio::test]
 async fn reload_refuses_bad_files_and_the_old_certificate_keeps_serving() {
     let dir = TempDir::new("refuse");
-    let ca = Ca::new();
-    let current = ca.leaf(&["a.test", "www.a.test"]);
-    let files = current.write(&dir, "a");
+    let ca = Ca::new("baton test CA");
+    let current = ca.leaf(&["a.test", "www.a.test"], 3);
+    let files = current.files(&dir, "a");
     let tls = ServerTls::new(&tls_config(vec![files.clone()]), None).unwrap();
     let addr = tls_server(tls.server_config()).await;
     let cert = files.cert.display().to_string();
     let key = files.key.display().to_string();
 
-    let other_key = ca.leaf(&["a.test"]).key_pem;
-    let expired = ca.leaf_with(&["a.test"], |p| {
+    let other_key = ca.leaf(&["a.test"], 4).key_pem;
+    let expired = ca.leaf_with(&["a.test"], 11, |p| {
         p.not_before = date_time_ymd(2000, 1, 1);
         p.not_after = date_time_ymd(2001, 1, 1);
     });
-    let early = ca.leaf_with(&["a.test"], |p| {
+    let early = ca.leaf_with(&["a.test"], 12, |p| {
         p.not_before = date_time_ymd(2090, 1, 1);
     });
-    let wrong_name = ca.leaf(&["other.test"]);
+    let wrong_name = ca.leaf(&["other.test"], 5);
     type Breakage<'a> = Box<dyn Fn() + 'a>;
     let cases: Vec<(&str, Breakage, String)> = vec![
         (
@@ -78,14 +78,14 @@ async fn reload_refuses_bad_files_and_the_old_certificate_keeps_serving() {
         (
             "expired",
             Box::new(|| {
-                expired.write(&dir, "a");
+                expired.files(&dir, "a");
             }),
             format!("the certificate in {cert} expired on 2001-01-01T00:00:00Z"),
         ),
         (
             "not yet valid",
             Box::new(|| {
-                early.write(&dir, "a");
+                early.files(&dir, "a");
             }),
             format!("the certificate in {cert} is not valid before 2090-01-01T00:00:00Z"),
         ),
@@ -107,7 +107,7 @@ async fn reload_refuses_bad_files_and_the_old_certificate_keeps_serving() {
         (
             "wrong name",
             Box::new(|| {
-                wrong_name.write(&dir, "a");
+                wrong_name.files(&dir, "a");
             }),
             format!(
                 "refusing the new certificate in {cert}: it covers none of the names the current certificate serves: a.test, www.a.test"
@@ -121,13 +121,13 @@ async fn reload_refuses_bad_files_and_the_old_certificate_keeps_serving() {
         let stream = handshake(addr, client_any(), Some("a.test")).await.unwrap();
         assert_eq!(served(&stream), current.der, "{what}: still serving");
         // Put the serving files back: nothing to reload.
-        current.write(&dir, "a");
+        current.files(&dir, "a");
         assert!(!tls.reload().unwrap(), "{what}: restored");
     }
 
     // Keeping one of the names is enough to pass the name guard.
-    let narrower = ca.leaf(&["www.a.test", "new.test"]);
-    narrower.write(&dir, "a");
+    let narrower = ca.leaf(&["www.a.test", "new.test"], 6);
+    narrower.files(&dir, "a");
     assert!(tls.reload().unwrap());
     let stream = handshake(addr, client_any(), Some("new.test"))
         .await
@@ -138,23 +138,23 @@ async fn reload_refuses_bad_files_and_the_old_certificate_keeps_serving() {
 #[tokio::test]
 async fn new_refuses_what_reload_refuses() {
     let dir = TempDir::new("new");
-    let ca = Ca::new();
-    let expired = ca.leaf_with(&["a.test"], |p| {
+    let ca = Ca::new("baton test CA");
+    let expired = ca.leaf_with(&["a.test"], 13, |p| {
         p.not_before = date_time_ymd(2000, 1, 1);
         p.not_after = date_time_ymd(2001, 1, 1);
     });
-    let files = expired.write(&dir, "a");
+    let files = expired.files(&dir, "a");
     let err = ServerTls::new(&tls_config(vec![files.clone()]), None).unwrap_err();
     assert!(err.to_string().contains("expired on 2001-01-01"), "{err}");
     assert_eq!(err.path(), Some(files.cert.as_path()));
 
-    let valid = ca.leaf(&["a.test"]);
-    let files = valid.write(&dir, "b");
-    replace(&files.key, &ca.leaf(&["a.test"]).key_pem);
+    let valid = ca.leaf(&["a.test"], 7);
+    let files = valid.files(&dir, "b");
+    replace(&files.key, &ca.leaf(&["a.test"], 8).key_pem);
     let err = ServerTls::new(&tls_config(vec![files]), None).unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
 
-    let missing = dir.path("missing.crt");
+    let missing = dir.join("missing.crt");
     let err = ServerTls::new(
         &tls_config(vec![config::CertificateFiles {
             cert: missing.clone(),
@@ -173,9 +173,9 @@ async fn new_refuses_what_reload_refuses() {
 #[tokio::test]
 async fn watch_picks_up_a_changed_certificate() {
     let dir = TempDir::new("watch");
-    let ca = Ca::new();
-    let first = ca.leaf(&["a.test"]);
-    let tls = ServerTls::new(&tls_config(vec![first.write(&dir, "a")]), None).unwrap();
+    let ca = Ca::new("baton test CA");
+    let first = ca.leaf(&["a.test"], 9);
+    let tls = ServerTls::new(&tls_config(vec![first.files(&dir, "a")]), None).unwrap();
     let addr = tls_server(tls.server_config()).await;
     let watcher = tls::watch(vec![tls], Duration::from_millis(20));
 
@@ -183,8 +183,8 @@ async fn watch_picks_up_a_changed_certificate() {
     // with what the watcher saw last.
     let mut serving = first;
     for round in 1..=2 {
-        let next = ca.leaf(&["a.test"]);
-        next.write(&dir, "a");
+        let next = ca.leaf(&["a.test"], 10);
+        next.files(&dir, "a");
         wait_until_served(addr, &next, &serving, round).await;
         serving = next;
     }

@@ -12,18 +12,18 @@ use rustls::{CipherSuite, HandshakeKind, ProtocolVersion};
 use tls::{AcmeCerts, ServerTls};
 
 use crate::support::{
-    Ca, HttpClient, Leaf, TempDir, client_any, client_any_with, handshake, https_server, served,
-    tls_config, tls_server,
+    Ca, HttpClient, Leaf, LeafFiles, TempDir, client_any, client_any_with, handshake, https_server,
+    served, tls_config, tls_server,
 };
 
 #[tokio::test]
 async fn sni_picks_the_certificate_that_covers_the_name_and_the_first_by_default() {
     let dir = TempDir::new("sni");
-    let ca = Ca::new();
-    let a = ca.leaf(&["a.test"]);
-    let b = ca.leaf(&["*.b.test", "b.test"]);
+    let ca = Ca::new("baton test CA");
+    let a = ca.leaf(&["a.test"], 1);
+    let b = ca.leaf(&["*.b.test", "b.test"], 2);
     let tls = ServerTls::new(
-        &tls_config(vec![a.write(&dir, "a"), b.write(&dir, "b")]),
+        &tls_config(vec![a.files(&dir, "a"), b.files(&dir, "b")]),
         None,
     )
     .unwrap();
@@ -58,11 +58,11 @@ fn certified(leaf: &Leaf) -> Arc<CertifiedKey> {
 #[tokio::test]
 async fn acme_certificates_come_first_for_the_names_they_cover() {
     let dir = TempDir::new("acme-first");
-    let ca = Ca::new();
-    let file = ca.leaf(&["a.test", "www.a.test"]);
-    let issued = ca.leaf(&["a.test"]);
+    let ca = Ca::new("baton test CA");
+    let file = ca.leaf(&["a.test", "www.a.test"], 3);
+    let issued = ca.leaf(&["a.test"], 4);
     let acme = AcmeCerts::default();
-    let mut cfg = tls_config(vec![file.write(&dir, "a")]);
+    let mut cfg = tls_config(vec![file.files(&dir, "a")]);
     cfg.acme = true;
     let tls = ServerTls::new(&cfg, Some(acme.clone())).unwrap();
     let addr = tls_server(tls.server_config()).await;
@@ -80,8 +80,8 @@ async fn acme_certificates_come_first_for_the_names_they_cover() {
 
 #[tokio::test]
 async fn an_acme_only_listener_refuses_handshakes_until_a_certificate_is_issued() {
-    let ca = Ca::new();
-    let issued = ca.leaf(&["c.test"]);
+    let ca = Ca::new("baton test CA");
+    let issued = ca.leaf(&["c.test"], 5);
     let acme = AcmeCerts::default();
     let mut cfg = tls_config(vec![]);
     cfg.acme = true;
@@ -102,8 +102,8 @@ async fn an_acme_only_listener_refuses_handshakes_until_a_certificate_is_issued(
 #[tokio::test]
 async fn a_tls13_only_listener_refuses_a_tls12_client() {
     let dir = TempDir::new("tls13");
-    let ca = Ca::new();
-    let mut cfg = tls_config(vec![ca.leaf(&["a.test"]).write(&dir, "a")]);
+    let ca = Ca::new("baton test CA");
+    let mut cfg = tls_config(vec![ca.leaf(&["a.test"], 6).files(&dir, "a")]);
     cfg.min_version = TlsVersion::Tls13;
     let addr = tls_server(ServerTls::new(&cfg, None).unwrap().server_config()).await;
 
@@ -129,8 +129,8 @@ async fn a_tls13_only_listener_refuses_a_tls12_client() {
 #[tokio::test]
 async fn cipher_suites_are_restricted_to_the_list_in_its_order() {
     let dir = TempDir::new("suites");
-    let ca = Ca::new();
-    let mut cfg = tls_config(vec![ca.leaf(&["a.test"]).write(&dir, "a")]);
+    let ca = Ca::new("baton test CA");
+    let mut cfg = tls_config(vec![ca.leaf(&["a.test"], 7).files(&dir, "a")]);
     cfg.min_version = TlsVersion::Tls13;
     cfg.cipher_suites = Some(vec![
         "TLS13_CHACHA20_POLY1305_SHA256".into(),
@@ -154,9 +154,9 @@ async fn cipher_suites_are_restricted_to_the_list_in_its_order() {
 #[tokio::test]
 async fn alpn_h2_is_served_as_http2_through_handoff() {
     let dir = TempDir::new("alpn");
-    let ca = Ca::new();
+    let ca = Ca::new("baton test CA");
     let tls = ServerTls::new(
-        &tls_config(vec![ca.leaf(&["a.test"]).write(&dir, "a")]),
+        &tls_config(vec![ca.leaf(&["a.test"], 8).files(&dir, "a")]),
         None,
     )
     .unwrap();
@@ -182,9 +182,9 @@ async fn alpn_h2_is_served_as_http2_through_handoff() {
 #[tokio::test]
 async fn sessions_resume_with_tls13_tickets_and_tls12() {
     let dir = TempDir::new("resume");
-    let ca = Ca::new();
+    let ca = Ca::new("baton test CA");
     let tls = ServerTls::new(
-        &tls_config(vec![ca.leaf(&["a.test"]).write(&dir, "a")]),
+        &tls_config(vec![ca.leaf(&["a.test"], 9).files(&dir, "a")]),
         None,
     )
     .unwrap();

@@ -1,26 +1,21 @@
 //! Shared pieces of the end-to-end tests: finding the built binaries,
-//! running a process while collecting its output lines (so tests wait on a
-//! line instead of sleeping), signals, and a tiny raw HTTP/1.1 client.
+//! starting them (through `testkit`'s [`Proc`], which collects a process's
+//! output lines so that tests wait on a line instead of sleeping), and a tiny
+//! raw HTTP/1.1 client.
 //!
 //! Every wait is bounded: a broken binary fails a test, it never hangs it.
 
 #![allow(dead_code)] // each test module uses a different part
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
 
 pub mod pebble;
 pub mod tls;
 
-/// How long any single expected event may take before the test fails.
-pub const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub use testkit::{EVENT_TIMEOUT, Proc, TempDir, field, signal};
 
 /// The `baton` binary under test.
 pub fn baton() -> PathBuf {
@@ -36,239 +31,6 @@ pub fn hello() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A fresh private directory for one test, removed when dropped.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "baton-e2e-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process whose stdout and stderr lines are collected.
-pub struct Proc {
-    pub child: Child,
-    pub pid: u32,
-    lines: Arc<Mutex<Vec<String>>>,
-    seen: watch::Receiver<usize>,
-}
-
-impl Proc {
-    pub fn spawn(cmd: &mut Command) -> Proc {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "info")
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("spawn process under test");
-        let pid = child.id().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, seen) = watch::channel(0usize);
-        let tx = Arc::new(tx);
-        collect(
-            child.stdout.take().unwrap(),
-            "out",
-            lines.clone(),
-            tx.clone(),
-        );
-        collect(child.stderr.take().unwrap(), "err", lines.clone(), tx);
-        Proc {
-            child,
-            pid,
-            lines,
-            seen,
-        }
-    }
-
-    /// Spawns a program that prints `listening on ADDR` and returns it with
-    /// that (first) address.
-    pub async fn spawn_listening(cmd: &mut Command) -> (Proc, String) {
-        let mut p = Proc::spawn(cmd);
-        let line = p.wait_for("listening on ").await;
-        let addr = line
-            .rsplit("listening on ")
-            .next()
-            .unwrap()
-            .trim()
-            .to_owned();
-        (p, addr)
-    }
-
-    /// The addresses of the first `n` `listening on ADDR` lines, in order
-    /// (for `baton serve`, one per `[[listener]]`, in file order), once
-    /// that many were printed.
-    pub async fn listening(&mut self, n: usize) -> Vec<String> {
-        self.wait_count("listening on ", n).await;
-        self.lines()
-            .iter()
-            .filter_map(|l| l.strip_prefix("[out] listening on "))
-            .map(|a| a.trim().to_owned())
-            .take(n)
-            .collect()
-    }
-
-    /// All lines so far.
-    pub fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits for the first line (from the start of the output) that matches.
-    pub async fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-        loop {
-            if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
-                return l;
-            }
-            match tokio::time::timeout_at(deadline, self.seen.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    // Both pipes closed: one last look, then fail.
-                    if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
-                        return l;
-                    }
-                    panic!("process ended before {what}\n{}", self.dump());
-                }
-                Err(_) => panic!("timed out waiting for {what}\n{}", self.dump()),
-            }
-        }
-    }
-
-    /// Waits until both output pipes are closed (the process and anything
-    /// that inherited them have exited).
-    pub async fn wait_output_closed(&mut self) {
-        let closed = async { while self.seen.changed().await.is_ok() {} };
-        if tokio::time::timeout(EVENT_TIMEOUT, closed).await.is_err() {
-            panic!("output was not closed\n{}", self.dump());
-        }
-    }
-
-    /// Waits until `n` lines contain `needle`.
-    pub async fn wait_count(&mut self, needle: &str, n: usize) {
-        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-        loop {
-            if self.lines().iter().filter(|l| l.contains(needle)).count() >= n {
-                return;
-            }
-            match tokio::time::timeout_at(deadline, self.seen.changed()).await {
-                Ok(Ok(())) => {}
-                _ => panic!("{n} lines with {needle:?} not seen\n{}", self.dump()),
-            }
-        }
-    }
-
-    /// Waits for a line containing `needle`.
-    pub async fn wait_for(&mut self, needle: &str) -> String {
-        let n = needle.to_owned();
-        self.wait_line(needle, move |l| l.contains(&n)).await
-    }
-
-    /// Waits for the process to exit.
-    pub async fn wait_exit(&mut self) -> ExitStatus {
-        match tokio::time::timeout(EVENT_TIMEOUT, self.child.wait()).await {
-            Ok(status) => status.unwrap(),
-            Err(_) => panic!("process did not exit\n{}", self.dump()),
-        }
-    }
-
-    pub fn signal(&self, sig: i32) {
-        signal(self.pid, sig);
-    }
-
-    /// The output so far, for failure messages.
-    pub fn dump(&self) -> String {
-        // Per-request lines would drown the supervisor's story.
-        let lines: Vec<String> = self
-            .lines()
-            .into_iter()
-            .filter(|l| !l.contains("slow request started"))
-            .collect();
-        let start = lines.len().saturating_sub(200);
-        format!("--- last output lines ---\n{}", lines[start..].join("\n"))
-    }
-
-    /// The pids of every instance baton reported starting.
-    pub fn instance_pids(&self) -> BTreeSet<u32> {
-        self.lines()
-            .iter()
-            .filter(|l| l.contains("instance started"))
-            .filter_map(|l| field(l, "pid")?.parse().ok())
-            .collect()
-    }
-
-    /// The pids of the instances of one generation.
-    pub fn generation_pids(&self, generation: u64) -> BTreeSet<u32> {
-        let g = generation.to_string();
-        self.lines()
-            .iter()
-            .filter(|l| l.contains("instance started") && field(l, "generation") == Some(&g))
-            .filter_map(|l| field(l, "pid")?.parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // Instances run in their own process groups; a test that fails must
-        // not leave them behind.
-        for pid in self.instance_pids() {
-            signal(pid, libc::SIGKILL);
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.dump());
-        }
-    }
-}
-
-fn collect<R: AsyncRead + Unpin + Send + 'static>(
-    stream: R,
-    tag: &'static str,
-    lines: Arc<Mutex<Vec<String>>>,
-    seen: Arc<watch::Sender<usize>>,
-) {
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            let n = {
-                let mut l = lines.lock().unwrap();
-                l.push(format!("[{tag}] {line}"));
-                l.len()
-            };
-            seen.send_replace(n);
-        }
-    });
-}
-
-/// The value of `key=value` in a log line.
-pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let pat = format!(" {key}=");
-    let start = line.find(&pat)? + pat.len();
-    let rest = &line[start..];
-    Some(rest.split_whitespace().next().unwrap_or(""))
-}
-
-pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
 
 /// Starts `baton exec` with `args` before `--` and `cmd` after it, and

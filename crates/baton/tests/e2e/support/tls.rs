@@ -1,111 +1,24 @@
-//! HTTPS pieces of the end-to-end tests: certificates made at test time
-//! (rcgen), a rustls client that shows which certificate a handshake got
-//! and speaks HTTP/1.1 or h2 over it, `curl`, and a probe that captures the
-//! ClientHello a `curl` invocation really sends (so that a "refused" result
-//! is known to come from baton, not from curl's own OpenSSL policy).
+//! HTTPS pieces of the end-to-end tests: certificates made at test time and
+//! rustls clients (both from `testkit`), the certificate entries of a config,
+//! `curl`, and a probe that captures the ClientHello a `curl` invocation
+//! really sends (so that a "refused" result is known to come from baton, not
+//! from curl's own OpenSSL policy).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SerialNumber};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, ring};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::ClientConfig;
+use rustls::crypto::ring;
+use testkit::client::client_any_with;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::process::Command;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 
 use super::EVENT_TIMEOUT;
 
-/// A test certificate authority.
-pub struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pub pem: String,
-    pub der: CertificateDer<'static>,
-}
-
-/// A leaf certificate (chain: leaf then CA) and its key, as PEM, and the
-/// leaf's DER, which is what a client sees.
-pub struct Leaf {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub der: CertificateDer<'static>,
-}
-
-impl Ca {
-    pub fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).unwrap();
-        Ca {
-            pem: cert.pem(),
-            der: cert.der().clone(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// Writes the CA certificate to `path` (for `curl --cacert`).
-    pub fn write(&self, path: &Path) -> PathBuf {
-        std::fs::write(path, &self.pem).unwrap();
-        path.to_owned()
-    }
-
-    /// A leaf for `names` (the first one is also its common name), with a
-    /// new key and the serial `serial`, valid from 1975 to 4096 (rcgen's
-    /// defaults).
-    pub fn leaf(&self, names: &[&str], serial: u64) -> Leaf {
-        self.leaf_with(names, serial, |_| {})
-    }
-
-    /// Like [`Ca::leaf`], with the parameters adjusted by `edit`.
-    pub fn leaf_with(
-        &self,
-        names: &[&str],
-        serial: u64,
-        edit: impl FnOnce(&mut CertificateParams),
-    ) -> Leaf {
-        let key = KeyPair::generate().unwrap();
-        let sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, names[0]);
-        params.serial_number = Some(SerialNumber::from(serial));
-        edit(&mut params);
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            cert_pem: format!("{}{}", cert.pem(), self.pem),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
-    }
-}
-
-impl Leaf {
-    /// Writes `STEM.crt` and `STEM.key` into `dir`, each replaced
-    /// atomically (written aside, renamed over), the key first; returns
-    /// their paths.
-    pub fn write(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
-        let cert = dir.join(format!("{stem}.crt"));
-        let key = dir.join(format!("{stem}.key"));
-        replace(&key, &self.key_pem);
-        replace(&cert, &self.cert_pem);
-        (cert, key)
-    }
-}
-
-/// Replaces `path` with `content` atomically.
-pub fn replace(path: &Path, content: &str) {
-    let aside = path.with_extension("new");
-    std::fs::write(&aside, content).unwrap();
-    std::fs::rename(&aside, path).unwrap();
-}
+#[allow(unused_imports)] // `Answer` is only named by a test that stores one
+pub use testkit::client::{Answer, HttpsConn, client_trusting, connect, served};
+pub use testkit::pki::{Ca, Leaf, replace};
+pub use testkit::system_tool;
 
 /// A TOML inline table naming a certificate's files.
 pub fn cert_entry((cert, key): &(PathBuf, PathBuf)) -> String {
@@ -116,186 +29,13 @@ pub fn cert_entry((cert, key): &(PathBuf, PathBuf)) -> String {
     )
 }
 
-/// A client that trusts only `roots`, verifying the name as usual, with
-/// rustls's default versions and suites, offering `alpn`.
-pub fn client_trusting(roots: &[CertificateDer<'static>], alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    let mut store = RootCertStore::empty();
-    for root in roots {
-        store.add(root.clone()).unwrap();
-    }
-    let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
-
 /// A client that accepts any certificate (signatures still checked), so
 /// that a test can look at which one was served; `sni` says whether it
 /// sends a name.
 pub fn client_any(sni: bool) -> Arc<ClientConfig> {
-    let provider = Arc::new(ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-        .with_no_client_auth();
+    let mut config = client_any_with(ring::default_provider(), rustls::DEFAULT_VERSIONS);
     config.enable_sni = sni;
     Arc::new(config)
-}
-
-/// Connects to `addr` (`IP:PORT`) and completes a handshake for `name`
-/// (sent as SNI if the config sends names). Bounded by `EVENT_TIMEOUT`.
-pub async fn connect(
-    addr: &str,
-    config: Arc<ClientConfig>,
-    name: &str,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let name = ServerName::try_from(name.to_owned()).unwrap();
-    let handshake = async {
-        let tcp = TcpStream::connect(addr).await?;
-        TlsConnector::from(config).connect(name, tcp).await
-    };
-    tokio::time::timeout(EVENT_TIMEOUT, handshake)
-        .await
-        .unwrap_or_else(|_| Err(std::io::Error::other("the handshake did not end in time")))
-}
-
-/// The leaf certificate the server presented.
-pub fn served(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
-    stream.get_ref().1.peer_certificates().unwrap()[0].clone()
-}
-
-/// HTTP/1.1 or h2 (by the ALPN result) over an established TLS connection.
-pub struct HttpsConn {
-    sender: Sender,
-}
-
-enum Sender {
-    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
-}
-
-/// A response, read to the end.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub version: http::Version,
-    pub headers: http::HeaderMap,
-    pub body: String,
-}
-
-impl HttpsConn {
-    pub async fn over(stream: TlsStream<TcpStream>) -> Result<HttpsConn, String> {
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        let io = TokioIo::new(stream);
-        let sender = if h2 {
-            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                .await
-                .map_err(|e| format!("h2 handshake: {e}"))?;
-            tokio::spawn(conn);
-            Sender::H2(sender)
-        } else {
-            let (sender, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(|e| format!("http/1.1 handshake: {e}"))?;
-            tokio::spawn(conn);
-            Sender::H1(sender)
-        };
-        Ok(HttpsConn { sender })
-    }
-
-    /// `GET path` with `Host: host`; any error (connection, timeout) as a
-    /// message, so that load loops can count failures.
-    pub async fn get(&mut self, host: &str, path: &str) -> Result<Answer, String> {
-        let exchange = async {
-            let response = match &mut self.sender {
-                Sender::H1(s) => {
-                    s.ready().await.map_err(|e| format!("not ready: {e}"))?;
-                    let req = http::Request::get(path)
-                        .header(http::header::HOST, host)
-                        .body(Empty::new())
-                        .unwrap();
-                    s.send_request(req).await
-                }
-                Sender::H2(s) => {
-                    s.ready().await.map_err(|e| format!("not ready: {e}"))?;
-                    let req = http::Request::get(format!("https://{host}{path}"))
-                        .body(Empty::new())
-                        .unwrap();
-                    s.send_request(req).await
-                }
-            }
-            .map_err(|e| format!("request: {e}"))?;
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?
-                .to_bytes();
-            Ok(Answer {
-                status: parts.status.as_u16(),
-                version: parts.version,
-                headers: parts.headers,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            })
-        };
-        tokio::time::timeout(EVENT_TIMEOUT, exchange)
-            .await
-            .unwrap_or_else(|_| Err("no response in time".to_owned()))
-    }
-}
-
-/// Accepts any server certificate; signatures are still checked.
-#[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// What a `curl` run gave.
@@ -304,25 +44,6 @@ pub struct Curl {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
-}
-
-/// A program of a Debian package the tests need: on PATH, or in /usr/bin
-/// (where `scripts/test` installs it). Missing, it fails the test with what
-/// to install.
-pub fn system_tool(name: &str, package: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join(name));
-    on_path
-        .chain([Path::new("/usr/bin").join(name)])
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{name}` is neither on PATH nor in /usr/bin: this test needs Debian's \
-                 `{package}` package (scripts/test installs it: apt-get install {package})"
-            )
-        })
 }
 
 /// Runs `curl -sS ARGS` to completion (bounded). A missing `curl` fails
