@@ -146,4 +146,25 @@ mod tests {
         // Without a stable measurement there is nothing to compare.
         assert!(judge(&w(100, 0, Some(400)), &w(0, 0, None), &gates()).is_ok());
     }
+
+    #[test]
+    fn gates_are_inclusive() {
+        // Exactly at the maximum error rate and exactly at the maximum ratio.
+        assert!(judge(&w(100, 1, Some(10)), &w(900, 0, Some(5)), &gates()).is_ok());
+        assert!(judge(&w(1000, 11, None), &w(900, 0, None), &gates()).is_err());
+    }
+
+    #[test]
+    fn no_requests_breach_nothing() {
+        // `min_requests` keeps a step from being judged this early; the
+        // verdict alone never divides by zero.
+        assert!(judge(&w(0, 0, None), &w(0, 0, None), &gates()).is_ok());
+        assert_eq!(w(0, 0, None).error_rate(), 0.0);
+        // A stable side at 0 ms is raised to the floor, not divided by.
+        let e = judge(&w(10, 0, Some(50)), &w(10, 0, Some(0)), &gates()).unwrap_err();
+        assert!(
+            matches!(e, Breach::Latency { ratio, .. } if (ratio - 10.0).abs() < 1e-9),
+            "{e:?}"
+        );
+    }
 }

@@ -223,6 +223,26 @@ impl ServiceState {
         self.history.drain(..excess);
     }
 
+    /// Records a deploy's progress: an outcome replaces the one recorded
+    /// when the same deploy started, and a deploy that completed becomes
+    /// what serves.
+    pub(crate) fn note(&mut self, deploy: &Deploy, outcome: Outcome) {
+        let completed = matches!(outcome, Outcome::Deployed | Outcome::RolledBack);
+        match self.history.last_mut() {
+            Some(last) if last.outcome == Outcome::InProgress && last.started == deploy.started => {
+                last.outcome = outcome;
+            }
+            _ => self.record(Deploy {
+                outcome,
+                ..deploy.clone()
+            }),
+        }
+        if completed {
+            self.version = deploy.version.clone();
+            self.targets = deploy.targets.clone();
+        }
+    }
+
     /// The deploy that served before the current version (or targets), if
     /// any.
     pub fn previous(&self) -> Option<&Deploy> {
@@ -334,5 +354,52 @@ mod tests {
         let bad = written.replace("rolled back", "rolled sideways");
         let e = serde_json::from_str::<State>(&bad).unwrap_err();
         assert!(e.to_string().contains("unknown deploy outcome"), "{e}");
+    }
+
+    fn deploy(version: &str, started: &str) -> Deploy {
+        Deploy {
+            version: version.into(),
+            targets: Vec::new(),
+            started: started.into(),
+            outcome: Outcome::InProgress,
+        }
+    }
+
+    /// What a rollback goes back to: the last version that served other
+    /// than the current one, whatever failed in between.
+    #[test]
+    fn previous_is_the_last_other_version_that_served() {
+        let mut s = ServiceState::default();
+        assert_eq!(s.previous(), None);
+        let v1 = deploy("v1", "t1");
+        s.note(&v1, Outcome::Initial);
+        assert_eq!(s.version, "", "an initial record is made by restore");
+        s.version = "v1".into();
+        assert_eq!(s.previous(), None, "nothing before the first version");
+        let v2 = deploy("v2", "t2");
+        s.note(&v2, Outcome::InProgress);
+        assert_eq!((s.version.as_str(), s.history.len()), ("v1", 2));
+        s.note(&v2, Outcome::Deployed);
+        assert_eq!(
+            (s.version.as_str(), s.history.len()),
+            ("v2", 2),
+            "one entry per deploy"
+        );
+        let v3 = deploy("v3", "t3");
+        s.note(&v3, Outcome::InProgress);
+        s.note(&v3, Outcome::Failed("smoke".into()));
+        assert_eq!(s.version, "v2", "a failed deploy changes nothing");
+        assert_eq!(s.previous().unwrap().version, "v1");
+        // The rollback to v1 completes; the one before it is v2 now.
+        let back = deploy("v1", "t4");
+        s.note(&back, Outcome::InProgress);
+        s.note(&back, Outcome::RolledBack);
+        assert_eq!(s.version, "v1");
+        assert_eq!(s.previous().unwrap().version, "v2");
+        let outcomes: Vec<String> = s.history.iter().map(|d| d.outcome.to_string()).collect();
+        assert_eq!(
+            outcomes,
+            ["initial", "deployed", "failed: smoke", "rolled back"]
+        );
     }
 }

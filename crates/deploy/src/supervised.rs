@@ -14,7 +14,8 @@ use supervisor::{
 };
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::{Engine, SetPhase};
+use crate::Engine;
+use crate::sets::SetPhase;
 
 pub(crate) fn start(
     engine: Engine,
@@ -171,7 +172,7 @@ async fn take_out(engine: &Engine, service: &str, set: u64, info: InstanceInfo, 
     if engine.remove_member(service, set, &member(addr)) {
         engine.publish_logged(service).await;
     }
-    crate::wait_idle(counter, limit).await;
+    crate::publish::wait_idle(counter, limit).await;
     engine.forget(service, &addr.to_string());
     tracing::info!(service, instance = info.instance, %addr, "instance left the pool");
 }

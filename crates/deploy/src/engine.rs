@@ -1,0 +1,284 @@
+//! The engine: the services of the config, their sets, the state, and the
+//! proxy they are published to; the entry points the binary calls (start,
+//! reload, shutdown, deploy, rollback, pause, resume).
+//!
+//! Its state is shared by the control API's tasks, the strategies and the
+//! sets' supervisors, each piece in a [`Locked`] (one lock at a time, none
+//! across an await). It must never wait on the data plane: the proxy only
+//! ever receives whole snapshots (`publish`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use proxy::{BuildErrors, Proxy};
+use supervisor::Group;
+
+use crate::locked::Locked;
+use crate::sets::{Runtime, Set, SetPhase};
+use crate::{
+    DeployError, DeployRequest, Deployed, Hold, Outcome, Reporter, ServiceState, StartError, State,
+    Store, strategy,
+};
+
+/// The running services and what the proxy is told about them.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    /// The config as read from the file (services included).
+    pub base: Locked<config::Config>,
+    /// By service name.
+    pub services: Locked<BTreeMap<String, Runtime>>,
+    /// What `store` holds.
+    pub state: Locked<State>,
+    /// The in-flight counter of every member ever published, by (service,
+    /// address), kept until the member is drained: once a member leaves
+    /// the published pool the proxy forgets it, but its requests in flight
+    /// must still be waited for before SIGTERM.
+    /// Several per member when it left the pool and came back (a standby
+    /// set switched back to): the proxy then counts it afresh.
+    pub counters: Locked<HashMap<(String, String), Vec<proxy::InFlight>>>,
+    /// Set once by [`Engine::start`].
+    pub proxy: OnceLock<Arc<Proxy>>,
+    /// One publish at a time, each with the latest state.
+    pub publishing: tokio::sync::Mutex<()>,
+    pub store: Option<Store>,
+    pub next_set: AtomicU64,
+    /// Set by `shutdown`: no new set starts after it (its instances would
+    /// outlive baton).
+    pub stopping: AtomicBool,
+}
+
+impl Engine {
+    /// An engine for `config`; nothing runs until [`Engine::start`]. With a
+    /// state store, each service starts at the version (or targets) it last
+    /// had, not the file's.
+    pub fn new(mut config: config::Config, store: Option<Store>) -> Result<Engine, StartError> {
+        let mut state = match &store {
+            Some(store) => store.load()?,
+            None => State::default(),
+        };
+        let fresh = crate::restore::restore(&mut config, &mut state)?;
+        if fresh && let Some(store) = &store {
+            store.save(&state)?;
+        }
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                base: Locked::new(config),
+                services: Locked::default(),
+                state: Locked::new(state),
+                counters: Locked::default(),
+                proxy: OnceLock::new(),
+                publishing: tokio::sync::Mutex::new(()),
+                store,
+                next_set: AtomicU64::new(1),
+                stopping: AtomicBool::new(false),
+            }),
+        };
+        // External targets are taken as they are: the proxy's own health
+        // checks (if any) decide whether they get traffic.
+        let services: Vec<config::Service> = engine
+            .inner
+            .base
+            .with(|base| base.services.values().cloned().collect());
+        for service in services {
+            if let config::Runner::External(e) = &service.runner {
+                let version = engine.saved(&service.name).version;
+                let id = engine.add_external_set(&service.name, &e.targets, version, 100);
+                engine.with_set(&service.name, id, |set| {
+                    set.ready = e.targets.iter().map(|t| (t.clone(), 0)).collect();
+                    set.phase.send_replace(SetPhase::Ready);
+                });
+            }
+        }
+        Ok(engine)
+    }
+
+    /// The persisted state as it is now.
+    pub fn state(&self) -> State {
+        self.inner.state.get()
+    }
+
+    /// Starts every service: supervised ones' instances join `proxy`'s pools
+    /// as they become ready, external ones' targets at once. Must be called
+    /// within a tokio runtime, once.
+    pub fn start(&self, proxy: Arc<Proxy>) -> std::io::Result<()> {
+        if self.inner.proxy.set(proxy).is_err() {
+            return Err(std::io::Error::other("the engine is already started"));
+        }
+        let services: Vec<config::Service> = self
+            .inner
+            .base
+            .with(|base| base.services.values().cloned().collect());
+        for service in services {
+            match &service.runner {
+                config::Runner::Supervised(s) => {
+                    self.start_set(&service, s, 100)?;
+                }
+                // Routed from the first snapshot on (see `Engine::new`).
+                config::Runner::External(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the file's config (routes, pools, settings) and publishes.
+    /// Services keep running as they are; changes to them take effect at
+    /// the next start.
+    pub async fn reload(&self, config: config::Config) -> Result<(), BuildErrors> {
+        self.inner.base.with(|base| {
+            if base.services != config.services {
+                tracing::warn!("changes to [service.*] take effect at the next start");
+            }
+            let services = std::mem::take(&mut base.services);
+            *base = config;
+            base.services = services;
+        });
+        self.publish().await
+    }
+
+    /// Stops every service gracefully; resolves when all their instances
+    /// have exited. Returns whether every stop was clean.
+    pub async fn shutdown(&self) -> bool {
+        let groups: Vec<(String, Group)> = self.inner.services.with(|services| {
+            // Under the same lock `start_set` checks it with.
+            self.inner.stopping.store(true, Ordering::SeqCst);
+            services
+                .iter_mut()
+                .flat_map(|(name, rt)| {
+                    rt.standby = None;
+                    rt.sets
+                        .iter()
+                        .filter_map(|s| s.group.clone().map(|g| (name.clone(), g)))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        });
+        let mut clean = true;
+        for (name, group) in groups {
+            match group.shutdown().await {
+                Ok(summary) => {
+                    clean &= summary.clean();
+                    tracing::info!(service = %name, stopped = summary.stopped, clean = summary.clean(), "service stopped");
+                }
+                Err(e) => {
+                    clean = false;
+                    tracing::error!(service = %name, error = %e, "service supervisor gone");
+                }
+            }
+        }
+        clean
+    }
+
+    /// Deploys `req` with the service's strategy (or the one asked for).
+    /// Resolves when the new version serves all the traffic; on failure
+    /// (a new instance never ready or crashing, a smoke check or canary
+    /// gate failed, the deploy timeout) the old version is put back and
+    /// keeps serving, and the error says why.
+    pub async fn deploy(
+        &self,
+        req: DeployRequest,
+        reporter: Reporter,
+    ) -> Result<Deployed, DeployError> {
+        strategy::deploy(self, req, reporter).await
+    }
+
+    /// Goes back to the version (or targets) that served before: at once if
+    /// a blue-green deploy's old set is still standing by, otherwise by a
+    /// deploy of it (with the service's strategy; canary becomes
+    /// blue-green, the old version needs no trial).
+    pub async fn rollback(
+        &self,
+        service: &str,
+        reporter: Reporter,
+    ) -> Result<Deployed, DeployError> {
+        strategy::rollback::rollback(self, service, reporter).await
+    }
+
+    /// Holds the service's requests (within `hold`) until [`Engine::resume`].
+    pub fn pause(&self, service: &str, hold: Hold) -> Result<(), DeployError> {
+        let pool = self.pool_name(service)?;
+        let proxy = self
+            .proxy()
+            .ok_or_else(|| DeployError::NotRunning(service.into()))?;
+        proxy
+            .pause(&pool, hold)
+            .map_err(|e| DeployError::BadRequest(e.into()))?;
+        tracing::info!(service, max_wait = ?hold.max_wait, max_requests = hold.max_requests, "service paused");
+        Ok(())
+    }
+
+    /// Releases the held requests; new ones flow again.
+    pub fn resume(&self, service: &str) -> Result<(), DeployError> {
+        let pool = self.pool_name(service)?;
+        let proxy = self
+            .proxy()
+            .ok_or_else(|| DeployError::NotRunning(service.into()))?;
+        proxy.resume(&pool);
+        tracing::info!(service, "service resumed");
+        Ok(())
+    }
+
+    fn pool_name(&self, service: &str) -> Result<String, DeployError> {
+        self.service(service)
+            .map(|s| s.pool_name())
+            .ok_or_else(|| DeployError::UnknownService(service.into()))
+    }
+
+    pub(crate) fn proxy(&self) -> Option<Arc<Proxy>> {
+        self.inner.proxy.get().cloned()
+    }
+
+    pub(crate) fn service(&self, name: &str) -> Option<config::Service> {
+        self.inner
+            .base
+            .with(|base| base.services.get(name).cloned())
+    }
+
+    /// Records a deploy's progress in the state and saves it.
+    pub(crate) fn note(&self, service: &str, deploy: &crate::Deploy, outcome: Outcome) {
+        self.inner.state.with(|state| {
+            state
+                .services
+                .entry(service.to_owned())
+                .or_default()
+                .note(deploy, outcome);
+            if let Some(store) = &self.inner.store
+                && let Err(e) = store.save(state)
+            {
+                tracing::error!(service, error = %e, "could not save the state");
+            }
+        });
+    }
+
+    /// The service's saved state.
+    pub(crate) fn saved(&self, service: &str) -> ServiceState {
+        self.inner
+            .state
+            .with(|state| state.services.get(service).cloned().unwrap_or_default())
+    }
+
+    /// Runs `f` on the service's runtime. `f` must not call into the
+    /// engine.
+    pub(crate) fn with_runtime<R>(&self, service: &str, f: impl FnOnce(&mut Runtime) -> R) -> R {
+        self.inner
+            .services
+            .with(|services| f(services.entry(service.to_owned()).or_default()))
+    }
+
+    /// Runs `f` on one set, if it still exists. `f` must not call into the
+    /// engine.
+    pub(crate) fn with_set<R>(
+        &self,
+        service: &str,
+        set: u64,
+        f: impl FnOnce(&mut Set) -> R,
+    ) -> Option<R> {
+        self.with_runtime(service, |rt| {
+            rt.sets.iter_mut().find(|s| s.id == set).map(f)
+        })
+    }
+}

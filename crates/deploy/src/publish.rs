@@ -1,0 +1,115 @@
+//! Publishing: the proxy's config is the file's with a pool `service:NAME`
+//! per service holding its current members ([`Engine::effective`]), built
+//! whole and swapped in by `Proxy::reload` on a blocking thread, one publish
+//! at a time. Also the in-flight counters of the members published, kept
+//! after they leave the pool so that their requests can be waited for.
+//!
+//! Must never hold an engine lock while the proxy builds a snapshot.
+
+use std::time::Duration;
+
+use proxy::BuildErrors;
+
+use crate::Engine;
+use crate::sets::members_of;
+
+impl Engine {
+    /// The config the proxy should run now: the file's, with a pool for
+    /// every service holding its current members.
+    pub fn effective(&self) -> config::Config {
+        let mut cfg = self.inner.base.get();
+        let members: Vec<(String, Vec<config::Member>)> = self.inner.services.with(|services| {
+            cfg.services
+                .keys()
+                .map(|name| {
+                    let current = services.get(name).map(members_of).unwrap_or_default();
+                    (name.clone(), current)
+                })
+                .collect()
+        });
+        for (name, current) in members {
+            if let Some(service) = cfg.services.get(&name) {
+                let pool = service.pool(current);
+                cfg.pools.insert(service.pool_name(), pool);
+            }
+        }
+        cfg
+    }
+
+    /// Publishes the current state to the proxy.
+    pub(crate) async fn publish(&self) -> Result<(), BuildErrors> {
+        let _one_at_a_time = self.inner.publishing.lock().await;
+        let Some(proxy) = self.proxy() else {
+            return Ok(());
+        };
+        let cfg = self.effective();
+        let published = proxy.clone();
+        let result = tokio::task::spawn_blocking(move || proxy.reload(&cfg).map(|()| cfg))
+            .await
+            .unwrap_or_else(|e| Err(BuildErrors(vec![format!("could not publish: {e}")])))?;
+        // Take each new member's counter while the proxy knows it.
+        self.inner.counters.with(|counters| {
+            for (name, service) in &result.services {
+                let Some(pool) = result.pools.get(&service.pool_name()) else {
+                    continue;
+                };
+                for m in &pool.members {
+                    let key = (name.clone(), m.address.authority.clone());
+                    let Some(c) =
+                        published.in_flight_counter(&service.pool_name(), &m.address.authority)
+                    else {
+                        continue;
+                    };
+                    let known = counters.entry(key).or_default();
+                    if !known.iter().any(|k| k.same(&c)) {
+                        known.push(c);
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// [`Engine::publish`], logging a failure instead of returning it.
+    pub(crate) async fn publish_logged(&self, service: &str) {
+        if let Err(errors) = self.publish().await {
+            for e in &errors.0 {
+                tracing::error!(service, "could not publish the pool: {e}");
+            }
+        }
+    }
+
+    /// Requests in flight to one member of a service's pool, also after it
+    /// left the published pool (until [`Engine::forget`]).
+    pub(crate) fn in_flight(&self, service: &str, member: &str) -> Vec<proxy::InFlight> {
+        let key = (service.to_owned(), member.to_owned());
+        let mut all = self
+            .inner
+            .counters
+            .with(|counters| counters.get(&key).cloned().unwrap_or_default());
+        if let Some(c) = self
+            .proxy()
+            .and_then(|p| p.in_flight_counter(&format!("service:{service}"), member))
+            && !all.iter().any(|known| known.same(&c))
+        {
+            all.push(c);
+        }
+        all
+    }
+
+    /// Drops a drained member's counter.
+    pub(crate) fn forget(&self, service: &str, member: &str) {
+        self.inner
+            .counters
+            .with(|counters| counters.remove(&(service.to_owned(), member.to_owned())));
+    }
+}
+
+/// Waits until every one of `counters` reaches zero, checking every few
+/// milliseconds, or until `limit` passes.
+pub(crate) async fn wait_idle(counters: Vec<proxy::InFlight>, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while counters.iter().any(|c| c.get() > 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

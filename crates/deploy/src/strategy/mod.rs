@@ -1,0 +1,188 @@
+//! The deploy strategies as moves between a service's sets, each with its
+//! own way back: `rolling`, `two_sets` (a new set next to the old one) with
+//! `blue_green` and `canary` moving the traffic, `traffic` (shares and
+//! retiring a set) and `rollback`. This module checks a request, claims the
+//! service and records the deploy around whichever runs.
+//!
+//! Every wait is bounded by the deploy's deadline (the service's
+//! `deploy_timeout`) and a deploy that fails undoes itself before it
+//! returns: nothing is left half-applied for a caller that went away.
+
+mod blue_green;
+mod canary;
+pub(crate) mod rollback;
+mod rolling;
+mod traffic;
+mod two_sets;
+
+use tokio::time::Instant;
+
+use crate::progress::{Progress, Reporter, Traffic, millis};
+use crate::{BadRequest, Deploy, DeployError, DeployRequest, Deployed, Engine, Outcome, state};
+
+/// What a deploy puts in place.
+#[derive(Clone)]
+pub(super) enum Target {
+    Version(config::Supervised),
+    Targets(Vec<config::UpstreamAddr>),
+}
+
+/// Marks the service busy for the life of a deploy or rollback.
+pub(super) struct Busy {
+    engine: Engine,
+    service: String,
+}
+
+impl Busy {
+    pub(super) fn claim(
+        engine: &Engine,
+        service: &str,
+        reporter: &Reporter,
+    ) -> Result<Busy, DeployError> {
+        let claimed = engine.with_runtime(service, |rt| {
+            if rt.busy {
+                return false;
+            }
+            rt.busy = true;
+            rt.reporter = reporter.clone();
+            true
+        });
+        if !claimed {
+            return Err(DeployError::Busy(service.to_owned()));
+        }
+        Ok(Busy {
+            engine: engine.clone(),
+            service: service.to_owned(),
+        })
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.engine.with_runtime(&self.service, |rt| {
+            rt.busy = false;
+            rt.reporter = Reporter::none();
+        });
+    }
+}
+
+pub(crate) async fn deploy(
+    engine: &Engine,
+    req: DeployRequest,
+    reporter: Reporter,
+) -> Result<Deployed, DeployError> {
+    let service = engine
+        .service(&req.service)
+        .ok_or_else(|| DeployError::UnknownService(req.service.clone()))?;
+    let name = service.name.clone();
+    let (label, target) = match &service.runner {
+        config::Runner::Supervised(spec) => {
+            if !req.targets.is_empty() {
+                return Err(BadRequest::TargetsForSupervised(name).into());
+            }
+            let Some(version) = req.version.clone() else {
+                return Err(BadRequest::VersionRequired(name).into());
+            };
+            let mut spec = spec.clone();
+            spec.version = version;
+            (spec.version.to_string(), Target::Version(spec))
+        }
+        config::Runner::External(_) => {
+            if req.targets.is_empty() {
+                return Err(BadRequest::TargetsRequired(name).into());
+            }
+            let mut targets = req.targets.clone();
+            targets.dedup();
+            let label = req.version.as_ref().map(ToString::to_string);
+            (label.unwrap_or_default(), Target::Targets(targets))
+        }
+    };
+    let strategy = req.strategy.unwrap_or(service.strategy);
+    let _busy = Busy::claim(engine, &name, &reporter)?;
+    run(
+        engine,
+        &service,
+        strategy,
+        label,
+        target,
+        &reporter,
+        Outcome::Deployed,
+    )
+    .await
+}
+
+/// Deploys `target`, recording it; the service is already claimed.
+pub(super) async fn run(
+    engine: &Engine,
+    service: &config::Service,
+    strategy: config::Strategy,
+    label: String,
+    target: Target,
+    reporter: &Reporter,
+    success: Outcome,
+) -> Result<Deployed, DeployError> {
+    let name = service.name.as_str();
+    // A new deploy ends the previous one's rollback window.
+    blue_green::end_standby(engine, name).await;
+    let record = Deploy {
+        version: label.clone(),
+        targets: match &target {
+            Target::Version(_) => Vec::new(),
+            Target::Targets(t) => t.iter().map(|t| t.authority.clone()).collect(),
+        },
+        started: state::now(),
+        outcome: Outcome::InProgress,
+    };
+    engine.note(name, &record, Outcome::InProgress);
+    reporter.send(Progress::Started {
+        service: name.to_owned(),
+        version: label.clone(),
+        strategy: strategy.to_string(),
+        instances: match &target {
+            Target::Version(spec) => spec.instances as usize,
+            Target::Targets(t) => t.len(),
+        },
+    });
+    tracing::info!(service = name, version = %label, %strategy, "deploy started");
+    let stats = engine
+        .proxy()
+        .and_then(|p| p.pool_stats(&service.pool_name()));
+    let before = stats.as_ref().map(|s| s.snapshot());
+    let started = Instant::now();
+    let deadline = started + service.deploy_timeout;
+
+    let outcome = match (&target, strategy) {
+        (Target::Version(spec), config::Strategy::Rolling) => {
+            rolling::rolling(engine, service, spec, reporter, deadline).await
+        }
+        _ => two_sets::two_sets(engine, service, strategy, &target, reporter, deadline).await,
+    };
+    let traffic = match (&stats, &before) {
+        (Some(stats), Some(before)) => {
+            let window = stats.snapshot().since(before);
+            Traffic {
+                requests: window.requests(),
+                failures: window.failures(),
+                p99_ms: window.quantile(0.99).map(millis),
+            }
+        }
+        _ => Traffic::default(),
+    };
+    match outcome {
+        Ok(()) => {
+            tracing::info!(service = name, version = %label, duration_ms = started.elapsed().as_millis() as u64, requests = traffic.requests, failures = traffic.failures, "deploy complete");
+            engine.note(name, &record, success);
+            Ok(Deployed {
+                version: label,
+                strategy,
+                duration: started.elapsed(),
+                traffic,
+            })
+        }
+        Err(reason) => {
+            tracing::error!(service = name, version = %label, %reason, "deploy failed and was rolled back; the previous version keeps serving");
+            engine.note(name, &record, Outcome::Failed(reason.to_string()));
+            Err(DeployError::Failed(reason))
+        }
+    }
+}
