@@ -12,6 +12,9 @@
 //!   the proxy subscribes to in order to purge pooled idle connections.
 //! - [`Pool::pick`]: smooth weighted round-robin (exactly nginx's) or least
 //!   requests by power of two choices, over available members only.
+//! - [`Queue`]: where a request that finds every member at its connection
+//!   limit waits for a slot, in arrival order, within bounds; woken by
+//!   events (a slot released, a member available, a new snapshot).
 //! - [`Picked::report`]: passive ejection after consecutive failures, with
 //!   exponential backoff.
 //! - [`Stats`]: requests, failures and a latency histogram per member,
@@ -22,7 +25,8 @@
 //!   e.g. TLS).
 //!
 //! This crate never opens a connection on behalf of a request and never
-//! blocks: picking is a few atomic loads and, for round-robin, one short lock.
+//! blocks: picking is a few atomic loads and, for round-robin, one short lock;
+//! waiting in a [`Queue`] is an `await` on an event.
 //! Timing logic is written as pure state machines ([`ActiveState`],
 //! [`PassiveState`]) that take the time as an argument, so it is tested with
 //! injected instants or tokio's paused clock.
@@ -36,14 +40,16 @@ mod passive;
 mod pick;
 mod pool;
 mod probe;
+mod queue;
 mod stats;
 
 pub use active::{ActiveCheck, ActiveState, HealthTransition, ProbeResult};
 pub use health::{Availability, HealthSnapshot, MemberHealth};
 pub use passive::{Outcome, PassiveConfig, PassiveState, PassiveTransition};
-pub use pool::{Member, MemberSpec, Picked, Policy, Pool};
+pub use pool::{Member, MemberSpec, NoPick, Picked, Policy, Pool};
 pub use probe::{
     ActiveHandle, Handshake, ProbeError, ProbeIo, probe, probe_over, spawn_active,
     spawn_active_over,
 };
+pub use queue::{Attempt, Queue, QueueBounds, QueueStats, Refusal, Turn};
 pub use stats::{BUCKETS, Stats, StatsSnapshot};

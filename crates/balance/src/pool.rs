@@ -5,8 +5,9 @@
 //! reports of picked members. Immutable apart from the round-robin lock: a
 //! weight change is a new `Pool` from a reload. It must never own health
 //! state (that is [`MemberHealth`], shared across snapshots), never perform
-//! I/O and never wait: `pick` answers `None` at once so the proxy can send a
-//! fast 503.
+//! I/O and never wait: `try_pick` answers at once, and a request that finds
+//! every member full waits in the pool's [`Queue`] (shared across snapshots
+//! too), which a dropped [`Picked`] tells that a slot is free.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -15,6 +16,7 @@ use tokio::time::Instant;
 use crate::health::MemberHealth;
 use crate::passive::{Outcome, PassiveConfig, PassiveTransition};
 use crate::pick;
+use crate::queue::{Queue, QueueBounds};
 
 /// One member as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +89,18 @@ struct Inner {
     /// Serialises ejection decisions, so that two members failing at once
     /// cannot both conclude that the other one is still available.
     ejecting: Mutex<()>,
+    /// Where requests wait for a slot; told of every slot released.
+    queue: Arc<Queue>,
+}
+
+/// Why [`Pool::try_pick`] found no member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPick {
+    /// Members are available, but every one is at its connection limit:
+    /// the request may wait for a slot.
+    Full,
+    /// No member is available with a weight above 0 (outside `exclude`).
+    Unavailable,
 }
 
 /// A pool of members; cheap to clone (`Arc`), `Send + Sync`.
@@ -96,13 +110,27 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool over `members` (their order gives their indices). `passive`
-    /// enables passive ejection.
+    /// A pool over `members` (their order gives their indices), with a queue
+    /// of its own with the default bounds. `passive` enables passive
+    /// ejection.
     pub fn new(
         name: &str,
         policy: Policy,
         members: Vec<(MemberSpec, Arc<MemberHealth>)>,
         passive: Option<PassiveConfig>,
+    ) -> Pool {
+        let queue = Arc::new(Queue::new(name, QueueBounds::default()));
+        Pool::with_queue(name, policy, members, passive, queue)
+    }
+
+    /// [`Pool::new`] with the queue of the pool's earlier snapshots, so that
+    /// requests waiting there are told of the slots this one releases.
+    pub fn with_queue(
+        name: &str,
+        policy: Policy,
+        members: Vec<(MemberSpec, Arc<MemberHealth>)>,
+        passive: Option<PassiveConfig>,
+        queue: Arc<Queue>,
     ) -> Pool {
         let members: Box<[Member]> = members
             .into_iter()
@@ -122,6 +150,7 @@ impl Pool {
                 passive,
                 round_robin,
                 ejecting: Mutex::new(()),
+                queue,
             }),
         }
     }
@@ -131,6 +160,28 @@ impl Pool {
     /// (members already tried for this request). `None` when there is none.
     pub fn pick(&self, exclude: &[usize]) -> Option<Picked> {
         self.pick_at(exclude, Instant::now())
+    }
+
+    /// [`pick`](Self::pick), saying why no member was picked: every
+    /// candidate full (wait in [`Pool::queue`]), or none available.
+    pub fn try_pick(&self, exclude: &[usize]) -> Result<Picked, NoPick> {
+        let now = Instant::now();
+        if let Some(picked) = self.pick_at(exclude, now) {
+            return Ok(picked);
+        }
+        let candidate = self.inner.members.iter().any(|m| {
+            !exclude.contains(&m.index) && m.spec.weight > 0 && m.health.is_available(now)
+        });
+        Err(if candidate {
+            NoPick::Full
+        } else {
+            NoPick::Unavailable
+        })
+    }
+
+    /// The queue where requests wait for a slot of a member.
+    pub fn queue(&self) -> &Arc<Queue> {
+        &self.inner.queue
     }
 
     /// [`pick`](Self::pick) at a given time.
@@ -314,6 +365,7 @@ impl Picked {
 impl Drop for Picked {
     fn drop(&mut self) {
         self.member().health.release();
+        self.pool.queue.released();
     }
 }
 

@@ -124,12 +124,15 @@ impl Replay {
     }
 }
 
-/// Sends `req` to a member of `pool`; the response body streams back and
-/// returns the connection to the pool when done.
+/// Sends `req` to `first`, a member of `pool` the caller picked (waiting in
+/// the pool's queue if need be), and to others if it must be retried; the
+/// response body streams back and returns the connection to the pool when
+/// done.
 pub(crate) async fn forward(
     pool: &Upstreams,
     mut req: Request<ReqBody>,
     replay: Option<Replay>,
+    first: Picked,
 ) -> Result<(Response<UpstreamBody>, String), Failure> {
     let members = pool.conns.len();
     // Every member once for never-sent failures, plus a fresh connection.
@@ -137,9 +140,12 @@ pub(crate) async fn forward(
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut resent = false;
     let mut last: Option<Failure> = None;
-    // The member a 5xx is resent to: picked before the 5xx was dropped, so
-    // that a 5xx is only ever replaced by another member's answer.
-    let mut next: Option<Picked> = None;
+    // The member of the next attempt when already chosen: the caller's
+    // pick; the member a 5xx is resent to, picked before the 5xx was
+    // dropped, so that a 5xx is only ever replaced by another member's
+    // answer; the same member when a request was not sent, so that its
+    // slot is not given up to a queued request.
+    let mut next: Option<Picked> = Some(first);
     for attempt in 0..max_attempts {
         let Some(picked) = next.take().or_else(|| pool.balance.pick(&tried)) else {
             break;
@@ -212,7 +218,7 @@ pub(crate) async fn forward(
                     // The connection died before our request was written:
                     // nothing reached the member; try again elsewhere.
                     tracing::debug!(pool = %pool.name, error = %e.error(), "request not sent, retrying");
-                    picked.report(Outcome::Cancelled);
+                    next = Some(picked);
                     req = unsent;
                     last = Some(Failure::Unreachable(e.error().to_string()));
                     continue;

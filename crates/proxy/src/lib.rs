@@ -56,7 +56,7 @@ use http_body_util::{BodyExt, Empty};
 use tokio::sync::watch;
 
 pub use access_log::{AccessLog, Format as AccessLogFormat};
-pub use balance::StatsSnapshot;
+pub use balance::{QueueStats, StatsSnapshot};
 pub use body::ProxyBody;
 pub use pause::Hold;
 pub use snapshot::BuildErrors;
@@ -162,6 +162,7 @@ impl Proxy {
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot = registry.build(config)?;
         self.shared.snapshot.store(Arc::new(snapshot));
+        registry.wake_queues();
         Ok(())
     }
 
@@ -197,7 +198,10 @@ impl Proxy {
     /// taken before keeps the old counts, which stop growing).
     pub fn pool_stats(&self, pool: &str) -> Option<PoolStats> {
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        registry.pool(pool).map(|p| PoolStats(p.stats.clone()))
+        registry.pool(pool).map(|p| PoolStats {
+            stats: p.stats.clone(),
+            queue: p.queue.clone(),
+        })
     }
 
     /// Pauses `pool`: from now on each request routed to it waits until

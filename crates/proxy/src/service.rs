@@ -1,9 +1,11 @@
 //! The per-request path: answer ACME challenges and redirects to HTTPS
-//! (plain listeners), route, pass the pool's pause gate, check limits,
+//! (plain listeners), route, pass the pool's pause gate, take a member's
+//! slot (waiting in the pool's queue while every member is full), check limits,
 //! rewrite headers, forward, stream the answer back, tunnel upgrades, count
 //! the request in its pool's stats, add HSTS (TLS listeners), log. Reads
 //! the current [`Snapshot`] once per request (once more for a request held
-//! by a pause, when released) and never blocks on the control plane.
+//! by a pause, when released, and on each turn of a queued request) and
+//! never blocks on the control plane.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
+use balance::{Attempt, NoPick, Picked, Refusal, Turn};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
@@ -210,8 +213,24 @@ impl ProxyService {
                 return (refusal.response(retry_after), String::new(), None);
             }
         };
+        let current;
+        let (snapshot, pool, picked) = match self.take_slot(snapshot, pool).await {
+            Ok((None, pool, picked)) => (snapshot, pool, picked),
+            Ok((Some(newer), pool, picked)) => {
+                current = newer;
+                (&*current, pool, picked)
+            }
+            Err(text) => {
+                upstreams.stats.record(entered.elapsed(), true);
+                return (
+                    local(StatusCode::SERVICE_UNAVAILABLE, text),
+                    String::new(),
+                    None,
+                );
+            }
+        };
         let stats = &snapshot.pools[pool].0.stats;
-        let (mut response, member, request_id) = self.send(snapshot, pool, req).await;
+        let (mut response, member, request_id) = self.send(snapshot, pool, req, picked).await;
         let failed = response.status().is_server_error();
         match response.body_mut() {
             ProxyBody::Upstream(body) => body.count_in(PoolRecord {
@@ -224,13 +243,57 @@ impl ProxyService {
         (response, member, request_id)
     }
 
-    /// Sends the request to pool `pool` of `snapshot` and turns what comes
-    /// back into the client's response.
+    /// A member of pool `pool` with room for the request, waiting in the
+    /// pool's queue while every available member is full. A request that
+    /// waited goes on with the snapshot current when it got its member
+    /// (`Some`): members may have come and gone meanwhile. `Err`: the text
+    /// of the 503 (nothing available, queue full, waited too long).
+    async fn take_slot(
+        &self,
+        snapshot: &Snapshot,
+        pool: usize,
+    ) -> Result<(Option<Arc<Snapshot>>, usize, Picked), &'static str> {
+        let upstreams = &snapshot.pools[pool].0;
+        let queue = upstreams.balance.queue().clone();
+        let taken = queue
+            .wait(|turn| {
+                let current = match turn {
+                    Turn::First => None,
+                    Turn::Woken => Some(self.shared.snapshot.load_full()),
+                };
+                let found = current.as_ref().and_then(|c| {
+                    let index = c.pools.iter().position(|(u, _)| u.name == upstreams.name)?;
+                    Some((c, index))
+                });
+                let picked = match found {
+                    Some((c, index)) => c.pools[index].0.balance.try_pick(&[]),
+                    None => upstreams.balance.try_pick(&[]),
+                };
+                match picked {
+                    Ok(picked) => match found {
+                        Some((c, index)) => Attempt::Done(Ok((Some(c.clone()), index, picked))),
+                        None => Attempt::Done(Ok((None, pool, picked))),
+                    },
+                    Err(NoPick::Full) => Attempt::Full,
+                    Err(NoPick::Unavailable) => Attempt::Done(Err("no healthy upstream\n")),
+                }
+            })
+            .await;
+        match taken {
+            Ok(done) => done,
+            Err(Refusal::Full) => Err("upstream queue full\n"),
+            Err(Refusal::TimedOut) => Err("timed out waiting for a free upstream connection\n"),
+        }
+    }
+
+    /// Sends the request to pool `pool` of `snapshot`, first to `picked`,
+    /// and turns what comes back into the client's response.
     async fn send(
         &self,
         snapshot: &Snapshot,
         pool: usize,
         mut req: Request<Incoming>,
+        picked: Picked,
     ) -> (Response<ProxyBody>, String, Option<HeaderValue>) {
         let (upstreams, settings) = &snapshot.pools[pool];
 
@@ -295,7 +358,7 @@ impl ProxyService {
         let upstream_req = Request::from_parts(parts, body);
         let replay = Replay::of(&upstream_req, body_empty, upstreams.retry_non_idempotent);
 
-        match forward(upstreams, upstream_req, replay).await {
+        match forward(upstreams, upstream_req, replay, picked).await {
             Ok((response, member)) => {
                 let (mut parts, body) = response.into_parts();
                 if parts.status == StatusCode::SWITCHING_PROTOCOLS {

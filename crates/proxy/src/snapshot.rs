@@ -7,15 +7,17 @@
 //! health (and stats), its pooled connections and its active checker —
 //! keyed by (pool, member), so a reload that keeps a member keeps its state,
 //! a new member starts unverified, and a removed one has its idle
-//! connections closed at once. Each pool's client-side stats and pause gate
-//! are kept the same way, keyed by pool name, and the TLS client configs of
-//! HTTPS pools by their settings.
+//! connections closed at once. Each pool's client-side stats, pause gate
+//! and queue (requests waiting for a member's connection) are kept the same
+//! way, keyed by pool name, and the TLS client configs of HTTPS pools by
+//! their settings.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use balance::{
-    ActiveCheck, ActiveHandle, MemberHealth, MemberSpec, PassiveConfig, Policy, Pool, Stats,
+    ActiveCheck, ActiveHandle, MemberHealth, MemberSpec, PassiveConfig, Policy, Pool, Queue,
+    QueueBounds, Stats,
 };
 use http::{HeaderName, HeaderValue};
 use router::Router;
@@ -74,10 +76,20 @@ struct Entry {
 }
 
 /// Pool state that survives reloads, while the config has the pool.
-#[derive(Default)]
 pub(crate) struct PoolEntry {
     pub stats: Arc<Stats>,
     pub gate: Arc<Gate>,
+    pub queue: Arc<Queue>,
+}
+
+impl PoolEntry {
+    fn new(pool: &str) -> PoolEntry {
+        PoolEntry {
+            stats: Arc::default(),
+            gate: Arc::default(),
+            queue: Arc::new(Queue::new(pool, QueueBounds::default())),
+        }
+    }
 }
 
 /// Member and pool state that survives reloads.
@@ -112,7 +124,14 @@ impl Registry {
         let mut keep_pools: HashMap<String, PoolEntry> = HashMap::new();
         let mut pools = Vec::with_capacity(cfg.pools.len());
         for ((name, pool), pool_tls) in cfg.pools.iter().zip(tls.pools) {
-            let pool_entry = self.pools.remove(name).unwrap_or_default();
+            let pool_entry = self
+                .pools
+                .remove(name)
+                .unwrap_or_else(|| PoolEntry::new(name));
+            pool_entry.queue.set_bounds(QueueBounds {
+                length: pool.forward.queue_length as usize,
+                timeout: pool.forward.queue_timeout,
+            });
             let mut members = Vec::with_capacity(pool.members.len());
             let mut conns = Vec::with_capacity(pool.members.len());
             for (i, m) in pool.members.iter().enumerate() {
@@ -125,11 +144,12 @@ impl Registry {
                 let entry = match (keep.remove(&key), self.members.remove(&key)) {
                     // A member listed twice in one pool shares its state.
                     (Some(e), _) | (None, Some(e)) => {
-                        self.refresh(e, &m.address.authority, pool, settings)
+                        self.refresh(e, &m.address.authority, pool, settings, &pool_entry.queue)
                     }
                     (None, None) => {
                         let verified = self.verified.remove(&key);
-                        self.create(&m.address.authority, pool, settings, verified)
+                        let queue = &pool_entry.queue;
+                        self.create(&m.address.authority, pool, settings, verified, queue)
                     }
                 };
                 members.push((
@@ -155,7 +175,13 @@ impl Registry {
             pools.push((
                 Upstreams {
                     name: name.clone(),
-                    balance: Pool::new(name, policy, members, passive),
+                    balance: Pool::with_queue(
+                        name,
+                        policy,
+                        members,
+                        passive,
+                        pool_entry.queue.clone(),
+                    ),
                     conns,
                     stats: pool_entry.stats.clone(),
                     gate: pool_entry.gate.clone(),
@@ -171,11 +197,13 @@ impl Registry {
             keep_pools.insert(name.clone(), pool_entry);
         }
         // A pool removed from the config forgets its stats and its pause;
-        // its held requests go on with the snapshot they started with.
+        // its held and queued requests go on with the snapshot they started
+        // with.
         for (pool, entry) in self.pools.drain() {
             if entry.gate.resume() {
                 tracing::info!(%pool, "paused pool removed: releasing its held requests");
             }
+            entry.queue.wake_all();
         }
         self.pools = keep_pools;
         // Whatever is left was removed from the config.
@@ -216,6 +244,14 @@ impl Registry {
         self.pools.get(pool)
     }
 
+    /// Gives every queued request a turn: called once a new snapshot is
+    /// published, whose pools may have other members or more room.
+    pub(crate) fn wake_queues(&self) {
+        for entry in self.pools.values() {
+            entry.queue.wake_all();
+        }
+    }
+
     /// Marks a member as already checked: added by the next build, it starts
     /// healthy instead of waiting for the proxy's own checks.
     pub(crate) fn verify(&mut self, pool: &str, member: &str) {
@@ -228,6 +264,7 @@ impl Registry {
         pool: &config::Pool,
         settings: ConnSettings,
         verified: bool,
+        queue: &Arc<Queue>,
     ) -> Entry {
         // Members present at start-up are trusted like nginx does; one added
         // by a reload must pass its checks before it gets traffic, unless the
@@ -235,7 +272,7 @@ impl Registry {
         let healthy = !self.started || pool.health.is_none() || verified;
         let health = MemberHealth::new(healthy);
         let conns = Arc::new(MemberConns::new(key, settings.clone()));
-        let watcher = spawn_watcher(health.clone(), conns.clone());
+        let watcher = spawn_watcher(health.clone(), conns.clone(), queue.clone());
         let check = pool
             .health
             .as_ref()
@@ -255,13 +292,15 @@ impl Registry {
         key: &str,
         pool: &config::Pool,
         settings: ConnSettings,
+        queue: &Arc<Queue>,
     ) -> Entry {
         if entry.conn_settings != settings {
             entry.conns.close_idle();
             entry.conns = Arc::new(MemberConns::new(key, settings.clone()));
             entry.conn_settings = settings;
             entry.watcher.abort();
-            entry.watcher = spawn_watcher(entry.health.clone(), entry.conns.clone());
+            let watcher = spawn_watcher(entry.health.clone(), entry.conns.clone(), queue.clone());
+            entry.watcher = watcher;
         }
         let tls = entry.conn_settings.tls.as_ref();
         let same_check = match (&entry.check, &pool.health) {
@@ -342,13 +381,19 @@ fn listener_settings(l: &config::Listener) -> ListenerSettings {
     }
 }
 
-/// Closes a member's idle connections the moment it becomes unavailable.
-fn spawn_watcher(health: Arc<MemberHealth>, conns: Arc<MemberConns>) -> JoinHandle<()> {
+/// Closes a member's idle connections the moment it becomes unavailable;
+/// when it becomes available, gives the requests queued in its pool a turn.
+fn spawn_watcher(
+    health: Arc<MemberHealth>,
+    conns: Arc<MemberConns>,
+    queue: Arc<Queue>,
+) -> JoinHandle<()> {
     let mut rx = health.subscribe();
     tokio::spawn(async move {
         loop {
             if rx.borrow_and_update().is_available() {
                 conns.reopen();
+                queue.wake_all();
             } else {
                 conns.close_idle();
             }

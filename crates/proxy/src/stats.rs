@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use balance::{MemberHealth, Stats, StatsSnapshot};
+use balance::{MemberHealth, Queue, QueueStats, Stats, StatsSnapshot};
 use tokio::time::Instant;
 
 /// The statistics of one pool member: every request the proxy sent to it,
@@ -40,15 +40,24 @@ impl MemberStats {
 /// broke off (or passed the pool's `total_timeout`). Latency runs from the
 /// request reaching the pool (after routing, before a pause holds it) to
 /// the end of the upstream's response body as the proxy read it, or to the
-/// proxy's own answer. Requests whose client went away before the end are
-/// not counted.
+/// proxy's own answer (time spent in the pool's queue included). Requests
+/// whose client went away before the end are not counted.
 #[derive(Debug, Clone)]
-pub struct PoolStats(pub(crate) Arc<Stats>);
+pub struct PoolStats {
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) queue: Arc<Queue>,
+}
 
 impl PoolStats {
     /// The counts now.
     pub fn snapshot(&self) -> StatsSnapshot {
-        self.0.snapshot()
+        self.stats.snapshot()
+    }
+
+    /// The pool's queue now: requests waiting for a member's connection,
+    /// and how many had to wait or were refused (full, timed out).
+    pub fn queue(&self) -> QueueStats {
+        self.queue.stats()
     }
 }
 

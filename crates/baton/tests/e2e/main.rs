@@ -8,6 +8,7 @@ mod exec;
 mod exec_faults;
 mod https;
 mod per_instance;
+mod queue;
 mod serve;
 mod serve_streams;
 mod socket_activation;

@@ -7,7 +7,8 @@ use super::IfMissing::{Default, Either, Unset};
 use super::tls::UPSTREAM_TLS;
 use super::upstream::{
     BALANCE, CONNECT_TIMEOUT, HEADER_TIMEOUT, HEALTH, IDLE_TIMEOUT, MAX_CONNECTIONS_PER_MEMBER,
-    PASSIVE, RETRY_NON_IDEMPOTENT, RETRY_SERVER_ERRORS, TOTAL_TIMEOUT, UPSTREAM_HOST,
+    PASSIVE, QUEUE_LENGTH, QUEUE_TIMEOUT, RETRY_NON_IDEMPOTENT, RETRY_SERVER_ERRORS, TOTAL_TIMEOUT,
+    UPSTREAM_HOST,
 };
 use super::{Section, Type, key};
 
@@ -102,6 +103,8 @@ pub(crate) static SERVICE: Section = Section {
         ),
         BALANCE,
         MAX_CONNECTIONS_PER_MEMBER,
+        QUEUE_LENGTH,
+        QUEUE_TIMEOUT,
         CONNECT_TIMEOUT,
         HEADER_TIMEOUT,
         IDLE_TIMEOUT,

@@ -20,6 +20,8 @@ pub(crate) static POOL: Section = Section {
             "The upstream servers, at least one; see *members*.",
         ),
         MAX_CONNECTIONS_PER_MEMBER,
+        QUEUE_LENGTH,
+        QUEUE_TIMEOUT,
         CONNECT_TIMEOUT,
         HEADER_TIMEOUT,
         IDLE_TIMEOUT,
@@ -63,7 +65,21 @@ pub(super) const MAX_CONNECTIONS_PER_MEMBER: Key = key(
     "max_connections_per_member",
     Type::Integer,
     Default("256"),
-    "Open connections to one member at most (in use and idle). 1 to 4294967295.",
+    "Requests in flight to one member at most (WebSocket upgrades until the member answers), across reloads; each holds one upstream connection. A request that finds every available member at this limit waits in the pool's queue (`queue_length`, `queue_timeout`) instead of failing. It protects the app from more concurrency than it is built for; nginx and HAProxy have no such limit by default (`max_conns`, server `maxconn`), so raise it if the app handles more at once. 1 to 4294967295.",
+);
+
+pub(super) const QUEUE_LENGTH: Key = key(
+    "queue_length",
+    Type::Integer,
+    Default("10000"),
+    "Requests waiting at once for a member's connection, when every available member is at `max_connections_per_member`. They are served in arrival order as connections free up (a request whose client hangs up leaves the queue); one more is refused at once with 503, `Retry-After: 1` and `upstream queue full`. The default is the default `max_connections` of a listener, so that no HTTP/1.1 client a listener accepts is refused for lack of room. 0 to 1000000; 0 refuses at once every request that finds the members full.",
+);
+
+pub(super) const QUEUE_TIMEOUT: Key = key(
+    "queue_timeout",
+    Type::Duration,
+    Default("30s"),
+    "The longest a request waits in the queue for a member's connection; then it gets 503, `Retry-After: 1` and `timed out waiting for a free upstream connection` (as HAProxy's `timeout queue`). Refusals are counted and logged (at most one line a second per pool). When no member is available at all, a request does not wait: it gets 503 `no healthy upstream` at once.",
 );
 
 pub(super) const CONNECT_TIMEOUT: Key = key(

@@ -130,6 +130,8 @@ fn kitchen_sink_parses_into_the_expected_config() {
         forward: ForwardSettings {
             balance: Balance::LeastRequests,
             max_connections_per_member: 64,
+            queue_length: 100,
+            queue_timeout: secs(5),
             connect_timeout: secs(1),
             header_timeout: secs(20),
             idle_timeout: secs(4),
@@ -233,6 +235,8 @@ fn kitchen_sink_services() {
         forward: ForwardSettings {
             balance: Balance::LeastRequests,
             max_connections_per_member: 128,
+            queue_length: 0,
+            queue_timeout: Duration::from_millis(1500),
             connect_timeout: Duration::from_millis(500),
             header_timeout: secs(10),
             idle_timeout: secs(30),
@@ -401,6 +405,10 @@ fn absent_keys_take_the_documented_defaults() {
     assert_eq!(pool.forward.balance, Balance::WeightedRoundRobin);
     assert_eq!(pool.members[0].weight, 1);
     assert_eq!(pool.forward.max_connections_per_member, 256);
+    assert_eq!(
+        (pool.forward.queue_length, pool.forward.queue_timeout),
+        (10_000, secs(30))
+    );
     assert_eq!(
         (
             pool.forward.connect_timeout,

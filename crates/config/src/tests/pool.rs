@@ -218,3 +218,22 @@ fn retry_server_errors_is_a_boolean_off_by_default() {
         "baton.toml:5:23: error: `retry_server_errors` in [pool.p] must be a boolean, not a string\n1 error"
     );
 }
+
+#[test]
+fn queue_length_from_zero_to_a_million_and_a_non_zero_queue_timeout() {
+    let config = ok(&pool(ONE, "queue_length = 0\nqueue_timeout = \"250ms\""));
+    let forward = &config.pools["p"].forward;
+    assert_eq!(
+        (forward.queue_length, forward.queue_timeout),
+        (0, std::time::Duration::from_millis(250))
+    );
+    ok(&pool(ONE, "queue_length = 1000000"));
+    let all = errors(&pool(ONE, "queue_length = 1000001\nqueue_timeout = \"0s\""));
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(
+        all[0],
+        "5:16: `queue_length` must be between 0 and 1000000, not 1000001"
+    );
+    assert!(all[1].starts_with("6:17: "), "{all:#?}");
+    assert!(all[1].contains("`queue_timeout`"), "{all:#?}");
+}

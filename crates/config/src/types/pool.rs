@@ -28,8 +28,14 @@ pub struct Pool {
 pub struct ForwardSettings {
     /// How a member is picked.
     pub balance: Balance,
-    /// Open connections per member at most (at least 1).
+    /// Requests in flight per member at most (at least 1); more wait in
+    /// the pool's queue.
     pub max_connections_per_member: u32,
+    /// Requests waiting for a member's connection at most, 0 to 1,000,000
+    /// (0: none waits).
+    pub queue_length: u32,
+    /// The longest a request waits for a member's connection; non-zero.
+    pub queue_timeout: Duration,
     /// Time allowed to connect to a member; non-zero.
     pub connect_timeout: Duration,
     /// Time from the request sent to the response head; non-zero.

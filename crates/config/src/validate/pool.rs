@@ -69,6 +69,8 @@ pub(super) fn forward(
         raw.max_connections_per_member,
         1,
     );
+    let queue_length = ctx.int(section, "queue_length", raw.queue_length, 0..=1_000_000);
+    let queue_timeout = ctx.duration(section, "queue_timeout", raw.queue_timeout, false);
     let connect_timeout = ctx.duration(section, "connect_timeout", raw.connect_timeout, false);
     let header_timeout = ctx.duration(section, "header_timeout", raw.header_timeout, false);
     let idle_timeout = ctx.duration(section, "idle_timeout", raw.idle_timeout, false);
@@ -81,6 +83,8 @@ pub(super) fn forward(
     Some(ForwardSettings {
         balance: balance?,
         max_connections_per_member: max_per_member?,
+        queue_length: u32::try_from(queue_length?).ok()?,
+        queue_timeout: queue_timeout?,
         connect_timeout: connect_timeout?,
         header_timeout: header_timeout?,
         idle_timeout: idle_timeout?,
