@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use handoff::time::SaturatingAdd;
 use tokio::time::Instant;
 
 /// How a request sent to a member ended, as far as the member's health is
@@ -152,7 +153,7 @@ impl PassiveState {
                 let failures = std::mem::take(&mut self.streak);
                 self.ejections = self.ejections.saturating_add(1);
                 let duration = config.ejection_duration(self.ejections);
-                let until = now + duration;
+                let until = now.saturating_add(duration);
                 self.ejected_until = Some(until);
                 Some(PassiveTransition::Ejected {
                     until,
@@ -219,6 +220,23 @@ mod tests {
         assert_eq!(until, now + Duration::from_secs(10));
         assert_eq!(state.ejected_until(now), Some(until));
         assert_eq!(state.ejected_until(until), None);
+    }
+
+    #[test]
+    fn an_ejection_as_long_as_a_duration_holds_does_not_overflow_the_clock() {
+        let now = Instant::now();
+        let cfg = PassiveConfig {
+            consecutive_failures: 1,
+            ejection_time: Duration::MAX,
+            max_ejection_time: Duration::MAX,
+        };
+        let mut state = PassiveState::new();
+        let ejected = state.record(Outcome::ServerError, now, &cfg, || true);
+        let Some(PassiveTransition::Ejected { until, .. }) = ejected else {
+            panic!("one failure must eject: {ejected:?}")
+        };
+        assert_eq!(until, now + handoff::time::HORIZON);
+        assert_eq!(state.ejected_until(now), Some(until));
     }
 
     #[test]

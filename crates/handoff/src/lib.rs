@@ -40,6 +40,7 @@ mod inherit;
 mod listener;
 pub mod notify;
 mod sys;
+pub mod time;
 
 #[cfg(feature = "runtime")]
 mod drain;

@@ -15,6 +15,20 @@ use tokio::sync::{oneshot, watch};
 const BOUND: Duration = Duration::from_secs(10);
 
 async fn start(limits: Limits) -> (SocketAddr, oneshot::Sender<()>, watch::Receiver<Phase>) {
+    let (addr, stop, phase, _) =
+        start_with(|server| server.limits(limits).idle_grace(Duration::from_millis(100)));
+    (addr, stop, phase)
+}
+
+/// A server configured by `configure`, with the task that serves it.
+fn start_with(
+    configure: impl FnOnce(Server) -> Server,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    watch::Receiver<Phase>,
+    tokio::task::JoinHandle<std::io::Result<handoff::http::ServeReport>>,
+) {
     let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap()).unwrap();
     let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
         unreachable!()
@@ -24,17 +38,13 @@ async fn start(limits: Limits) -> (SocketAddr, oneshot::Sender<()>, watch::Recei
         listener,
     }]);
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = Server::new(listeners)
-        .notify(false)
-        .limits(limits)
-        .idle_grace(Duration::from_millis(100))
-        .with_shutdown(async move {
-            let _ = stopped.await;
-        });
+    let server = configure(Server::new(listeners).notify(false)).with_shutdown(async move {
+        let _ = stopped.await;
+    });
     let phase = server.lifecycle();
     let app = Router::new().route("/", get(|| async { "ok" }));
-    tokio::spawn(server.serve(app));
-    (addr, stop, phase)
+    let serving = tokio::spawn(server.serve(app));
+    (addr, stop, phase, serving)
 }
 
 /// Reads until EOF (bounded), returning everything received.
@@ -145,4 +155,37 @@ async fn draining_server_answers_connection_close() {
     let got = read_all(&mut s).await;
     assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
     assert!(got.contains("connection: close"), "{got:?}");
+}
+
+/// Timeouts and grace periods as long as a `Duration` holds: deadlines
+/// computed from them once overflowed the clock and panicked (a request's
+/// connection task, or the whole drain).
+#[tokio::test]
+async fn the_longest_durations_serve_and_drain_without_a_panic() {
+    let (addr, stop, _, serving) = start_with(|server| {
+        server
+            .limits(Limits {
+                header_read_timeout: Some(Duration::MAX),
+                keepalive_timeout: Some(Duration::MAX),
+                ..Limits::default()
+            })
+            .drain_timeout(Duration::MAX)
+            .idle_grace(Duration::MAX)
+    });
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_all(&mut s).await;
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("ok"),
+        "{got:?}"
+    );
+    stop.send(()).unwrap();
+    let report = tokio::time::timeout(BOUND, serving)
+        .await
+        .expect("the drain did not end")
+        .expect("the server panicked")
+        .unwrap();
+    assert_eq!(report.outcome, handoff::DrainOutcome::Drained);
 }

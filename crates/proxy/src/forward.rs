@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balance::{Outcome, Picked, Pool, Stats};
+use handoff::time::SaturatingAdd;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -167,10 +168,9 @@ pub(crate) async fn forward(
         };
         let sent = sender.try_send_request(req);
         let started = tokio::time::Instant::now();
-        let deadline = pool.total_timeout.map(|t| started + t);
-        let header_deadline = deadline.map_or(started + pool.header_timeout, |d| {
-            d.min(started + pool.header_timeout)
-        });
+        let deadline = pool.total_timeout.map(|t| started.saturating_add(t));
+        let header_deadline = started.saturating_add(pool.header_timeout);
+        let header_deadline = deadline.map_or(header_deadline, |d| d.min(header_deadline));
         match tokio::time::timeout_at(header_deadline, sent).await {
             Ok(Ok(response)) => {
                 if response.status().is_server_error()

@@ -15,6 +15,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use handoff::time::SaturatingAdd;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -420,7 +421,7 @@ impl Actor {
         if let Err(e) = result {
             tracing::error!(instance = id, generation, error = %e, "could not start instance");
             let delay = self.backoff.next_delay(Duration::ZERO);
-            self.spawn_gate = Some(Instant::now() + delay);
+            self.spawn_gate = Some(Instant::now().saturating_add(delay));
             if self
                 .rollout
                 .as_ref()
@@ -448,7 +449,7 @@ impl Actor {
                 let path = sock.path().to_owned();
                 (ReadyProbe::Notify(sock), Some(path))
             }
-            Readiness::Delay(d) => (ReadyProbe::At(Instant::now() + *d), None),
+            Readiness::Delay(d) => (ReadyProbe::At(Instant::now().saturating_add(*d)), None),
             Readiness::Probe(probe) => {
                 let Some(addr) = info.addr else {
                     return Err(io::Error::new(
@@ -612,7 +613,7 @@ impl Actor {
                         "instance died unexpectedly, restarting after backoff"
                     );
                 }
-                self.spawn_gate = Some(Instant::now() + delay);
+                self.spawn_gate = Some(Instant::now().saturating_add(delay));
             }
         }
     }

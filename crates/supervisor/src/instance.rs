@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use std::net::SocketAddr;
 
+use handoff::time::SaturatingAdd;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -68,7 +69,7 @@ pub(crate) struct InstanceTask {
 impl InstanceTask {
     pub(crate) async fn run(mut self) {
         let pid = self.child.id();
-        let ready_deadline = Instant::now() + self.ready_timeout;
+        let ready_deadline = Instant::now().saturating_add(self.ready_timeout);
         let mut ready = false;
         let mut timed_out = false;
         let order = loop {
@@ -129,7 +130,7 @@ impl InstanceTask {
                 }
                 Order::Stop { drain_timeout } => {
                     signal(pid, libc::SIGTERM);
-                    let deadline = Instant::now() + drain_timeout;
+                    let deadline = Instant::now().saturating_add(drain_timeout);
                     tokio::select! {
                         _ = self.child.wait() => return false,
                         _ = tokio::time::sleep_until(deadline) => {
@@ -170,7 +171,7 @@ impl ReadyProbe {
             } => loop {
                 tokio::time::sleep_until(*next).await;
                 let ok = (probe.check)(*addr).await;
-                *next = Instant::now() + probe.interval;
+                *next = Instant::now().saturating_add(probe.interval);
                 *passes = if ok { *passes + 1 } else { 0 };
                 if *passes >= probe.successes.max(1) {
                     return Ok(());

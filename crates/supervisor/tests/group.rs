@@ -396,3 +396,28 @@ async fn an_exit_fails_a_rollout_whatever_the_policy_and_the_old_instance_serves
     );
     shut_down(&group).await;
 }
+
+/// Timeouts as long as a `Duration` holds: deadlines computed from them once
+/// overflowed the clock and panicked inside the instance's task. The
+/// instance starts, gets ready, is restarted after a crash (the backoff's
+/// gate) and stops on SIGTERM as usual.
+#[tokio::test]
+async fn the_longest_timeouts_do_not_overflow_the_clock() {
+    let mut orders = Orders::new("longest", 8);
+    let source = CommandSource::Fixed(orders.command());
+    let mut config = config(source, 1, Restart::Always);
+    config.ready_timeout = Duration::MAX;
+    config.drain_timeout = Duration::MAX;
+    config.readiness = Readiness::Delay(Duration::from_millis(1));
+    let (group, mut events) = Group::start_subscribed(config).unwrap();
+    until(&mut events, |e| {
+        *e == Event::RolloutComplete { generation: 1 }
+    })
+    .await;
+    orders.end(1, "kill");
+    until(&mut events, |e| {
+        matches!(e, Event::Ready { instance: 2, .. })
+    })
+    .await;
+    shut_down(&group).await;
+}

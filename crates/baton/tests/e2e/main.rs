@@ -4,6 +4,7 @@
 mod support;
 
 mod deploy;
+mod durations;
 mod exec;
 mod exec_faults;
 mod https;

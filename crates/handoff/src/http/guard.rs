@@ -17,6 +17,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::time::SaturatingAdd;
+
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 const TIMEOUT_RESPONSE: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
@@ -151,7 +153,7 @@ impl<I> Guarded<I> {
             Waiting::Idle => self.timeouts.idle,
             Waiting::Busy => None,
         };
-        self.armed = limit.map(|d| (waiting, Instant::now() + d));
+        self.armed = limit.map(|d| (waiting, Instant::now().saturating_add(d)));
         if let Some((_, at)) = self.armed
             && self.timer_at.is_none_or(|t| t > at)
         {

@@ -42,6 +42,7 @@ use crate::lifecycle::{Lifecycle, Phase};
 use crate::listener::{Listeners, NamedListener};
 use crate::notify;
 use crate::signal::{ShutdownSignals, Signal};
+use crate::time::SaturatingAdd;
 #[cfg(feature = "tls")]
 pub use tokio_rustls::rustls;
 
@@ -316,7 +317,7 @@ impl Server {
 
         let signal = trigger.first().await;
         let started = Instant::now();
-        let deadline = started + self.drain_timeout;
+        let deadline = started.saturating_add(self.drain_timeout);
         tracing::info!(?signal, in_flight = shared.drain.active(), "draining");
         self.lifecycle.set(Phase::Draining);
         self.draining.send_replace(true);
@@ -330,7 +331,7 @@ impl Server {
             // listener is what stops this process accepting.
             let _ = task.await;
         }
-        let grace = deadline.min(started + self.idle_grace);
+        let grace = deadline.min(started.saturating_add(self.idle_grace));
         let mut waited = drain_or_stop(&shared.drain, grace, &mut trigger).await;
         if waited == Waited::Deadline {
             stage_tx.send_replace(Stage::Closing);
