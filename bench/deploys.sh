@@ -5,7 +5,7 @@
 #   `baton serve` runs INSTANCES (3) instances of `baton demo-app`, health-checked every HEALTH_INTERVAL_MS (100 ms);
 #   a paced `loadgen` load (keep-alive, new-connection, POST and slow workers) runs the whole time; DEPLOYS (50)
 #   deploys per strategy go through `baton deploy web --version vN --strategy S --control SOCK --json`, rolling,
-#   blue-green and canary in turn, with a steady period after each (crates/baton/examples/deploy_bench.rs). Reported
+#   blue-green and canary in turn, with a steady period after each (crates/benchmarks/src/bin/deploy_bench/). Reported
 #   per strategy: deploy duration, the app's own readiness time (from baton's log), the overhead (duration minus
 #   readiness minus the canary's configured pauses) against the health interval, requests and failures; overall:
 #   every request's outcome and the client's p99 during deploys against steady state.
@@ -13,7 +13,7 @@
 # Usage: bench/deploys.sh   (DEPLOYS=50 INSTANCES=3 HEALTH_INTERVAL_MS=100 CANARY_PAUSE_MS=500 STEADY_MS=1000 PACE_MS=2
 #                            to change; QUIET_LOAD=0.60 QUIET_WAIT=180 wait up to QUIET_WAIT s for the 1-minute load
 #                            average to drop to QUIET_LOAD; BATON_BIN=DIR measures DIR/baton and
-#                            DIR/examples/deploy_bench instead of building them, and then BENCH_COMMIT=TEXT must say
+#                            DIR/deploy_bench instead of building them, and then BENCH_COMMIT=TEXT must say
 #                            what they were built from; BENCH_COMMIT=TEXT also names the source outside a git checkout)
 # Measurements run under `flock /tmp/baton-bench.lock` so that benchmarks never overlap. A run takes about 5 minutes
 # with the defaults (plus the build, plus the wait for a quiet machine).
@@ -34,7 +34,7 @@ PACE_MS=${PACE_MS:-2}
 QUIET_WAIT=${QUIET_WAIT:-180}
 
 if ! bench_locked; then
-    bench_binaries -p baton --bin baton --example deploy_bench -- baton examples/deploy_bench
+    bench_binaries -p baton -p benchmarks --bins -- baton deploy_bench
     bench_lock "$@"
 fi
 
@@ -86,7 +86,7 @@ SECTION="$OUT/section.md"
     echo "the end; the run took ${RUN_SECONDS} s. Nothing is pinned: the load generator, baton and the instances share the cores.$QUIET_NOTE"
     echo
     echo "Command: \`DEPLOYS=$DEPLOYS INSTANCES=$INSTANCES HEALTH_INTERVAL_MS=$HEALTH_INTERVAL_MS CANARY_PAUSE_MS=$CANARY_PAUSE_MS STEADY_MS=$STEADY_MS PACE_MS=$PACE_MS bench/deploys.sh\`"
-    echo "(defaults: 50, 3, 100, 500, 1000, 2), which runs \`target/release/examples/deploy_bench ${ARGS[*]}\`."
+    echo "(defaults: 50, 3, 100, 500, 1000, 2), which runs \`target/release/deploy_bench ${ARGS[*]}\`."
     echo
     echo "Setup: \`target/release/baton serve\` with the config below (kept in \`$OUT/baton.toml\`): $INSTANCES instances of"
     echo "\`baton demo-app\` (the example app), health-checked every $HEALTH_INTERVAL_MS ms, \`healthy_threshold = 2\` (the default),"

@@ -5,7 +5,7 @@
 #     the same `wrk -t1 -c64 -d10s --latency` (keep-alive GET /), alternating A B A B A B; median requests/s of each,
 #     the ratio baton/direct and wrk's p99;
 #  2. failure counting: `baton exec --instances 2` restarted RESTARTS times (default 50) with SIGHUP under
-#     keep-alive, new-connection, POST and slow-request load (crates/baton/examples/exec_restarts.rs).
+#     keep-alive, new-connection, POST and slow-request load (crates/benchmarks/src/bin/exec_restarts/).
 #
 # Usage: bench/exec-restarts.sh   (RESTARTS=50 ROUNDS=3 WRK_DURATION=10s WRK_CONNECTIONS=64 to change;
 #                                  QUIET_LOAD=0.60 QUIET_WAIT=180 wait up to QUIET_WAIT s for the 1-minute load
@@ -29,7 +29,7 @@ QUIET_WAIT=${QUIET_WAIT:-180}
 
 if ! bench_locked; then
     bench_tools wrk
-    bench_binaries -p baton -p hello --bins --example exec_restarts -- baton hello examples/exec_restarts
+    bench_binaries -p baton -p hello -p benchmarks --bins -- baton hello exec_restarts
     bench_lock "$@"
 fi
 
@@ -179,7 +179,7 @@ SECTION="$OUT/section.md"
     echo
     echo "### $RESTARTS SIGHUP restarts under load"
     echo
-    echo "\`target/release/examples/exec_restarts --restarts $RESTARTS --instances 2\`: \`baton exec --instances 2 -- hello\`,"
+    echo "\`target/release/exec_restarts --restarts $RESTARTS --instances 2\`: \`baton exec --instances 2 -- hello\`,"
     echo "a \`loadgen\` load with every kind of worker, one SIGHUP after the other (each waits for \`rollout complete\`), a"
     echo "500 ms steady period after each. \"During restarts\" means requests *started* between the SIGHUP and the"
     echo "\`rollout complete\` line (the old generation has exited by then); latency is of successful requests, from"

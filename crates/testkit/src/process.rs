@@ -349,12 +349,17 @@ fn collect<R: AsyncRead + Unpin + Send + 'static>(
     });
 }
 
-/// The value of `key=value` in a log line.
+/// The value of `key=value` in a log line, without quotes.
 pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let pat = format!(" {key}=");
     let start = line.find(&pat)? + pat.len();
     let rest = &line[start..];
-    Some(rest.split_whitespace().next().unwrap_or(""))
+    Some(
+        rest.split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_matches('"'),
+    )
 }
 
 /// Sends `sig` to `pid` (nothing if `pid` is not a valid pid).

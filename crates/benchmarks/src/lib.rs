@@ -1,0 +1,77 @@
+//! What the benchmark programs share: starting `baton` so that it never outlives them, letting the load run
+//! steadily, and reading baton's log. The programs (`src/bin/`) are run by `bench/*.sh`, which record their figures
+//! in `docs/BENCHMARKS.md`; they are never built by `cargo test`.
+//!
+//! A benchmark waits on log lines for every event it can; only the steady periods between events are fixed, so that
+//! "outside a deploy/restart" latency has samples.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use loadgen::Load;
+use testkit::Proc;
+use tokio::process::Command;
+
+/// Longest wait for a log line or for baton's exit.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Starts `cmd` (a `baton` command) with its output collected. Should this process die (a timeout, a panic), baton
+/// gets SIGTERM and drains its instances instead of lingering. The signal comes when the spawning *thread* ends: call
+/// this from the thread that lives as long as the process (the one in `block_on`).
+pub fn spawn_baton(cmd: &mut Command) -> Result<Proc, String> {
+    // SAFETY: runs between fork and exec; prctl is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    Proc::try_spawn(cmd)
+        .map(|p| p.with_timeout(EVENT_TIMEOUT))
+        .map_err(|e| format!("could not start baton: {e}"))
+}
+
+/// A binary next to this program's own (the bench scripts copy them side by side; cargo builds them into the same
+/// `target/release/`), unless `given`.
+pub fn sibling(given: &Option<std::path::PathBuf>, name: &str) -> std::path::PathBuf {
+    given.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join(name)))
+            .unwrap_or_else(|| name.into())
+    })
+}
+
+/// Lets the load run in the steady phase for `period`, and until some requests succeeded.
+pub async fn steady(load: &Load, period: Duration) -> Result<(), String> {
+    let progressed = async {
+        tokio::time::timeout(EVENT_TIMEOUT, load.wait_for_requests(20))
+            .await
+            .unwrap_or(false)
+    };
+    let (progressed, ()) = tokio::join!(progressed, tokio::time::sleep(period));
+    if progressed {
+        Ok(())
+    } else {
+        Err(format!(
+            "the load made no progress (20 successful requests) within {} s: {}",
+            EVENT_TIMEOUT.as_secs(),
+            load.snapshot()
+        ))
+    }
+}
+
+/// The timestamp tracing puts first on a log line (`[err] 2026-01-01T00:00:00.000000Z  INFO ...`).
+pub fn line_time(line: &str) -> Option<SystemTime> {
+    let stamp = line.split_whitespace().nth(1)?;
+    humantime::parse_rfc3339_weak(stamp.trim_end_matches('Z')).ok()
+}
+
+/// Failure counts by kind: `reset=3 timeout=1`.
+pub fn kinds(counts: &BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.join(" ")
+}
