@@ -43,11 +43,11 @@ pub use error::{ConfigError, ConfigErrors};
 pub use template::{Template, TemplateError};
 pub use types::{
     AccessLog, AccessLogFormat, AccessLogTarget, Acme, Balance, BlueGreen, CIPHER_SUITES, Canary,
-    CertificateFiles, Config, External, ForwardSettings, HeaderMatch, HeaderName, HeaderValue,
-    HealthCheck, HostMatch, Hsts, InvalidUpstreamAddr, IpNet, ListenAddr, Listener, Member, Method,
-    PassiveHealth, PathMatch, Pool, ProxySettings, Restart, Rolling, Route, Runner, Service,
-    SocketMode, StatusRange, Strategy, Supervised, Tls, TlsVersion, UnknownStrategy, Upstream,
-    UpstreamAddr, UpstreamHost, UpstreamTls,
+    CertificateFiles, Cluster, Config, Credentials, External, ForwardSettings, HeaderMatch,
+    HeaderName, HeaderValue, HealthCheck, HostMatch, Hsts, InvalidUpstreamAddr, IpNet, ListenAddr,
+    Listener, Member, Method, PassiveHealth, Password, PathMatch, Pool, ProxySettings, Restart,
+    Rolling, Route, Runner, Service, SocketMode, StatusRange, Strategy, Supervised, Tls,
+    TlsVersion, UnknownStrategy, Upstream, UpstreamAddr, UpstreamHost, UpstreamTls,
 };
 pub use version::{InvalidVersion, Version};
 

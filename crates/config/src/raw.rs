@@ -22,6 +22,7 @@ pub(crate) struct RawConfig {
     pub(crate) access_log: Opt<RawAccessLog>,
     pub(crate) listener: Opt<Vec<S<RawListener>>>,
     pub(crate) acme: Opt<RawAcme>,
+    pub(crate) cluster: Opt<RawCluster>,
     #[serde(default)]
     pub(crate) pool: BTreeMap<S<String>, S<RawPool>>,
     #[serde(default)]
@@ -101,6 +102,19 @@ pub(crate) struct RawAcme {
     pub(crate) names: Opt<Vec<S<String>>>,
     pub(crate) ca_bundle: Opt<String>,
     pub(crate) renew_before: Opt<String>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    pub(crate) endpoints: Opt<Vec<S<String>>>,
+    pub(crate) prefix: Opt<String>,
+    pub(crate) node: Opt<String>,
+    pub(crate) advertise: Opt<String>,
+    pub(crate) lease_ttl: Opt<String>,
+    pub(crate) username: Opt<String>,
+    pub(crate) password: Opt<String>,
 }
 
 /// `[pool.NAME.tls]` and `[service.NAME.tls]`.

@@ -2,6 +2,7 @@
 //! `[access_log]`, `[[listener]]` and `[[route]]`.
 
 use super::IfMissing::{Default, Either, Required, Unset};
+use super::cluster::CLUSTER;
 use super::service::SERVICE;
 use super::tls::{ACME, LISTENER_TLS};
 use super::upstream::POOL;
@@ -10,7 +11,7 @@ use super::{Section, Type, key};
 pub(crate) static ROOT: Section = Section {
     place: "at the top level",
     heading: "Top level",
-    doc: "The file has seven kinds of sections. Only `[[listener]]` is required (at least one).",
+    doc: "The file has eight kinds of sections. Only `[[listener]]` is required (at least one).",
     keys: &[
         key(
             "proxy",
@@ -53,6 +54,12 @@ pub(crate) static ROOT: Section = Section {
             Type::Tables(&ROUTE),
             Unset("no routes: every request gets 404"),
             "Routes, in file order, see `[[route]]`.",
+        ),
+        key(
+            "cluster",
+            Type::Table(&CLUSTER),
+            Unset("one machine, no registry"),
+            "Several nodes sharing an etcd registry, see `[cluster]`.",
         ),
     ],
 };

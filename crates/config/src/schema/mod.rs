@@ -5,15 +5,18 @@
 //! in `raw`. It holds data only: no parsing, no I/O. The tables themselves
 //! are in `client` (top level, proxy, access log, listeners, routes),
 //! `upstream` (pools, the keys they share with services, health checks),
-//! `service` (services and their deploy strategies) and `tls` (HTTPS:
-//! listeners' TLS, HSTS, ACME, TLS to upstreams).
+//! `service` (services and their deploy strategies), `tls` (HTTPS:
+//! listeners' TLS, HSTS, ACME, TLS to upstreams) and `cluster` (the etcd
+//! registry).
 
 mod client;
+mod cluster;
 mod service;
 mod tls;
 mod upstream;
 
 pub(crate) use client::{ACCESS_LOG, LISTENER, PROXY, ROOT, ROUTE};
+pub(crate) use cluster::CLUSTER;
 pub(crate) use service::{BLUE_GREEN, CANARY, SERVICE};
 pub(crate) use tls::{ACME, CERTIFICATE, HSTS, LISTENER_TLS, UPSTREAM_TLS};
 pub(crate) use upstream::{HEALTH, MEMBER, PASSIVE, POOL};
@@ -156,7 +159,7 @@ pub(super) const fn key(
 
 /// Every section, in the order of the docs.
 #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests"))]
-pub(crate) static SECTIONS: [&Section; 17] = [
+pub(crate) static SECTIONS: [&Section; 18] = [
     &ROOT,
     &PROXY,
     &ACCESS_LOG,
@@ -174,4 +177,5 @@ pub(crate) static SECTIONS: [&Section; 17] = [
     &BLUE_GREEN,
     &CANARY,
     &ROUTE,
+    &CLUSTER,
 ];

@@ -11,7 +11,7 @@ use super::kitchen::KITCHEN_SINK;
 use super::{error, ok};
 use crate::check::SeenKey;
 use crate::error::Diagnostics;
-use crate::schema::{HEALTH, Type};
+use crate::schema::{CLUSTER, HEALTH, Type};
 use crate::validate::{MAX_DURATION, MAX_DURATION_TEXT};
 
 /// Every duration value in the kitchen-sink file, with its section and key.
@@ -69,6 +69,9 @@ fn every_duration_key_accepts_the_maximum() {
         .map(|m| {
             let max = if std::ptr::eq(m.section, &HEALTH) && m.key.name == "timeout" {
                 MAX_DURATION - Duration::from_nanos(1)
+            } else if std::ptr::eq(m.section, &CLUSTER) && m.key.name == "lease_ttl" {
+                // A lease has its own, narrower range (2 s to 1 h).
+                Duration::from_secs(3600)
             } else {
                 MAX_DURATION
             };

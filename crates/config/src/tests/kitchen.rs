@@ -104,6 +104,24 @@ fn kitchen_sink_parses_into_the_expected_config() {
             renew_before: secs(20 * 86400),
         })
     );
+    assert_eq!(
+        config.cluster,
+        Some(Cluster {
+            endpoints: vec![
+                "http://10.0.0.1:2379".into(),
+                "http://10.0.0.2:2379".into(),
+                "http://etcd-3.internal:2379".into(),
+            ],
+            prefix: "/prod/baton".into(),
+            node: Some("node-a".into()),
+            advertise: "10.0.1.5".into(),
+            lease_ttl: secs(15),
+            credentials: Some(Credentials {
+                username: "baton".into(),
+                password: Password::File("/etc/baton/etcd-password".into()),
+            }),
+        })
+    );
     let app = &config.pools["app"];
     let member = |authority: &str, host: &str, port, ip: Option<&str>, weight| Member {
         address: UpstreamAddr {
@@ -400,7 +418,7 @@ fn absent_keys_take_the_documented_defaults() {
     assert_eq!(listener.max_body_bytes, 10 * 1024 * 1024);
     assert_eq!(listener.keepalive_timeout, secs(60));
     assert_eq!((&listener.tls, listener.redirect_https), (&None, None));
-    assert_eq!(config.acme, None);
+    assert_eq!((config.acme, config.cluster), (None, None));
     let pool = &config.pools["p"];
     assert_eq!(pool.forward.balance, Balance::WeightedRoundRobin);
     assert_eq!(pool.members[0].weight, 1);
@@ -550,7 +568,7 @@ fn fields_of<T: for<'de> Deserialize<'de>>() -> BTreeSet<&'static str> {
 
 #[test]
 fn schema_lists_exactly_the_fields_of_the_serde_structs() {
-    let pairs: [(&Section, BTreeSet<&str>); 17] = [
+    let pairs: [(&Section, BTreeSet<&str>); 18] = [
         (&schema::ROOT, fields_of::<RawConfig>()),
         (&schema::PROXY, fields_of::<RawProxy>()),
         (&schema::ACCESS_LOG, fields_of::<RawAccessLog>()),
@@ -568,6 +586,7 @@ fn schema_lists_exactly_the_fields_of_the_serde_structs() {
         (&schema::BLUE_GREEN, fields_of::<RawBlueGreen>()),
         (&schema::CANARY, fields_of::<RawCanary>()),
         (&schema::ROUTE, fields_of::<RawRoute>()),
+        (&schema::CLUSTER, fields_of::<RawCluster>()),
     ];
     for section in SECTIONS {
         assert!(

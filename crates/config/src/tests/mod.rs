@@ -3,6 +3,7 @@
 //! line:column.
 
 mod acme;
+mod cluster;
 mod docs;
 mod duration;
 mod kitchen;

@@ -4,6 +4,7 @@
 //! ranges checked), so consumers need not check again. No I/O, and no
 //! parsing of its own (`UpstreamAddr`'s `FromStr` is `validate`'s).
 
+mod cluster;
 mod pool;
 mod route;
 mod service;
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use cluster::{Cluster, Credentials, Password};
 pub use handoff::ListenAddr;
 pub use http::{HeaderName, HeaderValue, Method};
 pub use ipnet::IpNet;
@@ -50,6 +52,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[acme]`; `None` when absent.
     pub acme: Option<Acme>,
+    /// `[cluster]`; `None` when absent (one machine, no registry).
+    pub cluster: Option<Cluster>,
 }
 
 /// `[proxy]`.

@@ -6,6 +6,7 @@
 
 mod acme;
 mod cipher;
+mod cluster;
 mod listener;
 mod matchers;
 mod pool;
@@ -56,6 +57,10 @@ pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Co
         acme::listeners_for_acme(&mut ctx, item, raw.listener.as_ref());
         acme::acme(&mut ctx, item)
     });
+    let cluster = raw
+        .cluster
+        .as_ref()
+        .map(|item| cluster::cluster(&mut ctx, item));
     let pools = pool::pools(&mut ctx, &raw.pool);
     let services = service::services(&mut ctx, &raw.service);
     shared_names(&mut ctx, raw);
@@ -79,6 +84,7 @@ pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Co
         services: services?,
         routes: routes?,
         acme: optional(acme)?,
+        cluster: optional(cluster)?,
     })
 }
 

@@ -1,0 +1,300 @@
+//! The etcd backend of [`crate::Registry`]: connecting (with a bounded,
+//! explained failure for a wrong endpoint or password), this node's lease
+//! (`session`), discovery (`watch`) and bounded requests (`request`).
+//! Passwords are read here, passed to the client and never logged.
+
+mod request;
+mod session;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::{Cluster, Password, UpstreamAddr};
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use tokio::task::JoinHandle;
+
+use crate::error::{Action, ConnectError, RegisterError, RequestError};
+use crate::instance::{Instance, InstanceKey, Members};
+use crate::name::Name;
+use crate::registry::{Discovery, Registrant, Registry};
+use request::{probe, retrying};
+use session::Session;
+
+/// Time bounds of the etcd client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Connecting and the first request at start (then [`Etcd::connect`]
+    /// fails with the reason).
+    pub connect_timeout: Duration,
+    /// One request, retries included (a member down, an election).
+    pub request_timeout: Duration,
+}
+
+impl Options {
+    /// The bounds for a lease of `lease_ttl`: five seconds to connect; a
+    /// third of the TTL per request (1 to 5 s), so that a renewal that
+    /// fails is retried before the lease expires.
+    pub fn for_ttl(lease_ttl: Duration) -> Options {
+        Options {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: (lease_ttl / 3).clamp(Duration::from_secs(1), Duration::from_secs(5)),
+        }
+    }
+}
+
+/// A connection to an etcd cluster, this node's lease and its registered
+/// instances. Cheap to clone; when the last clone is dropped the lease is no
+/// longer renewed (its keys disappear after the TTL), and [`Etcd::close`]
+/// removes them at once.
+#[derive(Clone)]
+pub struct Etcd {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    prefix: String,
+    node: Name,
+    advertise: String,
+    options: Options,
+    session: Arc<Session>,
+    renewals: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.renewals.abort();
+    }
+}
+
+impl Etcd {
+    /// Connects to `cluster`'s endpoints and checks that etcd answers a read
+    /// of the prefix (so that a wrong endpoint, user, password or
+    /// permission is reported now, within `options.connect_timeout`).
+    pub async fn connect(cluster: &Cluster, options: Options) -> Result<Etcd, ConnectError> {
+        let node = match &cluster.node {
+            Some(node) => node.parse().map_err(ConnectError::InvalidNode)?,
+            None => host_name()?,
+        };
+        let endpoints = cluster.endpoints.join(",");
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(options.connect_timeout)
+            // Detects a dead connection under an open watch. etcd refuses
+            // pings more often than every 5 s.
+            .with_keep_alive(Duration::from_secs(5), options.request_timeout)
+            .with_require_leader(true)
+            .with_auto_token_refresh(true);
+        let username = cluster.credentials.as_ref().map(|c| c.username.clone());
+        if let Some(credentials) = &cluster.credentials {
+            let password = read_password(&credentials.password)?;
+            connect = connect.with_user(credentials.username.clone(), password);
+        }
+        let unreachable = |detail| ConnectError::Unreachable {
+            endpoints: endpoints.clone(),
+            after: options.connect_timeout,
+            detail,
+        };
+        // A TCP connection first: a wrong endpoint is reported at once rather
+        // than after the whole timeout.
+        let (any_open, detail) = probe(&cluster.endpoints, options.connect_timeout).await;
+        if !any_open {
+            return Err(unreachable(detail));
+        }
+        // With credentials, connecting authenticates.
+        let connected = tokio::time::timeout(
+            options.connect_timeout,
+            Client::connect(&cluster.endpoints, Some(connect)),
+        )
+        .await;
+        let client = match connected {
+            Err(_) => {
+                let (_, detail) = probe(&cluster.endpoints, options.connect_timeout).await;
+                return Err(unreachable(detail));
+            }
+            Ok(Ok(client)) => client,
+            Ok(Err(source)) => {
+                return Err(match (username, source) {
+                    (Some(username), source @ etcd_client::Error::GRpcStatus(_)) => {
+                        ConnectError::Auth {
+                            endpoints,
+                            username,
+                            source,
+                        }
+                    }
+                    (_, source) => ConnectError::Client { endpoints, source },
+                });
+            }
+        };
+        let prefix = format!("{}/", cluster.prefix);
+        let first = retrying(options.connect_timeout, || {
+            let mut client = client.clone();
+            let options = GetOptions::new()
+                .with_prefix()
+                .with_keys_only()
+                .with_limit(1);
+            let key = prefix.clone();
+            async move { client.get(key, Some(options)).await }
+        })
+        .await;
+        match first {
+            Ok(_) => {}
+            Err(RequestError::Timeout { .. }) => {
+                let (_, detail) = probe(&cluster.endpoints, options.connect_timeout).await;
+                return Err(unreachable(detail));
+            }
+            Err(source) => return Err(ConnectError::Request { endpoints, source }),
+        }
+        let session = Session::new(client.clone(), cluster.lease_ttl, options.request_timeout);
+        let renewals = tokio::spawn(renew(Arc::clone(&session), node.clone()));
+        tracing::info!(%endpoints, %node, prefix = %cluster.prefix, "connected to the etcd registry");
+        Ok(Etcd {
+            inner: Arc::new(Inner {
+                client,
+                prefix: cluster.prefix.clone(),
+                node,
+                advertise: cluster.advertise.clone(),
+                options,
+                session,
+                renewals,
+            }),
+        })
+    }
+
+    /// The address at which other nodes reach an instance of this node
+    /// listening on `port` (the advertised host, bracketed if IPv6).
+    pub fn address(&self, port: u16) -> UpstreamAddr {
+        let host = &self.inner.advertise;
+        let text = match host.contains(':') {
+            true => format!("[{host}]:{port}"),
+            false => format!("{host}:{port}"),
+        };
+        text.parse()
+            .expect("an advertised host validated by config and a port make an address")
+    }
+
+    /// Like [`Registry::discover`], but publishes `known` (a set read
+    /// earlier) at once and catches up from its revision; if that revision
+    /// was compacted meanwhile, a fresh read replaces it.
+    pub fn discover_from(&self, service: &Name, known: Members) -> Discovery {
+        let inner = &self.inner;
+        let timeout = inner.options.request_timeout;
+        watch::discover(
+            inner.client.clone(),
+            &inner.prefix,
+            service,
+            timeout,
+            Some(known),
+        )
+    }
+
+    /// Revokes this node's lease: every instance it registered disappears
+    /// from the registry at once. Renewals stop with the last clone.
+    pub async fn close(&self) -> Result<(), RequestError> {
+        self.inner.renewals.abort();
+        self.inner.session.revoke().await
+    }
+}
+
+impl Registry for Etcd {
+    fn node(&self) -> &Name {
+        &self.inner.node
+    }
+
+    async fn register(&self, instance: Registrant) -> Result<InstanceKey, RegisterError> {
+        let key = InstanceKey {
+            service: instance.service.clone(),
+            node: self.inner.node.clone(),
+            id: instance.id,
+        };
+        let value = Instance {
+            service: instance.service,
+            version: instance.version,
+            address: instance.address,
+            node: self.inner.node.clone(),
+            state: instance.state,
+            registered_at: whole_seconds(std::time::SystemTime::now()),
+        };
+        let text = key.key(&self.inner.prefix);
+        match self.inner.session.put(text.clone(), value.to_json()).await {
+            Ok(()) => Ok(key),
+            Err(source) => Err(RegisterError {
+                action: Action::Register,
+                key: text,
+                source,
+            }),
+        }
+    }
+
+    async fn deregister(&self, key: &InstanceKey) -> Result<(), RegisterError> {
+        let text = key.key(&self.inner.prefix);
+        self.inner
+            .session
+            .delete(&text)
+            .await
+            .map_err(|source| RegisterError {
+                action: Action::Deregister,
+                key: text,
+                source,
+            })
+    }
+
+    fn discover(&self, service: &Name) -> Discovery {
+        let inner = &self.inner;
+        let timeout = inner.options.request_timeout;
+        watch::discover(inner.client.clone(), &inner.prefix, service, timeout, None)
+    }
+}
+
+/// Renews the lease every third of its TTL until aborted.
+async fn renew(session: Arc<Session>, node: Name) {
+    let mut ticks = tokio::time::interval(session.renew_every());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticks.tick().await;
+        match session.renew().await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!(%node, "registry lease renewed again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(%node, error = %e, "could not renew the registry lease; retrying");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// The registration time as the value stores it (whole seconds), so that a
+/// value read back equals the one written.
+fn whole_seconds(time: std::time::SystemTime) -> std::time::SystemTime {
+    let since = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    std::time::UNIX_EPOCH + Duration::from_secs(since.as_secs())
+}
+
+/// This host's name, as the node name when `node` is not set.
+fn host_name() -> Result<Name, ConnectError> {
+    let text =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map_err(ConnectError::Hostname)?;
+    text.trim().parse().map_err(ConnectError::InvalidNode)
+}
+
+fn read_password(password: &Password) -> Result<String, ConnectError> {
+    match password {
+        Password::Env(name) => {
+            std::env::var(name).map_err(|_| ConnectError::PasswordEnv { name: name.clone() })
+        }
+        Password::File(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Ok(text.strip_suffix('\n').unwrap_or(&text).to_owned()),
+            Err(source) => Err(ConnectError::PasswordFile {
+                path: path.clone(),
+                source,
+            }),
+        },
+    }
+}

@@ -1,0 +1,56 @@
+//! The schema table of `[cluster]`: the etcd registry this node shares with
+//! the other nodes of a cluster (`docs/cluster.md` documents the keys baton
+//! writes there).
+
+use super::IfMissing::{Default, Required, Unset};
+use super::{Section, Type, key};
+
+pub(crate) static CLUSTER: Section = Section {
+    place: "in [cluster]",
+    heading: "`[cluster]`",
+    doc: "Several baton nodes sharing one etcd registry: each node registers the instances it runs under a lease it keeps alive, and discovers those of every node. Without `[cluster]`, baton runs on one machine and never contacts etcd. `baton check` validates the section without connecting; `baton serve` connects at start and stops with the reason if etcd does not answer within 5 s or refuses the credentials. The keys and values in etcd are described in `docs/cluster.md`.",
+    keys: &[
+        key(
+            "endpoints",
+            Type::Strings,
+            Required,
+            "etcd's client URLs, `http://HOST:PORT` (a bare `HOST:PORT` means `http://`): 1 to 16, no repeats. List every member of the etcd cluster, so that the registry survives the loss of one. `https://` (TLS to etcd) is not supported yet.",
+        ),
+        key(
+            "prefix",
+            Type::String,
+            Default("/baton"),
+            "The key prefix of this cluster, so that one etcd can hold several: starts with `/`, no trailing `/`, segments of letters, digits, `-`, `_` and `.` (not `.` or `..`), 256 bytes at most.",
+        ),
+        key(
+            "node",
+            Type::String,
+            Unset("this host's name"),
+            "This node's name in the registry: 1 to 128 letters, digits, `-`, `_` or `.`; unique in the cluster.",
+        ),
+        key(
+            "advertise",
+            Type::String,
+            Required,
+            "The host at which the other nodes reach this node's instances: an IP address (`10.0.0.5`, `fd00::5`) or a DNS name, without a port (each instance adds its own).",
+        ),
+        key(
+            "lease_ttl",
+            Type::Duration,
+            Default("10s"),
+            "The lease this node's registrations live under, in whole seconds from `2s` to `1h`. The node renews it every third of this; a node that dies or is cut off disappears from every front door within this long, and a longer etcd outage makes it register again on reconnect.",
+        ),
+        key(
+            "username",
+            Type::String,
+            Unset("etcd without authentication"),
+            "The etcd user (etcd's `--auth` role-based access); requires `password`. The user needs read and write access to the keys under `prefix`.",
+        ),
+        key(
+            "password",
+            Type::String,
+            Unset("none; required with `username`"),
+            "Where the etcd password is, never the password itself: `\"env:NAME\"` (an environment variable) or `\"file:PATH\"` (a file, its final newline removed; a relative path is relative to the directory baton runs in). Read when baton connects; never logged.",
+        ),
+    ],
+};

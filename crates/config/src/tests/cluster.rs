@@ -1,0 +1,171 @@
+//! `[cluster]`: the defaults, each refusal with its position, and a
+//! `password` value never repeated in a message.
+
+use std::time::Duration;
+
+use super::{MINIMAL, error, errors, ok};
+use crate::types::{Cluster, Credentials, Password};
+
+fn with(section: &str) -> String {
+    format!("{MINIMAL}[cluster]\n{section}")
+}
+
+const REQUIRED: &str = "endpoints = [\"127.0.0.1:2379\"]\nadvertise = \"10.0.0.5\"\n";
+
+#[test]
+fn absent_cluster_keys_take_the_documented_defaults() {
+    let config = ok(&with(REQUIRED));
+    let expected = Cluster {
+        endpoints: vec!["http://127.0.0.1:2379".into()],
+        prefix: "/baton".into(),
+        node: None,
+        advertise: "10.0.0.5".into(),
+        lease_ttl: Duration::from_secs(10),
+        credentials: None,
+    };
+    assert_eq!(config.cluster, Some(expected));
+}
+
+#[test]
+fn endpoints_and_advertise_are_required() {
+    assert_eq!(
+        errors(&with("")),
+        [
+            "3:1: missing required key `endpoints` in [cluster]",
+            "3:1: missing required key `advertise` in [cluster]"
+        ]
+    );
+}
+
+#[test]
+fn an_ipv6_advertised_host_is_kept_without_brackets() {
+    for written in ["fd00::5", "[fd00::5]"] {
+        let config = ok(&with(&format!(
+            "endpoints = [\"[::1]:2379\"]\nadvertise = \"{written}\"\n"
+        )));
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.advertise, "fd00::5");
+        assert_eq!(cluster.endpoints, ["http://[::1]:2379"]);
+    }
+}
+
+#[test]
+fn the_password_comes_from_a_variable_or_a_file() {
+    let config = ok(&with(&format!(
+        "{REQUIRED}username = \"baton\"\npassword = \"env:ETCD_PASSWORD\"\n"
+    )));
+    let credentials = Credentials {
+        username: "baton".into(),
+        password: Password::Env("ETCD_PASSWORD".into()),
+    };
+    assert_eq!(config.cluster.unwrap().credentials, Some(credentials));
+}
+
+#[test]
+fn each_invalid_value_is_refused_at_its_position() {
+    let cases = [
+        (
+            "endpoints = []\nadvertise = \"h\"\n",
+            "4:13: `endpoints` must list 1 to 16 etcd URLs, not 0",
+        ),
+        (
+            "endpoints = [\"https://e:2379\"]\nadvertise = \"h\"\n",
+            "4:14: invalid endpoint \"https://e:2379\": TLS to etcd (https://) is not supported yet",
+        ),
+        (
+            "endpoints = [\"e\"]\nadvertise = \"h\"\n",
+            "4:14: invalid endpoint \"e\": expected http://HOST:PORT, like http://10.0.0.1:2379",
+        ),
+        (
+            "endpoints = [\"http://e:2379/v3\"]\nadvertise = \"h\"\n",
+            "4:14: invalid endpoint \"http://e:2379/v3\": no path, query or user in the URL; expected http://HOST:PORT, like http://10.0.0.1:2379",
+        ),
+        (
+            "endpoints = [\"e:1\", \"http://e:1\"]\nadvertise = \"h\"\n",
+            "4:21: endpoint \"http://e:1\" is listed twice",
+        ),
+        (
+            &format!("{REQUIRED}prefix = \"baton\"\n"),
+            "6:10: invalid `prefix` \"baton\": expected like \"/baton\": starts with '/', no trailing '/', segments of letters, digits, '-', '_' or '.', 256 bytes at most",
+        ),
+        (
+            &format!("{REQUIRED}prefix = \"/a//b\"\n"),
+            "6:10: invalid `prefix` \"/a//b\": expected like \"/baton\": starts with '/', no trailing '/', segments of letters, digits, '-', '_' or '.', 256 bytes at most",
+        ),
+        (
+            &format!("{REQUIRED}prefix = \"/baton/\"\n"),
+            "6:10: invalid `prefix` \"/baton/\": expected like \"/baton\": starts with '/', no trailing '/', segments of letters, digits, '-', '_' or '.', 256 bytes at most",
+        ),
+        (
+            &format!("{REQUIRED}node = \"a/b\"\n"),
+            "6:8: invalid node name \"a/b\": use 1 to 128 letters, digits, '-', '_' or '.'",
+        ),
+        (
+            &format!("{REQUIRED}node = \"..\"\n"),
+            "6:8: invalid node name \"..\": not '.' or '..'",
+        ),
+        (
+            "endpoints = [\"e:1\"]\nadvertise = \"h:80\"\n",
+            "5:13: invalid `advertise` \"h:80\": expected an IP address or a host name without a port, like \"10.0.0.5\" or \"node-a.internal\"",
+        ),
+        (
+            &format!("{REQUIRED}lease_ttl = \"1s\"\n"),
+            "6:13: `lease_ttl` must be whole seconds from 2s to 1h (etcd counts leases in seconds), not \"1s\"",
+        ),
+        (
+            &format!("{REQUIRED}lease_ttl = \"61m\"\n"),
+            "6:13: `lease_ttl` must be whole seconds from 2s to 1h (etcd counts leases in seconds), not \"61m\"",
+        ),
+        (
+            &format!("{REQUIRED}lease_ttl = \"2500ms\"\n"),
+            "6:13: `lease_ttl` must be whole seconds from 2s to 1h (etcd counts leases in seconds), not \"2500ms\"",
+        ),
+        (
+            &format!("{REQUIRED}username = \"baton\"\n"),
+            "6:12: `username` needs `password` (\"env:NAME\" or \"file:PATH\")",
+        ),
+        (
+            &format!("{REQUIRED}password = \"env:X\"\n"),
+            "6:12: `password` needs `username`",
+        ),
+        (
+            &format!("{REQUIRED}username = \"\"\npassword = \"env:X\"\n"),
+            "6:12: invalid `username`: 1 to 256 characters, no control characters",
+        ),
+        (
+            &format!("{REQUIRED}username = \"u\"\npassword = \"env:1X\"\n"),
+            "7:12: invalid `password`: after \"env:\", the name of an environment variable (letters, digits and '_', not starting with a digit)",
+        ),
+        (
+            &format!("{REQUIRED}username = \"u\"\npassword = \"file:\"\n"),
+            "7:12: invalid `password`: after \"file:\", the path of a file",
+        ),
+    ];
+    for (section, expected) in cases {
+        assert_eq!(error(&with(section)), expected, "{section}");
+    }
+}
+
+#[test]
+fn a_password_written_inline_is_refused_without_repeating_it() {
+    let source = with(&format!(
+        "{REQUIRED}username = \"u\"\npassword = \"hunter2\"\n"
+    ));
+    let message = error(&source);
+    assert_eq!(
+        message,
+        "7:12: invalid `password`: expected \"env:NAME\" or \"file:PATH\", where the password is; never the password itself"
+    );
+    assert!(!message.contains("hunter2"));
+}
+
+#[test]
+fn a_wrong_type_or_an_unknown_key_is_refused() {
+    assert_eq!(
+        errors(&with(&format!("{REQUIRED}lease = \"10s\"\nnode = 7\n"))),
+        [
+            "6:1: unknown key `lease` in [cluster]; expected one of: endpoints, prefix, node, advertise, lease_ttl, username, password",
+            "7:8: `node` in [cluster] must be a string, not an integer"
+        ]
+    );
+}

@@ -1,0 +1,240 @@
+//! Validation of `[cluster]`: etcd endpoints, the key prefix, the node name,
+//! the advertised host, the lease TTL and where the password is. Never
+//! connects, never reads the password's file or variable, and never repeats
+//! a `password` value in a message (it might be a password written inline
+//! by mistake).
+
+use std::collections::BTreeSet;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::{Ctx, parse_upstream_addr};
+use crate::raw::RawCluster;
+use crate::schema::CLUSTER;
+use crate::types::{Cluster, Credentials, Password};
+
+/// The lease TTLs accepted: etcd's own minimum is about 1.5 s, and a node
+/// that is gone should leave the pools within the hour.
+const LEASE_TTL: RangeInclusive<Duration> = Duration::from_secs(2)..=Duration::from_secs(3600);
+const MAX_ENDPOINTS: usize = 16;
+const MAX_PREFIX_BYTES: usize = 256;
+
+pub(super) fn cluster(ctx: &mut Ctx<'_, '_>, item: &Spanned<RawCluster>) -> Option<Cluster> {
+    let raw = item.get_ref();
+    // Missing `endpoints` and `advertise` were reported by `check`.
+    let endpoints = raw.endpoints.as_ref().and_then(|list| endpoints(ctx, list));
+    let prefix = match &raw.prefix {
+        Some(text) => prefix(ctx, text),
+        None => Ctx::text(&CLUSTER, "prefix", &None).map(str::to_owned),
+    };
+    let node = match &raw.node {
+        Some(text) => node(ctx, text).map(Some),
+        None => Some(None),
+    };
+    let advertise = raw.advertise.as_ref().and_then(|text| advertise(ctx, text));
+    let lease_ttl = ctx
+        .duration(&CLUSTER, "lease_ttl", &raw.lease_ttl, false)
+        .and_then(|ttl| lease_ttl(ctx, raw, ttl));
+    let credentials = credentials(ctx, item);
+    Some(Cluster {
+        endpoints: endpoints?,
+        prefix: prefix?,
+        node: node?,
+        advertise: advertise?,
+        lease_ttl: lease_ttl?,
+        credentials: credentials?,
+    })
+}
+
+/// Each endpoint as `http://HOST:PORT`, in file order, without repeats.
+fn endpoints(ctx: &mut Ctx<'_, '_>, list: &Spanned<Vec<Spanned<String>>>) -> Option<Vec<String>> {
+    let items = list.get_ref();
+    if items.is_empty() || items.len() > MAX_ENDPOINTS {
+        let n = items.len();
+        let message = format!("`endpoints` must list 1 to {MAX_ENDPOINTS} etcd URLs, not {n}");
+        ctx.error(list.span(), message);
+        return None;
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Some(Vec::new());
+    for item in items {
+        let text = item.get_ref();
+        let normalised = endpoint(text);
+        let url = match normalised {
+            Ok(url) => url,
+            Err(reason) => {
+                ctx.error(item.span(), format!("invalid endpoint {text:?}: {reason}"));
+                out = None;
+                continue;
+            }
+        };
+        if !seen.insert(url.clone()) {
+            ctx.error(item.span(), format!("endpoint {text:?} is listed twice"));
+            out = None;
+            continue;
+        }
+        if let Some(v) = &mut out {
+            v.push(url);
+        }
+    }
+    out
+}
+
+fn endpoint(text: &str) -> Result<String, String> {
+    let expected = "expected http://HOST:PORT, like http://10.0.0.1:2379";
+    let authority = match text.split_once("://") {
+        None => text,
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
+            return Err("TLS to etcd (https://) is not supported yet".to_owned());
+        }
+        Some(_) => return Err(expected.to_owned()),
+    };
+    if authority.contains(['/', '?', '#', '@']) {
+        return Err(format!("no path, query or user in the URL; {expected}"));
+    }
+    let addr = parse_upstream_addr(authority).map_err(|_| expected.to_owned())?;
+    Ok(format!("http://{}", addr.authority))
+}
+
+fn prefix(ctx: &mut Ctx<'_, '_>, text: &Spanned<String>) -> Option<String> {
+    let value = text.get_ref();
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    let ok = value.len() <= MAX_PREFIX_BYTES
+        && value
+            .strip_prefix('/')
+            .is_some_and(|rest| rest.split('/').all(segment_ok));
+    if !ok {
+        let message = format!(
+            "invalid `prefix` {value:?}: expected like \"/baton\": starts with '/', no trailing '/', segments of letters, digits, '-', '_' or '.', {MAX_PREFIX_BYTES} bytes at most"
+        );
+        ctx.error(text.span(), message);
+        return None;
+    }
+    Some(value.clone())
+}
+
+fn node(ctx: &mut Ctx<'_, '_>, text: &Spanned<String>) -> Option<String> {
+    let value = text.get_ref();
+    if !ctx.name("node", value, text.span()) {
+        return None;
+    }
+    if value == "." || value == ".." {
+        ctx.error(
+            text.span(),
+            format!("invalid node name {value:?}: not '.' or '..'"),
+        );
+        return None;
+    }
+    Some(value.clone())
+}
+
+/// An IP address or a host name, without a port.
+fn advertise(ctx: &mut Ctx<'_, '_>, text: &Spanned<String>) -> Option<String> {
+    let value = text.get_ref();
+    let unbracketed = value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value);
+    let with_port = match unbracketed.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{unbracketed}]:1"),
+        Err(_) => format!("{value}:1"),
+    };
+    if parse_upstream_addr(&with_port).is_err() {
+        let message = format!(
+            "invalid `advertise` {value:?}: expected an IP address or a host name without a port, like \"10.0.0.5\" or \"node-a.internal\""
+        );
+        ctx.error(text.span(), message);
+        return None;
+    }
+    Some(unbracketed.to_owned())
+}
+
+fn lease_ttl(ctx: &mut Ctx<'_, '_>, raw: &RawCluster, ttl: Duration) -> Option<Duration> {
+    if LEASE_TTL.contains(&ttl) && ttl.subsec_nanos() == 0 {
+        return Some(ttl);
+    }
+    // A default outside the range would be a bug of the schema, caught by
+    // the tests; only a written value gets here.
+    let span = raw
+        .lease_ttl
+        .as_ref()
+        .map(Spanned::span)
+        .unwrap_or_default();
+    let text = raw.lease_ttl.as_ref().map_or("", |t| t.get_ref().as_str());
+    let message = format!(
+        "`lease_ttl` must be whole seconds from 2s to 1h (etcd counts leases in seconds), not {text:?}"
+    );
+    ctx.error(span, message);
+    None
+}
+
+/// `username` and `password` come together.
+fn credentials(ctx: &mut Ctx<'_, '_>, item: &Spanned<RawCluster>) -> Option<Option<Credentials>> {
+    let raw = item.get_ref();
+    let username = raw.username.as_ref().and_then(|name| {
+        let text = name.get_ref();
+        let ok = (1..=256).contains(&text.len()) && !text.chars().any(char::is_control);
+        if !ok {
+            let message = "invalid `username`: 1 to 256 characters, no control characters";
+            ctx.error(name.span(), message);
+            return None;
+        }
+        Some(text.clone())
+    });
+    let password = raw.password.as_ref().and_then(|p| password(ctx, p));
+    match (&raw.username, &raw.password) {
+        (None, None) => Some(None),
+        (Some(name), None) => {
+            ctx.error(
+                name.span(),
+                "`username` needs `password` (\"env:NAME\" or \"file:PATH\")",
+            );
+            None
+        }
+        (None, Some(p)) => {
+            ctx.error(p.span(), "`password` needs `username`");
+            None
+        }
+        (Some(_), Some(_)) => Some(Some(Credentials {
+            username: username?,
+            password: password?,
+        })),
+    }
+}
+
+fn password(ctx: &mut Ctx<'_, '_>, item: &Spanned<String>) -> Option<Password> {
+    let text = item.get_ref();
+    if let Some(name) = text.strip_prefix("env:") {
+        let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ok {
+            return Some(Password::Env(name.to_owned()));
+        }
+        let message = "invalid `password`: after \"env:\", the name of an environment variable (letters, digits and '_', not starting with a digit)";
+        ctx.error(item.span(), message);
+        return None;
+    }
+    if let Some(path) = text.strip_prefix("file:") {
+        if !path.is_empty() && !path.contains('\0') {
+            return Some(Password::File(PathBuf::from(path)));
+        }
+        ctx.error(
+            item.span(),
+            "invalid `password`: after \"file:\", the path of a file",
+        );
+        return None;
+    }
+    let message = "invalid `password`: expected \"env:NAME\" or \"file:PATH\", where the password is; never the password itself";
+    ctx.error(item.span(), message);
+    None
+}
