@@ -3,7 +3,8 @@
 //!
 //! Owns the availability flags (active health, passive ejection), the
 //! in-flight count, the request statistics, the passive state and the watch
-//! channel announcing availability changes. Reads on the request path are atomic loads; every
+//! channel announcing availability changes, and wakes whoever waits for its
+//! requests to end (`until`). Reads on the request path are atomic loads; every
 //! change of availability goes through the watch channel's lock so that the
 //! atomics and the published value never disagree.
 //!
@@ -13,7 +14,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::passive::{Outcome, PassiveConfig, PassiveState, PassiveTransition};
@@ -73,6 +74,11 @@ pub struct MemberHealth {
     passive_at_rest: AtomicBool,
     availability: watch::Sender<Availability>,
     stats: Stats,
+    /// Wakes [`until`](Self::until) when a request to the member ends.
+    ended: Notify,
+    /// Tasks in [`until`](Self::until); while there are none, a request
+    /// that ends pays one atomic load for it, never a wake-up.
+    watchers: AtomicUsize,
 }
 
 impl MemberHealth {
@@ -95,6 +101,8 @@ impl MemberHealth {
             passive_at_rest: AtomicBool::new(true),
             availability,
             stats: Stats::new(),
+            ended: Notify::new(),
+            watchers: AtomicUsize::new(0),
         })
     }
 
@@ -194,7 +202,36 @@ impl MemberHealth {
 
     /// Ends a request counted by [`try_acquire`](Self::try_acquire).
     pub(crate) fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // `SeqCst` here and in `until`: either the watcher sees the count
+        // drop, or this sees the watcher and wakes it.
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.watchers.load(Ordering::SeqCst) > 0 {
+            self.ended.notify_waiters();
+        }
+    }
+
+    /// Resolves once `done()` holds: checked now, and again each time a
+    /// request to the member ends (its in-flight count and its
+    /// [`stats`](Self::stats) already count it then). For waiting on a
+    /// member's requests without polling.
+    pub async fn until(&self, done: impl Fn() -> bool) {
+        struct Watching<'a>(&'a AtomicUsize);
+        impl Drop for Watching<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.watchers.fetch_add(1, Ordering::SeqCst);
+        let _watching = Watching(&self.watchers);
+        loop {
+            // Registered before the check: an end between the two wakes it.
+            let ended = self.ended.notified();
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if done() {
+                return;
+            }
+            ended.await;
+        }
     }
 
     /// Whether the member has room for one more request (0 = no limit).
@@ -240,5 +277,33 @@ impl MemberHealth {
     fn offset(&self, at: Instant) -> u64 {
         let nanos = at.saturating_duration_since(self.epoch).as_nanos();
         u64::try_from(nanos).unwrap_or(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `until` wakes on the request that makes its condition true, not
+    /// before, and stops costing the request path once it returns.
+    #[tokio::test]
+    async fn until_wakes_when_requests_end() {
+        let member = MemberHealth::new(true);
+        assert!(member.try_acquire(0) && member.try_acquire(0));
+        let waiter = tokio::spawn({
+            let member = member.clone();
+            async move { member.until(|| member.in_flight() == 0).await }
+        });
+        // Let it check (2 in flight) and wait.
+        tokio::task::yield_now().await;
+        assert_eq!(member.watchers.load(Ordering::SeqCst), 1);
+        member.release();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one request is still in flight");
+        member.release();
+        waiter.await.unwrap();
+        assert_eq!(member.watchers.load(Ordering::SeqCst), 0);
+        // Already true: returns at once.
+        member.until(|| true).await;
     }
 }

@@ -105,11 +105,10 @@ impl Engine {
     }
 }
 
-/// Waits until every one of `counters` reaches zero, checking every few
-/// milliseconds, or until `limit` passes.
+/// Waits until every one of `counters` reaches zero (woken as requests
+/// end, never polling), or until `limit` passes.
 pub(crate) async fn wait_idle(counters: Vec<proxy::InFlight>, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while counters.iter().any(|c| c.get() > 0) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let idle = futures_util::future::join_all(counters.iter().map(proxy::InFlight::idle));
+    // Past the limit the instance is stopped anyway (its drain timeout).
+    let _ = tokio::time::timeout(limit, idle).await;
 }

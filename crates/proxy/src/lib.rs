@@ -95,6 +95,11 @@ impl InFlight {
         self.0.in_flight()
     }
 
+    /// Resolves when no request to the member is in flight.
+    pub async fn idle(&self) {
+        self.0.until(|| self.0.in_flight() == 0).await;
+    }
+
     /// Whether both count the same member state (a member removed from
     /// the config and added again has a new one).
     pub fn same(&self, other: &InFlight) -> bool {

@@ -29,6 +29,12 @@ impl MemberStats {
     pub fn snapshot(&self) -> StatsSnapshot {
         self.0.stats().snapshot()
     }
+
+    /// Resolves once `done()` holds: checked now and each time a request
+    /// to the member ends (and is counted).
+    pub async fn until(&self, done: impl Fn() -> bool) {
+        self.0.until(done).await;
+    }
 }
 
 /// The statistics of one pool as its clients saw them: one request per

@@ -1,12 +1,13 @@
 //! Canary: the configured steps of traffic on the new set, each held for
-//! the step's pause and until the canary served enough requests, then
+//! the step's pause and until the canary served enough requests (woken as
+//! its requests end, never polling), then
 //! judged (`judge`) on the proxy's own per-member measurements against the
 //! stable set over the same step.
 //!
 //! Reads statistics only; the judgement itself is the pure `judge`.
 
-use std::time::Duration;
-
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use super::traffic::set_shares;
@@ -38,20 +39,16 @@ pub(super) async fn canary(
         let stable_before = sum(&stable_stats);
         let judged_at = (Instant::now() + gates.pause).min(deadline);
         tokio::time::sleep_until(judged_at).await;
-        loop {
-            let served = sum(&canary_stats).since(&canary_before).requests();
-            if served >= u64::from(gates.min_requests) {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(Failure::CanaryStarved {
-                    timeout: service.deploy_timeout,
-                    served,
-                    needed: gates.min_requests,
-                    step,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let served = || sum(&canary_stats).since(&canary_before).requests();
+        let enough = || served() >= u64::from(gates.min_requests);
+        let counted = tokio::time::timeout_at(deadline, until_any(&canary_stats, &enough)).await;
+        if counted.is_err() && !enough() {
+            return Err(Failure::CanaryStarved {
+                timeout: service.deploy_timeout,
+                served: served(),
+                needed: gates.min_requests,
+                step,
+            });
         }
         let canary_window = sum(&canary_stats).since(&canary_before);
         let stable_window = sum(&stable_stats).since(&stable_before);
@@ -67,6 +64,19 @@ pub(super) async fn canary(
         });
     }
     Ok(())
+}
+
+/// Resolves once `enough()` holds, checked again each time a request to
+/// one of `members` ends (only their requests move it); never without
+/// members.
+async fn until_any(members: &[proxy::MemberStats], enough: &impl Fn() -> bool) {
+    if enough() {
+        return;
+    }
+    let mut any: FuturesUnordered<_> = members.iter().map(|m| m.until(enough)).collect();
+    if any.next().await.is_none() {
+        std::future::pending::<()>().await;
+    }
 }
 
 pub(super) fn stats_of(
