@@ -33,12 +33,13 @@ pub struct Options {
 
 impl Options {
     /// The bounds for a lease of `lease_ttl`: five seconds to connect; a
-    /// third of the TTL per request (1 to 5 s), so that a renewal that
-    /// fails is retried before the lease expires.
+    /// third of the TTL per request, so that a renewal that fails is retried
+    /// before the lease expires, but 2 s at least (an etcd election takes
+    /// about a second) and 5 s at most.
     pub fn for_ttl(lease_ttl: Duration) -> Options {
         Options {
             connect_timeout: Duration::from_secs(5),
-            request_timeout: (lease_ttl / 3).clamp(Duration::from_secs(1), Duration::from_secs(5)),
+            request_timeout: (lease_ttl / 3).clamp(Duration::from_secs(2), Duration::from_secs(5)),
         }
     }
 }

@@ -18,7 +18,12 @@ const MAX_PAUSE: Duration = Duration::from_millis(500);
 
 /// Runs `attempt` until it succeeds, fails in a way a retry cannot cure, or
 /// `deadline` has passed. An attempt's own wait counts against the deadline
-/// (a request to an unreachable cluster would otherwise wait forever).
+/// (a request to an unreachable cluster would otherwise wait forever), and
+/// one attempt may use a third of it at most: a request that a follower
+/// forwarded to a leader that just died is never answered (etcd drops it and
+/// only times it out after seconds), while the same request sent again once
+/// a new leader is elected succeeds. Every request the registry retries is
+/// idempotent, or harmless twice (a second lease expires unused).
 pub(crate) async fn retrying<T, F, Fut>(
     deadline: Duration,
     mut attempt: F,
@@ -35,9 +40,11 @@ where
             after: deadline,
             last: None,
         };
-        let result = tokio::time::timeout_at(end, attempt()).await;
+        let attempt_end = (Instant::now() + deadline / 3).min(end);
+        let result = tokio::time::timeout_at(attempt_end, attempt()).await;
         match result {
-            Err(_) => return Err(with_last(timeout, last)),
+            Err(_) if attempt_end >= end => return Err(with_last(timeout, last)),
+            Err(_) => {}
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) if retryable(&e) => {
                 last = Some(e);
@@ -67,10 +74,15 @@ fn with_last(error: RequestError, last: Option<Error>) -> RequestError {
 pub(crate) fn retryable(error: &Error) -> bool {
     match error {
         Error::TransportError(_) | Error::IoError(_) => true,
-        // A member down, an election, a connection reset mid-request.
+        // A member down, an election, a connection closed or reset
+        // mid-request (`Cancelled`: etcd itself never answers with it).
         Error::GRpcStatus(status) => matches!(
             status.code(),
-            Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Aborted
+            Code::Unavailable
+                | Code::Unknown
+                | Code::DeadlineExceeded
+                | Code::Aborted
+                | Code::Cancelled
         ),
         _ => false,
     }
