@@ -27,7 +27,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use handoff::http::{Server, Stop};
-use handoff::{ListenAddr, Listener, Listeners, NamedListener};
+use handoff::{Listener, Listeners, NamedListener};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
@@ -105,11 +105,9 @@ pub fn start(
     reload_fn: ReloadFn,
     stop: watch::Receiver<Stop>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    use std::os::unix::fs::PermissionsExt;
-    let listener = Listener::bind(&ListenAddr::Unix(path.to_owned()))
+    // 0600 before anyone can connect, whatever the umask.
+    let listener = Listener::bind_unix(path, 0o600)
         .with_context(|| format!("could not open the control socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("could not restrict {} to mode 0600", path.display()))?;
     let server = Server::new(Listeners::from_listeners(vec![NamedListener {
         name: "control".into(),
         listener,

@@ -57,6 +57,39 @@ impl Listener {
         }
     }
 
+    /// Binds a Unix listener at `path` whose file has exactly `mode` (say
+    /// `0o600`) before anyone can connect to it, whatever the umask.
+    ///
+    /// Binding creates the file with the mode of the socket itself less the
+    /// umask, so a `chmod` after `bind` and `listen` leaves a moment in
+    /// which the file is as open as the umask allows and the socket accepts
+    /// connections. Here the socket gets `mode` before `bind` (on Linux,
+    /// `fchmod` on a socket sets the mode `bind` gives its file: the file
+    /// exists with `mode`, or less under a narrower umask, from the start);
+    /// then, still before `listen` (a connection to a socket that does not
+    /// listen is refused), the file is set to exactly `mode` if it is not
+    /// (a narrower umask, or a system that ignores `fchmod` on sockets).
+    /// A stale socket file is replaced as by [`Listener::bind`].
+    pub fn bind_unix(path: &Path, mode: u32) -> Result<Listener, Error> {
+        use std::os::unix::fs::PermissionsExt;
+        let bind_err = |source| Error::Bind {
+            addr: ListenAddr::Unix(path.to_owned()),
+            source,
+        };
+        remove_stale_socket(path).map_err(bind_err)?;
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(bind_err)?;
+        let socket = with_mode(socket, mode);
+        let sa = socket2::SockAddr::unix(path).map_err(bind_err)?;
+        socket.bind(&sa).map_err(bind_err)?;
+        let created = std::fs::symlink_metadata(path).map_err(bind_err)?;
+        if created.permissions().mode() & 0o7777 != mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(bind_err)?;
+        }
+        socket.listen(BACKLOG).map_err(bind_err)?;
+        Ok(Listener::Unix(socket.into()))
+    }
+
     /// The address the listener is bound to (with the real port when it was
     /// bound to port 0).
     pub fn local_addr(&self) -> io::Result<ListenAddr> {
@@ -88,6 +121,17 @@ impl AsFd for Listener {
             Listener::Unix(l) => l.as_fd(),
         }
     }
+}
+
+/// `fchmod` on a socket that is not bound yet (through `File`, whose
+/// `set_permissions` is `fchmod`: the descriptor only changes hands). A
+/// failure is left to the check after `bind` in [`Listener::bind_unix`].
+fn with_mode(socket: Socket, mode: u32) -> Socket {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::File::from(OwnedFd::from(socket));
+    let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
+    Socket::from(OwnedFd::from(file))
 }
 
 /// Removes a Unix socket file that nobody accepts on any more.
@@ -234,6 +278,27 @@ mod tests {
         assert!(path.exists());
         let again = Listener::bind(&addr).unwrap();
         assert_eq!(again.local_addr().unwrap(), addr);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unix_socket_with_a_mode_has_it_and_replaces_a_stale_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("handoff-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        for wanted in [0o600, 0o660, 0o777] {
+            let l = Listener::bind_unix(&path, wanted).unwrap();
+            assert_eq!(mode(&path), wanted);
+            assert_eq!(l.local_addr().unwrap(), ListenAddr::Unix(path.clone()));
+            UnixStream::connect(&path).unwrap();
+            let err = Listener::bind_unix(&path, wanted).unwrap_err();
+            assert!(
+                matches!(&err, Error::Bind { source, .. } if source.kind() == io::ErrorKind::AddrInUse),
+                "{err:?}"
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod control_socket;
 mod deploy;
 mod durations;
 mod exec;
