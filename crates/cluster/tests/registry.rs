@@ -213,10 +213,27 @@ async fn while_etcd_is_down_discovery_keeps_the_last_set_and_says_so_then_resync
         "{error}"
     );
 
+    // The registrant's renewals fail too, and say so.
+    let mut renewals = registrant.renewals();
+    let failing = renewals.wait_for(|r| matches!(r, Reachability::Unreachable { .. }));
+    tokio::time::timeout(CHANGE_WITHIN, failing)
+        .await
+        .unwrap()
+        .unwrap();
+    // A deregistration that etcd could not confirm is not forgotten.
+    let v2_1 = before.instances.keys().next().unwrap().clone();
+    assert!(registrant.deregister(&v2_1).await.is_err());
+
     etcd.restart(0).await;
     reachability_becomes(&mut discovery, |r| *r == Reachability::Reachable).await;
     registrant.register(web("v2-3", 9003)).await.unwrap();
-    members_become(&mut discovery, &["node-a/v2-1", "node-a/v2-3"]).await;
+    // The next renewal deletes v2-1 (it was registered under a live lease).
+    members_become(&mut discovery, &["node-a/v2-3"]).await;
+    let renewing = renewals.wait_for(|r| *r == Reachability::Reachable);
+    tokio::time::timeout(CHANGE_WITHIN, renewing)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]

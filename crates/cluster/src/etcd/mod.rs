@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use config::{Cluster, Password, UpstreamAddr};
 use etcd_client::{Client, ConnectOptions, GetOptions};
+use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 
 use crate::error::{Action, ConnectError, RegisterError, RequestError};
 use crate::instance::{Instance, InstanceKey, Members};
 use crate::name::Name;
-use crate::registry::{Discovery, Registrant, Registry};
+use crate::registry::{Discovery, Reachability, Registrant, Registry};
 use request::{probe, retrying};
 use session::Session;
 
@@ -61,6 +62,7 @@ struct Inner {
     options: Options,
     session: Arc<Session>,
     renewals: JoinHandle<()>,
+    renewing: channel::Receiver<Reachability>,
 }
 
 impl Drop for Inner {
@@ -147,7 +149,8 @@ impl Etcd {
             Err(source) => return Err(ConnectError::Request { endpoints, source }),
         }
         let session = Session::new(client.clone(), cluster.lease_ttl, options.request_timeout);
-        let renewals = tokio::spawn(renew(Arc::clone(&session), node.clone()));
+        let (renewing_tx, renewing) = channel::channel(Reachability::Connecting);
+        let renewals = tokio::spawn(renew(Arc::clone(&session), node.clone(), renewing_tx));
         tracing::info!(%endpoints, %node, prefix = %cluster.prefix, "connected to the etcd registry");
         Ok(Etcd {
             inner: Arc::new(Inner {
@@ -158,6 +161,7 @@ impl Etcd {
                 options,
                 session,
                 renewals,
+                renewing,
             }),
         })
     }
@@ -189,8 +193,16 @@ impl Etcd {
         )
     }
 
-    /// Revokes this node's lease: every instance it registered disappears
-    /// from the registry at once. Renewals stop with the last clone.
+    /// Whether this node's lease is being renewed: `Unreachable` since the
+    /// first renewal that failed (its instances vanish from the registry if
+    /// that lasts the TTL; they are registered again on reconnect).
+    pub fn renewals(&self) -> channel::Receiver<Reachability> {
+        self.inner.renewing.clone()
+    }
+
+    /// Stops renewing and revokes this node's lease: every instance it
+    /// registered disappears from the registry at once. For the end of the
+    /// process; no clone registers anything afterwards.
     pub async fn close(&self) -> Result<(), RequestError> {
         self.inner.renewals.abort();
         self.inner.session.revoke().await
@@ -247,24 +259,39 @@ impl Registry for Etcd {
     }
 }
 
-/// Renews the lease every third of its TTL until aborted.
-async fn renew(session: Arc<Session>, node: Name) {
+/// Renews the lease every third of its TTL until aborted, and says whether
+/// renewals succeed.
+async fn renew(session: Arc<Session>, node: Name, renewing: channel::Sender<Reachability>) {
     let mut ticks = tokio::time::interval(session.renew_every());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
     loop {
         ticks.tick().await;
         match session.renew().await {
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!(%node, "registry lease renewed again");
+            Ok(()) => {
+                renewing.send_if_modified(|r| {
+                    if matches!(r, Reachability::Unreachable { .. }) {
+                        tracing::info!(%node, "registry lease renewed again");
+                    }
+                    let changed = *r != Reachability::Reachable;
+                    *r = Reachability::Reachable;
+                    changed
+                });
             }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(%node, error = %e, "could not renew the registry lease; retrying");
+            Err(e) => {
+                renewing.send_if_modified(|r| {
+                    let since = match r {
+                        Reachability::Unreachable { since, .. } => *since,
+                        _ => {
+                            tracing::warn!(%node, error = %e, "could not renew the registry lease; retrying");
+                            std::time::SystemTime::now()
+                        }
+                    };
+                    let newly = !matches!(r, Reachability::Unreachable { .. });
+                    let reason = e.to_string();
+                    *r = Reachability::Unreachable { since, reason };
+                    newly
+                });
             }
-            Err(_) => {}
         }
     }
 }
