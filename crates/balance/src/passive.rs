@@ -29,9 +29,10 @@ pub enum Outcome {
     ServerError,
     /// The member did not answer within the proxy's timeout.
     Timeout,
-    /// The client went away before the member answered (or the request was
-    /// never sent): says nothing about the member, so it is neutral, and not
-    /// counted in the member's stats at all.
+    /// The client went away before the member answered, the client broke
+    /// the exchange itself (a malformed or abandoned request body), or the
+    /// request was never sent: says nothing about the member, so it is
+    /// neutral, and not counted in the member's stats at all.
     Cancelled,
 }
 

@@ -3,6 +3,11 @@
 //! to a writer thread over a bounded channel, so a slow disk never stalls a
 //! request; if the channel is full, the line is dropped and counted.
 //! Never logs request bodies or credentials (no `Authorization`, no cookies).
+//!
+//! The status is the one sent, except for a request its client abandoned
+//! before the response began (hung up mid-upload, or while waiting for the
+//! response): that one is logged as [`CLIENT_CLOSED_REQUEST`] (nginx's
+//! 499), with no upstream, whatever reached the client's dead socket.
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
@@ -19,6 +24,10 @@ pub enum Format {
     /// One JSON object per line.
     Json,
 }
+
+/// The status logged for a request whose client went away before the
+/// response began (never sent on the wire: it is not an HTTP status).
+pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// One finished request.
 #[derive(Debug)]

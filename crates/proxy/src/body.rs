@@ -3,7 +3,10 @@
 //! our own (errors). When an upstream body ends cleanly its connection goes
 //! back to the member's pool and the member's outcome is reported; until
 //! then the request counts as in flight for the balancer. The end of the
-//! body is also where the request is counted in its pool's stats.
+//! body is also where the request is counted in its pool's stats. A body
+//! broken off because the client's own request body failed (the member may
+//! answer before it has read the whole upload) is the client's doing: the
+//! member is not blamed and the pool does not count it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +18,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::client_body::FaultRecord;
 use crate::stats::PoolRecord;
 use crate::upstream::{BoxError, MemberConns, Sender};
 
@@ -47,6 +51,8 @@ pub(crate) struct Lease {
     pub conns: Arc<MemberConns>,
     pub picked: Picked,
     pub outcome: Outcome,
+    /// Whether the client's request body failed.
+    pub client: FaultRecord,
 }
 
 /// An upstream response body on its way to the client.
@@ -93,6 +99,12 @@ impl UpstreamBody {
             if clean {
                 lease.conns.checkin(lease.sender);
                 lease.picked.report_at(lease.outcome, now);
+            } else if lease.client.get().is_some() {
+                // The client's request body failed, which broke the
+                // connection: neither the member's failure nor a request
+                // the pool saw end.
+                lease.picked.report_at(Outcome::Cancelled, now);
+                self.pool = None;
             } else {
                 // The member broke off mid-body: the connection is not reused.
                 lease.picked.report_at(Outcome::ServerError, now);

@@ -12,6 +12,10 @@
 //!   (within the attempt bound); each 5xx still counts as its member's
 //!   failure.
 //!
+//! An exchange broken by the client (its body malformed, over the limit or
+//! abandoned, as [`FaultRecord`] tells) is the client's fault: reported to
+//! the member as neutral, never as its failure, and never retried.
+//!
 //! Owns the attempt loop and the mapping of failures to 502/503/504; never
 //! chooses members itself (`balance` does).
 
@@ -24,6 +28,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::{Lease, UpstreamBody};
+use crate::client_body::{ClientFault, FaultRecord};
 use crate::pause::Gate;
 use crate::upstream::{MemberConns, ReqBody};
 
@@ -58,8 +63,9 @@ pub(crate) enum Failure {
     Timeout,
     /// The exchange broke and could not be retried safely.
     Broken(String),
-    /// The client's body exceeded the limit while being sent.
-    BodyTooLarge,
+    /// The client broke the exchange: its body was malformed, over the
+    /// limit, or abandoned.
+    Client(ClientFault),
 }
 
 impl std::fmt::Display for Failure {
@@ -69,7 +75,11 @@ impl std::fmt::Display for Failure {
             Failure::Unreachable(e) => write!(f, "no member reachable: {e}"),
             Failure::Timeout => f.write_str("no response headers within the header timeout"),
             Failure::Broken(e) => write!(f, "exchange broke and could not be retried: {e}"),
-            Failure::BodyTooLarge => f.write_str("request body over the limit"),
+            Failure::Client(ClientFault::TooLarge) => f.write_str("request body over the limit"),
+            Failure::Client(ClientFault::Malformed) => f.write_str("malformed request body"),
+            Failure::Client(ClientFault::Abandoned) => {
+                f.write_str("the client went away during its request body")
+            }
         }
     }
 }
@@ -80,7 +90,7 @@ impl Failure {
             Failure::NoMember => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Unreachable(_) | Failure::Broken(_) => StatusCode::BAD_GATEWAY,
             Failure::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Failure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Failure::Client(fault) => fault.status(),
         }
     }
 }
@@ -128,12 +138,13 @@ impl Replay {
 /// Sends `req` to `first`, a member of `pool` the caller picked (waiting in
 /// the pool's queue if need be), and to others if it must be retried; the
 /// response body streams back and returns the connection to the pool when
-/// done.
+/// done. `client` records whether `req`'s body failed on the client's side.
 pub(crate) async fn forward(
     pool: &Upstreams,
     mut req: Request<ReqBody>,
     replay: Option<Replay>,
     first: Picked,
+    client: &FaultRecord,
 ) -> Result<(Response<UpstreamBody>, String), Failure> {
     let members = pool.conns.len();
     // Every member once for never-sent failures, plus a fresh connection.
@@ -207,6 +218,7 @@ pub(crate) async fn forward(
                     conns,
                     picked,
                     outcome,
+                    client: client.clone(),
                 };
                 return Ok((
                     response.map(|b: Incoming| UpstreamBody::new(b, lease, deadline)),
@@ -224,9 +236,13 @@ pub(crate) async fn forward(
                     continue;
                 }
                 let error = e.into_error();
-                if is_body_limit(&error) {
+                if let Some(fault) = client.get() {
+                    // The client's body failed, and hyper broke the
+                    // upstream connection for it: says nothing about the
+                    // member.
+                    tracing::debug!(pool = %pool.name, ?fault, error = %error, "the client broke its request");
                     picked.report(Outcome::Cancelled);
-                    return Err(Failure::BodyTooLarge);
+                    return Err(Failure::Client(fault));
                 }
                 picked.report(Outcome::ConnectFailure);
                 tried.push(index);
@@ -247,15 +263,4 @@ pub(crate) async fn forward(
         }
     }
     Err(last.unwrap_or(Failure::NoMember))
-}
-
-fn is_body_limit(e: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }

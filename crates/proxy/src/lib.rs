@@ -31,6 +31,7 @@
 
 mod access_log;
 mod body;
+mod client_body;
 mod forward;
 mod headers;
 mod https;

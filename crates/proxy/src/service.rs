@@ -22,8 +22,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
-use crate::access_log::Entry;
+use crate::access_log::{AccessLog, CLIENT_CLOSED_REQUEST, Entry};
 use crate::body::ProxyBody;
+use crate::client_body::{ClientBody, ClientFault, FaultRecord};
 use crate::forward::{Failure, Replay, forward};
 use crate::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
 use crate::https::{Endpoint, answer_challenge, challenge_token, redirect};
@@ -71,21 +72,67 @@ struct Seen {
     user_agent: String,
 }
 
+/// A request's access-log line, written once: with the response when there
+/// is one, or — when hyper drops the request because its client hung up
+/// while waiting — as [`CLIENT_CLOSED_REQUEST`] when dropped.
+struct LogLine {
+    log: Arc<AccessLog>,
+    seen: Seen,
+    peer: Option<SocketAddr>,
+    started: Instant,
+    written: bool,
+}
+
+impl LogLine {
+    fn write(&mut self, status: u16, bytes: Option<u64>, upstream: &str, request_id: &str) {
+        self.written = true;
+        let seen = &self.seen;
+        self.log.log(&Entry {
+            peer: self.peer,
+            method: &seen.method,
+            uri: &seen.uri,
+            version: version_str(seen.version),
+            host: &seen.host,
+            status,
+            bytes,
+            referer: &seen.referer,
+            user_agent: &seen.user_agent,
+            duration: self.started.elapsed(),
+            upstream,
+            request_id,
+        });
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if !self.written {
+            self.write(CLIENT_CLOSED_REQUEST, Some(0), "", "");
+        }
+    }
+}
+
 impl ProxyService {
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
         let snapshot = self.shared.snapshot.load_full();
-        let seen = snapshot.access_log.as_ref().map(|_| Seen {
-            method: req.method().to_string(),
-            uri: req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned(),
-            version: req.version(),
-            host: host_of(&req).unwrap_or_default().to_owned(),
-            referer: header_str(&req, header::REFERER),
-            user_agent: header_str(&req, header::USER_AGENT),
+        let mut line = snapshot.access_log.clone().map(|log| LogLine {
+            log,
+            seen: Seen {
+                method: req.method().to_string(),
+                uri: req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned(),
+                version: req.version(),
+                host: host_of(&req).unwrap_or_default().to_owned(),
+                referer: header_str(&req, header::REFERER),
+                user_agent: header_str(&req, header::USER_AGENT),
+            },
+            peer: self.peer,
+            started,
+            written: false,
         });
         let (mut response, upstream, request_id) = self.route_and_forward(&snapshot, req).await;
         if self.endpoint.https
@@ -99,24 +146,23 @@ impl ProxyService {
                 .headers_mut()
                 .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
-        if let (Some(log), Some(seen)) = (&snapshot.access_log, seen) {
-            log.log(&Entry {
-                peer: self.peer,
-                method: &seen.method,
-                uri: &seen.uri,
-                version: version_str(seen.version),
-                host: &seen.host,
-                status: response.status().as_u16(),
-                bytes: response.body().size_hint().exact(),
-                referer: &seen.referer,
-                user_agent: &seen.user_agent,
-                duration: started.elapsed(),
-                upstream: &upstream,
-                request_id: request_id
+        if let Some(line) = &mut line {
+            let abandoned =
+                response.extensions().get::<ClientFault>() == Some(&ClientFault::Abandoned);
+            let status = if abandoned {
+                CLIENT_CLOSED_REQUEST
+            } else {
+                response.status().as_u16()
+            };
+            line.write(
+                status,
+                response.body().size_hint().exact(),
+                &upstream,
+                request_id
                     .as_ref()
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or(""),
-            });
+            );
         }
         response
     }
@@ -231,6 +277,11 @@ impl ProxyService {
         };
         let stats = &snapshot.pools[pool].0.stats;
         let (mut response, member, request_id) = self.send(snapshot, pool, req, picked).await;
+        if response.extensions().get::<ClientFault>() == Some(&ClientFault::Abandoned) {
+            // Its client went away: a request that did not end, for the
+            // pool as for its members.
+            return (response, member, request_id);
+        }
         let failed = response.status().is_server_error();
         match response.body_mut() {
             ProxyBody::Upstream(body) => body.count_in(PoolRecord {
@@ -350,15 +401,17 @@ impl ProxyService {
             }
         }
         let body_empty = body.is_end_stream();
+        let client = FaultRecord::default();
         let body = if body_empty {
             crate::empty_body()
         } else {
-            Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX)).boxed_unsync()
+            let limited = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
+            ClientBody::new(limited.boxed_unsync(), client.clone()).boxed_unsync()
         };
         let upstream_req = Request::from_parts(parts, body);
         let replay = Replay::of(&upstream_req, body_empty, upstreams.retry_non_idempotent);
 
-        match forward(upstreams, upstream_req, replay, picked).await {
+        match forward(upstreams, upstream_req, replay, picked, &client).await {
             Ok((response, member)) => {
                 let (mut parts, body) = response.into_parts();
                 if parts.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -384,6 +437,17 @@ impl ProxyService {
                     Some(request_id),
                 )
             }
+            Err(Failure::Client(fault)) => {
+                // The client's doing, not an upstream failure: answered (if
+                // it still listens) and the connection closed, since its
+                // request was not read to a clean end.
+                tracing::debug!(pool = %upstreams.name, ?fault, "the client broke its request");
+                let mut r = local(fault.status(), fault.text());
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r.extensions_mut().insert(fault);
+                (r, String::new(), Some(request_id))
+            }
             Err(failure) => {
                 if !matches!(failure, Failure::NoMember) {
                     tracing::warn!(pool = %upstreams.name, %failure, "upstream request failed");
@@ -392,7 +456,7 @@ impl ProxyService {
                     Failure::NoMember => "no healthy upstream\n",
                     Failure::Unreachable(_) | Failure::Broken(_) => "bad gateway\n",
                     Failure::Timeout => "upstream timed out\n",
-                    Failure::BodyTooLarge => "request body too large\n",
+                    Failure::Client(fault) => fault.text(),
                 };
                 (
                     local(failure.status(), text),

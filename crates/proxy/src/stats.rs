@@ -17,8 +17,9 @@ use tokio::time::Instant;
 /// The statistics of one pool member: every request the proxy sent to it,
 /// across reloads, from the moment it was picked to the end of its
 /// response body. A failure is a connect failure, a timeout, a 5xx or a
-/// body that broke off; requests never sent or whose client went away are
-/// not counted. The handle stays valid after the member is removed from
+/// body that broke off; requests never sent, whose client went away, or
+/// that the client broke itself (a malformed or abandoned request body)
+/// are not counted. The handle stays valid after the member is removed from
 /// the config (its counts then stop growing); a member removed and added
 /// again starts from zero.
 #[derive(Debug, Clone)]
@@ -47,7 +48,9 @@ impl MemberStats {
 /// request reaching the pool (after routing, before a pause holds it) to
 /// the end of the upstream's response body as the proxy read it, or to the
 /// proxy's own answer (time spent in the pool's queue included). Requests
-/// whose client went away before the end are not counted.
+/// whose client went away before the end (while waiting, or in the middle
+/// of its request body) are not counted; a malformed request body is the
+/// proxy's 400, counted but not failed.
 #[derive(Debug, Clone)]
 pub struct PoolStats {
     pub(crate) stats: Arc<Stats>,

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod client_faults;
 mod control_socket;
 mod deploy;
 mod durations;
