@@ -80,7 +80,7 @@ SECTION="$OUT/section.md"
     echo "$BEGIN"
     echo "## Deploys under load: rolling, blue-green, canary"
     echo
-    echo "Written by \`bench/deploys.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $BENCH_COMMIT."
+    written_by
     echo "$(machine_line); load average $LOAD_BEFORE_WAIT when the script"
     echo "got the benchmark lock, $LOAD_START when measuring started (after waiting ${waited} s for ≤ $QUIET_LOAD), $LOAD_END at"
     echo "the end; the run took ${RUN_SECONDS} s. Nothing is pinned: the load generator, baton and the instances share the cores.$QUIET_NOTE"

@@ -126,8 +126,6 @@ esac
 
 # --- 3. the section in docs/BENCHMARKS.md -------------------------------------------------------------------------
 
-NOTES=""
-note() { NOTES+="- $*"$'\n'; }
 if ((RESTARTS_RC != 0)); then
     note "**Requests failed during the restarts.** The failure samples and baton's log around each are in the run's stderr (kept in \`$OUT/\`); this is a bug, not noise."
 fi
@@ -153,15 +151,14 @@ if grep -q 'distinct instances that answered' "$OUT/restarts.md"; then
     ((got == want)) || note "Only $got of $want instances answered a request: some generation served nothing."
 fi
 
-QUIET_NOTE=$(quiet_note)
-[[ -z $QUIET_NOTE ]] || note "$QUIET_NOTE"
+note_if_busy
 
 SECTION="$OUT/section.md"
 {
     echo "$BEGIN"
     echo "## \`baton exec\`: throughput cost and restarts under load"
     echo
-    echo "Written by \`bench/exec-restarts.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $BENCH_COMMIT."
+    written_by
     echo "$(machine_line), load average $LOAD_BEFORE_WAIT when the script got the benchmark lock, $LOADAVG before and $LOADAVG_AFTER after the throughput runs;"
     echo "nothing pinned, and the load generator runs on the same cores as the server."
     echo
@@ -186,12 +183,7 @@ SECTION="$OUT/section.md"
     echo "connect (new-connection workers) to the last body byte, and includes the slow 300 ms requests."
     echo
     cat "$OUT/restarts.md"
-    if [[ -n $NOTES ]]; then
-        echo "### Noticed in this run"
-        echo
-        printf '%s' "$NOTES"
-        echo
-    fi
+    notes_section
     echo "$END"
 } >"$SECTION"
 

@@ -184,18 +184,53 @@ wait_quiet() {
     log "load average $LOAD_START (waited ${waited}s)"
 }
 
-# quiet_note: a sentence when the machine was not quiet as measuring started (after `wait_quiet`), else nothing.
-quiet_note() {
+# --- the section's text ---------------------------------------------------------------------------------------------
+
+# note TEXT: one item of the section's "Noticed in this run" (see `notes_section`).
+NOTES=""
+note() { NOTES+="- $*"$'\n'; }
+
+# note_if_busy: notes that the machine was not quiet as measuring started (after `wait_quiet`), if it was not.
+note_if_busy() {
     awk -v l="${LOAD_START%% *}" -v q="$QUIET_LOAD" 'BEGIN { exit !(l > q) }' &&
-        echo "The machine was not quiet when the measurements started (load average $LOAD_START after waiting ${waited} s): other work shared the cores, which affects every side alike only on average."
+        note "The machine was not quiet when the measurements started (load average $LOAD_START after waiting ${waited} s): other work shared the cores, which affects every side alike only on average."
     return 0
 }
+
+# notes_section: the "Noticed in this run" subsection of the notes so far (nothing without notes).
+notes_section() {
+    [[ -n $NOTES ]] || return 0
+    echo "### Noticed in this run"
+    echo
+    printf '%s' "$NOTES"
+    echo
+}
+
+# written_by: the section's first sentence: the script, the time and what was measured.
+written_by() { echo "Written by \`bench/$BENCH.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $BENCH_COMMIT."; }
 
 # machine_line: the "Machine: ..." sentence of a section.
 machine_line() {
     local cpu
     cpu=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || true)
     echo "Machine: $(nproc) cores (${cpu:-unknown CPU}), Linux $(uname -r)"
+}
+
+# nginx_proxy_location: an nginx `location /` that proxies to the upstream `backend` over keep-alive connections
+# and sets the forwarding headers baton always sets, so that every proxy does the same work.
+nginx_proxy_location() {
+    cat <<'EOF'
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header X-Request-Id $request_id;
+        }
+EOF
 }
 
 # --- processes ------------------------------------------------------------------------------------------------------

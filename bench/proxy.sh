@@ -159,17 +159,7 @@ http {
     }
     server {
         listen 127.0.0.1:$NGINX_PORT backlog=4096;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            # The forwarding headers baton always sets, so that every proxy does the same work.
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-            proxy_set_header X-Request-Id \$request_id;
-        }
+$(nginx_proxy_location)
     }
 }
 EOF
@@ -427,8 +417,6 @@ stop "$HELLO_PID"
 # --- the section in docs/BENCHMARKS.md -------------------------------------------------------------------------------
 
 per_conn() { awk -v a="$1" -v b="$2" -v n="$IDLE_CONNS" 'BEGIN { printf "%.1f", (a - b) / n }'; }
-NOTES=""
-note() { NOTES+="- $*"$'\n'; }
 behind() { awk -v r="$1" 'BEGIN { exit !(r != "n/a" && r < 1) }'; }
 above() { awk -v r="$1" 'BEGIN { exit !(r != "n/a" && r > 1) }'; }
 behind "$R_NGINX" && note "**baton's throughput is behind nginx's** (ratio $R_NGINX) in this run."
@@ -450,8 +438,7 @@ awk -v m="$UP_MED" 'BEGIN { exit !(m > 50) }' &&
 ((CONNS_FAILED == 0)) || note "Not every one of the $IDLE_CONNS idle connections was opened, answered and held (see \`$OUT/conns-*.txt\`)."
 ((WRK_ERRORS == 0)) || note "wrk counted $WRK_ERRORS socket errors or non-2xx responses (see \`$OUT/wrk-*.txt\`)."
 [[ -z $SHORT_BODIES ]] || note "wrk read less than 1 KiB per request from: $SHORT_BODIES— the echo did not come back whole."
-QUIET_NOTE=$(quiet_note)
-[[ -z $QUIET_NOTE ]] || note "$QUIET_NOTE"
+note_if_busy
 [[ -z $PROFILE_NOTE ]] || note "$PROFILE_NOTE"
 
 NGINX_V=$(nginx -v 2>&1 | sed 's/^nginx version: nginx\///')
@@ -464,7 +451,7 @@ SECTION="$OUT/section.md"
     echo "$BEGIN"
     echo "## \`baton serve\` against nginx and HAProxy: throughput, memory, reload"
     echo
-    echo "Written by \`bench/proxy.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $BENCH_COMMIT."
+    written_by
     echo "$(machine_line); load average $LOAD_BEFORE_WAIT when the script"
     echo "got the benchmark lock, $LOAD_START when measuring started (after waiting ${waited} s for ≤ $QUIET_LOAD), $LOAD_AFTER_WRK after"
     echo "the throughput runs, $LOAD_END at the end. nginx $NGINX_V, HAProxy $HAPROXY_V, wrk $WRK_V (Debian's packages)."
@@ -560,12 +547,7 @@ SECTION="$OUT/section.md"
     echo "$(mib "$RSS_BIG") MiB; after the last reload back to one route: $(mib "$RSS_END_BATON") MiB (both include the memory"
     echo "baton kept from the connection test above)."
     echo
-    if [[ -n $NOTES ]]; then
-        echo "### Noticed in this run"
-        echo
-        printf '%s' "$NOTES"
-        echo
-    fi
+    notes_section
     echo "$END"
 } >"$SECTION"
 

@@ -27,7 +27,7 @@ SECTION="$OUT/section.md"
     echo "$BEGIN"
     echo "## Route lookup with 10,000 routes"
     echo
-    echo "Written by \`bench/router.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $BENCH_COMMIT."
+    written_by
     echo "$(machine_line), load average $LOAD_START (after waiting ${waited} s for ≤ $QUIET_LOAD)."
     echo
     echo "\`cargo run --release -p router --example route_bench\`: builds tables of 10,000 routes and times lookups"

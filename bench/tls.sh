@@ -165,17 +165,7 @@ nginx_server() { # PORT CERT [ACCESS_LOG]
         ssl_certificate $CERTS/$2.pem;
         ssl_certificate_key $CERTS/$2.key;
         ${3:-}
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            # The forwarding headers baton always sets, so that both proxies do the same work.
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-            proxy_set_header X-Request-Id \$request_id;
-        }
+$(nginx_proxy_location)
     }
 EOF
 }
@@ -479,8 +469,6 @@ RD() { ratio "${MED_RPS[$1|$2|baton]}" "${MED_RPS[$1|$2|nginx]}"; }
 CD() { ratio "${MED_CPU[$1|$2|baton]}" "${MED_CPU[$1|$2|nginx]}"; }
 per_core() { awk -v u="$1" 'BEGIN { if (u + 0 > 0) printf "%.0f", 1e6 / u; else print "n/a" }'; }
 
-NOTES=""
-note() { NOTES+="- $*"$'\n'; }
 ((BATON_HIGH == 0)) ||
     note "**testssl.sh reports $BATON_HIGH HIGH or CRITICAL finding(s) on baton's listeners with the default policy**: ${BATON_HIGH_IDS%; }. See the findings above and \`$OUT/testssl-baton-*.txt\`."
 grep -q '^finding HIGH cipher_order ' "$OUT/testssl-baton-ecdsa.summary" &&
@@ -537,15 +525,14 @@ awk -v w="$WRK_HS_MED" 'BEGIN { exit !(w > 85) }' &&
     note "In the new-connection runs wrk used a median $WRK_HS_MED % of a core: **the client's handshakes (OpenSSL $OPENSSL_V) bound the requests/s**, which therefore say more about the client than about the servers; the servers' CPU per new connection is the figure that compares them."
 awk -v o="${OTHER_MAX:-0}" 'BEGIN { exit !(o > 20) }' &&
     note "Other work used up to $OTHER_MAX % of a core during some runs (median $OTHER_MED %): compare the rounds before reading much into small differences."
-QUIET_NOTE=$(quiet_note)
-[[ -z $QUIET_NOTE ]] || note "$QUIET_NOTE"
+note_if_busy
 
 SECTION="$OUT/section.md"
 {
     echo "$BEGIN"
     echo "## \`baton serve\` over HTTPS against nginx: testssl.sh, handshakes/s, keep-alive throughput"
     echo
-    echo "Written by \`bench/tls.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') at commit $BENCH_COMMIT."
+    written_by
     echo "$(machine_line); load average $LOAD_BEFORE_WAIT when the script"
     echo "got the benchmark lock, $LOAD_START when measuring started (after waiting ${waited} s for ≤ $QUIET_LOAD), $LOAD_AFTER_WRK after"
     echo "the wrk runs, $LOAD_END at the end ($RUN_SECONDS s in all, of which testssl.sh $TESTSSL_SECONDS s). baton: rustls $RUSTLS_V on ring"
@@ -706,12 +693,7 @@ SECTION="$OUT/section.md"
     echo
     echo "</details>"
     echo
-    if [[ -n $NOTES ]]; then
-        echo "### Noticed in this run"
-        echo
-        printf '%s' "$NOTES"
-        echo
-    fi
+    notes_section
     echo "$END"
 } >"$SECTION"
 

@@ -6,9 +6,12 @@
 //! "outside a deploy/restart" latency has samples.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitStatus;
 use std::time::{Duration, SystemTime};
 
-use loadgen::Load;
+use loadgen::{Load, Report};
 use testkit::Proc;
 use tokio::process::Command;
 
@@ -32,6 +35,54 @@ pub fn spawn_baton(cmd: &mut Command) -> Result<Proc, String> {
     Proc::try_spawn(cmd)
         .map(|p| p.with_timeout(EVENT_TIMEOUT))
         .map_err(|e| format!("could not start baton: {e}"))
+}
+
+/// The runtime both programs run on: two worker threads (the load's workers and the readers of baton's output).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+/// Stops baton with SIGTERM and waits for it to exit (bounded by [`EVENT_TIMEOUT`]), then at most 5 s more for the
+/// last lines (its pipes close once every instance is gone too). Baton drains its instances itself: from then on
+/// none is killed when `proc` is dropped.
+pub async fn stop_baton(proc: &mut Proc) -> Result<ExitStatus, String> {
+    proc.signal(libc::SIGTERM);
+    let exit = tokio::time::timeout(EVENT_TIMEOUT, proc.child.wait())
+        .await
+        .map_err(|_| {
+            format!(
+                "baton did not exit within {} s of SIGTERM",
+                EVENT_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| format!("could not wait for baton: {e}"))?;
+    proc.instances_stopped();
+    let _ = tokio::time::timeout(Duration::from_secs(5), proc.output_closed()).await;
+    Ok(exit)
+}
+
+/// Writes baton's collected output to `path`, a line each.
+pub fn write_log(path: &Path, lines: &[String]) -> Result<(), String> {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(path, text)
+        .map_err(|e| format!("could not write the log {}: {e}", path.display()))
+}
+
+/// The Markdown table of the load's workers: requests, successes and failures of each kind.
+pub fn workers_table(report: &Report) -> String {
+    let mut out = String::from("| worker | requests | ok | failed |\n|---|---:|---:|---:|\n");
+    for (kind, w) in &report.workers {
+        let _ = writeln!(
+            out,
+            "| {kind} | {} | {} | {} |",
+            w.requests, w.ok, w.failures
+        );
+    }
+    out
 }
 
 /// A binary next to this program's own (the bench scripts copy them side by side; cargo builds them into the same

@@ -29,11 +29,11 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use benchmarks::{EVENT_TIMEOUT, sibling, spawn_baton, steady};
+use benchmarks::{runtime, sibling, spawn_baton, steady, stop_baton, write_log};
 use clap::Parser;
 use loadgen::{Load, LoadConfig, Phase, Report};
 use log::{machine_ticks, own_ticks, timing};
-use testkit::{Proc, field, signal};
+use testkit::{Proc, field};
 use tokio::process::Command;
 
 /// Longest a single `baton deploy` may take (the service's deploy_timeout is 60 s).
@@ -134,11 +134,7 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("deploy_bench: could not start the runtime: {e}");
@@ -301,7 +297,7 @@ async fn run(args: &Args) -> Result<RunResult, String> {
     let driven = drive(args, &baton, &control, &mut proc).await;
     let lines = proc.lines();
     let (deploys, report, load, cpu) = driven.map_err(|e| {
-        write_log(&log, &lines);
+        keep_log(&log, &lines);
         let tail = lines.len().saturating_sub(60);
         format!(
             "{e}\n--- last lines of baton's output (all of it in {}) ---\n{}",
@@ -310,15 +306,9 @@ async fn run(args: &Args) -> Result<RunResult, String> {
         )
     })?;
 
-    signal(proc.pid, libc::SIGTERM);
-    let baton_exit = tokio::time::timeout(EVENT_TIMEOUT, proc.child.wait())
-        .await
-        .map_err(|_| "baton did not exit within 60 s of SIGTERM".to_owned())?
-        .map_err(|e| format!("could not wait for baton: {e}"))?;
-    proc.instances_stopped();
-    let _ = tokio::time::timeout(Duration::from_secs(5), proc.output_closed()).await;
+    let baton_exit = stop_baton(&mut proc).await?;
     let lines = proc.lines();
-    write_log(&log, &lines);
+    keep_log(&log, &lines);
     let timings = deploys.iter().map(|d| timing(&lines, &d.version)).collect();
     Ok(RunResult {
         deploys,
@@ -333,11 +323,10 @@ async fn run(args: &Args) -> Result<RunResult, String> {
     })
 }
 
-fn write_log(path: &Path, lines: &[String]) {
-    let mut text = lines.join("\n");
-    text.push('\n');
-    if let Err(e) = std::fs::write(path, text) {
-        eprintln!("deploy_bench: could not write {}: {e}", path.display());
+/// Keeps baton's output in `path`; a run is still worth its figures without it.
+fn keep_log(path: &Path, lines: &[String]) {
+    if let Err(e) = write_log(path, lines) {
+        eprintln!("deploy_bench: {e}");
     }
 }
 

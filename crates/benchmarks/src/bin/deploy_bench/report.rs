@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use benchmarks::kinds;
+use benchmarks::{kinds, workers_table};
 use testkit::field;
 
 use crate::{Args, RunResult};
@@ -208,17 +208,7 @@ impl RunResult {
             );
         }
         let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "| worker | requests | ok | failed |\n|---|---:|---:|---:|"
-        );
-        for (kind, w) in &r.workers {
-            let _ = writeln!(
-                out,
-                "| {kind} | {} | {} | {} |",
-                w.requests, w.ok, w.failures
-            );
-        }
+        out.push_str(&workers_table(r));
         let _ = writeln!(out);
 
         let _ = writeln!(out, "<details><summary>Every deploy, in order</summary>\n");

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::{ExitCode, ExitStatus};
 use std::time::{Duration, Instant, SystemTime};
 
-use benchmarks::{EVENT_TIMEOUT, sibling, spawn_baton, steady};
+use benchmarks::{runtime, sibling, spawn_baton, steady, stop_baton, write_log};
 use clap::Parser;
 use loadgen::{Load, LoadConfig, Phase, Report};
 use testkit::{Proc, field};
@@ -75,11 +75,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("exec_restarts: could not start the runtime: {e}");
@@ -157,10 +153,7 @@ async fn run(args: &Args) -> Result<RunResult, String> {
     let result = drive(args, &mut proc).await;
     let lines = proc.lines();
     if let Some(path) = &args.log {
-        let mut text = lines.join("\n");
-        text.push('\n');
-        std::fs::write(path, text)
-            .map_err(|e| format!("could not write the log {}: {e}", path.display()))?;
+        write_log(path, &lines)?;
     }
     let (report, switches, load_started, load) = result.map_err(|e| {
         let tail = lines.len().saturating_sub(60);
@@ -170,20 +163,10 @@ async fn run(args: &Args) -> Result<RunResult, String> {
         )
     })?;
 
-    proc.signal(libc::SIGTERM);
-    let baton_exit = tokio::time::timeout(EVENT_TIMEOUT, proc.child.wait())
-        .await
-        .map_err(|_| "baton did not exit within 60 s of SIGTERM".to_owned())?
-        .map_err(|e| format!("could not wait for baton: {e}"))?;
-    proc.instances_stopped();
-    // Give the readers the last lines (the pipes close once every instance is gone too).
-    let _ = tokio::time::timeout(Duration::from_secs(5), proc.output_closed()).await;
+    let baton_exit = stop_baton(&mut proc).await?;
     let lines = proc.lines();
     if let Some(path) = &args.log {
-        let mut text = lines.join("\n");
-        text.push('\n');
-        std::fs::write(path, text)
-            .map_err(|e| format!("could not write the log {}: {e}", path.display()))?;
+        write_log(path, &lines)?;
     }
     Ok(RunResult {
         args_restarts: args.restarts,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use benchmarks::{kinds, line_time};
+use benchmarks::{kinds, line_time, workers_table};
 use loadgen::LatencySummary;
 
 use crate::RunResult;
@@ -83,17 +83,7 @@ impl RunResult {
             );
         }
         let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "| worker | requests | ok | failed |\n|---|---:|---:|---:|"
-        );
-        for (kind, w) in &r.workers {
-            let _ = writeln!(
-                out,
-                "| {kind} | {} | {} | {} |",
-                w.requests, w.ok, w.failures
-            );
-        }
+        out.push_str(&workers_table(r));
         out
     }
 
