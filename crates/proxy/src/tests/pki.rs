@@ -1,38 +1,36 @@
-//! A certificate authority of the test's own (rcgen): leaf certificates
-//! for HTTPS upstreams and listeners, the PEM files the config names, and
-//! a client that trusts it. Files live in the temp directory and are
+//! A certificate authority of the test's own (`testkit`'s, made with rcgen):
+//! leaf certificates for HTTPS upstreams and listeners, the PEM files the
+//! config names, and a client that trusts it. Files live in a temp directory
 //! removed with the `Ca`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use tokio_rustls::rustls::crypto::ring::default_provider;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use testkit::TempDir;
+use testkit::client::client_trusting;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub(crate) struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    ca: testkit::pki::Ca,
+    dir: TempDir,
     bundle: PathBuf,
-    /// Every file written, removed on drop.
-    files: Mutex<Vec<PathBuf>>,
+    /// The serial of the next leaf.
+    next: AtomicU64,
 }
 
 impl Ca {
     pub(crate) fn new() -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "baton test CA");
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let bundle = temp_file("ca");
-        std::fs::write(&bundle, issuer.pem()).unwrap();
+        let ca = testkit::pki::Ca::new("baton test CA");
+        let dir = TempDir::new("proxy-test");
+        let bundle = ca.write(&dir.join("ca.pem"));
         Ca {
-            issuer,
-            files: Mutex::new(vec![bundle.clone()]),
+            ca,
+            dir,
             bundle,
+            next: AtomicU64::new(1),
         }
     }
 
@@ -44,63 +42,24 @@ impl Ca {
     /// A leaf certificate for `names` (DNS names or IP addresses) and its
     /// key.
     pub(crate) fn leaf(&self, names: &[&str]) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-        let (cert, key) = self.leaf_pem(names);
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        (cert.der().clone(), key)
+        let leaf = self
+            .ca
+            .leaf(names, self.next.fetch_add(1, Ordering::Relaxed));
+        let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+        (leaf.der, key)
     }
 
     /// A leaf certificate for `names` and its key as PEM files, for
     /// `[listener.tls]`.
     pub(crate) fn leaf_files(&self, names: &[&str]) -> config::CertificateFiles {
-        let (cert, key) = self.leaf_pem(names);
-        let files = config::CertificateFiles {
-            cert: temp_file("cert"),
-            key: temp_file("key"),
-        };
-        std::fs::write(&files.cert, cert.pem()).unwrap();
-        std::fs::write(&files.key, key.serialize_pem()).unwrap();
-        let mut written = self.files.lock().unwrap();
-        written.extend([files.cert.clone(), files.key.clone()]);
-        files
-    }
-
-    fn leaf_pem(&self, names: &[&str]) -> (rcgen::Certificate, KeyPair) {
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
-        (cert, key)
+        let serial = self.next.fetch_add(1, Ordering::Relaxed);
+        let leaf = self.ca.leaf(names, serial);
+        let (cert, key) = leaf.write(self.dir.path(), &format!("leaf-{serial}"));
+        config::CertificateFiles { cert, key }
     }
 
     /// A client that trusts this CA only and offers HTTP/1.1.
     pub(crate) fn client(&self) -> Arc<ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.issuer.der().clone()).unwrap();
-        let mut config = ClientConfig::builder_with_provider(Arc::new(default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(config)
+        client_trusting(std::slice::from_ref(&self.ca.der), &[b"http/1.1"])
     }
-}
-
-impl Drop for Ca {
-    fn drop(&mut self) {
-        for file in self.files.lock().unwrap().drain(..) {
-            let _ = std::fs::remove_file(file);
-        }
-    }
-}
-
-fn temp_file(what: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    std::env::temp_dir().join(format!(
-        "baton-proxy-test-{}-{}-{what}.pem",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ))
 }
