@@ -190,11 +190,18 @@ wait_quiet() {
 NOTES=""
 note() { NOTES+="- $*"$'\n'; }
 
-# note_if_busy: notes that the machine was not quiet as measuring started (after `wait_quiet`), if it was not.
-note_if_busy() {
+# quiet_note: a sentence when the machine was not quiet as measuring started (after `wait_quiet`), else nothing.
+quiet_note() {
     awk -v l="${LOAD_START%% *}" -v q="$QUIET_LOAD" 'BEGIN { exit !(l > q) }' &&
-        note "The machine was not quiet when the measurements started (load average $LOAD_START after waiting ${waited} s): other work shared the cores, which affects every side alike only on average."
+        echo "The machine was not quiet when the measurements started (load average $LOAD_START after waiting ${waited} s): other work shared the cores, which affects every side alike only on average."
     return 0
+}
+
+# note_if_busy: notes `quiet_note`'s sentence, if there is one.
+note_if_busy() {
+    local sentence
+    sentence=$(quiet_note)
+    [[ -z $sentence ]] || note "$sentence"
 }
 
 # notes_section: the "Noticed in this run" subsection of the notes so far (nothing without notes).
