@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use balance::ActiveCheck;
 use supervisor::{
     Backoff, Bounds, CommandSource, CommandSpec, Event, Group, GroupConfig, InstanceInfo, Probe,
     Readiness, Sockets,
@@ -81,21 +80,8 @@ pub(crate) fn command_fn(s: config::Supervised) -> supervisor::CommandFn {
     })
 }
 
-/// The check the service's health settings describe, for readiness.
-pub(crate) fn active_check(h: &config::HealthCheck, path: &str) -> ActiveCheck {
-    ActiveCheck {
-        path: path.to_owned(),
-        host: None,
-        interval: h.interval,
-        timeout: h.timeout,
-        healthy_threshold: h.healthy_threshold,
-        unhealthy_threshold: h.unhealthy_threshold,
-        expect: h.expect_status.first..=h.expect_status.last,
-    }
-}
-
 fn health_probe(h: &config::HealthCheck, handshake: Option<balance::Handshake>) -> Probe {
-    let check = Arc::new(active_check(h, &h.path));
+    let check = Arc::new(proxy::active_check(h, &h.path));
     Probe {
         check: Arc::new(move |addr| {
             let (check, handshake) = (check.clone(), handshake.clone());
@@ -182,31 +168,16 @@ fn member(addr: std::net::SocketAddr) -> config::UpstreamAddr {
 }
 
 /// The TLS handshake a probe of `host` needs when the service speaks HTTPS
-/// to its instances or targets (`[service.NAME.tls]`); `None` for plain
-/// HTTP, or when the settings cannot be used (the proxy reports those when
-/// it builds the pool).
+/// to its instances or targets (`[service.NAME.tls]`): the proxy's own.
+/// `None` for plain HTTP, or when the settings cannot be used (the proxy
+/// reports those when it builds the pool).
 pub(crate) fn probe_handshake(service: &config::Service, host: &str) -> Option<balance::Handshake> {
     let settings = service.forward.tls.as_ref()?;
-    let client = match tls::client_config(settings) {
-        Ok(c) => c,
+    match proxy::tls_handshake(settings, host) {
+        Ok(handshake) => Some(handshake),
         Err(e) => {
             tracing::warn!(service = %service.name, error = %e, "TLS settings unusable for readiness checks");
-            return None;
+            None
         }
-    };
-    let name = match tls::server_name(settings, host) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(service = %service.name, error = %e, "TLS server name unusable for readiness checks");
-            return None;
-        }
-    };
-    let connector = tokio_rustls::TlsConnector::from(client);
-    Some(Arc::new(move |tcp| {
-        let (connector, name) = (connector.clone(), name.clone());
-        Box::pin(async move {
-            let stream = connector.connect(name, tcp).await?;
-            Ok(Box::new(stream) as Box<dyn balance::ProbeIo>)
-        })
-    }))
+    }
 }

@@ -36,6 +36,7 @@ mod forward;
 mod headers;
 mod https;
 mod pause;
+mod probe;
 mod service;
 mod snapshot;
 mod stats;
@@ -60,6 +61,7 @@ pub use access_log::{AccessLog, Format as AccessLogFormat};
 pub use balance::{QueueStats, StatsSnapshot};
 pub use body::ProxyBody;
 pub use pause::Hold;
+pub use probe::{active_check, tls_handshake};
 pub use snapshot::BuildErrors;
 pub use stats::{MemberStats, PoolStats};
 

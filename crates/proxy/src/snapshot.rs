@@ -16,8 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use balance::{
-    ActiveCheck, ActiveHandle, MemberHealth, MemberSpec, PassiveConfig, Policy, Pool, Queue,
-    QueueBounds, Stats,
+    ActiveHandle, MemberHealth, MemberSpec, PassiveConfig, Policy, Pool, Queue, QueueBounds, Stats,
 };
 use http::{HeaderName, HeaderValue};
 use router::Router;
@@ -358,15 +357,7 @@ fn start_check(
     let handle = balance::spawn_active_over(
         key.to_owned(),
         health.clone(),
-        ActiveCheck {
-            path: h.path.clone(),
-            host: None,
-            interval: h.interval,
-            timeout: h.timeout,
-            healthy_threshold: h.healthy_threshold,
-            unhealthy_threshold: h.unhealthy_threshold,
-            expect: h.expect_status.first..=h.expect_status.last,
-        },
+        crate::probe::active_check(h, &h.path),
         tls.map(MemberTls::probe_handshake),
     );
     (h.clone(), tls.cloned(), handle)

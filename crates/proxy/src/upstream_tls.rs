@@ -17,10 +17,6 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::pki_types::ServerName;
 
-/// The only protocol offered: the connection is then driven by the same
-/// HTTP/1.1 client as a plain one.
-const ALPN_HTTP11: &[u8] = b"http/1.1";
-
 /// How to reach one member over TLS: its pool's client config and the name
 /// sent as SNI and verified in the member's certificate.
 #[derive(Clone)]
@@ -46,6 +42,10 @@ impl std::fmt::Debug for MemberTls {
 }
 
 impl MemberTls {
+    pub(crate) fn new(config: Arc<ClientConfig>, name: ServerName<'static>) -> MemberTls {
+        MemberTls { config, name }
+    }
+
     /// The TLS handshake on a new connection to the member; an invalid or
     /// untrusted certificate is an error here.
     pub(crate) async fn handshake(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
@@ -157,7 +157,9 @@ impl ClientConfigs {
             .find(|c| readable && c.settings == *settings && c.bundle == bundle);
         let config = match cached {
             Some(c) => c.config.clone(),
-            None => with_alpn(tls::client_config(settings).map_err(|e| e.to_string())?),
+            // Offering HTTP/1.1 only by ALPN (`tls` sets it): the
+            // connection is then driven by the same client as a plain one.
+            None => tls::client_config(settings).map_err(|e| e.to_string())?,
         };
         next.push(Cached {
             settings: settings.clone(),
@@ -166,14 +168,4 @@ impl ClientConfigs {
         });
         Ok(config)
     }
-}
-
-/// `config`, offering HTTP/1.1 only by ALPN.
-fn with_alpn(config: Arc<ClientConfig>) -> Arc<ClientConfig> {
-    if config.alpn_protocols == [ALPN_HTTP11] {
-        return config;
-    }
-    let mut config = Arc::unwrap_or_clone(config);
-    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
-    Arc::new(config)
 }

@@ -33,7 +33,7 @@ pub(super) async fn switch(
         .unwrap_or_default();
     for path in &service.blue_green.smoke {
         let check = match &service.health {
-            Some(h) => supervised::active_check(h, path),
+            Some(h) => proxy::active_check(h, path),
             None => balance::ActiveCheck {
                 path: path.clone(),
                 host: None,

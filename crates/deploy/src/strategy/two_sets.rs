@@ -130,7 +130,7 @@ pub(super) async fn wait_targets(
         loop {
             let (ok, wait) = match &service.health {
                 Some(h) => {
-                    let check = supervised::active_check(h, &h.path);
+                    let check = proxy::active_check(h, &h.path);
                     let handshake = supervised::probe_handshake(service, &target.host);
                     match balance::probe_over(&target.authority, &check, handshake.as_ref()).await {
                         Ok(status) if check.expect.contains(&status) => (true, h.interval),

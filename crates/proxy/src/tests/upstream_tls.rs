@@ -273,3 +273,44 @@ async fn a_config_whose_ca_bundle_cannot_be_read_is_refused_whole() {
         "unchanged"
     );
 }
+
+/// The probe others use (the deploy engine's readiness, smoke and target
+/// checks): the pool's check and handshake, verified by the CA, and refused
+/// by one that does not trust the member.
+#[tokio::test]
+async fn the_shared_probe_speaks_tls_like_the_pools_checks() {
+    tls::install_default_provider();
+    let (ca, other) = (Ca::new(), Ca::new());
+    let app = TlsUpstream::start("probed", &ca, &["127.0.0.1"]).await;
+    let health = config::HealthCheck {
+        path: "/healthz".to_owned(),
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_secs(5),
+        healthy_threshold: 1,
+        unhealthy_threshold: 1,
+        expect_status: config::StatusRange {
+            first: 200,
+            last: 299,
+        },
+    };
+    let check = crate::active_check(&health, "/smoke");
+    assert_eq!(
+        (check.path.as_str(), check.expect.clone()),
+        ("/smoke", 200..=299)
+    );
+    let addr = app.addr.to_string();
+    let handshake = crate::tls_handshake(&trusting(&ca, None), "127.0.0.1").unwrap();
+    let status = within(balance::probe_over(&addr, &check, Some(&handshake)))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!((app.connections(), app.served()), (1, 1));
+
+    let untrusting = crate::tls_handshake(&trusting(&other, None), "127.0.0.1").unwrap();
+    let refused = within(balance::probe_over(&addr, &check, Some(&untrusting))).await;
+    assert!(
+        matches!(refused, Err(balance::ProbeError::Handshake { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(app.served(), 1);
+}
