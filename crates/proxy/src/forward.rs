@@ -50,6 +50,9 @@ pub(crate) struct Upstreams {
     /// Resend a replayable idempotent request that got a 5xx to another
     /// member, instead of returning the 5xx.
     pub retry_server_errors: bool,
+    /// `upstream_host = "member"`: each attempt's `Host` is the authority
+    /// of the member it goes to.
+    pub host_from_member: bool,
 }
 
 /// Why no response came from the pool.
@@ -177,6 +180,11 @@ pub(crate) async fn forward(
                 }
             },
         };
+        if pool.host_from_member
+            && let Ok(host) = http::HeaderValue::from_str(conns.key())
+        {
+            req.headers_mut().insert(http::header::HOST, host);
+        }
         let sent = sender.try_send_request(req);
         let started = tokio::time::Instant::now();
         let deadline = pool.total_timeout.map(|t| started.saturating_add(t));

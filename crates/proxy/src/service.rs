@@ -385,15 +385,8 @@ impl ProxyService {
                     headers.insert(header::HOST, h);
                 }
             }
-            config::UpstreamHost::Member => {
-                // One authority per pool is the common case: use the first
-                // member's (the pick happens later, in `forward`).
-                if let Some(m) = upstreams.balance.members().first()
-                    && let Ok(v) = HeaderValue::from_str(m.key())
-                {
-                    headers.insert(header::HOST, v);
-                }
-            }
+            // Each attempt sets the authority of its own member (`forward`).
+            config::UpstreamHost::Member => {}
             config::UpstreamHost::Literal(s) => {
                 if let Ok(v) = HeaderValue::from_str(s) {
                     headers.insert(header::HOST, v);

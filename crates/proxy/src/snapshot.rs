@@ -188,6 +188,7 @@ impl Registry {
                     total_timeout: pool.forward.total_timeout,
                     retry_non_idempotent: pool.forward.retry_non_idempotent,
                     retry_server_errors: pool.forward.retry_server_errors,
+                    host_from_member: pool.forward.upstream_host == config::UpstreamHost::Member,
                 },
                 PoolSettings {
                     upstream_host: pool.forward.upstream_host.clone(),

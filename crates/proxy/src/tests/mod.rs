@@ -8,6 +8,7 @@ mod pause;
 mod pki;
 mod retry;
 mod stats;
+mod upstream_host;
 mod upstream_tls;
 
 use std::convert::Infallible;
