@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::time::{Duration, SystemTime};
 
-use loadgen::{Load, Report};
+use loadgen::{LatencySummary, Load, Report};
 use testkit::Proc;
 use tokio::process::Command;
 
@@ -80,6 +80,30 @@ pub fn workers_table(report: &Report) -> String {
             out,
             "| {kind} | {} | {} | {} |",
             w.requests, w.ok, w.failures
+        );
+    }
+    out
+}
+
+/// The Markdown table of successful requests' latency by phase: `rows` are (the phase's label, its summary); the
+/// p99 column is bold when `bold_p99`.
+pub fn latency_table(rows: [(&str, &LatencySummary); 2], bold_p99: bool) -> String {
+    let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
+    let mut out = String::from(
+        "| successful requests started | count | p50 | p99 | max |\n|---|---:|---:|---:|---:|\n",
+    );
+    for (name, s) in rows {
+        let p99 = if bold_p99 {
+            format!("**{}**", ms(s.p99_us))
+        } else {
+            ms(s.p99_us)
+        };
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {p99} | {} |",
+            s.count,
+            ms(s.p50_us),
+            ms(s.max_us)
         );
     }
     out

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use benchmarks::{kinds, workers_table};
+use benchmarks::{kinds, latency_table, workers_table};
 use testkit::field;
 
 use crate::{Args, RunResult};
@@ -93,7 +93,6 @@ impl RunResult {
         let interval = args.health_interval_ms as f64;
         let mut out = String::new();
         let ms = |v: f64| format!("{v:.0} ms");
-        let lat = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
         let summaries = self.summaries(args);
 
         let _ = writeln!(
@@ -190,23 +189,13 @@ impl RunResult {
         );
         let _ = writeln!(out, "| baton exit after SIGTERM | {} |", self.baton_exit);
         let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "| successful requests started | count | p50 | p99 | max |\n|---|---:|---:|---:|---:|"
-        );
-        for (name, s) in [
-            ("steady (between deploys)", &r.latency.steady),
-            ("during deploys", &r.latency.switching),
-        ] {
-            let _ = writeln!(
-                out,
-                "| {name} | {} | {} | **{}** | {} |",
-                s.count,
-                lat(s.p50_us),
-                lat(s.p99_us),
-                lat(s.max_us)
-            );
-        }
+        out.push_str(&latency_table(
+            [
+                ("steady (between deploys)", &r.latency.steady),
+                ("during deploys", &r.latency.switching),
+            ],
+            true,
+        ));
         let _ = writeln!(out);
         out.push_str(&workers_table(r));
         let _ = writeln!(out);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use benchmarks::{kinds, line_time, workers_table};
+use benchmarks::{kinds, latency_table, line_time, workers_table};
 use loadgen::LatencySummary;
 
 use crate::RunResult;
@@ -16,7 +16,6 @@ impl RunResult {
         let r = &self.report;
         let l = &r.latency;
         let mut out = String::new();
-        let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
         let _ = writeln!(out, "| | |\n|---|---|");
         let _ = writeln!(out, "| SIGHUP restarts | {} |", self.switches.len());
         let _ = writeln!(
@@ -65,23 +64,13 @@ impl RunResult {
         );
         let _ = writeln!(out, "| baton exit after SIGTERM | {} |", self.baton_exit);
         let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "| successful requests started | count | p50 | p99 | max |\n|---|---:|---:|---:|---:|"
-        );
-        for (name, s) in [
-            ("outside restarts", &l.steady),
-            ("during restarts", &l.switching),
-        ] {
-            let _ = writeln!(
-                out,
-                "| {name} | {} | {} | {} | {} |",
-                s.count,
-                ms(s.p50_us),
-                ms(s.p99_us),
-                ms(s.max_us)
-            );
-        }
+        out.push_str(&latency_table(
+            [
+                ("outside restarts", &l.steady),
+                ("during restarts", &l.switching),
+            ],
+            false,
+        ));
         let _ = writeln!(out);
         out.push_str(&workers_table(r));
         out
