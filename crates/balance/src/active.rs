@@ -2,8 +2,8 @@
 //!
 //! Owns [`ActiveCheck`] and [`ActiveState`], which turns probe results into
 //! healthy/unhealthy transitions: never on a single probe unless a threshold
-//! is 1 (failure mode 3 of the brief: a flapping health endpoint must not
-//! flip the member back and forth). It must never perform I/O, read the
+//! is 1 (a flapping health endpoint must not flip the member back and forth,
+//! nor a single good probe cut traffic over to an instance not yet ready). It must never perform I/O, read the
 //! clock or log; the probing task lives in `probe`.
 
 use std::ops::RangeInclusive;

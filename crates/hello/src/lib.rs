@@ -1,5 +1,5 @@
-//! `hello`: the example HTTP app baton deploys in tests and demos (the seed
-//! article's Go server, in Rust), as a library so that the `baton` binary
+//! `hello`: the example HTTP app baton deploys in tests and demos (it answers
+//! with its version and process id), as a library so that the `baton` binary
 //! can run it in-process (`baton demo-app`) as well as the `hello` binary.
 //! Owns the process life: take or bind the sockets, announce them,
 //! optionally misbehave (start slowly, never become ready, crash, answer

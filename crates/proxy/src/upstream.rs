@@ -2,7 +2,8 @@
 //! timeout that covers the TLS handshake of an HTTPS member), keeping idle
 //! ones for reuse, and dropping them all at once when
 //! the member becomes unavailable or leaves the config — a pooled connection
-//! to a stopped backend must never meet a request (failure mode 5).
+//! to a stopped backend must never meet a request (the request would meet a
+//! closed connection, and its client a 502).
 //!
 //! Owns only transport; which member to use is `balance`'s business, and
 //! whether to retry is `forward`'s.

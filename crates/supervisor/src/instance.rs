@@ -103,7 +103,8 @@ impl InstanceTask {
         };
         if let (true, Some(hook), Order::Stop { drain_timeout }) = (ready, &self.before_stop, order)
         {
-            // Stop routing to it before it is told to stop (failure mode 6).
+            // Stop routing to it before it is told to stop: an instance that
+            // gets SIGTERM while requests still go to it refuses them.
             if tokio::time::timeout(drain_timeout, hook(self.info))
                 .await
                 .is_err()

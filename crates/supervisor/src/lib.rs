@@ -6,7 +6,7 @@
 //! ones that die with exponential backoff as its [`Restart`] policy says, and
 //! replaces a whole generation on request without ever letting the number of
 //! ready instances drop below what the bounds allow (`max_surge` /
-//! `max_unavailable`, the seed's semaphore).
+//! `max_unavailable`: a semaphore on the extra and the missing instances).
 //!
 //! It never binds or closes a listening socket: the caller owns them, so the
 //! kernel's accept queue outlives every generation.

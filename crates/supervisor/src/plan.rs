@@ -1,7 +1,8 @@
 //! The replacement policy, as a pure function: given the instances alive now
-//! and the bounds, which to start and which to stop next. It is the seed's
-//! semaphore (at most `max_surge` extra instances, at most `max_unavailable`
-//! missing) stated as Kubernetes states it for Deployments. No processes,
+//! and the bounds, which to start and which to stop next: a semaphore on a
+//! replacement (at most `max_surge` extra instances, at most
+//! `max_unavailable` missing), stated as Kubernetes states it for
+//! Deployments. No processes,
 //! no clocks: the group applies the actions and asks again after each event.
 
 /// How many instances to run and how far a replacement may stray from it.

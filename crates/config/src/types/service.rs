@@ -181,7 +181,8 @@ impl std::str::FromStr for Strategy {
     }
 }
 
-/// Bounds of a rolling deploy (the seed's semaphore); never both 0.
+/// Bounds of a rolling deploy (a semaphore on the extra and the missing
+/// instances or targets); never both 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rolling {
     /// Instances or targets allowed above the wanted number, 0 to 1024.
