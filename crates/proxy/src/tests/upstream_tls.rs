@@ -91,6 +91,21 @@ fn tls_pool(members: &[SocketAddr], tls: config::UpstreamTls) -> config::Config 
     cfg
 }
 
+/// A check of `/healthz` every 50 ms, one answer deciding.
+fn healthz() -> config::HealthCheck {
+    config::HealthCheck {
+        path: "/healthz".to_owned(),
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_secs(5),
+        healthy_threshold: 1,
+        unhealthy_threshold: 1,
+        expect_status: config::StatusRange {
+            first: 200,
+            last: 299,
+        },
+    }
+}
+
 fn trusting(ca: &Ca, server_name: Option<&str>) -> config::UpstreamTls {
     config::UpstreamTls {
         ca_bundle: Some(ca.bundle().to_owned()),
@@ -188,17 +203,7 @@ async fn active_checks_of_an_https_pool_speak_tls() {
     let first = TlsUpstream::start("first", &ca, &["127.0.0.1"]).await;
     let added = TlsUpstream::start("added", &ca, &["127.0.0.1"]).await;
     let mut cfg = tls_pool(&[first.addr], trusting(&ca, None));
-    cfg.pools.get_mut("app").unwrap().health = Some(config::HealthCheck {
-        path: "/healthz".to_owned(),
-        interval: Duration::from_millis(50),
-        timeout: Duration::from_secs(5),
-        healthy_threshold: 1,
-        unhealthy_threshold: 1,
-        expect_status: config::StatusRange {
-            first: 200,
-            last: 299,
-        },
-    });
+    cfg.pools.get_mut("app").unwrap().health = Some(healthz());
     let running = start(&cfg).await;
 
     // A member added by a reload takes traffic once its checks pass: over
@@ -282,17 +287,7 @@ async fn the_shared_probe_speaks_tls_like_the_pools_checks() {
     tls::install_default_provider();
     let (ca, other) = (Ca::new(), Ca::new());
     let app = TlsUpstream::start("probed", &ca, &["127.0.0.1"]).await;
-    let health = config::HealthCheck {
-        path: "/healthz".to_owned(),
-        interval: Duration::from_millis(50),
-        timeout: Duration::from_secs(5),
-        healthy_threshold: 1,
-        unhealthy_threshold: 1,
-        expect_status: config::StatusRange {
-            first: 200,
-            last: 299,
-        },
-    };
+    let health = healthz();
     let check = crate::active_check(&health, "/smoke");
     assert_eq!(
         (check.path.as_str(), check.expect.clone()),
