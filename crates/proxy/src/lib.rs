@@ -32,6 +32,7 @@
 mod access_log;
 mod body;
 mod client_body;
+mod edge;
 mod forward;
 mod headers;
 mod https;

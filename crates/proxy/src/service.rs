@@ -1,7 +1,7 @@
-//! The per-request path: answer ACME challenges and redirects to HTTPS
-//! (plain listeners), route, pass the pool's pause gate, take a member's
-//! slot (waiting in the pool's queue while every member is full), check limits,
-//! rewrite headers, forward, stream the answer back, tunnel upgrades, count
+//! The per-request path: refuse what is ambiguous (`edge`), answer ACME
+//! challenges and redirects to HTTPS (plain listeners), route, pass the
+//! pool's pause gate, take a member's slot (waiting in the pool's queue
+//! while every member is full), check limits, rewrite headers, forward, stream the answer back, tunnel upgrades, count
 //! the request in its pool's stats, add HSTS (TLS listeners), log. Reads
 //! the current [`Snapshot`] once per request (once more for a request held
 //! by a pause, when released, and on each turn of a queued request) and
@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use crate::access_log::{AccessLog, CLIENT_CLOSED_REQUEST, Entry};
 use crate::body::ProxyBody;
 use crate::client_body::{ClientBody, ClientFault, FaultRecord};
+use crate::edge;
 use crate::forward::{Failure, Replay, forward};
 use crate::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
 use crate::https::{Endpoint, answer_challenge, challenge_token, redirect};
@@ -170,8 +171,12 @@ impl ProxyService {
     async fn route_and_forward(
         &self,
         snapshot: &Snapshot,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
     ) -> (Response<ProxyBody>, String, Option<HeaderValue>) {
+        if let Err(refusal) = edge::admit(&mut req) {
+            tracing::debug!(?refusal, "request refused at the edge");
+            return (refusal.response(), String::new(), None);
+        }
         if !self.endpoint.https {
             // The challenge path is never redirected: an ACME server
             // follows no redirect to a certificate that does not exist yet.

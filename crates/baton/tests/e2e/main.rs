@@ -7,6 +7,7 @@ mod client_faults;
 mod control_socket;
 mod deploy;
 mod durations;
+mod edge;
 mod exec;
 mod exec_faults;
 mod https;
