@@ -21,6 +21,7 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Starts `cmd` (a `baton` command) with its output collected. Should this process die (a timeout, a panic), baton
 /// gets SIGTERM and drains its instances instead of lingering. The signal comes when the spawning *thread* ends: call
 /// this from the thread that lives as long as the process (the one in `block_on`).
+#[allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
 pub fn spawn_baton(cmd: &mut Command) -> Result<Proc, String> {
     // SAFETY: runs between fork and exec; prctl is async-signal-safe and touches no memory.
     unsafe {

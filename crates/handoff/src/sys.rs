@@ -2,6 +2,8 @@
 //! adopting a numbered descriptor and asking whether the process is still
 //! single-threaded. Every `unsafe` block of the crate lives here.
 
+#![allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
+
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 

@@ -360,6 +360,7 @@ async fn serves_on_every_listener_including_unix_sockets() {
 }
 
 #[tokio::test]
+#[allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
 async fn inherited_socket_is_used_instead_of_listen() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

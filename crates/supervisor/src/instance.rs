@@ -3,6 +3,8 @@
 //! then SIGKILL to its whole process group at the drain deadline. It decides
 //! nothing; the group tells it what to do.
 
+#![allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
+
 use std::process::ExitStatus;
 use std::time::Duration;
 

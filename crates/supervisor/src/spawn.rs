@@ -9,6 +9,8 @@
 //! slot with room for the digits — and the child only moves descriptors,
 //! writes its pid into the slot and calls `execve` itself.
 
+#![allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
+
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};

@@ -363,6 +363,7 @@ pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Sends `sig` to `pid` (nothing if `pid` is not a valid pid).
+#[allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
 pub fn signal(pid: u32, sig: i32) {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return;

@@ -109,6 +109,7 @@ impl Hello {
     }
 
     /// Sends `signal` (e.g. `libc::SIGTERM`) to the process.
+    #[allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
     pub fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.pid()).unwrap();
         // SAFETY: kill(2) has no memory-safety preconditions; the pid is our

@@ -427,6 +427,7 @@ impl RunResult {
     }
 }
 
+#[allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
 fn ticks_percent(ticks: u64, over: Duration) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
