@@ -58,12 +58,13 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
-/// A port free for both TCP and UDP (a DNS server listens on both).
-pub fn free_tcp_udp_port() -> u16 {
+/// A port free for both TCP and UDP (a DNS server listens on both), other than the ports in `taken`: picked a moment
+/// ago and released, one of them may be handed out again.
+pub fn free_tcp_udp_port(taken: &[u16]) -> u16 {
     for _ in 0..100 {
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if !taken.contains(&port) && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }

@@ -45,9 +45,15 @@ impl Pebble {
         let ca_bundle = ca.write(&dir.join("pebble-ca.pem"));
         let (cert, key) = leaf.write(dir, "pebble");
 
-        // Pebble and challtestsrv take ports, not listeners: pick free ones, then release them.
-        let [listen, management, tls, dns_management] = free_ports();
-        let dns = free_tcp_udp_port();
+        // Pebble and challtestsrv take ports, not listeners: pick free ones, then release them. A port released a
+        // moment ago (the caller's `http_port`, these four) may be handed out again, so none may repeat another.
+        let [listen, management, tls, dns_management] = loop {
+            let ports: [u16; 4] = free_ports();
+            if !ports.contains(&http_port) {
+                break ports;
+            }
+        };
+        let dns = free_tcp_udp_port(&[listen, management, tls, dns_management, http_port]);
         let validity = validity
             .map(|v| {
                 format!(
