@@ -12,6 +12,7 @@
 //!   [`AcmeCerts`], answering HTTP-01 challenges through [`Challenges`].
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod acme;
 mod cert;
