@@ -99,7 +99,7 @@ pub(crate) static PROXY: Section = Section {
 pub(crate) static ACCESS_LOG: Section = Section {
     place: "in [access_log]",
     heading: "`[access_log]`",
-    doc: "One line per request. Without this section there is no access log.",
+    doc: "One line per request. Without this section there is no access log. A request whose client went away before the response began (mid-upload, or while waiting) is logged with status 499, as nginx does.",
     keys: &[
         key(
             "path",

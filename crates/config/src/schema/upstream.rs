@@ -204,7 +204,7 @@ pub(crate) static PASSIVE: Section = Section {
             "consecutive_failures",
             Type::Integer,
             Default("5"),
-            "Failures in a row (connect errors, resets, 5xx responses) that eject a member. At least 1.",
+            "Failures in a row (connect errors, resets, timeouts, 5xx responses) that eject a member. At least 1. A client's fault (a malformed or abandoned request body, a client that hangs up) never counts.",
         ),
         key(
             "ejection_time",
