@@ -17,6 +17,7 @@
 //! afterwards, and why it must be called before the process starts threads.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod cli;
 mod events;
