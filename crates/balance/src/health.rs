@@ -111,6 +111,13 @@ impl MemberHealth {
         self.healthy.load(Ordering::Acquire) && !self.is_ejected(now)
     }
 
+    /// When the current passive ejection ends, if one was published and not
+    /// yet observed as ended.
+    pub fn ejected_until(&self) -> Option<Instant> {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        (until != 0).then(|| self.epoch + std::time::Duration::from_nanos(until))
+    }
+
     /// The active health flag.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)

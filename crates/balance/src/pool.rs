@@ -179,6 +179,18 @@ impl Pool {
         })
     }
 
+    /// The earliest end, after `now`, of a passive ejection of a member that
+    /// is otherwise healthy and has a weight above 0: when a request waiting
+    /// for a slot should look again, since nothing else announces it.
+    pub fn next_return(&self, now: Instant) -> Option<Instant> {
+        self.members()
+            .iter()
+            .filter(|m| m.spec.weight > 0 && m.health.is_healthy())
+            .filter_map(|m| m.health.ejected_until())
+            .filter(|&until| until > now)
+            .min()
+    }
+
     /// The queue where requests wait for a slot of a member.
     pub fn queue(&self) -> &Arc<Queue> {
         &self.inner.queue

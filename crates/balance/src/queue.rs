@@ -71,6 +71,18 @@ pub enum Attempt<T> {
     Done(T),
     /// Every available member is at its limit: wait for a slot.
     Full,
+    /// As [`Attempt::Full`], and a member comes back from a passive
+    /// ejection at this instant: look again then too.
+    FullUntil(Instant),
+}
+
+impl<T> Attempt<T> {
+    /// [`Attempt::FullUntil`] when a member comes back at `next_return`
+    /// (see [`Pool::next_return`](crate::Pool::next_return)), else
+    /// [`Attempt::Full`].
+    pub fn full_until(next_return: Option<Instant>) -> Attempt<T> {
+        next_return.map_or(Attempt::Full, Attempt::FullUntil)
+    }
 }
 
 /// Counts of one pool's queue since it was created (across snapshots).
@@ -203,10 +215,13 @@ impl Queue {
     /// Dropping the future (the client went away) leaves the queue, and
     /// passes on a turn it was given and did not use.
     pub async fn wait<T>(&self, mut attempt: impl FnMut(Turn) -> Attempt<T>) -> Result<T, Refusal> {
-        if self.waiting.load(Ordering::SeqCst) == 0
-            && let Attempt::Done(done) = attempt(Turn::First)
-        {
-            return Ok(done);
+        let mut look_again = None;
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            match attempt(Turn::First) {
+                Attempt::Done(done) => return Ok(done),
+                Attempt::Full => {}
+                Attempt::FullUntil(at) => look_again = Some(at),
+            }
         }
         let (slot, deadline) = {
             let mut state = self.lock();
@@ -240,6 +255,12 @@ impl Queue {
         };
         tokio::pin!(expired);
         loop {
+            let returns = async {
+                match look_again {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 () = waiter.slot.granted() => {}
@@ -248,15 +269,21 @@ impl Queue {
                     self.refused(Refusal::TimedOut);
                     return Err(Refusal::TimedOut);
                 }
+                // A member's ejection ends: nothing else would say so.
+                () = returns => {}
             }
             // Cleared before the attempt: a slot released during it grants
             // the turn again, and the next round tries once more.
             waiter.slot.turn.store(false, Ordering::SeqCst);
             // Pairs with the fence of `released`.
             fence(Ordering::SeqCst);
-            if let Attempt::Done(done) = attempt(Turn::Woken) {
-                waiter.served = true;
-                return Ok(done);
+            match attempt(Turn::Woken) {
+                Attempt::Done(done) => {
+                    waiter.served = true;
+                    return Ok(done);
+                }
+                Attempt::Full => look_again = None,
+                Attempt::FullUntil(at) => look_again = Some(at),
             }
         }
     }

@@ -321,16 +321,16 @@ impl ProxyService {
                     let index = c.pools.iter().position(|(u, _)| u.name == upstreams.name)?;
                     Some((c, index))
                 });
-                let picked = match found {
-                    Some((c, index)) => c.pools[index].0.balance.try_pick(&[]),
-                    None => upstreams.balance.try_pick(&[]),
+                let balance = match found {
+                    Some((c, index)) => &c.pools[index].0.balance,
+                    None => &upstreams.balance,
                 };
-                match picked {
+                match balance.try_pick(&[]) {
                     Ok(picked) => match found {
                         Some((c, index)) => Attempt::Done(Ok((Some(c.clone()), index, picked))),
                         None => Attempt::Done(Ok((None, pool, picked))),
                     },
-                    Err(NoPick::Full) => Attempt::Full,
+                    Err(NoPick::Full) => Attempt::full_until(balance.next_return(Instant::now())),
                     Err(NoPick::Unavailable) => Attempt::Done(Err("no healthy upstream\n")),
                 }
             })

@@ -227,7 +227,7 @@ async fn pick(pool: Pool) -> Result<Result<Picked, NoPick>, Refusal> {
     queue
         .wait(|_| match pool.try_pick(&[]) {
             Ok(picked) => Attempt::Done(Ok(picked)),
-            Err(NoPick::Full) => Attempt::Full,
+            Err(NoPick::Full) => Attempt::full_until(pool.next_return(Instant::now())),
             Err(NoPick::Unavailable) => Attempt::Done(Err(NoPick::Unavailable)),
         })
         .await
@@ -251,4 +251,42 @@ async fn a_dropped_pick_wakes_the_next_waiter_of_the_pool() {
         pick(pool.clone()).await,
         Ok(Err(NoPick::Unavailable))
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_looks_again_when_an_ejection_ends() {
+    let spec = |key: &str| MemberSpec {
+        key: key.into(),
+        weight: 1,
+        max_connections: 1,
+    };
+    let ejection = Duration::from_secs(10);
+    let pool = Pool::new(
+        "p",
+        Policy::WeightedRoundRobin,
+        vec![
+            (spec("a:80"), MemberHealth::new(true)),
+            (spec("b:80"), MemberHealth::new(true)),
+        ],
+        Some(crate::PassiveConfig {
+            consecutive_failures: 1,
+            ejection_time: ejection,
+            max_ejection_time: ejection,
+        }),
+    );
+    // a fails once and is ejected for 10 s; b is busy with a long request.
+    pool.try_pick(&[1])
+        .unwrap()
+        .report(crate::Outcome::ConnectFailure);
+    let busy = pool.try_pick(&[]).unwrap();
+    assert_eq!(busy.key(), "b:80");
+    assert_eq!(pool.try_pick(&[]).unwrap_err(), NoPick::Full);
+    let started = Instant::now();
+    let waiter = tokio::spawn(pick(pool.clone()));
+    waiting(pool.queue(), 1).await;
+    // No slot is released and no event announces a's return: the waiter
+    // looks again when the ejection ends, and gets a.
+    let picked = waiter.await.unwrap().unwrap().unwrap();
+    assert_eq!((picked.key(), started.elapsed()), ("a:80", ejection));
+    drop(busy);
 }
