@@ -16,6 +16,7 @@
 //! registry has been unreachable.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod error;
 mod etcd;
