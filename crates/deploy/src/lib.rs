@@ -29,6 +29,7 @@
 //! anything changes, and its outcome after (`state`).
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod engine;
 mod error;
