@@ -28,6 +28,7 @@
 //! within the bounds it gave; an unpaused pool costs one atomic load.)
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod access_log;
 mod body;
