@@ -5,6 +5,8 @@
 //! A benchmark waits on log lines for every event it can; only the steady periods between events are fixed, so that
 //! "outside a deploy/restart" latency has samples.
 
+#![deny(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
