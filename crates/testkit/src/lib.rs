@@ -7,7 +7,7 @@
 //! it never hangs it. A wait for something a process reports is a wait on its output, never a sleep (pebble, which
 //! reports nothing, is the one thing polled). Nothing here is linked into a shipped binary.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
