@@ -4,6 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use loadgen::{Load, LoadConfig};
 
 use crate::support::{self, TempDir, baton_serve, get, start_hello};
@@ -45,6 +48,44 @@ async fn more_clients_than_max_connections_under_load_wait_and_fail_nothing() {
     let report = load.stop().await;
     eprintln!("{report}");
     report.assert_no_failures();
+}
+
+/// An h2 client's concurrent streams wait in the same queue: 4 connections
+/// × 25 streams of slow requests on a member that takes 2 at a time all
+/// get their 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_past_max_connections_under_load_wait_and_fail_nothing() {
+    let _heavy = support::heavy().await;
+    let (_hello, member) = start_hello(&[]).await;
+    let dir = TempDir::new("queue-h2");
+    let path = write(&dir, &config(&member, "max_connections_per_member = 2"));
+    let (_baton, addr) = baton_serve(&path).await;
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        for _ in 0..25 {
+            let mut sender = sender.clone();
+            let req = http::Request::get(format!("http://{addr}/slow?ms=10"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            streams.push(tokio::spawn(async move {
+                let res = sender.send_request(req).await.unwrap();
+                let status = res.status();
+                let body = res.into_body().collect().await.unwrap().to_bytes();
+                (status, body)
+            }));
+        }
+    }
+    for stream in streams {
+        let (status, body) = stream.await.unwrap();
+        assert_eq!(status, 200, "{body:?}");
+        assert_eq!(&body[..], b"slept 10 ms\n");
+    }
 }
 
 /// One member busy with one request it may take at a time, a queue of
