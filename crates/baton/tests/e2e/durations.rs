@@ -2,10 +2,10 @@
 //! `baton serve` proxies with them and stops on SIGTERM without a panic.
 //! A deadline computed from one of them once overflowed the clock.
 
-use crate::support::{self, TempDir, baton_serve, get, run_baton, start_hello};
+use crate::support::{self, TempDir, baton_serve_with, get, run_baton, start_hello, wait_version};
 
-/// Every timeout and grace period that a plain proxy and a supervised
-/// service use at once, each at the maximum (a health check's `timeout`
+/// Every timeout and grace period that a plain proxy, a supervised service
+/// and a rolling deploy of it use at once, each at the maximum (a health check's `timeout`
 /// must stay below its `interval`, and a supervised instance is only ready
 /// once a check passes, so the service checks often).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +69,9 @@ service = "web"
         hello = support::hello().display()
     );
     std::fs::write(&path, config).unwrap();
-    let (mut baton, addr) = baton_serve(&path).await;
+    let control = dir.path().join("control.sock");
+    let control = control.to_str().unwrap();
+    let (mut baton, addr) = baton_serve_with(&path, &["--control", control]).await;
     baton.wait_for("instance joined the pool").await;
     // A member serves once the proxy's own first check has passed.
     let deadline = tokio::time::Instant::now() + support::EVENT_TIMEOUT;
@@ -83,6 +85,11 @@ service = "web"
             }
         }
     }
+    // A rolling deploy under the same deadlines.
+    let (code, out) =
+        run_baton(&["deploy", "web", "--version", "svc2", "--control", control]).await;
+    assert_eq!(code, 0, "{out}\n{}", baton.dump());
+    wait_version(&addr, "svc2").await;
     baton.signal(libc::SIGTERM);
     let status = baton.wait_exit().await;
     assert!(status.success(), "{status:?}\n{}", baton.dump());

@@ -8,6 +8,7 @@
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use handoff::time::SaturatingAdd;
 use tokio::time::Instant;
 
 use super::traffic::set_shares;
@@ -37,7 +38,7 @@ pub(super) async fn canary(
         let stable_stats = stats_of(engine, service, old);
         let canary_before = sum(&canary_stats);
         let stable_before = sum(&stable_stats);
-        let judged_at = (Instant::now() + gates.pause).min(deadline);
+        let judged_at = Instant::now().saturating_add(gates.pause).min(deadline);
         tokio::time::sleep_until(judged_at).await;
         let served = || sum(&canary_stats).since(&canary_before).requests();
         let enough = || served() >= u64::from(gates.min_requests);

@@ -15,6 +15,7 @@ mod rolling;
 mod traffic;
 mod two_sets;
 
+use handoff::time::SaturatingAdd;
 use tokio::time::Instant;
 
 use crate::progress::{Progress, Reporter, Traffic, millis};
@@ -149,7 +150,7 @@ pub(super) async fn run(
         .and_then(|p| p.pool_stats(&service.pool_name()));
     let before = stats.as_ref().map(|s| s.snapshot());
     let started = Instant::now();
-    let deadline = started + service.deploy_timeout;
+    let deadline = started.saturating_add(service.deploy_timeout);
 
     let outcome = match (&target, strategy) {
         (Target::Version(spec), config::Strategy::Rolling) => {

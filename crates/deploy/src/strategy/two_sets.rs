@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use handoff::time::SaturatingAdd;
 use tokio::time::Instant;
 
 use super::Target;
@@ -123,7 +124,7 @@ pub(super) async fn wait_targets(
     targets: &[config::UpstreamAddr],
     deadline: Instant,
 ) -> Result<(), Failure> {
-    let until = deadline.min(Instant::now() + service.ready_timeout);
+    let until = deadline.min(Instant::now().saturating_add(service.ready_timeout));
     let checks = targets.iter().map(|target| async move {
         let mut successes = 0;
         let mut last = String::from("never checked");
@@ -167,7 +168,7 @@ pub(super) async fn wait_targets(
                 engine.add_member(&service.name, set, target.clone(), 0);
                 return Ok(());
             }
-            if Instant::now() + wait >= until {
+            if Instant::now().saturating_add(wait) >= until {
                 return Err(Failure::TargetUnhealthy {
                     target: target.authority.clone(),
                     ready_timeout: service.ready_timeout,
