@@ -34,8 +34,14 @@ fn main() -> ExitCode {
     };
     init_tracing();
     match cli.command {
-        cli::Command::Exec(args) => exec::main(args),
-        cli::Command::Serve(args) => serve::main(args),
+        cli::Command::Exec(args) => {
+            raise_open_files_limit();
+            exec::main(args)
+        }
+        cli::Command::Serve(args) => {
+            raise_open_files_limit();
+            serve::main(args)
+        }
         cli::Command::Check(args) => serve::check(args),
         cli::Command::Deploy(args) => client::deploy(
             &args.to,
@@ -78,6 +84,24 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("baton: could not start the runtime: {e}");
             ExitCode::FAILURE
         })
+}
+
+/// `baton serve` holds a descriptor per client connection and per upstream
+/// connection, and the instances `baton exec` runs (which inherit the limit)
+/// one per client: a soft limit of 1,024 would refuse clients long before
+/// anything configured does.
+fn raise_open_files_limit() {
+    match handoff::raise_open_files_limit() {
+        Ok(limit) if limit.now > limit.before => {
+            tracing::info!(
+                before = limit.before,
+                now = limit.now,
+                "open files limit raised"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
 }
 
 fn init_tracing() {

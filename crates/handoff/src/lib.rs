@@ -37,6 +37,7 @@
 mod addr;
 mod error;
 mod inherit;
+mod limits;
 mod listener;
 pub mod notify;
 mod sys;
@@ -54,6 +55,7 @@ mod signal;
 pub use addr::{AddrParseError, ListenAddr};
 pub use error::Error;
 pub use inherit::{Inherited, LISTEN_FDS_START};
+pub use limits::{OpenFilesLimit, raise_open_files_limit};
 pub use listener::{Listener, Listeners, NamedListener};
 
 #[cfg(feature = "runtime")]

@@ -11,6 +11,7 @@ mod edge;
 mod exec;
 mod exec_faults;
 mod https;
+mod limits;
 mod per_instance;
 mod queue;
 mod serve;
