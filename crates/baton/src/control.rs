@@ -10,6 +10,8 @@
 //!   runs on its own task: a client that goes away does not stop it.
 //! - `GET /v1/status`: every service.
 //! - `POST /v1/pause`, `POST /v1/resume`, `POST /v1/reload`: an `Ack`.
+//! - `GET /metrics`: the Prometheus text exposition (`metrics.rs`), on this
+//!   socket only (a TCP admin listener is not there yet).
 
 use std::future::Future;
 use std::path::Path;
@@ -95,14 +97,18 @@ pub type ReloadFn =
 #[derive(Clone)]
 struct Ctx {
     engine: deploy::Engine,
+    proxy: Arc<proxy::Proxy>,
     reload: ReloadFn,
+    counters: Arc<Counters>,
 }
 
 /// Binds the control socket (mode 0600) and serves it until `stop`.
 pub fn start(
     path: &Path,
     engine: deploy::Engine,
+    proxy: Arc<proxy::Proxy>,
     reload_fn: ReloadFn,
+    counters: Arc<Counters>,
     stop: watch::Receiver<Stop>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     // 0600 before anyone can connect, whatever the umask.
@@ -123,9 +129,12 @@ pub fn start(
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
         .route("/v1/reload", post(reload))
+        .route("/metrics", get(metrics))
         .with_state(Ctx {
             engine,
+            proxy,
             reload: reload_fn,
+            counters,
         });
     let path = path.to_owned();
     Ok(tokio::spawn(async move {
@@ -174,8 +183,18 @@ async fn deploy(State(ctx): State<Ctx>, Json(req): Json<DeployRequest>) -> Respo
         targets,
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    let engine = ctx.engine.clone();
-    let task = tokio::spawn(async move { engine.deploy(request, deploy::Reporter::new(tx)).await });
+    let (engine, counters) = (ctx.engine.clone(), ctx.counters.clone());
+    let (service, requested) = (request.service.clone(), request.strategy);
+    let task = tokio::spawn(async move {
+        let result = engine.deploy(request, deploy::Reporter::new(tx)).await;
+        let count = Count {
+            kind: Kind::Deploy,
+            service: &service,
+            requested,
+        };
+        count.record(&counters, &engine, &result);
+        result
+    });
     stream(outcome, rx, task).await
 }
 
@@ -185,13 +204,73 @@ async fn rollback(State(ctx): State<Ctx>, Json(req): Json<ServiceRequest>) -> Re
         ..Outcome::default()
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    let engine = ctx.engine.clone();
+    let (engine, counters) = (ctx.engine.clone(), ctx.counters.clone());
     let task = tokio::spawn(async move {
-        engine
+        let result = engine
             .rollback(&req.service, deploy::Reporter::new(tx))
-            .await
+            .await;
+        let count = Count {
+            kind: Kind::Rollback,
+            service: &req.service,
+            requested: None,
+        };
+        count.record(&counters, &engine, &result);
+        result
     });
     stream(outcome, rx, task).await
+}
+
+/// Which endpoint started a deploy task, for its count.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Deploy,
+    Rollback,
+}
+
+/// A deploy or rollback task, to be counted in `baton_deploys_total` when
+/// it ends — on its own task, so that it is counted even when the client
+/// that asked for it went away.
+struct Count<'a> {
+    kind: Kind,
+    service: &'a str,
+    /// The strategy the request asked for, if any.
+    requested: Option<config::Strategy>,
+}
+
+impl Count<'_> {
+    /// Counts the task if it ran: one refused before it started (unknown
+    /// service, bad request, another deploy running) is not counted, so
+    /// the service label is always a service of the config.
+    fn record(
+        &self,
+        counters: &Counters,
+        engine: &deploy::Engine,
+        result: &Result<deploy::Deployed, deploy::DeployError>,
+    ) {
+        let (failed, strategy) = match result {
+            Ok(done) => (false, done.strategy.to_string()),
+            Err(deploy::DeployError::Failed(_)) => {
+                // The strategy asked for, else the service's own.
+                let strategy = match self.requested {
+                    Some(s) => s.to_string(),
+                    None => engine
+                        .status()
+                        .into_iter()
+                        .find(|s| s.name == self.service)
+                        .map_or_else(|| "unknown".to_owned(), |s| s.strategy),
+                };
+                (true, strategy)
+            }
+            Err(_) => return,
+        };
+        let outcome = match (self.kind, failed) {
+            (Kind::Deploy, false) => DeployOutcome::Deployed,
+            (Kind::Deploy, true) => DeployOutcome::Failed,
+            (Kind::Rollback, false) => DeployOutcome::RolledBack,
+            (Kind::Rollback, true) => DeployOutcome::RollbackFailed,
+        };
+        counters.deploy(self.service, &strategy, outcome);
+    }
 }
 
 /// Waits for the deploy to start (its first progress event) or to be
@@ -296,6 +375,18 @@ fn result_line(outcome: &Outcome) -> Bytes {
     Bytes::from(v)
 }
 
+async fn metrics(State(ctx): State<Ctx>) -> Response {
+    let text = crate::metrics::render(&ctx.proxy, &ctx.engine, &ctx.counters);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
+}
+
 async fn status(State(ctx): State<Ctx>) -> Json<Vec<deploy::ServiceStatus>> {
     Json(ctx.engine.status())
 }
@@ -342,6 +433,7 @@ fn ack(result: Result<(), deploy::DeployError>) -> (StatusCode, Json<Ack>) {
 }
 
 async fn reload(State(ctx): State<Ctx>) -> (StatusCode, Json<Ack>) {
+    // Counted by the reload function itself, as a SIGHUP's is.
     match (ctx.reload)().await {
         Ok(()) => (
             StatusCode::OK,
@@ -361,4 +453,5 @@ async fn reload(State(ctx): State<Ctx>) -> (StatusCode, Json<Ack>) {
     }
 }
 
+use crate::metrics::{Counters, DeployOutcome};
 use crate::{EXIT_TEMPFAIL, EXIT_USAGE};

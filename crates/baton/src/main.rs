@@ -9,6 +9,7 @@ mod client;
 mod control;
 mod demo;
 mod exec;
+mod metrics;
 mod serve;
 
 use std::process::ExitCode;

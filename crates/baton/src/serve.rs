@@ -232,19 +232,26 @@ async fn run(
     let certificates: Vec<tls::ServerTls> =
         https.listeners.iter().map(|(_, t)| t.clone()).collect();
     let _watch = tls::watch(certificates.clone(), std::time::Duration::from_secs(2));
+    let counters = Arc::new(crate::metrics::Counters::default());
     let control = match control {
         Some(socket) => {
             let (file, eng, names) = (path.clone(), engine.clone(), listener_names.clone());
-            let certs = certificates.clone();
+            let (certs, count) = (certificates.clone(), counters.clone());
             let reload: crate::control::ReloadFn = Arc::new(move || {
                 let (path, engine, names) = (file.clone(), eng.clone(), names.clone());
-                let certs = certs.clone();
-                Box::pin(async move { reload(&path, &engine, &names, &certs).await })
+                let (certs, count) = (certs.clone(), count.clone());
+                Box::pin(async move {
+                    let result = reload(&path, &engine, &names, &certs).await;
+                    count.reload(result.is_ok());
+                    result
+                })
             });
             Some(crate::control::start(
                 &socket,
                 engine.clone(),
+                proxy.clone(),
                 reload,
+                counters.clone(),
                 stop_rx.clone(),
             )?)
         }
@@ -264,7 +271,8 @@ async fn run(
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                let _ = reload(&path, &engine, &listener_names, &certificates).await;
+                let result = reload(&path, &engine, &listener_names, &certificates).await;
+                counters.reload(result.is_ok());
             }
             _ = term.recv() => begin_stop(&stop),
             _ = int.recv() => begin_stop(&stop),

@@ -10,7 +10,8 @@
 //! The proxy measures what it forwards ([`Proxy::member_stats`],
 //! [`Proxy::pool_stats`]) and can hold a pool's requests for a while
 //! ([`Proxy::pause`], [`Proxy::resume`]); both are kept by pool name across
-//! reloads, for the deploy engine.
+//! reloads, for the deploy engine; [`Proxy::readings`] reads them all at
+//! once for a metrics scrape.
 //!
 //! Client connections are served by `handoff::http::Server` (the same code
 //! that drains apps): limits (431, 408, connection count), `Connection:
@@ -37,6 +38,7 @@ mod edge;
 mod forward;
 mod headers;
 mod https;
+mod metrics;
 mod pause;
 mod probe;
 mod service;
@@ -62,6 +64,7 @@ use tokio::sync::watch;
 pub use access_log::{AccessLog, Format as AccessLogFormat};
 pub use balance::{QueueStats, StatsSnapshot};
 pub use body::ProxyBody;
+pub use metrics::{MemberReading, PoolReading};
 pub use pause::Hold;
 pub use probe::{active_check, tls_handshake};
 pub use snapshot::BuildErrors;

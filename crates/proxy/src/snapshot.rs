@@ -244,6 +244,21 @@ impl Registry {
         self.pools.get(pool)
     }
 
+    /// Every pool of the current config, by name.
+    pub(crate) fn pools(&self) -> impl Iterator<Item = (&str, &PoolEntry)> {
+        self.pools
+            .iter()
+            .map(|(name, entry)| (name.as_str(), entry))
+    }
+
+    /// Every member of the current config: its pool, its address, its
+    /// shared health.
+    pub(crate) fn members(&self) -> impl Iterator<Item = (&str, &str, &Arc<MemberHealth>)> {
+        self.members
+            .iter()
+            .map(|((pool, member), e)| (pool.as_str(), member.as_str(), &e.health))
+    }
+
     /// Gives every queued request a turn: called once a new snapshot is
     /// published, whose pools may have other members or more room.
     pub(crate) fn wake_queues(&self) {

@@ -12,6 +12,7 @@ mod exec;
 mod exec_faults;
 mod https;
 mod limits;
+mod metrics;
 mod per_instance;
 mod queue;
 mod serve;

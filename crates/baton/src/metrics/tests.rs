@@ -1,0 +1,195 @@
+//! The exposition's format: names, labels, histogram buckets and counts,
+//! for a scrape built from known readings (the route and the real proxy
+//! are the end-to-end test's).
+
+use std::time::Duration;
+
+use proxy::{MemberReading, PoolReading, QueueStats};
+
+use super::*;
+
+fn pool() -> PoolReading {
+    let stats = balance::Stats::new();
+    for _ in 0..3 {
+        stats.record(Duration::from_millis(1), false);
+    }
+    stats.record(Duration::from_millis(100), true);
+    PoolReading {
+        name: "web".into(),
+        stats: stats.snapshot(),
+        queue: QueueStats {
+            waiting: 2,
+            queued: 9,
+            full: 3,
+            timed_out: 1,
+        },
+        members: vec![
+            MemberReading {
+                address: "127.0.0.1:8001".into(),
+                up: true,
+                in_flight: 5,
+            },
+            MemberReading {
+                address: "127.0.0.1:8002".into(),
+                up: false,
+                in_flight: 0,
+            },
+        ],
+    }
+}
+
+fn scrape() -> String {
+    let counters = Counters::default();
+    counters.reload(true);
+    counters.reload(true);
+    counters.reload(false);
+    counters.deploy("web", "canary", DeployOutcome::Deployed);
+    counters.deploy("web", "canary", DeployOutcome::Deployed);
+    counters.deploy("web", "rolling", DeployOutcome::Failed);
+    let deploys = counters
+        .deploys
+        .lock()
+        .unwrap()
+        .clone()
+        .into_iter()
+        .collect();
+    encode(Scrape {
+        pools: vec![pool()],
+        versions: vec![("web".into(), "v2".into())],
+        reloads: [
+            ("ok", counters.reloads_ok.load(Ordering::Relaxed)),
+            ("refused", counters.reloads_refused.load(Ordering::Relaxed)),
+        ],
+        deploys,
+    })
+}
+
+fn has(text: &str, line: &str) {
+    assert!(
+        text.lines().any(|l| l == line),
+        "no line {line:?} in:\n{text}"
+    );
+}
+
+#[test]
+fn counters_and_gauges_have_their_labels_and_values() {
+    let text = scrape();
+    has(&text, "# TYPE baton_requests_total counter");
+    has(&text, r#"baton_requests_total{pool="web"} 4"#);
+    has(&text, r#"baton_request_failures_total{pool="web"} 1"#);
+    has(
+        &text,
+        r#"baton_member_up{pool="web",member="127.0.0.1:8001"} 1"#,
+    );
+    has(
+        &text,
+        r#"baton_member_up{pool="web",member="127.0.0.1:8002"} 0"#,
+    );
+    has(
+        &text,
+        r#"baton_member_in_flight{pool="web",member="127.0.0.1:8001"} 5"#,
+    );
+    has(&text, r#"baton_queue_waiting{pool="web"} 2"#);
+    has(
+        &text,
+        r#"baton_queue_refused_total{pool="web",reason="full"} 3"#,
+    );
+    has(
+        &text,
+        r#"baton_queue_refused_total{pool="web",reason="timeout"} 1"#,
+    );
+    has(&text, r#"baton_config_reloads_total{result="ok"} 2"#);
+    has(&text, r#"baton_config_reloads_total{result="refused"} 1"#);
+    has(
+        &text,
+        r#"baton_deploys_total{service="web",strategy="canary",outcome="deployed"} 2"#,
+    );
+    has(
+        &text,
+        r#"baton_deploys_total{service="web",strategy="rolling",outcome="failed"} 1"#,
+    );
+    has(&text, "# TYPE baton_service_version_info gauge");
+    has(
+        &text,
+        r#"baton_service_version_info{service="web",version="v2"} 1"#,
+    );
+}
+
+#[test]
+fn the_histogram_is_cumulative_with_exact_power_of_two_bounds() {
+    let text = scrape();
+    has(&text, "# TYPE baton_request_duration_seconds histogram");
+    // 1 ms is below 1,024 µs; 100 ms below 131,072 µs and above 65,536 µs.
+    has(
+        &text,
+        r#"baton_request_duration_seconds_bucket{pool="web",le="0.000512"} 0"#,
+    );
+    has(
+        &text,
+        r#"baton_request_duration_seconds_bucket{pool="web",le="0.001024"} 3"#,
+    );
+    has(
+        &text,
+        r#"baton_request_duration_seconds_bucket{pool="web",le="0.065536"} 3"#,
+    );
+    has(
+        &text,
+        r#"baton_request_duration_seconds_bucket{pool="web",le="0.131072"} 4"#,
+    );
+    has(
+        &text,
+        r#"baton_request_duration_seconds_bucket{pool="web",le="33.554432"} 4"#,
+    );
+    has(
+        &text,
+        r#"baton_request_duration_seconds_bucket{pool="web",le="+Inf"} 4"#,
+    );
+    has(
+        &text,
+        r#"baton_request_duration_seconds_count{pool="web"} 4"#,
+    );
+    let sum: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"baton_request_duration_seconds_sum{pool="web"} "#))
+        .expect("a _sum line")
+        .parse()
+        .unwrap();
+    // 3 × 1 ms + 100 ms, each within its bucket's width (a quarter).
+    assert!((0.103 * 0.8..=0.103 * 1.25).contains(&sum), "{sum}");
+}
+
+#[test]
+fn the_slowest_bucket_is_only_in_inf() {
+    let stats = balance::Stats::new();
+    stats.record(Duration::from_secs(3600), false);
+    let (buckets, _) = histogram(&stats.snapshot());
+    assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
+    assert_eq!(buckets.iter().map(|(_, n)| n).sum::<u64>(), 1);
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package, installed by
+/// scripts/install-tools) accepts the exposition.
+#[test]
+fn promtool_accepts_the_exposition() {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/install-tools installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,190 @@
+//! `GET /metrics` on the control socket of a real `baton serve`: after
+//! traffic, a deploy and a reload, the exposition has the pool's request
+//! counter and duration histogram, its member, the deploy and the version,
+//! with their labels and values; `promtool check metrics` accepts it.
+
+use std::path::Path;
+
+use crate::support::{self, EVENT_TIMEOUT, TempDir, baton_serve_with, get, wait_version};
+
+const POOL: &str = "service:web";
+
+fn config(dir: &TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("baton.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[[listener]]
+name = "http"
+address = "127.0.0.1:0"
+
+[service.web]
+command = ["{}", "--listen", "127.0.0.1:{{port}}", "--app-version", "{{version}}"]
+version = "v1"
+instances = 1
+ready_timeout = "5s"
+[service.web.health]
+path = "/healthz"
+interval = "50ms"
+timeout = "40ms"
+healthy_threshold = 2
+unhealthy_threshold = 2
+
+[[route]]
+service = "web"
+"#,
+            support::hello().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn scrape(control: &Path) -> String {
+    let r = get(&format!("unix:{}", control.display()), "/metrics").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    r.body
+}
+
+/// The value of the sample `name{labels}` (labels as written), if any.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+fn requests(text: &str) -> f64 {
+    sample(text, &format!(r#"baton_requests_total{{pool="{POOL}"}}"#)).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_traffic_deploys_and_reloads() {
+    let dir = TempDir::new("metrics");
+    let control = dir.path().join("control.sock");
+    let path = config(&dir);
+    let (baton, addr) = baton_serve_with(&path, &["--control", control.to_str().unwrap()]).await;
+    wait_version(&addr, "v1").await;
+
+    // Ten requests: the counter and the histogram's count grow by ten. A
+    // request is counted when the proxy has sent its body's end, which may
+    // be just after the client read it: wait (bounded) for the counts.
+    let before = scrape(&control).await;
+    for _ in 0..10 {
+        assert_eq!(get(&addr, "/").await.status, 200);
+    }
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    let after = loop {
+        let text = scrape(&control).await;
+        if requests(&text) >= requests(&before) + 10.0 {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the requests were never counted:\n{text}"
+        );
+    };
+    assert_eq!(requests(&after), requests(&before) + 10.0, "{after}");
+    let count = format!(r#"baton_request_duration_seconds_count{{pool="{POOL}"}}"#);
+    let inf = format!(r#"baton_request_duration_seconds_bucket{{pool="{POOL}",le="+Inf"}}"#);
+    let failures = format!(r#"baton_request_failures_total{{pool="{POOL}"}}"#);
+    assert_eq!(sample(&after, &count), Some(requests(&after)), "{after}");
+    assert_eq!(sample(&after, &inf), Some(requests(&after)), "{after}");
+    // The 503s before the instance joined the pool failed; these did not.
+    assert_eq!(
+        sample(&after, &failures),
+        sample(&before, &failures),
+        "{after}"
+    );
+    // Loopback requests to hello end well within 33 s: all in a finite bucket.
+    let top = format!(r#"baton_request_duration_seconds_bucket{{pool="{POOL}",le="33.554432"}}"#);
+    assert_eq!(sample(&after, &top), Some(requests(&after)), "{after}");
+    // The one member, up, with nothing in flight now.
+    let up: Vec<&str> = after
+        .lines()
+        .filter(|l| l.starts_with("baton_member_up{"))
+        .collect();
+    assert_eq!(up.len(), 1, "{after}");
+    assert!(
+        up[0].starts_with(&format!(
+            r#"baton_member_up{{pool="{POOL}",member="127.0.0.1:"#
+        )) && up[0].ends_with("} 1"),
+        "{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            r#"baton_service_version_info{service="web",version="v1"}"#
+        ),
+        Some(1.0),
+        "{after}"
+    );
+
+    // A deploy and a reload are counted; the version follows.
+    let (code, out) = support::run_baton(&[
+        "deploy",
+        "web",
+        "--version",
+        "v2",
+        "--control",
+        control.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}\n{}", baton.dump());
+    let (code, out) = support::run_baton(&["reload", "--control", control.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}");
+    let text = scrape(&control).await;
+    for (series, value) in [
+        (
+            r#"baton_deploys_total{service="web",strategy="rolling",outcome="deployed"}"#,
+            1.0,
+        ),
+        (
+            r#"baton_service_version_info{service="web",version="v2"}"#,
+            1.0,
+        ),
+        (r#"baton_config_reloads_total{result="ok"}"#, 1.0),
+        (r#"baton_config_reloads_total{result="refused"}"#, 0.0),
+        (&format!(r#"baton_queue_waiting{{pool="{POOL}"}}"#), 0.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series}\n{text}");
+    }
+    assert_eq!(
+        sample(
+            &text,
+            r#"baton_service_version_info{service="web",version="v1"}"#
+        ),
+        None,
+        "{text}"
+    );
+    promtool_check(&text).await;
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package, installed by
+/// scripts/install-tools) accepts `text`.
+async fn promtool_check(text: &str) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/install-tools installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(EVENT_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("promtool timed out")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

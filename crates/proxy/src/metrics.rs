@@ -1,0 +1,72 @@
+//! What the proxy can tell a metrics scrape: every pool of the current
+//! config with its request counts, its queue and its members (health and
+//! requests in flight), read from the counters the data plane already keeps.
+//!
+//! Read-only and off the request path: a reading takes the registry's lock
+//! (the control plane's, never taken by a request) and loads atomics; it
+//! must never add work to the data plane or change any state.
+
+use balance::{QueueStats, StatsSnapshot};
+use tokio::time::Instant;
+
+use crate::Proxy;
+
+/// One pool of the current config, as a scrape reads it.
+#[derive(Debug, Clone)]
+pub struct PoolReading {
+    /// The pool's name.
+    pub name: String,
+    /// Its requests as its clients saw them (see [`PoolStats`](crate::PoolStats)).
+    pub stats: StatsSnapshot,
+    /// Its queue now.
+    pub queue: QueueStats,
+    /// Its members, by address.
+    pub members: Vec<MemberReading>,
+}
+
+/// One member of a pool, as a scrape reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberReading {
+    /// Its address (`host:port`), as in the config.
+    pub address: String,
+    /// Healthy and not passively ejected: it may take requests.
+    pub up: bool,
+    /// Requests to it in flight now.
+    pub in_flight: usize,
+}
+
+impl Proxy {
+    /// Every pool of the current config with its members, sorted by name
+    /// (pools) and address (members).
+    pub fn readings(&self) -> Vec<PoolReading> {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let mut pools: Vec<PoolReading> = registry
+            .pools()
+            .map(|(name, entry)| PoolReading {
+                name: name.to_owned(),
+                stats: entry.stats.snapshot(),
+                queue: entry.queue.stats(),
+                members: Vec::new(),
+            })
+            .collect();
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        for (pool, address, health) in registry.members() {
+            if let Ok(i) = pools.binary_search_by(|p| p.name.as_str().cmp(pool)) {
+                pools[i].members.push(MemberReading {
+                    address: address.to_owned(),
+                    // Read without `is_available`, which publishes the end
+                    // of an ejection as it observes it: a scrape changes
+                    // nothing.
+                    up: health.is_healthy()
+                        && health.ejected_until().is_none_or(|until| until <= now),
+                    in_flight: health.in_flight(),
+                });
+            }
+        }
+        for p in &mut pools {
+            p.members.sort_by(|a, b| a.address.cmp(&b.address));
+        }
+        pools
+    }
+}
