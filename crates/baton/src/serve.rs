@@ -202,6 +202,14 @@ async fn run(
     if store.is_none() && !cfg.services.is_empty() {
         tracing::info!("no --state directory: deployed versions are not kept across restarts");
     }
+    if cfg.cluster.is_some() {
+        // The registry client exists (the `cluster` crate) but the engine and
+        // the proxy do not use it yet: say so rather than let a [cluster]
+        // section look as if it did something.
+        tracing::warn!(
+            "[cluster] is checked but not used yet: this node registers no instance and discovers none"
+        );
+    }
     let engine = deploy::Engine::new(cfg.clone(), store).context("could not read the state")?;
     let proxy = match Proxy::new(&engine.effective()) {
         Ok(mut p) => {
