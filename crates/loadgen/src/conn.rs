@@ -107,7 +107,11 @@ impl Exchange<'_> {
 
         if !status.is_success() {
             let detail = match &body {
-                Ok(bytes) => format!("status {status}, body {} B", bytes.len()),
+                Ok(bytes) => format!(
+                    "status {status}, body {} B: {:?}",
+                    bytes.len(),
+                    first_line(bytes)
+                ),
                 Err(e) => format!("status {status}, and the body broke off: {e}"),
             };
             if body.is_ok() && reusable {
@@ -173,6 +177,14 @@ pub(crate) fn announces_close<B>(response: &Response<B>) -> bool {
     !bodyless && !delimited
 }
 
+/// The start of a failed response's body (its first line, at most 80
+/// characters), which says whose answer it was: the proxy's own 503s name
+/// their reason ("no healthy upstream", "upstream queue full"), an app's do not.
+fn first_line(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    text.lines().next().unwrap_or("").chars().take(80).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +242,12 @@ mod tests {
         assert_eq!(instance_of(&headers), None);
         headers.insert(INSTANCE_HEADER, HeaderValue::from_static("v2-1"));
         assert_eq!(instance_of(&headers).as_deref(), Some("v2-1"));
+    }
+
+    #[test]
+    fn a_failed_response_is_described_by_its_first_line() {
+        assert_eq!(first_line(b"no healthy upstream\n"), "no healthy upstream");
+        assert_eq!(first_line(b""), "");
+        assert_eq!(first_line(&[b'x'; 200]).len(), 80);
     }
 }
