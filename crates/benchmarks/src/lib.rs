@@ -24,7 +24,7 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// gets SIGTERM and drains its instances instead of lingering. The signal comes when the spawning *thread* ends: call
 /// this from the thread that lives as long as the process (the one in `block_on`).
 #[allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
-pub fn spawn_baton(cmd: &mut Command) -> Result<Proc, String> {
+pub fn spawn_baton(cmd: &mut Command) -> anyhow::Result<Proc> {
     // SAFETY: runs between fork and exec; prctl is async-signal-safe and touches no memory.
     unsafe {
         cmd.pre_exec(|| {
@@ -37,7 +37,7 @@ pub fn spawn_baton(cmd: &mut Command) -> Result<Proc, String> {
     }
     Proc::try_spawn(cmd)
         .map(|p| p.with_timeout(EVENT_TIMEOUT))
-        .map_err(|e| format!("could not start baton: {e}"))
+        .map_err(|e| anyhow::anyhow!("could not start baton: {e}"))
 }
 
 /// The runtime both programs run on: two worker threads (the load's workers and the readers of baton's output).
@@ -51,28 +51,28 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Stops baton with SIGTERM and waits for it to exit (bounded by [`EVENT_TIMEOUT`]), then at most 5 s more for the
 /// last lines (its pipes close once every instance is gone too). Baton drains its instances itself: from then on
 /// none is killed when `proc` is dropped.
-pub async fn stop_baton(proc: &mut Proc) -> Result<ExitStatus, String> {
+pub async fn stop_baton(proc: &mut Proc) -> anyhow::Result<ExitStatus> {
     proc.signal(libc::SIGTERM);
     let exit = tokio::time::timeout(EVENT_TIMEOUT, proc.child.wait())
         .await
         .map_err(|_| {
-            format!(
+            anyhow::anyhow!(
                 "baton did not exit within {} s of SIGTERM",
                 EVENT_TIMEOUT.as_secs()
             )
         })?
-        .map_err(|e| format!("could not wait for baton: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("could not wait for baton: {e}"))?;
     proc.instances_stopped();
     let _ = tokio::time::timeout(Duration::from_secs(5), proc.output_closed()).await;
     Ok(exit)
 }
 
 /// Writes baton's collected output to `path`, a line each.
-pub fn write_log(path: &Path, lines: &[String]) -> Result<(), String> {
+pub fn write_log(path: &Path, lines: &[String]) -> anyhow::Result<()> {
     let mut text = lines.join("\n");
     text.push('\n');
     std::fs::write(path, text)
-        .map_err(|e| format!("could not write the log {}: {e}", path.display()))
+        .map_err(|e| anyhow::anyhow!("could not write the log {}: {e}", path.display()))
 }
 
 /// The Markdown table of the load's workers: requests, successes and failures of each kind.
@@ -124,7 +124,7 @@ pub fn sibling(given: &Option<std::path::PathBuf>, name: &str) -> std::path::Pat
 }
 
 /// Lets the load run in the steady phase for `period`, and until some requests succeeded.
-pub async fn steady(load: &Load, period: Duration) -> Result<(), String> {
+pub async fn steady(load: &Load, period: Duration) -> anyhow::Result<()> {
     let progressed = async {
         tokio::time::timeout(EVENT_TIMEOUT, load.wait_for_requests(20))
             .await
@@ -134,7 +134,7 @@ pub async fn steady(load: &Load, period: Duration) -> Result<(), String> {
     if progressed {
         Ok(())
     } else {
-        Err(format!(
+        Err(anyhow::anyhow!(
             "the load made no progress (20 successful requests) within {} s: {}",
             EVENT_TIMEOUT.as_secs(),
             load.snapshot()

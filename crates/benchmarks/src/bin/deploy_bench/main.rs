@@ -260,29 +260,29 @@ struct RunResult {
     lines: Vec<String>,
 }
 
-async fn run(args: &Args) -> Result<RunResult, String> {
+async fn run(args: &Args) -> anyhow::Result<RunResult> {
     let baton = args.baton();
     if !baton.exists() {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "{} does not exist: build it first (cargo build --release -p baton)",
             baton.display()
         ));
     }
     if args.strategies.is_empty() || args.deploys == 0 {
-        return Err("nothing to deploy".into());
+        return Err(anyhow::anyhow!("nothing to deploy"));
     }
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("baton-deploy-bench-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("could not create {}: {e}", dir.display()))?;
+        .map_err(|e| anyhow::anyhow!("could not create {}: {e}", dir.display()))?;
     let config = dir.join("baton.toml");
     let control = dir.join("control.sock");
     let state = dir.join("state");
     let _ = std::fs::remove_dir_all(&state);
     std::fs::write(&config, config_text(args, &baton))
-        .map_err(|e| format!("could not write {}: {e}", config.display()))?;
+        .map_err(|e| anyhow::anyhow!("could not write {}: {e}", config.display()))?;
 
     let mut cmd = Command::new(&baton);
     cmd.arg("serve")
@@ -299,7 +299,7 @@ async fn run(args: &Args) -> Result<RunResult, String> {
     let (deploys, report, load, cpu) = driven.map_err(|e| {
         keep_log(&log, &lines);
         let tail = lines.len().saturating_sub(60);
-        format!(
+        anyhow::anyhow!(
             "{e}\n--- last lines of baton's output (all of it in {}) ---\n{}",
             log.display(),
             lines[tail..].join("\n")
@@ -337,7 +337,7 @@ async fn drive(
     baton: &Path,
     control: &Path,
     proc: &mut Proc,
-) -> Result<Driven, String> {
+) -> anyhow::Result<Driven> {
     let (mut seen, line) = proc
         .wait_from(0, "baton's listening line", |l| {
             l.contains("listening listener=http")
@@ -346,7 +346,7 @@ async fn drive(
     let addr = field(&line, "addr")
         .unwrap_or_default()
         .parse()
-        .map_err(|e| format!("bad address in {line:?}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("bad address in {line:?}: {e}"))?;
     for n in 1..=args.instances {
         (seen, _) = proc
             .wait_from(seen, &format!("instance {n} of v1 joining the pool"), |l| {
@@ -404,8 +404,10 @@ async fn drive(
         load.set_phase(Phase::Steady);
         let after = load.snapshot();
         let output = output
-            .map_err(|_| format!("baton deploy {version} did not end within {DEPLOY_LIMIT:?}"))?
-            .map_err(|e| format!("could not run baton deploy: {e}"))?;
+            .map_err(|_| {
+                anyhow::anyhow!("baton deploy {version} did not end within {DEPLOY_LIMIT:?}")
+            })?
+            .map_err(|e| anyhow::anyhow!("could not run baton deploy: {e}"))?;
         let text = String::from_utf8_lossy(&output.stdout);
         let outcome: serde_json::Value = text
             .lines()
@@ -459,7 +461,9 @@ async fn drive(
         steady(&load, Duration::from_millis(args.steady_ms)).await?;
     }
     if load.is_stopping() {
-        return Err("the load stopped before the last deploy (max duration reached?)".into());
+        return Err(anyhow::anyhow!(
+            "the load stopped before the last deploy (max duration reached?)"
+        ));
     }
     let report = load.stop().await;
     let cpu = (

@@ -126,12 +126,12 @@ struct RunResult {
     lines: Vec<String>,
 }
 
-async fn run(args: &Args) -> Result<RunResult, String> {
+async fn run(args: &Args) -> anyhow::Result<RunResult> {
     let baton = sibling(&args.baton, "baton");
     let hello = sibling(&args.hello, "hello");
     for bin in [&baton, &hello] {
         if !bin.exists() {
-            return Err(format!(
+            return Err(anyhow::anyhow!(
                 "{} does not exist: build it first (cargo build --release -p baton -p hello)",
                 bin.display()
             ));
@@ -157,7 +157,7 @@ async fn run(args: &Args) -> Result<RunResult, String> {
     }
     let (report, switches, load_started, load) = result.map_err(|e| {
         let tail = lines.len().saturating_sub(60);
-        format!(
+        anyhow::anyhow!(
             "{e}\n--- last lines of baton's output ---\n{}",
             lines[tail..].join("\n")
         )
@@ -183,7 +183,7 @@ async fn run(args: &Args) -> Result<RunResult, String> {
 
 type Driven = (Report, Vec<Switch>, SystemTime, LoadConfig);
 
-async fn drive(args: &Args, proc: &mut Proc) -> Result<Driven, String> {
+async fn drive(args: &Args, proc: &mut Proc) -> anyhow::Result<Driven> {
     let (_, line) = proc
         .wait_from(0, "the listening on line", |l| {
             l.starts_with("[out] listening on ")
@@ -195,7 +195,7 @@ async fn drive(args: &Args, proc: &mut Proc) -> Result<Driven, String> {
         .unwrap_or_default()
         .trim()
         .parse()
-        .map_err(|e| format!("bad address in {line:?}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("bad address in {line:?}: {e}"))?;
     let (mut seen, _) = wait_rollout(proc, 0, 1).await?;
 
     let cfg = LoadConfig {
@@ -225,7 +225,7 @@ async fn drive(args: &Args, proc: &mut Proc) -> Result<Driven, String> {
         seen = next;
         let rollout_ms = field(&line, "duration_ms")
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("no duration_ms in {line:?}"))?;
+            .ok_or_else(|| anyhow::anyhow!("no duration_ms in {line:?}"))?;
         switches.push(Switch {
             generation,
             from,
@@ -242,7 +242,9 @@ async fn drive(args: &Args, proc: &mut Proc) -> Result<Driven, String> {
         steady(&load, Duration::from_millis(args.steady_ms)).await?;
     }
     if load.is_stopping() {
-        return Err("the load stopped before the last restart (max duration reached?)".into());
+        return Err(anyhow::anyhow!(
+            "the load stopped before the last restart (max duration reached?)"
+        ));
     }
     let report = load.stop().await;
     Ok((report, switches, load_started, cfg))
@@ -253,7 +255,7 @@ async fn wait_rollout(
     proc: &mut Proc,
     from: usize,
     generation: u64,
-) -> Result<(usize, String), String> {
+) -> anyhow::Result<(usize, String)> {
     let g = generation.to_string();
     let what = format!("rollout complete generation={generation}");
     let (next, line) = proc
@@ -263,7 +265,7 @@ async fn wait_rollout(
         })
         .await?;
     if line.contains("rollout failed") {
-        return Err(format!("generation {generation}: {line}"));
+        return Err(anyhow::anyhow!("generation {generation}: {line}"));
     }
     Ok((next, line))
 }
