@@ -98,10 +98,8 @@ pub fn main(args: ServeArgs) -> ExitCode {
         Some(dir) => match deploy::Store::open(dir) {
             Ok(store) => Some(store),
             Err(e) => {
-                eprintln!(
-                    "baton: could not open the state directory {}: {e}",
-                    dir.display()
-                );
+                // The error names the path and what could not be done to it.
+                eprintln!("baton: {e}");
                 return ExitCode::FAILURE;
             }
         },

@@ -449,3 +449,33 @@ service = "web"
         2
     );
 }
+
+/// A state directory that cannot be created stops `baton serve` at start
+/// with one message that names the path and the cause (it once said "could
+/// not" twice).
+#[tokio::test]
+async fn an_unusable_state_directory_is_named_once_with_its_cause() {
+    let dir = TempDir::new("bad-state");
+    let path = dir.path().join("baton.toml");
+    std::fs::write(
+        &path,
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[pool.app]\nmembers = [{ address = \"127.0.0.1:9\" }]\n\n[[route]]\npool = \"app\"\n",
+    )
+    .unwrap();
+    // A regular file where the directory should be: it cannot be created.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let state = blocker.join("state");
+    let (code, out) = support::run_baton(&[
+        "serve",
+        "--config",
+        path.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 1, "{out}");
+    let expected = format!("baton: could not create {}: ", state.display());
+    assert!(out.contains(&expected), "{out}");
+    assert_eq!(out.matches("could not").count(), 1, "{out}");
+}
