@@ -89,33 +89,12 @@ events {
 }
 http {
     access_log off;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    keepalive_timeout 60s;
-    keepalive_requests 1000000;
-    upstream backend {
-        server $BACKEND;
-        keepalive 64;
-        keepalive_requests 1000000;
-        keepalive_timeout 60s;
-    }
+$(nginx_http_common)
+$(nginx_upstream_backend)
     server {
         listen 127.0.0.1:$NGINX_PORT backlog=4096;
         listen 127.0.0.1:$NGINX_H2_PORT http2 backlog=4096;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            # The forwarding headers baton always sets, so that both do the same work.
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-            proxy_set_header X-Request-Id \$request_id;
-        }
+$(nginx_proxy_location)
     }
 }
 EOF

@@ -223,6 +223,32 @@ machine_line() {
     echo "Machine: $(nproc) cores (${cpu:-unknown CPU}), Linux $(uname -r)"
 }
 
+# nginx_http_common: the lines of an nginx `http` block every benchmark shares: temp paths in $TMP/nginx (never the
+# system's), and client keep-alive that outlasts any run.
+nginx_http_common() {
+    cat <<EOF
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    keepalive_timeout 60s;
+    keepalive_requests 1000000;
+EOF
+}
+
+# nginx_upstream_backend: the upstream `backend` ($BACKEND) over up to 64 idle keep-alive connections.
+nginx_upstream_backend() {
+    cat <<EOF
+    upstream backend {
+        server $BACKEND;
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 60s;
+    }
+EOF
+}
+
 # nginx_proxy_location: an nginx `location /` that proxies to the upstream `backend` over keep-alive connections
 # and sets the forwarding headers baton always sets, so that every proxy does the same work.
 nginx_proxy_location() {

@@ -144,19 +144,8 @@ events {
 }
 http {
     access_log off;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    keepalive_timeout 60s;
-    keepalive_requests 1000000;
-    upstream backend {
-        server $BACKEND;
-        keepalive 64;
-        keepalive_requests 1000000;
-        keepalive_timeout 60s;
-    }
+$(nginx_http_common)
+$(nginx_upstream_backend)
     server {
         listen 127.0.0.1:$NGINX_PORT backlog=4096;
 $(nginx_proxy_location)

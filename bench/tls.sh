@@ -185,13 +185,7 @@ events {
 http {
     access_log off;
     log_format probe '\$ssl_protocol \$ssl_session_reused \$ssl_cipher';
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    keepalive_timeout 60s;
-    keepalive_requests 1000000;
+$(nginx_http_common)
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_ciphers $NGINX_SUITES12;
     ssl_conf_command Ciphersuites $NGINX_SUITES13;
@@ -200,12 +194,7 @@ http {
     ssl_session_cache shared:SSL:10m;
     ssl_session_tickets on;
     add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;
-    upstream backend {
-        server $BACKEND;
-        keepalive 64;
-        keepalive_requests 1000000;
-        keepalive_timeout 60s;
-    }
+$(nginx_upstream_backend)
 $(nginx_server "$NGINX_ECDSA_PORT" ecdsa)
 $(nginx_server "$NGINX_RSA_PORT" rsa)
 $(nginx_server "$NGINX_PROBE_PORT" ecdsa "access_log $PWD/$OUT/nginx-probe.log probe;")
