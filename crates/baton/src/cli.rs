@@ -60,12 +60,54 @@ pub enum Command {
 /// its answer.
 #[derive(Debug, Args)]
 pub struct ControlArgs {
-    /// The control socket of the running `baton serve` (its `--control`).
-    #[arg(long, value_name = "PATH")]
-    pub control: PathBuf,
+    /// The running `baton serve`'s control API: its `--control` socket, or
+    /// `http://HOST:PORT`, its `[admin]` listener (with a token).
+    #[arg(long, value_name = "PATH|URL", value_parser = parse_control)]
+    pub control: ControlAddr,
+    /// With an `http://` control: the file that holds the admin token
+    /// (else the BATON_TOKEN environment variable).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Print the answer as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where a client subcommand reaches `baton serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlAddr {
+    /// The `--control` Unix socket.
+    Socket(PathBuf),
+    /// The `[admin]` listener, as `HOST:PORT`.
+    Http(String),
+}
+
+fn parse_control(s: &str) -> Result<ControlAddr, String> {
+    let lower = s.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err(
+            "https:// is not supported: the admin listener speaks plain HTTP (keep it on loopback or a private network)"
+                .into(),
+        );
+    }
+    let Some(rest) = lower.starts_with("http://").then(|| &s["http://".len()..]) else {
+        if s.is_empty() {
+            return Err("expected a socket path or http://HOST:PORT".into());
+        }
+        return Ok(ControlAddr::Socket(PathBuf::from(s)));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let valid = !authority.is_empty()
+        && !authority.contains(['/', '?', '#', '@', ' '])
+        && authority
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !valid {
+        return Err(format!(
+            "invalid control URL {s:?}: expected http://HOST:PORT, like http://127.0.0.1:9901"
+        ));
+    }
+    Ok(ControlAddr::Http(authority.to_owned()))
 }
 
 #[derive(Debug, Args)]
@@ -324,6 +366,32 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.to_string().contains("rolling, blue_green, canary"), "{e}");
+    }
+
+    #[test]
+    fn control_is_a_socket_path_or_an_http_url() {
+        assert_eq!(
+            parse_control("/run/baton.sock").unwrap(),
+            ControlAddr::Socket("/run/baton.sock".into())
+        );
+        assert_eq!(
+            parse_control("http://127.0.0.1:9901/").unwrap(),
+            ControlAddr::Http("127.0.0.1:9901".into())
+        );
+        assert_eq!(
+            parse_control("HTTP://[::1]:9901").unwrap(),
+            ControlAddr::Http("[::1]:9901".into())
+        );
+        for bad in [
+            "",
+            "http://",
+            "http://host",
+            "http://h:99999",
+            "http://h:1/v1",
+            "https://h:1",
+        ] {
+            assert!(parse_control(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! terminal, one line per step otherwise, on stderr) and ends with a
 //! summary on stdout; `--json` prints only the outcome, as JSON.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -14,8 +13,41 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::ControlArgs;
+use crate::cli::{ControlAddr, ControlArgs};
 use crate::control::{Ack, DeployRequest, Outcome, PauseRequest, ServiceRequest};
+
+/// The environment variable that holds the admin token of an `http://`
+/// control (unless `--token-file` names a file).
+const TOKEN_VARIABLE: &str = "BATON_TOKEN";
+
+/// Where the control API is, with the token an `http://` one needs.
+pub enum Endpoint {
+    /// The `--control` Unix socket.
+    Socket(std::path::PathBuf),
+    /// The `[admin]` listener (`HOST:PORT`) and its bearer token.
+    Http { authority: String, token: String },
+}
+
+impl Endpoint {
+    /// The endpoint of `args`, reading the token of an `http://` one.
+    fn of(args: &ControlArgs) -> anyhow::Result<Endpoint> {
+        let authority = match &args.control {
+            ControlAddr::Socket(path) => return Ok(Endpoint::Socket(path.clone())),
+            ControlAddr::Http(authority) => authority.clone(),
+        };
+        let token = match &args.token_file {
+            Some(file) => std::fs::read_to_string(file)
+                .with_context(|| format!("could not read the token file {}", file.display()))?,
+            None => std::env::var(TOKEN_VARIABLE).map_err(|_| {
+                anyhow::anyhow!(
+                    "--control http://… needs the admin token: --token-file FILE or {TOKEN_VARIABLE}"
+                )
+            })?,
+        };
+        let token = token.trim_end_matches(['\n', '\r']).to_owned();
+        Ok(Endpoint::Http { authority, token })
+    }
+}
 
 /// Runs a deploy (or a rollback: `path` says which) and shows it.
 pub fn deploy(to: &ControlArgs, path: &str, body: &impl serde::Serialize, verb: &str) -> ExitCode {
@@ -23,7 +55,11 @@ pub fn deploy(to: &ControlArgs, path: &str, body: &impl serde::Serialize, verb: 
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(request_deploy(&to.control, path, body, !to.json)) {
+    let endpoint = match Endpoint::of(to) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    match runtime.block_on(request_deploy(&endpoint, path, body, !to.json)) {
         Ok(outcome) => {
             if to.json {
                 println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
@@ -39,7 +75,7 @@ pub fn deploy(to: &ControlArgs, path: &str, body: &impl serde::Serialize, verb: 
 /// Sends a deploy or rollback and follows it to its outcome, showing the
 /// progress on stderr when `show`.
 pub async fn request_deploy(
-    control: &Path,
+    control: &Endpoint,
     path: &str,
     body: &impl serde::Serialize,
     show: bool,
@@ -50,7 +86,7 @@ pub async fn request_deploy(
 }
 
 /// Every service's status.
-pub async fn fetch_status(control: &Path) -> anyhow::Result<Vec<deploy::ServiceStatus>> {
+pub async fn fetch_status(control: &Endpoint) -> anyhow::Result<Vec<deploy::ServiceStatus>> {
     let response = call(control, "GET", "/v1/status", None).await?;
     parse(&body(response).await?)
 }
@@ -229,7 +265,7 @@ pub fn status(to: &ControlArgs) -> ExitCode {
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        let response = call(&to.control, "GET", "/v1/status", None).await?;
+        let response = call(&Endpoint::of(to)?, "GET", "/v1/status", None).await?;
         let bytes = body(response).await?;
         parse::<Vec<deploy::ServiceStatus>>(&bytes)
             .map(|s| (s, String::from_utf8_lossy(&bytes).into_owned()))
@@ -288,7 +324,7 @@ pub fn ack(to: &ControlArgs, path: &str, body: Option<Vec<u8>>, done: &str) -> E
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        let response = call(&to.control, "POST", path, body).await?;
+        let response = call(&Endpoint::of(to)?, "POST", path, body).await?;
         parse::<Ack>(&self::body(response).await?)
     });
     match result {
@@ -340,33 +376,63 @@ async fn body(response: hyper::Response<Incoming>) -> anyhow::Result<Bytes> {
 }
 
 async fn call(
-    socket: &Path,
+    control: &Endpoint,
     method: &str,
     path: &str,
     body: Option<Vec<u8>>,
 ) -> anyhow::Result<hyper::Response<Incoming>> {
     use http_body_util::Full;
-    use hyper_util::rt::TokioIo;
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .with_context(|| {
-            format!(
-                "could not connect to baton's control socket {} (is `baton serve --control` running?)",
-                socket.display()
-            )
-        })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("could not talk to baton")?;
-    tokio::spawn(conn);
     let request = http::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "baton")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-    sender
+        .header("content-type", "application/json");
+    let (mut sender, request) = match control {
+        Endpoint::Socket(socket) => {
+            let stream = tokio::net::UnixStream::connect(socket)
+                .await
+                .with_context(|| {
+                    format!(
+                        "could not connect to baton's control socket {} (is `baton serve --control` running?)",
+                        socket.display()
+                    )
+                })?;
+            (handshake(stream).await?, request.header("host", "baton"))
+        }
+        Endpoint::Http { authority, token } => {
+            let stream = tokio::net::TcpStream::connect(authority.as_str())
+                .await
+                .with_context(|| {
+                    format!("could not connect to baton's admin listener {authority}")
+                })?;
+            let request = request
+                .header("host", authority.as_str())
+                .header("authorization", format!("Bearer {token}"));
+            (handshake(stream).await?, request)
+        }
+    };
+    let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    let response = sender
         .send_request(request)
         .await
-        .context("the request to baton failed")
+        .context("the request to baton failed")?;
+    if response.status() == http::StatusCode::UNAUTHORIZED {
+        anyhow::bail!(
+            "baton refused the admin token (401): check --token-file or {TOKEN_VARIABLE}"
+        );
+    }
+    Ok(response)
+}
+
+async fn handshake<S>(
+    stream: S,
+) -> anyhow::Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .context("could not talk to baton")?;
+    tokio::spawn(conn);
+    Ok(sender)
 }

@@ -1,4 +1,4 @@
-//! The control socket of `baton serve`: a small JSON API on a Unix socket
+//! The control API of `baton serve`: a small JSON API on a Unix socket
 //! (mode 0600, so only baton's user can deploy). The CLI's side is in
 //! `client.rs`; the types both sides share are here.
 //!
@@ -10,8 +10,10 @@
 //!   runs on its own task: a client that goes away does not stop it.
 //! - `GET /v1/status`: every service.
 //! - `POST /v1/pause`, `POST /v1/resume`, `POST /v1/reload`: an `Ack`.
-//! - `GET /metrics`: the Prometheus text exposition (`metrics.rs`), on this
-//!   socket only (a TCP admin listener is not there yet).
+//! - `GET /metrics`: the Prometheus text exposition (`metrics.rs`).
+//!
+//! The same routes are served on TCP behind a bearer token when the config
+//! has `[admin]` (`admin.rs`).
 
 use std::future::Future;
 use std::path::Path;
@@ -94,21 +96,34 @@ pub struct Ack {
 pub type ReloadFn =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), Vec<String>>> + Send>> + Send + Sync>;
 
+/// What the control API's handlers reach; the same on the Unix socket and
+/// on the admin listener.
 #[derive(Clone)]
-struct Ctx {
-    engine: deploy::Engine,
-    proxy: Arc<proxy::Proxy>,
-    reload: ReloadFn,
-    counters: Arc<Counters>,
+pub struct Ctx {
+    pub engine: deploy::Engine,
+    pub proxy: Arc<proxy::Proxy>,
+    pub reload: ReloadFn,
+    pub counters: Arc<Counters>,
 }
 
-/// Binds the control socket (mode 0600) and serves it until `stop`.
+/// Every route of the control API.
+pub fn router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/v1/deploy", post(deploy))
+        .route("/v1/rollback", post(rollback))
+        .route("/v1/status", get(status))
+        .route("/v1/pause", post(pause))
+        .route("/v1/resume", post(resume))
+        .route("/v1/reload", post(reload))
+        .route("/metrics", get(metrics))
+        .with_state(ctx)
+}
+
+/// Binds the control socket (mode 0600) and serves `app` on it until
+/// `stop`.
 pub fn start(
     path: &Path,
-    engine: deploy::Engine,
-    proxy: Arc<proxy::Proxy>,
-    reload_fn: ReloadFn,
-    counters: Arc<Counters>,
+    app: Router,
     stop: watch::Receiver<Stop>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     // 0600 before anyone can connect, whatever the umask.
@@ -122,20 +137,6 @@ pub fn start(
     // A deploy's stream may outlive the drain; it is cut at baton's exit.
     .drain_timeout(Duration::from_secs(1))
     .with_stop(stop);
-    let app = Router::new()
-        .route("/v1/deploy", post(deploy))
-        .route("/v1/rollback", post(rollback))
-        .route("/v1/status", get(status))
-        .route("/v1/pause", post(pause))
-        .route("/v1/resume", post(resume))
-        .route("/v1/reload", post(reload))
-        .route("/metrics", get(metrics))
-        .with_state(Ctx {
-            engine,
-            proxy,
-            reload: reload_fn,
-            counters,
-        });
     let path = path.to_owned();
     Ok(tokio::spawn(async move {
         if let Err(e) = server.serve(app).await {

@@ -165,9 +165,14 @@ async fn run(dir: &Path, json: bool) -> anyhow::Result<bool> {
             strategy: Some(step.strategy.into()),
             targets: Vec::new(),
         };
-        let outcome: Outcome = crate::client::request_deploy(&control, "/v1/deploy", &req, !json)
-            .await
-            .with_context(|| format!("deploy of {}", step.version))?;
+        let outcome: Outcome = crate::client::request_deploy(
+            &crate::client::Endpoint::Socket(control.clone()),
+            "/v1/deploy",
+            &req,
+            !json,
+        )
+        .await
+        .with_context(|| format!("deploy of {}", step.version))?;
         let after = load.snapshot();
         let row = Row {
             deploy: step.title.into(),
@@ -371,7 +376,8 @@ async fn wait_ready(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok(status) = crate::client::fetch_status(control).await
+        if let Ok(status) =
+            crate::client::fetch_status(&crate::client::Endpoint::Socket(control.to_owned())).await
             && status
                 .iter()
                 .any(|s| s.name == service && s.members.len() >= instances)

@@ -105,19 +105,42 @@ pub fn main(args: ServeArgs) -> ExitCode {
         },
         None => None,
     };
+    // The admin token is read now: a missing or weak one is a usage error
+    // before anything listens.
+    let admin = match &cfg.admin {
+        Some(a) => match crate::admin::Token::read(&a.token) {
+            Ok(token) => Some((a.listen, token)),
+            Err(e) => {
+                eprintln!("baton: {}: {e:#}", args.config.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        None => None,
+    };
+    let api = Endpoints {
+        socket: args.control.clone(),
+        admin,
+    };
     let state_dir = args.state.clone();
     let https = Https {
         listeners: server_tls,
         acme_certs,
         state_dir,
     };
-    match runtime.block_on(run(args.config, args.control, store, cfg, listeners, https)) {
+    match runtime.block_on(run(args.config, api, store, cfg, listeners, https)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("baton: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Where the control API is served: the `--control` Unix socket (no
+/// token: its mode is 0600) and `[admin]`'s TCP address with its token.
+struct Endpoints {
+    socket: Option<PathBuf>,
+    admin: Option<(std::net::SocketAddr, crate::admin::Token)>,
 }
 
 /// The HTTPS side of `baton serve`: a `ServerTls` per TLS listener (by
@@ -185,7 +208,7 @@ fn take_or_bind(
 
 async fn run(
     path: PathBuf,
-    control: Option<PathBuf>,
+    endpoints: Endpoints,
     store: Option<deploy::Store>,
     cfg: config::Config,
     listeners: Vec<(NamedListener, config::Listener)>,
@@ -239,30 +262,32 @@ async fn run(
         https.listeners.iter().map(|(_, t)| t.clone()).collect();
     let _watch = tls::watch(certificates.clone(), std::time::Duration::from_secs(2));
     let counters = Arc::new(crate::metrics::Counters::default());
-    let control = match control {
-        Some(socket) => {
-            let (file, eng, names) = (path.clone(), engine.clone(), listener_names.clone());
-            let (certs, count) = (certificates.clone(), counters.clone());
-            let reload: crate::control::ReloadFn = Arc::new(move || {
-                let (path, engine, names) = (file.clone(), eng.clone(), names.clone());
-                let (certs, count) = (certs.clone(), count.clone());
-                Box::pin(async move {
-                    let result = reload(&path, &engine, &names, &certs).await;
-                    count.reload(result.is_ok());
-                    result
-                })
-            });
-            Some(crate::control::start(
-                &socket,
-                engine.clone(),
-                proxy.clone(),
-                reload,
-                counters.clone(),
-                stop_rx.clone(),
-            )?)
-        }
-        None => None,
+    let api = {
+        let (file, eng, names) = (path.clone(), engine.clone(), listener_names.clone());
+        let (certs, count) = (certificates.clone(), counters.clone());
+        let reload: crate::control::ReloadFn = Arc::new(move || {
+            let (path, engine, names) = (file.clone(), eng.clone(), names.clone());
+            let (certs, count) = (certs.clone(), count.clone());
+            Box::pin(async move {
+                let result = reload(&path, &engine, &names, &certs).await;
+                count.reload(result.is_ok());
+                result
+            })
+        });
+        crate::control::router(crate::control::Ctx {
+            engine: engine.clone(),
+            proxy: proxy.clone(),
+            reload,
+            counters: counters.clone(),
+        })
     };
+    let mut control = Vec::new();
+    if let Some(socket) = &endpoints.socket {
+        control.push(crate::control::start(socket, api.clone(), stop_rx.clone())?);
+    }
+    if let Some((listen, token)) = endpoints.admin {
+        control.push(crate::admin::start(listen, token, api, stop_rx.clone())?);
+    }
     let mut serving = tokio::spawn(proxy.clone().serve(
         listeners,
         cfg.proxy.clone(),
@@ -286,8 +311,8 @@ async fn run(
                 let report = report.context("the proxy task failed")?;
                 // Nothing reaches the services any more: stop them.
                 let services_clean = engine.shutdown().await;
-                if let Some(control) = control {
-                    let _ = control.await;
+                for task in control {
+                    let _ = task.await;
                 }
                 return Ok(if report.drained && services_clean {
                     tracing::info!(connections = report.connections, "stopped");

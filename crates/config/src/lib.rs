@@ -42,8 +42,8 @@ use toml::de::DeTable;
 pub use error::{ConfigError, ConfigErrors};
 pub use template::{Template, TemplateError};
 pub use types::{
-    AccessLog, AccessLogFormat, AccessLogTarget, Acme, Balance, BlueGreen, CIPHER_SUITES, Canary,
-    CertificateFiles, Cluster, Config, Credentials, External, ForwardSettings, HeaderMatch,
+    AccessLog, AccessLogFormat, AccessLogTarget, Acme, Admin, Balance, BlueGreen, CIPHER_SUITES,
+    Canary, CertificateFiles, Cluster, Config, Credentials, External, ForwardSettings, HeaderMatch,
     HeaderName, HeaderValue, HealthCheck, HostMatch, Hsts, InvalidUpstreamAddr, IpNet, ListenAddr,
     Listener, Member, Method, PassiveHealth, Password, PathMatch, Pool, ProxySettings, Restart,
     Rolling, Route, Runner, Service, SocketMode, StatusRange, Strategy, Supervised, Tls,

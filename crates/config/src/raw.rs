@@ -23,6 +23,7 @@ pub(crate) struct RawConfig {
     pub(crate) listener: Opt<Vec<S<RawListener>>>,
     pub(crate) acme: Opt<RawAcme>,
     pub(crate) cluster: Opt<RawCluster>,
+    pub(crate) admin: Opt<RawAdmin>,
     #[serde(default)]
     pub(crate) pool: BTreeMap<S<String>, S<RawPool>>,
     #[serde(default)]
@@ -115,6 +116,14 @@ pub(crate) struct RawCluster {
     pub(crate) lease_ttl: Opt<String>,
     pub(crate) username: Opt<String>,
     pub(crate) password: Opt<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub(crate) listen: Opt<String>,
+    pub(crate) token: Opt<String>,
 }
 
 /// `[pool.NAME.tls]` and `[service.NAME.tls]`.

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin;
 mod client_faults;
 mod control_socket;
 mod deploy;
@@ -14,6 +15,7 @@ mod https;
 mod limits;
 mod metrics;
 mod per_instance;
+mod prometheus;
 mod queue;
 mod serve;
 mod serve_streams;

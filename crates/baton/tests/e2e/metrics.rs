@@ -165,7 +165,7 @@ async fn metrics_count_traffic_deploys_and_reloads() {
 
 /// `promtool check metrics` (Debian's `prometheus` package, installed by
 /// scripts/install-tools) accepts `text`.
-async fn promtool_check(text: &str) {
+pub(crate) async fn promtool_check(text: &str) {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new("promtool")
         .args(["check", "metrics"])

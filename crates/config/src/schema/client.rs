@@ -2,6 +2,7 @@
 //! `[access_log]`, `[[listener]]` and `[[route]]`.
 
 use super::IfMissing::{Default, Either, Required, Unset};
+use super::admin::ADMIN;
 use super::cluster::CLUSTER;
 use super::service::SERVICE;
 use super::tls::{ACME, LISTENER_TLS};
@@ -11,7 +12,7 @@ use super::{Section, Type, key};
 pub(crate) static ROOT: Section = Section {
     place: "at the top level",
     heading: "Top level",
-    doc: "The file has eight kinds of sections. Only `[[listener]]` is required (at least one).",
+    doc: "The file has nine kinds of sections. Only `[[listener]]` is required (at least one).",
     keys: &[
         key(
             "proxy",
@@ -60,6 +61,12 @@ pub(crate) static ROOT: Section = Section {
             Type::Table(&CLUSTER),
             Unset("one machine, no registry"),
             "Several nodes sharing an etcd registry, see `[cluster]`.",
+        ),
+        key(
+            "admin",
+            Type::Table(&ADMIN),
+            Unset("the control API on the `--control` Unix socket only"),
+            "The control API and metrics on TCP with a bearer token, see `[admin]`.",
         ),
     ],
 };

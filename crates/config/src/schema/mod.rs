@@ -6,15 +6,17 @@
 //! are in `client` (top level, proxy, access log, listeners, routes),
 //! `upstream` (pools, the keys they share with services, health checks),
 //! `service` (services and their deploy strategies), `tls` (HTTPS:
-//! listeners' TLS, HSTS, ACME, TLS to upstreams) and `cluster` (the etcd
-//! registry).
+//! listeners' TLS, HSTS, ACME, TLS to upstreams) `cluster` (the etcd
+//! registry) and `admin` (the control API on TCP).
 
+mod admin;
 mod client;
 mod cluster;
 mod service;
 mod tls;
 mod upstream;
 
+pub(crate) use admin::ADMIN;
 pub(crate) use client::{ACCESS_LOG, LISTENER, PROXY, ROOT, ROUTE};
 pub(crate) use cluster::CLUSTER;
 pub(crate) use service::{BLUE_GREEN, CANARY, SERVICE};
@@ -159,7 +161,7 @@ pub(super) const fn key(
 
 /// Every section, in the order of the docs.
 #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests"))]
-pub(crate) static SECTIONS: [&Section; 18] = [
+pub(crate) static SECTIONS: [&Section; 19] = [
     &ROOT,
     &PROXY,
     &ACCESS_LOG,
@@ -178,4 +180,5 @@ pub(crate) static SECTIONS: [&Section; 18] = [
     &CANARY,
     &ROUTE,
     &CLUSTER,
+    &ADMIN,
 ];

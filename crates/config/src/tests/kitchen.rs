@@ -122,6 +122,13 @@ fn kitchen_sink_parses_into_the_expected_config() {
             }),
         })
     );
+    assert_eq!(
+        config.admin,
+        Some(Admin {
+            listen: "127.0.0.1:9901".parse().unwrap(),
+            token: Password::Env("BATON_ADMIN_TOKEN".into()),
+        })
+    );
     let app = &config.pools["app"];
     let member = |authority: &str, host: &str, port, ip: Option<&str>, weight| Member {
         address: UpstreamAddr {
@@ -418,7 +425,10 @@ fn absent_keys_take_the_documented_defaults() {
     assert_eq!(listener.max_body_bytes, 10 * 1024 * 1024);
     assert_eq!(listener.keepalive_timeout, secs(60));
     assert_eq!((&listener.tls, listener.redirect_https), (&None, None));
-    assert_eq!((config.acme, config.cluster), (None, None));
+    assert_eq!(
+        (config.acme, config.cluster, config.admin),
+        (None, None, None)
+    );
     let pool = &config.pools["p"];
     assert_eq!(pool.forward.balance, Balance::WeightedRoundRobin);
     assert_eq!(pool.members[0].weight, 1);
@@ -568,7 +578,7 @@ fn fields_of<T: for<'de> Deserialize<'de>>() -> BTreeSet<&'static str> {
 
 #[test]
 fn schema_lists_exactly_the_fields_of_the_serde_structs() {
-    let pairs: [(&Section, BTreeSet<&str>); 18] = [
+    let pairs: [(&Section, BTreeSet<&str>); 19] = [
         (&schema::ROOT, fields_of::<RawConfig>()),
         (&schema::PROXY, fields_of::<RawProxy>()),
         (&schema::ACCESS_LOG, fields_of::<RawAccessLog>()),
@@ -587,6 +597,7 @@ fn schema_lists_exactly_the_fields_of_the_serde_structs() {
         (&schema::CANARY, fields_of::<RawCanary>()),
         (&schema::ROUTE, fields_of::<RawRoute>()),
         (&schema::CLUSTER, fields_of::<RawCluster>()),
+        (&schema::ADMIN, fields_of::<RawAdmin>()),
     ];
     for section in SECTIONS {
         assert!(

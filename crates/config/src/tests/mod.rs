@@ -3,6 +3,7 @@
 //! line:column.
 
 mod acme;
+mod admin;
 mod cluster;
 mod docs;
 mod duration;

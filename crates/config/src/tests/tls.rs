@@ -132,7 +132,7 @@ fn certificate_paths() {
     let typo = with_acme("").replace("[acme]", "[acmee]");
     assert_eq!(
         error(&typo),
-        "9:2: unknown key `acmee` at the top level (did you mean `acme`?); expected one of: proxy, access_log, listener, acme, pool, service, route, cluster",
+        "9:2: unknown key `acmee` at the top level (did you mean `acme`?); expected one of: proxy, access_log, listener, acme, pool, service, route, cluster, admin",
         "nor as `acme = true` without [acme]"
     );
 }

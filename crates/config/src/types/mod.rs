@@ -4,6 +4,7 @@
 //! ranges checked), so consumers need not check again. No I/O, and no
 //! parsing of its own (`UpstreamAddr`'s `FromStr` is `validate`'s).
 
+mod admin;
 mod cluster;
 mod pool;
 mod route;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use admin::Admin;
 pub use cluster::{Cluster, Credentials, Password};
 pub use handoff::ListenAddr;
 pub use http::{HeaderName, HeaderValue, Method};
@@ -54,6 +56,9 @@ pub struct Config {
     pub acme: Option<Acme>,
     /// `[cluster]`; `None` when absent (one machine, no registry).
     pub cluster: Option<Cluster>,
+    /// `[admin]`; `None` when absent (the control API on the Unix socket
+    /// only).
+    pub admin: Option<Admin>,
 }
 
 /// `[proxy]`.

@@ -191,7 +191,10 @@ fn credentials(ctx: &mut Ctx<'_, '_>, item: &Spanned<RawCluster>) -> Option<Opti
         }
         Some(text.clone())
     });
-    let password = raw.password.as_ref().and_then(|p| password(ctx, p));
+    let password = raw
+        .password
+        .as_ref()
+        .and_then(|p| secret(ctx, "password", p));
     match (&raw.username, &raw.password) {
         (None, None) => Some(None),
         (Some(name), None) => {
@@ -212,7 +215,10 @@ fn credentials(ctx: &mut Ctx<'_, '_>, item: &Spanned<RawCluster>) -> Option<Opti
     }
 }
 
-fn password(ctx: &mut Ctx<'_, '_>, item: &Spanned<String>) -> Option<Password> {
+/// Where a secret (`key`: an etcd password, the admin token) is: an
+/// environment variable or a file; never the secret itself, which is never
+/// repeated in a message.
+pub(super) fn secret(ctx: &mut Ctx<'_, '_>, key: &str, item: &Spanned<String>) -> Option<Password> {
     let text = item.get_ref();
     if let Some(name) = text.strip_prefix("env:") {
         let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
@@ -220,7 +226,9 @@ fn password(ctx: &mut Ctx<'_, '_>, item: &Spanned<String>) -> Option<Password> {
         if ok {
             return Some(Password::Env(name.to_owned()));
         }
-        let message = "invalid `password`: after \"env:\", the name of an environment variable (letters, digits and '_', not starting with a digit)";
+        let message = format!(
+            "invalid `{key}`: after \"env:\", the name of an environment variable (letters, digits and '_', not starting with a digit)"
+        );
         ctx.error(item.span(), message);
         return None;
     }
@@ -228,13 +236,13 @@ fn password(ctx: &mut Ctx<'_, '_>, item: &Spanned<String>) -> Option<Password> {
         if !path.is_empty() && !path.contains('\0') {
             return Some(Password::File(PathBuf::from(path)));
         }
-        ctx.error(
-            item.span(),
-            "invalid `password`: after \"file:\", the path of a file",
-        );
+        let message = format!("invalid `{key}`: after \"file:\", the path of a file");
+        ctx.error(item.span(), message);
         return None;
     }
-    let message = "invalid `password`: expected \"env:NAME\" or \"file:PATH\", where the password is; never the password itself";
+    let message = format!(
+        "invalid `{key}`: expected \"env:NAME\" or \"file:PATH\", where the {key} is; never the {key} itself"
+    );
     ctx.error(item.span(), message);
     None
 }

@@ -5,6 +5,7 @@
 //! generated from. Never reads files, never resolves names.
 
 mod acme;
+mod admin;
 mod cipher;
 mod cluster;
 mod listener;
@@ -61,6 +62,7 @@ pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Co
         .cluster
         .as_ref()
         .map(|item| cluster::cluster(&mut ctx, item));
+    let admin = raw.admin.as_ref().map(|item| admin::admin(&mut ctx, item));
     let pools = pool::pools(&mut ctx, &raw.pool);
     let services = service::services(&mut ctx, &raw.service);
     shared_names(&mut ctx, raw);
@@ -85,6 +87,7 @@ pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Co
         routes: routes?,
         acme: optional(acme)?,
         cluster: optional(cluster)?,
+        admin: optional(admin)?,
     })
 }
 
