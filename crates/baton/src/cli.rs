@@ -47,6 +47,9 @@ pub enum Command {
     /// Make the running `baton serve` re-read its config file (as SIGHUP
     /// does), reporting the errors if it is refused.
     Reload(ReloadArgs),
+    /// Print a systemd unit for `baton serve`: the `.service` unit, or with
+    /// `--socket LISTENER` the `.socket` unit of one listener.
+    SystemdUnit(SystemdUnitArgs),
     /// Run a demo: baton with two versions of an example app under load,
     /// deployed rolling, blue-green and canary, and a broken version rolled
     /// back; exits 0 only if no request failed.
@@ -196,6 +199,33 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SystemdUnitArgs {
+    /// The TOML config file `baton serve` runs (checked; its listeners
+    /// name the sockets).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The control socket `baton serve` opens.
+    #[arg(long, value_name = "PATH", default_value = "/run/baton/control.sock")]
+    pub control: PathBuf,
+    /// The state directory (`baton serve --state`).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// The baton binary the unit runs (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub exec: Option<PathBuf>,
+    /// The unit's name (`NAME.service`, `NAME-LISTENER.socket`).
+    #[arg(long, default_value = "baton", value_parser = parse_unit_name)]
+    pub name: String,
+    /// Print the `.socket` unit of this `[[listener]]` instead.
+    #[arg(long, value_name = "LISTENER", conflicts_with = "socket_activated")]
+    pub socket: Option<String>,
+    /// The service takes every listener from its `.socket` unit
+    /// (`Sockets=`).
+    #[arg(long)]
+    pub socket_activated: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The TOML config file to check.
     #[arg(value_name = "FILE")]
@@ -279,6 +309,20 @@ fn parse_listen(s: &str) -> Result<NamedAddr, String> {
     };
     let addr = addr.parse::<ListenAddr>().map_err(|e| e.to_string())?;
     Ok(NamedAddr { name, addr })
+}
+
+fn parse_unit_name(s: &str) -> Result<String, String> {
+    if s.is_empty()
+        || s.len() > 200
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(format!(
+            "invalid unit name {s:?}: use letters, digits, '_', '-' or '.'"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_ready(s: &str) -> Result<ReadyMode, String> {

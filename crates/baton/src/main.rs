@@ -12,6 +12,7 @@ mod demo;
 mod exec;
 mod metrics;
 mod serve;
+mod systemd;
 
 use std::process::ExitCode;
 
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
             &format!("resumed {}", args.service),
         ),
         cli::Command::Reload(args) => client::ack(&args.to, "/v1/reload", None, "config reloaded"),
+        cli::Command::SystemdUnit(args) => systemd::main(args),
         cli::Command::Demo(args) => demo::main(args),
         cli::Command::DemoApp(args) => hello::run(args),
     }

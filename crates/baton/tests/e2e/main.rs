@@ -21,3 +21,4 @@ mod serve;
 mod serve_streams;
 mod socket_activation;
 mod strategies;
+mod systemd;
