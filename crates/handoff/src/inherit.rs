@@ -120,7 +120,7 @@ fn parse_env(
 }
 
 /// Checks that `socket` is a listening stream socket and wraps it.
-fn classify(fd: RawFd, socket: Socket) -> Result<Listener, Error> {
+pub(crate) fn classify(fd: RawFd, socket: Socket) -> Result<Listener, Error> {
     let inspect = |source| Error::Inspect { fd, source };
     let not = |reason: &str| Error::NotAListener {
         fd,

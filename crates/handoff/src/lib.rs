@@ -36,6 +36,7 @@
 
 mod addr;
 mod error;
+pub mod fdpass;
 mod inherit;
 mod limits;
 mod listener;

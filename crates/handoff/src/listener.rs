@@ -105,6 +105,14 @@ impl Listener {
         }
     }
 
+    /// Takes a descriptor received from another process (say by
+    /// [`crate::fdpass`]) if it is a listening stream socket.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Listener, Error> {
+        use std::os::fd::AsRawFd;
+        let raw = fd.as_raw_fd();
+        inherit::classify(raw, Socket::from(fd))
+    }
+
     /// A second descriptor for the same socket (same accept queue).
     pub fn try_clone(&self) -> io::Result<Listener> {
         Ok(match self {
