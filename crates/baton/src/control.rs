@@ -187,11 +187,13 @@ async fn deploy(State(ctx): State<Ctx>, Json(req): Json<DeployRequest>) -> Respo
     let (engine, counters) = (ctx.engine.clone(), ctx.counters.clone());
     let (service, requested) = (request.service.clone(), request.strategy);
     let task = tokio::spawn(async move {
+        let started = std::time::Instant::now();
         let result = engine.deploy(request, deploy::Reporter::new(tx)).await;
         let count = Count {
             kind: Kind::Deploy,
             service: &service,
             requested,
+            started,
         };
         count.record(&counters, &engine, &result);
         result
@@ -207,6 +209,7 @@ async fn rollback(State(ctx): State<Ctx>, Json(req): Json<ServiceRequest>) -> Re
     let (tx, rx) = mpsc::unbounded_channel();
     let (engine, counters) = (ctx.engine.clone(), ctx.counters.clone());
     let task = tokio::spawn(async move {
+        let started = std::time::Instant::now();
         let result = engine
             .rollback(&req.service, deploy::Reporter::new(tx))
             .await;
@@ -214,6 +217,7 @@ async fn rollback(State(ctx): State<Ctx>, Json(req): Json<ServiceRequest>) -> Re
             kind: Kind::Rollback,
             service: &req.service,
             requested: None,
+            started,
         };
         count.record(&counters, &engine, &result);
         result
@@ -236,6 +240,8 @@ struct Count<'a> {
     service: &'a str,
     /// The strategy the request asked for, if any.
     requested: Option<config::Strategy>,
+    /// When the task started, for `baton_deploy_duration_seconds`.
+    started: std::time::Instant,
 }
 
 impl Count<'_> {
@@ -270,7 +276,7 @@ impl Count<'_> {
             (Kind::Rollback, false) => DeployOutcome::RolledBack,
             (Kind::Rollback, true) => DeployOutcome::RollbackFailed,
         };
-        counters.deploy(self.service, &strategy, outcome);
+        counters.deploy(self.service, &strategy, outcome, self.started.elapsed());
     }
 }
 

@@ -2,9 +2,10 @@
 //! (format 0.0.4) of what baton already counts, read at scrape time.
 //!
 //! Owns the few counters only the binary sees (config reloads, deploys by
-//! outcome: [`Counters`]) and the rendering of a scrape ([`render`]), which
-//! reads the proxy's pools and members ([`proxy::Proxy::readings`]) and the
-//! engine's services. It must never add work to the request path: every
+//! outcome and their durations: [`Counters`]) and the rendering of a scrape
+//! ([`render`]), which reads the proxy's pools, members and routes
+//! ([`proxy::Proxy::readings`], [`proxy::Proxy::route_readings`]), the
+//! engine's services and the process's `/proc` entries (`process`). It must never add work to the request path: every
 //! request-path number here is a counter the proxy keeps anyway, and every
 //! label value comes from the config (pool, member, service, strategy) or
 //! a fixed list — never from a request.
@@ -18,24 +19,15 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use proxy::{PoolReading, StatsSnapshot};
+use proxy::{LE_MICROS, METHODS, PoolReading, RouteReading, STATUS_CLASSES, StatsSnapshot};
+
+mod process;
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// The finite `le` bounds of `baton_request_duration_seconds`, in
-/// microseconds: powers of two from 64 µs to 2²⁵ µs (about 33.6 s). Each is
-/// the upper bound of one of the proxy's latency buckets, so the cumulative
-/// counts are exact, not interpolated.
-const LE_MICROS: [u64; 20] = {
-    let mut out = [0u64; 20];
-    let mut i = 0;
-    while i < out.len() {
-        out[i] = 1 << (6 + i);
-        i += 1;
-    }
-    out
-};
+/// The finite `le` bounds of the deploy duration histogram, in seconds.
+const DEPLOY_LE: [f64; 10] = [1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
 
 /// How a deploy or rollback that ran ended, for `baton_deploys_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,7 +61,17 @@ pub struct Counters {
     reloads_refused: AtomicU64,
     /// By (service, strategy, outcome); services and strategies come from
     /// the config, so the map is bounded by it.
-    deploys: Mutex<BTreeMap<(String, String, DeployOutcome), u64>>,
+    deploys: Mutex<BTreeMap<(String, String, DeployOutcome), Deploys>>,
+}
+
+/// The deploys of one (service, strategy, outcome): their number and
+/// durations.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Deploys {
+    count: u64,
+    /// Per bucket of [`DEPLOY_LE`], then `+Inf`: not cumulative.
+    buckets: [u64; DEPLOY_LE.len() + 1],
+    sum_seconds: f64,
 }
 
 impl Counters {
@@ -86,11 +88,21 @@ impl Counters {
 
     /// Counts one deploy or rollback that ran (one refused before it
     /// started is not counted: its service may not even exist).
-    pub fn deploy(&self, service: &str, strategy: &str, outcome: DeployOutcome) {
+    pub fn deploy(
+        &self,
+        service: &str,
+        strategy: &str,
+        outcome: DeployOutcome,
+        took: std::time::Duration,
+    ) {
         let mut deploys = self.deploys.lock().unwrap_or_else(|e| e.into_inner());
-        *deploys
+        let entry = deploys
             .entry((service.to_owned(), strategy.to_owned(), outcome))
-            .or_default() += 1;
+            .or_default();
+        let seconds = took.as_secs_f64();
+        entry.count += 1;
+        entry.sum_seconds += seconds;
+        entry.buckets[DEPLOY_LE.partition_point(|&le| le < seconds)] += 1;
     }
 }
 
@@ -98,10 +110,12 @@ impl Counters {
 #[derive(Debug)]
 struct Scrape {
     pools: Vec<PoolReading>,
+    routes: Vec<RouteReading>,
+    process: process::Process,
     /// (service, version) of every service with a version.
     versions: Vec<(String, String)>,
     reloads: [(&'static str, u64); 2],
-    deploys: Vec<((String, String, DeployOutcome), u64)>,
+    deploys: Vec<((String, String, DeployOutcome), Deploys)>,
 }
 
 /// The exposition now: the proxy's pools and members, the engine's
@@ -117,10 +131,12 @@ pub fn render(proxy: &proxy::Proxy, engine: &deploy::Engine, counters: &Counters
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .map(|(k, v)| (k.clone(), *v))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let scrape = Scrape {
         pools: proxy.readings(),
+        routes: proxy.route_readings(),
+        process: process::read(),
         versions,
         reloads: [
             ("ok", counters.reloads_ok.load(Ordering::Relaxed)),
@@ -252,14 +268,39 @@ impl Collector for Scrape {
             None,
             MetricType::Counter,
         )?;
-        for ((service, strategy, outcome), n) in &self.deploys {
+        for ((service, strategy, outcome), d) in &self.deploys {
             let labels = [
                 ("service", service.as_str()),
                 ("strategy", strategy.as_str()),
                 ("outcome", outcome.label()),
             ];
             m.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, u64, u64>(n, None)?;
+                .encode_counter::<NoLabelSet, u64, u64>(&d.count, None)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "baton_deploy_duration",
+            "How long deploys and rollbacks that ran took, by service, strategy and outcome.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for ((service, strategy, outcome), d) in &self.deploys {
+            let labels = [
+                ("service", service.as_str()),
+                ("strategy", strategy.as_str()),
+                ("outcome", outcome.label()),
+            ];
+            let buckets: Vec<(f64, u64)> = DEPLOY_LE
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(d.buckets)
+                .collect();
+            m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                d.sum_seconds,
+                d.count,
+                &buckets,
+                None,
+            )?;
         }
         let mut m = enc.encode_descriptor(
             "baton_service_version",
@@ -271,8 +312,161 @@ impl Collector for Scrape {
             let labels = [("service", service.as_str()), ("version", version.as_str())];
             m.encode_info(&labels)?;
         }
+        self.encode_routes(&mut enc)?;
+        self.encode_pauses(&mut enc)?;
+        self.encode_process(&mut enc)
+    }
+}
+
+impl Scrape {
+    fn encode_routes(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let mut m = enc.encode_descriptor(
+            "baton_route_requests",
+            "Requests matched by a route, by method and status class, counted at the response's head.",
+            None,
+            MetricType::Counter,
+        )?;
+        for r in &self.routes {
+            for (method, by_status) in METHODS.iter().zip(&r.counts.counts) {
+                for (status, n) in STATUS_CLASSES.iter().zip(by_status) {
+                    // Only what happened: 8 methods × 5 classes per route
+                    // would be mostly zeros.
+                    if *n == 0 {
+                        continue;
+                    }
+                    let labels = [
+                        ("route", r.label.as_str()),
+                        ("pool", r.pool.as_str()),
+                        ("method", method),
+                        ("status", status),
+                    ];
+                    m.encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, u64, u64>(n, None)?;
+                }
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "baton_route_request_duration",
+            "Time from the request's arrival to its response's head, by route.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for r in &self.routes {
+            let labels = [("route", r.label.as_str()), ("pool", r.pool.as_str())];
+            let count: u64 = r.counts.buckets.iter().sum();
+            let (buckets, sum) = route_histogram(&r.counts.buckets);
+            m.encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
         Ok(())
     }
+
+    fn encode_pauses(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let mut m = enc.encode_descriptor(
+            "baton_pool_paused",
+            "1 while a pool (a service's) is paused, else 0.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &self.pools {
+            m.encode_family(&[("pool", p.name.as_str())])?
+                .encode_gauge(&u64::from(p.paused))?;
+        }
+        let mut m = enc.encode_descriptor(
+            "baton_pause_held",
+            "Requests held now by a pool's pause.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &self.pools {
+            m.encode_family(&[("pool", p.name.as_str())])?
+                .encode_gauge(&p.held)?;
+        }
+        Ok(())
+    }
+
+    fn encode_process(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let p = &self.process;
+        if let Some(v) = p.cpu_seconds {
+            enc.encode_descriptor(
+                "process_cpu",
+                "User and system CPU time of the baton process.",
+                Some(&Unit::Seconds),
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabelSet, f64, u64>(&v, None)?;
+        }
+        let gauges = [
+            (
+                "process_resident_memory",
+                "Resident memory of the baton process.",
+                Some(Unit::Bytes),
+                p.resident_bytes,
+            ),
+            (
+                "process_virtual_memory",
+                "Virtual memory of the baton process.",
+                Some(Unit::Bytes),
+                p.virtual_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Open file descriptors of the baton process.",
+                None,
+                p.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "The soft limit on open file descriptors.",
+                None,
+                p.max_fds,
+            ),
+        ];
+        for (name, help, unit, value) in gauges {
+            if let Some(v) = value {
+                enc.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?
+                    .encode_gauge(&v)?;
+            }
+        }
+        if let Some(v) = p.start_time {
+            enc.encode_descriptor(
+                "process_start_time",
+                "When the baton process started, in seconds since the Unix epoch.",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&v)?;
+        }
+        Ok(())
+    }
+}
+
+/// A route's histogram: (upper bound in seconds, count in that bucket
+/// only) for each bound of [`LE_MICROS`] then +Inf, and the estimated sum
+/// in seconds (each request at the middle of its bucket, the +Inf ones at
+/// the last finite bound).
+fn route_histogram(counts: &[u64; LE_MICROS.len() + 1]) -> (Vec<(f64, u64)>, f64) {
+    let mut sum = 0.0;
+    let mut lower = 0.0;
+    for (i, &n) in counts.iter().enumerate() {
+        let value = match LE_MICROS.get(i) {
+            Some(&le) => {
+                let upper = le as f64 / 1e6;
+                let middle = (lower + upper) / 2.0;
+                lower = upper;
+                middle
+            }
+            None => lower,
+        };
+        sum += value * n as f64;
+    }
+    let buckets = LE_MICROS
+        .iter()
+        .map(|&le| le as f64 / 1e6)
+        .chain([f64::INFINITY])
+        .zip(counts.iter().copied())
+        .collect();
+    (buckets, sum)
 }
 
 /// The histogram of a pool's latencies: (upper bound in seconds, count in

@@ -1,6 +1,6 @@
 //! What the proxy can tell a metrics scrape: every pool of the current
-//! config with its request counts, its queue and its members (health and
-//! requests in flight), read from the counters the data plane already keeps.
+//! config with its request counts, its queue, its pause and its members
+//! (health and requests in flight), every route with its counts, read from the counters the data plane already keeps.
 //!
 //! Read-only and off the request path: a reading takes the registry's lock
 //! (the control plane's, never taken by a request) and loads atomics; it
@@ -10,6 +10,7 @@ use balance::{QueueStats, StatsSnapshot};
 use tokio::time::Instant;
 
 use crate::Proxy;
+use crate::route_stats::RouteCounts;
 
 /// One pool of the current config, as a scrape reads it.
 #[derive(Debug, Clone)]
@@ -22,6 +23,21 @@ pub struct PoolReading {
     pub queue: QueueStats,
     /// Its members, by address.
     pub members: Vec<MemberReading>,
+    /// Whether it is paused now.
+    pub paused: bool,
+    /// Requests held by its pause now.
+    pub held: usize,
+}
+
+/// One route of the current config, as a scrape reads it.
+#[derive(Debug, Clone)]
+pub struct RouteReading {
+    /// Its label: its `name`, else `#N` (its position in the file, from 1).
+    pub label: String,
+    /// The pool it sends requests to (`service:NAME` for a service).
+    pub pool: String,
+    /// Its counts.
+    pub counts: RouteCounts,
 }
 
 /// One member of a pool, as a scrape reads it.
@@ -48,6 +64,8 @@ impl Proxy {
                 stats: entry.stats.snapshot(),
                 queue: entry.queue.stats(),
                 members: Vec::new(),
+                paused: entry.gate.is_paused(),
+                held: entry.gate.held_now(),
             })
             .collect();
         pools.sort_by(|a, b| a.name.cmp(&b.name));
@@ -68,5 +86,20 @@ impl Proxy {
             p.members.sort_by(|a, b| a.address.cmp(&b.address));
         }
         pools
+    }
+
+    /// Every route of the current config with its counts, sorted by label.
+    pub fn route_readings(&self) -> Vec<RouteReading> {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routes: Vec<RouteReading> = registry
+            .routes()
+            .map(|(label, pool, stats)| RouteReading {
+                label: label.to_owned(),
+                pool: pool.to_owned(),
+                counts: stats.counts(),
+            })
+            .collect();
+        routes.sort_by(|a, b| a.label.cmp(&b.label));
+        routes
     }
 }

@@ -175,6 +175,11 @@ impl Gate {
         self.paused.load(Ordering::Acquire)
     }
 
+    /// The number of requests held now.
+    pub(crate) fn held_now(&self) -> usize {
+        *self.held.borrow()
+    }
+
     /// The number of requests waiting, as it changes.
     #[cfg(test)]
     pub(crate) fn held(&self) -> watch::Receiver<usize> {

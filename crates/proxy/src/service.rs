@@ -135,7 +135,8 @@ impl ProxyService {
             started,
             written: false,
         });
-        let (mut response, upstream, request_id) = self.route_and_forward(&snapshot, req).await;
+        let (mut response, upstream, request_id) =
+            self.route_and_forward(&snapshot, req, started).await;
         if self.endpoint.https
             && let Some(hsts) = snapshot
                 .listeners
@@ -172,6 +173,7 @@ impl ProxyService {
         &self,
         snapshot: &Snapshot,
         mut req: Request<Incoming>,
+        started: Instant,
     ) -> (Response<ProxyBody>, String, Option<HeaderValue>) {
         if let Err(refusal) = edge::admit(&mut req) {
             tracing::debug!(?refusal, "request refused at the edge");
@@ -223,7 +225,14 @@ impl ProxyService {
                 );
             }
         };
-        self.enter_pool(snapshot, target.pool, req).await
+        let method = crate::route_stats::method_index(req.method());
+        let routed = self.enter_pool(snapshot, target.pool, req).await;
+        // Counted at the response's head; a client that went away is not.
+        if routed.0.extensions().get::<ClientFault>() != Some(&ClientFault::Abandoned) {
+            let latency = Instant::now().saturating_duration_since(started);
+            snapshot.routes[target.route].record(method, routed.0.status(), latency);
+        }
+        routed
     }
 
     /// The pool path: the pause gate, then [`send`](Self::send). Counts the

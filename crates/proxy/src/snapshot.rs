@@ -26,6 +26,7 @@ use crate::access_log::AccessLog;
 use crate::forward::Upstreams;
 use crate::headers::Trust;
 use crate::pause::Gate;
+use crate::route_stats::RouteStats;
 use crate::upstream::{ConnSettings, MemberConns};
 use crate::upstream_tls::{ClientConfigs, MemberTls};
 
@@ -33,6 +34,9 @@ use crate::upstream_tls::{ClientConfigs, MemberTls};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Target {
     pub pool: usize,
+    /// The route's index in the config (file order), into
+    /// [`Snapshot::routes`].
+    pub route: usize,
 }
 
 /// Per-pool request settings the service needs besides `Upstreams`.
@@ -59,6 +63,8 @@ pub(crate) struct Snapshot {
     pub request_id: HeaderName,
     pub listeners: HashMap<Arc<str>, ListenerSettings>,
     pub access_log: Option<Arc<AccessLog>>,
+    /// Each route's counters, by its index in the config.
+    pub routes: Vec<Arc<RouteStats>>,
 }
 
 /// A config the routers refused (errors already formatted).
@@ -96,6 +102,10 @@ impl PoolEntry {
 pub(crate) struct Registry {
     members: HashMap<(String, String), Entry>,
     pools: HashMap<String, PoolEntry>,
+    /// Each route's counters by its label, for the routes of the current
+    /// config.
+    /// (label → pool, counters).
+    routes: HashMap<String, (String, Arc<RouteStats>)>,
     access_log: Option<(config::AccessLog, Arc<AccessLog>)>,
     /// The TLS client configs of the current snapshot's HTTPS pools.
     client_configs: ClientConfigs,
@@ -215,6 +225,23 @@ impl Registry {
         self.members = keep;
         self.client_configs = tls.cache;
         self.started = true;
+        // Counters follow a route by its label across reloads; a route
+        // removed forgets them.
+        let mut routes = HashMap::with_capacity(cfg.routes.len());
+        let route_stats = cfg
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let label = crate::route_stats::label(r, i);
+                let stats = self.routes.remove(&label).map(|(_, s)| s);
+                let stats = stats.unwrap_or_default();
+                let pool = r.upstream.pool_name().into_owned();
+                routes.insert(label, (pool, stats.clone()));
+                stats
+            })
+            .collect();
+        self.routes = routes;
 
         Ok(Snapshot {
             routers,
@@ -229,6 +256,7 @@ impl Registry {
                 .map(|l| (Arc::from(l.name.as_str()), listener_settings(l)))
                 .collect(),
             access_log,
+            routes: route_stats,
         })
     }
 
@@ -249,6 +277,14 @@ impl Registry {
         self.pools
             .iter()
             .map(|(name, entry)| (name.as_str(), entry))
+    }
+
+    /// Every route of the current config: its label, its pool and its
+    /// counters.
+    pub(crate) fn routes(&self) -> impl Iterator<Item = (&str, &str, &Arc<RouteStats>)> {
+        self.routes
+            .iter()
+            .map(|(label, (pool, s))| (label.as_str(), pool.as_str(), s))
     }
 
     /// Every member of the current config: its pool, its address, its
@@ -446,8 +482,9 @@ fn build_routers(
             .routes
             .iter()
             .zip(&targets)
-            .filter(|(r, _)| r.listeners.is_empty() || r.listeners.contains(&listener.name))
-            .map(|(r, &pool)| router::RouteSpec {
+            .enumerate()
+            .filter(|(_, (r, _))| r.listeners.is_empty() || r.listeners.contains(&listener.name))
+            .map(|(route, (r, &pool))| router::RouteSpec {
                 host: r.host.as_ref().map(|h| match h {
                     config::HostMatch::Exact(s) => router::HostMatch::Exact(s.clone()),
                     config::HostMatch::Wildcard(s) => {
@@ -465,7 +502,7 @@ fn build_routers(
                     .iter()
                     .map(|h| (h.name.clone(), h.value.clone()))
                     .collect(),
-                target: Target { pool },
+                target: Target { pool, route },
             })
             .collect();
         match Router::new(specs) {

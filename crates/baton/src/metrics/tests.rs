@@ -23,6 +23,8 @@ fn pool() -> PoolReading {
             full: 3,
             timed_out: 1,
         },
+        paused: true,
+        held: 3,
         members: vec![
             MemberReading {
                 address: "127.0.0.1:8001".into(),
@@ -43,9 +45,24 @@ fn scrape() -> String {
     counters.reload(true);
     counters.reload(true);
     counters.reload(false);
-    counters.deploy("web", "canary", DeployOutcome::Deployed);
-    counters.deploy("web", "canary", DeployOutcome::Deployed);
-    counters.deploy("web", "rolling", DeployOutcome::Failed);
+    counters.deploy(
+        "web",
+        "canary",
+        DeployOutcome::Deployed,
+        Duration::from_secs(3),
+    );
+    counters.deploy(
+        "web",
+        "canary",
+        DeployOutcome::Deployed,
+        Duration::from_secs(40),
+    );
+    counters.deploy(
+        "web",
+        "rolling",
+        DeployOutcome::Failed,
+        Duration::from_millis(500),
+    );
     let deploys = counters
         .deploys
         .lock()
@@ -53,8 +70,35 @@ fn scrape() -> String {
         .clone()
         .into_iter()
         .collect();
+    let route = proxy::RouteCounts {
+        counts: {
+            let mut c = [[0; 5]; 8];
+            c[0][1] = 7; // GET 2xx
+            c[2][4] = 1; // POST 5xx
+            c
+        },
+        buckets: {
+            let mut b = [0; 21];
+            b[3] = 6; // ≤ 512 µs
+            b[20] = 2; // slower than 33.5 s
+            b
+        },
+    };
     encode(Scrape {
         pools: vec![pool()],
+        routes: vec![RouteReading {
+            label: "api".into(),
+            pool: "web".into(),
+            counts: route,
+        }],
+        process: process::Process {
+            cpu_seconds: Some(1.5),
+            resident_bytes: Some(4096),
+            virtual_bytes: None,
+            open_fds: Some(12),
+            max_fds: Some(1024),
+            start_time: Some(1.7e9),
+        },
         versions: vec![("web".into(), "v2".into())],
         reloads: [
             ("ok", counters.reloads_ok.load(Ordering::Relaxed)),
@@ -113,6 +157,36 @@ fn counters_and_gauges_have_their_labels_and_values() {
         &text,
         r#"baton_service_version_info{service="web",version="v2"} 1"#,
     );
+}
+
+#[test]
+fn routes_pauses_deploy_durations_and_the_process_are_exposed() {
+    let text = scrape();
+    for line in [
+        r#"baton_route_requests_total{route="api",pool="web",method="GET",status="2xx"} 7"#,
+        r#"baton_route_requests_total{route="api",pool="web",method="POST",status="5xx"} 1"#,
+        r#"baton_route_request_duration_seconds_bucket{route="api",pool="web",le="0.000512"} 6"#,
+        r#"baton_route_request_duration_seconds_bucket{route="api",pool="web",le="33.554432"} 6"#,
+        r#"baton_route_request_duration_seconds_bucket{route="api",pool="web",le="+Inf"} 8"#,
+        r#"baton_route_request_duration_seconds_count{route="api",pool="web"} 8"#,
+        r#"baton_pool_paused{pool="web"} 1"#,
+        r#"baton_pause_held{pool="web"} 3"#,
+        r#"baton_deploy_duration_seconds_bucket{service="web",strategy="canary",outcome="deployed",le="2.5"} 0"#,
+        r#"baton_deploy_duration_seconds_bucket{service="web",strategy="canary",outcome="deployed",le="5"} 1"#,
+        r#"baton_deploy_duration_seconds_bucket{service="web",strategy="canary",outcome="deployed",le="60"} 2"#,
+        r#"baton_deploy_duration_seconds_sum{service="web",strategy="canary",outcome="deployed"} 43.0"#,
+        r#"baton_deploy_duration_seconds_count{service="web",strategy="rolling",outcome="failed"} 1"#,
+        "process_cpu_seconds_total 1.5",
+        "process_resident_memory_bytes 4096",
+        "process_open_fds 12",
+        "process_max_fds 1024",
+        "# TYPE process_start_time_seconds gauge",
+    ] {
+        has(&text, line);
+    }
+    // Methods and classes that never happened have no series.
+    assert!(!text.contains(r#"method="PUT""#), "{text}");
+    assert!(!text.contains("process_virtual_memory_bytes"), "{text}");
 }
 
 #[test]

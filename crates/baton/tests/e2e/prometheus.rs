@@ -165,6 +165,18 @@ async fn wait_series(prometheus: &str, promql: &str) -> Vec<serde_json::Value> {
     }
 }
 
+/// The 5xx answers of every route, as Prometheus last scraped them.
+async fn server_errors(prometheus: &str) -> f64 {
+    let result = query(
+        prometheus,
+        r#"sum(baton_route_requests_total{status="5xx"})"#,
+    )
+    .await;
+    result.first().map_or(0.0, |r| {
+        r["value"][1].as_str().unwrap().parse::<f64>().unwrap()
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_a_canary_deploy_under_load() {
     let _heavy = support::heavy().await;
@@ -180,6 +192,7 @@ async fn prometheus_scrapes_a_canary_deploy_under_load() {
     // The first scrape succeeded: the token was accepted.
     let up = wait_series(&api, r#"up{job="baton"} == 1"#).await;
     assert_eq!(up.len(), 1, "{up:?}\n{}", prom.dump());
+    let failed_at_start = server_errors(&api).await;
 
     let load = Load::start(LoadConfig {
         keepalive_workers: 2,
@@ -232,6 +245,37 @@ async fn prometheus_scrapes_a_canary_deploy_under_load() {
     )
     .await;
     assert_eq!(p99.len(), 1, "{p99:?}");
+    // By route (the only route, `#1`), method and status class; the
+    // route's duration histogram; the deploy's duration; the process.
+    let by_route = wait_series(
+        &api,
+        r##"baton_route_requests_total{route="#1",pool="service:web",method="GET",status="2xx"} > 50"##,
+    )
+    .await;
+    assert_eq!(by_route.len(), 1, "{by_route:?}");
+    let posts = wait_series(
+        &api,
+        r##"baton_route_requests_total{route="#1",method="POST",status="2xx"} > 0"##,
+    )
+    .await;
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    // The 503s of the start (before an instance was in the pool) are all.
+    let failed = server_errors(&api).await;
+    assert_eq!(failed, failed_at_start, "5xx during the deploy");
+    let route_p99 = wait_series(
+        &api,
+        r##"histogram_quantile(0.99, rate(baton_route_request_duration_seconds_bucket{route="#1"}[5s])) > 0"##,
+    )
+    .await;
+    assert_eq!(route_p99.len(), 1, "{route_p99:?}");
+    let took = wait_series(
+        &api,
+        r#"baton_deploy_duration_seconds_count{service="web",strategy="canary",outcome="deployed"} == 1"#,
+    )
+    .await;
+    assert_eq!(took.len(), 1, "{took:?}");
+    let cpu = wait_series(&api, r#"process_cpu_seconds_total{job="baton"} > 0"#).await;
+    assert_eq!(cpu.len(), 1, "{cpu:?}");
     let buckets = query(
         &api,
         r#"baton_request_duration_seconds_bucket{pool="service:web"}"#,
