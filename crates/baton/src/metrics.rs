@@ -5,8 +5,9 @@
 //! outcome and their durations: [`Counters`]) and the rendering of a scrape
 //! ([`render`]), which reads the proxy's pools, members and routes
 //! ([`proxy::Proxy::readings`], [`proxy::Proxy::route_readings`]), the
-//! engine's services and the process's `/proc` entries (`process`). It must never add work to the request path: every
-//! request-path number here is a counter the proxy keeps anyway, and every
+//! engine's services and the process's `/proc` entries (`process`). It
+//! must never add work to the request path: every request-path number here
+//! is a counter the proxy keeps anyway, and every
 //! label value comes from the config (pool, member, service, strategy) or
 //! a fixed list — never from a request.
 
