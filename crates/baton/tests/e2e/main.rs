@@ -14,6 +14,7 @@ mod exec_faults;
 mod https;
 mod limits;
 mod metrics;
+mod openapi;
 mod per_instance;
 mod prometheus;
 mod queue;

@@ -112,24 +112,6 @@ fn encode(query: &str) -> String {
         .collect()
 }
 
-/// The body of a chunked response, decoded (Go's server chunks larger
-/// answers).
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 /// The result vector of an instant query on Prometheus's HTTP API.
 async fn query(prometheus: &str, promql: &str) -> Vec<serde_json::Value> {
     let r = support::get(
@@ -139,7 +121,7 @@ async fn query(prometheus: &str, promql: &str) -> Vec<serde_json::Value> {
     .await;
     assert_eq!(r.status, 200, "{promql}: {}", r.body);
     let body = match r.header("transfer-encoding") {
-        Some(te) if te.eq_ignore_ascii_case("chunked") => dechunk(&r.body),
+        Some(te) if te.eq_ignore_ascii_case("chunked") => support::dechunk(&r.body),
         _ => r.body,
     };
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -118,6 +118,23 @@ fn parse_response(raw: &[u8]) -> Response {
     }
 }
 
+/// The body of a chunked response, decoded.
+pub fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
 /// Serializes CPU-heavy tests when several run in one process (`cargo
 /// test`); under nextest the `load` test group does the same across
 /// processes.
