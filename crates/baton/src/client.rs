@@ -304,6 +304,11 @@ pub fn status(to: &ControlArgs) -> ExitCode {
         if let Some(d) = s.history.last() {
             state.push(format!("{} {} ({})", d.started, d.version, d.outcome));
         }
+        if let Some(why) = &s.registry_unreachable {
+            state.push(format!(
+                "registry unreachable: {why}; routing to the last known members"
+            ));
+        }
         println!(
             "{:<16} {:<11} {:<14} {:<11} {:>6}  {}",
             s.name,

@@ -7,6 +7,7 @@
 mod admin;
 mod cli;
 mod client;
+mod cluster;
 mod control;
 mod demo;
 mod exec;

@@ -21,6 +21,10 @@ use crate::cli::{CheckArgs, ServeArgs};
 pub fn check(args: CheckArgs) -> ExitCode {
     match config::load(&args.file) {
         Ok(cfg) => {
+            if let Err(e) = crate::cluster::supported(&cfg) {
+                eprintln!("{}: error: {e}", args.file.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
             // The certificates are read too: a file that loads but would not
             // serve is an error worth knowing before a restart.
             tls::install_default_provider();
@@ -62,6 +66,10 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Err(e) = crate::cluster::supported(&cfg) {
+        eprintln!("{}: error: {e}", args.config.display());
+        return ExitCode::from(EXIT_USAGE);
+    }
     if cfg.acme.is_some() && args.state.is_none() {
         eprintln!(
             "baton: {}: [acme] keeps its account and certificates in the state directory: add --state DIR",
@@ -223,15 +231,10 @@ async fn run(
     if store.is_none() && !cfg.services.is_empty() {
         tracing::info!("no --state directory: deployed versions are not kept across restarts");
     }
-    if cfg.cluster.is_some() {
-        // The registry client exists (the `cluster` crate) but the engine and
-        // the proxy do not use it yet: say so rather than let a [cluster]
-        // section look as if it did something.
-        tracing::warn!(
-            "[cluster] is checked but not used yet: this node registers no instance and discovers none"
-        );
-    }
     let engine = deploy::Engine::new(cfg.clone(), store).context("could not read the state")?;
+    // With [cluster]: connected now (a wrong endpoint or password is said at
+    // start), so that every instance the engine starts is registered.
+    let mut node = crate::cluster::join(&cfg, &engine).await?;
     let proxy = match Proxy::new(&engine.effective()) {
         Ok(mut p) => {
             for (name, st) in &https.listeners {
@@ -255,6 +258,9 @@ async fn run(
     engine
         .start(proxy.clone())
         .context("could not start the services")?;
+    if let Some(node) = &mut node {
+        node.follow(&engine);
+    }
     let (stop, stop_rx) = watch::channel(Stop::Run);
     let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
     // Certificates are re-read when their files change, and on every reload.
@@ -311,6 +317,9 @@ async fn run(
                 let report = report.context("the proxy task failed")?;
                 // Nothing reaches the services any more: stop them.
                 let services_clean = engine.shutdown().await;
+                if let Some(node) = node {
+                    node.leave().await;
+                }
                 for task in control {
                     let _ = task.await;
                 }

@@ -45,11 +45,13 @@ pub trait Registry: Send + Sync {
     ) -> impl Future<Output = Result<InstanceKey, RegisterError>> + Send;
 
     /// Removes the instance at once: call it before the instance is told to
-    /// stop, so that front doors stop routing to it first.
+    /// stop, so that front doors stop routing to it first. Returns the
+    /// registry's revision after the removal (front doors that have applied
+    /// it no longer route to the instance).
     fn deregister(
         &self,
         key: &InstanceKey,
-    ) -> impl Future<Output = Result<(), RegisterError>> + Send;
+    ) -> impl Future<Output = Result<i64, RegisterError>> + Send;
 
     /// Follows the member set of `service` from now on.
     fn discover(&self, service: &Name) -> Discovery;

@@ -140,6 +140,7 @@ pub(crate) struct RawUpstreamTls {
 pub(crate) struct RawPool {
     pub(crate) balance: Opt<String>,
     pub(crate) members: Opt<Vec<S<RawMember>>>,
+    pub(crate) discover: Opt<String>,
     pub(crate) max_connections_per_member: Opt<i64>,
     pub(crate) queue_length: Opt<i64>,
     pub(crate) queue_timeout: Opt<String>,

@@ -50,6 +50,15 @@ pub(crate) struct Inner {
     /// Set by `shutdown`: no new set starts after it (its instances would
     /// outlive baton).
     pub stopping: AtomicBool,
+    /// The version each supervised instance runs (by its address, with its
+    /// instance id): during a rolling deploy a set holds two.
+    pub versions: Locked<HashMap<std::net::SocketAddr, (u64, String)>>,
+    /// The address instances listen on (fixed by `[cluster]` at start).
+    pub instance_ip: std::net::IpAddr,
+    /// The cluster registry this node registers its instances in, if any.
+    pub registrar: OnceLock<Arc<dyn crate::Registrar>>,
+    /// The registry's members of each discovered service, by service.
+    pub discovered: Locked<BTreeMap<String, crate::registry::Discovered>>,
 }
 
 impl Engine {
@@ -65,8 +74,11 @@ impl Engine {
         if fresh && let Some(store) = &store {
             store.save(&state)?;
         }
+        let instance_ip = crate::registry::instance_ip(&config);
         let engine = Engine {
             inner: Arc::new(Inner {
+                instance_ip,
+                versions: Locked::default(),
                 base: Locked::new(config),
                 services: Locked::default(),
                 state: Locked::new(state),
@@ -76,6 +88,8 @@ impl Engine {
                 store,
                 next_set: AtomicU64::new(1),
                 stopping: AtomicBool::new(false),
+                registrar: OnceLock::new(),
+                discovered: Locked::default(),
             }),
         };
         // External targets are taken as they are: the proxy's own health

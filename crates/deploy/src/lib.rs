@@ -37,6 +37,7 @@ mod judge;
 mod locked;
 mod progress;
 mod publish;
+mod registry;
 mod restore;
 mod sets;
 mod state;
@@ -49,6 +50,7 @@ pub use error::{BadRequest, DeployError, Failure, StartError, Undo};
 pub use judge::Breach;
 pub use progress::{Progress, Reporter, Traffic};
 pub use proxy::Hold;
+pub use registry::{Confirmation, Registrar, Routed};
 pub use state::{Deploy, Outcome, ServiceState, State, Store, StoreError, UnknownOutcome};
 pub use status::{ServiceStatus, SetStatus};
 

@@ -18,6 +18,7 @@ impl Engine {
     /// every service holding its current members.
     pub fn effective(&self) -> config::Config {
         let mut cfg = self.inner.base.get();
+        self.fill_discovered(&mut cfg);
         let members: Vec<(String, Vec<config::Member>)> = self.inner.services.with(|services| {
             cfg.services
                 .keys()
@@ -36,11 +37,25 @@ impl Engine {
         cfg
     }
 
-    /// Publishes the current state to the proxy.
+    /// Publishes the current state to the proxy, then to the registrar (if
+    /// any), and waits for the registrar's confirmation: a member that left
+    /// the pool has then left the registry too.
     pub(crate) async fn publish(&self) -> Result<(), BuildErrors> {
+        let confirmation = self.publish_to_proxy().await?;
+        if let Some(confirmation) = confirmation {
+            confirmation.await;
+        }
+        Ok(())
+    }
+
+    /// Publishes to the proxy, and tells the registrar in the same order
+    /// (under the same lock); returns the registrar's confirmation.
+    pub(crate) async fn publish_to_proxy(
+        &self,
+    ) -> Result<Option<crate::Confirmation>, BuildErrors> {
         let _one_at_a_time = self.inner.publishing.lock().await;
         let Some(proxy) = self.proxy() else {
-            return Ok(());
+            return Ok(None);
         };
         let cfg = self.effective();
         let published = proxy.clone();
@@ -67,7 +82,7 @@ impl Engine {
                 }
             }
         });
-        Ok(())
+        Ok(self.inner.registrar.get().map(|r| r.publish(self.routed())))
     }
 
     /// [`Engine::publish`], logging a failure instead of returning it.

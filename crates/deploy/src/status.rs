@@ -1,5 +1,7 @@
 //! What `baton status` shows: every service's version, sets, members and
-//! history ([`Engine::status`]), as plain serde types.
+//! history, and every service discovered in the cluster registry with its
+//! members and whether the registry can be read ([`Engine::status`]), as
+//! plain serde types.
 //!
 //! Read-only: it copies what it needs from each piece of the engine's state
 //! in turn and never changes any.
@@ -31,6 +33,11 @@ pub struct ServiceStatus {
     pub deploying: bool,
     /// Its deploys, oldest first.
     pub history: Vec<Deploy>,
+    /// A service discovered in the cluster registry (kind `discovered`):
+    /// why the registry cannot be read and since when; its members are then
+    /// the last ones read. Absent while it can be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_unreachable: Option<String>,
 }
 
 /// One set of a service.
@@ -109,8 +116,25 @@ impl Engine {
                     deploying: rt.deploying,
                     history: saved.history,
                     name: s.name,
+                    registry_unreachable: None,
                 }
             })
+            .chain(
+                self.discovered()
+                    .into_iter()
+                    .map(|(name, d)| ServiceStatus {
+                        name,
+                        kind: "discovered".to_owned(),
+                        version: None,
+                        strategy: "-".to_owned(),
+                        members: d.members.into_iter().map(|m| m.address.authority).collect(),
+                        sets: Vec::new(),
+                        paused: false,
+                        deploying: false,
+                        history: Vec::new(),
+                        registry_unreachable: d.unreachable,
+                    }),
+            )
             .collect()
     }
 }

@@ -29,10 +29,11 @@ pub(crate) fn start(
     let name = service.name.clone();
     let hook_engine = engine.clone();
     let drain_timeout = service.drain_timeout;
+    let ip = engine.inner.instance_ip;
     let (group, events) = Group::start_subscribed(GroupConfig {
-        command: CommandSource::PerInstance(command_fn(s.clone())),
+        command: CommandSource::PerInstance(command_fn(&engine, s.clone())),
         sockets: Sockets::PerInstance {
-            ip: [127, 0, 0, 1].into(),
+            ip,
             pass_socket: s.socket == config::SocketMode::Inherit,
             name: "http".into(),
         },
@@ -60,9 +61,15 @@ pub(crate) fn start(
     Ok(group)
 }
 
-/// Renders the command of each instance from the service's templates.
-pub(crate) fn command_fn(s: config::Supervised) -> supervisor::CommandFn {
+/// Renders the command of each instance from the service's templates, and
+/// records which version each instance runs (for the registry).
+pub(crate) fn command_fn(engine: &Engine, s: config::Supervised) -> supervisor::CommandFn {
+    let engine = engine.clone();
     Arc::new(move |info: &InstanceInfo| {
+        if let Some(addr) = info.addr {
+            let version = (info.instance, s.version.to_string());
+            engine.inner.versions.with(|v| v.insert(addr, version));
+        }
         let port = info.addr.map_or(0, |a| a.port());
         let argv: Vec<String> = s
             .command
@@ -129,6 +136,11 @@ async fn follow(
             }
             Event::Exited { instance, .. } => {
                 if let Some(addr) = addrs.remove(&instance) {
+                    engine.inner.versions.with(|v| {
+                        if v.get(&addr).is_some_and(|(i, _)| *i == instance) {
+                            v.remove(&addr);
+                        }
+                    });
                     if engine.remove_member(&service, set, &member(addr)) {
                         engine.publish_logged(&service).await;
                     }

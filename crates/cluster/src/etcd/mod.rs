@@ -1,11 +1,15 @@
 //! The etcd backend of [`crate::Registry`]: connecting (with a bounded,
 //! explained failure for a wrong endpoint or password), this node's lease
-//! (`session`), discovery (`watch`) and bounded requests (`request`).
+//! (`session`), discovery (`watch`), the nodes' records of what their front
+//! doors applied (`nodes`) and bounded requests (`request`).
 //! Passwords are read here, passed to the client and never logged.
 
+mod nodes;
 mod request;
 mod session;
 mod watch;
+
+pub use nodes::Behind;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +67,8 @@ struct Inner {
     session: Arc<Session>,
     renewals: JoinHandle<()>,
     renewing: channel::Receiver<Reachability>,
+    /// What this node's record says it applied (`nodes`), by service.
+    applied: tokio::sync::Mutex<std::collections::BTreeMap<String, i64>>,
 }
 
 impl Drop for Inner {
@@ -162,6 +168,7 @@ impl Etcd {
                 session,
                 renewals,
                 renewing,
+                applied: tokio::sync::Mutex::default(),
             }),
         })
     }
@@ -239,7 +246,7 @@ impl Registry for Etcd {
         }
     }
 
-    async fn deregister(&self, key: &InstanceKey) -> Result<(), RegisterError> {
+    async fn deregister(&self, key: &InstanceKey) -> Result<i64, RegisterError> {
         let text = key.key(&self.inner.prefix);
         self.inner
             .session

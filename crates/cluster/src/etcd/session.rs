@@ -95,9 +95,9 @@ impl Session {
         Ok(())
     }
 
-    /// Deletes `key` and forgets it; if the deletion fails, the renewals
-    /// retry it.
-    pub(crate) async fn delete(&self, key: &str) -> Result<(), RequestError> {
+    /// Deletes `key` and forgets it; returns the registry's revision after
+    /// the deletion. If the deletion fails, the renewals retry it.
+    pub(crate) async fn delete(&self, key: &str) -> Result<i64, RequestError> {
         let mut state = self.state.lock().await;
         state.keys.remove(key);
         let result = self.delete_one(key).await;
@@ -201,14 +201,15 @@ impl Session {
         .map_err(LeaseError::from)
     }
 
-    async fn delete_one(&self, key: &str) -> Result<(), RequestError> {
+    /// Deletes `key`; the registry's revision after the deletion.
+    async fn delete_one(&self, key: &str) -> Result<i64, RequestError> {
         let client = &self.client;
         retrying(self.request_timeout, || {
             let mut client = client.clone();
             async move { client.delete(key, None).await }
         })
         .await
-        .map(drop)
+        .map(|response| response.header().map_or(0, |h| h.revision()))
     }
 
     /// One keep-alive on the open stream (opening it if needed).

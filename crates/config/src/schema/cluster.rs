@@ -8,7 +8,7 @@ use super::{Section, Type, key};
 pub(crate) static CLUSTER: Section = Section {
     place: "in [cluster]",
     heading: "`[cluster]`",
-    doc: "Several baton nodes sharing one etcd registry: each node registers the instances it runs under a lease it keeps alive, and discovers those of every node. Without `[cluster]`, baton runs on one machine and never contacts etcd. `baton check` validates the section without connecting. Work in progress: `baton serve` does not use the section yet (the registry itself, its key layout and its value format are in place, see `docs/cluster.md`).",
+    doc: "Several baton nodes sharing one etcd registry: each node registers the instances it runs under a lease it keeps alive, and discovers those of every node. Without `[cluster]`, baton runs on one machine and never contacts etcd. A node registers every instance its pools route to, takes it out of the registry (and waits until every node's front door has stopped routing to it) before signalling it, and fills the pools with `discover` from the registry; the key layout and value format are in `docs/cluster.md`. `baton check` validates the section without connecting; `baton serve` connects at start and stops with the reason if etcd cannot be reached or refuses the credentials. Needs a baton built with `--features cluster`.",
     keys: &[
         key(
             "endpoints",

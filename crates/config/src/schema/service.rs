@@ -57,7 +57,7 @@ pub(crate) static SERVICE: Section = Section {
             "socket",
             Type::String,
             Default("inherit"),
-            "`inherit`: baton binds `127.0.0.1:0` for each instance and passes the listening socket as fd 3 (`LISTEN_FDS=1`, systemd's protocol), so connections queue even before the app accepts; `{port}` is its port. `port`: baton picks a free port, `{port}` is that port and the app binds it itself, so `{port}` must appear in `command` or `env`. *Supervised only.*",
+            "`inherit`: baton binds `127.0.0.1:0` (with `[cluster]`, the `advertise` address when it is an IP address, else every address) for each instance and passes the listening socket as fd 3 (`LISTEN_FDS=1`, systemd's protocol), so connections queue even before the app accepts; `{port}` is its port. `port`: baton picks a free port, `{port}` is that port and the app binds it itself, so `{port}` must appear in `command` or `env`. *Supervised only.*",
         ),
         key(
             "restart",

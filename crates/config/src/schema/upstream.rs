@@ -3,7 +3,7 @@
 //! `passive` sections that pools and services both have (their `tls`
 //! section is in `tls`).
 
-use super::IfMissing::{Default, Required, Unset};
+use super::IfMissing::{Default, Either, Required, Unset};
 use super::tls::UPSTREAM_TLS;
 use super::{Key, Section, Type, key};
 
@@ -16,8 +16,14 @@ pub(crate) static POOL: Section = Section {
         key(
             "members",
             Type::Tables(&MEMBER),
-            Required,
+            Either("discover"),
             "The upstream servers, at least one; see *members*.",
+        ),
+        key(
+            "discover",
+            Type::String,
+            Either("members"),
+            "Take the members from the cluster registry instead (needs `[cluster]`): the ready instances of this service on every node, each with weight 1, as registered in etcd (`docs/cluster.md`; by baton nodes or by any program). The pool follows the registry by watching it; if etcd cannot be reached, it keeps the last members it read (never none because of the outage) and `baton status` says so. A service name: 1 to 128 letters, digits, `-`, `_` or `.` (not `.` or `..`). Health checks, passive ejection and retries apply as to static members.",
         ),
         MAX_CONNECTIONS_PER_MEMBER,
         QUEUE_LENGTH,

@@ -169,3 +169,48 @@ fn a_wrong_type_or_an_unknown_key_is_refused() {
         ]
     );
 }
+
+/// A pool that takes its members from the registry.
+fn discovering(discover: &str) -> String {
+    format!(
+        "{MINIMAL}[cluster]\n{REQUIRED}[pool.everywhere]\ndiscover = {discover}\n[[route]]\npool = \"everywhere\"\n"
+    )
+}
+
+#[test]
+fn a_pool_discovers_its_members_in_the_registry() {
+    let config = ok(&discovering("\"web\""));
+    let pool = &config.pools["everywhere"];
+    assert_eq!(pool.discover.as_deref(), Some("web"));
+    assert!(pool.members.is_empty());
+}
+
+#[test]
+fn discover_is_refused_with_members_without_cluster_or_with_an_invalid_name() {
+    assert_eq!(
+        error(&discovering(
+            "\"web\"\nmembers = [{ address = \"127.0.0.1:9001\" }]"
+        )),
+        "8:11: `members` conflicts with `discover` in [pool.everywhere]: give exactly one of them"
+    );
+    assert_eq!(
+        error(&discovering("\"..\"")),
+        "7:12: invalid service name \"..\": not '.' or '..'"
+    );
+    assert_eq!(
+        error(&discovering("\"a/b\"")),
+        "7:12: invalid service name \"a/b\": use 1 to 128 letters, digits, '-', '_' or '.'"
+    );
+    assert_eq!(
+        error(&format!(
+            "{MINIMAL}[pool.everywhere]\ndiscover = \"web\"\n[[route]]\npool = \"everywhere\"\n"
+        )),
+        "4:12: pool \"everywhere\" discovers its members in the cluster registry, which needs a [cluster] section"
+    );
+    assert_eq!(
+        error(&format!(
+            "{MINIMAL}[pool.everywhere]\n[[route]]\npool = \"everywhere\"\n"
+        )),
+        "3:1: missing `members` or `discover` in [pool.everywhere]: give exactly one of them"
+    );
+}

@@ -129,6 +129,9 @@ fn kitchen_sink_parses_into_the_expected_config() {
             token: Password::Env("BATON_ADMIN_TOKEN".into()),
         })
     );
+    let everywhere = &config.pools["web-everywhere"];
+    assert_eq!(everywhere.discover.as_deref(), Some("web"));
+    assert!(everywhere.members.is_empty());
     let app = &config.pools["app"];
     let member = |authority: &str, host: &str, port, ip: Option<&str>, weight| Member {
         address: UpstreamAddr {
@@ -152,6 +155,7 @@ fn kitchen_sink_parses_into_the_expected_config() {
             member("[::1]:9002", "::1", 9002, Some("[::1]:9002"), 0),
             member("app-3.internal:9003", "app-3.internal", 9003, None, 1),
         ],
+        discover: None,
         forward: ForwardSettings {
             balance: Balance::LeastRequests,
             max_connections_per_member: 64,
@@ -187,7 +191,10 @@ fn kitchen_sink_parses_into_the_expected_config() {
         }),
     };
     assert_eq!(app, &expected);
-    assert_eq!(config.pools.keys().collect::<Vec<_>>(), ["app", "static"]);
+    assert_eq!(
+        config.pools.keys().collect::<Vec<_>>(),
+        ["app", "static", "web-everywhere"]
+    );
     let api = &config.routes[0];
     assert_eq!(
         api,

@@ -152,7 +152,7 @@ fn missing_required_keys_point_at_their_table() {
     );
     assert_eq!(
         error(&source),
-        "5:1: missing required key `members` in [pool.app]"
+        "5:1: missing `members` or `discover` in [pool.app]: give exactly one of them"
     );
     let source = format!("{BASE}[pool.app.health]\ninterval = \"5s\"\n");
     assert_eq!(

@@ -11,7 +11,12 @@ pub struct Pool {
     /// The pool's name (its key in `Config::pools`).
     pub name: String,
     /// At least one; addresses unique within the pool. Weights may all be 0.
+    /// Empty when `discover` is set: the members then come from the cluster
+    /// registry.
     pub members: Vec<Member>,
+    /// The service whose registered instances are the members (`[cluster]`
+    /// is present); `None`: the members of the file.
+    pub discover: Option<String>,
     /// How the proxy forwards requests to the members.
     pub forward: ForwardSettings,
     /// Active checks; `None`: members are healthy unless passively ejected.

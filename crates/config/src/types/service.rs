@@ -59,6 +59,7 @@ impl Service {
         Pool {
             name: self.pool_name(),
             members,
+            discover: None,
             forward: self.forward.clone(),
             health: self.health.clone(),
             passive: self.passive.clone(),

@@ -124,14 +124,24 @@ fn prefix(ctx: &mut Ctx<'_, '_>, text: &Spanned<String>) -> Option<String> {
 }
 
 fn node(ctx: &mut Ctx<'_, '_>, text: &Spanned<String>) -> Option<String> {
+    key_segment(ctx, "node", text)
+}
+
+/// A name that becomes one segment of a registry key (a node, a service
+/// discovered): a name as [`Ctx::name`] accepts it, but not `.` or `..`.
+pub(super) fn key_segment(
+    ctx: &mut Ctx<'_, '_>,
+    what: &str,
+    text: &Spanned<String>,
+) -> Option<String> {
     let value = text.get_ref();
-    if !ctx.name("node", value, text.span()) {
+    if !ctx.name(what, value, text.span()) {
         return None;
     }
     if value == "." || value == ".." {
         ctx.error(
             text.span(),
-            format!("invalid node name {value:?}: not '.' or '..'"),
+            format!("invalid {what} name {value:?}: not '.' or '..'"),
         );
         return None;
     }

@@ -64,6 +64,9 @@ pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Co
         .map(|item| cluster::cluster(&mut ctx, item));
     let admin = raw.admin.as_ref().map(|item| admin::admin(&mut ctx, item));
     let pools = pool::pools(&mut ctx, &raw.pool);
+    if raw.cluster.is_none() && !ctx.diag.has_typo_of(0, "cluster") {
+        pool::discover_needs_cluster(&mut ctx, &raw.pool);
+    }
     let services = service::services(&mut ctx, &raw.service);
     shared_names(&mut ctx, raw);
     // References are checked against every declared name, even of a listener,

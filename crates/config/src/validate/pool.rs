@@ -38,17 +38,44 @@ pub(super) fn pools(
 
 fn pool(ctx: &mut Ctx<'_, '_>, name: &str, item: &Spanned<RawPool>) -> Option<Pool> {
     let raw = item.get_ref();
-    let members = raw.members.as_ref().and_then(|m| members(ctx, name, m));
+    // `check` reported a pool with both or neither of `members` and
+    // `discover`.
+    let members = match &raw.members {
+        Some(m) => members(ctx, name, m),
+        None => Some(Vec::new()),
+    };
+    let discover = raw
+        .discover
+        .as_ref()
+        .map(|d| super::cluster::key_segment(ctx, "service", d));
     let forward = forward(ctx, &POOL, &raw.forward());
     let health = raw.health.as_ref().map(|h| health(ctx, h));
     let passive = raw.passive.as_ref().map(|p| passive(ctx, p.get_ref()));
     Some(Pool {
         name: name.to_owned(),
         members: members?,
+        discover: super::optional(discover)?,
         forward: forward?,
         health: super::optional(health)?,
         passive: super::optional(passive)?,
     })
+}
+
+/// Reports every `discover` of a file without `[cluster]`: there is no
+/// registry to discover from.
+pub(super) fn discover_needs_cluster(
+    ctx: &mut Ctx<'_, '_>,
+    raw: &BTreeMap<Spanned<String>, Spanned<RawPool>>,
+) {
+    for (name, item) in raw {
+        if let Some(d) = &item.get_ref().discover {
+            let message = format!(
+                "pool {:?} discovers its members in the cluster registry, which needs a [cluster] section",
+                name.get_ref()
+            );
+            ctx.error(d.span(), message);
+        }
+    }
 }
 
 /// The forwarding keys of a pool or a service (`section` has them all, with

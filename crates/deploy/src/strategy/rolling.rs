@@ -38,7 +38,8 @@ pub(super) async fn rolling(
     }) else {
         return Err(Failure::NoInstances);
     };
-    let command = supervisor::CommandSource::PerInstance(supervised::command_fn(spec.clone()));
+    let command =
+        supervisor::CommandSource::PerInstance(supervised::command_fn(engine, spec.clone()));
     let reason = match tokio::time::timeout_at(deadline, group.reload_with(Some(command))).await {
         Ok(Ok(Ok(generation))) => {
             engine.with_set(name, set, |s| s.version = spec.version.to_string());
@@ -69,7 +70,7 @@ pub(super) async fn rolling(
             Ok(v) => old.version = v,
             Err(e) => return Err(not_undone(Undo::Version(e))),
         }
-        let command = supervisor::CommandSource::PerInstance(supervised::command_fn(old));
+        let command = supervisor::CommandSource::PerInstance(supervised::command_fn(engine, old));
         match group.reload_with(Some(command)).await {
             Ok(Ok(_)) => tracing::info!(service = name, version = %old_version, "rolled back"),
             Ok(Err(source)) => {

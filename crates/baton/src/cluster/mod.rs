@@ -1,0 +1,65 @@
+//! Cluster mode in `baton serve`: with `[cluster]`, the node joins the etcd
+//! registry, registers the instances its pools route to (and takes them out
+//! of the registry, and of every front door, before they are signalled),
+//! and fills the pools that `discover` a service with the registry's
+//! instances of it. The deploy engine knows none of this: it calls a
+//! `deploy::Registrar` after each publish and takes discovered members
+//! through `Engine::set_discovered`.
+//!
+//! The etcd client's build needs `protoc`, so cluster mode is the cargo
+//! feature `cluster` (off by default: `cargo run --release -- demo` builds
+//! on a machine without it). A binary built without it refuses a
+//! `[cluster]` section at start and in `baton check`, saying how to build
+//! one with it.
+
+#[cfg(feature = "cluster")]
+mod node;
+#[cfg(feature = "cluster")]
+mod registrar;
+
+#[cfg(feature = "cluster")]
+pub use node::join;
+
+/// How to build a baton with cluster support, for the error a binary
+/// without it gives.
+#[cfg(not(feature = "cluster"))]
+const BUILD_HINT: &str = "cargo build --release --features cluster (the etcd client's build needs protoc: Debian's protobuf-compiler and libprotobuf-dev)";
+
+/// Whether this binary can run `cfg`: a `[cluster]` section needs the
+/// `cluster` feature.
+pub fn supported(cfg: &config::Config) -> anyhow::Result<()> {
+    #[cfg(not(feature = "cluster"))]
+    if cfg.cluster.is_some() {
+        anyhow::bail!(
+            "[cluster] needs a baton built with cluster support, and this one was built without it; build it with: {BUILD_HINT}"
+        );
+    }
+    let _ = cfg;
+    Ok(())
+}
+
+/// Without the `cluster` feature there is never a node: [`supported`]
+/// refused every config with `[cluster]`.
+#[cfg(not(feature = "cluster"))]
+pub enum Node {}
+
+#[cfg(not(feature = "cluster"))]
+impl Node {
+    /// Never called: no node exists.
+    pub fn follow(&mut self, _engine: &deploy::Engine) {
+        match *self {}
+    }
+
+    /// Never called: no node exists.
+    pub async fn leave(self) {
+        match self {}
+    }
+}
+
+/// Without the `cluster` feature: no node (the config was checked by
+/// [`supported`]).
+#[cfg(not(feature = "cluster"))]
+pub async fn join(cfg: &config::Config, _engine: &deploy::Engine) -> anyhow::Result<Option<Node>> {
+    supported(cfg)?;
+    Ok(None)
+}
