@@ -3,8 +3,10 @@
 //! - a request that was never sent — the connect failed, or a pooled
 //!   connection turned out dead before the request was written — is tried
 //!   on another member, whatever its method;
-//! - an idempotent request without a body is sent once more if the
-//!   connection broke before any response began;
+//! - an idempotent request without a body is sent again if the connection
+//!   broke before any response began, each time to a member not tried yet
+//!   (within the attempt bound): a host that dies takes all its members at
+//!   once, and the second may be the one picked next;
 //! - a request whose body was sent is never replayed (unless the pool says
 //!   `retry_non_idempotent`, and then only without a body);
 //! - with `retry_server_errors`, an idempotent request without a body that
@@ -153,7 +155,6 @@ pub(crate) async fn forward(
     // Every member once for never-sent failures, plus a fresh connection.
     let max_attempts = members.min(4) + 1;
     let mut tried: Vec<usize> = Vec::with_capacity(2);
-    let mut resent = false;
     let mut last: Option<Failure> = None;
     // The member of the next attempt when already chosen: the caller's
     // pick; the member a 5xx is resent to, picked before the 5xx was
@@ -255,9 +256,8 @@ pub(crate) async fn forward(
                 picked.report(Outcome::ConnectFailure);
                 tried.push(index);
                 match &replay {
-                    Some(r) if !resent => {
-                        tracing::debug!(pool = %pool.name, error = %error, "exchange broke, sending the request once more");
-                        resent = true;
+                    Some(r) if attempt + 1 < max_attempts => {
+                        tracing::debug!(pool = %pool.name, error = %error, "exchange broke, sending the request to another member");
                         req = r.build();
                         last = Some(Failure::Broken(error.to_string()));
                     }

@@ -63,3 +63,28 @@ pub async fn join(cfg: &config::Config, _engine: &deploy::Engine) -> anyhow::Res
     supported(cfg)?;
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    const CLUSTER: &str = "[[listener]]\naddress = \"127.0.0.1:0\"\n[cluster]\nendpoints = [\"127.0.0.1:2379\"]\nadvertise = \"127.0.0.1\"\n";
+
+    /// Without the feature, `[cluster]` is refused with how to build a baton
+    /// that has it; with it, accepted (connecting is `join`'s business).
+    #[test]
+    fn a_cluster_section_needs_the_cluster_feature() {
+        let cfg = config::parse(CLUSTER, "t.toml").unwrap();
+        let result = super::supported(&cfg);
+        match cfg!(feature = "cluster") {
+            true => assert!(result.is_ok()),
+            false => {
+                let e = result.unwrap_err().to_string();
+                assert!(
+                    e.contains("cargo build --release --features cluster"),
+                    "{e}"
+                );
+            }
+        }
+        let plain = config::parse("[[listener]]\naddress = \"127.0.0.1:0\"\n", "t.toml").unwrap();
+        assert!(super::supported(&plain).is_ok());
+    }
+}

@@ -102,13 +102,16 @@ async fn follow(etcd: Etcd, engine: deploy::Engine, service: Name, discovery: Di
                     return;
                 }
                 let current = Arc::clone(&members.borrow_and_update());
-                let list: Vec<config::Member> = current
-                    .ready()
-                    .map(|(_, instance)| config::Member {
-                        address: instance.address.clone(),
-                        weight: 1,
-                    })
-                    .collect();
+                let mut list: Vec<config::Member> = Vec::new();
+                for (_, instance) in current.ready() {
+                    // Two registrants may name one address: it is one member.
+                    if !list.iter().any(|m| m.address == instance.address) {
+                        list.push(config::Member {
+                            address: instance.address.clone(),
+                            weight: 1,
+                        });
+                    }
+                }
                 let count = list.len();
                 match engine.set_discovered(service.as_str(), list).await {
                     Ok(()) => {

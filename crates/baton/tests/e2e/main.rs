@@ -5,6 +5,8 @@ mod support;
 
 mod admin;
 mod client_faults;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod control_socket;
 mod deploy;
 mod durations;

@@ -120,7 +120,7 @@ pub(super) const RETRY_NON_IDEMPOTENT: Key = key(
     "retry_non_idempotent",
     Type::Bool,
     Default("false"),
-    "A request that was never sent is always retried on another member. An idempotent one (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) is also retried once after a reset before the response began. Others (POST, PATCH) are replayed in that case only if this is `true`.",
+    "A request that was never sent is always retried on another member. An idempotent one (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) without a body is also retried after a reset before the response began, each time on a member not tried yet (up to 4 retries): a host that dies takes all its members at once. Others (POST, PATCH) are replayed in that case only if this is `true`.",
 );
 
 pub(super) const RETRY_SERVER_ERRORS: Key = key(

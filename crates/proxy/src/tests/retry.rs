@@ -177,3 +177,60 @@ async fn a_5xx_from_the_only_member_is_returned_as_is() {
     assert_eq!(answer.body.unwrap(), "bad");
     assert_eq!(bad.served(), 1, "no other member to try, nor a second time");
 }
+
+/// A member that reads each request's head, then closes the connection
+/// without answering (a host dying under a request); counts the requests.
+async fn breaking() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn an_idempotent_request_broken_on_two_members_in_a_row_reaches_a_third() {
+    use std::sync::atomic::Ordering;
+    let (first, first_seen) = breaking().await;
+    let (second, second_seen) = breaking().await;
+    let good = Upstream::start("good").await;
+    let cfg = pool(&[first, second, good.addr], "");
+    let running = start(&cfg).await;
+    for _ in 0..REQUESTS {
+        let answer = get(running.addr, "/").await;
+        assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+        assert_eq!(answer.body.unwrap(), "good");
+    }
+    assert_eq!(good.served(), REQUESTS, "each request was answered once");
+    assert!(
+        first_seen.load(Ordering::SeqCst) > 0 && second_seen.load(Ordering::SeqCst) > 0,
+        "both broken members got requests"
+    );
+    // A request with a body is never resent after it was sent.
+    let mut refused = 0;
+    for _ in 0..3 {
+        let answer = request(running.addr, Method::POST, "/", "body").await;
+        if answer.status == StatusCode::BAD_GATEWAY {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "a POST that broke was not replayed");
+}

@@ -1,0 +1,419 @@
+//! Cluster mode across hosts: a real etcd, `baton serve` nodes each in its
+//! own network namespace (another network stack: "another host"), joined by
+//! a bridge; the load client and etcd in the test's own namespace. Needs root
+//! (`ip netns`) and the `cluster` feature.
+//!
+//! - an app that registers itself with `etcdctl` (a lease and a key in the
+//!   documented format) gets traffic through a pool with `discover`, and
+//!   none once its key is deleted;
+//! - node B's instances are reached through node A's front door, and a
+//!   `kill -9` of node B (baton and its instances) under load through A
+//!   takes them out of A's pool within the lease's TTL, without a failed
+//!   idempotent request;
+//! - with etcd down, A keeps routing to the last members it read (no failed
+//!   request), `baton status` says the registry is unreachable, and it
+//!   follows the registry again once etcd is back.
+
+mod net;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use loadgen::{Load, LoadConfig};
+use net::{Etcd, Net};
+
+use crate::support::{self, Proc, TempDir, field, get};
+
+/// The lease of every node: short, so that a dead node leaves quickly.
+const TTL_SECS: u64 = 3;
+
+/// A `baton serve` node in a namespace.
+struct Node {
+    process: Proc,
+    /// Its front door.
+    addr: String,
+    control: PathBuf,
+}
+
+/// What a node runs.
+struct Spec<'a> {
+    name: &'a str,
+    /// Supervised instances of `web` (0: none).
+    instances: u32,
+}
+
+/// Writes the node's config and starts it on host `i`, ready.
+async fn start_node(net: &Net, etcd: &Etcd, dir: &TempDir, i: usize, spec: Spec<'_>) -> Node {
+    let ip = net.address(i);
+    let service = match spec.instances {
+        0 => String::new(),
+        n => format!(
+            r#"
+[service.web]
+command = ["{hello}", "--app-version", "{{version}}"]
+socket = "inherit"
+version = "v1"
+instances = {n}
+ready_timeout = "10s"
+[service.web.health]
+path = "/healthz"
+interval = "100ms"
+timeout = "50ms"
+healthy_threshold = 1
+"#,
+            hello = support::hello().display()
+        ),
+    };
+    let config = format!(
+        r#"[[listener]]
+name = "http"
+address = "{ip}:0"
+
+[cluster]
+endpoints = ["{endpoint}"]
+prefix = "/e2e"
+node = "{name}"
+advertise = "{ip}"
+lease_ttl = "{TTL_SECS}s"
+{service}
+[pool.everywhere]
+discover = "web"
+
+[[route]]
+pool = "everywhere"
+"#,
+        endpoint = etcd.endpoint(),
+        name = spec.name,
+    );
+    let path = dir.join(&format!("{}.toml", spec.name));
+    std::fs::write(&path, config).unwrap();
+    let control = dir.join(&format!("{}.sock", spec.name));
+    let mut command = net.command(i, support::baton());
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .arg("--control")
+        .arg(&control);
+    let (mut process, addr) = Proc::spawn_listening(&mut command).await;
+    process.wait_for(" ready").await;
+    Node {
+        process,
+        addr,
+        control,
+    }
+}
+
+impl Node {
+    /// Waits (from output line `from` on) until the node's pool routes to
+    /// `n` discovered members; returns the index after that line.
+    async fn routes_to(&mut self, from: usize, n: usize) -> usize {
+        let count = n.to_string();
+        let pred = |l: &str| {
+            l.contains("discovered members applied") && field(l, "members") == Some(&count)
+        };
+        match self
+            .process
+            .wait_from(from, "the discovered members", pred)
+            .await
+        {
+            Ok((next, _)) => next,
+            Err(e) => panic!("{e}: never routed to {n} members\n{}", self.process.dump()),
+        }
+    }
+
+    /// `baton status --json` of this node, parsed.
+    async fn status(&self) -> serde_json::Value {
+        let control = self.control.to_str().unwrap();
+        let (code, out) = support::run_baton(&["status", "--json", "--control", control]).await;
+        assert_eq!(code, 0, "{out}");
+        let json = out
+            .lines()
+            .map(|l| l.trim_start_matches("[out] "))
+            .collect::<String>();
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// The entry of the discovered service `web` in its status.
+    async fn discovered(&self) -> serde_json::Value {
+        let status = self.status().await;
+        let all = status.as_array().expect("a list of services");
+        all.iter()
+            .find(|s| s["kind"] == "discovered" && s["name"] == "web")
+            .unwrap_or_else(|| panic!("no discovered web in {status}"))
+            .clone()
+    }
+}
+
+/// The pids (`x-instance: VERSION/PID`) that answer `n` requests through
+/// `addr`.
+async fn answering(addr: &str, n: usize) -> std::collections::BTreeSet<u32> {
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        let r = get(addr, "/").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        pids.insert(r.instance_pid());
+    }
+    pids
+}
+
+/// An instance value in the format of docs/cluster.md.
+fn instance_json(node: &str, address: &str) -> String {
+    format!(
+        r#"{{"service":"web","version":"v7","address":"{address}","node":"{node}","state":"ready","registered_at":"2026-12-02T15:04:05Z"}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_registered_with_etcdctl_receives_traffic_through_discover() {
+    let net = Net::new(2);
+    let mut etcd = Etcd::start(net.gateway()).await;
+    let dir = TempDir::new("cluster-etcdctl");
+    let mut a = start_node(
+        &net,
+        &etcd,
+        &dir,
+        0,
+        Spec {
+            name: "node-a",
+            instances: 0,
+        },
+    )
+    .await;
+    // No instance anywhere yet: the pool is empty.
+    assert_eq!(get(&a.addr, "/").await.status, 503);
+
+    // The app, on host 1, registers itself by hand.
+    let mut hello = net.command(1, support::hello());
+    hello.args([
+        "--listen",
+        &format!("{}:0", net.address(1)),
+        "--app-version",
+        "v7",
+    ]);
+    let (app, app_addr) = Proc::spawn_listening(&mut hello).await;
+    let grant = etcd.ctl(&["lease", "grant", "10"]).await;
+    let lease = grant
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_owned();
+    let key = "/e2e/services/web/instances/app-host/app-1";
+    etcd.ctl(&[
+        "put",
+        "--lease",
+        &lease,
+        key,
+        &instance_json("app-host", &app_addr),
+    ])
+    .await;
+    let _keep_alive = etcd.ctl_running(&["lease", "keep-alive", &lease]);
+    let after = a.routes_to(0, 1).await;
+    let pids = answering(&a.addr, 3).await;
+    assert_eq!(pids, [app.pid].into(), "{}", a.process.dump());
+    let web = a.discovered().await;
+    assert_eq!(web["members"], serde_json::json!([app_addr]), "{web}");
+    assert!(web.get("registry_unreachable").is_none(), "{web}");
+
+    // Deleted: no longer routed to.
+    etcd.ctl(&["del", key]).await;
+    a.routes_to(after, 0).await;
+    assert_eq!(get(&a.addr, "/").await.status, 503);
+    etcd.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_leaves_the_pools_within_the_ttl_under_load() {
+    let _heavy = support::heavy().await;
+    let net = Net::new(2);
+    let etcd = Etcd::start(net.gateway()).await;
+    let dir = TempDir::new("cluster-kill");
+    let mut a = start_node(
+        &net,
+        &etcd,
+        &dir,
+        0,
+        Spec {
+            name: "node-a",
+            instances: 2,
+        },
+    )
+    .await;
+    let mut b = start_node(
+        &net,
+        &etcd,
+        &dir,
+        1,
+        Spec {
+            name: "node-b",
+            instances: 2,
+        },
+    )
+    .await;
+    a.routes_to(0, 4).await;
+    b.routes_to(0, 4).await;
+    // Node B's instances answer through node A's front door.
+    let b_pids = b.process.instance_pids();
+    let pids = answering(&a.addr, 8).await;
+    assert!(
+        pids.iter().any(|p| b_pids.contains(p)),
+        "{pids:?} {b_pids:?}\n{}",
+        a.process.dump()
+    );
+    assert!(pids.iter().any(|p| !b_pids.contains(p)), "{pids:?}");
+
+    let load = Load::start(LoadConfig {
+        keepalive_workers: 3,
+        fresh_workers: 2,
+        post_workers: 1,
+        max_duration: Duration::from_secs(60),
+        ..LoadConfig::new(a.addr.parse::<SocketAddr>().unwrap())
+    });
+    assert!(load.wait_for_requests(300).await);
+
+    // kill -9 of the whole node: baton, then its instances.
+    let from = a.process.lines().len();
+    let killed = Instant::now();
+    let _ = b.process.child.kill().await;
+    for pid in &b_pids {
+        support::signal(*pid, 9);
+    }
+    b.process.instances_stopped();
+    a.routes_to(from, 2).await;
+    let gone_after = killed.elapsed();
+    let requests_then = load.snapshot().requests;
+    assert!(load.wait_for_requests(requests_then + 300).await);
+    let report = load.stop().await;
+    let post = report.workers.get("post").copied().unwrap_or_default();
+    eprintln!(
+        "node B left A's pool {:.2} s after kill -9 (lease TTL {TTL_SECS} s); {} requests, {} failed ({} POST of {} failed)",
+        gone_after.as_secs_f64(),
+        report.requests,
+        report.failures,
+        post.failures,
+        post.requests
+    );
+    // The lease expires at most a TTL after the last renewal; etcd checks
+    // expiries about every half second.
+    assert!(
+        gone_after < Duration::from_secs(TTL_SECS + 2),
+        "B's instances left A's pool only after {gone_after:?}"
+    );
+    let idempotent = report.failures - post.failures;
+    assert_eq!(
+        idempotent,
+        0,
+        "{}\n{}",
+        report.failure_description(),
+        a.process.dump()
+    );
+    let pids = answering(&a.addr, 6).await;
+    assert!(pids.iter().all(|p| !b_pids.contains(p)), "{pids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_doors_keep_the_last_members_while_etcd_is_down_under_load() {
+    let _heavy = support::heavy().await;
+    let net = Net::new(2);
+    let mut etcd = Etcd::start(net.gateway()).await;
+    let dir = TempDir::new("cluster-outage");
+    let mut a = start_node(
+        &net,
+        &etcd,
+        &dir,
+        0,
+        Spec {
+            name: "node-a",
+            instances: 1,
+        },
+    )
+    .await;
+    let mut b = start_node(
+        &net,
+        &etcd,
+        &dir,
+        1,
+        Spec {
+            name: "node-b",
+            instances: 1,
+        },
+    )
+    .await;
+    a.routes_to(0, 2).await;
+    b.routes_to(0, 2).await;
+
+    let load = Load::start(LoadConfig {
+        keepalive_workers: 2,
+        fresh_workers: 2,
+        post_workers: 1,
+        max_duration: Duration::from_secs(60),
+        ..LoadConfig::new(a.addr.parse::<SocketAddr>().unwrap())
+    });
+    assert!(load.wait_for_requests(200).await);
+
+    let from = a.process.lines().len();
+    etcd.kill().await;
+    let unreachable = |l: &str| l.contains("registry unreachable; keeping the last known members");
+    let (from, _) = a
+        .process
+        .wait_from(from, "the outage", unreachable)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", a.process.dump()));
+    let web = a.discovered().await;
+    assert_eq!(web["members"].as_array().map(Vec::len), Some(2), "{web}");
+    let why = web["registry_unreachable"].as_str().unwrap_or_default();
+    assert!(why.starts_with("since "), "{web}");
+    let control = a.control.to_str().unwrap();
+    let (_, table) = support::run_baton(&["status", "--control", control]).await;
+    assert!(table.contains("registry unreachable"), "{table}");
+    // Both nodes' instances keep serving through A meanwhile.
+    let requests_then = load.snapshot().requests;
+    assert!(load.wait_for_requests(requests_then + 300).await);
+    let answered = load.snapshot().instances.len();
+    assert!(answered >= 2, "{:?}", load.snapshot().instances);
+
+    etcd.restart().await;
+    let again = |l: &str| l.contains("registry reachable again");
+    if let Err(e) = a.process.wait_from(from, "etcd back", again).await {
+        panic!("{e}\n{}", a.process.dump());
+    }
+    let web = a.discovered().await;
+    assert!(web.get("registry_unreachable").is_none(), "{web}");
+    // Following again: an instance registered now gets A's traffic.
+    let from = a.process.lines().len();
+    let mut hello = net.command(1, support::hello());
+    hello.args([
+        "--listen",
+        &format!("{}:0", net.address(1)),
+        "--app-version",
+        "v7",
+    ]);
+    let (app, app_addr) = Proc::spawn_listening(&mut hello).await;
+    let grant = etcd.ctl(&["lease", "grant", "30"]).await;
+    let lease = grant
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_owned();
+    let key = "/e2e/services/web/instances/app-host/app-1";
+    etcd.ctl(&[
+        "put",
+        "--lease",
+        &lease,
+        key,
+        &instance_json("app-host", &app_addr),
+    ])
+    .await;
+    a.routes_to(from, 3).await;
+    let requests_then = load.snapshot().requests;
+    assert!(load.wait_for_requests(requests_then + 300).await);
+    let report = load.stop().await;
+    let app_instance = format!("v7/{}", app.pid);
+    assert!(
+        report.instances.contains_key(&app_instance),
+        "{:?}",
+        report.instances
+    );
+    report.assert_no_failures();
+}
