@@ -340,6 +340,7 @@ fn finish(
                 deploy::DeployError::UnknownService(_) => (StatusCode::NOT_FOUND, EXIT_USAGE),
                 deploy::DeployError::BadRequest(_) => (StatusCode::BAD_REQUEST, EXIT_USAGE),
                 deploy::DeployError::Busy(_) => (StatusCode::CONFLICT, EXIT_TEMPFAIL),
+                deploy::DeployError::Cluster(_) => (StatusCode::CONFLICT, EXIT_TEMPFAIL),
                 deploy::DeployError::NothingToRollBack(_) => (StatusCode::CONFLICT, 1),
                 deploy::DeployError::NotRunning(_) => (StatusCode::SERVICE_UNAVAILABLE, 1),
                 deploy::DeployError::Failed(_) => (StatusCode::UNPROCESSABLE_ENTITY, 1),

@@ -25,7 +25,7 @@ mod name;
 mod registry;
 
 pub use error::{Action, ConnectError, RegisterError, RequestError};
-pub use etcd::{Behind, Etcd, Options};
+pub use etcd::{Behind, Etcd, Lock, LockError, Options};
 pub use instance::{Instance, InstanceKey, InvalidInstance, Members, State};
 pub use name::{InvalidName, Name};
 pub use registry::{Discovery, Reachability, Registrant, Registry};

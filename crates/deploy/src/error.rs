@@ -26,6 +26,10 @@ pub enum DeployError {
     /// Another deploy or rollback of the service is running.
     #[error("a deploy of {0:?} is already running; wait for it to finish")]
     Busy(String),
+    /// Another node runs a deploy of the service, or the cluster-wide lock
+    /// could not be taken.
+    #[error(transparent)]
+    Cluster(#[from] crate::LockError),
     /// The deploy failed and was rolled back; the old version serves.
     #[error("deploy failed and was rolled back: {0}")]
     Failed(#[source] Failure),

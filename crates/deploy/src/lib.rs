@@ -50,7 +50,7 @@ pub use error::{BadRequest, DeployError, Failure, StartError, Undo};
 pub use judge::Breach;
 pub use progress::{Progress, Reporter, Traffic};
 pub use proxy::Hold;
-pub use registry::{Confirmation, Registrar, Routed};
+pub use registry::{Confirmation, DeployLock, LockError, LockFuture, Registrar, Routed};
 pub use state::{Deploy, Outcome, ServiceState, State, Store, StoreError, UnknownOutcome};
 pub use status::{ServiceStatus, SetStatus};
 

@@ -37,8 +37,45 @@ pub struct Routed {
 /// logs).
 pub type Confirmation = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// The cluster-wide lock of a service's deploys, held while it lives.
+pub type DeployLock = Box<dyn Send + Sync>;
+
+/// What [`Registrar::lock_deploy`] returns.
+pub type LockFuture = Pin<Box<dyn Future<Output = Result<DeployLock, LockError>> + Send>>;
+
+/// Why a deploy could not take the cluster-wide lock of its service: it is
+/// refused at once, nothing changed (exit 75: try again later).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LockError {
+    /// A deploy or rollback of the service runs on another node (or on
+    /// this one).
+    #[error(
+        "a deploy of {service:?} is running on node {node} (since {since}); wait for it to finish"
+    )]
+    Held {
+        /// The service.
+        service: String,
+        /// The node running it.
+        node: String,
+        /// Since when, as the lock says.
+        since: String,
+    },
+    /// The registry could not be asked.
+    #[error("could not take the cluster-wide deploy lock of {service:?}: {reason}")]
+    Unavailable {
+        /// The service.
+        service: String,
+        /// Why, for people.
+        reason: String,
+    },
+}
+
 /// Keeps a registry in step with the instances this node routes to.
 pub trait Registrar: Send + Sync {
+    /// Takes the cluster-wide lock of `service`'s deploys: one deploy or
+    /// rollback of a service at a time in the whole cluster.
+    fn lock_deploy(&self, service: &str) -> LockFuture;
+
     /// Called after every publish, in publish order, with every instance of
     /// a supervised service that the published pools route to. The returned
     /// future resolves when instances that are no longer in the list have
@@ -75,6 +112,18 @@ impl Engine {
     /// Returns `false` (and changes nothing) if one was set already.
     pub fn set_registrar(&self, registrar: Arc<dyn Registrar>) -> bool {
         self.inner.registrar.set(registrar).is_ok()
+    }
+
+    /// The cluster-wide lock of `service`'s deploys (none without a
+    /// registry), for the life of a deploy or rollback.
+    pub(crate) async fn lock_deploy(
+        &self,
+        service: &str,
+    ) -> Result<Option<DeployLock>, crate::DeployError> {
+        let Some(registrar) = self.inner.registrar.get() else {
+            return Ok(None);
+        };
+        Ok(Some(registrar.lock_deploy(service).await?))
     }
 
     /// Replaces the members of every pool that discovers `service`, and

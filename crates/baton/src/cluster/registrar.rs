@@ -1,18 +1,21 @@
-//! The engine's registrar on etcd: one task owns what this node registered
-//! and brings it in step with the latest list of routed instances the
-//! engine published: new instances are registered, then an instance that
-//! left the list is deregistered, and the task waits until every live
-//! node's front door has applied the deletion (their records in the
-//! registry say so) before it confirms; only then does the engine signal
-//! the instance. Every wait is
-//! bounded; a registration that fails (etcd down) is retried until it
-//! succeeds or the instance leaves the list.
+//! The engine's registrar on etcd. It takes the cluster-wide lock of a
+//! service's deploys (`{prefix}/locks/deploy/{service}`, created only if
+//! absent, under the node's lease), so that one deploy or rollback of a
+//! service runs at a time in the whole cluster. And one task owns what this
+//! node registered and brings it in step with the latest list of routed
+//! instances the engine published: new instances are registered, then an
+//! instance that left the list is deregistered, and the task waits until
+//! every live node's front door has applied the deletion (their records in
+//! the registry say so) before it confirms; only then does the engine
+//! signal the instance. Every wait is bounded; a registration that fails
+//! (etcd down) is retried until it succeeds or the instance leaves the
+//! list.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cluster::{Etcd, InstanceKey, Name, Options, Registrant, Registry, State};
-use deploy::{Confirmation, Routed};
+use deploy::{Confirmation, DeployLock, LockError, LockFuture, Routed};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -23,6 +26,7 @@ const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// What the engine calls (see the module's header).
 pub struct Registrar {
+    etcd: Etcd,
     /// The latest list, with its sequence number.
     wanted: watch::Sender<(u64, Vec<Routed>)>,
     /// The sequence number of the last list the task brought the registry
@@ -39,12 +43,13 @@ impl Registrar {
         let (wanted, wanted_rx) = watch::channel((0, Vec::new()));
         let (done_tx, done) = watch::channel(0);
         let task = Task {
-            etcd,
+            etcd: etcd.clone(),
             registered: BTreeMap::new(),
             applied_within: lease_ttl,
         };
         let handle = tokio::spawn(task.run(wanted_rx, done_tx));
         let registrar = Registrar {
+            etcd,
             wanted,
             done,
             // Deletions, the wait for the front doors, registrations.
@@ -55,6 +60,27 @@ impl Registrar {
 }
 
 impl deploy::Registrar for Registrar {
+    fn lock_deploy(&self, service: &str) -> LockFuture {
+        let etcd = self.etcd.clone();
+        let service = service.to_owned();
+        Box::pin(async move {
+            let unavailable = |reason: String| LockError::Unavailable {
+                service: service.clone(),
+                reason,
+            };
+            let name: Name = service.parse().map_err(|e| unavailable(format!("{e}")))?;
+            match etcd.lock("deploy", &name).await {
+                Ok(lock) => Ok(Box::new(lock) as DeployLock),
+                Err(cluster::LockError::Held { node, since }) => Err(LockError::Held {
+                    service: service.clone(),
+                    node,
+                    since,
+                }),
+                Err(cluster::LockError::Request(e)) => Err(unavailable(e.to_string())),
+            }
+        })
+    }
+
     fn publish(&self, routed: Vec<Routed>) -> Confirmation {
         let mut seq = 0;
         self.wanted.send_if_modified(|(n, list)| {

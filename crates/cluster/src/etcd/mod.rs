@@ -4,11 +4,13 @@
 //! doors applied (`nodes`) and bounded requests (`request`).
 //! Passwords are read here, passed to the client and never logged.
 
+mod lock;
 mod nodes;
 mod request;
 mod session;
 mod watch;
 
+pub use lock::{Lock, LockError};
 pub use nodes::Behind;
 
 use std::sync::Arc;

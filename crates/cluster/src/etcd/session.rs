@@ -95,6 +95,16 @@ impl Session {
         Ok(())
     }
 
+    /// The current lease, granted if there is none: for keys that must not
+    /// be written again under a new lease (a lock).
+    pub(crate) async fn lease(&self) -> Result<i64, RequestError> {
+        let mut state = self.state.lock().await;
+        match state.lease {
+            Some(lease) => Ok(lease),
+            None => self.grant(&mut state).await,
+        }
+    }
+
     /// Deletes `key` and forgets it; returns the registry's revision after
     /// the deletion. If the deletion fails, the renewals retry it.
     pub(crate) async fn delete(&self, key: &str) -> Result<i64, RequestError> {

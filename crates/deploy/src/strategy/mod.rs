@@ -100,6 +100,7 @@ pub(crate) async fn deploy(
     };
     let strategy = req.strategy.unwrap_or(service.strategy);
     let _busy = Busy::claim(engine, &name, &reporter)?;
+    let _cluster = engine.lock_deploy(&name).await?;
     run(
         engine,
         &service,

@@ -19,6 +19,7 @@ pub(crate) async fn rollback(
         .service(name)
         .ok_or_else(|| DeployError::UnknownService(name.to_owned()))?;
     let _busy = Busy::claim(engine, name, &reporter)?;
+    let _cluster = engine.lock_deploy(name).await?;
     let started = Instant::now();
     // Within a blue-green rollback window: switch back at once.
     if let Some(standby) = engine.with_runtime(name, |rt| rt.standby.take()) {

@@ -12,7 +12,9 @@
 //!   idempotent request;
 //! - with etcd down, A keeps routing to the last members it read (no failed
 //!   request), `baton status` says the registry is unreachable, and it
-//!   follows the registry again once etcd is back.
+//!   follows the registry again once etcd is back;
+//! - two deploys of one service sent to two nodes at once: one runs, the
+//!   other is refused with exit 75.
 
 mod net;
 
@@ -51,11 +53,11 @@ async fn start_node(net: &Net, etcd: &Etcd, dir: &TempDir, i: usize, spec: Spec<
         n => format!(
             r#"
 [service.web]
-command = ["{hello}", "--app-version", "{{version}}"]
+command = ["{hello}", "--app-version", "{{version}}", "--faults-from-version"]
 socket = "inherit"
 version = "v1"
 instances = {n}
-ready_timeout = "10s"
+ready_timeout = "3s"
 [service.web.health]
 path = "/healthz"
 interval = "100ms"
@@ -416,4 +418,73 @@ async fn front_doors_keep_the_last_members_while_etcd_is_down_under_load() {
         report.instances
     );
     report.assert_no_failures();
+}
+
+/// `baton deploy web --version VERSION` through `node`'s control socket.
+async fn deploy(node: &Node, version: &str) -> (i32, String) {
+    let control = node.control.to_str().unwrap();
+    let args = ["deploy", "web", "--version", version, "--control", control];
+    support::run_baton(&args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deploys_of_a_service_on_two_nodes_at_once_one_runs_the_other_exits_75() {
+    let net = Net::new(2);
+    let etcd = Etcd::start(net.gateway()).await;
+    let dir = TempDir::new("cluster-lock");
+    let mut a = start_node(
+        &net,
+        &etcd,
+        &dir,
+        0,
+        Spec {
+            name: "node-a",
+            instances: 1,
+        },
+    )
+    .await;
+    let b = start_node(
+        &net,
+        &etcd,
+        &dir,
+        1,
+        Spec {
+            name: "node-b",
+            instances: 1,
+        },
+    )
+    .await;
+    a.routes_to(0, 2).await;
+
+    // A deploy on node A that lasts (its version never becomes ready; it
+    // fails at the ready timeout and is rolled back).
+    // From the first revision: the lock's creation is seen whenever the
+    // watch starts.
+    let mut lock = etcd.ctl_running(&["watch", "--rev=1", "/e2e/locks/deploy/web"]);
+    let control = a.control.to_str().unwrap().to_owned();
+    let on_a = tokio::spawn(async move {
+        let args = [
+            "deploy",
+            "web",
+            "--version",
+            "v2_never-ready",
+            "--control",
+            &control,
+        ];
+        support::run_baton(&args).await
+    });
+    lock.wait_for("\"node\":\"node-a\"").await;
+    let (code, out) = deploy(&b, "v3").await;
+    assert_eq!(code, 75, "{out}");
+    assert!(
+        out.contains("a deploy of \"web\" is running on node node-a"),
+        "{out}"
+    );
+
+    let (code, out) = on_a.await.unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("rolled back"), "{out}");
+    // The lock went with the deploy: node B's runs now.
+    let (code, out) = deploy(&b, "v3").await;
+    assert_eq!(code, 0, "{out}");
 }
