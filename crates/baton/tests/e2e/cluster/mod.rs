@@ -14,7 +14,9 @@
 //!   request), `baton status` says the registry is unreachable, and it
 //!   follows the registry again once etcd is back;
 //! - two deploys of one service sent to two nodes at once: one runs, the
-//!   other is refused with exit 75.
+//!   other is refused with exit 75;
+//! - a node cut off for longer than the TTL leaves the other's pool, and
+//!   comes back into it once the network is healed.
 
 mod net;
 
@@ -487,4 +489,55 @@ async fn two_deploys_of_a_service_on_two_nodes_at_once_one_runs_the_other_exits_
     // The lock went with the deploy: node B's runs now.
     let (code, out) = deploy(&b, "v3").await;
     assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_past_the_ttl_leaves_the_pools_and_comes_back_when_healed() {
+    let net = Net::new(2);
+    let etcd = Etcd::start(net.gateway()).await;
+    let dir = TempDir::new("cluster-cut");
+    let mut a = start_node(
+        &net,
+        &etcd,
+        &dir,
+        0,
+        Spec {
+            name: "node-a",
+            instances: 1,
+        },
+    )
+    .await;
+    let mut b = start_node(
+        &net,
+        &etcd,
+        &dir,
+        1,
+        Spec {
+            name: "node-b",
+            instances: 1,
+        },
+    )
+    .await;
+    let from = a.routes_to(0, 2).await;
+    b.routes_to(0, 2).await;
+
+    net.cut(1);
+    // Its lease expires: its instance leaves A's pool.
+    let from = a.routes_to(from, 1).await;
+    let b_pids = b.process.instance_pids();
+    let pids = answering(&a.addr, 4).await;
+    assert!(pids.iter().all(|p| !b_pids.contains(p)), "{pids:?}");
+
+    net.heal(1);
+    // B finds its lease gone, takes a new one and registers again.
+    let lost = |l: &str| l.contains("the registry lease expired; registering again");
+    if let Err(e) = b.process.wait_from(0, "a new lease", lost).await {
+        panic!("{e}\n{}", b.process.dump());
+    }
+    a.routes_to(from, 2).await;
+    let pids = answering(&a.addr, 6).await;
+    assert!(
+        pids.iter().any(|p| b_pids.contains(p)),
+        "{pids:?} {b_pids:?}"
+    );
 }

@@ -101,6 +101,18 @@ impl Net {
         Ipv4Addr::new(a, b, c, 2 + i as u8)
     }
 
+    /// Cuts host `i` off the network (its link to the bridge down).
+    pub fn cut(&self, i: usize) {
+        let outside = format!("{PREFIX}{}v{i}", std::process::id());
+        ip(&["link", "set", &outside, "down"]);
+    }
+
+    /// Connects host `i` again.
+    pub fn heal(&self, i: usize) {
+        let outside = format!("{PREFIX}{}v{i}", std::process::id());
+        ip(&["link", "set", &outside, "up"]);
+    }
+
     /// `program` run on host `i` (`ip netns exec`, which execs it: the
     /// process is the program itself).
     pub fn command(&self, i: usize, program: impl Into<PathBuf>) -> Command {
