@@ -265,12 +265,23 @@ pub fn status(to: &ControlArgs) -> ExitCode {
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        let response = call(&Endpoint::of(to)?, "GET", "/v1/status", None).await?;
+        let endpoint = Endpoint::of(to)?;
+        let response = call(&endpoint, "GET", "/v1/status", None).await?;
         let bytes = body(response).await?;
-        parse::<Vec<deploy::ServiceStatus>>(&bytes)
-            .map(|s| (s, String::from_utf8_lossy(&bytes).into_owned()))
+        let services = parse::<Vec<deploy::ServiceStatus>>(&bytes)?;
+        // A baton without the endpoint (older) shows no certificates.
+        let response = call(&endpoint, "GET", "/v1/certificates", None).await?;
+        let certs = match response.status() {
+            http::StatusCode::OK => parse(&body(response).await?)?,
+            _ => crate::certs::CertificatesReport::default(),
+        };
+        anyhow::Ok((
+            services,
+            String::from_utf8_lossy(&bytes).into_owned(),
+            certs,
+        ))
     });
-    let (services, raw) = match result {
+    let (services, raw, certs) = match result {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -319,7 +330,49 @@ pub fn status(to: &ControlArgs) -> ExitCode {
             state.join("; ")
         );
     }
+    print_certificates(&certs);
     ExitCode::SUCCESS
+}
+
+/// The certificates part of `baton status`: nothing without HTTPS.
+fn print_certificates(report: &crate::certs::CertificatesReport) {
+    if !report.certificates.is_empty() {
+        println!();
+        println!(
+            "{:<12} {:<6} {:<22} {:<30} CERTIFICATE",
+            "LISTENER", "SOURCE", "EXPIRES", "NAMES"
+        );
+        for c in &report.certificates {
+            println!(
+                "{:<12} {:<6} {:<22} {:<30} {}",
+                c.listener,
+                c.source,
+                c.not_after.as_deref().unwrap_or("not issued yet"),
+                c.names.join(","),
+                c.file.as_deref().unwrap_or("-"),
+            );
+        }
+    }
+    if let Some(acme) = &report.acme {
+        let last = match (acme.failures, &acme.last_error) {
+            (0, _) if acme.issued > 0 || acme.renew_at.is_some() => "last renewal ok".to_owned(),
+            (0, _) => "no renewal yet".to_owned(),
+            (n, Some(e)) => format!("last renewal failed ({n} in a row): {e}"),
+            (n, None) => format!("last renewal failed ({n} in a row)"),
+        };
+        let next = acme
+            .renew_at
+            .as_deref()
+            .map(|t| format!(", renews at {t}"))
+            .unwrap_or_default();
+        println!(
+            "ACME {}: {}{next}; {last} ({} ordered, {} issued since start)",
+            acme.names.join(","),
+            acme.state,
+            acme.orders,
+            acme.issued
+        );
+    }
 }
 
 /// `baton pause`, `resume`, `reload`.

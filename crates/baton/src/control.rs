@@ -9,6 +9,7 @@
 //!   running) gets an error status and only the result line. The deploy
 //!   runs on its own task: a client that goes away does not stop it.
 //! - `GET /v1/status`: every service.
+//! - `GET /v1/certificates`: every certificate served, and ACME's state.
 //! - `POST /v1/pause`, `POST /v1/resume`, `POST /v1/reload`: an `Ack`.
 //! - `GET /metrics`: the Prometheus text exposition (`metrics.rs`).
 //!
@@ -104,6 +105,7 @@ pub struct Ctx {
     pub proxy: Arc<proxy::Proxy>,
     pub reload: ReloadFn,
     pub counters: Arc<Counters>,
+    pub certs: crate::certs::Certs,
 }
 
 /// Every route of the control API.
@@ -112,6 +114,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/deploy", post(deploy))
         .route("/v1/rollback", post(rollback))
         .route("/v1/status", get(status))
+        .route("/v1/certificates", get(certificates))
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
         .route("/v1/reload", post(reload))
@@ -384,7 +387,8 @@ fn result_line(outcome: &Outcome) -> Bytes {
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {
-    let text = crate::metrics::render(&ctx.proxy, &ctx.engine, &ctx.counters);
+    let certs = ctx.certs.report();
+    let text = crate::metrics::render(&ctx.proxy, &ctx.engine, &ctx.counters, &certs);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -393,6 +397,10 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         text,
     )
         .into_response()
+}
+
+async fn certificates(State(ctx): State<Ctx>) -> Json<crate::certs::CertificatesReport> {
+    Json(ctx.certs.report())
 }
 
 async fn status(State(ctx): State<Ctx>) -> Json<Vec<deploy::ServiceStatus>> {

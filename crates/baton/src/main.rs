@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod certs;
 mod cli;
 mod client;
 mod cluster;

@@ -113,6 +113,7 @@ struct Scrape {
     pools: Vec<PoolReading>,
     routes: Vec<RouteReading>,
     process: process::Process,
+    certs: crate::certs::CertificatesReport,
     /// (service, version) of every service with a version.
     versions: Vec<(String, String)>,
     reloads: [(&'static str, u64); 2],
@@ -121,7 +122,12 @@ struct Scrape {
 
 /// The exposition now: the proxy's pools and members, the engine's
 /// services, and `counters`.
-pub fn render(proxy: &proxy::Proxy, engine: &deploy::Engine, counters: &Counters) -> String {
+pub fn render(
+    proxy: &proxy::Proxy,
+    engine: &deploy::Engine,
+    counters: &Counters,
+    certs: &crate::certs::CertificatesReport,
+) -> String {
     let versions = engine
         .status()
         .into_iter()
@@ -138,6 +144,7 @@ pub fn render(proxy: &proxy::Proxy, engine: &deploy::Engine, counters: &Counters
         pools: proxy.readings(),
         routes: proxy.route_readings(),
         process: process::read(),
+        certs: certs.clone(),
         versions,
         reloads: [
             ("ok", counters.reloads_ok.load(Ordering::Relaxed)),
@@ -315,6 +322,7 @@ impl Collector for Scrape {
         }
         self.encode_routes(&mut enc)?;
         self.encode_pauses(&mut enc)?;
+        self.encode_certificates(&mut enc)?;
         self.encode_process(&mut enc)
     }
 }
@@ -383,6 +391,55 @@ impl Scrape {
             m.encode_family(&[("pool", p.name.as_str())])?
                 .encode_gauge(&p.held)?;
         }
+        Ok(())
+    }
+
+    fn encode_certificates(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let mut m = enc.encode_descriptor(
+            "baton_certificate_expiry_timestamp",
+            "When a certificate a listener serves expires, in seconds since the Unix epoch (certificate: its file, or acme:FIRST-NAME).",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for c in &self.certs.certificates {
+            let Some(not_after) = c.not_after_unix else {
+                continue;
+            };
+            let name = match &c.file {
+                Some(file) => file.clone(),
+                None => format!("acme:{}", c.names.first().map_or("", String::as_str)),
+            };
+            let labels = [
+                ("listener", c.listener.as_str()),
+                ("source", c.source.as_str()),
+                ("certificate", name.as_str()),
+            ];
+            m.encode_family(&labels)?.encode_gauge(&not_after)?;
+        }
+        let Some(acme) = &self.certs.acme else {
+            return Ok(());
+        };
+        enc.encode_descriptor(
+            "baton_acme_orders",
+            "Certificate orders the ACME task placed since baton started.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, u64, u64>(&acme.orders, None)?;
+        enc.encode_descriptor(
+            "baton_acme_certificates_issued",
+            "Certificates the ACME task obtained since baton started; orders minus these failed.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, u64, u64>(&acme.issued, None)?;
+        enc.encode_descriptor(
+            "baton_acme_failures_in_a_row",
+            "The ACME task's failed attempts since its last success (0: the last renewal succeeded).",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&u64::from(acme.failures))?;
         Ok(())
     }
 

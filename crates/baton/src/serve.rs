@@ -235,6 +235,7 @@ async fn run(
     // With [cluster]: connected now (a wrong endpoint or password is said at
     // start), so that every instance the engine starts is registered.
     let mut node = crate::cluster::join(&cfg, &engine).await?;
+    let mut acme_status = None;
     let proxy = match Proxy::new(&engine.effective()) {
         Ok(mut p) => {
             for (name, st) in &https.listeners {
@@ -244,7 +245,10 @@ async fn run(
                 let challenges = tls::Challenges::default();
                 p = p.with_challenges(challenges.clone());
                 let dir = https.state_dir.clone().context("[acme] needs --state")?;
-                tls::start_acme(acme.clone(), dir, https.acme_certs.clone(), challenges);
+                let client =
+                    tls::AcmeClient::new(acme.clone(), dir, https.acme_certs.clone(), challenges);
+                acme_status = Some((acme.names.clone(), client.status()));
+                client.spawn();
             }
             Arc::new(p)
         }
@@ -280,11 +284,25 @@ async fn run(
                 result
             })
         });
+        let uses_acme = |name: &str| {
+            cfg.listeners
+                .iter()
+                .any(|l| l.name == name && l.tls.as_ref().is_some_and(|t| t.acme))
+        };
+        let certs = crate::certs::Certs {
+            listeners: https
+                .listeners
+                .iter()
+                .map(|(name, t)| (name.clone(), t.clone(), uses_acme(name)))
+                .collect(),
+            acme: acme_status,
+        };
         crate::control::router(crate::control::Ctx {
             engine: engine.clone(),
             proxy: proxy.clone(),
             reload,
             counters: counters.clone(),
+            certs,
         })
     };
     let mut control = Vec::new();

@@ -23,6 +23,8 @@ pub(crate) struct Loaded {
     /// The DNS names (subject alternative names) the leaf covers,
     /// lowercase; `*.` wildcards as written.
     pub names: Vec<String>,
+    /// When the leaf expires.
+    pub not_after: SystemTime,
     /// The files' bytes, to tell whether a reload changes anything.
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
@@ -128,6 +130,7 @@ pub(crate) fn parse(
     }
     Ok(Loaded {
         key: Arc::new(key),
+        not_after,
         names,
         cert_pem,
         key_pem,

@@ -28,7 +28,7 @@ pub use acme::{
 };
 pub use client::{client_config, server_name};
 pub use error::{TlsError, TlsErrorKind};
-pub use server::ServerTls;
+pub use server::{CertificateInfo, ServerTls};
 pub use store::{AcmeCerts, CHALLENGE_PREFIX, Challenges};
 pub use watch::watch;
 

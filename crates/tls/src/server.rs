@@ -35,6 +35,17 @@ use crate::store::AcmeCerts;
 /// Sessions remembered for resumption by ID (TLS 1.2); tickets need none.
 const SESSION_CACHE: usize = 4096;
 
+/// A certificate a listener serves from files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// Its certificate file.
+    pub path: PathBuf,
+    /// The DNS names it covers.
+    pub names: Vec<String>,
+    /// When it expires.
+    pub not_after: SystemTime,
+}
+
 /// TLS for one listener. Clones share the certificates: a reload through
 /// any clone applies to all.
 #[derive(Clone)]
@@ -133,6 +144,7 @@ impl ServerTls {
                 next.push(Loaded {
                     key: old.key.clone(),
                     names: old.names.clone(),
+                    not_after: old.not_after,
                     cert_pem,
                     key_pem,
                 });
@@ -153,6 +165,22 @@ impl ServerTls {
             self.inner.resolver.certs.store(Arc::new(next));
         }
         Ok(changed)
+    }
+
+    /// The certificates served now from files, in config order: each
+    /// one's file, names and expiry.
+    pub fn certificates(&self) -> Vec<CertificateInfo> {
+        let current = self.inner.resolver.certs.load();
+        self.inner
+            .slots
+            .iter()
+            .zip(current.iter())
+            .map(|(files, loaded)| CertificateInfo {
+                path: files.cert.clone(),
+                names: loaded.names.clone(),
+                not_after: loaded.not_after,
+            })
+            .collect()
     }
 
     /// Every file the certificates are read from (certificates and keys),

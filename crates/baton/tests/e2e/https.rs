@@ -793,7 +793,10 @@ names = ["acme.test"]
         ),
     );
     let state_arg = state.to_str().unwrap();
-    let (mut baton, https) = baton_serve_with(&path, &["--state", state_arg]).await;
+    let control = dir.path().join("control.sock");
+    let control_arg = control.to_str().unwrap();
+    let (mut baton, https) =
+        baton_serve_with(&path, &["--state", state_arg, "--control", control_arg]).await;
     let plain = format!("127.0.0.1:{http_port}");
     assert_eq!(baton.listening(2).await, [https.clone(), plain.clone()]);
     let root = pebble.root_ca().await;
@@ -815,6 +818,25 @@ names = ["acme.test"]
         }
     };
     baton.wait_for("obtained a certificate").await;
+    // `baton status` shows the certificate and ACME's last result, once the
+    // task has recorded it (just after its log line).
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    let status = loop {
+        let (code, out) = run_baton(&["status", "--control", control_arg]).await;
+        assert_eq!(code, 0, "{out}");
+        if out.contains("ACME acme.test: waiting") || Instant::now() > deadline {
+            break out;
+        }
+    };
+    assert!(
+        status.contains("last renewal ok (1 ordered, 1 issued since start)"),
+        "{status}"
+    );
+    let row = status
+        .lines()
+        .find(|l| l.contains(" acme ") && l.contains("acme.test"))
+        .unwrap_or_else(|| panic!("no ACME certificate row:\n{status}"));
+    assert!(!row.contains("not issued yet"), "{row}");
     let issued = served(&stream);
     let mut conn = HttpsConn::over(stream).await.unwrap();
     let answer = conn.get("acme.test", "/").await.unwrap();

@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod certificates;
 mod client_faults;
 #[cfg(feature = "cluster")]
 mod cluster;

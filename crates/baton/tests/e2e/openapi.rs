@@ -438,8 +438,9 @@ async fn the_api_answers_as_documented_and_survives_a_fuzz_from_the_document() {
     // Each operation with a request that should work, in an order where
     // it does: every one is routed (no 404 or 405) and answers as
     // documented.
-    let valid: [(&str, &str, Option<Value>, u16); 7] = [
+    let valid: [(&str, &str, Option<Value>, u16); 8] = [
         ("GET", "/v1/status", None, 200),
+        ("GET", "/v1/certificates", None, 200),
         ("GET", "/metrics", None, 200),
         (
             "POST",
