@@ -7,6 +7,11 @@
 //!
 //! One actor task owns all state; instance tasks and callers talk to it over
 //! channels, and it publishes what happens as [`Event`]s.
+//!
+//! A group can also start from instances another baton ran
+//! ([`Group::adopt`]), and hand its own over ([`Group::freeze`]: from then
+//! on it starts, stops and restarts nothing, and its end stops nothing,
+//! until [`Group::thaw`]).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -19,8 +24,9 @@ use handoff::time::SaturatingAdd;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::adopt::{self, AdoptError, Adopted, PidFd};
 use crate::backoff::Backoff;
-use crate::instance::{InstanceTask, Order, ReadyProbe, Report};
+use crate::instance::{InstanceTask, Order, Process, ReadyProbe, Report};
 use crate::notify_socket::{NotifySocket, RuntimeDir};
 use crate::plan::{self, Action, Bounds, View};
 use crate::restart::{self, Restart};
@@ -204,6 +210,8 @@ enum Command {
     ),
     Shutdown(oneshot::Sender<ExitSummary>),
     Kill,
+    Freeze(oneshot::Sender<Vec<Adopted>>),
+    Thaw,
 }
 
 /// A handle to a running group; clones share it.
@@ -229,10 +237,25 @@ impl Group {
     pub fn start_subscribed(
         config: GroupConfig,
     ) -> io::Result<(Group, broadcast::Receiver<Event>)> {
+        Group::adopt(config, Vec::new()).map(|(group, events, _)| (group, events))
+    }
+
+    /// [`Group::start_subscribed`], taking over `adopted` instances (of the
+    /// first generation's command) that another baton started: those still
+    /// running (the same process: its start time is checked) are
+    /// supervised as if started here, and the first generation is
+    /// completed with new instances if they are too few. Also returns the
+    /// ones that could not be adopted and why (gone, or their pid reused).
+    ///
+    /// Must be called within a tokio runtime.
+    pub fn adopt(
+        config: GroupConfig,
+        adopted: Vec<Adopted>,
+    ) -> io::Result<(Group, broadcast::Receiver<Event>, Vec<AdoptError>)> {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (events, first) = broadcast::channel(1024);
         let (reports, reports_rx) = mpsc::unbounded_channel();
-        let actor = Actor {
+        let mut actor = Actor {
             backoff: config.backoff.clone(),
             commands: BTreeMap::from([(1, config.command.clone())]),
             config,
@@ -251,9 +274,16 @@ impl Group {
             reports,
             events: events.clone(),
             shutdown: None,
+            frozen: false,
         };
+        let mut refused = Vec::new();
+        for a in adopted {
+            if let Err(e) = actor.take_over(a) {
+                refused.push(e);
+            }
+        }
         tokio::spawn(actor.run(commands_rx, reports_rx));
-        Ok((Group { commands, events }, first))
+        Ok((Group { commands, events }, first, refused))
     }
 
     /// Receives every later event.
@@ -293,11 +323,32 @@ impl Group {
     pub fn kill(&self) {
         let _ = self.commands.send(Command::Kill);
     }
+
+    /// Hands the instances over: from now on the group starts, stops and
+    /// restarts nothing (an instance that exits leaves it), and neither its
+    /// end nor the end of this process stops them. Returns the running
+    /// instances, for another process to [`Group::adopt`].
+    pub async fn freeze(&self) -> Result<Vec<Adopted>, GroupError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Freeze(tx))
+            .map_err(|_| GroupError)?;
+        rx.await.map_err(|_| GroupError)
+    }
+
+    /// Supervises the instances again after [`Group::freeze`] (the takeover
+    /// failed): restarts what exited meanwhile, as the policy says.
+    pub fn thaw(&self) {
+        let _ = self.commands.send(Command::Thaw);
+    }
 }
 
 struct Inst {
     generation: u64,
     pid: u32,
+    /// From `/proc/PID/stat`, so that another process can tell it from a
+    /// later one with the same pid.
+    start_time: u64,
     addr: Option<SocketAddr>,
     started: Instant,
     ready: bool,
@@ -340,6 +391,8 @@ struct Actor {
     reports: mpsc::UnboundedSender<(u64, Report)>,
     events: broadcast::Sender<Event>,
     shutdown: Option<Shutdown>,
+    /// The instances are being handed over (`Group::freeze`).
+    frozen: bool,
 }
 
 impl Actor {
@@ -362,6 +415,12 @@ impl Actor {
                     Some(Command::Reload(command, reply)) => self.start_rollout(command, reply),
                     Some(Command::Shutdown(reply)) => self.begin_shutdown(Some(reply)),
                     Some(Command::Kill) => self.kill_all(),
+                    Some(Command::Freeze(reply)) => {
+                        let _ = reply.send(self.freeze());
+                    }
+                    Some(Command::Thaw) => self.thaw(),
+                    // Handed over: another process supervises them now.
+                    None if self.frozen => break,
                     // Every handle is gone: nobody can stop us later, so stop now.
                     None => self.begin_shutdown(None),
                 },
@@ -381,7 +440,7 @@ impl Actor {
     }
 
     fn reconcile(&mut self) {
-        if self.shutdown.is_some() {
+        if self.shutdown.is_some() || self.frozen {
             return;
         }
         // Each round sees the effect of the previous one; a few rounds settle.
@@ -472,12 +531,15 @@ impl Actor {
         ];
         let child = spawn::spawn(&command, assigned.listeners(), notify_path.as_deref(), &env)?;
         let pid = child.id().unwrap_or_default();
+        // Read before anything can reap the child: the pid is still its own.
+        let start_time = adopt::start_time_of(pid).unwrap_or_default();
         let (orders, orders_rx) = mpsc::unbounded_channel();
         tokio::spawn(
             InstanceTask {
                 id,
                 info,
-                child,
+                process: Process::Child(child),
+                ready: false,
                 probe,
                 before_stop: self.config.before_stop.clone(),
                 ready_timeout: self.config.ready_timeout,
@@ -497,6 +559,7 @@ impl Actor {
             Inst {
                 generation,
                 pid,
+                start_time,
                 addr: info.addr,
                 started: Instant::now(),
                 ready: false,
@@ -544,7 +607,8 @@ impl Actor {
                 });
             }
             Report::NotReadyInTime => {
-                if inst.stopping {
+                // Frozen: the process taking over judges it.
+                if inst.stopping || self.frozen {
                     return;
                 }
                 inst.failed = true;
@@ -578,10 +642,24 @@ impl Actor {
                 });
                 if let Some(shutdown) = &mut self.shutdown {
                     shutdown.summary.killed += usize::from(killed);
-                    shutdown.summary.failed += usize::from(!killed && !exited_cleanly(status));
+                    // An adopted instance's status is unknown (`None`): not
+                    // counted as a failure, for want of evidence either way.
+                    shutdown.summary.failed +=
+                        usize::from(!killed && status.is_some_and(|s| !exited_cleanly(s)));
                     return;
                 }
                 if expected {
+                    return;
+                }
+                if self.frozen {
+                    // Handed over: its restart is the new supervisor's call
+                    // (or ours after a thaw, which finds its slot empty).
+                    tracing::warn!(
+                        instance = id,
+                        generation,
+                        pid,
+                        "instance exited while being handed over"
+                    );
                     return;
                 }
                 if in_rollout && generation == target {
@@ -765,6 +843,108 @@ impl Actor {
         }
     }
 
+    /// Takes over an instance another process started (see `adopt`): it is
+    /// of the first generation, ready if it was.
+    fn take_over(&mut self, adopted: Adopted) -> Result<(), AdoptError> {
+        let pidfd = PidFd::open(adopted.pid, adopted.start_time)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let generation = self.stable;
+        let info = InstanceInfo {
+            instance: id,
+            generation,
+            addr: adopted.addr,
+        };
+        // Not ready yet: its readiness is proven here as for a new one (a
+        // notify socket of the old process is out of reach: never).
+        let probe = match (&self.config.readiness, adopted.addr) {
+            (Readiness::Probe(probe), Some(addr)) if !adopted.ready => ReadyProbe::Http {
+                addr,
+                probe: probe.clone(),
+                passes: 0,
+                next: Instant::now(),
+            },
+            _ => ReadyProbe::Never,
+        };
+        let (orders, orders_rx) = mpsc::unbounded_channel();
+        tokio::spawn(
+            InstanceTask {
+                id,
+                info,
+                process: Process::Adopted(pidfd),
+                ready: adopted.ready,
+                probe,
+                before_stop: self.config.before_stop.clone(),
+                ready_timeout: self.config.ready_timeout,
+                orders: orders_rx,
+                reports: self.reports.clone(),
+            }
+            .run(),
+        );
+        tracing::info!(
+            instance = id,
+            generation,
+            pid = adopted.pid,
+            ready = adopted.ready,
+            "instance adopted"
+        );
+        self.instances.insert(
+            id,
+            Inst {
+                generation,
+                pid: adopted.pid,
+                start_time: adopted.start_time,
+                addr: adopted.addr,
+                started: Instant::now(),
+                ready: false,
+                stopping: false,
+                failed: false,
+                orders,
+            },
+        );
+        if adopted.ready {
+            // Through the actor's own path, once it runs: `Event::Ready`.
+            let _ = self.reports.send((id, Report::Ready));
+        }
+        Ok(())
+    }
+
+    fn freeze(&mut self) -> Vec<Adopted> {
+        self.frozen = true;
+        self.spawn_gate = None;
+        let mut out = Vec::new();
+        for inst in self.instances.values() {
+            let _ = inst.orders.send(Order::Detach);
+            if !inst.stopping {
+                out.push(Adopted {
+                    pid: inst.pid,
+                    start_time: inst.start_time,
+                    addr: inst.addr,
+                    ready: inst.ready,
+                });
+            }
+        }
+        tracing::info!(
+            instances = out.len(),
+            "instances handed over; supervision frozen"
+        );
+        out
+    }
+
+    fn thaw(&mut self) {
+        if !self.frozen {
+            return;
+        }
+        self.frozen = false;
+        for inst in self.instances.values() {
+            let _ = inst.orders.send(Order::Attach);
+        }
+        tracing::info!(
+            instances = self.instances.len(),
+            "supervising the instances again"
+        );
+    }
+
     fn kill_all(&mut self) {
         tracing::warn!(instances = self.instances.len(), "killing all instances");
         for inst in self.instances.values_mut() {
@@ -782,8 +962,8 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 /// Code 0, or ended by the SIGTERM of a graceful stop.
-fn exited_cleanly(status: Option<ExitStatus>) -> bool {
-    status.is_some_and(|s| s.success() || s.signal() == Some(libc::SIGTERM))
+fn exited_cleanly(status: ExitStatus) -> bool {
+    status.success() || status.signal() == Some(libc::SIGTERM)
 }
 
 fn describe(status: Option<ExitStatus>) -> String {

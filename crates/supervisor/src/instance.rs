@@ -1,7 +1,10 @@
-//! One running instance: a task that owns the child process, reports when it
-//! becomes ready or exits, and stops it on request — SIGTERM to the process,
-//! then SIGKILL to its whole process group at the drain deadline. It decides
-//! nothing; the group tells it what to do.
+//! One running instance: a task that owns the process (a child we spawned,
+//! or one adopted through its pidfd), reports when it becomes ready or
+//! exits, and stops it on request — SIGTERM to the process, then SIGKILL to
+//! its whole process group at the drain deadline. It decides nothing; the
+//! group tells it what to do. Detached (while another baton takes the
+//! instances over), it only reports the exit: even the group's end does not
+//! stop it.
 
 #![allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
 
@@ -15,6 +18,7 @@ use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::adopt::PidFd;
 use crate::notify_socket::{Notice, NotifySocket};
 use crate::sockets::{InstanceInfo, Probe, StopHook};
 
@@ -43,6 +47,53 @@ pub(crate) enum Order {
     Stop { drain_timeout: Duration },
     /// SIGKILL now.
     Kill,
+    /// Another process takes the instance over: stop nothing, not even when
+    /// the group is gone; only report the exit.
+    Detach,
+    /// Supervised by us again (the takeover failed).
+    Attach,
+}
+
+/// The process of an instance.
+#[derive(Debug)]
+pub(crate) enum Process {
+    /// Our child: `wait` reaps it and knows how it ended.
+    Child(Child),
+    /// Started by another baton: its exit is seen, its status is not.
+    Adopted(PidFd),
+}
+
+impl Process {
+    pub(crate) fn id(&self) -> Option<u32> {
+        match self {
+            Process::Child(c) => c.id(),
+            Process::Adopted(p) => Some(p.pid()),
+        }
+    }
+
+    async fn wait(&mut self) -> Option<ExitStatus> {
+        match self {
+            Process::Child(c) => c.wait().await.ok(),
+            Process::Adopted(p) => {
+                p.exited().await;
+                None
+            }
+        }
+    }
+
+    fn terminate(&self, pid: u32) {
+        match self {
+            Process::Child(_) => signal(pid, libc::SIGTERM),
+            Process::Adopted(p) => p.signal(rustix::process::Signal::TERM),
+        }
+    }
+
+    fn kill_group(&self, pid: u32) {
+        match self {
+            Process::Child(_) => kill_group(pid),
+            Process::Adopted(p) => p.kill_group(),
+        }
+    }
 }
 
 /// What an instance reports, tagged with its id by the group's channel.
@@ -60,7 +111,9 @@ pub(crate) enum Report {
 pub(crate) struct InstanceTask {
     pub id: u64,
     pub info: InstanceInfo,
-    pub child: Child,
+    pub process: Process,
+    /// Adopted as ready already.
+    pub ready: bool,
     pub probe: ReadyProbe,
     pub ready_timeout: Duration,
     pub before_stop: Option<StopHook>,
@@ -70,14 +123,16 @@ pub(crate) struct InstanceTask {
 
 impl InstanceTask {
     pub(crate) async fn run(mut self) {
-        let pid = self.child.id();
+        let pid = self.process.id();
         let ready_deadline = Instant::now().saturating_add(self.ready_timeout);
-        let mut ready = false;
+        let mut ready = self.ready;
         let mut timed_out = false;
+        let mut detached = false;
+        let mut orders_open = true;
         let order = loop {
             tokio::select! {
-                status = self.child.wait() => {
-                    self.report(Report::Exited { status: status.ok(), killed: false });
+                status = self.process.wait() => {
+                    self.report(Report::Exited { status, killed: false });
                     return;
                 }
                 r = self.probe.wait(), if !ready => {
@@ -92,12 +147,16 @@ impl InstanceTask {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(ready_deadline), if !ready && !timed_out => {
+                _ = tokio::time::sleep_until(ready_deadline), if !ready && !timed_out && !detached => {
                     timed_out = true;
                     self.report(Report::NotReadyInTime);
                 }
-                order = self.orders.recv() => match order {
+                order = self.orders.recv(), if orders_open => match order {
+                    Some(Order::Detach) => detached = true,
+                    Some(Order::Attach) => detached = false,
                     Some(order) => break order,
+                    // Another baton owns it now: only its exit matters.
+                    None if detached => orders_open = false,
                     // The group is gone: nobody owns this instance any more.
                     None => break Order::Kill,
                 },
@@ -118,7 +177,7 @@ impl InstanceTask {
             }
         }
         let killed = self.stop(pid, order).await;
-        let status = self.child.wait().await.ok();
+        let status = self.process.wait().await;
         self.report(Report::Exited { status, killed });
     }
 
@@ -127,22 +186,24 @@ impl InstanceTask {
         let Some(pid) = pid else { return false };
         loop {
             match order {
+                // Not sent once stopping; nothing to stop if they were.
+                Order::Detach | Order::Attach => return false,
                 Order::Kill => {
-                    kill_group(pid);
+                    self.process.kill_group(pid);
                     return true;
                 }
                 Order::Stop { drain_timeout } => {
-                    signal(pid, libc::SIGTERM);
+                    self.process.terminate(pid);
                     let deadline = Instant::now().saturating_add(drain_timeout);
                     tokio::select! {
-                        _ = self.child.wait() => return false,
+                        _ = self.process.wait() => return false,
                         _ = tokio::time::sleep_until(deadline) => {
                             tracing::warn!(instance = self.id, pid, "drain deadline reached, sending SIGKILL");
                             order = Order::Kill;
                         }
                         next = self.orders.recv() => {
                             order = next.unwrap_or(Order::Kill);
-                            if let Order::Stop { .. } = order {
+                            if let Order::Stop { .. } | Order::Detach | Order::Attach = order {
                                 // Already stopping; a second stop changes nothing.
                                 order = Order::Stop { drain_timeout: deadline.saturating_duration_since(Instant::now()) };
                             }

@@ -13,6 +13,7 @@
 
 #![deny(missing_docs)]
 
+mod adopt;
 mod backoff;
 mod command;
 mod group;
@@ -23,6 +24,7 @@ mod restart;
 mod sockets;
 mod spawn;
 
+pub use adopt::{AdoptError, Adopted, start_time_of, terminate};
 pub use backoff::Backoff;
 pub use command::{CommandError, CommandSpec};
 pub use group::{Event, ExitSummary, Group, GroupConfig, GroupError, Readiness, RolloutError};
