@@ -50,6 +50,12 @@ pub enum Command {
     /// Print a systemd unit for `baton serve`: the `.service` unit, or with
     /// `--socket LISTENER` the `.socket` unit of one listener.
     SystemdUnit(SystemdUnitArgs),
+    /// Replace the running `baton serve` by the baton binary on disk with no
+    /// gap (as SIGUSR2 does): the new process takes the same listening
+    /// sockets and the running instances, and the old one drains and exits
+    /// once the new one serves; exits non-zero with the reason, the old one
+    /// still serving, if the new one is refused.
+    Upgrade(UpgradeArgs),
     /// Run a demo: baton with two versions of an example app under load,
     /// deployed rolling, blue-green and canary, and a broken version rolled
     /// back; exits 0 only if no request failed.
@@ -196,6 +202,15 @@ pub struct ServeArgs {
     /// so a restarted baton comes back serving the same versions.
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// How long the new process may take to be ready before it is stopped.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub to: ControlArgs,
 }
 
 #[derive(Debug, Args)]

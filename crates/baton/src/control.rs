@@ -106,6 +106,16 @@ pub struct Ctx {
     pub reload: ReloadFn,
     pub counters: Arc<Counters>,
     pub certs: crate::certs::Certs,
+    pub upgrader: crate::upgrade::Upgrader,
+}
+
+/// `POST /v1/upgrade`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct UpgradeRequest {
+    /// How long the new process may take to be ready, in milliseconds
+    /// (default 30 s).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Every route of the control API.
@@ -118,6 +128,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
         .route("/v1/reload", post(reload))
+        .route("/v1/upgrade", post(upgrade))
         .route("/metrics", get(metrics))
         .with_state(ctx)
 }
@@ -129,9 +140,12 @@ pub fn start(
     app: Router,
     stop: watch::Receiver<Stop>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    // 0600 before anyone can connect, whatever the umask.
-    let listener = Listener::bind_unix(path, 0o600)
-        .with_context(|| format!("could not open the control socket {}", path.display()))?;
+    // 0600 before anyone can connect, whatever the umask; in an upgrade's
+    // new process, the old one's socket.
+    let listener = crate::upgrade::control_listener(|| {
+        Listener::bind_unix(path, 0o600)
+            .with_context(|| format!("could not open the control socket {}", path.display()))
+    })?;
     let server = Server::new(Listeners::from_listeners(vec![NamedListener {
         name: "control".into(),
         listener,
@@ -145,7 +159,10 @@ pub fn start(
         if let Err(e) = server.serve(app).await {
             tracing::error!(error = %e, "control socket failed");
         }
-        let _ = std::fs::remove_file(&path);
+        // After an upgrade the new process serves on the same file.
+        if !crate::upgrade::handed_over() {
+            let _ = std::fs::remove_file(&path);
+        }
     }))
 }
 
@@ -342,8 +359,10 @@ fn finish(
             let (status, exit) = match &e {
                 deploy::DeployError::UnknownService(_) => (StatusCode::NOT_FOUND, EXIT_USAGE),
                 deploy::DeployError::BadRequest(_) => (StatusCode::BAD_REQUEST, EXIT_USAGE),
-                deploy::DeployError::Busy(_) => (StatusCode::CONFLICT, EXIT_TEMPFAIL),
-                deploy::DeployError::Cluster(_) => (StatusCode::CONFLICT, EXIT_TEMPFAIL),
+                deploy::DeployError::Busy(_)
+                | deploy::DeployError::Cluster(_)
+                | deploy::DeployError::Upgrading
+                | deploy::DeployError::RollbackWindow(_) => (StatusCode::CONFLICT, EXIT_TEMPFAIL),
                 deploy::DeployError::NothingToRollBack(_) => (StatusCode::CONFLICT, 1),
                 deploy::DeployError::NotRunning(_) => (StatusCode::SERVICE_UNAVAILABLE, 1),
                 deploy::DeployError::Failed(_) => (StatusCode::UNPROCESSABLE_ENTITY, 1),
@@ -445,6 +464,51 @@ fn ack(result: Result<(), deploy::DeployError>) -> (StatusCode, Json<Ack>) {
                 }),
             )
         }
+    }
+}
+
+async fn upgrade(
+    State(ctx): State<Ctx>,
+    Json(req): Json<UpgradeRequest>,
+) -> (StatusCode, Json<Ack>) {
+    let timeout = req
+        .timeout_ms
+        .map_or(crate::upgrade::DEFAULT_TIMEOUT, Duration::from_millis);
+    // On its own task: the upgrade completes (or is undone) whatever the
+    // client does.
+    let upgrader = ctx.upgrader.clone();
+    let result = tokio::spawn(async move { upgrader.run(timeout).await }).await;
+    match result {
+        Ok(Ok(_pid)) => (
+            StatusCode::OK,
+            Json(Ack {
+                ok: true,
+                ..Ack::default()
+            }),
+        ),
+        Ok(Err(e)) => {
+            let status = if e.exit() == EXIT_TEMPFAIL {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            (
+                status,
+                Json(Ack {
+                    ok: false,
+                    errors: vec![e.to_string()],
+                    exit: e.exit(),
+                }),
+            )
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(Ack {
+                ok: false,
+                errors: vec![format!("the upgrade task failed: {e}")],
+                exit: 1,
+            }),
+        ),
     }
 }
 

@@ -15,6 +15,7 @@ mod exec;
 mod metrics;
 mod serve;
 mod systemd;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -74,6 +75,15 @@ fn main() -> ExitCode {
             &format!("resumed {}", args.service),
         ),
         cli::Command::Reload(args) => client::ack(&args.to, "/v1/reload", None, "config reloaded"),
+        cli::Command::Upgrade(args) => client::ack(
+            &args.to,
+            "/v1/upgrade",
+            serde_json::to_vec(&control::UpgradeRequest {
+                timeout_ms: Some(args.timeout.as_millis().min(u128::from(u64::MAX)) as u64),
+            })
+            .ok(),
+            "upgraded: the new baton serves; the old one drains and exits",
+        ),
         cli::Command::SystemdUnit(args) => systemd::main(args),
         cli::Command::Demo(args) => demo::main(args),
         cli::Command::DemoApp(args) => hello::run(args),

@@ -51,12 +51,20 @@ pub fn check(args: CheckArgs) -> ExitCode {
 }
 
 pub fn main(args: ServeArgs) -> ExitCode {
-    // Taken before the runtime starts its threads, so LISTEN_* is cleared.
-    let inherited = match Listeners::inherit() {
-        Ok(l) => l.map(Listeners::into_vec).unwrap_or_default(),
+    // Taken before the runtime starts its threads, so LISTEN_* is cleared;
+    // in an upgrade's new process, the old one's sockets.
+    let inherited = match crate::upgrade::receive() {
+        Ok(Some(handed)) => handed,
+        Ok(None) => match Listeners::inherit() {
+            Ok(l) => l.map(Listeners::into_vec).unwrap_or_default(),
+            Err(e) => {
+                eprintln!("baton: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
         Err(e) => {
-            eprintln!("baton: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            eprintln!("baton: {e:#}");
+            return ExitCode::FAILURE;
         }
     };
     let cfg = match config::load(&args.config) {
@@ -225,6 +233,7 @@ async fn run(
     let mut hup = signal(SignalKind::hangup()).context("could not handle SIGHUP")?;
     let mut term = signal(SignalKind::terminate()).context("could not handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("could not handle SIGINT")?;
+    let mut usr2 = signal(SignalKind::user_defined2()).context("could not handle SIGUSR2")?;
 
     // The engine runs the supervised services and gives the proxy a pool
     // per service; until their instances are ready those pools are empty.
@@ -259,13 +268,13 @@ async fn run(
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    engine
-        .start(proxy.clone())
-        .context("could not start the services")?;
+    crate::upgrade::start_engine(&engine, proxy.clone()).await?;
     if let Some(node) = &mut node {
         node.follow(&engine);
     }
     let (stop, stop_rx) = watch::channel(Stop::Run);
+    crate::upgrade::remember_listeners(&listeners);
+    let upgrader = crate::upgrade::Upgrader::new(engine.clone(), stop.clone())?;
     let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
     // Certificates are re-read when their files change, and on every reload.
     let certificates: Vec<tls::ServerTls> =
@@ -303,6 +312,7 @@ async fn run(
             reload,
             counters: counters.clone(),
             certs,
+            upgrader: upgrader.clone(),
         })
     };
     let mut control = Vec::new();
@@ -321,6 +331,7 @@ async fn run(
             if let Err(e) = handoff::notify::ready() {
                 tracing::warn!(error = %e, "could not notify the service manager");
             }
+            crate::upgrade::ready();
         },
     ));
     loop {
@@ -331,18 +342,26 @@ async fn run(
             }
             _ = term.recv() => begin_stop(&stop),
             _ = int.recv() => begin_stop(&stop),
+            _ = usr2.recv() => {
+                let upgrader = upgrader.clone();
+                tokio::spawn(async move { upgrader.run(crate::upgrade::DEFAULT_TIMEOUT).await });
+            }
             report = &mut serving => {
                 let report = report.context("the proxy task failed")?;
-                // Nothing reaches the services any more: stop them.
-                let services_clean = engine.shutdown().await;
-                if let Some(node) = node {
+                // Nothing reaches the services any more: stop them (unless a
+                // new baton runs them now, and then it is the one in the
+                // cluster registry too).
+                let services_clean = crate::upgrade::handed_over() || engine.shutdown().await;
+                if let Some(node) = node
+                    && !crate::upgrade::handed_over()
+                {
                     node.leave().await;
                 }
                 for task in control {
                     let _ = task.await;
                 }
                 return Ok(if report.drained && services_clean {
-                    tracing::info!(connections = report.connections, "stopped");
+                    tracing::info!(connections = report.connections, pid = std::process::id(), "stopped");
                     ExitCode::SUCCESS
                 } else {
                     tracing::warn!("stopped with connections cut at the drain deadline");

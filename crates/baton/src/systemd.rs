@@ -7,10 +7,12 @@
 //!
 //! The choices, each explained in the unit itself:
 //! - `Type=notify`: baton reports `READY=1` once its listeners serve.
-//! - `ExecReload=baton reload`: `systemctl reload` re-reads the config and
-//!   fails (the running config keeps serving) if it is refused.
-//! - `NotifyAccess=main`: only baton notifies (the instances never see
-//!   systemd's socket: each gets a private one).
+//! - `ExecReload=baton upgrade`: `systemctl reload` starts the binary on disk
+//!   as a new process that takes the same sockets and the running instances,
+//!   re-reading the config; it waits for the new process and fails (the old
+//!   one keeps serving) if it is refused. The new process becomes the main
+//!   one by `MAINPID=`, sent by the old one, hence `NotifyAccess=all` (the
+//!   instances never see systemd's socket: each gets a private one).
 //! - `KillMode=mixed`: `systemctl stop` sends SIGTERM to baton alone, which
 //!   takes each instance out of the pool, lets it finish and stops it; what
 //!   is left when baton has exited is killed, so no instance outlives the
@@ -168,10 +170,12 @@ pub fn service(paths: &Paths, name: &str, sockets: &[String]) -> String {
     }
     out.push_str("\n[Service]\n");
     out.push_str(
-        "# baton says READY=1 once its listeners serve. Instances never see\n\
-         # this socket (each has a private NOTIFY_SOCKET).\n\
+        "# baton says READY=1 once its listeners serve. An upgrade starts a new\n\
+         # baton, which the old one names the main process (MAINPID=) once it\n\
+         # serves: both must be heard. Instances never see this socket (each\n\
+         # has a private NOTIFY_SOCKET).\n\
          Type=notify\n\
-         NotifyAccess=main\n",
+         NotifyAccess=all\n",
     );
     if !sockets.is_empty() {
         let units: Vec<String> = sockets
@@ -182,10 +186,13 @@ pub fn service(paths: &Paths, name: &str, sockets: &[String]) -> String {
     }
     let _ = writeln!(out, "ExecStart={serve}");
     out.push_str(
-        "# `systemctl reload` re-reads the config through the control socket and\n\
-         # fails, leaving the running config serving, if the file is refused.\n",
+        "# `systemctl reload`: upgrade to the baton binary on disk, which also\n\
+         # re-reads the config. The new process takes the same listening sockets\n\
+         # and the running instances; this waits until it serves and fails,\n\
+         # leaving the old one serving, if it is refused. (`baton reload` or\n\
+         # SIGHUP re-reads the config only.)\n",
     );
-    let _ = writeln!(out, "ExecReload={exe} reload --control {control}");
+    let _ = writeln!(out, "ExecReload={exe} upgrade --control {control}");
     out.push_str(
         "# SIGTERM to baton alone: it takes each instance out of the pool, lets it\n\
          # finish its requests and stops it; anything left once baton has exited\n\
@@ -279,18 +286,18 @@ mod tests {
     }
 
     #[test]
-    fn service_unit_runs_serve_and_reloads_through_the_control_socket() {
+    fn service_unit_runs_serve_and_upgrades_on_reload() {
         let unit = service(&paths(true), "baton", &[]);
         assert!(unit.contains(
             "ExecStart=/usr/local/bin/baton serve --config /etc/baton/baton.toml \
              --control /run/baton/control.sock --state /var/lib/baton\n"
         ));
         assert!(unit.contains(
-            "ExecReload=/usr/local/bin/baton reload --control /run/baton/control.sock\n"
+            "ExecReload=/usr/local/bin/baton upgrade --control /run/baton/control.sock\n"
         ));
         for line in [
             "Type=notify",
-            "NotifyAccess=main",
+            "NotifyAccess=all",
             "KillMode=mixed",
             "Restart=on-failure",
         ] {

@@ -59,6 +59,9 @@ pub(crate) struct Inner {
     pub registrar: OnceLock<Arc<dyn crate::Registrar>>,
     /// The registry's members of each discovered service, by service.
     pub discovered: Locked<BTreeMap<String, crate::registry::Discovered>>,
+    /// baton is handing its services to a new process (`handover`): no
+    /// deploy may start.
+    pub upgrading: AtomicBool,
 }
 
 impl Engine {
@@ -90,6 +93,7 @@ impl Engine {
                 stopping: AtomicBool::new(false),
                 registrar: OnceLock::new(),
                 discovered: Locked::default(),
+                upgrading: AtomicBool::new(false),
             }),
         };
         // External targets are taken as they are: the proxy's own health

@@ -33,6 +33,15 @@ pub enum DeployError {
     /// The deploy failed and was rolled back; the old version serves.
     #[error("deploy failed and was rolled back: {0}")]
     Failed(#[source] Failure),
+    /// baton is upgrading itself (a new process takes the services over).
+    #[error("baton is upgrading itself; try again once the new process serves")]
+    Upgrading,
+    /// A blue-green deploy's rollback window is open (its old set stands
+    /// by): an upgrade of baton waits until it closes.
+    #[error(
+        "the rollback window of {0:?} is open; upgrade baton once it closes (or after `baton rollback`)"
+    )]
+    RollbackWindow(String),
     /// No earlier version to go back to.
     #[error("service {0:?} has no earlier version to roll back to")]
     NothingToRollBack(String),

@@ -33,6 +33,7 @@
 
 mod engine;
 mod error;
+mod handover;
 mod judge;
 mod locked;
 mod progress;
@@ -47,6 +48,7 @@ mod supervised;
 
 pub use engine::Engine;
 pub use error::{BadRequest, DeployError, Failure, StartError, Undo};
+pub use handover::HandedOver;
 pub use judge::Breach;
 pub use progress::{Progress, Reporter, Traffic};
 pub use proxy::Hold;

@@ -133,6 +133,17 @@ impl Engine {
         spec: &config::Supervised,
         share: u8,
     ) -> std::io::Result<(u64, watch::Receiver<SetPhase>)> {
+        self.start_set_adopting(service, spec, share, Vec::new())
+    }
+
+    /// [`Engine::start_set`] with instances another baton started.
+    pub(crate) fn start_set_adopting(
+        &self,
+        service: &config::Service,
+        spec: &config::Supervised,
+        share: u8,
+        adopted: Vec<supervisor::Adopted>,
+    ) -> std::io::Result<(u64, watch::Receiver<SetPhase>)> {
         let id = self.inner.next_set.fetch_add(1, Ordering::Relaxed);
         let (phase, phase_rx) = watch::channel(SetPhase::Starting);
         // The group starts under the lock `shutdown` takes to collect the
@@ -143,7 +154,7 @@ impl Engine {
             }
             // `supervised::start` only spawns tasks; they call into the
             // engine later, when they run.
-            let group = supervised::start(self.clone(), service, spec, id)?;
+            let group = supervised::start(self.clone(), service, spec, id, adopted)?;
             rt.sets.push(Set {
                 id,
                 version: spec.version.to_string(),

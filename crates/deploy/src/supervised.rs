@@ -21,6 +21,7 @@ pub(crate) fn start(
     service: &config::Service,
     s: &config::Supervised,
     set: u64,
+    adopted: Vec<supervisor::Adopted>,
 ) -> std::io::Result<Group> {
     let readiness = match &service.health {
         Some(h) => Readiness::Probe(health_probe(h, probe_handshake(service, "127.0.0.1"))),
@@ -30,35 +31,51 @@ pub(crate) fn start(
     let hook_engine = engine.clone();
     let drain_timeout = service.drain_timeout;
     let ip = engine.inner.instance_ip;
-    let (group, events) = Group::start_subscribed(GroupConfig {
-        command: CommandSource::PerInstance(command_fn(&engine, s.clone())),
-        sockets: Sockets::PerInstance {
-            ip,
-            pass_socket: s.socket == config::SocketMode::Inherit,
-            name: "http".into(),
+    let (group, events, refused) = Group::adopt(
+        GroupConfig {
+            command: CommandSource::PerInstance(command_fn(&engine, s.clone())),
+            sockets: Sockets::PerInstance {
+                ip,
+                pass_socket: s.socket == config::SocketMode::Inherit,
+                name: "http".into(),
+            },
+            bounds: Bounds {
+                instances: s.instances as usize,
+                max_surge: service.rolling.max_surge as usize,
+                max_unavailable: service.rolling.max_unavailable as usize,
+            },
+            readiness,
+            ready_timeout: service.ready_timeout,
+            drain_timeout,
+            backoff: Backoff::default(),
+            restart: match s.restart {
+                config::Restart::Always => supervisor::Restart::Always,
+                config::Restart::OnFailure => supervisor::Restart::OnFailure,
+                config::Restart::Never => supervisor::Restart::Never,
+            },
+            before_stop: Some(Arc::new(move |info: InstanceInfo| {
+                let engine = hook_engine.clone();
+                let name = name.clone();
+                Box::pin(async move { take_out(&engine, &name, set, info, drain_timeout).await })
+            })),
         },
-        bounds: Bounds {
-            instances: s.instances as usize,
-            max_surge: service.rolling.max_surge as usize,
-            max_unavailable: service.rolling.max_unavailable as usize,
-        },
-        readiness,
-        ready_timeout: service.ready_timeout,
-        drain_timeout,
-        backoff: Backoff::default(),
-        restart: match s.restart {
-            config::Restart::Always => supervisor::Restart::Always,
-            config::Restart::OnFailure => supervisor::Restart::OnFailure,
-            config::Restart::Never => supervisor::Restart::Never,
-        },
-        before_stop: Some(Arc::new(move |info: InstanceInfo| {
-            let engine = hook_engine.clone();
-            let name = name.clone();
-            Box::pin(async move { take_out(&engine, &name, set, info, drain_timeout).await })
-        })),
-    })?;
+        adopted,
+    )?;
+    for e in refused {
+        tracing::warn!(service = %service.name, error = %e, "instance not adopted; a new one takes its place");
+    }
     tokio::spawn(follow(engine, service.name.clone(), set, events));
     Ok(group)
+}
+
+/// Handed-over instances nobody runs any more: SIGTERM to each that is
+/// still the recorded process.
+pub(crate) fn stop_orphans(instances: Vec<supervisor::Adopted>) {
+    for a in instances {
+        if let Err(e) = supervisor::terminate(&a) {
+            tracing::info!(pid = a.pid, error = %e, "handed-over instance not stopped");
+        }
+    }
 }
 
 /// Renders the command of each instance from the service's templates, and

@@ -15,7 +15,11 @@ fn service_config(dir: &TempDir) -> std::path::PathBuf {
     service_config_with(dir, 2, "50ms")
 }
 
-fn service_config_with(dir: &TempDir, instances: u32, interval: &str) -> std::path::PathBuf {
+pub(crate) fn service_config_with(
+    dir: &TempDir,
+    instances: u32,
+    interval: &str,
+) -> std::path::PathBuf {
     let path = dir.path().join("baton.toml");
     // `--fail-health` when the version says so: a broken release.
     let script = dir.path().join("app.sh");

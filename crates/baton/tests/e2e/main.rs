@@ -26,3 +26,4 @@ mod serve_streams;
 mod socket_activation;
 mod strategies;
 mod systemd;
+mod upgrade;

@@ -40,17 +40,23 @@ impl Busy {
         service: &str,
         reporter: &Reporter,
     ) -> Result<Busy, DeployError> {
-        let claimed = engine.with_runtime(service, |rt| {
+        // Under the lock `begin_upgrade` checks `busy` with: either the
+        // upgrade sees this deploy, or this deploy sees the upgrade.
+        engine.with_runtime(service, |rt| {
+            if engine
+                .inner
+                .upgrading
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return Err(DeployError::Upgrading);
+            }
             if rt.busy {
-                return false;
+                return Err(DeployError::Busy(service.to_owned()));
             }
             rt.busy = true;
             rt.reporter = reporter.clone();
-            true
-        });
-        if !claimed {
-            return Err(DeployError::Busy(service.to_owned()));
-        }
+            Ok(())
+        })?;
         Ok(Busy {
             engine: engine.clone(),
             service: service.to_owned(),
