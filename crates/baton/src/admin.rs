@@ -139,8 +139,11 @@ pub fn start(
     app: Router,
     stop: watch::Receiver<Stop>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = Listener::bind(&ListenAddr::Tcp(listen))
-        .with_context(|| format!("could not open the admin listener {listen}"))?;
+    // In an upgrade's new process, the old one's listener.
+    let listener = crate::upgrade::own_listener("admin", || {
+        Listener::bind(&ListenAddr::Tcp(listen))
+            .with_context(|| format!("could not open the admin listener {listen}"))
+    })?;
     let addr = listener
         .local_addr()
         .context("could not read the admin listener's address")?;

@@ -142,7 +142,7 @@ pub fn start(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     // 0600 before anyone can connect, whatever the umask; in an upgrade's
     // new process, the old one's socket.
-    let listener = crate::upgrade::control_listener(|| {
+    let listener = crate::upgrade::own_listener("control", || {
         Listener::bind_unix(path, 0o600)
             .with_context(|| format!("could not open the control socket {}", path.display()))
     })?;
@@ -490,7 +490,8 @@ async fn upgrade(
             let status = if e.exit() == EXIT_TEMPFAIL {
                 StatusCode::CONFLICT
             } else {
-                StatusCode::UNPROCESSABLE_ENTITY
+                // The new process failed, not this request.
+                StatusCode::BAD_GATEWAY
             };
             (
                 status,

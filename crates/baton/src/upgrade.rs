@@ -6,8 +6,9 @@
 //! as its stdin, over which they exchange one JSON line at a time:
 //!
 //! 1. old → new, with the descriptors attached (`SCM_RIGHTS`): `sockets`,
-//!    the names of the listeners passed and whether the control socket
-//!    follows them. The very same sockets: their accept queues never close.
+//!    the names of the proxy's listeners passed, then of baton's own (the
+//!    control socket, the admin listener). The very same sockets: their
+//!    accept queues never close.
 //! 2. The new process reads and checks its config and certificates, opens
 //!    the state, builds the proxy, then says `prepared`. A refusal is its
 //!    exit (64 for a bad config, with its errors in the log).
@@ -64,7 +65,8 @@ const MAX_LINE: usize = 16 << 20;
 enum Message {
     Sockets {
         listeners: Vec<String>,
-        control: bool,
+        /// `control`, `admin`: after the listeners.
+        own: Vec<String>,
     },
     Prepared,
     Go {
@@ -115,9 +117,9 @@ impl UpgradeError {
 // Process-wide because they are taken where `baton serve` binds (its
 // listeners, its control socket), far from where they are used.
 static LISTENERS: Mutex<Vec<NamedListener>> = Mutex::new(Vec::new());
-static CONTROL: Mutex<Option<Listener>> = Mutex::new(None);
+static OWN: Mutex<Vec<NamedListener>> = Mutex::new(Vec::new());
 static INCOMING: Mutex<Option<UnixStream>> = Mutex::new(None);
-static RECEIVED_CONTROL: Mutex<Option<Listener>> = Mutex::new(None);
+static RECEIVED_OWN: Mutex<Vec<NamedListener>> = Mutex::new(Vec::new());
 static HANDED_OVER: AtomicBool = AtomicBool::new(false);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -140,16 +142,28 @@ pub fn remember_listeners(listeners: &[(NamedListener, config::Listener)]) {
     }
 }
 
-/// The control socket: the one handed over, or a newly bound one; a
-/// second descriptor is kept to hand over.
-pub fn control_listener(
+/// One of baton's own sockets (`control`, `admin`): the one handed over,
+/// or a newly bound one; a second descriptor is kept to hand over.
+pub fn own_listener(
+    name: &str,
     bind: impl FnOnce() -> anyhow::Result<Listener>,
 ) -> anyhow::Result<Listener> {
-    let listener = match lock(&RECEIVED_CONTROL).take() {
+    let handed = {
+        let mut received = lock(&RECEIVED_OWN);
+        let at = received.iter().position(|l| l.name == name);
+        at.map(|i| received.swap_remove(i).listener)
+    };
+    let listener = match handed {
         Some(l) => l,
         None => bind()?,
     };
-    *lock(&CONTROL) = listener.try_clone().ok();
+    match listener.try_clone() {
+        Ok(kept) => lock(&OWN).push(NamedListener {
+            name: name.to_owned(),
+            listener: kept,
+        }),
+        Err(e) => tracing::warn!(socket = name, error = %e, "could not keep a socket for upgrades"),
+    }
     Ok(listener)
 }
 
@@ -189,12 +203,12 @@ pub fn receive() -> anyhow::Result<Option<Vec<NamedListener>>> {
         }
         line.extend_from_slice(&more[..m]);
     }
-    let Message::Sockets { listeners, control } =
+    let Message::Sockets { listeners, own } =
         serde_json::from_slice(&line).context("could not read the handover")?
     else {
         anyhow::bail!("the handover did not start with the sockets");
     };
-    let expected = listeners.len() + usize::from(control);
+    let expected = listeners.len() + own.len();
     if fds.len() != expected {
         anyhow::bail!(
             "the handover named {expected} sockets but passed {}",
@@ -209,8 +223,11 @@ pub fn receive() -> anyhow::Result<Option<Vec<NamedListener>>> {
             listener: Listener::from_fd(fd)?,
         });
     }
-    if let Some(fd) = fds.next() {
-        *lock(&RECEIVED_CONTROL) = Some(Listener::from_fd(fd)?);
+    for (name, fd) in own.into_iter().zip(fds) {
+        lock(&RECEIVED_OWN).push(NamedListener {
+            name,
+            listener: Listener::from_fd(fd)?,
+        });
     }
     *lock(&INCOMING) = Some(stream);
     tracing::info!(
@@ -403,19 +420,25 @@ impl Upgrader {
     /// The handover up to `ready`; an error when the new process hangs up.
     async fn exchange(&self, ours: UnixStream) -> Result<u32, UpgradeError> {
         let fail = |e: &dyn std::fmt::Display| UpgradeError::Handover(e.to_string());
-        let (names, fds, control) = {
+        let (names, own_names, fds) = {
             let listeners = lock(&LISTENERS);
-            let control = lock(&CONTROL);
+            let own = lock(&OWN);
             let names: Vec<String> = listeners.iter().map(|l| l.name.clone()).collect();
+            let own_names: Vec<String> = own.iter().map(|l| l.name.clone()).collect();
             let mut fds: Vec<OwnedFd> = Vec::new();
-            for l in listeners.iter().map(|l| &l.listener).chain(control.iter()) {
-                fds.push(l.as_fd().try_clone_to_owned().map_err(|e| fail(&e))?);
+            for l in listeners.iter().chain(own.iter()) {
+                fds.push(
+                    l.listener
+                        .as_fd()
+                        .try_clone_to_owned()
+                        .map_err(|e| fail(&e))?,
+                );
             }
-            (names, fds, control.is_some())
+            (names, own_names, fds)
         };
         let mut line = serde_json::to_vec(&Message::Sockets {
             listeners: names,
-            control,
+            own: own_names,
         })
         .map_err(|e| fail(&e))?;
         line.push(b'\n');
