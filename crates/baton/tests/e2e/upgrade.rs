@@ -17,16 +17,16 @@ use crate::support::{self, Proc, TempDir, baton_serve_with, field, wait_version}
 
 /// A supervised `web` service of 2 instances, a 60 s drain timeout (an old
 /// process that waited for it would time the tests out). The health probes
-/// may take 1 s: each upgrade starts a debug build of baton on a machine
+/// may take 500 ms: each upgrade starts a debug build of baton on a machine
 /// whose two cores the load and the other tests share, and a probe that
 /// times out because its own process was starved at start is not the
 /// instance's fault (with 40 ms, both members were now and then judged down
 /// at once: 503s).
 fn config(dir: &TempDir) -> PathBuf {
-    let path = service_config_with(dir, 2, "50ms");
+    let path = service_config_with(dir, 2, "600ms");
     let mut text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("timeout = \"40ms\"", "timeout = \"1s\"");
+        .replace("timeout = \"40ms\"", "timeout = \"500ms\"");
     text.push_str("\n[proxy]\ndrain_timeout = \"60s\"\n");
     std::fs::write(&path, text).unwrap();
     path
