@@ -45,7 +45,9 @@ pub enum Command {
     /// Release a paused service's held requests.
     Resume(ResumeArgs),
     /// Make the running `baton serve` re-read its config file (as SIGHUP
-    /// does), reporting the errors if it is refused.
+    /// does): routes and pools at once, services deployed, scaled, started
+    /// or stopped as the file says; reports the errors if it is refused
+    /// (exit 1, or 75 when it changes a service being deployed).
     Reload(ReloadArgs),
     /// Print a systemd unit for `baton serve`: the `.service` unit, or with
     /// `--socket LISTENER` the `.socket` unit of one listener.
@@ -56,6 +58,17 @@ pub enum Command {
     /// once the new one serves; exits non-zero with the reason, the old one
     /// still serving, if the new one is refused.
     Upgrade(UpgradeArgs),
+    /// Show what applying a config file would change in the running
+    /// `baton serve`: listeners, routes, pools, services (fields old → new
+    /// and the deploys it would start), certificates. Exits 0 when nothing
+    /// would change, 1 when something would, 64 for a bad file.
+    Diff(DiffArgs),
+    /// Apply a config file to the running `baton serve`: shows the diff,
+    /// then sends the file, follows the deploys it starts, and replaces
+    /// the file at its `--config` once applied. Exits 0 when applied and
+    /// every deploy succeeded, 1 when refused or a deploy was rolled back,
+    /// 64 for a bad file, 75 when it changes a service being deployed.
+    Apply(ApplyArgs),
     /// Run a demo: baton with two versions of an example app under load,
     /// deployed rolling, blue-green and canary, and a broken version rolled
     /// back; exits 0 only if no request failed.
@@ -143,6 +156,40 @@ pub struct ResumeArgs {
 
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
+    /// Apply a config that removes every service, or that changes a
+    /// service while it is being deployed (its change then waits for that
+    /// deploy); without it such a reload is refused and changes nothing.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub to: ControlArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The config file to compare with the running config.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub to: ControlArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The config file to apply.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Refuse (changing nothing) unless the running config is still this
+    /// revision, the one `baton diff` printed.
+    #[arg(long, value_name = "R")]
+    pub revision: Option<String>,
+    /// Only show the diff (as `baton diff`).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply a config that removes every service, or changes one being
+    /// deployed (after that deploy).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub to: ControlArgs,
 }

@@ -30,7 +30,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// The endpoint of `args`, reading the token of an `http://` one.
-    fn of(args: &ControlArgs) -> anyhow::Result<Endpoint> {
+    pub fn of(args: &ControlArgs) -> anyhow::Result<Endpoint> {
         let authority = match &args.control {
             ControlAddr::Socket(path) => return Ok(Endpoint::Socket(path.clone())),
             ControlAddr::Http(authority) => authority.clone(),
@@ -107,7 +107,10 @@ pub fn rollback_request(service: &str) -> ServiceRequest {
 }
 
 /// Reads the progress lines until the result, showing each.
-async fn follow(response: hyper::Response<Incoming>, json: bool) -> anyhow::Result<Outcome> {
+pub async fn follow<T: serde::de::DeserializeOwned>(
+    response: hyper::Response<Incoming>,
+    json: bool,
+) -> anyhow::Result<T> {
     let mut body = response.into_body();
     let mut buf: Vec<u8> = Vec::new();
     let display = Display::new(json);
@@ -225,6 +228,9 @@ pub fn describe(p: &deploy::Progress) -> String {
             ms(*stable_p99_ms)
         ),
         Draining { version } => format!("draining and stopping {version}"),
+        Scaling { service, from, to } => {
+            format!("{service}: scaling from {from} to {to} instances")
+        }
         RollingBack { reason } => format!("rolling back: {reason}"),
     }
 }
@@ -269,6 +275,7 @@ pub fn status(to: &ControlArgs) -> ExitCode {
         let response = call(&endpoint, "GET", "/v1/status", None).await?;
         let bytes = body(response).await?;
         let services = parse::<Vec<deploy::ServiceStatus>>(&bytes)?;
+        let drift = crate::desired::drift_line(&endpoint).await;
         // A baton without the endpoint (older) shows no certificates.
         let response = call(&endpoint, "GET", "/v1/certificates", None).await?;
         let certs = match response.status() {
@@ -279,9 +286,10 @@ pub fn status(to: &ControlArgs) -> ExitCode {
             services,
             String::from_utf8_lossy(&bytes).into_owned(),
             certs,
+            drift,
         ))
     });
-    let (services, raw, certs) = match result {
+    let (services, raw, certs, drift) = match result {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -331,6 +339,10 @@ pub fn status(to: &ControlArgs) -> ExitCode {
         );
     }
     print_certificates(&certs);
+    match drift {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("baton: could not compare the config with the file: {e:#}"),
+    }
     ExitCode::SUCCESS
 }
 
@@ -391,6 +403,9 @@ pub fn ack(to: &ControlArgs, path: &str, body: Option<Vec<u8>>, done: &str) -> E
                 println!("{}", serde_json::to_string(&ack).unwrap_or_default());
             } else if ack.ok {
                 println!("{done}");
+                for s in &ack.services {
+                    println!("  {s}");
+                }
             } else {
                 for e in &ack.errors {
                     eprintln!("baton: {e}");
@@ -415,12 +430,12 @@ pub fn service_body(service: &str) -> Option<Vec<u8>> {
     serde_json::to_vec(&rollback_request(service)).ok()
 }
 
-fn fail(e: anyhow::Error) -> ExitCode {
+pub fn fail(e: anyhow::Error) -> ExitCode {
     eprintln!("baton: {e:#}");
     ExitCode::FAILURE
 }
 
-fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
+pub fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
     serde_json::from_slice(bytes).with_context(|| {
         format!(
             "unexpected answer from baton: {}",
@@ -429,11 +444,11 @@ fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
     })
 }
 
-async fn body(response: hyper::Response<Incoming>) -> anyhow::Result<Bytes> {
+pub async fn body(response: hyper::Response<Incoming>) -> anyhow::Result<Bytes> {
     Ok(response.into_body().collect().await?.to_bytes())
 }
 
-async fn call(
+pub async fn call(
     control: &Endpoint,
     method: &str,
     path: &str,

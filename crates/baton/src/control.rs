@@ -10,15 +10,17 @@
 //!   runs on its own task: a client that goes away does not stop it.
 //! - `GET /v1/status`: every service.
 //! - `GET /v1/certificates`: every certificate served, and ACME's state.
-//! - `POST /v1/pause`, `POST /v1/resume`, `POST /v1/reload`: an `Ack`.
+//! - `POST /v1/pause`, `POST /v1/resume`, `POST /v1/reload`: an `Ack`
+//!   (a reload's lists the services it changes; their deploys go on).
+//! - `GET /v1/config` (the live config and its revision) and
+//!   `POST /v1/apply` (a config text applied, streamed like a deploy): in
+//!   `reload.rs`.
 //! - `GET /metrics`: the Prometheus text exposition (`metrics.rs`).
 //!
 //! The same routes are served on TCP behind a bearer token when the config
 //! has `[admin]` (`admin.rs`).
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,12 +92,12 @@ pub struct Ack {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// A reload's: each service it changes, as `NAME: added` (`removed`,
+    /// `changed`); their deploys run on after the answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
     pub exit: u8,
 }
-
-/// Re-reads the config file, as SIGHUP does; the errors when refused.
-pub type ReloadFn =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), Vec<String>>> + Send>> + Send + Sync>;
 
 /// What the control API's handlers reach; the same on the Unix socket and
 /// on the admin listener.
@@ -103,7 +105,7 @@ pub type ReloadFn =
 pub struct Ctx {
     pub engine: deploy::Engine,
     pub proxy: Arc<proxy::Proxy>,
-    pub reload: ReloadFn,
+    pub reload: Arc<crate::reload::Reloader>,
     pub counters: Arc<Counters>,
     pub certs: crate::certs::Certs,
     pub upgrader: crate::upgrade::Upgrader,
@@ -129,6 +131,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/resume", post(resume))
         .route("/v1/reload", post(reload))
         .route("/v1/upgrade", post(upgrade))
+        .route("/v1/config", get(crate::reload::live_config))
+        .route("/v1/apply", post(crate::reload::apply))
         .route("/metrics", get(metrics))
         .with_state(ctx)
 }
@@ -461,6 +465,7 @@ fn ack(result: Result<(), deploy::DeployError>) -> (StatusCode, Json<Ack>) {
                     ok: false,
                     errors: vec![e.to_string()],
                     exit,
+                    ..Ack::default()
                 }),
             )
         }
@@ -499,6 +504,7 @@ async fn upgrade(
                     ok: false,
                     errors: vec![e.to_string()],
                     exit: e.exit(),
+                    ..Ack::default()
                 }),
             )
         }
@@ -508,29 +514,69 @@ async fn upgrade(
                 ok: false,
                 errors: vec![format!("the upgrade task failed: {e}")],
                 exit: 1,
+                ..Ack::default()
             }),
         ),
     }
 }
 
-async fn reload(State(ctx): State<Ctx>) -> (StatusCode, Json<Ack>) {
-    // Counted by the reload function itself, as a SIGHUP's is.
-    match (ctx.reload)().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(Ack {
-                ok: true,
+async fn reload(State(ctx): State<Ctx>, body: Bytes) -> (StatusCode, Json<Ack>) {
+    let req: crate::reload::ReloadRequest = if body.is_empty() {
+        crate::reload::ReloadRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                let errors = vec![format!("bad request: {e}")];
+                let ack = Ack {
+                    errors,
+                    exit: EXIT_USAGE,
+                    ..Ack::default()
+                };
+                return (StatusCode::BAD_REQUEST, Json(ack));
+            }
+        }
+    };
+    // Counted by the reload path itself, as a SIGHUP's is.
+    let request = crate::reload::Request {
+        force: req.force,
+        ..crate::reload::Request::default()
+    };
+    match ctx.reload.reload(request).await {
+        Ok(applied) => {
+            let ok = applied.certificate_errors.is_empty();
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            let services = applied
+                .reloaded
+                .services
+                .iter()
+                .map(|s| format!("{}: {}", s.name, s.change))
+                .collect();
+            let ack = Ack {
+                ok,
+                errors: applied.certificate_errors,
+                services,
+                exit: u8::from(!ok),
+            };
+            (status, Json(ack))
+        }
+        Err(refusal) => {
+            // A bad file is exit 1 here, as it always was for a reload.
+            let exit = match refusal {
+                crate::reload::Refusal::Invalid(_) => 1,
+                _ => refusal.exit(),
+            };
+            let ack = Ack {
+                errors: refusal.messages(),
+                exit,
                 ..Ack::default()
-            }),
-        ),
-        Err(errors) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(Ack {
-                ok: false,
-                errors,
-                exit: 1,
-            }),
-        ),
+            };
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(ack))
+        }
     }
 }
 

@@ -11,8 +11,10 @@ mod client;
 mod cluster;
 mod control;
 mod demo;
+mod desired;
 mod exec;
 mod metrics;
+mod reload;
 mod serve;
 mod systemd;
 mod upgrade;
@@ -74,7 +76,12 @@ fn main() -> ExitCode {
             client::service_body(&args.service),
             &format!("resumed {}", args.service),
         ),
-        cli::Command::Reload(args) => client::ack(&args.to, "/v1/reload", None, "config reloaded"),
+        cli::Command::Reload(args) => client::ack(
+            &args.to,
+            "/v1/reload",
+            serde_json::to_vec(&reload::ReloadRequest { force: args.force }).ok(),
+            "config reloaded",
+        ),
         cli::Command::Upgrade(args) => client::ack(
             &args.to,
             "/v1/upgrade",
@@ -85,6 +92,8 @@ fn main() -> ExitCode {
             "upgraded: the new baton serves; the old one drains and exits",
         ),
         cli::Command::SystemdUnit(args) => systemd::main(args),
+        cli::Command::Diff(args) => desired::diff(&args),
+        cli::Command::Apply(args) => desired::apply(&args),
         cli::Command::Demo(args) => demo::main(args),
         cli::Command::DemoApp(args) => hello::run(args),
     }

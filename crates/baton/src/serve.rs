@@ -4,7 +4,7 @@
 //! running config keeps serving), SIGTERM/SIGINT drain, a second one closes
 //! what is left.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -67,7 +67,15 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let cfg = match config::load(&args.config) {
+    // The text is kept: it is the live config `baton diff` compares with.
+    let (loaded, source) = match std::fs::read_to_string(&args.config) {
+        Ok(text) => (
+            config::parse(&text, &args.config.display().to_string()),
+            text,
+        ),
+        Err(_) => (config::load(&args.config), String::new()),
+    };
+    let cfg = match loaded {
         Ok(cfg) => cfg,
         Err(errors) => {
             eprintln!("{errors}");
@@ -143,7 +151,7 @@ pub fn main(args: ServeArgs) -> ExitCode {
         acme_certs,
         state_dir,
     };
-    match runtime.block_on(run(args.config, api, store, cfg, listeners, https)) {
+    match runtime.block_on(run(args.config, source, api, store, cfg, listeners, https)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("baton: {e:#}");
@@ -168,7 +176,7 @@ struct Https {
 }
 
 /// Reads and checks every TLS listener's certificates.
-fn https(
+pub(crate) fn https(
     cfg: &config::Config,
     acme: &tls::AcmeCerts,
 ) -> Result<Vec<(String, tls::ServerTls)>, Vec<String>> {
@@ -224,6 +232,7 @@ fn take_or_bind(
 
 async fn run(
     path: PathBuf,
+    source: String,
     endpoints: Endpoints,
     store: Option<deploy::Store>,
     cfg: config::Config,
@@ -281,18 +290,15 @@ async fn run(
         https.listeners.iter().map(|(_, t)| t.clone()).collect();
     let _watch = tls::watch(certificates.clone(), std::time::Duration::from_secs(2));
     let counters = Arc::new(crate::metrics::Counters::default());
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        path.clone(),
+        source,
+        engine.clone(),
+        listener_names,
+        certificates,
+        counters.clone(),
+    ));
     let api = {
-        let (file, eng, names) = (path.clone(), engine.clone(), listener_names.clone());
-        let (certs, count) = (certificates.clone(), counters.clone());
-        let reload: crate::control::ReloadFn = Arc::new(move || {
-            let (path, engine, names) = (file.clone(), eng.clone(), names.clone());
-            let (certs, count) = (certs.clone(), count.clone());
-            Box::pin(async move {
-                let result = reload(&path, &engine, &names, &certs).await;
-                count.reload(result.is_ok());
-                result
-            })
-        });
         let uses_acme = |name: &str| {
             cfg.listeners
                 .iter()
@@ -309,7 +315,7 @@ async fn run(
         crate::control::router(crate::control::Ctx {
             engine: engine.clone(),
             proxy: proxy.clone(),
-            reload,
+            reload: reloader.clone(),
             counters: counters.clone(),
             certs,
             upgrader: upgrader.clone(),
@@ -336,10 +342,8 @@ async fn run(
     ));
     loop {
         tokio::select! {
-            _ = hup.recv() => {
-                let result = reload(&path, &engine, &listener_names, &certificates).await;
-                counters.reload(result.is_ok());
-            }
+            // Deploys the reload starts run on; the signal loop goes on.
+            _ = hup.recv() => drop(reloader.reload_file(false).await),
             _ = term.recv() => begin_stop(&stop),
             _ = int.recv() => begin_stop(&stop),
             _ = usr2.recv() => {
@@ -382,79 +386,4 @@ fn begin_stop(stop: &watch::Sender<Stop>) {
         Stop::Now
     };
     stop.send_replace(next);
-}
-
-/// Re-reads the config file and publishes it; on error the running config
-/// keeps serving and the errors are logged and returned.
-async fn reload(
-    path: &Path,
-    engine: &deploy::Engine,
-    listener_names: &[String],
-    certificates: &[tls::ServerTls],
-) -> Result<(), Vec<String>> {
-    let _ = handoff::notify::notify(&[handoff::notify::State::Reloading]);
-    let started = std::time::Instant::now();
-    // Parsing runs off the runtime's thread, and so does the build inside
-    // `Engine::reload`: with a single-threaded runtime, a 10,000-route
-    // config must not stall requests.
-    let owned = path.to_owned();
-    let names: Vec<String> = listener_names.to_vec();
-    let loaded = tokio::task::spawn_blocking(move || config::load(&owned)).await;
-    let built = match loaded {
-        Ok(Ok(cfg)) => {
-            if cfg.listeners.iter().map(|l| &l.name).ne(names.iter()) {
-                tracing::warn!("listener changes take effect at the next restart");
-            }
-            Ok(engine.reload(cfg).await.map_err(|e| e.0))
-        }
-        Ok(Err(errors)) => Ok(Err(errors.0.iter().map(|e| e.to_string()).collect())),
-        Err(e) => Err(e),
-    };
-    let result = built.unwrap_or_else(|e| Err(vec![format!("could not reload: {e}")]));
-    // The file and the certificates are two things, each all or nothing: a
-    // refused file changes nothing; a refused certificate leaves the current
-    // one serving, whatever the file did. (Certificate files are also
-    // watched: a valid new one is taken within seconds even without a
-    // reload.)
-    let result = match result {
-        Ok(()) => {
-            tracing::info!(
-                config = %path.display(),
-                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "config reloaded"
-            );
-            let mut refused = Vec::new();
-            for t in certificates {
-                match t.reload() {
-                    Ok(true) => tracing::info!(files = ?t.files(), "certificates reloaded"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::error!(
-                            "{e}; the current certificate keeps serving (the config itself was reloaded)"
-                        );
-                        refused.push(format!(
-                            "config reloaded, but a certificate was refused: {e}"
-                        ));
-                    }
-                }
-            }
-            if refused.is_empty() {
-                Ok(())
-            } else {
-                Err(refused)
-            }
-        }
-        Err(errors) => {
-            for e in &errors {
-                tracing::error!("{e}");
-            }
-            tracing::error!(
-                errors = errors.len(),
-                "config refused; the running config keeps serving"
-            );
-            Err(errors)
-        }
-    };
-    let _ = handoff::notify::ready();
-    result
 }

@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod check;
+pub mod diff;
 mod error;
 mod raw;
 mod schema;
@@ -39,6 +40,7 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::de::DeTable;
 
+pub use diff::{Diff, diff};
 pub use error::{ConfigError, ConfigErrors};
 pub use template::{Template, TemplateError};
 pub use types::{

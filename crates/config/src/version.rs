@@ -8,7 +8,8 @@ use std::str::FromStr;
 /// A valid version: 1 to 64 ASCII letters, digits, `.`, `_` or `-`,
 /// starting with a letter or a digit (so it is never an option such as
 /// `-x`, nor `.` or `..` when used in a path).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
 pub struct Version(String);
 
 /// A string that is not a valid [`Version`].

@@ -7,11 +7,11 @@
 //! across an await). It must never wait on the data plane: the proxy only
 //! ever receives whole snapshots (`publish`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use proxy::{BuildErrors, Proxy};
+use proxy::Proxy;
 use supervisor::Group;
 
 use crate::locked::Locked;
@@ -28,8 +28,18 @@ pub struct Engine {
 }
 
 pub(crate) struct Inner {
-    /// The config as read from the file (services included).
+    /// The config the engine runs: the file's, with each service at the
+    /// version (or targets) it serves.
     pub base: Locked<config::Config>,
+    /// The services exactly as the file said them when it was last
+    /// applied (at the start or by a reload): what the next reload is
+    /// compared with.
+    pub file: Locked<BTreeMap<String, config::Service>>,
+    /// Services added by a reload whose routes are not published until
+    /// their first instances are ready.
+    pub withheld: Locked<BTreeSet<String>>,
+    /// One reload at a time (until its deploys are started).
+    pub reloading: tokio::sync::Mutex<()>,
     /// By service name.
     pub services: Locked<BTreeMap<String, Runtime>>,
     /// What `store` holds.
@@ -73,6 +83,7 @@ impl Engine {
             Some(store) => store.load()?,
             None => State::default(),
         };
+        let file = config.services.clone();
         let fresh = crate::restore::restore(&mut config, &mut state)?;
         if fresh && let Some(store) = &store {
             store.save(&state)?;
@@ -83,6 +94,9 @@ impl Engine {
                 instance_ip,
                 versions: Locked::default(),
                 base: Locked::new(config),
+                file: Locked::new(file),
+                withheld: Locked::default(),
+                reloading: tokio::sync::Mutex::new(()),
                 services: Locked::default(),
                 state: Locked::new(state),
                 counters: Locked::default(),
@@ -141,21 +155,6 @@ impl Engine {
             }
         }
         Ok(())
-    }
-
-    /// Replaces the file's config (routes, pools, settings) and publishes.
-    /// Services keep running as they are; changes to them take effect at
-    /// the next start.
-    pub async fn reload(&self, config: config::Config) -> Result<(), BuildErrors> {
-        self.inner.base.with(|base| {
-            if base.services != config.services {
-                tracing::warn!("changes to [service.*] take effect at the next start");
-            }
-            let services = std::mem::take(&mut base.services);
-            *base = config;
-            base.services = services;
-        });
-        self.publish().await
     }
 
     /// Stops every service gracefully; resolves when all their instances

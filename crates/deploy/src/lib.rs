@@ -39,6 +39,7 @@ mod locked;
 mod progress;
 mod publish;
 mod registry;
+mod reload;
 mod restore;
 mod sets;
 mod state;
@@ -53,6 +54,7 @@ pub use judge::Breach;
 pub use progress::{Progress, Reporter, Traffic};
 pub use proxy::Hold;
 pub use registry::{Confirmation, DeployLock, LockError, LockFuture, Registrar, Routed};
+pub use reload::{ReloadError, ReloadOptions, Reloaded};
 pub use state::{Deploy, Outcome, ServiceState, State, Store, StoreError, UnknownOutcome};
 pub use status::{ServiceStatus, SetStatus};
 

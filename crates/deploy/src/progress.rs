@@ -62,6 +62,15 @@ pub enum Progress {
         /// The version leaving.
         version: String,
     },
+    /// A reload changed the number of instances.
+    Scaling {
+        /// The service.
+        service: String,
+        /// Instances before.
+        from: usize,
+        /// Instances wanted.
+        to: usize,
+    },
     /// The deploy failed and the old version is being put back.
     RollingBack {
         /// Why.

@@ -19,6 +19,14 @@ impl Engine {
     pub fn effective(&self) -> config::Config {
         let mut cfg = self.inner.base.get();
         self.fill_discovered(&mut cfg);
+        // A service a reload added is not routed to before it is ready.
+        let withheld = self.inner.withheld.get();
+        if !withheld.is_empty() {
+            cfg.routes.retain(|r| match &r.upstream {
+                config::Upstream::Service(name) => !withheld.contains(name),
+                config::Upstream::Pool(_) => true,
+            });
+        }
         let members: Vec<(String, Vec<config::Member>)> = self.inner.services.with(|services| {
             cfg.services
                 .keys()

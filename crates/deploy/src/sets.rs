@@ -25,6 +25,8 @@ pub(crate) struct Runtime {
     /// The set a blue-green deploy switched away from, kept for its
     /// rollback window.
     pub standby: Option<Standby>,
+    /// Woken when `busy` is cleared.
+    pub released: std::sync::Arc<tokio::sync::Notify>,
 }
 
 pub(crate) struct Standby {

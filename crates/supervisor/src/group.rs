@@ -212,6 +212,7 @@ enum Command {
     Kill,
     Freeze(oneshot::Sender<Vec<Adopted>>),
     Thaw,
+    Scale(usize, oneshot::Sender<()>),
 }
 
 /// A handle to a running group; clones share it.
@@ -275,6 +276,7 @@ impl Group {
             events: events.clone(),
             shutdown: None,
             frozen: false,
+            scaling: Vec::new(),
         };
         let mut refused = Vec::new();
         for a in adopted {
@@ -315,6 +317,20 @@ impl Group {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Shutdown(tx))
+            .map_err(|_| GroupError)?;
+        rx.await.map_err(|_| GroupError)
+    }
+
+    /// Runs `instances` instances from now on (at least 1): new ones of
+    /// the current generation start, or the surplus stops (not-ready ones
+    /// first, ready ones within `max_unavailable`, each through the stop
+    /// hook); resolves once exactly that many run, all ready (after a
+    /// rollout in progress, if any). Slots left empty by the restart policy
+    /// are filled again, as a rollout does.
+    pub async fn scale(&self, instances: usize) -> Result<(), GroupError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Scale(instances.max(1), tx))
             .map_err(|_| GroupError)?;
         rx.await.map_err(|_| GroupError)
     }
@@ -393,6 +409,8 @@ struct Actor {
     shutdown: Option<Shutdown>,
     /// The instances are being handed over (`Group::freeze`).
     frozen: bool,
+    /// Callers of `scale` waiting for the new number to run, all ready.
+    scaling: Vec<oneshot::Sender<()>>,
 }
 
 impl Actor {
@@ -406,6 +424,7 @@ impl Actor {
         loop {
             self.reconcile();
             self.check_rollout();
+            self.check_scale();
             if self.shutdown.is_some() && self.instances.is_empty() {
                 break;
             }
@@ -421,6 +440,7 @@ impl Actor {
                     Some(Command::Thaw) => self.thaw(),
                     // Handed over: another process supervises them now.
                     None if self.frozen => break,
+                    Some(Command::Scale(n, reply)) => self.scale(n, reply),
                     // Every handle is gone: nobody can stop us later, so stop now.
                     None => self.begin_shutdown(None),
                 },
@@ -815,6 +835,40 @@ impl Actor {
         let _ = self.events.send(Event::RolloutComplete { generation });
         if let Some(reply) = rollout.reply {
             let _ = reply.send(Ok(generation));
+        }
+    }
+
+    fn scale(&mut self, instances: usize, reply: oneshot::Sender<()>) {
+        if self.shutdown.is_some() {
+            // Dropping the reply tells the caller the group is stopping.
+            return;
+        }
+        tracing::info!(
+            from = self.config.bounds.instances,
+            to = instances,
+            "scaling"
+        );
+        self.config.bounds.instances = instances;
+        self.given_up = 0;
+        self.spawn_gate = None;
+        self.scaling.push(reply);
+    }
+
+    fn check_scale(&mut self) {
+        if self.scaling.is_empty() || self.rollout.is_some() || self.shutdown.is_some() {
+            return;
+        }
+        let wanted = self.config.bounds.instances;
+        let ready = self
+            .instances
+            .values()
+            .filter(|i| i.ready && !i.stopping)
+            .count();
+        if self.instances.len() == wanted && ready == wanted {
+            tracing::info!(instances = wanted, "scaled");
+            for reply in self.scaling.drain(..) {
+                let _ = reply.send(());
+            }
         }
     }
 

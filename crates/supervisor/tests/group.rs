@@ -421,3 +421,59 @@ async fn the_longest_timeouts_do_not_overflow_the_clock() {
     .await;
     shut_down(&group).await;
 }
+
+#[tokio::test]
+async fn scaling_up_starts_the_current_generation_and_down_stops_the_surplus() {
+    let orders = Orders::new("scale", 8);
+    let source = CommandSource::Fixed(orders.command());
+    let (group, mut events) = Group::start_subscribed(config(source, 2, Restart::Always)).unwrap();
+    until(&mut events, |e| {
+        *e == Event::RolloutComplete { generation: 1 }
+    })
+    .await;
+
+    // 2 → 5: three more of generation 1; the two running ones stay.
+    within("scale up", group.scale(5)).await.unwrap();
+    let seen = until(&mut events, |e| {
+        matches!(e, Event::Ready { instance: 5, .. })
+    })
+    .await;
+    assert_eq!(spawned(&seen), [(3, 1), (4, 1), (5, 1)]);
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Exited { .. })),
+        "{seen:?}"
+    );
+
+    // 5 → 2: the three oldest stop (asked to: expected exits), nothing new.
+    within("scale down", group.scale(2)).await.unwrap();
+    let seen = until(&mut events, |e| matches!(e, Event::Exited { .. })).await;
+    assert!(spawned(&seen).is_empty(), "{seen:?}");
+    let mut exited = Vec::new();
+    let mut events_seen = seen;
+    loop {
+        for e in &events_seen {
+            if let Event::Exited {
+                instance, expected, ..
+            } = e
+            {
+                assert!(*expected, "{e:?}");
+                exited.push(*instance);
+            }
+        }
+        if exited.len() >= 3 {
+            break;
+        }
+        events_seen = vec![next_event(&mut events).await];
+    }
+    exited.sort_unstable();
+    assert_eq!(exited, [1, 2, 3]);
+    // A group of 2 again: a rollout replaces exactly two.
+    let (_, reload) = reload_after(&group, &mut events, 2).await;
+    let seen = until(&mut events, |e| {
+        *e == Event::RolloutComplete { generation: 2 }
+    })
+    .await;
+    assert_eq!(spawned(&seen), [(6, 2), (7, 2)]);
+    assert_eq!(within("reload", reload).await.unwrap(), Ok(2));
+    shut_down(&group).await;
+}

@@ -10,6 +10,7 @@ mod client_faults;
 mod cluster;
 mod control_socket;
 mod deploy;
+mod desired;
 mod durations;
 mod edge;
 mod exec;

@@ -440,7 +440,8 @@ async fn the_api_answers_as_documented_and_survives_a_fuzz_from_the_document() {
     // Each operation with a request that should work, in an order where
     // it does: every one is routed (no 404 or 405) and answers as
     // documented.
-    let valid: [(&str, &str, Option<Value>, u16); 8] = [
+    let source = std::fs::read_to_string(&path).unwrap();
+    let valid: [(&str, &str, Option<Value>, u16); 10] = [
         ("GET", "/v1/status", None, 200),
         ("GET", "/v1/certificates", None, 200),
         ("GET", "/metrics", None, 200),
@@ -459,6 +460,9 @@ async fn the_api_answers_as_documented_and_survives_a_fuzz_from_the_document() {
         ),
         ("POST", "/v1/resume", Some(json!({"service": "web"})), 200),
         ("POST", "/v1/reload", None, 200),
+        ("GET", "/v1/config", None, 200),
+        // The file it runs: applied, nothing changes.
+        ("POST", "/v1/apply", Some(json!({ "source": source })), 200),
     ];
     let mut covered: BTreeSet<(String, String)> = valid
         .iter()

@@ -33,7 +33,7 @@ pub(crate) static SERVICE: Section = Section {
             "version",
             Type::String,
             Unset("required with `command`, not allowed with `targets`"),
-            "The version a supervised service runs the first time baton starts it; afterwards the state directory remembers the version last deployed. 1 to 64 letters, digits, `.`, `_`, `-`, starting with a letter or digit. An external service has no version in the file: each deploy names one.",
+            "The version a supervised service runs the first time baton starts it; afterwards the state directory remembers the version last deployed. Changed in the file and reloaded, it is deployed; left as it is, the version serving stays (see Reloading services). 1 to 64 letters, digits, `.`, `_`, `-`, starting with a letter or digit. An external service has no version in the file: each deploy names one.",
         ),
         key(
             "instances",

@@ -5,6 +5,7 @@
 mod acme;
 mod admin;
 mod cluster;
+mod diff;
 mod docs;
 mod duration;
 mod kitchen;

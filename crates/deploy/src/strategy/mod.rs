@@ -12,7 +12,7 @@ mod blue_green;
 mod canary;
 pub(crate) mod rollback;
 mod rolling;
-mod traffic;
+pub(crate) mod traffic;
 mod two_sets;
 
 use handoff::time::SaturatingAdd;
@@ -23,19 +23,19 @@ use crate::{BadRequest, Deploy, DeployError, DeployRequest, Deployed, Engine, Ou
 
 /// What a deploy puts in place.
 #[derive(Clone)]
-pub(super) enum Target {
+pub(crate) enum Target {
     Version(config::Supervised),
     Targets(Vec<config::UpstreamAddr>),
 }
 
 /// Marks the service busy for the life of a deploy or rollback.
-pub(super) struct Busy {
+pub(crate) struct Busy {
     engine: Engine,
     service: String,
 }
 
 impl Busy {
-    pub(super) fn claim(
+    pub(crate) fn claim(
         engine: &Engine,
         service: &str,
         reporter: &Reporter,
@@ -64,12 +64,36 @@ impl Busy {
     }
 }
 
+impl Busy {
+    /// Claims the service once its running deploy (or rollback, or
+    /// removal) has ended.
+    pub(crate) async fn claim_when_free(
+        engine: &Engine,
+        service: &str,
+        reporter: &Reporter,
+    ) -> Busy {
+        loop {
+            let released = engine.with_runtime(service, |rt| rt.released.clone());
+            let notified = released.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a release in between wakes it.
+            notified.as_mut().enable();
+            if let Ok(busy) = Busy::claim(engine, service, reporter) {
+                return busy;
+            }
+            notified.await;
+        }
+    }
+}
+
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.engine.with_runtime(&self.service, |rt| {
+        let released = self.engine.with_runtime(&self.service, |rt| {
             rt.busy = false;
             rt.reporter = Reporter::none();
+            rt.released.clone()
         });
+        released.notify_waiters();
     }
 }
 
@@ -120,7 +144,7 @@ pub(crate) async fn deploy(
 }
 
 /// Deploys `target`, recording it; the service is already claimed.
-pub(super) async fn run(
+pub(crate) async fn run(
     engine: &Engine,
     service: &config::Service,
     strategy: config::Strategy,

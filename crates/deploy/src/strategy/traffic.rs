@@ -42,7 +42,7 @@ pub(super) async fn set_shares(engine: &Engine, service: &str, old: &[u64], new:
 
 /// Takes a set out of the traffic, lets its requests finish and stops its
 /// instances (or forgets its targets), then removes it.
-pub(super) async fn retire(engine: &Engine, service: &config::Service, set: u64) {
+pub(crate) async fn retire(engine: &Engine, service: &config::Service, set: u64) {
     let name = service.name.as_str();
     let Some((group, members)) = engine.with_set(name, set, |s| {
         s.share = 0;
