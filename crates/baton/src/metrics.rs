@@ -20,7 +20,9 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use proxy::{LE_MICROS, METHODS, PoolReading, RouteReading, STATUS_CLASSES, StatsSnapshot};
+use proxy::{
+    LE_MICROS, ListenerReading, METHODS, PoolReading, RouteReading, STATUS_CLASSES, StatsSnapshot,
+};
 
 mod process;
 
@@ -112,6 +114,7 @@ impl Counters {
 struct Scrape {
     pools: Vec<PoolReading>,
     routes: Vec<RouteReading>,
+    listeners: Vec<ListenerReading>,
     process: process::Process,
     certs: crate::certs::CertificatesReport,
     /// (service, version) of every service with a version.
@@ -143,6 +146,7 @@ pub fn render(
     let scrape = Scrape {
         pools: proxy.readings(),
         routes: proxy.route_readings(),
+        listeners: proxy.listener_readings(),
         process: process::read(),
         certs: certs.clone(),
         versions,
@@ -322,6 +326,7 @@ impl Collector for Scrape {
         }
         self.encode_routes(&mut enc)?;
         self.encode_pauses(&mut enc)?;
+        self.encode_listeners(&mut enc)?;
         self.encode_certificates(&mut enc)?;
         self.encode_process(&mut enc)
     }
@@ -390,6 +395,30 @@ impl Scrape {
         for p in &self.pools {
             m.encode_family(&[("pool", p.name.as_str())])?
                 .encode_gauge(&p.held)?;
+        }
+        Ok(())
+    }
+
+    fn encode_listeners(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let mut m = enc.encode_descriptor(
+            "baton_listener_connections_accepted",
+            "Client connections a listener accepted since baton started.",
+            None,
+            MetricType::Counter,
+        )?;
+        for l in &self.listeners {
+            m.encode_family(&[("listener", l.name.as_str())])?
+                .encode_counter::<NoLabelSet, u64, u64>(&l.accepted, None)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "baton_listener_connections_open",
+            "Client connections open now on a listener (TLS handshakes included).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for l in &self.listeners {
+            m.encode_family(&[("listener", l.name.as_str())])?
+                .encode_gauge(&l.open)?;
         }
         Ok(())
     }

@@ -65,7 +65,7 @@ use tokio::sync::watch;
 pub use access_log::{AccessLog, Format as AccessLogFormat};
 pub use balance::{QueueStats, StatsSnapshot};
 pub use body::ProxyBody;
-pub use metrics::{MemberReading, PoolReading, RouteReading};
+pub use metrics::{ListenerReading, MemberReading, PoolReading, RouteReading};
 pub use pause::Hold;
 pub use probe::{active_check, tls_handshake};
 pub use route_stats::{LE_MICROS, METHODS, RouteCounts, STATUS_CLASSES};
@@ -92,6 +92,8 @@ pub struct Proxy {
     challenges: Option<tls::Challenges>,
     /// The TLS of the listeners with `[listener.tls]`, by listener name.
     server_tls: HashMap<String, tls::ServerTls>,
+    /// Each listener's connection counts, once `serve` started it.
+    connections: Mutex<Vec<(String, Arc<handoff::http::ConnCounts>)>>,
 }
 
 /// A member's count of requests in flight; it stays valid after the member
@@ -145,6 +147,7 @@ impl Proxy {
             registry: Mutex::new(registry),
             challenges: None,
             server_tls: HashMap::new(),
+            connections: Mutex::default(),
         })
     }
 
@@ -308,6 +311,10 @@ impl Proxy {
                 server = server.tls(Arc::new(move || tls.server_config()));
             }
             phases.push(server.lifecycle());
+            self.connections
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(server.connection_counts());
             let shared = self.shared.clone();
             let https = cfg.tls.is_some();
             let endpoint = Arc::new(Endpoint {

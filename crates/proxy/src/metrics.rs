@@ -29,6 +29,17 @@ pub struct PoolReading {
     pub held: usize,
 }
 
+/// One listener's client connections, as a scrape reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerReading {
+    /// The listener's name.
+    pub name: String,
+    /// Connections accepted since it started serving.
+    pub accepted: u64,
+    /// Connections open now.
+    pub open: u64,
+}
+
 /// One route of the current config, as a scrape reads it.
 #[derive(Debug, Clone)]
 pub struct RouteReading {
@@ -86,6 +97,20 @@ impl Proxy {
             p.members.sort_by(|a, b| a.address.cmp(&b.address));
         }
         pools
+    }
+
+    /// Every listener [`serve`](Proxy::serve) serves, with its
+    /// connections, in config order.
+    pub fn listener_readings(&self) -> Vec<ListenerReading> {
+        let connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        connections
+            .iter()
+            .map(|(name, c)| ListenerReading {
+                name: name.clone(),
+                accepted: c.accepted(),
+                open: c.open(),
+            })
+            .collect()
     }
 
     /// Every route of the current config with its counts, sorted by label.

@@ -91,6 +91,11 @@ fn scrape() -> String {
             pool: "web".into(),
             counts: route,
         }],
+        listeners: vec![proxy::ListenerReading {
+            name: "http".into(),
+            accepted: 40,
+            open: 3,
+        }],
         certs: crate::certs::CertificatesReport {
             certificates: vec![crate::certs::CertificateReport {
                 listener: "https".into(),
@@ -198,6 +203,8 @@ fn routes_pauses_deploy_durations_and_the_process_are_exposed() {
         "process_cpu_seconds_total 1.5",
         r#"baton_certificate_expiry_timestamp_seconds{listener="https",source="file",certificate="/etc/baton/site.pem"} 1900000000"#,
         "baton_acme_orders_total 3",
+        r#"baton_listener_connections_accepted_total{listener="http"} 40"#,
+        r#"baton_listener_connections_open{listener="http"} 3"#,
         "baton_acme_certificates_issued_total 1",
         "baton_acme_failures_in_a_row 2",
         "process_resident_memory_bytes 4096",

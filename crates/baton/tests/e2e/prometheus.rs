@@ -256,6 +256,20 @@ async fn prometheus_scrapes_a_canary_deploy_under_load() {
     )
     .await;
     assert_eq!(took.len(), 1, "{took:?}");
+    // The fresh-connection worker opened one connection per request; the
+    // keep-alive ones stay open.
+    let accepted = wait_series(
+        &api,
+        r#"baton_listener_connections_accepted_total{listener="http"} > 50"#,
+    )
+    .await;
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    let open = wait_series(
+        &api,
+        r#"baton_listener_connections_open{listener="http"} >= 2"#,
+    )
+    .await;
+    assert_eq!(open.len(), 1, "{open:?}");
     let cpu = wait_series(&api, r#"process_cpu_seconds_total{job="baton"} > 0"#).await;
     assert_eq!(cpu.len(), 1, "{cpu:?}");
     let buckets = query(

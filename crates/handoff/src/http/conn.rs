@@ -97,6 +97,7 @@ impl AsyncListener {
 pub(super) async fn accept_loop<F, S, B>(
     listener: AsyncListener,
     name: Arc<str>,
+    counts: Arc<ConnCounts>,
     shared: Arc<Shared<F>>,
 ) where
     F: Fn(&ConnInfo) -> S + Send + Sync + 'static,
@@ -122,6 +123,7 @@ pub(super) async fn accept_loop<F, S, B>(
         };
         match accepted {
             Ok((Accepted::Tcp(io), peer)) => {
+                let permit = Slot::new(permit, &counts);
                 let _ = io.set_nodelay(true);
                 let info = ConnInfo {
                     listener: name.clone(),
@@ -133,6 +135,7 @@ pub(super) async fn accept_loop<F, S, B>(
                 spawn_connection(io, info, permit, &shared);
             }
             Ok((Accepted::Unix(io), _)) => {
+                let permit = Slot::new(permit, &counts);
                 let info = ConnInfo {
                     listener: name.clone(),
                     peer: None,
@@ -150,6 +153,49 @@ pub(super) async fn accept_loop<F, S, B>(
             }
             Err(e) => tracing::debug!(error = %e, "accept failed"),
         }
+    }
+}
+
+/// The connections of one listener: accepted over its life, open now.
+#[derive(Debug, Default)]
+pub struct ConnCounts {
+    accepted: AtomicU64,
+    open: AtomicU64,
+}
+
+impl ConnCounts {
+    /// Connections accepted since the server started serving.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now (TLS handshakes included).
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// What a connection holds for its life: its place under
+/// `max_connections` and its count as open on its listener.
+pub(super) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    counts: Arc<ConnCounts>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, counts: &Arc<ConnCounts>) -> Slot {
+        counts.accepted.fetch_add(1, Ordering::Relaxed);
+        counts.open.fetch_add(1, Ordering::Relaxed);
+        Slot {
+            _permit: permit,
+            counts: counts.clone(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.counts.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -175,12 +221,8 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
-fn spawn_connection<I, F, S, B>(
-    io: I,
-    info: ConnInfo,
-    permit: OwnedSemaphorePermit,
-    shared: &Arc<Shared<F>>,
-) where
+fn spawn_connection<I, F, S, B>(io: I, info: ConnInfo, permit: Slot, shared: &Arc<Shared<F>>)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn(&ConnInfo) -> S + Send + Sync + 'static,
     S: AppService<B>,
@@ -253,7 +295,7 @@ async fn serve_connection<I, F, S, B>(
     service: S,
     shared: Arc<Shared<F>>,
     _guard: DrainGuard,
-    _permit: OwnedSemaphorePermit,
+    _permit: Slot,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: AppService<B>,

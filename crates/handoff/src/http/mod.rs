@@ -34,7 +34,7 @@ use hyper_util::server::conn::auto::Builder;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
-pub use self::conn::{AppBody, AppService, Tracked};
+pub use self::conn::{AppBody, AppService, ConnCounts, Tracked};
 use self::conn::{AsyncListener, Shared, accept_loop};
 use self::guard::Timeouts;
 use crate::drain::{Drain, DrainGuard, DrainOutcome};
@@ -61,6 +61,8 @@ enum Stage {
 /// A graceful server over a set of listeners. See the module docs.
 pub struct Server {
     listeners: Vec<NamedListener>,
+    /// Each listener's connection counts, in the order of `listeners`.
+    counts: Vec<Arc<ConnCounts>>,
     drain_timeout: Duration,
     idle_grace: Duration,
     notify: bool,
@@ -167,8 +169,10 @@ impl Server {
     /// A server over these listeners with the defaults: 30 s drain deadline,
     /// 1 s idle grace, `sd_notify` on, stop on SIGTERM/SIGINT.
     pub fn new(listeners: Listeners) -> Server {
+        let listeners = listeners.into_vec();
         Server {
-            listeners: listeners.into_vec(),
+            counts: listeners.iter().map(|_| Arc::default()).collect(),
+            listeners,
             drain_timeout: Duration::from_secs(30),
             idle_grace: Duration::from_secs(1),
             notify: true,
@@ -254,6 +258,16 @@ impl Server {
         self
     }
 
+    /// Each listener's name with its connection counts (accepted, open),
+    /// which the server updates as it serves.
+    pub fn connection_counts(&self) -> Vec<(String, Arc<ConnCounts>)> {
+        self.listeners
+            .iter()
+            .zip(&self.counts)
+            .map(|(l, c)| (l.name.clone(), c.clone()))
+            .collect()
+    }
+
     /// Watches the lifecycle phases.
     pub fn lifecycle(&self) -> watch::Receiver<Phase> {
         self.lifecycle.subscribe()
@@ -305,10 +319,11 @@ impl Server {
         });
 
         let mut accept_tasks = Vec::with_capacity(self.listeners.len());
-        for named in self.listeners {
+        for (named, counts) in self.listeners.into_iter().zip(self.counts) {
             let listener = AsyncListener::new(named.listener)?;
             let name: Arc<str> = Arc::from(named.name);
-            accept_tasks.push(tokio::spawn(accept_loop(listener, name, shared.clone())));
+            let task = accept_loop(listener, name, counts, shared.clone());
+            accept_tasks.push(tokio::spawn(task));
         }
         self.lifecycle.set(Phase::Ready);
         if self.notify {
