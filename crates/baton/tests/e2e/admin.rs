@@ -44,12 +44,6 @@ listen = "127.0.0.1:0"
     path
 }
 
-/// The admin listener's `HOST:PORT`, from `admin API at http://ADDR`.
-async fn admin_addr(baton: &mut Proc) -> String {
-    let line = baton.wait_for("admin API at http://").await;
-    line.rsplit("http://").next().unwrap().trim().to_owned()
-}
-
 fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}\r\n")
 }
@@ -72,7 +66,7 @@ async fn admin_api_on_tcp_needs_the_token_and_never_logs_it() {
     std::fs::write(&wrong_file, WRONG).unwrap();
     let path = config(&dir, &format!("token = \"file:{}\"", token_file.display()));
     let (mut baton, addr) = support::baton_serve(&path).await;
-    let admin = admin_addr(&mut baton).await;
+    let admin = support::admin_addr(&mut baton).await;
     wait_version(&addr, "v1").await;
 
     for (method, route) in [

@@ -47,8 +47,7 @@ token = "file:{}"
     )
     .unwrap();
     let (mut baton, _addr) = support::baton_serve(&path).await;
-    let line = baton.wait_for("admin API at http://").await;
-    let admin = line.rsplit("http://").next().unwrap().trim().to_owned();
+    let admin = support::admin_addr(&mut baton).await;
     let control = format!("http://{admin}");
 
     let (code, out) = run_baton(&[

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
-use crate::support::{self, Proc, TempDir, dechunk, exchange, wait_version};
+use crate::support::{self, TempDir, dechunk, exchange, wait_version};
 
 const TOKEN: &str = "openapi-fuzz-token-3b7d90c1";
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
@@ -434,7 +434,7 @@ async fn the_api_answers_as_documented_and_survives_a_fuzz_from_the_document() {
     std::fs::write(&token, TOKEN).unwrap();
     let path = config(&dir, &token);
     let (mut baton, addr) = support::baton_serve(&path).await;
-    let admin = admin_addr(&mut baton).await;
+    let admin = support::admin_addr(&mut baton).await;
     wait_version(&addr, "v1").await;
 
     // Each operation with a request that should work, in an order where
@@ -537,9 +537,4 @@ async fn the_api_answers_as_documented_and_survives_a_fuzz_from_the_document() {
     assert_eq!(answer.0, 200, "{answer:?}");
     let log = baton.lines().join("\n");
     assert!(!log.contains("panicked"), "{log}");
-}
-
-async fn admin_addr(baton: &mut Proc) -> String {
-    let line = baton.wait_for("admin API at http://").await;
-    line.rsplit("http://").next().unwrap().trim().to_owned()
 }

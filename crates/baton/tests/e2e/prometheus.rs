@@ -167,8 +167,7 @@ async fn prometheus_scrapes_a_canary_deploy_under_load() {
     std::fs::write(&token_file, TOKEN).unwrap();
     let path = config(&dir, &token_file);
     let (mut baton, addr) = support::baton_serve(&path).await;
-    let line = baton.wait_for("admin API at http://").await;
-    let admin = line.rsplit("http://").next().unwrap().trim().to_owned();
+    let admin = support::admin_addr(&mut baton).await;
     wait_version(&addr, "v1").await;
     let (prom, api) = prometheus(&dir, &admin, &token_file).await;
     // The first scrape succeeded: the token was accepted.

@@ -118,6 +118,13 @@ fn parse_response(raw: &[u8]) -> Response {
     }
 }
 
+/// The `HOST:PORT` of `baton serve`'s admin listener, from its
+/// `admin API at http://ADDR` line.
+pub async fn admin_addr(baton: &mut Proc) -> String {
+    let line = baton.wait_for("admin API at http://").await;
+    line.rsplit("http://").next().unwrap().trim().to_owned()
+}
+
 /// The body of a chunked response, decoded.
 pub fn dechunk(body: &str) -> String {
     let mut out = String::new();
