@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     /// baton is handing its services to a new process (`handover`): no
     /// deploy may start.
     pub upgrading: AtomicBool,
+    /// One record of the running instances at a time (`instances.json`).
+    pub recording: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -108,6 +110,7 @@ impl Engine {
                 registrar: OnceLock::new(),
                 discovered: Locked::default(),
                 upgrading: AtomicBool::new(false),
+                recording: tokio::sync::Mutex::new(()),
             }),
         };
         // External targets are taken as they are: the proxy's own health
@@ -137,24 +140,33 @@ impl Engine {
     /// Starts every service: supervised ones' instances join `proxy`'s pools
     /// as they become ready, external ones' targets at once. Must be called
     /// within a tokio runtime, once.
+    ///
+    /// Instances a baton that died (`kill -9`, a crash) left running, as
+    /// recorded in the state directory, are adopted if they still run the
+    /// version the service comes back at, and stopped otherwise.
     pub fn start(&self, proxy: Arc<Proxy>) -> std::io::Result<()> {
-        if self.inner.proxy.set(proxy).is_err() {
-            return Err(std::io::Error::other("the engine is already started"));
-        }
-        let services: Vec<config::Service> = self
+        let recorded = self
             .inner
-            .base
-            .with(|base| base.services.values().cloned().collect());
-        for service in services {
-            match &service.runner {
-                config::Runner::Supervised(s) => {
-                    self.start_set(&service, s, 100)?;
+            .store
+            .as_ref()
+            .map(crate::Store::load_instances)
+            .unwrap_or_default();
+        let mut adopt = std::collections::BTreeMap::new();
+        for (name, sets) in recorded {
+            let current = self.service(&name).and_then(|s| match s.runner {
+                config::Runner::Supervised(s) => Some(s.version.to_string()),
+                config::Runner::External(_) => None,
+            });
+            for set in sets {
+                if Some(&set.version) == current.as_ref() && !adopt.contains_key(&name) {
+                    tracing::info!(service = %name, instances = set.instances.len(), "adopting the instances a previous baton left running");
+                    adopt.insert(name.clone(), set);
+                } else {
+                    crate::supervised::stop_orphans(set.instances);
                 }
-                // Routed from the first snapshot on (see `Engine::new`).
-                config::Runner::External(_) => {}
             }
         }
-        Ok(())
+        self.start_adopting(proxy, adopt)
     }
 
     /// Stops every service gracefully; resolves when all their instances

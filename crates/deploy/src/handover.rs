@@ -103,6 +103,42 @@ impl Engine {
         }
     }
 
+    /// Records the running instances of every supervised set in the state
+    /// directory (if any), for a baton restarted after a crash.
+    pub(crate) async fn record_instances(&self) {
+        let Some(store) = self.inner.store.clone() else {
+            return;
+        };
+        let _one = self.inner.recording.lock().await;
+        let groups: Vec<(String, String, supervisor::Group)> =
+            self.inner.services.with(|services| {
+                services
+                    .iter()
+                    .flat_map(|(name, rt)| {
+                        rt.sets
+                            .iter()
+                            .filter_map(|s| {
+                                s.group
+                                    .clone()
+                                    .map(|g| (name.clone(), s.version.clone(), g))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            });
+        let mut out: BTreeMap<String, Vec<HandedOver>> = BTreeMap::new();
+        for (name, version, group) in groups {
+            if let Ok(instances) = group.instances().await {
+                out.entry(name)
+                    .or_default()
+                    .push(HandedOver { version, instances });
+            }
+        }
+        if let Err(e) = store.save_instances(&out) {
+            tracing::warn!(error = %e, "could not record the running instances");
+        }
+    }
+
     /// The upgrade failed: supervise again, accept deploys again.
     pub fn end_upgrade(&self) {
         let groups: Vec<supervisor::Group> = self.inner.services.with(|services| {

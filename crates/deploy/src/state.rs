@@ -144,6 +144,8 @@ pub enum StoreError {
 }
 
 const HISTORY: usize = 100;
+/// The running instances' records, next to `state.json`.
+const INSTANCES: &str = "instances.json";
 
 /// The state directory.
 #[derive(Debug, Clone)]
@@ -183,9 +185,32 @@ impl Store {
 
     /// Writes the state atomically.
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
+        self.write("state.json", state)
+    }
+
+    /// The instances running when they were last recorded, by service
+    /// (`instances.json`): what a baton restarted after a crash adopts. A
+    /// missing or unreadable file is none (they are only a hint: every
+    /// record is checked against the live process before it is used).
+    pub(crate) fn load_instances(&self) -> BTreeMap<String, Vec<crate::HandedOver>> {
+        fs::read(self.dir.join(INSTANCES))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records the running instances atomically.
+    pub(crate) fn save_instances(
+        &self,
+        instances: &BTreeMap<String, Vec<crate::HandedOver>>,
+    ) -> Result<(), StoreError> {
+        self.write(INSTANCES, instances)
+    }
+
+    fn write(&self, name: &str, value: &impl Serialize) -> Result<(), StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let tmp = self.dir.join("state.json.tmp");
-        let bytes = serde_json::to_vec_pretty(state).map_err(|source| StoreError::Corrupt {
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let bytes = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Corrupt {
             path: tmp.clone(),
             source,
         })?;
@@ -199,7 +224,7 @@ impl Store {
         f.write_all(&bytes)
             .and_then(|()| f.sync_all())
             .map_err(io_error("write", &tmp))?;
-        fs::rename(&tmp, self.file()).map_err(io_error("rename", &tmp))?;
+        fs::rename(&tmp, self.dir.join(name)).map_err(io_error("rename", &tmp))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_error("sync", &self.dir))

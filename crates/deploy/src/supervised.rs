@@ -140,6 +140,13 @@ async fn follow(
             }
             Err(RecvError::Closed) => return,
         };
+        // What a baton restarted after a crash finds.
+        if matches!(
+            event,
+            Event::Spawned { .. } | Event::Ready { .. } | Event::Exited { .. }
+        ) {
+            engine.record_instances().await;
+        }
         match event {
             Event::Ready {
                 instance,

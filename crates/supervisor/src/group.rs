@@ -213,6 +213,7 @@ enum Command {
     Freeze(oneshot::Sender<Vec<Adopted>>),
     Thaw,
     Scale(usize, oneshot::Sender<()>),
+    Instances(oneshot::Sender<Vec<Adopted>>),
 }
 
 /// A handle to a running group; clones share it.
@@ -352,6 +353,16 @@ impl Group {
         rx.await.map_err(|_| GroupError)
     }
 
+    /// The running instances (not stopping), as [`Group::adopt`] takes
+    /// them: what a baton restarted after a crash adopts.
+    pub async fn instances(&self) -> Result<Vec<Adopted>, GroupError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Instances(tx))
+            .map_err(|_| GroupError)?;
+        rx.await.map_err(|_| GroupError)
+    }
+
     /// Supervises the instances again after [`Group::freeze`] (the takeover
     /// failed): restarts what exited meanwhile, as the policy says.
     pub fn thaw(&self) {
@@ -438,6 +449,9 @@ impl Actor {
                         let _ = reply.send(self.freeze());
                     }
                     Some(Command::Thaw) => self.thaw(),
+                    Some(Command::Instances(reply)) => {
+                        let _ = reply.send(self.records());
+                    }
                     // Handed over: another process supervises them now.
                     None if self.frozen => break,
                     Some(Command::Scale(n, reply)) => self.scale(n, reply),
@@ -963,21 +977,27 @@ impl Actor {
         Ok(())
     }
 
+    /// The instances that are not stopping, as another process adopts them.
+    fn records(&self) -> Vec<Adopted> {
+        self.instances
+            .values()
+            .filter(|inst| !inst.stopping)
+            .map(|inst| Adopted {
+                pid: inst.pid,
+                start_time: inst.start_time,
+                addr: inst.addr,
+                ready: inst.ready,
+            })
+            .collect()
+    }
+
     fn freeze(&mut self) -> Vec<Adopted> {
         self.frozen = true;
         self.spawn_gate = None;
-        let mut out = Vec::new();
         for inst in self.instances.values() {
             let _ = inst.orders.send(Order::Detach);
-            if !inst.stopping {
-                out.push(Adopted {
-                    pid: inst.pid,
-                    start_time: inst.start_time,
-                    addr: inst.addr,
-                    ready: inst.ready,
-                });
-            }
         }
+        let out = self.records();
         tracing::info!(
             instances = out.len(),
             "instances handed over; supervision frozen"

@@ -274,3 +274,90 @@ async fn refused_upgrades_under_load_leave_the_old_one_serving() {
     baton.signal(libc::SIGTERM);
     assert!(baton.wait_exit().await.success(), "{}", baton.dump());
 }
+
+/// Whether `pid` is a live process (not gone, not a zombie left for init).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_owned())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+/// `kill -9` of baton: its 3 instances keep serving nobody, unmanaged,
+/// until a baton started with the same state adopts them (the same PIDs,
+/// the version deployed before the crash); when that one stops, no
+/// instance is left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_baton_is_restarted_and_adopts_its_instances() {
+    let dir = TempDir::new("upgrade-crash");
+    let control = dir.path().join("control.sock");
+    let state = dir.path().join("state");
+    let path = service_config_with(&dir, 3, "600ms");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("timeout = \"40ms\"", "timeout = \"500ms\"");
+    std::fs::write(&path, text).unwrap();
+    let args = [
+        "--control",
+        control.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    let (mut first, addr) = baton_serve_with(&path, &args).await;
+    wait_version(&addr, "v1").await;
+    let (code, out) = support::run_baton(&[
+        "deploy",
+        "web",
+        "--version",
+        "v2",
+        "--control",
+        control.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}");
+    wait_version(&addr, "v2").await;
+    let running: BTreeSet<u32> = first
+        .instance_pids()
+        .into_iter()
+        .filter(|&p| alive(p))
+        .collect();
+    assert_eq!(running.len(), 3, "{}", first.dump());
+
+    let recorded = std::fs::read_to_string(state.join("instances.json")).unwrap_or_default();
+    first.signal(libc::SIGKILL);
+    first.wait_exit().await;
+    assert!(
+        running.iter().all(|&p| alive(p)),
+        "the instances outlive a killed baton"
+    );
+
+    let (mut second, addr) = baton_serve_with(&path, &args).await;
+    let adopted = tokio::time::timeout(
+        support::EVENT_TIMEOUT,
+        second.wait_count("instance adopted", 3),
+    )
+    .await;
+    assert!(
+        adopted.is_ok(),
+        "recorded: {recorded}\n{}",
+        second.lines().join("\n")
+    );
+    wait_version(&addr, "v2").await;
+    let served = support::get(&addr, "/").await.instance_pid();
+    assert!(running.contains(&served), "{served} not in {running:?}");
+    assert!(
+        !second
+            .lines()
+            .iter()
+            .any(|l| l.contains("instance started")),
+        "{}",
+        second.dump()
+    );
+    second.signal(libc::SIGTERM);
+    assert!(second.wait_exit().await.success(), "{}", second.dump());
+    let left: Vec<u32> = running.iter().copied().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "instances left running: {left:?}");
+}

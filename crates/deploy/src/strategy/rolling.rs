@@ -43,6 +43,8 @@ pub(super) async fn rolling(
     let reason = match tokio::time::timeout_at(deadline, group.reload_with(Some(command))).await {
         Ok(Ok(Ok(generation))) => {
             engine.with_set(name, set, |s| s.version = spec.version.to_string());
+            // The record a restarted baton adopts from says the new version.
+            engine.record_instances().await;
             tracing::debug!(service = name, generation, "rollout complete");
             reporter.send(Progress::Traffic { percent: 100 });
             return Ok(());
