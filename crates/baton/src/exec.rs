@@ -73,6 +73,7 @@ pub fn main(args: ExecArgs) -> ExitCode {
         drain_timeout: args.drain_timeout,
         backoff: Backoff::default(),
         restart: args.restart.into(),
+        after_ready: None,
         before_stop: None,
     };
     let runtime = match crate::runtime() {

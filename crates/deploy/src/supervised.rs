@@ -28,6 +28,7 @@ pub(crate) fn start(
         None => Readiness::Notify,
     };
     let name = service.name.clone();
+    let (ready_engine, ready_name) = (engine.clone(), service.name.clone());
     let hook_engine = engine.clone();
     let drain_timeout = service.drain_timeout;
     let ip = engine.inner.instance_ip;
@@ -53,6 +54,11 @@ pub(crate) fn start(
                 config::Restart::OnFailure => supervisor::Restart::OnFailure,
                 config::Restart::Never => supervisor::Restart::Never,
             },
+            after_ready: Some(Arc::new(move |info: InstanceInfo| {
+                let engine = ready_engine.clone();
+                let name = ready_name.clone();
+                Box::pin(async move { join(&engine, &name, set, info).await })
+            })),
             before_stop: Some(Arc::new(move |info: InstanceInfo| {
                 let engine = hook_engine.clone();
                 let name = name.clone();
@@ -121,9 +127,10 @@ fn health_probe(h: &config::HealthCheck, handshake: Option<balance::Handshake>) 
     }
 }
 
-/// Keeps the set's members in step with its group: ready instances join,
-/// instances that exit (crashed, or stopped) leave; the first generation's
-/// outcome is the set's phase.
+/// Keeps the set's members in step with its group: instances that exit
+/// (crashed, or stopped) leave (ready ones joined in `join`, before the
+/// group announced them); the first generation's outcome is the set's
+/// phase.
 async fn follow(
     engine: Engine,
     service: String,
@@ -150,13 +157,10 @@ async fn follow(
         match event {
             Event::Ready {
                 instance,
-                generation,
                 addr: Some(addr),
+                ..
             } => {
                 addrs.insert(instance, addr);
-                engine.add_member(&service, set, member(addr), generation);
-                engine.publish_logged(&service).await;
-                tracing::info!(%service, instance, %addr, "instance joined the pool");
             }
             Event::Exited { instance, .. } => {
                 if let Some(addr) = addrs.remove(&instance) {
@@ -185,6 +189,18 @@ async fn follow(
             _ => {}
         }
     }
+}
+
+/// The ready hook: join the pool. The group lets the plan stop the
+/// instance this one replaces only after it returns, so the pool has the
+/// new member before the old one leaves — with several threads, a task that
+/// heard of the readiness later could otherwise join it only after the old
+/// one had left, leaving the pool empty meanwhile.
+async fn join(engine: &Engine, service: &str, set: u64, info: InstanceInfo) {
+    let Some(addr) = info.addr else { return };
+    engine.add_member(service, set, member(addr), info.generation);
+    engine.publish_logged(service).await;
+    tracing::info!(service, instance = info.instance, %addr, "instance joined the pool");
 }
 
 /// The stop hook: leave the pool, then let requests in flight finish.

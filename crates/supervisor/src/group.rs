@@ -30,7 +30,7 @@ use crate::instance::{InstanceTask, Order, Process, ReadyProbe, Report};
 use crate::notify_socket::{NotifySocket, RuntimeDir};
 use crate::plan::{self, Action, Bounds, View};
 use crate::restart::{self, Restart};
-use crate::sockets::{CommandSource, InstanceInfo, Probe, Sockets, StopHook};
+use crate::sockets::{CommandSource, InstanceInfo, Probe, ReadyHook, Sockets, StopHook};
 use crate::spawn;
 
 /// How instances prove they are ready.
@@ -65,6 +65,12 @@ pub struct GroupConfig {
     /// replaced. A slot left empty is refilled only by the next rollout
     /// (`reload`), which starts the full `bounds.instances` again.
     pub restart: Restart,
+    /// Runs when an instance has proved ready, and the group counts it as
+    /// ready (publishes `Event::Ready`, lets the plan stop what it
+    /// replaces) only once the hook has finished: e.g. put it in a proxy's
+    /// pool, so that the pool never loses the old instance before it has
+    /// the new one, whatever the order in which tasks run.
+    pub after_ready: Option<ReadyHook>,
     /// Runs before a ready instance is sent SIGTERM (e.g. take it out of a
     /// proxy's pool and wait for its requests to finish).
     pub before_stop: Option<StopHook>,
@@ -575,6 +581,7 @@ impl Actor {
                 process: Process::Child(child),
                 ready: false,
                 probe,
+                after_ready: self.config.after_ready.clone(),
                 before_stop: self.config.before_stop.clone(),
                 ready_timeout: self.config.ready_timeout,
                 orders: orders_rx,
@@ -942,6 +949,7 @@ impl Actor {
                 process: Process::Adopted(pidfd),
                 ready: adopted.ready,
                 probe,
+                after_ready: self.config.after_ready.clone(),
                 before_stop: self.config.before_stop.clone(),
                 ready_timeout: self.config.ready_timeout,
                 orders: orders_rx,
@@ -970,10 +978,8 @@ impl Actor {
                 orders,
             },
         );
-        if adopted.ready {
-            // Through the actor's own path, once it runs: `Event::Ready`.
-            let _ = self.reports.send((id, Report::Ready));
-        }
+        // An instance adopted as ready reports it from its task, after the
+        // ready hook, like a new one.
         Ok(())
     }
 

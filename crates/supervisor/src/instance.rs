@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::adopt::PidFd;
 use crate::notify_socket::{Notice, NotifySocket};
-use crate::sockets::{InstanceInfo, Probe, StopHook};
+use crate::sockets::{InstanceInfo, Probe, ReadyHook, StopHook};
 
 /// How an instance proves it is ready.
 #[derive(Debug)]
@@ -116,6 +116,7 @@ pub(crate) struct InstanceTask {
     pub ready: bool,
     pub probe: ReadyProbe,
     pub ready_timeout: Duration,
+    pub after_ready: Option<ReadyHook>,
     pub before_stop: Option<StopHook>,
     pub orders: mpsc::UnboundedReceiver<Order>,
     pub reports: mpsc::UnboundedSender<(u64, Report)>,
@@ -126,6 +127,14 @@ impl InstanceTask {
         let pid = self.process.id();
         let ready_deadline = Instant::now().saturating_add(self.ready_timeout);
         let mut ready = self.ready;
+        if ready {
+            // Adopted as ready: through the ready hook (into a pool, say)
+            // before the group counts it, as a new instance is.
+            if let Some(hook) = &self.after_ready {
+                hook(self.info).await;
+            }
+            self.report(Report::Ready);
+        }
         let mut timed_out = false;
         let mut detached = false;
         let mut orders_open = true;
@@ -139,6 +148,9 @@ impl InstanceTask {
                     match r {
                         Ok(()) => {
                             ready = true;
+                            if let Some(hook) = &self.after_ready {
+                                hook(self.info).await;
+                            }
                             self.report(Report::Ready);
                         }
                         Err(e) => {

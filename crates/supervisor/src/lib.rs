@@ -31,5 +31,5 @@ pub use group::{Event, ExitSummary, Group, GroupConfig, GroupError, Readiness, R
 pub use plan::Bounds;
 pub use restart::Restart;
 pub use sockets::{
-    BoxFuture, CommandFn, CommandSource, InstanceInfo, Probe, ProbeFn, Sockets, StopHook,
+    BoxFuture, CommandFn, CommandSource, InstanceInfo, Probe, ProbeFn, ReadyHook, Sockets, StopHook,
 };

@@ -60,6 +60,10 @@ pub type ProbeFn = Arc<dyn Fn(SocketAddr) -> BoxFuture<bool> + Send + Sync + 'st
 /// Runs before an instance that was ready is sent SIGTERM.
 pub type StopHook = Arc<dyn Fn(InstanceInfo) -> BoxFuture<()> + Send + Sync + 'static>;
 
+/// Runs when an instance has proved ready, before the group counts it as
+/// ready (and so before the plan may stop an instance it replaces).
+pub type ReadyHook = Arc<dyn Fn(InstanceInfo) -> BoxFuture<()> + Send + Sync + 'static>;
+
 /// The command of a generation.
 #[derive(Clone)]
 pub enum CommandSource {

@@ -97,6 +97,7 @@ fn config(command: CommandSource, instances: usize, restart: Restart) -> GroupCo
             Duration::from_millis(10),
             Duration::from_secs(10),
         ),
+        after_ready: None,
         before_stop: None,
         restart,
     }

@@ -93,6 +93,7 @@ async fn instances_get_their_own_ports_probes_and_stop_hooks() {
         drain_timeout: Duration::from_secs(10),
         backoff: Backoff::default(),
         restart: supervisor::Restart::Always,
+        after_ready: None,
         before_stop: Some(Arc::new(move |info: InstanceInfo| {
             let log = hook_log.clone();
             Box::pin(async move { log.lock().unwrap().push(info.instance) })
