@@ -162,16 +162,18 @@ pub(crate) async fn forward(
     // answer; the same member when a request was not sent, so that its
     // slot is not given up to a queued request.
     let mut next: Option<Picked> = Some(first);
-    for attempt in 0..max_attempts {
+    let mut attempts = 0;
+    while attempts < max_attempts {
+        attempts += 1;
         let Some(picked) = next.take().or_else(|| pool.balance.pick(&tried)) else {
             break;
         };
         let index = picked.index();
         let conns = pool.conns[index].clone();
-        let mut sender = match conns.checkout().await {
-            Some(s) => s,
+        let (mut sender, pooled) = match conns.checkout().await {
+            Some(s) => (s, true),
             None => match conns.connect().await {
-                Ok(s) => s,
+                Ok(s) => (s, false),
                 Err(e) => {
                     tracing::debug!(pool = %pool.name, error = %e, "connect failed, trying another member");
                     picked.report(Outcome::ConnectFailure);
@@ -195,7 +197,7 @@ pub(crate) async fn forward(
             Ok(Ok(response)) => {
                 if response.status().is_server_error()
                     && pool.retry_server_errors
-                    && attempt + 1 < max_attempts
+                    && attempts < max_attempts
                     && let Some(r) = replay.as_ref().filter(|r| r.idempotent)
                 {
                     tried.push(index);
@@ -242,6 +244,14 @@ pub(crate) async fn forward(
                     next = Some(picked);
                     req = unsent;
                     last = Some(Failure::Unreachable(e.error().to_string()));
+                    if pooled {
+                        // A pooled connection the member had closed, which
+                        // its connection task had not noticed yet (a member
+                        // that just died leaves several): it costs no
+                        // attempt. It is dropped, so this happens at most
+                        // once per pooled connection.
+                        attempts -= 1;
+                    }
                     continue;
                 }
                 let error = e.into_error();
@@ -256,7 +266,7 @@ pub(crate) async fn forward(
                 picked.report(Outcome::ConnectFailure);
                 tried.push(index);
                 match &replay {
-                    Some(r) if attempt + 1 < max_attempts => {
+                    Some(r) if attempts < max_attempts => {
                         tracing::debug!(pool = %pool.name, error = %error, "exchange broke, sending the request to another member");
                         req = r.build();
                         last = Some(Failure::Broken(error.to_string()));
