@@ -122,10 +122,16 @@ impl MemberConns {
 
     /// Returns a connection after a complete exchange.
     pub(crate) fn checkin(&self, sender: Sender) {
-        if self.closed.load(Ordering::Acquire) || sender.is_closed() {
+        if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Read under the lock: `close_idle` sets the flag before it takes
+        // the lock to empty the pool, so a connection checked in on another
+        // thread either sees the flag or is in the pool it empties.
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
                 sender,
