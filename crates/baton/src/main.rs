@@ -19,6 +19,7 @@ mod serve;
 mod systemd;
 mod upgrade;
 
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -99,8 +100,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The single-threaded runtime both long-running subcommands use: their
-/// work is a few sockets and child processes, not CPU.
+/// The single-threaded runtime of `baton exec` and the client commands:
+/// their work is a few sockets and child processes, not CPU.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -109,6 +110,37 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             eprintln!("baton: could not start the runtime: {e}");
             ExitCode::FAILURE
         })
+}
+
+/// The runtime of `baton serve`: `workers` threads run every task — client
+/// connections, upstream connections, checks, the control socket — and
+/// steal work from each other, so that a connection waiting on a busy
+/// thread is taken up by an idle one. The thread that calls `block_on`
+/// only waits for signals and the end of the proxy. One worker is a
+/// single-threaded runtime on that thread itself: no cross-thread wake-ups
+/// at all.
+fn serve_runtime(workers: NonZeroUsize) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = if workers.get() == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        // The runtime starts its workers first, when it is built; threads it
+        // starts later run blocking work (parsing a config at reload).
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        b.worker_threads(workers.get()).thread_name_fn(move || {
+            let n = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n < workers.get() {
+                "baton-worker".to_owned()
+            } else {
+                "baton-blocking".to_owned()
+            }
+        });
+        b
+    };
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("baton: could not start the runtime with {workers} worker threads: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 /// `baton serve` holds a descriptor per client connection and per upstream

@@ -294,6 +294,15 @@ impl Reloader {
         {
             tracing::warn!("listener changes take effect at the next restart");
         }
+        let running = tokio::runtime::Handle::current().metrics().num_workers();
+        let configured = cfg.proxy.workers.threads().get();
+        if configured != running {
+            tracing::warn!(
+                running,
+                configured,
+                "a change of [proxy] workers takes effect at the next restart"
+            );
+        }
         let options = deploy::ReloadOptions {
             force: request.force,
             reporter: request.reporter,

@@ -112,12 +112,16 @@ pub fn main(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // One thread, like one nginx worker: the loopback kernel work dominates
-    // and a single-threaded runtime needs no cross-thread synchronisation.
-    let runtime = match crate::runtime() {
+    // `[proxy] workers` threads serve the data plane (see `serve_runtime`).
+    let workers = cfg.proxy.workers.threads();
+    let runtime = match crate::serve_runtime(workers) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
+    tracing::info!(
+        workers = runtime.metrics().num_workers(),
+        "data plane threads"
+    );
     let store = match &args.state {
         Some(dir) => match deploy::Store::open(dir) {
             Ok(store) => Some(store),

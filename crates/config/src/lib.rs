@@ -49,7 +49,7 @@ pub use types::{
     HeaderName, HeaderValue, HealthCheck, HostMatch, Hsts, InvalidUpstreamAddr, IpNet, ListenAddr,
     Listener, Member, Method, PassiveHealth, Password, PathMatch, Pool, ProxySettings, Restart,
     Rolling, Route, Runner, Service, SocketMode, StatusRange, Strategy, Supervised, Tls,
-    TlsVersion, UnknownStrategy, Upstream, UpstreamAddr, UpstreamHost, UpstreamTls,
+    TlsVersion, UnknownStrategy, Upstream, UpstreamAddr, UpstreamHost, UpstreamTls, Workers,
 };
 pub use version::{InvalidVersion, Version};
 

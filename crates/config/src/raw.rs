@@ -36,6 +36,7 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawProxy {
+    pub(crate) workers: Opt<i64>,
     pub(crate) drain_timeout: Opt<String>,
     pub(crate) idle_grace: Opt<String>,
     pub(crate) trusted_proxies: Opt<Vec<S<String>>>,

@@ -28,3 +28,4 @@ mod socket_activation;
 mod strategies;
 mod systemd;
 mod upgrade;
+mod workers;

@@ -77,6 +77,12 @@ pub(crate) static PROXY: Section = Section {
     doc: "Settings of the proxy process as a whole. The section is optional.",
     keys: &[
         key(
+            "workers",
+            Type::Integer,
+            Unset("one per core"),
+            "Threads serving client connections and the requests they carry. They share the listening sockets and the work (a connection that waits is picked up by whichever thread is free), and see every reload and deploy at the same moment. The default is one per core the process may run on. 1 to 1024; a change takes effect at the next start, not at a reload.",
+        ),
+        key(
             "drain_timeout",
             Type::Duration,
             Default("30s"),

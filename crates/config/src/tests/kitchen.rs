@@ -3,6 +3,7 @@
 //! file list the same keys.
 
 use std::collections::BTreeSet;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
@@ -26,6 +27,7 @@ fn kitchen_sink_parses_into_the_expected_config() {
     assert_eq!(
         config.proxy,
         ProxySettings {
+            workers: Workers::Exactly(NonZeroUsize::new(4).unwrap()),
             drain_timeout: secs(45),
             idle_grace: Duration::from_millis(500),
             trusted_proxies: ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"]
@@ -413,6 +415,7 @@ fn absent_keys_take_the_documented_defaults() {
     assert_eq!(
         config.proxy,
         ProxySettings {
+            workers: Workers::PerCore,
             drain_timeout: secs(30),
             idle_grace: secs(1),
             trusted_proxies: vec![],

@@ -27,6 +27,32 @@ fn bad_durations_and_zero_timeouts() {
 }
 
 #[test]
+fn workers_are_bounded() {
+    use std::num::NonZeroUsize;
+
+    use crate::types::Workers;
+    let workers = |n: usize| ok(&with_proxy(&format!("workers = {n}"))).proxy.workers;
+    assert_eq!(workers(1), Workers::Exactly(NonZeroUsize::MIN));
+    assert_eq!(workers(1024).threads().get(), 1024);
+    assert_eq!(ok(MINIMAL).proxy.workers, Workers::PerCore);
+    assert!(ok(MINIMAL).proxy.workers.threads().get() >= 1);
+    assert_eq!(
+        error(&with_proxy("workers = 0")),
+        "4:11: `workers` must be between 1 and 1024, not 0"
+    );
+    assert_eq!(
+        error(&with_proxy("workers = 100000")),
+        "4:11: `workers` must be between 1 and 1024, not 100000"
+    );
+    assert_eq!(
+        error(&with_proxy("workers = -3")),
+        "4:11: `workers` must be between 1 and 1024, not -3"
+    );
+    let e = error(&with_proxy("workers = \"auto\""));
+    assert!(e.starts_with("4:11: "), "{e}");
+}
+
+#[test]
 fn trusted_proxies_are_cidr_networks() {
     let config = ok(&with_proxy(
         "trusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.168.1.7\"]",

@@ -36,7 +36,9 @@ fn unknown_keys_are_listed_with_what_was_expected() {
     );
     let e = error(&format!("{MINIMAL}[proxy]\ndrain = \"1s\"\n"));
     assert!(
-        e.starts_with("4:1: unknown key `drain` in [proxy]; expected one of: drain_timeout,"),
+        e.starts_with(
+            "4:1: unknown key `drain` in [proxy]; expected one of: workers, drain_timeout,"
+        ),
         "{e}"
     );
     let e = error(&format!("listeners = 1\n{MINIMAL}"));

@@ -12,6 +12,7 @@ mod service;
 mod tls;
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -64,6 +65,8 @@ pub struct Config {
 /// `[proxy]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySettings {
+    /// Threads serving the data plane.
+    pub workers: Workers,
     /// Deadline for in-flight work on a graceful stop (may be zero).
     pub drain_timeout: Duration,
     /// Delay before idle keep-alive connections are closed once draining
@@ -74,6 +77,36 @@ pub struct ProxySettings {
     pub trusted_proxies: Vec<IpNet>,
     /// The request id header (lower case).
     pub request_id_header: HeaderName,
+}
+
+/// How many threads serve the data plane (`workers` of `[proxy]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Workers {
+    /// One per core the process may run on (the default).
+    #[default]
+    PerCore,
+    /// Exactly this many (1 to [`Workers::MAX`]).
+    Exactly(NonZeroUsize),
+}
+
+impl Workers {
+    /// The most threads a config may ask for.
+    pub const MAX: usize = 1024;
+
+    /// The number of threads: for `PerCore`, the CPUs this process may run
+    /// on (its affinity mask and cgroup quota), 1 when that is unknown,
+    /// and never more than [`Workers::MAX`].
+    pub fn threads(self) -> NonZeroUsize {
+        match self {
+            Workers::Exactly(n) => n,
+            Workers::PerCore => std::thread::available_parallelism()
+                .map_or(NonZeroUsize::MIN, |n| n.min(Self::max())),
+        }
+    }
+
+    fn max() -> NonZeroUsize {
+        NonZeroUsize::new(Self::MAX).unwrap_or(NonZeroUsize::MIN)
+    }
 }
 
 /// `[access_log]`.

@@ -2,6 +2,7 @@
 //! `[[listener]]`s (names, addresses, limits; their HTTPS is `tls`'s).
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use handoff::ListenAddr;
@@ -12,7 +13,7 @@ use super::matchers::parse_network;
 use super::{Ctx, tls};
 use crate::raw::{RawAccessLog, RawListener, RawProxy};
 use crate::schema::{ACCESS_LOG, LISTENER, PROXY};
-use crate::types::{AccessLog, AccessLogFormat, AccessLogTarget, Listener, ProxySettings};
+use crate::types::{AccessLog, AccessLogFormat, AccessLogTarget, Listener, ProxySettings, Workers};
 
 pub(super) fn proxy(
     ctx: &mut Ctx<'_, '_>,
@@ -20,6 +21,13 @@ pub(super) fn proxy(
 ) -> Option<ProxySettings> {
     let default = RawProxy::default();
     let raw = raw.map_or(&default, Spanned::get_ref);
+    let workers = match &raw.workers {
+        None => Some(Workers::PerCore),
+        Some(_) => ctx
+            .int(&PROXY, "workers", &raw.workers, 1..=Workers::MAX as i64)
+            .and_then(|n| NonZeroUsize::new(usize::try_from(n).ok()?))
+            .map(Workers::Exactly),
+    };
     let drain_timeout = ctx.duration(&PROXY, "drain_timeout", &raw.drain_timeout, true);
     let idle_grace = ctx.duration(&PROXY, "idle_grace", &raw.idle_grace, true);
     let mut trusted_proxies = Some(Vec::new());
@@ -56,6 +64,7 @@ pub(super) fn proxy(
             }
         });
     Some(ProxySettings {
+        workers: workers?,
         drain_timeout: drain_timeout?,
         idle_grace: idle_grace?,
         trusted_proxies: trusted_proxies?,
