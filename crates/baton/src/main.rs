@@ -119,28 +119,52 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 /// only waits for signals and the end of the proxy. One worker is a
 /// single-threaded runtime on that thread itself: no cross-thread wake-ups
 /// at all.
+///
+/// Returns once every worker thread runs (under its name), so that what is
+/// logged next is true of the process.
 fn serve_runtime(workers: NonZeroUsize) -> Result<tokio::runtime::Runtime, ExitCode> {
-    let mut builder = if workers.get() == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        // The runtime starts its workers first, when it is built; threads it
-        // starts later run blocking work (parsing a config at reload).
-        let started = std::sync::atomic::AtomicUsize::new(0);
-        b.worker_threads(workers.get()).thread_name_fn(move || {
-            let n = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n < workers.get() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+    let failed = |e: std::io::Error| {
+        eprintln!("baton: could not start the runtime with {workers} worker threads: {e}");
+        ExitCode::FAILURE
+    };
+    if workers.get() == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(failed);
+    }
+    // The runtime starts its workers first, when it is built; threads it
+    // starts later run blocking work (parsing a config at reload).
+    let named = AtomicUsize::new(0);
+    let running = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let started = running.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.get())
+        .thread_name_fn(move || {
+            if named.fetch_add(1, Ordering::Relaxed) < workers.get() {
                 "baton-worker".to_owned()
             } else {
                 "baton-blocking".to_owned()
             }
-        });
-        b
-    };
-    builder.enable_all().build().map_err(|e| {
-        eprintln!("baton: could not start the runtime with {workers} worker threads: {e}");
-        ExitCode::FAILURE
-    })
+        })
+        .on_thread_start(move || {
+            let (count, changed) = &*started;
+            *count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+            changed.notify_all();
+        })
+        .enable_all()
+        .build()
+        .map_err(failed)?;
+    let (count, changed) = &*running;
+    let count = count.lock().unwrap_or_else(PoisonError::into_inner);
+    // Bounded: a thread that never starts must not keep baton from serving.
+    let _ = changed.wait_timeout_while(count, std::time::Duration::from_secs(10), |n| {
+        *n < workers.get()
+    });
+    Ok(runtime)
 }
 
 /// `baton serve` holds a descriptor per client connection and per upstream
