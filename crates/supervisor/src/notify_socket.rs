@@ -24,13 +24,22 @@ impl RuntimeDir {
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
-        let path = base.join(format!(
-            "baton-{}-{}",
-            std::process::id(),
-            DIRS.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(RuntimeDir { path })
+        // A process killed before it could remove its directory leaves it
+        // behind, and a later process may get the same pid: a name taken
+        // is skipped, not an error.
+        let mut tries = 0;
+        loop {
+            let path = base.join(format!(
+                "baton-{}-{}",
+                std::process::id(),
+                DIRS.fetch_add(1, Ordering::Relaxed)
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(RuntimeDir { path }),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 1000 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -108,6 +117,27 @@ mod tests {
             [Notice::Status("warming up".into()), Notice::Ready]
         );
         assert_eq!(parse(b"READY=0"), []);
+    }
+
+    /// Regression: the directory of a killed process with the same pid
+    /// made `baton serve` fail to start its services ("File exists").
+    #[test]
+    fn a_directory_left_by_an_earlier_process_with_our_pid_is_skipped() {
+        let probe = RuntimeDir::create().unwrap();
+        let base = probe.path().parent().unwrap().to_owned();
+        let next = DIRS.load(Ordering::Relaxed);
+        let stale: Vec<PathBuf> = (next..next + 3)
+            .map(|n| base.join(format!("baton-{}-{n}", std::process::id())))
+            .collect();
+        for dir in &stale {
+            std::fs::create_dir(dir).unwrap();
+        }
+        let dir = RuntimeDir::create().unwrap();
+        assert!(dir.path().is_dir());
+        assert!(!stale.contains(&dir.path().to_owned()), "{stale:?}");
+        for dir in &stale {
+            std::fs::remove_dir(dir).unwrap();
+        }
     }
 
     #[tokio::test]
