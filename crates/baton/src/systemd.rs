@@ -101,13 +101,32 @@ pub struct Paths {
     pub state: Option<PathBuf>,
 }
 
+/// Why a path given to `baton systemd-unit` cannot go into a unit file.
+#[derive(Debug, thiserror::Error)]
+enum PathError {
+    #[error("{what} {}: {source}", path.display())]
+    Unresolved {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{what} {path:?}: a path in a unit file must not contain spaces, quotes, '%', '$' or '\\'"
+    )]
+    Unquotable { what: &'static str, path: String },
+}
+
 impl Paths {
-    fn new(args: &SystemdUnitArgs, exe: PathBuf) -> Result<Paths, String> {
-        let absolute = |what: &str, p: &Path| -> Result<PathBuf, String> {
+    fn new(args: &SystemdUnitArgs, exe: PathBuf) -> Result<Paths, PathError> {
+        let absolute = |what: &'static str, p: &Path| -> Result<PathBuf, PathError> {
             let p = if p.is_absolute() {
                 p.to_owned()
             } else {
-                std::path::absolute(p).map_err(|e| format!("{what} {}: {e}", p.display()))?
+                std::path::absolute(p).map_err(|source| PathError::Unresolved {
+                    what,
+                    path: p.to_owned(),
+                    source,
+                })?
             };
             let text = p.to_string_lossy();
             // A unit file's command line is split on whitespace and reads
@@ -116,9 +135,10 @@ impl Paths {
                 .chars()
                 .any(|c| c.is_whitespace() || "%$\\\"'".contains(c))
             {
-                return Err(format!(
-                    "{what} {text:?}: a path in a unit file must not contain spaces, quotes, '%', '$' or '\\'"
-                ));
+                return Err(PathError::Unquotable {
+                    what,
+                    path: text.into_owned(),
+                });
             }
             Ok(p)
         };
