@@ -17,13 +17,32 @@ pub enum RequestError {
     Etcd(#[from] etcd_client::Error),
     /// No answer within the deadline (every endpoint unreachable, or no
     /// leader); retried meanwhile.
-    #[error("no answer within {}{}", humantime::format_duration(*.after), last.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
+    #[error("etcd gave no answer within {}{}", humantime::format_duration(*.after), last.as_ref().map(|e| format!(" (last error: {})", brief(e))).unwrap_or_default())]
     Timeout {
         /// The deadline.
         after: Duration,
         /// The last error seen while retrying, if any.
         last: Option<etcd_client::Error>,
     },
+}
+
+/// An etcd client error in a few words, for people: a gRPC status is its
+/// message and the innermost cause (`tcp connect error: Connection refused
+/// (os error 111)`), not the whole chain of transport types.
+fn brief(error: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return error.to_string();
+    };
+    let mut innermost: Option<&dyn std::error::Error> = None;
+    let mut next = std::error::Error::source(status);
+    while let Some(cause) = next {
+        innermost = Some(cause);
+        next = cause.source();
+    }
+    match innermost {
+        Some(cause) => format!("{}: {cause}", status.message()),
+        None => format!("{}: {}", status.code().description(), status.message()),
+    }
 }
 
 /// Why [`crate::Etcd::connect`] failed.
