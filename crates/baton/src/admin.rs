@@ -1,5 +1,6 @@
 //! The control API on TCP (`[admin]`): the same routes as the Unix socket,
-//! each request let through only with the bearer token.
+//! each request let through only with the bearer token — but the
+//! dashboard's page and assets, which hold no data.
 //!
 //! The token is read once at start ([`Token::read`]) and kept only as its
 //! SHA-256 digest; a presented token is hashed and compared with it in
@@ -101,7 +102,11 @@ struct Peer(Option<SocketAddr>);
 
 /// Lets a request through only with the token; else 401.
 async fn authorize(State(token): State<Arc<Token>>, request: Request, next: Next) -> Response {
-    if presented(&request).is_some_and(|p| token.accepts(p)) {
+    // The dashboard's page and assets hold no data; the page asks for
+    // the token and sends it with every call to the API.
+    if crate::dashboard::is_public(request.method(), request.uri().path())
+        || presented(&request).is_some_and(|p| token.accepts(p))
+    {
         return next.run(request).await;
     }
     let peer = request

@@ -16,6 +16,8 @@
 //!   `POST /v1/apply` (a config text applied, streamed like a deploy): in
 //!   `reload.rs`.
 //! - `GET /metrics`: the Prometheus text exposition (`metrics.rs`).
+//! - `GET /v1/events`: the dashboard's stream of snapshots, and the
+//!   dashboard's page itself (`dashboard.rs`).
 //!
 //! The same routes are served on TCP behind a bearer token when the config
 //! has `[admin]` (`admin.rs`).
@@ -109,6 +111,7 @@ pub struct Ctx {
     pub counters: Arc<Counters>,
     pub certs: crate::certs::Certs,
     pub upgrader: crate::upgrade::Upgrader,
+    pub live: crate::dashboard::Live,
 }
 
 /// `POST /v1/upgrade`.
@@ -134,6 +137,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/config", get(crate::reload::live_config))
         .route("/v1/apply", post(crate::reload::apply))
         .route("/metrics", get(metrics))
+        .route("/v1/events", get(crate::dashboard::events))
+        .merge(crate::dashboard::assets())
         .with_state(ctx)
 }
 
@@ -208,11 +213,13 @@ async fn deploy(State(ctx): State<Ctx>, Json(req): Json<DeployRequest>) -> Respo
         targets,
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    let (engine, counters) = (ctx.engine.clone(), ctx.counters.clone());
+    let (engine, counters, live) = (ctx.engine.clone(), ctx.counters.clone(), ctx.live);
     let (service, requested) = (request.service.clone(), request.strategy);
     let task = tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let result = engine.deploy(request, deploy::Reporter::new(tx)).await;
+        let reporter = live.tee("deploy", &service, tx);
+        let result = engine.deploy(request, reporter).await;
+        live.finish(&service, &result);
         let count = Count {
             kind: Kind::Deploy,
             service: &service,
@@ -231,12 +238,12 @@ async fn rollback(State(ctx): State<Ctx>, Json(req): Json<ServiceRequest>) -> Re
         ..Outcome::default()
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    let (engine, counters) = (ctx.engine.clone(), ctx.counters.clone());
+    let (engine, counters, live) = (ctx.engine.clone(), ctx.counters.clone(), ctx.live);
     let task = tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let result = engine
-            .rollback(&req.service, deploy::Reporter::new(tx))
-            .await;
+        let reporter = live.tee("rollback", &req.service, tx);
+        let result = engine.rollback(&req.service, reporter).await;
+        live.finish(&req.service, &result);
         let count = Count {
             kind: Kind::Rollback,
             service: &req.service,

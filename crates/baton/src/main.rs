@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod cluster;
 mod control;
+mod dashboard;
 mod demo;
 mod desired;
 mod exec;

@@ -316,7 +316,10 @@ async fn run(
                 .collect(),
             acme: acme_status,
         };
+        let live = crate::dashboard::Live::new();
+        live.sample(proxy.clone(), stop_rx.clone());
         crate::control::router(crate::control::Ctx {
+            live,
             engine: engine.clone(),
             proxy: proxy.clone(),
             reload: reloader.clone(),

@@ -1,6 +1,6 @@
 //! What the proxy can tell a metrics scrape: every pool of the current
 //! config with its request counts, its queue, its pause and its members
-//! (health and requests in flight), every route with its counts, read from the counters the data plane already keeps.
+//! (health, requests in flight and their statistics), every route with its counts, read from the counters the data plane already keeps.
 //!
 //! Read-only and off the request path: a reading takes the registry's lock
 //! (the control plane's, never taken by a request) and loads atomics; it
@@ -60,6 +60,9 @@ pub struct MemberReading {
     pub up: bool,
     /// Requests to it in flight now.
     pub in_flight: usize,
+    /// Every request the proxy sent to it (see
+    /// [`MemberStats`](crate::MemberStats)).
+    pub stats: StatsSnapshot,
 }
 
 impl Proxy {
@@ -90,6 +93,7 @@ impl Proxy {
                     up: health.is_healthy()
                         && health.ejected_until().is_none_or(|until| until <= now),
                     in_flight: health.in_flight(),
+                    stats: health.stats().snapshot(),
                 });
             }
         }

@@ -30,11 +30,13 @@ fn pool() -> PoolReading {
                 address: "127.0.0.1:8001".into(),
                 up: true,
                 in_flight: 5,
+                stats: balance::Stats::new().snapshot(),
             },
             MemberReading {
                 address: "127.0.0.1:8002".into(),
                 up: false,
                 in_flight: 0,
+                stats: balance::Stats::new().snapshot(),
             },
         ],
     }

@@ -72,6 +72,7 @@ async fn admin_api_on_tcp_needs_the_token_and_never_logs_it() {
     for (method, route) in [
         ("GET", "/v1/status"),
         ("GET", "/metrics"),
+        ("GET", "/v1/events"),
         ("POST", "/v1/reload"),
         ("POST", "/v1/deploy"),
         ("GET", "/nowhere"),
@@ -85,6 +86,17 @@ async fn admin_api_on_tcp_needs_the_token_and_never_logs_it() {
             assert_eq!(r.status, 401, "{method} {route} {extra:?}: {}", r.body);
             assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"baton\""));
         }
+    }
+    // The dashboard's page holds no data: it loads without the token,
+    // under a policy that lets it run only its own script.
+    for page in ["/dashboard", "/dashboard/app.js", "/dashboard/style.css"] {
+        let r = request(&admin, "GET", "admin", page, "").await;
+        assert_eq!(r.status, 200, "{page}: {}", r.body);
+        let csp = r.header("content-security-policy").unwrap_or("");
+        assert!(
+            csp.starts_with("default-src 'none'; script-src 'self'"),
+            "{csp}"
+        );
     }
     let r = request(&admin, "GET", "admin", "/v1/status", &bearer(TOKEN)).await;
     assert_eq!(r.status, 200, "{}", r.body);

@@ -9,6 +9,7 @@ mod client_faults;
 #[cfg(feature = "cluster")]
 mod cluster;
 mod control_socket;
+mod dashboard;
 mod deploy;
 mod desired;
 mod durations;

@@ -6,7 +6,6 @@
 //! metrics` accepts the exposition; the load saw no failure.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use loadgen::{Load, LoadConfig};
@@ -15,51 +14,6 @@ use tokio::process::Command;
 use crate::support::{self, EVENT_TIMEOUT, Proc, TempDir, request, wait_version};
 
 const TOKEN: &str = "prometheus-scrape-token-5e0c2f";
-
-fn config(dir: &TempDir, token: &std::path::Path) -> PathBuf {
-    let path = dir.path().join("baton.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"[[listener]]
-name = "http"
-address = "127.0.0.1:0"
-
-[service.web]
-command = ["{baton}", "demo-app", "--listen", "127.0.0.1:{{port}}", "--app-version", "{{version}}"]
-version = "v1"
-instances = 2
-ready_timeout = "5s"
-strategy = "canary"
-
-[service.web.health]
-path = "/healthz"
-interval = "50ms"
-timeout = "40ms"
-healthy_threshold = 2
-unhealthy_threshold = 2
-
-[service.web.canary]
-steps = [20, 50, 100]
-pause = "1500ms"
-min_requests = 30
-max_error_rate = 0.01
-p99_floor = "250ms"
-
-[[route]]
-service = "web"
-
-[admin]
-listen = "127.0.0.1:0"
-token = "file:{token}"
-"#,
-            baton = support::baton().display(),
-            token = token.display(),
-        ),
-    )
-    .unwrap();
-    path
-}
 
 /// Starts Prometheus scraping `target` (with the token in `token_file`)
 /// every second; returns it with the address of its HTTP API.
@@ -165,7 +119,7 @@ async fn prometheus_scrapes_a_canary_deploy_under_load() {
     let dir = TempDir::new("prometheus");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN).unwrap();
-    let path = config(&dir, &token_file);
+    let path = support::canary_with_admin(&dir, &token_file, "1500ms");
     let (mut baton, addr) = support::baton_serve(&path).await;
     let admin = support::admin_addr(&mut baton).await;
     wait_version(&addr, "v1").await;

@@ -96,6 +96,30 @@ pub async fn exchange(addr: &str, request: &[u8]) -> Response {
     parse_response(&raw)
 }
 
+/// Sends `request` over TCP and reads the answer to its end or, for a
+/// stream of server-sent events, to the end of its first event.
+pub async fn exchange_first_event(addr: &str, request: &[u8]) -> Response {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n")
+            && head.to_ascii_lowercase().contains("text/event-stream")
+            && dechunk(body).contains("\n\n")
+        {
+            break;
+        }
+    }
+    parse_response(&buf)
+}
+
 fn parse_response(raw: &[u8]) -> Response {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text
@@ -249,6 +273,55 @@ pub async fn ws_read(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
     tokio::time::timeout(EVENT_TIMEOUT, read)
         .await
         .expect("no frame")
+}
+
+/// A config for watching a canary deploy: one listener `http`, a service
+/// `web` of two `baton demo-app` instances at v1 deployed by canary steps
+/// 20, 50 and 100 % (each held `pause`), and `[admin]` on port 0 with the
+/// token in `token_file`. Written in `dir`; returns its path.
+pub fn canary_with_admin(dir: &TempDir, token_file: &Path, pause: &str) -> PathBuf {
+    let path = dir.path().join("baton.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[[listener]]
+name = "http"
+address = "127.0.0.1:0"
+
+[service.web]
+command = ["{baton}", "demo-app", "--listen", "127.0.0.1:{{port}}", "--app-version", "{{version}}"]
+version = "v1"
+instances = 2
+ready_timeout = "5s"
+strategy = "canary"
+
+[service.web.health]
+path = "/healthz"
+interval = "50ms"
+timeout = "40ms"
+healthy_threshold = 2
+unhealthy_threshold = 2
+
+[service.web.canary]
+steps = [20, 50, 100]
+pause = "{pause}"
+min_requests = 30
+max_error_rate = 0.01
+p99_floor = "250ms"
+
+[[route]]
+service = "web"
+
+[admin]
+listen = "127.0.0.1:0"
+token = "file:{token}"
+"#,
+            baton = baton().display(),
+            token = token_file.display(),
+        ),
+    )
+    .unwrap();
+    path
 }
 
 /// Runs `baton ARGS` to completion: its exit code and all its output.
