@@ -3,8 +3,11 @@
 //! Owns [`ActiveCheck`] and [`ActiveState`], which turns probe results into
 //! healthy/unhealthy transitions: never on a single probe unless a threshold
 //! is 1 (a flapping health endpoint must not flip the member back and forth,
-//! nor a single good probe cut traffic over to an instance not yet ready). It must never perform I/O, read the
-//! clock or log; the probing task lives in `probe`.
+//! nor a single good probe cut traffic over to an instance not yet ready).
+//! It also says whether a failure streak is made of timeouts only, which
+//! the checker does not let take the last available member of a pool out.
+//! It must never perform I/O, read the clock or log; the probing task lives
+//! in `probe`.
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -52,6 +55,8 @@ pub struct ActiveState {
     healthy: bool,
     successes: u32,
     failures: u32,
+    /// Timeouts among the `failures`.
+    timeouts: u32,
     healthy_threshold: u32,
     unhealthy_threshold: u32,
     expect: RangeInclusive<u16>,
@@ -64,6 +69,7 @@ impl ActiveState {
             healthy,
             successes: 0,
             failures: 0,
+            timeouts: 0,
             healthy_threshold: check.healthy_threshold.max(1),
             unhealthy_threshold: check.unhealthy_threshold.max(1),
             expect: check.expect.clone(),
@@ -77,6 +83,7 @@ impl ActiveState {
             self.healthy = healthy;
             self.successes = 0;
             self.failures = 0;
+            self.timeouts = 0;
         }
     }
 
@@ -85,10 +92,14 @@ impl ActiveState {
         let passed = matches!(result, Ok(status) if self.expect.contains(status));
         if passed {
             self.failures = 0;
+            self.timeouts = 0;
             self.successes = self.successes.saturating_add(1);
         } else {
             self.successes = 0;
             self.failures = self.failures.saturating_add(1);
+            if matches!(result, Err(ProbeError::TimedOut)) {
+                self.timeouts = self.timeouts.saturating_add(1);
+            }
         }
         let to = match (self.healthy, passed) {
             (false, true) if self.successes >= self.healthy_threshold => true,
@@ -110,6 +121,20 @@ impl ActiveState {
             to,
             reason: format!("{streak} probe(s) in a row {verdict}; last: {last}"),
         })
+    }
+
+    /// Whether the current failure streak is made of timeouts only: the
+    /// member never answered, but never refused either, which a starved
+    /// prober cannot tell from a slow member.
+    pub fn timeouts_only(&self) -> bool {
+        self.failures > 0 && self.timeouts == self.failures
+    }
+
+    /// The transition to unhealthy that [`record`](Self::record) returned
+    /// was not applied: the flag is healthy again, and the failure streak
+    /// is kept, so that the next failure tries the transition again.
+    pub fn withhold(&mut self) {
+        self.healthy = true;
     }
 
     /// The current flag.
@@ -198,6 +223,28 @@ mod tests {
     fn zero_thresholds_mean_one() {
         let mut state = ActiveState::new(false, &check(0, 0));
         assert_eq!(run(&mut state, &[200, 0, 200]), [true, false, true]);
+    }
+
+    #[test]
+    fn a_streak_of_timeouts_only_is_told_apart_and_can_be_withheld() {
+        let mut state = ActiveState::new(true, &check(2, 2));
+        assert!(!state.timeouts_only());
+        state.record(&Err(ProbeError::TimedOut));
+        assert!(state.timeouts_only());
+        let t = state.record(&Err(ProbeError::TimedOut)).expect("flips");
+        assert!(!t.to && state.timeouts_only());
+        state.withhold();
+        assert!(state.is_healthy());
+        assert_eq!(state.failures(), 2, "the streak is kept");
+        // The next failure tries again.
+        assert!(state.record(&Err(ProbeError::TimedOut)).is_some());
+        state.withhold();
+        // One definite answer in the streak: no longer timeouts only.
+        assert_eq!(run(&mut state, &[503]), [false]);
+        assert!(!state.timeouts_only());
+        // A pass ends the streak.
+        run(&mut state, &[200, 200]);
+        assert!(!state.timeouts_only());
     }
 
     #[test]

@@ -22,7 +22,9 @@
 //!   read as [`StatsSnapshot`]s.
 //! - [`spawn_active`]: active HTTP/1.1 checks with healthy and unhealthy
 //!   thresholds ([`spawn_active_over`]: over the caller's [`Handshake`],
-//!   e.g. TLS).
+//!   e.g. TLS, and in a pool: [`Peers`], through which timeouts alone never
+//!   take the pool's last available member out). A probe's timeout counts
+//!   the member's time, not the time the prober was kept from running.
 //!
 //! This crate never opens a connection on behalf of a request and never
 //! blocks: picking is a few atomic loads and, for round-robin, one short lock;
@@ -37,6 +39,7 @@
 mod active;
 mod health;
 mod passive;
+mod peers;
 mod pick;
 mod pool;
 mod probe;
@@ -46,6 +49,7 @@ mod stats;
 pub use active::{ActiveCheck, ActiveState, HealthTransition, ProbeResult};
 pub use health::{Availability, HealthSnapshot, MemberHealth};
 pub use passive::{Outcome, PassiveConfig, PassiveState, PassiveTransition};
+pub use peers::Peers;
 pub use pool::{Member, MemberSpec, NoPick, Picked, Policy, Pool};
 pub use probe::{
     ActiveHandle, Handshake, ProbeError, ProbeIo, probe, probe_over, spawn_active,

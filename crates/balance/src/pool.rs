@@ -254,6 +254,30 @@ impl Pool {
         self.inner.passive.as_ref()
     }
 
+    /// Sets `member`'s active flag to unhealthy, unless `unless_last` and
+    /// no other member of the pool is available with a weight above 0;
+    /// returns whether it did. Serialised with passive ejections, so that
+    /// two members failing at once cannot both conclude that the other one
+    /// is still available. A member that is not in the pool is taken out.
+    pub(crate) fn take_out(&self, member: &Arc<MemberHealth>, unless_last: bool) -> bool {
+        let _serial = self
+            .inner
+            .ejecting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let others = || {
+            self.members().iter().any(|m| {
+                !Arc::ptr_eq(&m.health, member) && m.spec.weight > 0 && m.health.is_available(now)
+            })
+        };
+        if unless_last && !others() {
+            return false;
+        }
+        member.set_healthy(false);
+        true
+    }
+
     /// Members that are available at `now` and have a weight above 0.
     pub fn available(&self, now: Instant) -> usize {
         self.members()

@@ -15,16 +15,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use handoff::time::SaturatingAdd;
 use http::header::{CONNECTION, HOST, USER_AGENT};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, lookup_host};
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::active::{ActiveCheck, ActiveState, ProbeResult};
 use crate::health::MemberHealth;
+use crate::peers::Peers;
 
 /// Body bytes read after the status line before the probe hangs up: enough
 /// for a health page, bounded so a huge one cannot keep the probe busy.
@@ -84,21 +86,59 @@ pub type Handshake = Arc<
         + Sync,
 >;
 
-/// Probes `addr` (`host:port`, resolved now) once, within `check.timeout`.
+/// Probes `addr` (`host:port`, resolved now) once, within `check.timeout`
+/// of the member's time (see [`probe_over`]).
 pub async fn probe(addr: &str, check: &ActiveCheck) -> ProbeResult {
     probe_over(addr, check, None).await
 }
 
 /// [`probe`], with `handshake` (if any) run on the new connection before
 /// the request.
+///
+/// The timeout counts the member's time, not the prober's: when the
+/// deadline is seen late (the prober's thread did not run — a starved CPU,
+/// a busy runtime — so neither could the probe), the probe gets that
+/// lateness again, up to one more `check.timeout` in all. A probe therefore
+/// times out only once a deadline passed while the prober was running.
 pub async fn probe_over(
     addr: &str,
     check: &ActiveCheck,
     handshake: Option<&Handshake>,
 ) -> ProbeResult {
-    tokio::time::timeout(check.timeout, probe_untimed(addr, check, handshake))
+    within_own_time(check.timeout, probe_untimed(addr, check, handshake))
         .await
         .unwrap_or(Err(ProbeError::TimedOut))
+}
+
+/// How late a deadline may be seen before the prober counts as not having
+/// run: above the timer's granularity (1 ms) and a busy runtime's jitter.
+const LATE: Duration = Duration::from_millis(5);
+
+/// `work`'s output if it completes within `timeout`, not counting the time
+/// the caller's thread was kept from running, as seen by how late each
+/// deadline fires; bounded by `2 × timeout` plus the last lateness.
+async fn within_own_time<F: Future>(timeout: Duration, work: F) -> Option<F::Output> {
+    let mut deadline = Instant::now().saturating_add(timeout);
+    let mut granted = Duration::ZERO;
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            // The work first: what completed while the prober was kept from
+            // running counts as in time.
+            biased;
+            output = &mut work => return Some(output),
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        let now = Instant::now();
+        let late = now.saturating_duration_since(deadline);
+        let left = timeout.saturating_sub(granted);
+        if late < LATE || left.is_zero() {
+            return None;
+        }
+        let extra = late.min(left);
+        granted += extra;
+        deadline = now.saturating_add(extra);
+    }
 }
 
 async fn probe_untimed(
@@ -210,20 +250,30 @@ pub fn spawn_active(
     health: Arc<MemberHealth>,
     check: ActiveCheck,
 ) -> ActiveHandle {
-    spawn_active_over(member, health, check, None)
+    spawn_active_over(member, health, check, None, None)
 }
 
 /// [`spawn_active`], each probe running `handshake` (if any) on its new
-/// connection before the request (see [`probe_over`]).
+/// connection before the request (see [`probe_over`]), for a member of the
+/// pool `peers` links to (if any).
+///
+/// In a pool, a failure streak made of timeouts only never takes out the
+/// last member of the pool that is available with a weight above 0: a
+/// prober starved of CPU sees every member time out at once although they
+/// all work, and taking them all out would turn slow answers into certain
+/// 503s. A member that refuses connections or answers a failing status
+/// leaves even when it is the last one. A member kept in keeps its streak,
+/// and leaves at its next timeout once another member is available.
 pub fn spawn_active_over(
     member: impl Into<String>,
     health: Arc<MemberHealth>,
     check: ActiveCheck,
     handshake: Option<Handshake>,
+    peers: Option<Arc<Peers>>,
 ) -> ActiveHandle {
     let member = member.into();
     ActiveHandle {
-        task: tokio::spawn(run(member, health, check, handshake)),
+        task: tokio::spawn(run(member, health, check, handshake, peers)),
     }
 }
 
@@ -232,6 +282,7 @@ async fn run(
     health: Arc<MemberHealth>,
     check: ActiveCheck,
     handshake: Option<Handshake>,
+    peers: Option<Arc<Peers>>,
 ) {
     let mut state = ActiveState::new(health.is_healthy(), &check);
     let mut ticks = tokio::time::interval(check.interval.max(Duration::from_millis(1)));
@@ -247,15 +298,28 @@ async fn run(
         let transition = state.record(&result);
         // Streaks first, so that whoever wakes on the watch reads them fresh.
         health.set_active_streaks(state.successes(), state.failures());
-        if let Some(transition) = transition {
-            health.set_healthy(transition.to);
-            let (from, to) = (label(transition.from), label(transition.to));
-            let reason = &transition.reason;
-            if transition.to {
-                tracing::info!(%member, from, to, %reason, "member health changed");
-            } else {
-                tracing::warn!(%member, from, to, %reason, "member health changed");
+        let Some(transition) = transition else {
+            continue;
+        };
+        let applied = match (&peers, transition.to) {
+            (Some(peers), false) => peers.take_out(&health, state.timeouts_only()),
+            (_, to) => {
+                health.set_healthy(to);
+                true
             }
+        };
+        let (from, to) = (label(transition.from), label(transition.to));
+        let reason = &transition.reason;
+        if !applied {
+            state.withhold();
+            // Logged once per streak: the first time it reaches the threshold.
+            if state.failures() == check.unhealthy_threshold.max(1) {
+                tracing::warn!(%member, %reason, "member kept in: probes timed out, but it is the last available member of its pool");
+            }
+        } else if transition.to {
+            tracing::info!(%member, from, to, %reason, "member health changed");
+        } else {
+            tracing::warn!(%member, from, to, %reason, "member health changed");
         }
     }
 }

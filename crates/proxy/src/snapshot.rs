@@ -7,8 +7,9 @@
 //! health (and stats), its pooled connections and its active checker —
 //! keyed by (pool, member), so a reload that keeps a member keeps its state,
 //! a new member starts unverified, and a removed one has its idle
-//! connections closed at once. Each pool's client-side stats, pause gate
-//! and queue (requests waiting for a member's connection) are kept the same
+//! connections closed at once. Each pool's client-side stats, pause gate,
+//! queue (requests waiting for a member's connection) and the link through
+//! which its members' checkers see its latest snapshot are kept the same
 //! way, keyed by pool name, and the TLS client configs of HTTPS pools by
 //! their settings.
 
@@ -16,7 +17,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use balance::{
-    ActiveHandle, MemberHealth, MemberSpec, PassiveConfig, Policy, Pool, Queue, QueueBounds, Stats,
+    ActiveHandle, MemberHealth, MemberSpec, PassiveConfig, Peers, Policy, Pool, Queue, QueueBounds,
+    Stats,
 };
 use http::{HeaderName, HeaderValue};
 use router::Router;
@@ -85,6 +87,8 @@ pub(crate) struct PoolEntry {
     pub stats: Arc<Stats>,
     pub gate: Arc<Gate>,
     pub queue: Arc<Queue>,
+    /// The latest snapshot of the pool, for its members' active checkers.
+    pub peers: Arc<Peers>,
 }
 
 impl PoolEntry {
@@ -93,6 +97,7 @@ impl PoolEntry {
             stats: Arc::default(),
             gate: Arc::default(),
             queue: Arc::new(Queue::new(pool, QueueBounds::default())),
+            peers: Peers::new(),
         }
     }
 }
@@ -153,12 +158,12 @@ impl Registry {
                 let entry = match (keep.remove(&key), self.members.remove(&key)) {
                     // A member listed twice in one pool shares its state.
                     (Some(e), _) | (None, Some(e)) => {
-                        self.refresh(e, &m.address.authority, pool, settings, &pool_entry.queue)
+                        self.refresh(e, &m.address.authority, pool, settings, &pool_entry)
                     }
                     (None, None) => {
                         let verified = self.verified.remove(&key);
-                        let queue = &pool_entry.queue;
-                        self.create(&m.address.authority, pool, settings, verified, queue)
+                        let entry = &pool_entry;
+                        self.create(&m.address.authority, pool, settings, verified, entry)
                     }
                 };
                 members.push((
@@ -181,16 +186,13 @@ impl Registry {
                 ejection_time: p.ejection_time,
                 max_ejection_time: p.max_ejection_time,
             });
+            let balance =
+                Pool::with_queue(name, policy, members, passive, pool_entry.queue.clone());
+            pool_entry.peers.set(&balance);
             pools.push((
                 Upstreams {
                     name: name.clone(),
-                    balance: Pool::with_queue(
-                        name,
-                        policy,
-                        members,
-                        passive,
-                        pool_entry.queue.clone(),
-                    ),
+                    balance,
                     conns,
                     stats: pool_entry.stats.clone(),
                     gate: pool_entry.gate.clone(),
@@ -315,7 +317,7 @@ impl Registry {
         pool: &config::Pool,
         settings: ConnSettings,
         verified: bool,
-        queue: &Arc<Queue>,
+        pool_entry: &PoolEntry,
     ) -> Entry {
         // Members present at start-up are trusted like nginx does; one added
         // by a reload must pass its checks before it gets traffic, unless the
@@ -323,11 +325,12 @@ impl Registry {
         let healthy = !self.started || pool.health.is_none() || verified;
         let health = MemberHealth::new(healthy);
         let conns = Arc::new(MemberConns::new(key, settings.clone()));
-        let watcher = spawn_watcher(health.clone(), conns.clone(), queue.clone());
+        let watcher = spawn_watcher(health.clone(), conns.clone(), pool_entry.queue.clone());
+        let peers = &pool_entry.peers;
         let check = pool
             .health
             .as_ref()
-            .map(|h| start_check(key, &health, h, settings.tls.as_ref()));
+            .map(|h| start_check(key, &health, h, settings.tls.as_ref(), peers));
         Entry {
             health,
             conns,
@@ -343,8 +346,9 @@ impl Registry {
         key: &str,
         pool: &config::Pool,
         settings: ConnSettings,
-        queue: &Arc<Queue>,
+        pool_entry: &PoolEntry,
     ) -> Entry {
+        let queue = &pool_entry.queue;
         if entry.conn_settings != settings {
             entry.conns.close_idle();
             entry.conns = Arc::new(MemberConns::new(key, settings.clone()));
@@ -363,7 +367,7 @@ impl Registry {
             entry.check = pool
                 .health
                 .as_ref()
-                .map(|h| start_check(key, &entry.health, h, tls));
+                .map(|h| start_check(key, &entry.health, h, tls, &pool_entry.peers));
             if pool.health.is_none() {
                 // No checks any more: nothing will ever clear a failed flag.
                 entry.health.set_healthy(true);
@@ -399,18 +403,21 @@ impl Registry {
     }
 }
 
-/// Starts the active checks of a member; over TLS for an HTTPS member.
+/// Starts the active checks of a member of the pool `peers` links to; over
+/// TLS for an HTTPS member.
 fn start_check(
     key: &str,
     health: &Arc<MemberHealth>,
     h: &config::HealthCheck,
     tls: Option<&MemberTls>,
+    peers: &Arc<Peers>,
 ) -> (config::HealthCheck, Option<MemberTls>, ActiveHandle) {
     let handle = balance::spawn_active_over(
         key.to_owned(),
         health.clone(),
         crate::probe::active_check(h, &h.path),
         tls.map(MemberTls::probe_handshake),
+        Some(peers.clone()),
     );
     (h.clone(), tls.cloned(), handle)
 }

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use balance::{
-    ActiveCheck, Handshake, MemberHealth, ProbeError, ProbeIo, probe, probe_over, spawn_active,
+    ActiveCheck, Handshake, MemberHealth, MemberSpec, Peers, Policy, Pool, ProbeError, ProbeIo,
+    probe, probe_over, spawn_active, spawn_active_over,
 };
 use tokio::net::TcpListener;
 
-use crate::support::{Mode, Upstream, within};
+use crate::support::{Mode, Silent, Upstream, within};
 
 fn check(healthy_threshold: u32, unhealthy_threshold: u32) -> ActiveCheck {
     ActiveCheck {
@@ -181,4 +182,121 @@ async fn a_handshake_runs_on_each_probes_connection_and_its_failure_fails_the_pr
         })
     );
     assert_eq!(upstream.served(), 2, "no request after a failed handshake");
+}
+
+/// The prober's thread is kept from running past a probe's deadline (the
+/// CPU starved by other processes, say) while the member, on a thread of
+/// its own, is fine: the probe is not a timeout.
+#[test]
+fn a_starved_prober_does_not_blame_the_member() {
+    let member = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = member.block_on(Upstream::start(Mode::Healthy));
+    let prober = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    prober.block_on(async {
+        // The probe's own work on its connection (a handshake that takes
+        // 10 ms of the prober's time) says when it started.
+        let (started, mut has_started) = tokio::sync::mpsc::unbounded_channel();
+        let handshake: Handshake = Arc::new(move |tcp| {
+            let _ = started.send(());
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(Box::new(tcp) as Box<dyn ProbeIo>)
+            })
+        });
+        let mut check = check(1, 1);
+        check.timeout = Duration::from_millis(40);
+        let probe = tokio::spawn({
+            let addr = upstream.addr.to_string();
+            async move { probe_over(&addr, &check, Some(&handshake)).await }
+        });
+        within(has_started.recv()).await.unwrap();
+        // Blocks the prober's only thread past the deadline: the starvation
+        // under test, not a wait for an event.
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(within(probe).await.unwrap(), Ok(200));
+    });
+    assert_eq!(upstream.served(), 1);
+}
+
+fn pool_of(members: &[(&str, &Arc<MemberHealth>)]) -> (Pool, Arc<Peers>) {
+    let members = members
+        .iter()
+        .map(|(key, health)| {
+            let spec = MemberSpec {
+                key: (*key).to_owned(),
+                weight: 1,
+                max_connections: 0,
+            };
+            (spec, Arc::clone(health))
+        })
+        .collect();
+    let pool = Pool::new("p", Policy::WeightedRoundRobin, members, None);
+    let peers = Peers::new();
+    peers.set(&pool);
+    (pool, peers)
+}
+
+/// Every member of a pool times out at once (what a prober starved of CPU
+/// sees): one leaves, the last one stays, whatever the order in which
+/// their checkers decide, and stays through further timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_alone_never_take_the_last_available_member_out() {
+    let (a, b) = (Silent::start().await, Silent::start().await);
+    let (a_key, b_key) = (a.addr.to_string(), b.addr.to_string());
+    let (a_health, b_health) = (MemberHealth::new(true), MemberHealth::new(true));
+    let (pool, peers) = pool_of(&[(&a_key, &a_health), (&b_key, &b_health)]);
+    let mut check = check(1, 1);
+    check.timeout = Duration::from_millis(20);
+    let spawn = |key: &str, health: &Arc<MemberHealth>| {
+        spawn_active_over(
+            key,
+            health.clone(),
+            check.clone(),
+            None,
+            Some(peers.clone()),
+        )
+    };
+    let _checkers = (spawn(&a_key, &a_health), spawn(&b_key, &b_health));
+    let mut a_watch = a_health.subscribe();
+    let mut b_watch = b_health.subscribe();
+    within(async {
+        tokio::select! {
+            r = a_watch.wait_for(|a| !a.healthy) => r.map(drop),
+            r = b_watch.wait_for(|a| !a.healthy) => r.map(drop),
+        }
+    })
+    .await
+    .unwrap();
+    // Three more timeouts of each: nothing moves.
+    let (a_seen, b_seen) = (a.accepted(), b.accepted());
+    a.wait_accepted(a_seen + 3).await;
+    b.wait_accepted(b_seen + 3).await;
+    let now = tokio::time::Instant::now();
+    assert_eq!(pool.available(now), 1, "{a_health:?}\n{b_health:?}");
+    let kept = if a_health.is_healthy() {
+        &a_health
+    } else {
+        &b_health
+    };
+    assert!(kept.snapshot(now).active_failures >= 3, "{kept:?}");
+}
+
+/// Refused connections are an answer, not a timeout: even the last member
+/// leaves.
+#[tokio::test]
+async fn a_refusing_last_member_leaves_its_pool() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let key = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let health = MemberHealth::new(true);
+    let (_pool, peers) = pool_of(&[(&key, &health)]);
+    let _checker = spawn_active_over(&key, health.clone(), check(2, 2), None, Some(peers));
+    wait_healthy(&health, false).await;
 }

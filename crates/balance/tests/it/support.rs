@@ -150,3 +150,39 @@ pub async fn within<F: Future>(event: F) -> F::Output {
         .await
         .expect("event did not happen within 20 s")
 }
+
+/// An upstream that accepts connections and never answers on them;
+/// publishes how many it accepted.
+pub struct Silent {
+    pub addr: SocketAddr,
+    accepted: watch::Receiver<usize>,
+}
+
+impl Silent {
+    pub async fn start() -> Silent {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (count, accepted) = watch::channel(0);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                held.push(stream);
+                count.send_replace(held.len());
+            }
+        });
+        Silent { addr, accepted }
+    }
+
+    /// Waits until at least `n` connections were accepted.
+    pub async fn wait_accepted(&self, n: usize) {
+        let mut accepted = self.accepted.clone();
+        within(accepted.wait_for(|&count| count >= n))
+            .await
+            .unwrap();
+    }
+
+    pub fn accepted(&self) -> usize {
+        *self.accepted.borrow()
+    }
+}
