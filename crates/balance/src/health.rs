@@ -2,7 +2,8 @@
 //! it.
 //!
 //! Owns the availability flags (active health, passive ejection), the
-//! in-flight count, the request statistics, the passive state and the watch
+//! in-flight count, the request statistics, the counts of what went wrong
+//! (connect failures, retries, ejections: `Troubles`), the passive state and the watch
 //! channel announcing availability changes, and wakes whoever waits for its
 //! requests to end (`until`). Reads on the request path are atomic loads; every
 //! change of availability goes through the watch channel's lock so that the
@@ -79,6 +80,23 @@ pub struct MemberHealth {
     /// Tasks in [`until`](Self::until); while there are none, a request
     /// that ends pays one atomic load for it, never a wake-up.
     watchers: AtomicUsize,
+    /// Written only when something goes wrong: a success never touches
+    /// them.
+    connect_failures: AtomicU64,
+    retries: AtomicU64,
+    ejections: AtomicU64,
+}
+
+/// What went wrong with a member since it was added, for a scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Troubles {
+    /// Connections to it that could not be opened.
+    pub connect_failures: u64,
+    /// Attempts on it that failed before anything was answered and were
+    /// sent again (to another member, or to it on a fresh connection).
+    pub retries: u64,
+    /// Times passive health ejected it.
+    pub ejections: u64,
 }
 
 impl MemberHealth {
@@ -103,6 +121,9 @@ impl MemberHealth {
             stats: Stats::new(),
             ended: Notify::new(),
             watchers: AtomicUsize::new(0),
+            connect_failures: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
         })
     }
 
@@ -269,6 +290,7 @@ impl MemberHealth {
         self.passive_at_rest
             .store(passive.is_at_rest(), Ordering::Release);
         if let Some(PassiveTransition::Ejected { until, .. }) = transition {
+            self.ejections.fetch_add(1, Ordering::Relaxed);
             let until = self.offset(until).max(1);
             // Always announced, even if an earlier ejection has not been
             // observed as ended: connections may have been opened meanwhile.
@@ -278,6 +300,25 @@ impl MemberHealth {
             });
         }
         transition
+    }
+
+    /// Counts a connection to the member that could not be opened.
+    pub fn count_connect_failure(&self) {
+        self.connect_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an attempt on the member that failed and was sent again.
+    pub fn count_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What went wrong with the member so far.
+    pub fn troubles(&self) -> Troubles {
+        Troubles {
+            connect_failures: self.connect_failures.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            ejections: self.ejections.load(Ordering::Relaxed),
+        }
     }
 
     /// Nanoseconds from `epoch` to `at` (0 for instants before it).

@@ -294,7 +294,12 @@ pub fn status(to: &ControlArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     if to.json {
-        println!("{raw}");
+        // The services as the server sent them (a newer one's fields
+        // included), with the certificates.
+        let services: serde_json::Value =
+            serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null);
+        let both = serde_json::json!({ "services": services, "certificates": certs });
+        println!("{both}");
         return ExitCode::SUCCESS;
     }
     println!(

@@ -169,38 +169,60 @@ fn encode(scrape: Scrape) -> String {
     out
 }
 
+/// A family of counters: its name (without `_total`), its help, and one
+/// sample per label set.
+fn counters<'a, const N: usize>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = ([(&'a str, &'a str); N], u64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, n) in samples {
+        m.encode_family(&labels)?
+            .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
+    }
+    Ok(())
+}
+
+/// A family of gauges, one sample per label set.
+fn gauges<'a, const N: usize>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    samples: impl IntoIterator<Item = ([(&'a str, &'a str); N], u64)>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for (labels, n) in samples {
+        m.encode_family(&labels)?.encode_gauge(&n)?;
+    }
+    Ok(())
+}
+
 impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
-        let mut m = enc.encode_descriptor(
+        let enc = &mut enc;
+        let pools = || self.pools.iter().map(|p| ([("pool", p.name.as_str())], p));
+        counters(
+            enc,
             "baton_requests",
             "Requests routed to a pool, as its clients saw them (retries inside).",
-            None,
-            MetricType::Counter,
+            pools().map(|(l, p)| (l, p.stats.requests())),
         )?;
-        for p in &self.pools {
-            let labels = [("pool", p.name.as_str())];
-            m.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, u64, u64>(&p.stats.requests(), None)?;
-        }
-        let mut m = enc.encode_descriptor(
+        counters(
+            enc,
             "baton_request_failures",
             "Requests of a pool that failed: a 5xx (the proxy's own included) or a body that broke off.",
-            None,
-            MetricType::Counter,
+            pools().map(|(l, p)| (l, p.stats.failures())),
         )?;
-        for p in &self.pools {
-            let labels = [("pool", p.name.as_str())];
-            m.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, u64, u64>(&p.stats.failures(), None)?;
-        }
         let mut m = enc.encode_descriptor(
             "baton_request_duration",
             "Request duration by pool, from reaching the pool to the end of the response body (_sum is estimated from the buckets).",
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for p in &self.pools {
-            let labels = [("pool", p.name.as_str())];
+        for (labels, p) in pools() {
             let (buckets, sum) = histogram(&p.stats);
             m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
                 sum,
@@ -209,98 +231,54 @@ impl Collector for Scrape {
                 None,
             )?;
         }
-        let mut m = enc.encode_descriptor(
-            "baton_member_up",
-            "1 when a pool member is healthy and not passively ejected, else 0.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for p in &self.pools {
-            for member in &p.members {
-                let labels = [
-                    ("pool", p.name.as_str()),
-                    ("member", member.address.as_str()),
-                ];
-                m.encode_family(&labels)?
-                    .encode_gauge(&u64::from(member.up))?;
-            }
-        }
-        let mut m = enc.encode_descriptor(
-            "baton_member_in_flight",
-            "Requests in flight to a pool member.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for p in &self.pools {
-            for member in &p.members {
-                let labels = [
-                    ("pool", p.name.as_str()),
-                    ("member", member.address.as_str()),
-                ];
-                m.encode_family(&labels)?.encode_gauge(&member.in_flight)?;
-            }
-        }
-        let mut m = enc.encode_descriptor(
+        self.encode_members(enc)?;
+        gauges(
+            enc,
             "baton_queue_waiting",
             "Requests of a pool waiting now for a member's connection.",
             None,
-            MetricType::Gauge,
+            pools().map(|(l, p)| (l, p.queue.waiting as u64)),
         )?;
-        for p in &self.pools {
-            let labels = [("pool", p.name.as_str())];
-            m.encode_family(&labels)?.encode_gauge(&p.queue.waiting)?;
-        }
-        let mut m = enc.encode_descriptor(
+        counters(
+            enc,
             "baton_queue_refused",
             "Requests of a pool its queue refused: full, or waited too long (timeout).",
-            None,
-            MetricType::Counter,
+            self.pools.iter().flat_map(|p| {
+                [("full", p.queue.full), ("timeout", p.queue.timed_out)]
+                    .map(|(reason, n)| ([("pool", p.name.as_str()), ("reason", reason)], n))
+            }),
         )?;
-        for p in &self.pools {
-            for (reason, n) in [("full", p.queue.full), ("timeout", p.queue.timed_out)] {
-                let labels = [("pool", p.name.as_str()), ("reason", reason)];
-                m.encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
-            }
-        }
-        let mut m = enc.encode_descriptor(
+        counters(
+            enc,
             "baton_config_reloads",
             "Config reloads (SIGHUP or the control API): applied (ok) or refused.",
-            None,
-            MetricType::Counter,
+            self.reloads.map(|(result, n)| ([("result", result)], n)),
         )?;
-        for (result, n) in self.reloads {
-            let labels = [("result", result)];
-            m.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
-        }
-        let mut m = enc.encode_descriptor(
+        let deploys = || {
+            self.deploys
+                .iter()
+                .map(|((service, strategy, outcome), d)| {
+                    let labels = [
+                        ("service", service.as_str()),
+                        ("strategy", strategy.as_str()),
+                        ("outcome", outcome.label()),
+                    ];
+                    (labels, d)
+                })
+        };
+        counters(
+            enc,
             "baton_deploys",
             "Deploys and rollbacks that ran, by service, strategy and outcome.",
-            None,
-            MetricType::Counter,
+            deploys().map(|(l, d)| (l, d.count)),
         )?;
-        for ((service, strategy, outcome), d) in &self.deploys {
-            let labels = [
-                ("service", service.as_str()),
-                ("strategy", strategy.as_str()),
-                ("outcome", outcome.label()),
-            ];
-            m.encode_family(&labels)?
-                .encode_counter::<NoLabelSet, u64, u64>(&d.count, None)?;
-        }
         let mut m = enc.encode_descriptor(
             "baton_deploy_duration",
             "How long deploys and rollbacks that ran took, by service, strategy and outcome.",
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for ((service, strategy, outcome), d) in &self.deploys {
-            let labels = [
-                ("service", service.as_str()),
-                ("strategy", strategy.as_str()),
-                ("outcome", outcome.label()),
-            ];
+        for (labels, d) in deploys() {
             let buckets: Vec<(f64, u64)> = DEPLOY_LE
                 .iter()
                 .copied()
@@ -324,41 +302,102 @@ impl Collector for Scrape {
             let labels = [("service", service.as_str()), ("version", version.as_str())];
             m.encode_info(&labels)?;
         }
-        self.encode_routes(&mut enc)?;
-        self.encode_pauses(&mut enc)?;
-        self.encode_listeners(&mut enc)?;
-        self.encode_certificates(&mut enc)?;
-        self.encode_process(&mut enc)
+        self.encode_routes(enc)?;
+        self.encode_pauses(enc)?;
+        self.encode_listeners(enc)?;
+        self.encode_certificates(enc)?;
+        self.encode_process(enc)
     }
 }
 
 impl Scrape {
+    /// Every member of every pool, labelled by pool and member address.
+    fn members(&self) -> impl Iterator<Item = ([(&str, &str); 2], &proxy::MemberReading)> {
+        self.pools.iter().flat_map(|p| {
+            p.members.iter().map(move |m| {
+                let labels = [("pool", p.name.as_str()), ("member", m.address.as_str())];
+                (labels, m)
+            })
+        })
+    }
+
+    fn encode_members(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        gauges(
+            enc,
+            "baton_member_up",
+            "1 when a pool member is healthy and not passively ejected, else 0.",
+            None,
+            self.members().map(|(l, m)| (l, u64::from(m.up))),
+        )?;
+        gauges(
+            enc,
+            "baton_member_in_flight",
+            "Requests in flight to a pool member.",
+            None,
+            self.members().map(|(l, m)| (l, m.in_flight as u64)),
+        )?;
+        counters(
+            enc,
+            "baton_member_requests",
+            "Attempts the proxy sent to a pool member (a retried request counts on each member it tried).",
+            self.members().map(|(l, m)| (l, m.stats.requests())),
+        )?;
+        counters(
+            enc,
+            "baton_member_request_failures",
+            "Attempts on a pool member that failed: connect failure, timeout, 5xx or a body that broke off.",
+            self.members().map(|(l, m)| (l, m.stats.failures())),
+        )?;
+        counters(
+            enc,
+            "baton_member_connect_failures",
+            "Connections to a pool member that could not be opened.",
+            self.members()
+                .map(|(l, m)| (l, m.troubles.connect_failures)),
+        )?;
+        counters(
+            enc,
+            "baton_member_retries",
+            "Attempts on a pool member that failed before anything was answered and were sent again (to another member, or on a fresh connection).",
+            self.members().map(|(l, m)| (l, m.troubles.retries)),
+        )?;
+        counters(
+            enc,
+            "baton_member_ejections",
+            "Times passive health checks ejected a pool member.",
+            self.members().map(|(l, m)| (l, m.troubles.ejections)),
+        )
+    }
+
     fn encode_routes(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
-        let mut m = enc.encode_descriptor(
+        // Only what happened: 8 methods × 5 classes per route would be
+        // mostly zeros.
+        let happened = self.routes.iter().flat_map(|r| {
+            METHODS
+                .iter()
+                .zip(&r.counts.counts)
+                .flat_map(move |(method, by_status)| {
+                    STATUS_CLASSES
+                        .iter()
+                        .zip(by_status)
+                        .filter(|(_, n)| **n != 0)
+                        .map(move |(status, n)| {
+                            let labels = [
+                                ("route", r.label.as_str()),
+                                ("pool", r.pool.as_str()),
+                                ("method", *method),
+                                ("status", *status),
+                            ];
+                            (labels, *n)
+                        })
+                })
+        });
+        counters(
+            enc,
             "baton_route_requests",
             "Requests matched by a route, by method and status class, counted at the response's head.",
-            None,
-            MetricType::Counter,
+            happened,
         )?;
-        for r in &self.routes {
-            for (method, by_status) in METHODS.iter().zip(&r.counts.counts) {
-                for (status, n) in STATUS_CLASSES.iter().zip(by_status) {
-                    // Only what happened: 8 methods × 5 classes per route
-                    // would be mostly zeros.
-                    if *n == 0 {
-                        continue;
-                    }
-                    let labels = [
-                        ("route", r.label.as_str()),
-                        ("pool", r.pool.as_str()),
-                        ("method", method),
-                        ("status", status),
-                    ];
-                    m.encode_family(&labels)?
-                        .encode_counter::<NoLabelSet, u64, u64>(n, None)?;
-                }
-            }
-        }
         let mut m = enc.encode_descriptor(
             "baton_route_request_duration",
             "Time from the request's arrival to its response's head, by route.",
@@ -376,100 +415,94 @@ impl Scrape {
     }
 
     fn encode_pauses(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
-        let mut m = enc.encode_descriptor(
+        let pools = || self.pools.iter().map(|p| ([("pool", p.name.as_str())], p));
+        gauges(
+            enc,
             "baton_pool_paused",
             "1 while a pool (a service's) is paused, else 0.",
             None,
-            MetricType::Gauge,
+            pools().map(|(l, p)| (l, u64::from(p.paused))),
         )?;
-        for p in &self.pools {
-            m.encode_family(&[("pool", p.name.as_str())])?
-                .encode_gauge(&u64::from(p.paused))?;
-        }
-        let mut m = enc.encode_descriptor(
+        gauges(
+            enc,
             "baton_pause_held",
             "Requests held now by a pool's pause.",
             None,
-            MetricType::Gauge,
-        )?;
-        for p in &self.pools {
-            m.encode_family(&[("pool", p.name.as_str())])?
-                .encode_gauge(&p.held)?;
-        }
-        Ok(())
+            pools().map(|(l, p)| (l, p.held as u64)),
+        )
     }
 
     fn encode_listeners(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
-        let mut m = enc.encode_descriptor(
+        let listeners = || {
+            self.listeners
+                .iter()
+                .map(|l| ([("listener", l.name.as_str())], l))
+        };
+        counters(
+            enc,
             "baton_listener_connections_accepted",
             "Client connections a listener accepted since baton started.",
-            None,
-            MetricType::Counter,
+            listeners().map(|(labels, l)| (labels, l.accepted)),
         )?;
-        for l in &self.listeners {
-            m.encode_family(&[("listener", l.name.as_str())])?
-                .encode_counter::<NoLabelSet, u64, u64>(&l.accepted, None)?;
-        }
-        let mut m = enc.encode_descriptor(
+        gauges(
+            enc,
             "baton_listener_connections_open",
             "Client connections open now on a listener (TLS handshakes included).",
             None,
-            MetricType::Gauge,
-        )?;
-        for l in &self.listeners {
-            m.encode_family(&[("listener", l.name.as_str())])?
-                .encode_gauge(&l.open)?;
-        }
-        Ok(())
+            listeners().map(|(labels, l)| (labels, l.open)),
+        )
     }
 
     fn encode_certificates(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
-        let mut m = enc.encode_descriptor(
+        let names: Vec<(&crate::certs::CertificateReport, u64, String)> = self
+            .certs
+            .certificates
+            .iter()
+            .filter_map(|c| {
+                let not_after = c.not_after_unix?;
+                let name = match &c.file {
+                    Some(file) => file.clone(),
+                    None => format!("acme:{}", c.names.first().map_or("", String::as_str)),
+                };
+                Some((c, not_after, name))
+            })
+            .collect();
+        gauges(
+            enc,
             "baton_certificate_expiry_timestamp",
             "When a certificate a listener serves expires, in seconds since the Unix epoch (certificate: its file, or acme:FIRST-NAME).",
             Some(&Unit::Seconds),
-            MetricType::Gauge,
+            names.iter().map(|(c, not_after, name)| {
+                let labels = [
+                    ("listener", c.listener.as_str()),
+                    ("source", c.source.as_str()),
+                    ("certificate", name.as_str()),
+                ];
+                (labels, *not_after)
+            }),
         )?;
-        for c in &self.certs.certificates {
-            let Some(not_after) = c.not_after_unix else {
-                continue;
-            };
-            let name = match &c.file {
-                Some(file) => file.clone(),
-                None => format!("acme:{}", c.names.first().map_or("", String::as_str)),
-            };
-            let labels = [
-                ("listener", c.listener.as_str()),
-                ("source", c.source.as_str()),
-                ("certificate", name.as_str()),
-            ];
-            m.encode_family(&labels)?.encode_gauge(&not_after)?;
-        }
         let Some(acme) = &self.certs.acme else {
             return Ok(());
         };
-        enc.encode_descriptor(
+        counters(
+            enc,
             "baton_acme_orders",
             "Certificate orders the ACME task placed since baton started.",
-            None,
-            MetricType::Counter,
-        )?
-        .encode_counter::<NoLabelSet, u64, u64>(&acme.orders, None)?;
-        enc.encode_descriptor(
+            [([], acme.orders)],
+        )?;
+        counters(
+            enc,
             "baton_acme_certificates_issued",
             "Certificates the ACME task obtained since baton started; orders minus these failed.",
-            None,
-            MetricType::Counter,
-        )?
-        .encode_counter::<NoLabelSet, u64, u64>(&acme.issued, None)?;
-        enc.encode_descriptor(
+            [([], acme.issued)],
+        )?;
+        gauges(
+            enc,
             "baton_acme_failures_in_a_row",
             "The ACME task's failed attempts since its last success (0: the last renewal succeeded).",
             None,
-            MetricType::Gauge,
-        )?
-        .encode_gauge(&u64::from(acme.failures))?;
-        Ok(())
+            [([], u64::from(acme.failures))],
+        )
     }
 
     fn encode_process(&self, enc: &mut DescriptorEncoder) -> fmt::Result {

@@ -24,7 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use balance::{Outcome, Picked, Pool, Stats};
+use balance::{MemberHealth, Outcome, Picked, Pool, Stats};
 use handoff::time::SaturatingAdd;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -162,12 +162,18 @@ pub(crate) async fn forward(
     // answer; the same member when a request was not sent, so that its
     // slot is not given up to a queued request.
     let mut next: Option<Picked> = Some(first);
+    // The member whose failed attempt the next one sends again, counted in
+    // its retries once that attempt is made (the failure path only).
+    let mut retried: Option<Arc<MemberHealth>> = None;
     let mut attempts = 0;
     while attempts < max_attempts {
         attempts += 1;
         let Some(picked) = next.take().or_else(|| pool.balance.pick(&tried)) else {
             break;
         };
+        if let Some(member) = retried.take() {
+            member.count_retry();
+        }
         let index = picked.index();
         let conns = pool.conns[index].clone();
         let (mut sender, pooled) = match conns.checkout().await {
@@ -176,6 +182,9 @@ pub(crate) async fn forward(
                 Ok(s) => (s, false),
                 Err(e) => {
                     tracing::debug!(pool = %pool.name, error = %e, "connect failed, trying another member");
+                    let member = picked.member().health();
+                    member.count_connect_failure();
+                    retried = Some(member.clone());
                     picked.report(Outcome::ConnectFailure);
                     tried.push(index);
                     last = Some(Failure::Unreachable(e.to_string()));
@@ -211,6 +220,7 @@ pub(crate) async fn forward(
                         // Still the member's failure (passive ejection, its
                         // stats). Its body is not read, so its connection is
                         // not reused: dropping both closes it.
+                        retried = Some(picked.member().health().clone());
                         picked.report(Outcome::ServerError);
                         drop((response, sender));
                         req = r.build();
@@ -241,6 +251,7 @@ pub(crate) async fn forward(
                     // The connection died before our request was written:
                     // nothing reached the member; try again elsewhere.
                     tracing::debug!(pool = %pool.name, error = %e.error(), "request not sent, retrying");
+                    retried = Some(picked.member().health().clone());
                     next = Some(picked);
                     req = unsent;
                     last = Some(Failure::Unreachable(e.error().to_string()));
@@ -262,6 +273,9 @@ pub(crate) async fn forward(
                     tracing::debug!(pool = %pool.name, ?fault, error = %error, "the client broke its request");
                     picked.report(Outcome::Cancelled);
                     return Err(Failure::Client(fault));
+                }
+                if replay.is_some() {
+                    retried = Some(picked.member().health().clone());
                 }
                 picked.report(Outcome::ConnectFailure);
                 tried.push(index);

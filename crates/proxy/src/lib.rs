@@ -63,7 +63,7 @@ use http_body_util::{BodyExt, Empty};
 use tokio::sync::watch;
 
 pub use access_log::{AccessLog, Format as AccessLogFormat};
-pub use balance::{QueueStats, StatsSnapshot};
+pub use balance::{QueueStats, StatsSnapshot, Troubles};
 pub use body::ProxyBody;
 pub use metrics::{ListenerReading, MemberReading, PoolReading, RouteReading};
 pub use pause::Hold;

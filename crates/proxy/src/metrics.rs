@@ -1,12 +1,13 @@
 //! What the proxy can tell a metrics scrape: every pool of the current
 //! config with its request counts, its queue, its pause and its members
-//! (health, requests in flight and their statistics), every route with its counts, read from the counters the data plane already keeps.
+//! (health, requests in flight, their statistics, connect failures,
+//! retries and ejections), every route with its counts, read from the counters the data plane already keeps.
 //!
 //! Read-only and off the request path: a reading takes the registry's lock
 //! (the control plane's, never taken by a request) and loads atomics; it
 //! must never add work to the data plane or change any state.
 
-use balance::{QueueStats, StatsSnapshot};
+use balance::{QueueStats, StatsSnapshot, Troubles};
 use tokio::time::Instant;
 
 use crate::Proxy;
@@ -63,6 +64,8 @@ pub struct MemberReading {
     /// Every request the proxy sent to it (see
     /// [`MemberStats`](crate::MemberStats)).
     pub stats: StatsSnapshot,
+    /// Its connect failures, retries and passive ejections.
+    pub troubles: Troubles,
 }
 
 impl Proxy {
@@ -94,6 +97,7 @@ impl Proxy {
                         && health.ejected_until().is_none_or(|until| until <= now),
                     in_flight: health.in_flight(),
                     stats: health.stats().snapshot(),
+                    troubles: health.troubles(),
                 });
             }
         }

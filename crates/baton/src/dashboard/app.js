@@ -191,11 +191,13 @@
       const members = sorted.map((m) => el('tr', { 'data-address': m.address },
         td(m.address), td(m.version || '–'), el('td', { class: m.up ? 'up' : 'down' }, m.up ? 'up' : 'down'),
         td(m.in_flight, true), td(num(m.requests_per_s), true), td(num(m.errors_per_s, 2), true),
-        td(m.failures, true), td(ms(m.p99_ms), true)));
+        td(m.failures, true), td(m.connect_failures, true), td(m.retries, true), td(m.ejections, true),
+        td(ms(m.p99_ms), true)));
       const tables = el('div', { class: 'tables' },
         el('table', {}, el('thead', {}, el('tr', {}, ['set', 'share#', '', 'ready#', 'req/s#', 'errors#', 'p99#']
           .map((h) => el('th', { class: h.endsWith('#') ? 'num' : null }, h.replace(/#$/, ''))))), el('tbody', {}, sets)),
-        el('table', {}, el('thead', {}, el('tr', {}, ['instance', 'version', 'health', 'in flight#', 'req/s#', 'errors/s#', 'failed#', 'p99#']
+        el('table', {}, el('thead', {}, el('tr', {}, ['instance', 'version', 'health', 'in flight#', 'req/s#', 'errors/s#', 'failed#', 'connect failures#',
+          'retries#', 'ejections#', 'p99#']
           .map((h) => el('th', { class: h.endsWith('#') ? 'num' : null }, h.replace(/#$/, ''))))), el('tbody', {}, members)));
       const points = pool ? (series.get(pool.name) || []) : [];
       const graphs = el('div', { class: 'graphs' },

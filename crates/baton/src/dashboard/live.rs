@@ -476,6 +476,7 @@ mod tests {
                     up: true,
                     in_flight: 0,
                     stats: s.snapshot(),
+                    troubles: proxy::Troubles::default(),
                 })
                 .collect(),
         }

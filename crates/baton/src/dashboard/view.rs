@@ -81,6 +81,12 @@ pub struct MemberView {
     pub requests: u64,
     /// Of which failed.
     pub failures: u64,
+    /// Connections to it that could not be opened.
+    pub connect_failures: u64,
+    /// Attempts on it that failed and were sent again.
+    pub retries: u64,
+    /// Times passive health ejected it.
+    pub ejections: u64,
     /// Over the last seconds.
     #[serde(flatten)]
     pub rates: Rates,
@@ -233,6 +239,9 @@ fn pool_view(h: &History, p: &proxy::PoolReading, since_ms: Option<u64>) -> Pool
                 in_flight: m.in_flight,
                 requests: m.stats.requests(),
                 failures: m.stats.failures(),
+                connect_failures: m.troubles.connect_failures,
+                retries: m.troubles.retries,
+                ejections: m.troubles.ejections,
                 rates: h.member_rates(&p.name, &m.address),
             })
             .collect(),

@@ -14,6 +14,9 @@ fn pool() -> PoolReading {
         stats.record(Duration::from_millis(1), false);
     }
     stats.record(Duration::from_millis(100), true);
+    let member_stats = balance::Stats::new();
+    member_stats.record(Duration::from_millis(1), false);
+    member_stats.record(Duration::from_millis(1), true);
     PoolReading {
         name: "web".into(),
         stats: stats.snapshot(),
@@ -30,13 +33,19 @@ fn pool() -> PoolReading {
                 address: "127.0.0.1:8001".into(),
                 up: true,
                 in_flight: 5,
-                stats: balance::Stats::new().snapshot(),
+                stats: member_stats.snapshot(),
+                troubles: proxy::Troubles {
+                    connect_failures: 4,
+                    retries: 2,
+                    ejections: 1,
+                },
             },
             MemberReading {
                 address: "127.0.0.1:8002".into(),
                 up: false,
                 in_flight: 0,
                 stats: balance::Stats::new().snapshot(),
+                troubles: proxy::Troubles::default(),
             },
         ],
     }
@@ -159,6 +168,16 @@ fn counters_and_gauges_have_their_labels_and_values() {
         &text,
         r#"baton_member_in_flight{pool="web",member="127.0.0.1:8001"} 5"#,
     );
+    for line in [
+        r#"baton_member_requests_total{pool="web",member="127.0.0.1:8001"} 2"#,
+        r#"baton_member_request_failures_total{pool="web",member="127.0.0.1:8001"} 1"#,
+        r#"baton_member_connect_failures_total{pool="web",member="127.0.0.1:8001"} 4"#,
+        r#"baton_member_retries_total{pool="web",member="127.0.0.1:8001"} 2"#,
+        r#"baton_member_ejections_total{pool="web",member="127.0.0.1:8001"} 1"#,
+        r#"baton_member_ejections_total{pool="web",member="127.0.0.1:8002"} 0"#,
+    ] {
+        has(&text, line);
+    }
     has(&text, r#"baton_queue_waiting{pool="web"} 2"#);
     has(
         &text,

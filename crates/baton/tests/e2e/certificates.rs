@@ -1,5 +1,5 @@
 //! The certificates a `baton serve` serves from files are shown by
-//! `baton status` (listener, source, expiry, names, file) and by
+//! `baton status` (listener, source, expiry, names, file; `--json` too) and by
 //! `GET /v1/certificates`, and their expiry is in the metrics.
 
 use rcgen::date_time_ymd;
@@ -68,6 +68,22 @@ token = "file:{}"
     }
     assert!(out.contains("LISTENER") && out.contains("EXPIRES"), "{out}");
     assert!(!out.contains("ACME"), "{out}");
+    // `--json`: the services and the certificates.
+    let (code, out) = run_baton(&[
+        "status",
+        "--json",
+        "--control",
+        &control,
+        "--token-file",
+        token.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let both: serde_json::Value = serde_json::from_str(out.trim_start_matches("[out] ")).unwrap();
+    assert!(both["services"].is_array(), "{both}");
+    let only = &both["certificates"]["certificates"][0];
+    assert_eq!(only["not_after_unix"], NOT_AFTER, "{both}");
+    assert_eq!(only["source"], "file", "{both}");
 
     let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
     let r = request(&admin, "GET", "admin", "/v1/certificates", &bearer).await;

@@ -136,7 +136,7 @@ async fn rolling_deploy_under_load_fails_nothing() {
         support::run_baton(&["status", "--json", "--control", control.to_str().unwrap()]).await;
     assert_eq!(code, 0, "{out}");
     let status: serde_json::Value = serde_json::from_str(out.trim_start_matches("[out] ")).unwrap();
-    let web = &status[0];
+    let web = &status["services"][0];
     assert_eq!(web["version"], "v1");
     assert_eq!(web["members"].as_array().unwrap().len(), 2);
     let outcomes: Vec<&str> = web["history"]

@@ -112,7 +112,9 @@ async fn baton(args: &[&str]) -> (i32, String) {
 async fn status(control: &str) -> serde_json::Value {
     let (code, out) = baton(&["status", "--json", "--control", control]).await;
     assert_eq!(code, 0, "{out}");
-    serde_json::from_str(out.trim_start_matches("[out] ")).unwrap()
+    let mut status: serde_json::Value =
+        serde_json::from_str(out.trim_start_matches("[out] ")).unwrap();
+    status["services"].take()
 }
 
 fn service<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {

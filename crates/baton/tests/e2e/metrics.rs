@@ -188,3 +188,54 @@ pub(crate) async fn promtool_check(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A pool of a live member and a dead one (nothing listens on its port),
+/// with passive ejection after two failures in a row: every request
+/// succeeds (a request whose connect failed is sent to the other member),
+/// and the dead member's connect failures, retries and ejection are
+/// counted — none on the live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_connect_failures_retries_and_ejections_are_counted() {
+    let dir = TempDir::new("metrics-members");
+    let control = dir.path().join("control.sock");
+    let (_hello, live) = support::start_hello(&["--app-version", "v1"]).await;
+    let dead = format!("127.0.0.1:{}", testkit::free_port());
+    let path = dir.path().join("baton.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[[listener]]
+address = "127.0.0.1:0"
+
+[pool.app]
+members = [{{ address = "{live}" }}, {{ address = "{dead}" }}]
+
+[pool.app.passive]
+consecutive_failures = 2
+ejection_time = "1m"
+
+[[route]]
+pool = "app"
+"#
+        ),
+    )
+    .unwrap();
+    let (_baton, addr) = baton_serve_with(&path, &["--control", control.to_str().unwrap()]).await;
+    for _ in 0..20 {
+        assert_eq!(get(&addr, "/").await.status, 200);
+    }
+    // Counted before the retried request was answered.
+    let text = scrape(&control).await;
+    let member = |name: &str, address: &str| {
+        let series = format!(r#"baton_member_{name}_total{{pool="app",member="{address}"}}"#);
+        sample(&text, &series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    assert_eq!(member("connect_failures", &dead), 2.0, "{text}");
+    assert_eq!(member("retries", &dead), 2.0, "{text}");
+    assert_eq!(member("ejections", &dead), 1.0, "{text}");
+    for name in ["connect_failures", "retries", "ejections"] {
+        assert_eq!(member(name, &live), 0.0, "{text}");
+    }
+    let up = format!(r#"baton_member_up{{pool="app",member="{dead}"}}"#);
+    assert_eq!(sample(&text, &up), Some(0.0), "{text}");
+}

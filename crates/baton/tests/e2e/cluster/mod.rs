@@ -130,7 +130,7 @@ impl Node {
         }
     }
 
-    /// `baton status --json` of this node, parsed.
+    /// The services of `baton status --json` of this node, parsed.
     async fn status(&self) -> serde_json::Value {
         let control = self.control.to_str().unwrap();
         let (code, out) = support::run_baton(&["status", "--json", "--control", control]).await;
@@ -139,7 +139,9 @@ impl Node {
             .lines()
             .map(|l| l.trim_start_matches("[out] "))
             .collect::<String>();
-        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {out}"))
+        let mut status: serde_json::Value =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {out}"));
+        status["services"].take()
     }
 
     /// The entry of the discovered service `web` in its status.
