@@ -8,10 +8,11 @@ use std::time::Duration;
 
 /// The shape and the bounds of one load run.
 ///
-/// Four kinds of workers run concurrently, each issuing one request at a time (see [`crate::WorkerKind`]):
-/// keep-alive `GET /`, new-connection `GET /`, keep-alive `POST /echo` with bodies of 1 B to 64 KiB, and keep-alive
-/// `GET /slow?ms=N` so that slow requests are always in flight. The run is bounded twice: by `max_duration` and,
-/// optionally, by `max_requests`; it stops by itself at whichever comes first.
+/// Seven kinds of workers run concurrently, each issuing one request at a time (see [`crate::WorkerKind`]):
+/// keep-alive `GET /`, new-connection `GET /`, keep-alive `POST /echo` with bodies of 1 B to 64 KiB, keep-alive
+/// `GET /slow?ms=N` so that slow requests are always in flight, and the long-lived kinds: WebSocket echoes,
+/// server-sent event streams and HTTP/2. The run is bounded twice: by `max_duration` and, optionally, by
+/// `max_requests`; it stops by itself at whichever comes first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadConfig {
     /// The address every connection goes to.
@@ -28,6 +29,14 @@ pub struct LoadConfig {
     pub slow_workers: usize,
     /// How long the server is asked to take for each slow request, in milliseconds.
     pub slow_ms: u64,
+    /// Workers sending binary messages on one WebSocket each (`GET /ws`, echoed).
+    pub websocket_workers: usize,
+    /// Workers reading one server-sent event stream each (`GET /events?interval_ms={sse_interval_ms}`).
+    pub sse_workers: usize,
+    /// The interval between events each stream asks for, in milliseconds.
+    pub sse_interval_ms: u64,
+    /// Workers sending `GET /` and `POST /echo` in turn on one HTTP/2 connection each (cleartext, prior knowledge).
+    pub h2_workers: usize,
     /// A request not completely answered (connect, headers and whole body) within this time is a timeout failure.
     pub request_timeout: Duration,
     /// No new request starts after this much time since [`crate::Load::start`].
@@ -58,7 +67,13 @@ impl LoadConfig {
 
     /// How many workers this configuration runs in total.
     pub fn total_workers(&self) -> usize {
-        self.keepalive_workers + self.fresh_workers + self.post_workers + self.slow_workers
+        self.keepalive_workers
+            + self.fresh_workers
+            + self.post_workers
+            + self.slow_workers
+            + self.websocket_workers
+            + self.sse_workers
+            + self.h2_workers
     }
 
     /// Checks that the configuration can run: at least one worker, a non-zero request timeout, and a `Host`
@@ -71,7 +86,8 @@ impl LoadConfig {
         let mut problems = Vec::new();
         if self.total_workers() == 0 {
             problems.push(
-                "no workers: at least one of keepalive, fresh, post or slow must be > 0".to_owned(),
+                "no workers: at least one of keepalive, fresh, post, slow, websocket, sse or h2 must be > 0"
+                    .to_owned(),
             );
         }
         if self.request_timeout.is_zero() {
@@ -93,7 +109,8 @@ impl LoadConfig {
 
 impl Default for LoadConfig {
     /// Small load that a 2-core machine carries next to the server under test: 2 keep-alive, 2 new-connection,
-    /// 1 POST and 1 slow (300 ms) worker, a 10 s request timeout, at most 120 s, aimed at `127.0.0.1:8080`.
+    /// 1 POST and 1 slow (300 ms) worker, no long-lived kinds (streams of 50 ms events when asked for), a 10 s
+    /// request timeout, at most 120 s, aimed at `127.0.0.1:8080`.
     fn default() -> LoadConfig {
         LoadConfig {
             target: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
@@ -103,6 +120,10 @@ impl Default for LoadConfig {
             post_workers: 1,
             slow_workers: 1,
             slow_ms: 300,
+            websocket_workers: 0,
+            sse_workers: 0,
+            sse_interval_ms: 50,
+            h2_workers: 0,
             request_timeout: Duration::from_secs(10),
             max_duration: Duration::from_secs(120),
             max_requests: None,

@@ -23,7 +23,7 @@ pub(crate) const INSTANCE_HEADER: &str = "x-instance";
 
 /// An open client connection. Dropping it closes the socket.
 pub(crate) struct Connection {
-    sender: SendRequest<Full<Bytes>>,
+    pub(crate) sender: SendRequest<Full<Bytes>>,
     driver: JoinHandle<()>,
 }
 
@@ -36,7 +36,7 @@ impl Drop for Connection {
 }
 
 /// Opens a TCP connection with `TCP_NODELAY` and starts HTTP/1 on it.
-async fn connect(target: SocketAddr) -> Result<Connection, Failure> {
+pub(crate) async fn connect(target: SocketAddr) -> Result<Connection, Failure> {
     let stream = TcpStream::connect(target)
         .await
         .map_err(|e| classify(Stage::Connect, &e))?;
@@ -134,13 +134,13 @@ impl Exchange<'_> {
     }
 }
 
-fn instance_of(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn instance_of(headers: &HeaderMap) -> Option<String> {
     headers
         .get(INSTANCE_HEADER)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(CONTENT_LENGTH)?
         .to_str()
@@ -180,7 +180,7 @@ pub(crate) fn announces_close<B>(response: &Response<B>) -> bool {
 /// The start of a failed response's body (its first line, at most 80
 /// characters), which says whose answer it was: the proxy's own 503s name
 /// their reason ("no healthy upstream", "upstream queue full"), an app's do not.
-fn first_line(body: &[u8]) -> String {
+pub(crate) fn first_line(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     text.lines().next().unwrap_or("").chars().take(80).collect()
 }

@@ -24,6 +24,13 @@ pub enum FailureKind {
     Truncated,
     /// The response body was complete but not what the request asked for (`body_mismatch`).
     BodyMismatch,
+    /// A WebSocket was closed by the server with a code other than 1001 (going away), e.g. `ws_close_1011`; a
+    /// close frame without a code is `ws_close_1005`.
+    WsClose(u16),
+    /// An event stream skipped an event: a `tick N` event did not follow `tick N-1` (`missing_event`).
+    MissingEvent,
+    /// The server reset an HTTP/2 stream (`RST_STREAM`) before its response was complete (`stream_reset`).
+    StreamReset,
     /// Anything else; the failure sample carries the full error chain (`other`).
     Other,
 }
@@ -38,6 +45,9 @@ impl FailureKind {
             FailureKind::Status(code) => format!("status_{code}"),
             FailureKind::Truncated => "truncated".into(),
             FailureKind::BodyMismatch => "body_mismatch".into(),
+            FailureKind::WsClose(code) => format!("ws_close_{code}"),
+            FailureKind::MissingEvent => "missing_event".into(),
+            FailureKind::StreamReset => "stream_reset".into(),
             FailureKind::Other => "other".into(),
         }
     }
@@ -101,7 +111,7 @@ pub(crate) fn classify(stage: Stage, error: &(dyn StdError + 'static)) -> Failur
     Failure::new(kind, format!("{}: {}", stage.describe(), chain(error)))
 }
 
-fn classify_kind(stage: Stage, error: &(dyn StdError + 'static)) -> FailureKind {
+pub(crate) fn classify_kind(stage: Stage, error: &(dyn StdError + 'static)) -> FailureKind {
     // Anything that breaks the body after a 2xx head means the client got less than the server promised.
     if stage == Stage::Body {
         return FailureKind::Truncated;
@@ -189,6 +199,9 @@ mod tests {
         assert_eq!(FailureKind::Status(503).key(), "status_503");
         assert_eq!(FailureKind::BodyMismatch.key(), "body_mismatch");
         assert_eq!(FailureKind::Refused.to_string(), "refused");
+        assert_eq!(FailureKind::WsClose(1011).key(), "ws_close_1011");
+        assert_eq!(FailureKind::MissingEvent.key(), "missing_event");
+        assert_eq!(FailureKind::StreamReset.key(), "stream_reset");
     }
 
     #[test]

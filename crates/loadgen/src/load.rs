@@ -37,6 +37,7 @@ impl Load {
             target: cfg.target,
             host: HeaderValue::try_from(cfg.host()).expect("validated"),
             slow_ms: cfg.slow_ms,
+            sse_interval_ms: cfg.sse_interval_ms,
             request_timeout: cfg.request_timeout,
             pace: cfg.pace,
         });
@@ -45,6 +46,9 @@ impl Load {
             (WorkerKind::Fresh, cfg.fresh_workers),
             (WorkerKind::Post, cfg.post_workers),
             (WorkerKind::Slow, cfg.slow_workers),
+            (WorkerKind::WebSocket, cfg.websocket_workers),
+            (WorkerKind::Sse, cfg.sse_workers),
+            (WorkerKind::H2, cfg.h2_workers),
         ];
         let workers = kinds
             .into_iter()

@@ -26,6 +26,17 @@ pub enum WorkerKind {
     /// response must be 2xx with a complete body. Keep-alive makes it also exercise the `Connection: close` a
     /// draining server puts on the answer to a request that was in flight when draining began.
     Slow,
+    /// Binary messages of 1 B to 64 KiB on one WebSocket (`GET /ws`); each must come back exactly (an echo round
+    /// trip is one request). A server's close with 1001 (going away) is an announced end: the worker reconnects and
+    /// sends the message it has no echo for again, on the new connection.
+    WebSocket,
+    /// One server-sent event stream (`GET /events?interval_ms=N`) at a time; each `tick N` event is one request and
+    /// must number one more than the previous one of its stream. A stream that ends cleanly between two events, or
+    /// says `event: shutdown`, is an announced end: the worker opens a new one.
+    Sse,
+    /// `GET /` and `POST /echo` in turn on one HTTP/2 connection (prior knowledge, cleartext). A GOAWAY without an
+    /// error is an announced end: the worker opens a new connection for the request the old one would not take.
+    H2,
 }
 
 impl WorkerKind {
@@ -36,12 +47,21 @@ impl WorkerKind {
             WorkerKind::Fresh => "fresh",
             WorkerKind::Post => "post",
             WorkerKind::Slow => "slow",
+            WorkerKind::WebSocket => "websocket",
+            WorkerKind::Sse => "sse",
+            WorkerKind::H2 => "h2",
         }
     }
 
     /// Whether the worker keeps its connection for the next request.
     pub fn reuses_connection(self) -> bool {
         self != WorkerKind::Fresh
+    }
+
+    /// Whether a success's latency is a response time: not for server-sent events, whose wait is the server's
+    /// own interval.
+    pub fn measures_latency(self) -> bool {
+        self != WorkerKind::Sse
     }
 }
 
@@ -65,9 +85,24 @@ enum Expect {
 }
 
 impl Plan {
-    /// The `seq`-th request of worker number `worker` of kind `kind`.
-    pub(crate) fn new(kind: WorkerKind, worker: usize, seq: u64, slow_ms: u64) -> Plan {
+    /// The `seq`-th request of worker number `worker` of kind `kind`; `ms` is how long a slow request asks the
+    /// server to take, or the interval an event stream asks for.
+    pub(crate) fn new(kind: WorkerKind, worker: usize, seq: u64, ms: u64) -> Plan {
         match kind {
+            WorkerKind::H2 if seq % 2 == 0 => Plan::new(WorkerKind::KeepAlive, worker, seq, ms),
+            WorkerKind::H2 => Plan::new(WorkerKind::Post, worker, seq, ms),
+            WorkerKind::WebSocket => Plan {
+                method: Method::GET,
+                path: "/ws".into(),
+                body: echo_body(worker, seq),
+                expect: Expect::Echo,
+            },
+            WorkerKind::Sse => Plan {
+                method: Method::GET,
+                path: format!("/events?interval_ms={ms}"),
+                body: Bytes::new(),
+                expect: Expect::Complete,
+            },
             WorkerKind::KeepAlive | WorkerKind::Fresh => Plan {
                 method: Method::GET,
                 path: "/".into(),
@@ -82,7 +117,7 @@ impl Plan {
             },
             WorkerKind::Slow => Plan {
                 method: Method::GET,
-                path: format!("/slow?ms={slow_ms}"),
+                path: format!("/slow?ms={ms}"),
                 body: Bytes::new(),
                 expect: Expect::Complete,
             },

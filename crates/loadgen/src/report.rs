@@ -28,7 +28,8 @@ pub struct Report {
     pub failure_samples: Vec<String>,
     /// Responses per value of their `x-instance` header; responses without it are counted under `(none)`.
     pub instances: BTreeMap<String, u64>,
-    /// Counts per worker kind (`keepalive`, `fresh`, `post`, `slow`), e.g. to check slow requests really ran.
+    /// Counts per worker kind (`keepalive`, `fresh`, `post`, `slow`, `websocket`, `sse`, `h2`), e.g. to check slow
+    /// requests really ran.
     pub workers: BTreeMap<String, WorkerTally>,
     /// Latency of successful requests, split by the phase current when each request started.
     pub latency: PhaseLatency,
@@ -48,6 +49,10 @@ pub struct WorkerTally {
     pub ok: u64,
     /// Requests that failed.
     pub failures: u64,
+    /// Announced ends the requests met and went on from: WebSockets closed with 1001, event streams ended
+    /// cleanly, HTTP/2 connections that sent GOAWAY before taking the request. Not failures.
+    #[serde(default)]
+    pub announced_ends: u64,
 }
 
 /// Latency of successful requests in each [`crate::Phase`].

@@ -38,6 +38,9 @@ pub(crate) struct Outcome<'a> {
     pub(crate) plan: &'a Plan,
     /// `Some(instance header)` when a response head arrived.
     pub(crate) responded: Option<Option<String>>,
+    /// Announced ends (WebSocket close 1001, clean end of an event stream, HTTP/2 GOAWAY) the request met and
+    /// went on from.
+    pub(crate) announced_ends: u32,
     pub(crate) result: Result<(), Failure>,
 }
 
@@ -176,12 +179,14 @@ impl Shared {
                 .entry(outcome.kind.name().to_owned())
                 .or_default();
             worker.requests += 1;
+            worker.announced_ends += u64::from(outcome.announced_ends);
             match outcome.result {
                 Ok(()) => {
                     worker.ok += 1;
                     tally.ok += 1;
                     let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
                     match outcome.phase {
+                        _ if !outcome.kind.measures_latency() => {}
                         Phase::Steady => tally.steady.saturating_record(micros),
                         Phase::Switching => tally.switching.saturating_record(micros),
                     }
@@ -262,6 +267,7 @@ mod tests {
             started: Instant::now(),
             plan: &PLAN,
             responded: Some(Some("v1".into())),
+            announced_ends: 0,
             result,
         }
     }
@@ -292,7 +298,8 @@ mod tests {
             WorkerTally {
                 requests: 4,
                 ok: 2,
-                failures: 2
+                failures: 2,
+                announced_ends: 0,
             }
         );
         assert_eq!(

@@ -15,17 +15,114 @@ use crate::conn::{Connection, Exchange};
 use crate::failure::{Failure, FailureKind};
 use crate::plan::{Plan, WorkerKind};
 use crate::stats::{Outcome, Shared};
+use crate::{http2, sse, ws};
 
 /// The pause after a failed request before the worker's next attempt.
 pub(crate) const FAILURE_BACKOFF: Duration = Duration::from_millis(20);
+
+/// How many announced ends (a WebSocket closed with 1001, an event stream ended cleanly, an HTTP/2 GOAWAY) one
+/// request may meet before it counts as failed: a server that keeps saying goodbye serves nobody.
+pub(crate) const MAX_ANNOUNCED_ENDS: u32 = 3;
 
 /// What every worker of a run needs, resolved once from the [`crate::LoadConfig`].
 pub(crate) struct Settings {
     pub(crate) target: SocketAddr,
     pub(crate) host: HeaderValue,
     pub(crate) slow_ms: u64,
+    pub(crate) sse_interval_ms: u64,
     pub(crate) request_timeout: Duration,
     pub(crate) pace: Option<Duration>,
+}
+
+/// One request of a long-lived kind on its way: where it goes and what it met.
+pub(crate) struct Attempt<'a> {
+    pub(crate) target: SocketAddr,
+    pub(crate) host: &'a HeaderValue,
+    /// Set to the instance header's value once a response (or an upgrade, or a stream) arrived.
+    pub(crate) responded: &'a mut Option<Option<String>>,
+    /// Announced ends met so far.
+    pub(crate) ends: &'a mut u32,
+}
+
+impl Attempt<'_> {
+    /// Counts an announced end of `what`; a failure past [`MAX_ANNOUNCED_ENDS`].
+    pub(crate) fn announced_end(&mut self, what: &str) -> Result<(), Failure> {
+        *self.ends += 1;
+        if *self.ends > MAX_ANNOUNCED_ENDS {
+            return Err(Failure::new(
+                FailureKind::Other,
+                format!(
+                    "the server ended {} {what}s in a row before answering",
+                    self.ends
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The connection a worker keeps between requests, by kind.
+enum Slot {
+    Http1(Option<Connection>),
+    WebSocket(Option<ws::Socket>),
+    Sse(Option<sse::Stream>),
+    H2(Option<http2::Connection>),
+}
+
+impl Slot {
+    fn new(kind: WorkerKind) -> Slot {
+        match kind {
+            WorkerKind::WebSocket => Slot::WebSocket(None),
+            WorkerKind::Sse => Slot::Sse(None),
+            WorkerKind::H2 => Slot::H2(None),
+            WorkerKind::KeepAlive | WorkerKind::Fresh | WorkerKind::Post | WorkerKind::Slow => {
+                Slot::Http1(None)
+            }
+        }
+    }
+
+    /// Closes the connection: its state is unknown after an abandoned exchange.
+    fn clear(&mut self) {
+        match self {
+            Slot::Http1(c) => *c = None,
+            Slot::WebSocket(c) => *c = None,
+            Slot::Sse(c) => *c = None,
+            Slot::H2(c) => *c = None,
+        }
+    }
+
+    /// One request; `responded` and `ends` say what it met, even if it is abandoned.
+    async fn run(
+        &mut self,
+        kind: WorkerKind,
+        settings: &Settings,
+        plan: &Plan,
+        responded: &mut Option<Option<String>>,
+        ends: &mut u32,
+    ) -> Result<(), Failure> {
+        let mut attempt = Attempt {
+            target: settings.target,
+            host: &settings.host,
+            responded,
+            ends,
+        };
+        match self {
+            Slot::Http1(slot) => {
+                Exchange {
+                    slot,
+                    responded: attempt.responded,
+                    target: settings.target,
+                    host: &settings.host,
+                    reuse: kind.reuses_connection(),
+                }
+                .run(plan)
+                .await
+            }
+            Slot::WebSocket(slot) => ws::echo(slot, &mut attempt, plan).await,
+            Slot::Sse(slot) => sse::next_tick(slot, &mut attempt, plan).await,
+            Slot::H2(slot) => http2::exchange(slot, &mut attempt, plan).await,
+        }
+    }
 }
 
 /// Marks the worker as exited however it ends, panics included, so waiters are never left hanging.
@@ -46,7 +143,11 @@ pub(crate) async fn run(
 ) {
     let _exit = ExitGuard(shared.clone());
     let mut stop = shared.stop_signal();
-    let mut slot: Option<Connection> = None;
+    let mut slot = Slot::new(kind);
+    let ms = match kind {
+        WorkerKind::Sse => settings.sse_interval_ms,
+        _ => settings.slow_ms,
+    };
     for seq in 0u64.. {
         if shared.stopped() {
             break;
@@ -55,23 +156,17 @@ pub(crate) async fn run(
             shared.signal_stop();
             break;
         }
-        let plan = Plan::new(kind, index, seq, settings.slow_ms);
+        let plan = Plan::new(kind, index, seq, ms);
         let phase = shared.phase();
         let started = Instant::now();
         let mut responded = None;
-        let exchange = Exchange {
-            slot: &mut slot,
-            responded: &mut responded,
-            target: settings.target,
-            host: &settings.host,
-            reuse: kind.reuses_connection(),
-        };
-        let result = match tokio::time::timeout(settings.request_timeout, exchange.run(&plan)).await
-        {
+        let mut ends = 0;
+        let exchange = slot.run(kind, &settings, &plan, &mut responded, &mut ends);
+        let result = match tokio::time::timeout(settings.request_timeout, exchange).await {
             Ok(result) => result,
             Err(_elapsed) => {
                 // The connection's state is unknown after an abandoned exchange; never reuse it.
-                slot = None;
+                slot.clear();
                 Err(timed_out(settings.request_timeout, responded.is_some()))
             }
         };
@@ -83,6 +178,7 @@ pub(crate) async fn run(
             started,
             plan: &plan,
             responded,
+            announced_ends: ends,
             result,
         });
         if !pause.is_zero() && interrupted(&mut stop, pause).await {

@@ -1,5 +1,7 @@
 //! End-to-end tests of the load client against a real (misbehaving on demand) server on 127.0.0.1:0.
 
+#[path = "load/streams.rs"]
+mod streams;
 mod support;
 
 use std::net::SocketAddr;

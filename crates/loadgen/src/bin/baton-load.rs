@@ -16,7 +16,7 @@ use loadgen::{Load, LoadConfig, Report};
 /// Exit status for a usage error (BSD `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
 
-/// Load an HTTP/1.1 service and count every failed request.
+/// Load an HTTP service (HTTP/1.1, HTTP/2, WebSocket, SSE) and count every failed request.
 #[derive(Debug, Parser)]
 #[command(name = "baton-load", version)]
 struct Args {
@@ -44,6 +44,18 @@ struct Args {
     /// Milliseconds each slow request asks the server to take.
     #[arg(long, default_value_t = 300)]
     slow_ms: u64,
+    /// Workers sending binary messages on a WebSocket each (GET /ws, echoed).
+    #[arg(long, default_value_t = 0)]
+    websocket: usize,
+    /// Workers reading a server-sent event stream each (GET /events).
+    #[arg(long, default_value_t = 0)]
+    sse: usize,
+    /// Milliseconds between the events each stream asks for.
+    #[arg(long, default_value_t = 50)]
+    sse_interval_ms: u64,
+    /// Workers sending GET / and POST /echo on an HTTP/2 connection each (cleartext).
+    #[arg(long, default_value_t = 0)]
+    h2: usize,
     /// A request not completely answered within this time is a timeout failure.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
@@ -68,6 +80,10 @@ impl Args {
             post_workers: self.post,
             slow_workers: self.slow,
             slow_ms: self.slow_ms,
+            websocket_workers: self.websocket,
+            sse_workers: self.sse,
+            sse_interval_ms: self.sse_interval_ms,
+            h2_workers: self.h2,
             request_timeout: self.timeout,
             max_duration: self.duration,
             max_requests: self.max_requests,

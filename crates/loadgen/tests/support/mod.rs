@@ -3,6 +3,8 @@
 //! Well-behaved modes use hyper's server; the two modes that break HTTP's connection rules (closing a keep-alive
 //! connection without saying so, promising more body than is sent) write raw bytes, because hyper will not.
 
+pub mod streams;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
