@@ -1,12 +1,14 @@
 //! HTTP/2 exchanges (cleartext, prior knowledge) on the `h2` crate directly, so that every stream and connection
 //! error is seen as the protocol says it.
 //!
-//! Owns what ends a connection and how that counts. A GOAWAY without an error code, received before the request
-//! was sent, is an announced end: the connection takes no new stream, the worker opens a new one and sends the
-//! request there (nothing was sent, so nothing is counted twice). Everything else is a failure: a stream reset by
-//! the server (`stream_reset`, whatever its code, REFUSED_STREAM included), a GOAWAY with an error, or one that
-//! arrives after the request was sent and does not cover it, a connection closed without GOAWAY (`reset`), a
-//! non-2xx status, a body shorter than its `content-length` or not the expected one.
+//! Owns what ends a connection and how that counts. A GOAWAY without an error code is an announced end, in the two
+//! places where the protocol says the request was not processed: received before the request was sent (the
+//! connection takes no new stream), or naming a last stream id below the request's (the request crossed the
+//! GOAWAY on the wire; RFC 9113 §6.8 says such streams were never processed and may be retried). The worker then
+//! sends the request on a new connection; it is counted once. Everything else is a failure: a stream reset by the
+//! server (`stream_reset`, whatever its code, REFUSED_STREAM included), a GOAWAY with an error (`reset`), a
+//! connection closed without GOAWAY or while the request was being answered (`reset`), a non-2xx status, a body
+//! shorter than its `content-length` or not the expected one.
 
 use std::net::SocketAddr;
 
@@ -66,52 +68,61 @@ pub(crate) async fn exchange(
                 ));
             }
         };
-        let result = async {
-            if !plan.body.is_empty() {
-                body_tx
-                    .send_data(plan.body.clone(), true)
-                    .map_err(|e| failure(Stage::Response, "could not send the body", &e))?;
-            }
-            let response = response
-                .await
-                .map_err(|e| failure(Stage::Response, "no response head", &e))?;
-            *attempt.responded = Some(instance_of(response.headers()));
-            let status = response.status();
-            let declared = declared_length(response.headers());
-            let mut body = response.into_body();
-            let mut got = Vec::new();
-            while let Some(chunk) = body.data().await {
-                let chunk =
-                    chunk.map_err(|e| failure(Stage::Body, "response body broke off", &e))?;
-                let _ = body.flow_control().release_capacity(chunk.len());
-                got.extend_from_slice(&chunk);
-            }
-            if !status.is_success() {
-                return Err(Failure::new(
-                    FailureKind::Status(status.as_u16()),
-                    format!(
-                        "status {status}, body {} B: {:?}",
-                        got.len(),
-                        first_line(&got)
-                    ),
-                ));
-            }
-            if let Some(expected) = declared.filter(|&n| n != got.len() as u64) {
-                return Err(Failure::new(
-                    FailureKind::Truncated,
-                    format!("content-length {expected} but {} B of body", got.len()),
-                ));
-            }
-            plan.check_body(&got)
-        }
-        .await;
-        if result
-            .as_ref()
-            .is_err_and(|f| !matches!(f.kind, FailureKind::Status(_) | FailureKind::BodyMismatch))
+        if !plan.body.is_empty()
+            && let Err(e) = body_tx.send_data(plan.body.clone(), true)
         {
             *slot = None;
+            if announced(&e) {
+                attempt.announced_end("HTTP/2 connection")?;
+                continue;
+            }
+            return Err(failure(Stage::Response, "could not send the body", &e));
         }
-        return result;
+        let response = match response.await {
+            Ok(response) => response,
+            // Above the GOAWAY's last stream id: the server says it did not
+            // process the stream (the request went out just as the GOAWAY
+            // came in), which is what makes sending it again safe.
+            Err(e) if announced(&e) => {
+                *slot = None;
+                attempt.announced_end("HTTP/2 connection")?;
+                continue;
+            }
+            Err(e) => {
+                *slot = None;
+                return Err(failure(Stage::Response, "no response head", &e));
+            }
+        };
+        *attempt.responded = Some(instance_of(response.headers()));
+        let status = response.status();
+        let declared = declared_length(response.headers());
+        let mut body = response.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    *slot = None;
+                    return Err(failure(Stage::Body, "response body broke off", &e));
+                }
+            };
+            let _ = body.flow_control().release_capacity(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            return Err(Failure::new(
+                FailureKind::Status(status.as_u16()),
+                format!("status {status}, body {} B: {:?}", got.len(), first_line(&got)),
+            ));
+        }
+        if let Some(expected) = declared.filter(|&n| n != got.len() as u64) {
+            *slot = None;
+            return Err(Failure::new(
+                FailureKind::Truncated,
+                format!("content-length {expected} but {} B of body", got.len()),
+            ));
+        }
+        return plan.check_body(&got);
     }
 }
 

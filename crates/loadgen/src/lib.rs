@@ -25,10 +25,11 @@
 //!   (`truncated`), or skips a tick (`missing_event`: `tick N` not followed by `tick N+1` on the same stream).
 //!   A stream that ends cleanly between two events, or that says `event: shutdown`, is the announced end: the
 //!   worker opens a new stream and waits for its first tick.
-//! - **HTTP/2**: a stream reset by the server (`stream_reset`, with any code), a connection closed without GOAWAY
-//!   or with a GOAWAY carrying an error (`reset`), a GOAWAY that arrives after the request was sent and does not
-//!   cover its stream (`reset`). A GOAWAY without error received before the request was sent is the announced
-//!   end: the worker sends the request on a new connection.
+//! - **HTTP/2**: a stream reset by the server (`stream_reset`, with any code), a connection closed without GOAWAY,
+//!   or closed while the request was being answered, or with a GOAWAY carrying an error (`reset`). A GOAWAY
+//!   without error is the announced end when it says the request was not processed: received before the request
+//!   was sent, or naming a last stream id below the request's (the two crossed on the wire; the protocol
+//!   guarantees such a stream was never processed). The worker sends the request on a new connection.
 //!
 //! A request may meet at most three announced ends in a row (a server that keeps saying goodbye serves nobody);
 //! the fourth makes it a failure (`other`). Announced ends are counted per worker kind
