@@ -112,7 +112,11 @@ pub(crate) async fn exchange(
         if !status.is_success() {
             return Err(Failure::new(
                 FailureKind::Status(status.as_u16()),
-                format!("status {status}, body {} B: {:?}", got.len(), first_line(&got)),
+                format!(
+                    "status {status}, body {} B: {:?}",
+                    got.len(),
+                    first_line(&got)
+                ),
             ));
         }
         if let Some(expected) = declared.filter(|&n| n != got.len() as u64) {
