@@ -91,21 +91,33 @@ impl ClientFault {
 }
 
 /// The first client fault of one request, once its body failed; shared by
-/// the body that records it and whoever judges the exchange.
+/// the body that records it and whoever judges the exchange. A request
+/// without a body has nothing to record ([`FaultRecord::none`], which
+/// allocates nothing).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct FaultRecord(Arc<AtomicU8>);
+pub(crate) struct FaultRecord(Option<Arc<AtomicU8>>);
 
 impl FaultRecord {
+    /// A record for a request with a body.
+    pub(crate) fn new() -> FaultRecord {
+        FaultRecord(Some(Arc::default()))
+    }
+
+    /// The record of a request without a body: never a fault.
+    pub(crate) fn none() -> FaultRecord {
+        FaultRecord(None)
+    }
+
     /// The client's fault, if its body failed.
     pub(crate) fn get(&self) -> Option<ClientFault> {
-        ClientFault::from_code(self.0.load(Ordering::Acquire))
+        ClientFault::from_code(self.0.as_ref()?.load(Ordering::Acquire))
     }
 
     fn set(&self, fault: ClientFault) {
         // The first fault stands; the body fails only once anyway.
-        let _ = self
-            .0
-            .compare_exchange(0, fault.code(), Ordering::Release, Ordering::Relaxed);
+        if let Some(code) = &self.0 {
+            let _ = code.compare_exchange(0, fault.code(), Ordering::Release, Ordering::Relaxed);
+        }
     }
 }
 
@@ -153,7 +165,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_over_its_limit_is_recorded_as_too_large() {
         use http_body_util::{BodyExt, Full, Limited};
-        let record = FaultRecord::default();
+        let record = FaultRecord::new();
         let limited = Limited::new(Full::new(Bytes::from_static(b"hello")), 2);
         let body = ClientBody::new(limited.boxed_unsync(), record.clone());
         assert!(body.collect().await.is_err());
@@ -174,7 +186,7 @@ mod tests {
 
     #[test]
     fn the_first_fault_stands() {
-        let record = FaultRecord::default();
+        let record = FaultRecord::new();
         assert_eq!(record.get(), None);
         record.set(ClientFault::Malformed);
         record.set(ClientFault::Abandoned);

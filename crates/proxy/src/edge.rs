@@ -93,11 +93,12 @@ pub(crate) fn admit<B>(req: &mut Request<B>) -> Result<(), Refusal> {
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err(Refusal::ManyHosts),
         (Some(host), None) => {
-            let valid = host
-                .to_str()
-                .ok()
-                .and_then(|h| h.parse::<Authority>().ok())
-                .is_some_and(|a| is_plain(&a));
+            let valid = simple_host(host.as_bytes())
+                || host
+                    .to_str()
+                    .ok()
+                    .and_then(|h| h.parse::<Authority>().ok())
+                    .is_some_and(|a| is_plain(&a));
             if !valid {
                 return Err(Refusal::BadHost);
             }
@@ -123,6 +124,27 @@ pub(crate) fn admit<B>(req: &mut Request<B>) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The common `Host` checked without parsing (and allocating) an
+/// `Authority`: a name or IPv4 address of letters, digits, dots and dashes,
+/// optionally with a port of at most 65535. Anything else — IPv6 literals
+/// included — goes through [`is_plain`].
+fn simple_host(host: &[u8]) -> bool {
+    let (name, port) = match host.iter().position(|&b| b == b':') {
+        Some(i) => (&host[..i], Some(&host[i + 1..])),
+        None => (host, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let port_ok = port.is_none_or(|p| {
+        (1..=5).contains(&p.len())
+            && p.iter().all(u8::is_ascii_digit)
+            && p.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 65_535
+    });
+    name_ok && port_ok
+}
+
 /// A host and an optional numeric port: no user information, nothing
 /// after the port (`http::uri::Authority` parses all of those).
 fn is_plain(authority: &Authority) -> bool {
@@ -135,6 +157,44 @@ fn is_plain(authority: &Authority) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_host_check_accepts_only_what_the_parser_accepts() {
+        let cases = [
+            "example.com",
+            "example.com:8080",
+            "EXAMPLE.com:1",
+            "a",
+            "127.0.0.1",
+            "127.0.0.1:65535",
+            "127.0.0.1:65536",
+            "host:",
+            "host:0",
+            "host:00080",
+            "host:123456",
+            ":80",
+            "a-b.c-d",
+            "-a",
+            "a..b",
+            "a@b",
+            "user@host:80",
+            "[::1]:80",
+            "[::1]",
+            "host:80x",
+            "host:8 0",
+            "ho st",
+            "",
+            "host:80:90",
+            "ex_ample.com",
+            "%41",
+        ];
+        for case in cases {
+            let parsed = case.parse::<Authority>().ok().is_some_and(|a| is_plain(&a));
+            if simple_host(case.as_bytes()) {
+                assert!(parsed, "{case:?} passes the fast check but not the parser");
+            }
+        }
+    }
 
     fn req(method: &str, target: &str, version: Version, hosts: &[&str]) -> Request<()> {
         let mut b = Request::builder()

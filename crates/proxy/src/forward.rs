@@ -100,11 +100,13 @@ impl Failure {
     }
 }
 
-/// The parts needed to send a bodyless request again.
+/// The parts needed to send a bodyless request again. The headers are kept
+/// as a list (one allocation; names and values share their bytes with the
+/// request's) and made a map again only for a retry.
 pub(crate) struct Replay {
     method: Method,
     uri: http::Uri,
-    headers: http::HeaderMap,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The method is idempotent (not merely allowed by
     /// `retry_non_idempotent`): only then is a 5xx retried.
     idempotent: bool,
@@ -126,7 +128,11 @@ impl Replay {
         (body_empty && (idempotent || any_method)).then(|| Replay {
             method: req.method().clone(),
             uri: req.uri().clone(),
-            headers: req.headers().clone(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
             idempotent,
         })
     }
@@ -135,7 +141,11 @@ impl Replay {
         let mut req = Request::new(crate::empty_body());
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = self.headers.clone();
+        let headers = req.headers_mut();
+        headers.reserve(self.headers.len());
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
         req
     }
 }
@@ -150,11 +160,12 @@ pub(crate) async fn forward(
     replay: Option<Replay>,
     first: Picked,
     client: &FaultRecord,
-) -> Result<(Response<UpstreamBody>, String), Failure> {
+) -> Result<(Response<UpstreamBody>, Arc<str>), Failure> {
     let members = pool.conns.len();
     // Every member once for never-sent failures, plus a fresh connection.
     let max_attempts = members.min(4) + 1;
-    let mut tried: Vec<usize> = Vec::with_capacity(2);
+    // Allocates only on a retry.
+    let mut tried: Vec<usize> = Vec::new();
     let mut last: Option<Failure> = None;
     // The member of the next attempt when already chosen: the caller's
     // pick; the member a 5xx is resent to, picked before the 5xx was
@@ -178,7 +189,9 @@ pub(crate) async fn forward(
         let conns = pool.conns[index].clone();
         let (mut sender, pooled) = match conns.checkout().await {
             Some(s) => (s, true),
-            None => match conns.connect().await {
+            // Boxed: the connect future (a TLS handshake included) is large,
+            // and most requests find a pooled connection instead.
+            None => match Box::pin(conns.connect()).await {
                 Ok(s) => (s, false),
                 Err(e) => {
                     tracing::debug!(pool = %pool.name, error = %e, "connect failed, trying another member");
@@ -233,7 +246,7 @@ pub(crate) async fn forward(
                 } else {
                     Outcome::Success
                 };
-                let key = conns.key().to_owned();
+                let key = conns.shared_key();
                 let lease = Lease {
                     sender,
                     conns,

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
@@ -75,29 +76,46 @@ impl Trust {
     }
 }
 
-/// Sets the forwarding headers for a request from `peer` (None: a Unix
+/// The client of one connection as the forwarding headers name it: its
+/// address, and that address as an `X-Forwarded-For` element, formatted once
+/// when the connection is accepted rather than for each of its requests.
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
+    pub addr: SocketAddr,
+    forwarded_for: Option<HeaderValue>,
+}
+
+impl Client {
+    pub(crate) fn new(addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            forwarded_for: HeaderValue::from_str(&addr.ip().to_string()).ok(),
+        }
+    }
+}
+
+/// Sets the forwarding headers for a request from `client` (None: a Unix
 /// socket client, trusted like a local process) that arrived over `scheme`
 /// (`http` or `https`: what the listener speaks) and returns the request id.
 pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: Option<SocketAddr>,
+    client: Option<&Client>,
     scheme: &'static str,
     trust: &Trust,
     request_id: &HeaderName,
 ) -> HeaderValue {
-    let trusted = peer.is_none_or(|p| trust.trusts(p.ip()));
+    let trusted = client.is_none_or(|c| trust.trusts(c.addr.ip()));
     if !trusted {
         headers.remove(&X_FORWARDED_FOR);
         headers.remove(&X_FORWARDED_PROTO);
         headers.remove(&X_FORWARDED_HOST);
     }
-    if let Some(peer) = peer {
-        let ip = peer.ip().to_string();
-        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) if trusted => format!("{prior}, {ip}"),
-            _ => ip,
+    if let Some(ip) = client.and_then(|c| c.forwarded_for.as_ref()) {
+        let value = match headers.get(&X_FORWARDED_FOR) {
+            Some(prior) if trusted => append_hop(prior, ip),
+            _ => Some(ip.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Some(v) = value {
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
     }
@@ -119,9 +137,31 @@ pub(crate) fn set_forwarded(
     }
 }
 
+/// `prior, ip`: the chain a trusted proxy sent, extended by one hop (in one
+/// allocation). `None` when `prior` is not text.
+fn append_hop(prior: &HeaderValue, ip: &HeaderValue) -> Option<HeaderValue> {
+    let prior = prior.to_str().ok()?;
+    let mut chain = Vec::with_capacity(prior.len() + 2 + ip.len());
+    chain.extend_from_slice(prior.as_bytes());
+    chain.extend_from_slice(b", ");
+    chain.extend_from_slice(ip.as_bytes());
+    HeaderValue::from_maybe_shared(Bytes::from(chain)).ok()
+}
+
+/// 128 random bits as 32 lowercase hex digits, in one allocation that its
+/// clones share.
 fn new_request_id() -> HeaderValue {
-    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    HeaderValue::from_str(&id).expect("hex is a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    for (half, word) in id
+        .chunks_exact_mut(16)
+        .zip([fastrand::u64(..), fastrand::u64(..)])
+    {
+        for (i, digit) in half.iter_mut().enumerate() {
+            *digit = HEX[((word >> (60 - 4 * i)) & 0xf) as usize];
+        }
+    }
+    HeaderValue::from_maybe_shared(Bytes::from_owner(id)).expect("hex is a valid header value")
 }
 
 #[cfg(test)]
@@ -164,7 +204,13 @@ mod tests {
         h.insert("x-request-id", "forged".parse().unwrap());
         h.insert(header::HOST, "example.com".parse().unwrap());
         let peer = "203.0.113.9:5000".parse().unwrap();
-        let id = set_forwarded(&mut h, Some(peer), "http", &Trust::default(), &rid());
+        let id = set_forwarded(
+            &mut h,
+            Some(&Client::new(peer)),
+            "http",
+            &Trust::default(),
+            &rid(),
+        );
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");
@@ -177,14 +223,20 @@ mod tests {
         let peer = "203.0.113.9:5000".parse().unwrap();
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-proto", "http".parse().unwrap());
-        set_forwarded(&mut h, Some(peer), "https", &Trust::default(), &rid());
+        set_forwarded(
+            &mut h,
+            Some(&Client::new(peer)),
+            "https",
+            &Trust::default(),
+            &rid(),
+        );
         assert_eq!(h["x-forwarded-proto"], "https", "untrusted: ours");
         let trust = Trust {
             networks: vec!["203.0.113.0/24".parse().unwrap()],
         };
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-proto", "http".parse().unwrap());
-        set_forwarded(&mut h, Some(peer), "https", &trust, &rid());
+        set_forwarded(&mut h, Some(&Client::new(peer)), "https", &trust, &rid());
         assert_eq!(h["x-forwarded-proto"], "http", "trusted: the client's");
     }
 
@@ -198,7 +250,7 @@ mod tests {
             networks: vec!["10.0.0.0/8".parse().unwrap()],
         };
         let peer = "10.1.2.3:4000".parse().unwrap();
-        let id = set_forwarded(&mut h, Some(peer), "http", &trust, &rid());
+        let id = set_forwarded(&mut h, Some(&Client::new(peer)), "http", &trust, &rid());
         assert_eq!(h["x-forwarded-for"], "198.51.100.1, 10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(id, "abc");
@@ -206,7 +258,22 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
         let mapped = "[::ffff:10.0.0.7]:1".parse().unwrap();
-        set_forwarded(&mut h, Some(mapped), "http", &trust, &rid());
+        set_forwarded(&mut h, Some(&Client::new(mapped)), "http", &trust, &rid());
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, ::ffff:10.0.0.7");
+    }
+
+    #[test]
+    fn request_ids_are_32_hex_digits_and_differ() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let text = id.to_str().unwrap();
+            assert_eq!(text.len(), 32);
+            assert!(
+                text.bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+            );
+        }
     }
 }

@@ -325,7 +325,7 @@ impl Proxy {
             servers.push(tokio::spawn(server.serve_with(move |info| ProxyService {
                 shared: shared.clone(),
                 endpoint: endpoint.clone(),
-                peer: info.peer,
+                client: info.peer.map(crate::headers::Client::new),
             })));
         }
         for phase in &mut phases {

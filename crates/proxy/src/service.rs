@@ -27,7 +27,7 @@ use crate::body::ProxyBody;
 use crate::client_body::{ClientBody, ClientFault, FaultRecord};
 use crate::edge;
 use crate::forward::{Failure, Replay, forward};
-use crate::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
+use crate::headers::{Client, is_upgrade, set_forwarded, strip_hop_by_hop};
 use crate::https::{Endpoint, answer_challenge, challenge_token, redirect};
 use crate::pause::Admission;
 use crate::snapshot::Snapshot;
@@ -45,7 +45,8 @@ pub(crate) struct Shared {
 pub(crate) struct ProxyService {
     pub shared: Arc<Shared>,
     pub endpoint: Arc<Endpoint>,
-    pub peer: Option<SocketAddr>,
+    /// The client, for TCP connections.
+    pub client: Option<Client>,
 }
 
 impl tower_service::Service<Request<Incoming>> for ProxyService {
@@ -131,7 +132,7 @@ impl ProxyService {
                 referer: header_str(&req, header::REFERER),
                 user_agent: header_str(&req, header::USER_AGENT),
             },
-            peer: self.peer,
+            peer: self.client.as_ref().map(|c| c.addr),
             started,
             written: false,
         });
@@ -159,7 +160,7 @@ impl ProxyService {
             line.write(
                 status,
                 response.body().size_hint().exact(),
-                &upstream,
+                upstream.as_deref().unwrap_or(""),
                 request_id
                     .as_ref()
                     .and_then(|v| v.to_str().ok())
@@ -174,10 +175,10 @@ impl ProxyService {
         snapshot: &Snapshot,
         mut req: Request<Incoming>,
         started: Instant,
-    ) -> (Response<ProxyBody>, String, Option<HeaderValue>) {
+    ) -> (Response<ProxyBody>, Option<Arc<str>>, Option<HeaderValue>) {
         if let Err(refusal) = edge::admit(&mut req) {
             tracing::debug!(?refusal, "request refused at the edge");
-            return (refusal.response(), String::new(), None);
+            return (refusal.response(), None, None);
         }
         if !self.endpoint.https {
             // The challenge path is never redirected: an ACME server
@@ -185,7 +186,7 @@ impl ProxyService {
             let token = challenge_token(&req);
             if let (Some(token), Some(challenges)) = (token, &self.endpoint.challenges) {
                 let answer = answer_challenge(challenges, req.method(), token);
-                return (answer, String::new(), None);
+                return (answer, None, None);
             }
             if token.is_none()
                 && let Some(port) = snapshot
@@ -193,15 +194,11 @@ impl ProxyService {
                     .get(&self.endpoint.name)
                     .and_then(|l| l.redirect_https)
             {
-                return (redirect(&req, host_of(&req), port), String::new(), None);
+                return (redirect(&req, host_of(&req), port), None, None);
             }
         }
         let Some(router) = snapshot.routers.get(&self.endpoint.name) else {
-            return (
-                local(StatusCode::NOT_FOUND, "no route\n"),
-                String::new(),
-                None,
-            );
+            return (local(StatusCode::NOT_FOUND, "no route\n"), None, None);
         };
         let host = host_of(&req);
         let target = match router.lookup(&router::Request {
@@ -215,14 +212,10 @@ impl ProxyService {
                 let mut r = local(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
                 r.headers_mut()
                     .insert(header::ALLOW, router::allow_header(&allowed));
-                return (r, String::new(), None);
+                return (r, None, None);
             }
             router::Match::NotFound => {
-                return (
-                    local(StatusCode::NOT_FOUND, "no route\n"),
-                    String::new(),
-                    None,
-                );
+                return (local(StatusCode::NOT_FOUND, "no route\n"), None, None);
             }
         };
         let method = crate::route_stats::method_index(req.method());
@@ -243,7 +236,7 @@ impl ProxyService {
         snapshot: &Snapshot,
         pool: usize,
         req: Request<Incoming>,
-    ) -> (Response<ProxyBody>, String, Option<HeaderValue>) {
+    ) -> (Response<ProxyBody>, Option<Arc<str>>, Option<HeaderValue>) {
         let entered = Instant::now();
         let upstreams = &snapshot.pools[pool].0;
         let current;
@@ -270,7 +263,7 @@ impl ProxyService {
             } => {
                 tracing::debug!(pool = %upstreams.name, ?refusal, "paused pool refused a request");
                 upstreams.stats.record(entered.elapsed(), true);
-                return (refusal.response(retry_after), String::new(), None);
+                return (refusal.response(retry_after), None, None);
             }
         };
         let current;
@@ -282,11 +275,7 @@ impl ProxyService {
             }
             Err(text) => {
                 upstreams.stats.record(entered.elapsed(), true);
-                return (
-                    local(StatusCode::SERVICE_UNAVAILABLE, text),
-                    String::new(),
-                    None,
-                );
+                return (local(StatusCode::SERVICE_UNAVAILABLE, text), None, None);
             }
         };
         let stats = &snapshot.pools[pool].0.stats;
@@ -359,7 +348,7 @@ impl ProxyService {
         pool: usize,
         mut req: Request<Incoming>,
         picked: Picked,
-    ) -> (Response<ProxyBody>, String, Option<HeaderValue>) {
+    ) -> (Response<ProxyBody>, Option<Arc<str>>, Option<HeaderValue>) {
         let (upstreams, settings) = &snapshot.pools[pool];
 
         let max_body = snapshot
@@ -369,16 +358,21 @@ impl ProxyService {
         if req.body().size_hint().lower() > max_body {
             return (
                 local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
-                String::new(),
+                None,
                 None,
             );
         }
 
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let client_host = host_of(&req).map(str::to_owned);
+        // `Host` for the upstream when the client sent none (HTTP/2 and
+        // absolute-form targets name it in the URI).
+        let client_host = match req.headers().contains_key(header::HOST) {
+            true => None,
+            false => host_of(&req).and_then(|h| HeaderValue::from_str(h).ok()),
+        };
         let (mut parts, body) = req.into_parts();
-        parts.uri = origin_form(&parts.uri);
+        parts.uri = origin_form(std::mem::take(&mut parts.uri));
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
         let headers = &mut parts.headers;
@@ -386,7 +380,7 @@ impl ProxyService {
         let scheme = if self.endpoint.https { "https" } else { "http" };
         let request_id = set_forwarded(
             headers,
-            self.peer,
+            self.client.as_ref(),
             scheme,
             &snapshot.trust,
             &snapshot.request_id,
@@ -394,7 +388,7 @@ impl ProxyService {
         match &settings.upstream_host {
             config::UpstreamHost::Preserve => {
                 if !headers.contains_key(header::HOST)
-                    && let Some(h) = client_host.and_then(|h| HeaderValue::from_str(&h).ok())
+                    && let Some(h) = client_host
                 {
                     headers.insert(header::HOST, h);
                 }
@@ -408,7 +402,12 @@ impl ProxyService {
             }
         }
         let body_empty = body.is_end_stream();
-        let client = FaultRecord::default();
+        let client = if body_empty {
+            // No body, no client fault: nothing to record.
+            FaultRecord::none()
+        } else {
+            FaultRecord::new()
+        };
         let body = if body_empty {
             crate::empty_body()
         } else {
@@ -433,14 +432,14 @@ impl ProxyService {
                     strip_hop_by_hop(&mut parts.headers, true);
                     return (
                         Response::from_parts(parts, ProxyBody::empty()),
-                        member,
+                        Some(member),
                         Some(request_id),
                     );
                 }
                 strip_hop_by_hop(&mut parts.headers, false);
                 (
                     Response::from_parts(parts, ProxyBody::Upstream(body)),
-                    member,
+                    Some(member),
                     Some(request_id),
                 )
             }
@@ -453,7 +452,7 @@ impl ProxyService {
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 r.extensions_mut().insert(fault);
-                (r, String::new(), Some(request_id))
+                (r, None, Some(request_id))
             }
             Err(failure) => {
                 if !matches!(failure, Failure::NoMember) {
@@ -465,11 +464,7 @@ impl ProxyService {
                     Failure::Timeout => "upstream timed out\n",
                     Failure::Client(fault) => fault.text(),
                 };
-                (
-                    local(failure.status(), text),
-                    String::new(),
-                    Some(request_id),
-                )
+                (local(failure.status(), text), None, Some(request_id))
             }
         }
     }
@@ -505,8 +500,13 @@ fn header_str<B>(req: &Request<B>, name: header::HeaderName) -> String {
         .to_owned()
 }
 
-/// `/path?query` only: upstreams get origin-form requests.
-fn origin_form(uri: &Uri) -> Uri {
+/// `/path?query` only: upstreams get origin-form requests. A target
+/// already in origin form (every HTTP/1 request but the absolute form) is
+/// kept as it is, without parsing it again.
+fn origin_form(uri: Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() && uri.path_and_query().is_some() {
+        return uri;
+    }
     let pq = uri.path_and_query().map_or("/", |p| p.as_str());
     pq.parse().unwrap_or_else(|_| Uri::from_static("/"))
 }

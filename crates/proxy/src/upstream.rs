@@ -8,8 +8,8 @@
 //! Owns only transport; which member to use is `balance`'s business, and
 //! whether to retry is `forward`'s.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,7 +57,7 @@ pub(crate) enum ConnectError {
 /// The connections of one member, shared by every snapshot that has it.
 #[derive(Debug)]
 pub(crate) struct MemberConns {
-    key: String,
+    key: Arc<str>,
     idle: Mutex<Vec<Idle>>,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -79,7 +79,7 @@ const MAX_IDLE: usize = 1024;
 impl MemberConns {
     pub(crate) fn new(key: &str, settings: ConnSettings) -> MemberConns {
         MemberConns {
-            key: key.to_owned(),
+            key: Arc::from(key),
             idle: Mutex::new(Vec::new()),
             idle_timeout: settings.idle_timeout,
             connect_timeout: settings.connect_timeout,
@@ -90,6 +90,11 @@ impl MemberConns {
 
     pub(crate) fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The member's `host:port`, shared (for the access log).
+    pub(crate) fn shared_key(&self) -> Arc<str> {
+        self.key.clone()
     }
 
     /// A pooled connection that is still open and ready, if any. Ones that
@@ -160,17 +165,17 @@ impl MemberConns {
         match tokio::time::timeout(self.connect_timeout, self.open()).await {
             Ok(opened) => opened,
             Err(_) => Err(ConnectError::Timeout {
-                member: self.key.clone(),
+                member: self.key.to_string(),
                 timeout: self.connect_timeout,
             }),
         }
     }
 
     async fn open(&self) -> Result<Sender, ConnectError> {
-        let stream = TcpStream::connect(&self.key)
+        let stream = TcpStream::connect(&*self.key)
             .await
             .map_err(|source| ConnectError::Io {
-                member: self.key.clone(),
+                member: self.key.to_string(),
                 source,
             })?;
         let _ = stream.set_nodelay(true);
@@ -182,7 +187,7 @@ impl MemberConns {
                     .handshake(stream)
                     .await
                     .map_err(|source| ConnectError::Tls {
-                        member: self.key.clone(),
+                        member: self.key.to_string(),
                         source,
                     })?;
                 self.handshake(stream).await
@@ -199,7 +204,7 @@ impl MemberConns {
             .handshake(TokioIo::new(io))
             .await
             .map_err(|source| ConnectError::Handshake {
-                member: self.key.clone(),
+                member: self.key.to_string(),
                 source,
             })?;
         let member = self.key.clone();

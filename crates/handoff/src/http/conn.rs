@@ -361,23 +361,73 @@ where
 {
     type Response = Response<Tracked<B>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = Respond<S, S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let busy = self.state.request_started();
-        let mut service = self.inner.clone();
-        let stage = self.stage.clone();
-        let http1 = req.version() < Version::HTTP_2;
-        Box::pin(async move {
-            std::future::poll_fn(|cx: &mut Context<'_>| service.poll_ready(cx)).await?;
-            let mut response = service.call(req).await?;
-            if http1 && *stage.borrow() >= Stage::Draining {
-                response
-                    .headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            Ok(response.map(|body| Tracked { body, _busy: busy }))
-        })
+        Respond {
+            http1: req.version() < Version::HTTP_2,
+            call: Call::Ready {
+                service: self.inner.clone(),
+                req: Some(req),
+            },
+            busy: Some(self.state.request_started()),
+            stage: self.stage.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One request through [`DrainAware`]: the application's service made
+    /// ready and called, then its response marked (`Connection: close`
+    /// while draining) and its body tracked. A named future rather than a
+    /// boxed one: no allocation per request.
+    struct Respond<S, F> {
+        #[pin]
+        call: Call<S, F>,
+        busy: Option<BusyGuard>,
+        stage: watch::Receiver<Stage>,
+        http1: bool,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = CallProj]
+    enum Call<S, F> {
+        /// Waiting for the service to be ready.
+        Ready { service: S, req: Option<Request<Incoming>> },
+        /// The service's response on its way.
+        Called { #[pin] response: F },
+    }
+}
+
+impl<S, B> Future for Respond<S, S::Future>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Output = Result<Response<Tracked<B>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let response = match this.call.as_mut().project() {
+                CallProj::Ready { service, req } => {
+                    std::task::ready!(service.poll_ready(cx))?;
+                    let req = req.take().expect("a request is called once");
+                    service.call(req)
+                }
+                CallProj::Called { response } => {
+                    let mut response = std::task::ready!(response.poll(cx))?;
+                    if *this.http1 && *this.stage.borrow() >= Stage::Draining {
+                        response
+                            .headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    let busy = this.busy.take().expect("a response is produced once");
+                    return Poll::Ready(Ok(response.map(|body| Tracked { body, _busy: busy })));
+                }
+            };
+            this.call.set(Call::Called { response });
+        }
     }
 }
 

@@ -1,0 +1,326 @@
+//! `proxy_allocs`: what baton's data plane allocates per proxied request, and what it holds per idle client
+//! connection, counted exactly by a counting global allocator on the proxy's own thread.
+//!
+//! One process, three parts, each on its own thread so that only the proxy's allocations are counted:
+//!
+//! - a backend (hyper, one thread) that answers `GET /` with 1 KiB and echoes `POST /echo`;
+//! - the proxy (`proxy::Proxy::serve`, the code `baton serve` runs) on a single-threaded runtime, one listener,
+//!   one pool with the backend, one catch-all route, optionally with an access log;
+//! - the client, on the main thread: plain blocking sockets, keep-alive, one request at a time.
+//!
+//! It prints allocations and bytes per request for a keep-alive `GET /` (1 KiB answer) and a keep-alive
+//! `POST /echo` (1 KiB each way), then the heap the proxy holds per idle keep-alive client connection (each
+//! answered once, then silent) right after the answers and after `--settle`, and after they all closed. A timing
+//! benchmark this is not: the counts are the same on any machine (`bench/dataplane.sh` records them).
+
+mod counting;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+#[global_allocator]
+static ALLOC: counting::Counting = counting::Counting;
+
+/// Counts the proxy's allocations per request and its heap per idle connection.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Requests measured per kind (after the warm-up).
+    #[arg(long, default_value_t = 20_000)]
+    requests: u64,
+    /// Requests sent before counting, per kind (fills pools and buffers).
+    #[arg(long, default_value_t = 2_000)]
+    warmup: u64,
+    /// Idle client connections held for the memory count.
+    #[arg(long, default_value_t = 2_000)]
+    idle: usize,
+    /// How long the idle connections stay silent before the second reading.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+    /// Also write an access log (combined format) to this file.
+    #[arg(long)]
+    access_log: Option<String>,
+    /// Print one JSON object instead of lines of text.
+    #[arg(long)]
+    json: bool,
+    /// Write the backtrace of every allocation counted during the measured requests to DIR/sites-GET.txt and
+    /// DIR/sites-POST.txt (slow; use a few requests): where the allocations come from.
+    #[arg(long, value_name = "DIR")]
+    sites: Option<std::path::PathBuf>,
+}
+
+const BODY: [u8; 1024] = [b'x'; 1024];
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let backend = start_backend()?;
+    let (proxy, stop) = start_proxy(backend, args.access_log.as_deref())?;
+
+    let get = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: proxy_allocs\r\n\r\n".to_vec();
+    let mut post = format!(
+        "POST /echo HTTP/1.1\r\nHost: bench\r\nUser-Agent: proxy_allocs\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        BODY.len()
+    )
+    .into_bytes();
+    post.extend_from_slice(&BODY);
+
+    let sites = args.sites.as_deref();
+    let get_counts = per_request(proxy, &get, args.warmup, args.requests, sites).context("GET")?;
+    let post_counts =
+        per_request(proxy, &post, args.warmup, args.requests, sites).context("POST")?;
+
+    // Idle connections: each answered once, then silent.
+    let before = counting::counts();
+    let mut idle = Vec::with_capacity(args.idle);
+    for _ in 0..args.idle {
+        let mut conn = connect(proxy)?;
+        exchange(&mut conn, &get)?;
+        idle.push(conn);
+    }
+    let held_at_once = counting::counts().live.saturating_sub(before.live);
+    std::thread::sleep(args.settle);
+    let held_settled = counting::counts().live.saturating_sub(before.live);
+    drop(idle);
+    // The proxy notices the closes as it polls them: wait until its heap stops shrinking.
+    let mut last = u64::MAX;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = counting::counts().live;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let held_closed = last.saturating_sub(before.live);
+    let _ = stop.send(());
+
+    let per_conn = |bytes: u64| bytes as f64 / args.idle.max(1) as f64;
+    if args.json {
+        let json = serde_json::json!({
+            "requests": args.requests,
+            "get": get_counts.json(),
+            "post": post_counts.json(),
+            "idle_connections": args.idle,
+            "settle_s": args.settle.as_secs_f64(),
+            "idle_bytes_per_conn_at_once": per_conn(held_at_once),
+            "idle_bytes_per_conn_settled": per_conn(held_settled),
+            "bytes_held_after_close": held_closed,
+            "access_log": args.access_log.is_some(),
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "keep-alive GET /      : {:.2} allocations, {:.0} bytes per request",
+            get_counts.allocs, get_counts.bytes
+        );
+        println!(
+            "keep-alive POST /echo : {:.2} allocations, {:.0} bytes per request",
+            post_counts.allocs, post_counts.bytes
+        );
+        println!(
+            "{} idle connections   : {:.0} bytes each right after their answer, {:.0} after {:?}; {} bytes held after they closed",
+            args.idle,
+            per_conn(held_at_once),
+            per_conn(held_settled),
+            args.settle,
+            held_closed
+        );
+    }
+    Ok(())
+}
+
+/// Allocations and bytes per request.
+struct PerRequest {
+    allocs: f64,
+    bytes: f64,
+}
+
+impl PerRequest {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "allocations": self.allocs, "bytes": self.bytes })
+    }
+}
+
+/// Sends `request` `warmup + n` times over one keep-alive connection; counts the last `n`.
+/// With `sites`, the backtrace of each counted allocation goes to `sites/sites-METHOD.txt`.
+fn per_request(
+    proxy: SocketAddr,
+    request: &[u8],
+    warmup: u64,
+    n: u64,
+    sites: Option<&std::path::Path>,
+) -> anyhow::Result<PerRequest> {
+    let mut conn = connect(proxy)?;
+    for _ in 0..warmup {
+        exchange(&mut conn, request)?;
+    }
+    let before = counting::counts();
+    counting::trace_sites(sites.is_some());
+    for _ in 0..n {
+        exchange(&mut conn, request)?;
+    }
+    counting::trace_sites(false);
+    let after = counting::counts();
+    if let Some(dir) = sites {
+        let name =
+            String::from_utf8_lossy(request.split(|&b| b == b' ').next().unwrap_or(b"request"));
+        let path = dir.join(format!("sites-{name}.txt"));
+        std::fs::write(&path, counting::take_sites().join("\n=====\n"))
+            .with_context(|| format!("could not write {}", path.display()))?;
+    }
+    let n = n.max(1) as f64;
+    Ok(PerRequest {
+        allocs: (after.allocs - before.allocs) as f64 / n,
+        bytes: (after.bytes - before.bytes) as f64 / n,
+    })
+}
+
+fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    let conn = TcpStream::connect(addr).with_context(|| format!("could not connect to {addr}"))?;
+    conn.set_nodelay(true)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(conn)
+}
+
+/// Writes `request` and reads one `200` answer with a `Content-Length` body.
+fn exchange(conn: &mut TcpStream, request: &[u8]) -> anyhow::Result<()> {
+    conn.write_all(request)?;
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            bail!("the proxy closed the connection");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).context("response head is not UTF-8")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("unexpected answer: {head}");
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .context("answer without Content-Length")?;
+    while buf.len() < head_end + length {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            bail!("the proxy closed the connection mid-body");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
+}
+
+/// The backend on a thread of its own: `GET /` → 1 KiB, `POST /echo` → the body.
+fn start_backend() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("backend".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("backend runtime");
+            rt.block_on(async move {
+                let listener =
+                    tokio::net::TcpListener::from_std(listener).expect("backend listener");
+                loop {
+                    let Ok((io, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = io.set_nodelay(true);
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(answer);
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(io), service)
+                            .await;
+                    });
+                }
+            });
+        })?;
+    Ok(addr)
+}
+
+async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    if req.method() == hyper::Method::POST {
+        let body = req.into_body().collect().await?.to_bytes();
+        Ok(Response::new(Full::new(body)))
+    } else {
+        Ok(Response::new(Full::new(Bytes::from_static(&BODY))))
+    }
+}
+
+/// The proxy on a counted thread of its own; returns its address and what stops it.
+fn start_proxy(
+    backend: SocketAddr,
+    access_log: Option<&str>,
+) -> anyhow::Result<(SocketAddr, mpsc::Sender<()>)> {
+    let mut text = format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nmax_connections = 100000\n\n\
+         [pool.app]\nmembers = [{{ address = \"{backend}\" }}]\n\n[[route]]\npool = \"app\"\n"
+    );
+    if let Some(path) = access_log {
+        text.push_str(&format!("\n[access_log]\npath = \"{path}\"\n"));
+    }
+    let config = config::parse(&text, "proxy_allocs.toml").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("proxy".into())
+        .spawn(move || {
+            counting::count_this_thread();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
+            rt.block_on(async move {
+                let proxy = std::sync::Arc::new(proxy::Proxy::new(&config).expect("proxy config"));
+                let cfg = config.listeners[0].clone();
+                let socket = handoff::Listener::bind(&cfg.address).expect("bind");
+                let addr = socket.local_addr().expect("address");
+                let named = handoff::NamedListener {
+                    name: cfg.name.clone(),
+                    listener: socket,
+                };
+                let (stop, stop_watch) = tokio::sync::watch::channel(handoff::http::Stop::Run);
+                let serving = tokio::spawn(proxy.serve(
+                    vec![(named, cfg)],
+                    config.proxy.clone(),
+                    stop_watch,
+                    || {},
+                ));
+                let _ = addr_tx.send(addr);
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                let _ = stop.send(handoff::http::Stop::Now);
+                let _ = serving.await;
+            });
+        })?;
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("the proxy did not start")?;
+    let text_addr = match addr {
+        handoff::ListenAddr::Tcp(a) => a,
+        other => bail!("unexpected listener address {other:?}"),
+    };
+    Ok((text_addr, stop_tx))
+}
