@@ -25,7 +25,10 @@ mod name;
 mod registry;
 
 pub use error::{Action, ConnectError, RegisterError, RequestError};
-pub use etcd::{Behind, Etcd, Lock, LockError, Options};
+pub use etcd::{
+    Behind, Converge, Desired, DesiredAt, Etcd, Following, Lock, LockError, NodeReport, Options,
+    SemaphoreError, Slot, now_rfc3339,
+};
 pub use instance::{Instance, InstanceKey, InvalidInstance, Members, State};
 pub use name::{InvalidName, Name};
 pub use registry::{Discovery, Reachability, Registrant, Registry};

@@ -15,11 +15,21 @@ use super::request::retrying;
 use crate::error::RequestError;
 use crate::name::Name;
 
-/// The JSON value of a lock.
+/// The JSON value of a lock (and of a semaphore's slot).
 #[derive(Debug, Serialize, Deserialize)]
-struct Holder {
-    node: String,
-    acquired_at: String,
+pub(crate) struct Holder {
+    pub node: String,
+    pub acquired_at: String,
+}
+
+impl Holder {
+    /// `node`, from now on.
+    pub(crate) fn now(node: &Name) -> Holder {
+        Holder {
+            node: node.to_string(),
+            acquired_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        }
+    }
 }
 
 /// Why a lock was not taken.
@@ -54,10 +64,7 @@ impl Etcd {
     pub async fn lock(&self, kind: &str, name: &Name) -> Result<Lock, LockError> {
         let inner = &self.inner;
         let key = format!("{}/locks/{kind}/{name}", inner.prefix);
-        let holder = Holder {
-            node: inner.node.to_string(),
-            acquired_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        };
+        let holder = Holder::now(&inner.node);
         let value = serde_json::to_string(&holder).expect("a holder serialises");
         let lease = inner.session.lease().await?;
         let client = &inner.client;
@@ -126,7 +133,7 @@ impl Drop for Lock {
     }
 }
 
-async fn release(etcd: &Etcd, key: &str, revision: i64) -> Result<(), RequestError> {
+pub(crate) async fn release(etcd: &Etcd, key: &str, revision: i64) -> Result<(), RequestError> {
     let inner = &etcd.inner;
     let client = &inner.client;
     retrying(inner.options.request_timeout, || {

@@ -1,17 +1,25 @@
 //! The etcd backend of [`crate::Registry`]: connecting (with a bounded,
 //! explained failure for a wrong endpoint or password), this node's lease
 //! (`session`), discovery (`watch`), the nodes' records of what their front
-//! doors applied (`nodes`) and bounded requests (`request`).
+//! doors applied (`nodes`), cluster-wide locks (`lock`) and a semaphore
+//! (`semaphore`), the deploy state of a service (`desired`, followed by
+//! `follow`) and bounded requests (`request`).
 //! Passwords are read here, passed to the client and never logged.
 
+mod desired;
+mod follow;
 mod lock;
 mod nodes;
 mod request;
+mod semaphore;
 mod session;
 mod watch;
 
+pub use desired::{Converge, Desired, DesiredAt, NodeReport, now_rfc3339};
+pub use follow::Following;
 pub use lock::{Lock, LockError};
 pub use nodes::Behind;
+pub use semaphore::{SemaphoreError, Slot};
 
 use std::sync::Arc;
 use std::time::Duration;
