@@ -232,6 +232,15 @@ pub fn describe(p: &deploy::Progress) -> String {
             format!("{service}: scaling from {from} to {to} instances")
         }
         RollingBack { reason } => format!("rolling back: {reason}"),
+        Node {
+            node,
+            state,
+            version,
+            reason,
+        } => match reason {
+            Some(reason) => format!("node {node}: {state} {version}: {reason}"),
+            None => format!("node {node}: {state} {version}"),
+        },
     }
 }
 

@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     pub instance_ip: std::net::IpAddr,
     /// The cluster registry this node registers its instances in, if any.
     pub registrar: OnceLock<Arc<dyn crate::Registrar>>,
+    /// Where deploys of supervised services go in a cluster, if anywhere.
+    pub cluster_deploys: OnceLock<Arc<dyn crate::ClusterDeploys>>,
     /// The registry's members of each discovered service, by service.
     pub discovered: Locked<BTreeMap<String, crate::registry::Discovered>>,
     /// baton is handing its services to a new process (`handover`): no
@@ -108,6 +110,7 @@ impl Engine {
                 next_set: AtomicU64::new(1),
                 stopping: AtomicBool::new(false),
                 registrar: OnceLock::new(),
+                cluster_deploys: OnceLock::new(),
                 discovered: Locked::default(),
                 upgrading: AtomicBool::new(false),
                 recording: tokio::sync::Mutex::new(()),

@@ -59,6 +59,16 @@ pub enum BadRequest {
     /// An external service's deploy without targets.
     #[error("service {0:?} is external: name its new targets with --target")]
     TargetsRequired(String),
+    /// A cluster-wide deploy with another strategy than rolling.
+    #[error(
+        "a cluster-wide deploy of {service:?} is rolling only ({strategy} across nodes is not supported yet): deploy with --strategy rolling"
+    )]
+    ClusterStrategy {
+        /// The service.
+        service: String,
+        /// The strategy asked for.
+        strategy: config::Strategy,
+    },
     /// The proxy has no pool for the service.
     #[error(transparent)]
     UnknownPool(#[from] proxy::UnknownPool),
@@ -148,6 +158,19 @@ pub enum Failure {
         /// Why undoing it failed.
         undo: Undo,
     },
+    /// A cluster-wide deploy failed on some nodes (each undid it there);
+    /// the desired version was set back, and every node went back to it
+    /// unless `not_back` says why not.
+    #[error("{}{}", failed.iter().map(|(node, reason)| format!("on node {node}: {reason}")).collect::<Vec<_>>().join("; "), not_back.as_ref().map(|w| format!("; {w}")).unwrap_or_default())]
+    OnNodes {
+        /// The nodes that failed, with why.
+        failed: Vec<(String, String)>,
+        /// Why the nodes did not all go back, if they did not.
+        not_back: Option<String>,
+    },
+    /// A cluster-wide deploy could not go on: the registry failed.
+    #[error("the cluster registry failed: {0}")]
+    Registry(String),
     /// A rollback found a saved version it cannot use.
     #[error("saved version {version:?}: {source}")]
     SavedVersion {

@@ -22,6 +22,11 @@
 //! and its requests in flight finish first: an instance stopped while the
 //! proxy still routes to it would fail the requests sent to it.
 //!
+//! In a cluster (`cluster`), a supervised service's deploys are the
+//! cluster's: the binary's [`ClusterDeploys`] sets the desired version, and
+//! each node converges its own instances by a rolling deploy within its
+//! share of the cluster-wide bounds ([`Engine::converge`]).
+//!
 //! Invariants: the engine never blocks the data plane (whole snapshots are
 //! published through `Proxy::reload`, on a blocking thread, one at a time);
 //! no std lock is held across an await, and no two are held at once
@@ -31,6 +36,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cluster;
 mod engine;
 mod error;
 mod handover;
@@ -47,6 +53,7 @@ mod status;
 mod strategy;
 mod supervised;
 
+pub use cluster::{ClusterDeploys, DeployFuture, TrafficWindow, slot_limits, slots};
 pub use engine::Engine;
 pub use error::{BadRequest, DeployError, Failure, StartError, Undo};
 pub use handover::HandedOver;

@@ -76,6 +76,19 @@ pub enum Progress {
         /// Why.
         reason: String,
     },
+    /// A node of the cluster moved on with a cluster-wide deploy.
+    Node {
+        /// The node.
+        node: String,
+        /// `waiting` (for a slot of the cluster's bounds), `deploying`,
+        /// `converged` or `failed`.
+        state: String,
+        /// The version it runs (or is deploying).
+        version: String,
+        /// Why it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 /// Where a deploy sends its progress: a channel to the client that asked,
@@ -94,7 +107,8 @@ impl Reporter {
         Reporter(None)
     }
 
-    pub(crate) fn send(&self, progress: Progress) {
+    /// Reports `progress` (and logs it).
+    pub fn send(&self, progress: Progress) {
         tracing::debug!(?progress, "deploy progress");
         if let Some(tx) = &self.0 {
             // A client that went away does not stop the deploy.

@@ -363,6 +363,7 @@ impl Engine {
                 target,
                 reporter,
                 Outcome::Deployed,
+                None,
             )
             .await?;
         }

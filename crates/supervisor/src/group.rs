@@ -28,7 +28,7 @@ use crate::adopt::{self, AdoptError, Adopted, PidFd};
 use crate::backoff::Backoff;
 use crate::instance::{InstanceTask, Order, Process, ReadyProbe, Report};
 use crate::notify_socket::{NotifySocket, RuntimeDir};
-use crate::plan::{self, Action, Bounds, View};
+use crate::plan::{self, Action, Bounds, Limits, View};
 use crate::restart::{self, Restart};
 use crate::sockets::{CommandSource, InstanceInfo, Probe, ReadyHook, Sockets, StopHook};
 use crate::spawn;
@@ -212,6 +212,7 @@ impl ExitSummary {
 enum Command {
     Reload(
         Option<CommandSource>,
+        Option<Limits>,
         oneshot::Sender<Result<u64, RolloutError>>,
     ),
     Shutdown(oneshot::Sender<ExitSummary>),
@@ -275,6 +276,7 @@ impl Group {
             rollout: Some(Rollout {
                 generation: 1,
                 started: Instant::now(),
+                limits: None,
                 reply: None,
             }),
             spawn_gate: None,
@@ -312,9 +314,19 @@ impl Group {
         &self,
         command: Option<CommandSource>,
     ) -> Result<Result<u64, RolloutError>, GroupError> {
+        self.reload_within(command, None).await
+    }
+
+    /// Like [`Group::reload_with`], the rollout kept within `limits` as
+    /// well as the group's bounds (restarts and later rollouts are not).
+    pub async fn reload_within(
+        &self,
+        command: Option<CommandSource>,
+        limits: Option<Limits>,
+    ) -> Result<Result<u64, RolloutError>, GroupError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Reload(command, tx))
+            .send(Command::Reload(command, limits, tx))
             .map_err(|_| GroupError)?;
         rx.await.map_err(|_| GroupError)
     }
@@ -395,6 +407,8 @@ struct Inst {
 struct Rollout {
     generation: u64,
     started: Instant,
+    /// Narrower bounds for this rollout only.
+    limits: Option<Limits>,
     reply: Option<oneshot::Sender<Result<u64, RolloutError>>>,
 }
 
@@ -448,7 +462,7 @@ impl Actor {
             let gate = self.spawn_gate;
             tokio::select! {
                 cmd = commands.recv() => match cmd {
-                    Some(Command::Reload(command, reply)) => self.start_rollout(command, reply),
+                    Some(Command::Reload(command, limits, reply)) => self.start_rollout(command, limits, reply),
                     Some(Command::Shutdown(reply)) => self.begin_shutdown(Some(reply)),
                     Some(Command::Kill) => self.kill_all(),
                     Some(Command::Freeze(reply)) => {
@@ -499,7 +513,11 @@ impl Actor {
             let may_spawn = self.spawn_gate.is_none();
             // A rollout brings the service back to full strength.
             let given_up = if target.is_some() { 0 } else { self.given_up };
-            let actions = plan::next(&self.config.bounds, &views, may_spawn, given_up);
+            let bounds = match self.rollout.as_ref().and_then(|r| r.limits) {
+                Some(limits) => self.config.bounds.within(limits),
+                None => self.config.bounds,
+            };
+            let actions = plan::next(&bounds, &views, may_spawn, given_up);
             if actions.is_empty() {
                 return;
             }
@@ -778,6 +796,7 @@ impl Actor {
     fn start_rollout(
         &mut self,
         command: Option<CommandSource>,
+        limits: Option<Limits>,
         reply: oneshot::Sender<Result<u64, RolloutError>>,
     ) {
         if self.shutdown.is_some() {
@@ -800,6 +819,7 @@ impl Actor {
         self.rollout = Some(Rollout {
             generation,
             started: Instant::now(),
+            limits,
             reply: Some(reply),
         });
         // A rollout is an explicit request: start at once, whatever backoff ran.

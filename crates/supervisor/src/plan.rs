@@ -34,6 +34,29 @@ impl Bounds {
     }
 }
 
+/// Narrower bounds for one rollout (a share of a bound that several groups
+/// divide among themselves, such as the nodes of a cluster): how far that
+/// rollout may stray from `instances`. Each is at most the group's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Extra instances allowed above `instances` during the rollout.
+    pub max_surge: usize,
+    /// Ready instances that may be missing below `instances` during it.
+    pub max_unavailable: usize,
+}
+
+impl Bounds {
+    /// These bounds within `limits` (never wider than they are). Not both 0
+    /// as long as `limits` are not.
+    pub fn within(&self, limits: Limits) -> Bounds {
+        Bounds {
+            instances: self.instances,
+            max_surge: self.max_surge.min(limits.max_surge),
+            max_unavailable: self.max_unavailable.min(limits.max_unavailable),
+        }
+    }
+}
+
 /// An instance as the planner sees it (stopping instances are not shown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct View {
@@ -168,6 +191,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn limits_narrow_the_bounds_and_still_replace_everything() {
+        for (s, u) in [(1, 0), (0, 1), (1, 1)] {
+            let limits = Limits {
+                max_surge: s,
+                max_unavailable: u,
+            };
+            let narrowed = b(4, 3, 2).within(limits);
+            assert_eq!((narrowed.max_surge, narrowed.max_unavailable), (s, u));
+            replace_all(narrowed);
+        }
+        // Never wider than the group's own.
+        let wide = Limits {
+            max_surge: 9,
+            max_unavailable: 9,
+        };
+        assert_eq!(b(2, 1, 0).within(wide), b(2, 1, 0));
     }
 
     #[test]

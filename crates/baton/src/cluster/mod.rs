@@ -4,7 +4,11 @@
 //! and fills the pools that `discover` a service with the registry's
 //! instances of it. The deploy engine knows none of this: it calls a
 //! `deploy::Registrar` after each publish and takes discovered members
-//! through `Engine::set_discovered`.
+//! through `Engine::set_discovered`. A supervised service's deploys are the
+//! cluster's: `deploys` (a `deploy::ClusterDeploys`) writes the desired
+//! version and follows every node to it, and on every node `converge`
+//! brings its own instances there, one slot of the cluster's semaphore at
+//! a time.
 //!
 //! The etcd client's build needs `protoc`, so cluster mode is the cargo
 //! feature `cluster` (off by default: `cargo run --release -- demo` builds
@@ -12,6 +16,10 @@
 //! `[cluster]` section at start and in `baton check`, saying how to build
 //! one with it.
 
+#[cfg(feature = "cluster")]
+mod converge;
+#[cfg(feature = "cluster")]
+mod deploys;
 #[cfg(feature = "cluster")]
 mod node;
 #[cfg(feature = "cluster")]

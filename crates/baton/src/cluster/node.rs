@@ -12,6 +12,8 @@ use anyhow::Context;
 use cluster::{Discovery, Etcd, Name, Options, Reachability, Registry};
 use tokio::task::JoinHandle;
 
+use super::converge;
+use super::deploys::Deploys;
 use super::registrar::Registrar;
 
 /// This node in the cluster; [`Node::leave`] at the end.
@@ -19,6 +21,9 @@ pub struct Node {
     etcd: Etcd,
     /// The services the file's pools discover.
     discover: BTreeSet<Name>,
+    /// The supervised services, which converge to the cluster's desired
+    /// version.
+    supervised: Vec<config::Service>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -46,18 +51,35 @@ pub async fn join(cfg: &config::Config, engine: &deploy::Engine) -> anyhow::Resu
     // record lasts its lease, so one TTL covers it.
     let (registrar, task) = Registrar::start(etcd.clone(), settings.lease_ttl, options);
     engine.set_registrar(Arc::new(registrar));
+    engine.set_cluster_deploys(Deploys::new(
+        etcd.clone(),
+        engine.clone(),
+        settings.lease_ttl,
+    ));
+    let supervised = cfg
+        .services
+        .values()
+        .filter(|s| matches!(s.runner, config::Runner::Supervised(_)))
+        .cloned()
+        .collect();
     tracing::info!(node = %etcd.node(), discover = discover.len(), "joined the cluster");
     Ok(Some(Node {
         etcd,
         discover,
+        supervised,
         tasks: vec![task],
     }))
 }
 
 impl Node {
-    /// Fills the pools that discover a service from the registry, from now
-    /// on (call once the engine publishes to the proxy).
+    /// Fills the pools that discover a service from the registry, and
+    /// converges the supervised services to the cluster's desired
+    /// versions, from now on (call once the engine publishes to the proxy).
     pub fn follow(&mut self, engine: &deploy::Engine) {
+        for service in &self.supervised {
+            let task = converge::start(self.etcd.clone(), engine.clone(), service.clone());
+            self.tasks.push(task);
+        }
         for service in &self.discover {
             let discovery = self.etcd.discover(service);
             let task = follow(

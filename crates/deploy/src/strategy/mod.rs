@@ -18,7 +18,7 @@ mod two_sets;
 use handoff::time::SaturatingAdd;
 use tokio::time::Instant;
 
-use crate::progress::{Progress, Reporter, Traffic, millis};
+use crate::progress::{Progress, Reporter};
 use crate::{BadRequest, Deploy, DeployError, DeployRequest, Deployed, Engine, Outcome, state};
 
 /// What a deploy puts in place.
@@ -129,6 +129,12 @@ pub(crate) async fn deploy(
         }
     };
     let strategy = req.strategy.unwrap_or(service.strategy);
+    // In a cluster, a supervised service's version is the cluster's:
+    // every node that runs the service converges to it.
+    if let (Target::Version(spec), Some(cluster)) = (&target, engine.inner.cluster_deploys.get()) {
+        let version = spec.version.clone();
+        return cluster.deploy(&service, version, strategy, reporter).await;
+    }
     let _busy = Busy::claim(engine, &name, &reporter)?;
     let _cluster = engine.lock_deploy(&name).await?;
     run(
@@ -139,11 +145,18 @@ pub(crate) async fn deploy(
         target,
         &reporter,
         Outcome::Deployed,
+        None,
     )
     .await
 }
 
-/// Deploys `target`, recording it; the service is already claimed.
+/// Deploys `target`, recording it; the service is already claimed. A
+/// rolling deploy keeps within `limits` too (a node's share of a
+/// cluster-wide bound).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the parts of one deploy, each used once"
+)]
 pub(crate) async fn run(
     engine: &Engine,
     service: &config::Service,
@@ -152,6 +165,7 @@ pub(crate) async fn run(
     target: Target,
     reporter: &Reporter,
     success: Outcome,
+    limits: Option<supervisor::Limits>,
 ) -> Result<Deployed, DeployError> {
     let name = service.name.as_str();
     // A new deploy ends the previous one's rollback window.
@@ -176,30 +190,17 @@ pub(crate) async fn run(
         },
     });
     tracing::info!(service = name, version = %label, %strategy, "deploy started");
-    let stats = engine
-        .proxy()
-        .and_then(|p| p.pool_stats(&service.pool_name()));
-    let before = stats.as_ref().map(|s| s.snapshot());
+    let window = engine.traffic_window(name);
     let started = Instant::now();
     let deadline = started.saturating_add(service.deploy_timeout);
 
     let outcome = match (&target, strategy) {
         (Target::Version(spec), config::Strategy::Rolling) => {
-            rolling::rolling(engine, service, spec, reporter, deadline).await
+            rolling::rolling(engine, service, spec, reporter, deadline, limits).await
         }
         _ => two_sets::two_sets(engine, service, strategy, &target, reporter, deadline).await,
     };
-    let traffic = match (&stats, &before) {
-        (Some(stats), Some(before)) => {
-            let window = stats.snapshot().since(before);
-            Traffic {
-                requests: window.requests(),
-                failures: window.failures(),
-                p99_ms: window.quantile(0.99).map(millis),
-            }
-        }
-        _ => Traffic::default(),
-    };
+    let traffic = window.traffic();
     match outcome {
         Ok(()) => {
             tracing::info!(service = name, version = %label, duration_ms = started.elapsed().as_millis() as u64, requests = traffic.requests, failures = traffic.failures, "deploy complete");

@@ -18,6 +18,12 @@ pub(crate) async fn rollback(
     let service = engine
         .service(name)
         .ok_or_else(|| DeployError::UnknownService(name.to_owned()))?;
+    // In a cluster, a supervised service goes back everywhere.
+    if let (config::Runner::Supervised(_), Some(cluster)) =
+        (&service.runner, engine.inner.cluster_deploys.get())
+    {
+        return cluster.rollback(&service, reporter).await;
+    }
     let _busy = Busy::claim(engine, name, &reporter)?;
     let _cluster = engine.lock_deploy(name).await?;
     let started = Instant::now();
@@ -107,6 +113,7 @@ pub(crate) async fn rollback(
         target,
         &reporter,
         Outcome::RolledBack,
+        None,
     )
     .await
 }

@@ -20,6 +20,7 @@ pub(super) async fn rolling(
     spec: &config::Supervised,
     reporter: &Reporter,
     deadline: Instant,
+    limits: Option<supervisor::Limits>,
 ) -> Result<(), Failure> {
     let name = service.name.as_str();
     let Some((set, group, old_version, before)) = engine.with_runtime(name, |rt| {
@@ -40,19 +41,20 @@ pub(super) async fn rolling(
     };
     let command =
         supervisor::CommandSource::PerInstance(supervised::command_fn(engine, spec.clone()));
-    let reason = match tokio::time::timeout_at(deadline, group.reload_with(Some(command))).await {
-        Ok(Ok(Ok(generation))) => {
-            engine.with_set(name, set, |s| s.version = spec.version.to_string());
-            // The record a restarted baton adopts from says the new version.
-            engine.record_instances().await;
-            tracing::debug!(service = name, generation, "rollout complete");
-            reporter.send(Progress::Traffic { percent: 100 });
-            return Ok(());
-        }
-        Ok(Err(_)) => return Err(Failure::SupervisorStopped),
-        Ok(Ok(Err(e))) => Failure::Rollout(e),
-        Err(_) => Failure::Timeout(service.deploy_timeout),
-    };
+    let reason =
+        match tokio::time::timeout_at(deadline, group.reload_within(Some(command), limits)).await {
+            Ok(Ok(Ok(generation))) => {
+                engine.with_set(name, set, |s| s.version = spec.version.to_string());
+                // The record a restarted baton adopts from says the new version.
+                engine.record_instances().await;
+                tracing::debug!(service = name, generation, "rollout complete");
+                reporter.send(Progress::Traffic { percent: 100 });
+                return Ok(());
+            }
+            Ok(Err(_)) => return Err(Failure::SupervisorStopped),
+            Ok(Ok(Err(e))) => Failure::Rollout(e),
+            Err(_) => Failure::Timeout(service.deploy_timeout),
+        };
     let mixed = engine
         .with_set(name, set, |s| {
             s.ready.iter().any(|(_, g)| !before.contains(g))
@@ -73,7 +75,7 @@ pub(super) async fn rolling(
             Err(e) => return Err(not_undone(Undo::Version(e))),
         }
         let command = supervisor::CommandSource::PerInstance(supervised::command_fn(engine, old));
-        match group.reload_with(Some(command)).await {
+        match group.reload_within(Some(command), limits).await {
             Ok(Ok(_)) => tracing::info!(service = name, version = %old_version, "rolled back"),
             Ok(Err(source)) => {
                 return Err(not_undone(Undo::Rollout {
@@ -82,6 +84,21 @@ pub(super) async fn rolling(
                 }));
             }
             Err(_) => return Err(not_undone(Undo::SupervisorStopped)),
+        }
+    }
+    // A node's share of a cluster-wide bound is given back only once the
+    // node is whole again: the instances the failed rollout stopped have
+    // been replaced and are ready.
+    if limits.is_some() {
+        let whole = group.scale(spec.instances as usize);
+        if tokio::time::timeout(service.deploy_timeout, whole)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                service = name,
+                "not back to full strength within the deploy timeout"
+            );
         }
     }
     Err(reason)

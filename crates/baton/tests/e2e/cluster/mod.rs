@@ -17,9 +17,11 @@
 //!   other is refused with exit 75;
 //! - a node cut off for longer than the TTL leaves the other's pool, and
 //!   comes back into it once the network is healed;
+//! - `deploy`: cluster-wide deploys across three nodes under load;
 //! - `quorum`: on a three-member etcd, the loss of one member, then of all
 //!   of them, under load through two front doors.
 
+mod deploy;
 mod net;
 mod quorum;
 
@@ -52,26 +54,52 @@ struct Spec<'a> {
 
 /// Writes the node's config and starts it on host `i`, ready.
 async fn start_node(net: &Net, etcd: &Etcd, dir: &TempDir, i: usize, spec: Spec<'_>) -> Node {
-    let ip = net.address(i);
     let service = match spec.instances {
         0 => String::new(),
-        n => format!(
-            r#"
+        n => web_service(n, true, ""),
+    };
+    start_node_with(net, etcd, dir, i, spec.name, &service).await
+}
+
+/// The `[service.web]` section of a node: `instances` of `hello` at v1;
+/// with `faults`, a version's tags are faults (`v2_never-ready` never gets
+/// ready), without, only a name; `extra` lines go into the section.
+fn web_service(instances: u32, faults: bool, extra: &str) -> String {
+    let faults = if faults {
+        ", \"--faults-from-version\""
+    } else {
+        ""
+    };
+    format!(
+        r#"
 [service.web]
-command = ["{hello}", "--app-version", "{{version}}", "--faults-from-version"]
+command = ["{hello}", "--app-version", "{{version}}"{faults}]
 socket = "inherit"
 version = "v1"
-instances = {n}
+instances = {instances}
 ready_timeout = "3s"
+{extra}
 [service.web.health]
 path = "/healthz"
 interval = "100ms"
 timeout = "50ms"
 healthy_threshold = 1
 "#,
-            hello = support::hello().display()
-        ),
-    };
+        hello = support::hello().display()
+    )
+}
+
+/// Writes the config of node `name` with `service` (a `[service.web]`
+/// section, or nothing) and starts it on host `i`, ready.
+async fn start_node_with(
+    net: &Net,
+    etcd: &Etcd,
+    dir: &TempDir,
+    i: usize,
+    name: &str,
+    service: &str,
+) -> Node {
+    let ip = net.address(i);
     let config = format!(
         r#"[[listener]]
 name = "http"
@@ -91,11 +119,10 @@ discover = "web"
 pool = "everywhere"
 "#,
         endpoints = etcd.toml_endpoints(),
-        name = spec.name,
     );
-    let path = dir.join(&format!("{}.toml", spec.name));
+    let path = dir.join(&format!("{name}.toml"));
     std::fs::write(&path, config).unwrap();
-    let control = dir.join(&format!("{}.sock", spec.name));
+    let control = dir.join(&format!("{name}.sock"));
     let mut command = net.command(i, support::baton());
     command
         .arg("serve")

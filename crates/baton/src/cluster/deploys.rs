@@ -1,0 +1,306 @@
+//! Cluster-wide deploys, run by the node the request was sent to: it takes
+//! the service's cluster-wide lock, writes the desired version, and follows
+//! every node's report until each that runs the service has converged
+//! (streaming each node's progress to the client). If any node fails, the
+//! desired version is set back at once and every node is followed back to
+//! it; the client gets the failure with each node's reason. The nodes
+//! converge by themselves (`converge`); this side only writes the desired
+//! version and watches.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster::{Converge, Desired, Etcd, Name, NodeReport, Registry};
+use deploy::{
+    BadRequest, DeployError, DeployFuture, Deployed, Failure, LockError, Progress, Reporter,
+};
+use tokio::time::Instant;
+
+/// What the engine calls for a deploy or rollback of a supervised service.
+pub struct Deploys {
+    etcd: Etcd,
+    engine: deploy::Engine,
+    lease_ttl: Duration,
+}
+
+impl Deploys {
+    pub fn new(etcd: Etcd, engine: deploy::Engine, lease_ttl: Duration) -> Arc<Deploys> {
+        Arc::new(Deploys {
+            etcd,
+            engine,
+            lease_ttl,
+        })
+    }
+}
+
+/// Where a cluster deploy goes.
+enum Goal {
+    Version(config::Version),
+    /// The desired version's `previous`.
+    Back,
+}
+
+impl deploy::ClusterDeploys for Deploys {
+    fn deploy(
+        &self,
+        service: &config::Service,
+        version: config::Version,
+        strategy: config::Strategy,
+        reporter: Reporter,
+    ) -> DeployFuture {
+        let run = Run {
+            etcd: self.etcd.clone(),
+            engine: self.engine.clone(),
+            lease_ttl: self.lease_ttl,
+            service: service.clone(),
+            reporter,
+        };
+        Box::pin(async move {
+            if strategy != config::Strategy::Rolling {
+                return Err(BadRequest::ClusterStrategy {
+                    service: run.service.name.clone(),
+                    strategy,
+                }
+                .into());
+            }
+            run.run(Goal::Version(version)).await
+        })
+    }
+
+    fn rollback(&self, service: &config::Service, reporter: Reporter) -> DeployFuture {
+        let run = Run {
+            etcd: self.etcd.clone(),
+            engine: self.engine.clone(),
+            lease_ttl: self.lease_ttl,
+            service: service.clone(),
+            reporter,
+        };
+        Box::pin(run.run(Goal::Back))
+    }
+}
+
+struct Run {
+    etcd: Etcd,
+    engine: deploy::Engine,
+    lease_ttl: Duration,
+    service: config::Service,
+    reporter: Reporter,
+}
+
+/// Why following the nodes ended without all of them converging.
+enum NotConverged {
+    /// These nodes failed (node, reason).
+    Failed(Vec<(String, String)>),
+    /// Not all within the bound.
+    Timeout(Duration),
+    /// The registry failed.
+    Registry(String),
+}
+
+impl Run {
+    async fn run(self, goal: Goal) -> Result<Deployed, DeployError> {
+        let service = self.service.name.clone();
+        let unavailable = |reason: String| {
+            DeployError::Cluster(LockError::Unavailable {
+                service: service.clone(),
+                reason,
+            })
+        };
+        let name: Name = service.parse().map_err(|e| unavailable(format!("{e}")))?;
+        let lock = match self.etcd.lock("deploy", &name).await {
+            Ok(lock) => lock,
+            Err(cluster::LockError::Held { node, since }) => {
+                return Err(DeployError::Cluster(LockError::Held {
+                    service: service.clone(),
+                    node,
+                    since,
+                }));
+            }
+            Err(cluster::LockError::Request(e)) => return Err(unavailable(e.to_string())),
+        };
+        let result = self.locked(&name, goal).await;
+        if let Err(e) = lock.release().await {
+            tracing::warn!(%service, error = %e, "could not release the deploy lock; it goes with the lease");
+        }
+        result
+    }
+
+    /// The deploy, under the cluster-wide lock.
+    async fn locked(&self, name: &Name, goal: Goal) -> Result<Deployed, DeployError> {
+        let service = name.to_string();
+        let registry = |e: cluster::RequestError| {
+            DeployError::Cluster(LockError::Unavailable {
+                service: service.clone(),
+                reason: e.to_string(),
+            })
+        };
+        let current = self.etcd.desired(name).await.map_err(registry)?;
+        let running = self.engine.running_version(&service);
+        let now = current
+            .as_ref()
+            .map(|d| d.desired.version.clone())
+            .or_else(|| running.and_then(|v| v.parse().ok()));
+        let (version, previous) = match goal {
+            Goal::Version(v) => (v, now.clone()),
+            Goal::Back => match current.as_ref().and_then(|d| d.desired.previous.clone()) {
+                Some(previous) => (previous, now.clone()),
+                None => return Err(DeployError::NothingToRollBack(service)),
+            },
+        };
+        let instances = match &self.service.runner {
+            config::Runner::Supervised(s) => s.instances as usize,
+            config::Runner::External(e) => e.targets.len(),
+        };
+        self.reporter.send(Progress::Started {
+            service: service.clone(),
+            version: version.to_string(),
+            strategy: config::Strategy::Rolling.to_string(),
+            instances,
+        });
+        let window = self.engine.traffic_window(&service);
+        let started = Instant::now();
+        // Followed before the desired version is written: no report is missed.
+        let following = self.etcd.follow_reports(name);
+        let mut reports = following.receiver();
+        let desired = Desired {
+            version: version.clone(),
+            previous: previous.clone(),
+            rollback_of: None,
+            by: self.etcd.node().to_string(),
+            at: cluster::now_rfc3339(),
+        };
+        let revision = self
+            .etcd
+            .set_desired(name, &desired)
+            .await
+            .map_err(registry)?;
+        let failure = match self.follow(&mut reports, revision).await {
+            Ok(()) => {
+                tracing::info!(%service, %version, "every node converged");
+                return Ok(Deployed {
+                    version: version.to_string(),
+                    strategy: config::Strategy::Rolling,
+                    duration: started.elapsed(),
+                    traffic: window.traffic(),
+                });
+            }
+            Err(NotConverged::Failed(failed)) => Failure::OnNodes {
+                failed,
+                not_back: None,
+            },
+            Err(NotConverged::Timeout(after)) => Failure::Timeout(after),
+            Err(NotConverged::Registry(reason)) => Failure::Registry(reason),
+        };
+        // Back everywhere: the version before, as desired again.
+        let Some(back) = previous else {
+            return Err(DeployError::Failed(failure));
+        };
+        self.reporter.send(Progress::RollingBack {
+            reason: failure.to_string(),
+        });
+        let undo = Desired {
+            version: back.clone(),
+            previous: current.and_then(|d| d.desired.previous),
+            rollback_of: Some(version.clone()),
+            by: self.etcd.node().to_string(),
+            at: cluster::now_rfc3339(),
+        };
+        let not_back = match self.etcd.set_desired(name, &undo).await {
+            Err(e) => Some(format!(
+                "could not set the desired version back to {back}: {e}"
+            )),
+            Ok(revision) => match self.follow(&mut reports, revision).await {
+                Ok(()) => None,
+                Err(NotConverged::Failed(failed)) => {
+                    let nodes: Vec<String> = failed
+                        .iter()
+                        .map(|(node, reason)| format!("{node} ({reason})"))
+                        .collect();
+                    Some(format!("not back to {back} on {}", nodes.join(", ")))
+                }
+                Err(NotConverged::Timeout(after)) => Some(format!(
+                    "not every node back to {back} within {}",
+                    humantime::format_duration(after)
+                )),
+                Err(NotConverged::Registry(reason)) => Some(reason),
+            },
+        };
+        tracing::error!(%service, %version, %back, failure = %failure, "cluster deploy failed; the desired version was set back");
+        let failure = match (failure, not_back) {
+            (Failure::OnNodes { failed, .. }, not_back) => Failure::OnNodes { failed, not_back },
+            (failure, None) => failure,
+            (failure, Some(not_back)) => Failure::OnNodes {
+                failed: vec![("(cluster)".to_owned(), failure.to_string())],
+                not_back: Some(not_back),
+            },
+        };
+        Err(DeployError::Failed(failure))
+    }
+
+    /// Follows the nodes' reports until every node that runs the service
+    /// has settled on `revision`, reporting each node's progress; ends at
+    /// the first failure.
+    async fn follow(
+        &self,
+        reports: &mut tokio::sync::watch::Receiver<Option<BTreeMap<String, NodeReport>>>,
+        revision: i64,
+    ) -> Result<(), NotConverged> {
+        let mut seen: BTreeMap<String, (Converge, String)> = BTreeMap::new();
+        // Each node's rollout is bounded by the deploy timeout, and at
+        // least one node holds a slot at any time; a node that dies stops
+        // being waited for within the lease's TTL.
+        let mut deadline = None;
+        loop {
+            let current = reports.borrow_and_update().clone();
+            if let Some(current) = current {
+                let within = self.service.deploy_timeout * (current.len().max(1) as u32 + 1)
+                    + self.lease_ttl;
+                let deadline = *deadline.get_or_insert(Instant::now() + within);
+                let mut failed = Vec::new();
+                let mut settled = !current.is_empty();
+                for (node, report) in &current {
+                    if report.desired < revision {
+                        settled = false;
+                        continue;
+                    }
+                    let now = (report.state, report.version.clone());
+                    if seen.get(node) != Some(&now) {
+                        self.reporter.send(Progress::Node {
+                            node: node.clone(),
+                            state: report.state.to_string(),
+                            version: report.version.clone(),
+                            reason: report.reason.clone(),
+                        });
+                        seen.insert(node.clone(), now);
+                    }
+                    settled &= report.state.settled();
+                    if report.state == Converge::Failed {
+                        let reason = report.reason.clone().unwrap_or_default();
+                        failed.push((node.clone(), reason));
+                    }
+                }
+                if !failed.is_empty() {
+                    return Err(NotConverged::Failed(failed));
+                }
+                if settled {
+                    return Ok(());
+                }
+                match tokio::time::timeout_at(deadline, reports.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        return Err(NotConverged::Registry("stopped following the nodes".into()));
+                    }
+                    Err(_) => return Err(NotConverged::Timeout(within)),
+                }
+            } else {
+                let first = tokio::time::timeout(self.lease_ttl, reports.changed()).await;
+                if !matches!(first, Ok(Ok(()))) {
+                    return Err(NotConverged::Registry(
+                        "could not read the nodes' reports".into(),
+                    ));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Deploys across a cluster, without depending on one (the binary wires a
+//! [`ClusterDeploys`] to the `cluster` crate): with one set, `baton deploy`
+//! and `baton rollback` of a supervised service go to it instead of this
+//! node's strategies — it sets the cluster's desired version and follows
+//! every node to it — and each node converges its own instances with
+//! [`Engine::converge`], a rolling deploy within its share of the
+//! cluster-wide bounds ([`slots`], [`slot_limits`]).
+//!
+//! Nothing here talks to a registry or waits on one itself.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::progress::{Reporter, Traffic, millis};
+use crate::strategy::{self, Busy, Target};
+use crate::{BadRequest, DeployError, Deployed, Engine, Outcome};
+
+/// What [`ClusterDeploys`] returns.
+pub type DeployFuture = Pin<Box<dyn Future<Output = Result<Deployed, DeployError>> + Send>>;
+
+/// Runs the deploys of supervised services across the cluster.
+pub trait ClusterDeploys: Send + Sync {
+    /// Deploys `version` of `service` on every node that runs it.
+    fn deploy(
+        &self,
+        service: &config::Service,
+        version: config::Version,
+        strategy: config::Strategy,
+        reporter: Reporter,
+    ) -> DeployFuture;
+
+    /// Goes back to the version before the cluster's current one, on
+    /// every node.
+    fn rollback(&self, service: &config::Service, reporter: Reporter) -> DeployFuture;
+}
+
+/// How many nodes may replace instances of a service at once under the
+/// cluster-wide `rolling` bounds: one slot per unit of the larger bound
+/// (each holder's share is one instance, [`slot_limits`]).
+pub fn slots(rolling: &config::Rolling) -> usize {
+    rolling.max_surge.max(rolling.max_unavailable).max(1) as usize
+}
+
+/// The share of the cluster-wide `rolling` bounds that the holder of slot
+/// `index` (below [`slots`]) may use: one extra instance if `index` is
+/// below `max_surge`, one missing if below `max_unavailable`. Summed over
+/// every slot, at most `max_surge` extra and `max_unavailable` missing
+/// instances in the whole cluster; never both 0.
+pub fn slot_limits(rolling: &config::Rolling, index: usize) -> supervisor::Limits {
+    supervisor::Limits {
+        max_surge: usize::from(index < rolling.max_surge as usize),
+        max_unavailable: usize::from(index < rolling.max_unavailable as usize),
+    }
+}
+
+/// The requests this node's proxy routed to a service from a moment on.
+pub struct TrafficWindow {
+    stats: Option<(proxy::PoolStats, proxy::StatsSnapshot)>,
+}
+
+impl TrafficWindow {
+    /// The requests since the window opened.
+    pub fn traffic(&self) -> Traffic {
+        let Some((stats, before)) = &self.stats else {
+            return Traffic::default();
+        };
+        let window = stats.snapshot().since(before);
+        Traffic {
+            requests: window.requests(),
+            failures: window.failures(),
+            p99_ms: window.quantile(0.99).map(millis),
+        }
+    }
+}
+
+impl Engine {
+    /// Connects the engine to the cluster's deploys; call before
+    /// [`Engine::start`]. Returns `false` (and changes nothing) if one was
+    /// set already.
+    pub fn set_cluster_deploys(&self, cluster: Arc<dyn ClusterDeploys>) -> bool {
+        self.inner.cluster_deploys.set(cluster).is_ok()
+    }
+
+    /// The version `service` runs on this node (the last deployed), if it
+    /// is a service of the config.
+    pub fn running_version(&self, service: &str) -> Option<String> {
+        self.service(service)?;
+        Some(self.saved(service).version)
+    }
+
+    /// Opens a window on the requests this node's proxy routes to
+    /// `service` from now on.
+    pub fn traffic_window(&self, service: &str) -> TrafficWindow {
+        let stats = self.service(service).and_then(|s| {
+            let stats = self.proxy()?.pool_stats(&s.pool_name())?;
+            let before = stats.snapshot();
+            Some((stats, before))
+        });
+        TrafficWindow { stats }
+    }
+
+    /// Brings this node's instances of the supervised `service` to
+    /// `version` by a rolling deploy within `limits` (its share of the
+    /// cluster's bounds), once no other deploy of the service runs here.
+    /// Takes no cluster-wide lock: the node that runs the cluster's deploy
+    /// holds it. A failure is undone here before it returns, as for every
+    /// deploy.
+    pub async fn converge(
+        &self,
+        service: &str,
+        version: config::Version,
+        limits: supervisor::Limits,
+        reporter: Reporter,
+    ) -> Result<Deployed, DeployError> {
+        let svc = self
+            .service(service)
+            .ok_or_else(|| DeployError::UnknownService(service.to_owned()))?;
+        let config::Runner::Supervised(spec) = &svc.runner else {
+            return Err(BadRequest::TargetsRequired(service.to_owned()).into());
+        };
+        let mut spec = spec.clone();
+        spec.version = version;
+        let _busy = Busy::claim_when_free(self, service, &reporter).await;
+        strategy::run(
+            self,
+            &svc,
+            config::Strategy::Rolling,
+            spec.version.to_string(),
+            Target::Version(spec),
+            &reporter,
+            Outcome::Deployed,
+            Some(limits),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the bounds, the shares of all the slots add up to no more
+    /// than the cluster-wide bounds, and each holder can make progress.
+    #[test]
+    fn the_slots_shares_add_up_to_the_cluster_bounds() {
+        for surge in 0..=4 {
+            for unavailable in 0..=4 {
+                if surge == 0 && unavailable == 0 {
+                    continue;
+                }
+                let rolling = config::Rolling {
+                    max_surge: surge,
+                    max_unavailable: unavailable,
+                };
+                let n = slots(&rolling);
+                let shares: Vec<_> = (0..n).map(|i| slot_limits(&rolling, i)).collect();
+                let total_surge: usize = shares.iter().map(|l| l.max_surge).sum();
+                let total_missing: usize = shares.iter().map(|l| l.max_unavailable).sum();
+                assert_eq!(total_surge, surge as usize, "{rolling:?}");
+                assert_eq!(total_missing, unavailable as usize, "{rolling:?}");
+                assert!(
+                    shares.iter().all(|l| l.max_surge + l.max_unavailable > 0),
+                    "{rolling:?}"
+                );
+            }
+        }
+    }
+}
