@@ -78,6 +78,36 @@ async fn the_semaphore_never_has_more_holders_than_slots_and_a_freed_slot_wakes_
 }
 
 #[tokio::test]
+async fn a_wait_given_up_leaves_no_slot_taken() {
+    let etcd = EtcdCluster::start().await;
+    let a = etcd.registry("node-a", LONG_TTL).await;
+    let b = etcd.registry("node-b", LONG_TTL).await;
+    let name = a.deploy_slots(&web());
+    let held = acquire(&a, 1).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let waiter = {
+        let (b, name) = (b.clone(), name.clone());
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            b.acquire_or(&name, 1, CHANGE_WITHIN, stopped).await
+        })
+    };
+    stop.send(()).unwrap();
+    let given_up = tokio::time::timeout(CHANGE_WITHIN, waiter)
+        .await
+        .expect("the wait was not given up")
+        .unwrap();
+    assert!(matches!(given_up, Ok(None)));
+    // The slot A frees is free for anyone: the wait given up took nothing.
+    held.release().await.unwrap();
+    let c = etcd.registry("node-c", LONG_TTL).await;
+    let slot = c.acquire(&name, 1, Duration::from_millis(500)).await;
+    assert_eq!(slot.map(|s| s.index()).ok(), Some(0));
+}
+
+#[tokio::test]
 async fn a_holders_slot_goes_with_its_lease() {
     let etcd = EtcdCluster::start().await;
     let a = etcd.registry("node-a", LONG_TTL).await;

@@ -99,25 +99,29 @@ impl Converger {
         let semaphore = self.etcd.deploy_slots(&self.name);
         let slots = deploy::slots(&rolling);
         let slot = loop {
-            let wait = self
+            // Given up only while waiting, never mid-claim: a claim sent
+            // completes, so no slot is left taken by a wait given up.
+            let superseded = async {
+                if follow.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let acquired = self
                 .etcd
-                .acquire(&semaphore, slots, self.service.deploy_timeout);
-            tokio::select! {
-                acquired = wait => match acquired {
-                    Ok(slot) => break slot,
-                    Err(e) => {
-                        tracing::info!(service = %self.name, error = %e, "still waiting for a slot of the cluster's rolling bounds");
-                        // A registry that failed gives no event to wait for.
-                        if matches!(e, cluster::SemaphoreError::Request(_)) {
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
-                    }
-                },
-                changed = follow.changed() => {
-                    if changed.is_ok() {
-                        tracing::info!(service = %self.name, version = %version, "desired version changed while waiting for a slot");
-                    }
+                .acquire_or(&semaphore, slots, self.service.deploy_timeout, superseded)
+                .await;
+            match acquired {
+                Ok(Some(slot)) => break slot,
+                Ok(None) => {
+                    tracing::info!(service = %self.name, version = %version, "desired version changed while waiting for a slot");
                     return Tried::Superseded;
+                }
+                Err(e) => {
+                    tracing::info!(service = %self.name, error = %e, "still waiting for a slot of the cluster's rolling bounds");
+                    // A registry that failed gives no event to wait for.
+                    if matches!(e, cluster::SemaphoreError::Request(_)) {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                 }
             }
         };

@@ -85,12 +85,32 @@ impl Etcd {
     /// Takes one of the `slots` slots of the semaphore `{prefix}/{name}/`
     /// under this node's lease, the lowest free one, waiting until one is
     /// free, `within` at most. `slots` is at least 1.
+    ///
+    /// Dropping the future while it claims a slot can leave the slot taken
+    /// (etcd may have done the transaction) until the lease ends: to stop
+    /// waiting, use [`Etcd::acquire_or`].
     pub async fn acquire(
         &self,
         name: &str,
         slots: usize,
         within: Duration,
     ) -> Result<Slot, SemaphoreError> {
+        let never = std::future::pending::<()>();
+        let slot = self.acquire_or(name, slots, within, never).await?;
+        Ok(slot.expect("a wait that is never stopped ends with a slot or an error"))
+    }
+
+    /// [`Etcd::acquire`], giving up (`None`) once `stop` resolves while it
+    /// waits for a free slot; a claim already sent is always completed, so
+    /// no slot is ever left taken by a wait given up.
+    pub async fn acquire_or(
+        &self,
+        name: &str,
+        slots: usize,
+        within: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Option<Slot>, SemaphoreError> {
+        tokio::pin!(stop);
         let slots = slots.max(1);
         let end = Instant::now() + within;
         let inner = &self.inner;
@@ -115,22 +135,27 @@ impl Etcd {
                 let key = format!("{prefix}{index}");
                 if let Some(created) = self.claim(&key, &value).await? {
                     tracing::debug!(%key, "semaphore slot taken");
-                    return Ok(Slot {
+                    return Ok(Some(Slot {
                         etcd: self.clone(),
                         key,
                         index,
                         revision: created,
                         released: false,
-                    });
+                    }));
                 }
                 // Another node took it in between: read again.
                 continue;
             }
-            // Every slot held: wait for a deletion after the read.
-            match tokio::time::timeout(left, self.slot_freed(&prefix, revision)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => return Err(full(holders)),
+            // Every slot held: wait for a deletion after the read (nothing
+            // is claimed meanwhile, so giving up here leaves nothing taken).
+            let freed = tokio::time::timeout(left, self.slot_freed(&prefix, revision));
+            tokio::select! {
+                freed = freed => match freed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => return Err(full(holders)),
+                },
+                () = &mut stop => return Ok(None),
             }
         }
     }
