@@ -417,8 +417,17 @@ fn result_line(outcome: &Outcome) -> Bytes {
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {
-    let certs = ctx.certs.report();
-    let text = crate::metrics::render(&ctx.proxy, &ctx.engine, &ctx.counters, &certs);
+    // Rendering a large exposition (thousands of routes) takes tens of
+    // milliseconds of CPU: on a blocking thread, never on a worker of the
+    // runtime that serves requests.
+    let rendered = tokio::task::spawn_blocking(move || {
+        let certs = ctx.certs.report();
+        crate::metrics::render(&ctx.proxy, &ctx.engine, &ctx.counters, &certs)
+    })
+    .await;
+    let Ok(text) = rendered else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     (
         [(
             axum::http::header::CONTENT_TYPE,
