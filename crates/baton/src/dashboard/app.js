@@ -164,6 +164,7 @@
       case 'draining': return `draining ${e.version}`;
       case 'scaling': return `scaling ${e.from} → ${e.to}`;
       case 'rolling_back': return `rolling back: ${e.reason}`;
+      case 'node': return `node ${e.node}: ${e.state} ${e.version}${e.reason ? ': ' + e.reason : ''}`;
       default: return e.event;
     }
   }
