@@ -25,9 +25,13 @@ pub fn check(args: CheckArgs) -> ExitCode {
                 eprintln!("{}: error: {e}", args.file.display());
                 return ExitCode::from(EXIT_USAGE);
             }
+            tls::install_default_provider();
+            if let Err(e) = crate::cluster::check_files(&cfg) {
+                eprintln!("{}: error: {e}", args.file.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
             // The certificates are read too: a file that loads but would not
             // serve is an error worth knowing before a restart.
-            tls::install_default_provider();
             if let Err(errors) = https(&cfg, &tls::AcmeCerts::default()) {
                 for e in &errors {
                     eprintln!("{}: error: {e}", args.file.display());

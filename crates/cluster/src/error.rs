@@ -68,6 +68,16 @@ pub enum ConnectError {
         /// Why.
         source: std::io::Error,
     },
+    /// A TLS file (`ca`, `cert`, `key`) could not be read.
+    #[error("could not read the etcd {what} from {}: {source}", path.display())]
+    TlsFile {
+        /// Which file: "CA", "client certificate", "client key".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The endpoints are not usable URLs, or the client refused its options.
     #[error("could not set up the etcd client for {endpoints}: {source}")]
     Client {
@@ -95,6 +105,17 @@ pub enum ConnectError {
         after: Duration,
         /// What each endpoint did, for people (`127.0.0.1:2379: connection refused`).
         detail: String,
+    },
+    /// Over TLS, the first request failed: most often the certificates do
+    /// not match (etcd's is not signed by `ca`, or etcd refused this node's).
+    #[error(
+        "could not talk to etcd at {endpoints} over TLS: {source} (check that `ca` signed etcd's certificate and that etcd's --trusted-ca-file signed `cert`; etcd logs \"rejected connection\" with its reason)"
+    )]
+    Tls {
+        /// The endpoints, comma-separated.
+        endpoints: String,
+        /// What went wrong.
+        source: RequestError,
     },
     /// etcd answered the first request with an error.
     #[error("could not read from etcd at {endpoints}: {source}")]

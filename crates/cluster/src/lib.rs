@@ -27,7 +27,7 @@ mod registry;
 pub use error::{Action, ConnectError, RegisterError, RequestError};
 pub use etcd::{
     Behind, Converge, Desired, DesiredAt, Etcd, Following, Lock, LockError, NodeReport, Options,
-    SemaphoreError, Slot, now_rfc3339,
+    SemaphoreError, Slot, check_files, now_rfc3339,
 };
 pub use instance::{Instance, InstanceKey, InvalidInstance, Members, State};
 pub use name::{InvalidName, Name};

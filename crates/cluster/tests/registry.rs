@@ -2,8 +2,8 @@
 //! discovery, deregistration at once, lease expiry of a registrant that
 //! stops renewing, a lost lease registered again, etcd down (the last set
 //! kept, reachability reported) and back, a compacted revision, a
-//! three-member cluster losing a member, and clear errors for a wrong
-//! endpoint or wrong credentials.
+//! three-member cluster losing a member, clear errors for a wrong endpoint
+//! or wrong credentials, and TLS to etcd with a client certificate.
 
 mod support;
 
@@ -15,6 +15,7 @@ use cluster::{
 };
 use etcd_client::GetOptions;
 use support::{EtcdCluster, test_options};
+use testkit::etcd::EtcdTls;
 
 /// Bounds every wait for the registry to reflect a change; far below the
 /// leases of the tests that show a change is not a lease expiry.
@@ -301,6 +302,7 @@ async fn a_wrong_endpoint_is_a_clear_error_within_the_bound() {
         advertise: "127.0.0.1".into(),
         lease_ttl: Duration::from_secs(10),
         credentials: None,
+        tls: None,
     };
 
     let started = Instant::now();
@@ -399,5 +401,71 @@ async fn wrong_credentials_are_a_clear_error_and_right_ones_from_a_file_work() {
     assert_eq!(
         error.to_string(),
         "could not read the etcd password: the environment variable BATON_TEST_UNSET_VARIABLE is not set"
+    );
+}
+
+#[tokio::test]
+async fn tls_to_etcd_with_a_client_certificate_registers_and_discovers() {
+    let dir = testkit::TempDir::new("etcd-tls");
+    let ca = testkit::pki::Ca::new("etcd test CA");
+    let ca_file = ca.write(&dir.path().join("ca.pem"));
+    let (cert, key) = ca.leaf(&["127.0.0.1"], 1).write(dir.path(), "etcd");
+    let etcd = EtcdCluster::start_tls(EtcdTls {
+        cert,
+        key,
+        client_ca: Some(ca_file.clone()),
+    })
+    .await;
+    let (cert, key) = ca.leaf(&["node-a"], 2).write(dir.path(), "node-a");
+    let mut config = etcd.config("node-a", LONG_TTL);
+    assert!(config.endpoints[0].starts_with("https://"), "{config:?}");
+    let client = Some(config::ClientCert { cert, key });
+    config.tls = Some(config::ClusterTls {
+        ca: ca_file.clone(),
+        client: client.clone(),
+    });
+    let options = test_options(LONG_TTL);
+    let registry = Etcd::connect(&config, options).await.unwrap();
+    let mut discovery = registry.discover(&name("web"));
+    registry.register(web("v2-1", 9001)).await.unwrap();
+    members_become(&mut discovery, &["node-a/v2-1"]).await;
+
+    // Refused at start, each with its reason.
+    let refused = |tls: config::ClusterTls| {
+        let mut config = config.clone();
+        config.tls = Some(tls);
+        async move { Etcd::connect(&config, options).await.err().unwrap() }
+    };
+    let other = testkit::pki::Ca::new("another CA");
+    let other_file = other.write(&dir.path().join("other.pem"));
+    let error = refused(config::ClusterTls {
+        ca: other_file,
+        client: client.clone(),
+    })
+    .await
+    .to_string();
+    assert!(error.contains("UnknownIssuer"), "{error}");
+    let error = refused(config::ClusterTls {
+        ca: ca_file.clone(),
+        client: None,
+    })
+    .await
+    .to_string();
+    // rustls's alert does not come through tonic: the connection closed.
+    let expected = format!("could not talk to etcd at {} over TLS: ", etcd.endpoint(0));
+    assert!(error.starts_with(&expected), "{error}");
+    let missing = dir.path().join("missing.pem");
+    let error = refused(config::ClusterTls {
+        ca: missing.clone(),
+        client,
+    })
+    .await
+    .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "could not read the etcd CA from {}",
+            missing.display()
+        )),
+        "{error}"
     );
 }

@@ -45,11 +45,12 @@ pub use error::{ConfigError, ConfigErrors};
 pub use template::{Template, TemplateError};
 pub use types::{
     AccessLog, AccessLogFormat, AccessLogTarget, Acme, Admin, Balance, BlueGreen, CIPHER_SUITES,
-    Canary, CertificateFiles, Cluster, Config, Credentials, External, ForwardSettings, HeaderMatch,
-    HeaderName, HeaderValue, HealthCheck, HostMatch, Hsts, InvalidUpstreamAddr, IpNet, ListenAddr,
-    Listener, Member, Method, PassiveHealth, Password, PathMatch, Pool, ProxySettings, Restart,
-    Rolling, Route, Runner, Service, SocketMode, StatusRange, Strategy, Supervised, Tls,
-    TlsVersion, UnknownStrategy, Upstream, UpstreamAddr, UpstreamHost, UpstreamTls, Workers,
+    Canary, CertificateFiles, ClientCert, Cluster, ClusterTls, Config, Credentials, External,
+    ForwardSettings, HeaderMatch, HeaderName, HeaderValue, HealthCheck, HostMatch, Hsts,
+    InvalidUpstreamAddr, IpNet, ListenAddr, Listener, Member, Method, PassiveHealth, Password,
+    PathMatch, Pool, ProxySettings, Restart, Rolling, Route, Runner, Service, SocketMode,
+    StatusRange, Strategy, Supervised, Tls, TlsVersion, UnknownStrategy, Upstream, UpstreamAddr,
+    UpstreamHost, UpstreamTls, Workers,
 };
 pub use version::{InvalidVersion, Version};
 

@@ -117,6 +117,9 @@ pub(crate) struct RawCluster {
     pub(crate) lease_ttl: Opt<String>,
     pub(crate) username: Opt<String>,
     pub(crate) password: Opt<String>,
+    pub(crate) ca: Opt<String>,
+    pub(crate) cert: Opt<String>,
+    pub(crate) key: Opt<String>,
 }
 
 /// `[admin]`.

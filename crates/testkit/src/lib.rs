@@ -1,7 +1,7 @@
 //! Test and benchmark support shared by baton's crates, used only as a dev-dependency: a child process whose output
 //! lines are collected so that callers wait on a line instead of sleeping ([`Proc`]), a temp dir removed on drop
 //! ([`TempDir`]), a certificate authority made at test time ([`pki`]), TLS clients ([`client`]), the test ACME
-//! server ([`pebble`]) and the Debian tools the tests need ([`system_tool`]).
+//! server ([`pebble`]), real etcd processes ([`etcd`]) and the Debian tools the tests need ([`system_tool`]).
 //!
 //! Every wait here is bounded (by [`EVENT_TIMEOUT`] unless a caller says otherwise): a broken program fails a test,
 //! it never hangs it. A wait for something a process reports is a wait on its output, never a sleep (pebble, which
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 pub mod client;
 mod dir;
+pub mod etcd;
 pub mod pebble;
 pub mod pki;
 mod process;

@@ -46,6 +46,25 @@ pub fn supported(cfg: &config::Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads what `[cluster]` names without connecting — the password's file or
+/// variable, the TLS files (the CA parsed as certificates) — so that
+/// `baton check` says now what `baton serve` would only say at start.
+pub fn check_files(cfg: &config::Config) -> anyhow::Result<()> {
+    #[cfg(feature = "cluster")]
+    if let Some(settings) = &cfg.cluster {
+        cluster::check_files(settings)?;
+        if let Some(files) = &settings.tls {
+            let ca = config::UpstreamTls {
+                ca_bundle: Some(files.ca.clone()),
+                server_name: None,
+            };
+            tls::client_config(&ca).map_err(|e| anyhow::anyhow!("[cluster] ca: {e}"))?;
+        }
+    }
+    let _ = cfg;
+    Ok(())
+}
+
 /// Without the `cluster` feature there is never a node: [`supported`]
 /// refused every config with `[cluster]`.
 #[cfg(not(feature = "cluster"))]
@@ -94,5 +113,49 @@ mod tests {
         }
         let plain = config::parse("[[listener]]\naddress = \"127.0.0.1:0\"\n", "t.toml").unwrap();
         assert!(super::supported(&plain).is_ok());
+    }
+
+    /// `baton check` reads the files `[cluster]` names: a password file or
+    /// a CA that cannot be read or is not PEM is an error before a start.
+    #[cfg(feature = "cluster")]
+    #[test]
+    fn check_reads_the_password_file_and_the_ca() {
+        tls::install_default_provider();
+        let dir = testkit::TempDir::new("cluster-check");
+        let missing = dir.join("missing");
+        let not_pem = dir.join("not-pem");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        let password = dir.join("password");
+        std::fs::write(&password, "secret\n").unwrap();
+        let with = |extra: String| {
+            let text = format!("{CLUSTER}{extra}");
+            let text = text.replace("\"127.0.0.1:2379\"", "\"https://127.0.0.1:2379\"");
+            config::parse(&text, "t.toml").unwrap()
+        };
+        let error = |extra: String| super::check_files(&with(extra)).unwrap_err().to_string();
+        let ca = |path: &std::path::Path| format!("ca = \"{}\"\n", path.display());
+        let password_file = |path: &std::path::Path| {
+            format!("username = \"u\"\npassword = \"file:{}\"\n", path.display())
+        };
+        assert_eq!(
+            error(format!("{}{}", ca(&not_pem), password_file(&missing))),
+            format!(
+                "could not read the etcd password from {}: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+        assert_eq!(
+            error(ca(&missing)),
+            format!(
+                "could not read the etcd CA from {}: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+        let message = error(format!("{}{}", ca(&not_pem), password_file(&password)));
+        assert!(message.starts_with("[cluster] ca: "), "{message}");
+        assert!(
+            message.contains(&not_pem.display().to_string()),
+            "{message}"
+        );
     }
 }

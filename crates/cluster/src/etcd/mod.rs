@@ -24,8 +24,8 @@ pub use semaphore::{SemaphoreError, Slot};
 use std::sync::Arc;
 use std::time::Duration;
 
-use config::{Cluster, Password, UpstreamAddr};
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use config::{Cluster, ClusterTls, Password, UpstreamAddr};
+use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
 use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 
@@ -54,7 +54,11 @@ impl Options {
     pub fn for_ttl(lease_ttl: Duration) -> Options {
         Options {
             connect_timeout: Duration::from_secs(5),
-            request_timeout: (lease_ttl / 3).clamp(Duration::from_secs(2), Duration::from_secs(5)),
+            // Whole milliseconds: the bound appears in messages.
+            request_timeout: Duration::from_millis(
+                u64::try_from((lease_ttl / 3).as_millis()).unwrap_or(u64::MAX),
+            )
+            .clamp(Duration::from_secs(2), Duration::from_secs(5)),
         }
     }
 }
@@ -104,6 +108,9 @@ impl Etcd {
             .with_keep_alive(Duration::from_secs(5), options.request_timeout)
             .with_require_leader(true)
             .with_auto_token_refresh(true);
+        if let Some(tls) = &cluster.tls {
+            connect = connect.with_tls(tls_options(tls)?);
+        }
         let username = cluster.credentials.as_ref().map(|c| c.username.clone());
         if let Some(credentials) = &cluster.credentials {
             let password = read_password(&credentials.password)?;
@@ -158,9 +165,14 @@ impl Etcd {
         .await;
         match first {
             Ok(_) => {}
-            Err(RequestError::Timeout { .. }) => {
+            // No answer and no error (something that is not etcd holds the
+            // port, or etcd has no leader): what each endpoint does.
+            Err(RequestError::Timeout { last: None, .. }) => {
                 let (_, detail) = probe(&cluster.endpoints, options.connect_timeout).await;
                 return Err(unreachable(detail));
+            }
+            Err(source) if cluster.tls.is_some() => {
+                return Err(ConnectError::Tls { endpoints, source });
             }
             Err(source) => return Err(ConnectError::Request { endpoints, source }),
         }
@@ -327,6 +339,39 @@ fn host_name() -> Result<Name, ConnectError> {
     let text =
         std::fs::read_to_string("/proc/sys/kernel/hostname").map_err(ConnectError::Hostname)?;
     text.trim().parse().map_err(ConnectError::InvalidNode)
+}
+
+/// The client's TLS settings: etcd's CA and this node's certificate, read
+/// now (a missing file is said at start; a file that is not PEM, when the
+/// client is set up).
+fn tls_options(tls: &ClusterTls) -> Result<TlsOptions, ConnectError> {
+    let read = |what: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ConnectError::TlsFile {
+            what,
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(read("CA", &tls.ca)?));
+    if let Some(client) = &tls.client {
+        let cert = read("client certificate", &client.cert)?;
+        let key = read("client key", &client.key)?;
+        options = options.identity(Identity::from_pem(cert, key));
+    }
+    Ok(options)
+}
+
+/// Reads every file `cluster` names (the password's file or variable, the
+/// TLS files) without connecting: what `baton check` can say before a
+/// start.
+pub fn check_files(cluster: &Cluster) -> Result<(), ConnectError> {
+    if let Some(credentials) = &cluster.credentials {
+        read_password(&credentials.password)?;
+    }
+    if let Some(tls) = &cluster.tls {
+        tls_options(tls)?;
+    }
+    Ok(())
 }
 
 fn read_password(password: &Password) -> Result<String, ConnectError> {

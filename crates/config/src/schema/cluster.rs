@@ -14,7 +14,7 @@ pub(crate) static CLUSTER: Section = Section {
             "endpoints",
             Type::Strings,
             Required,
-            "etcd's client URLs, `http://HOST:PORT` (a bare `HOST:PORT` means `http://`): 1 to 16, no repeats. List every member of the etcd cluster, so that the registry survives the loss of one. `https://` (TLS to etcd) is not supported yet.",
+            "etcd's client URLs, `http://HOST:PORT` or `https://HOST:PORT` (a bare `HOST:PORT` means `http://`): 1 to 16, no repeats, all with the same scheme. List every member of the etcd cluster, so that the registry survives the loss of one. `https://` needs `ca`.",
         ),
         key(
             "prefix",
@@ -51,6 +51,24 @@ pub(crate) static CLUSTER: Section = Section {
             Type::String,
             Unset("none; required with `username`"),
             "Where the etcd password is, never the password itself: `\"env:NAME\"` (an environment variable) or `\"file:PATH\"` (a file, its final newline removed; a relative path is relative to the directory baton runs in). Read when baton connects; never logged.",
+        ),
+        key(
+            "ca",
+            Type::String,
+            Unset("none; required with `https://` endpoints"),
+            "TLS to etcd: the PEM file of the CA certificates that etcd's server certificate is checked against (etcd's `--trusted-ca-file` side of it; the certificate must name the host or IP address of each endpoint). Only with `https://` endpoints. Read when baton connects and by `baton check`.",
+        ),
+        key(
+            "cert",
+            Type::String,
+            Unset("no client certificate"),
+            "TLS to etcd: the PEM file of this node's client certificate (chain, leaf first), for an etcd started with `--client-cert-auth`; requires `key`. Only with `https://` endpoints.",
+        ),
+        key(
+            "key",
+            Type::String,
+            Unset("none; required with `cert`"),
+            "TLS to etcd: the PEM file of the client certificate's private key (PKCS#8, PKCS#1 or SEC1); requires `cert`.",
         ),
     ],
 };

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{MINIMAL, error, errors, ok};
-use crate::types::{Cluster, Credentials, Password};
+use crate::types::{ClientCert, Cluster, ClusterTls, Credentials, Password};
 
 fn with(section: &str) -> String {
     format!("{MINIMAL}[cluster]\n{section}")
@@ -22,6 +22,7 @@ fn absent_cluster_keys_take_the_documented_defaults() {
         advertise: "10.0.0.5".into(),
         lease_ttl: Duration::from_secs(10),
         credentials: None,
+        tls: None,
     };
     assert_eq!(config.cluster, Some(expected));
 }
@@ -70,15 +71,35 @@ fn each_invalid_value_is_refused_at_its_position() {
         ),
         (
             "endpoints = [\"https://e:2379\"]\nadvertise = \"h\"\n",
-            "4:14: invalid endpoint \"https://e:2379\": TLS to etcd (https://) is not supported yet",
+            "3:1: https:// endpoints need `ca`, the PEM file of the CA that signed etcd's certificate",
+        ),
+        (
+            "endpoints = [\"https://e:2379\", \"http://f:2379\"]\nadvertise = \"h\"\nca = \"ca.pem\"\n",
+            "4:32: endpoint \"http://f:2379\" does not use the scheme of the first one: either every endpoint is http:// or every one is https://",
+        ),
+        (
+            "endpoints = [\"e:1\"]\nadvertise = \"h\"\nca = \"ca.pem\"\n",
+            "6:6: `ca` is for TLS to etcd: the endpoints must be https:// URLs",
+        ),
+        (
+            "endpoints = [\"https://e:1\"]\nadvertise = \"h\"\nca = \"ca.pem\"\ncert = \"c.pem\"\n",
+            "7:8: `cert` needs `key`, the client certificate's private key",
+        ),
+        (
+            "endpoints = [\"https://e:1\"]\nadvertise = \"h\"\nca = \"\"\n",
+            "6:6: `ca` is empty: give the path of a PEM file",
+        ),
+        (
+            "endpoints = [\"ftp://e:2379\"]\nadvertise = \"h\"\n",
+            "4:14: invalid endpoint \"ftp://e:2379\": expected http://HOST:PORT or https://HOST:PORT, like http://10.0.0.1:2379",
         ),
         (
             "endpoints = [\"e\"]\nadvertise = \"h\"\n",
-            "4:14: invalid endpoint \"e\": expected http://HOST:PORT, like http://10.0.0.1:2379",
+            "4:14: invalid endpoint \"e\": expected http://HOST:PORT or https://HOST:PORT, like http://10.0.0.1:2379",
         ),
         (
             "endpoints = [\"http://e:2379/v3\"]\nadvertise = \"h\"\n",
-            "4:14: invalid endpoint \"http://e:2379/v3\": no path, query or user in the URL; expected http://HOST:PORT, like http://10.0.0.1:2379",
+            "4:14: invalid endpoint \"http://e:2379/v3\": no path, query or user in the URL; expected http://HOST:PORT or https://HOST:PORT, like http://10.0.0.1:2379",
         ),
         (
             "endpoints = [\"e:1\", \"http://e:1\"]\nadvertise = \"h\"\n",
@@ -147,6 +168,31 @@ fn each_invalid_value_is_refused_at_its_position() {
 }
 
 #[test]
+fn https_endpoints_take_a_ca_and_a_client_certificate() {
+    let config = ok(&with(
+        "endpoints = [\"https://10.0.0.1:2379\", \"HTTPS://etcd-2:2379\"]\nadvertise = \"h\"\nca = \"/etc/baton/etcd-ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n",
+    ));
+    let cluster = config.cluster.unwrap();
+    assert_eq!(
+        cluster.endpoints,
+        ["https://10.0.0.1:2379", "https://etcd-2:2379"]
+    );
+    let tls = ClusterTls {
+        ca: "/etc/baton/etcd-ca.pem".into(),
+        client: Some(ClientCert {
+            cert: "node.pem".into(),
+            key: "node.key".into(),
+        }),
+    };
+    assert_eq!(cluster.tls, Some(tls));
+    let without_client = ok(&with(
+        "endpoints = [\"https://e:1\"]\nadvertise = \"h\"\nca = \"ca.pem\"\n",
+    ));
+    let tls = without_client.cluster.unwrap().tls.unwrap();
+    assert_eq!(tls.client, None);
+}
+
+#[test]
 fn a_password_written_inline_is_refused_without_repeating_it() {
     let source = with(&format!(
         "{REQUIRED}username = \"u\"\npassword = \"hunter2\"\n"
@@ -164,7 +210,7 @@ fn a_wrong_type_or_an_unknown_key_is_refused() {
     assert_eq!(
         errors(&with(&format!("{REQUIRED}lease = \"10s\"\nnode = 7\n"))),
         [
-            "6:1: unknown key `lease` in [cluster]; expected one of: endpoints, prefix, node, advertise, lease_ttl, username, password",
+            "6:1: unknown key `lease` in [cluster]; expected one of: endpoints, prefix, node, advertise, lease_ttl, username, password, ca, cert, key",
             "7:8: `node` in [cluster] must be a string, not an integer"
         ]
     );

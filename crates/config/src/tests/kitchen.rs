@@ -110,9 +110,9 @@ fn kitchen_sink_parses_into_the_expected_config() {
         config.cluster,
         Some(Cluster {
             endpoints: vec![
-                "http://10.0.0.1:2379".into(),
-                "http://10.0.0.2:2379".into(),
-                "http://etcd-3.internal:2379".into(),
+                "https://10.0.0.1:2379".into(),
+                "https://10.0.0.2:2379".into(),
+                "https://etcd-3.internal:2379".into(),
             ],
             prefix: "/prod/baton".into(),
             node: Some("node-a".into()),
@@ -121,6 +121,13 @@ fn kitchen_sink_parses_into_the_expected_config() {
             credentials: Some(Credentials {
                 username: "baton".into(),
                 password: Password::File("/etc/baton/etcd-password".into()),
+            }),
+            tls: Some(ClusterTls {
+                ca: "/etc/baton/etcd-ca.pem".into(),
+                client: Some(ClientCert {
+                    cert: "/etc/baton/etcd-node-a.pem".into(),
+                    key: "/etc/baton/etcd-node-a.key".into(),
+                }),
             }),
         })
     );

@@ -1,6 +1,7 @@
 //! `[cluster]`: this node's place in a cluster of baton nodes that share an
 //! etcd registry. Plain data; the `cluster` crate connects to etcd, reads the
-//! host name and the password's file or variable, never `config`.
+//! host name, the password's file or variable and the TLS files, never
+//! `config`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +28,28 @@ pub struct Cluster {
     pub lease_ttl: Duration,
     /// etcd user and password; `None`: etcd has no authentication.
     pub credentials: Option<Credentials>,
+    /// TLS to etcd: `Some` exactly when the endpoints are `https://`.
+    pub tls: Option<ClusterTls>,
+}
+
+/// TLS to etcd: the CA that signed etcd's certificate, and this node's
+/// client certificate when etcd asks for one (`--client-cert-auth`).
+/// The files are read when the registry connects (and by `baton check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTls {
+    /// PEM file of the CA certificates etcd's certificate is checked against.
+    pub ca: PathBuf,
+    /// PEM files of the client certificate (chain) and its private key.
+    pub client: Option<ClientCert>,
+}
+
+/// A client certificate and its key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
 }
 
 /// An etcd user and where its password is.

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use admin::Admin;
-pub use cluster::{Cluster, Credentials, Password};
+pub use cluster::{ClientCert, Cluster, ClusterTls, Credentials, Password};
 pub use handoff::ListenAddr;
 pub use http::{HeaderName, HeaderValue, Method};
 pub use ipnet::IpNet;

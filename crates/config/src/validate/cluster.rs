@@ -1,6 +1,6 @@
 //! Validation of `[cluster]`: etcd endpoints, the key prefix, the node name,
-//! the advertised host, the lease TTL and where the password is. Never
-//! connects, never reads the password's file or variable, and never repeats
+//! the advertised host, the lease TTL, where the password is and the TLS
+//! files. Never connects, never reads a file or a variable, and never repeats
 //! a `password` value in a message (it might be a password written inline
 //! by mistake).
 
@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::tls::file_path;
 use super::{Ctx, parse_upstream_addr};
 use crate::raw::RawCluster;
 use crate::schema::CLUSTER;
-use crate::types::{Cluster, Credentials, Password};
+use crate::types::{ClientCert, Cluster, ClusterTls, Credentials, Password};
 
 /// The lease TTLs accepted: etcd's own minimum is about 1.5 s, and a node
 /// that is gone should leave the pools within the hour.
@@ -39,6 +40,10 @@ pub(super) fn cluster(ctx: &mut Ctx<'_, '_>, item: &Spanned<RawCluster>) -> Opti
         .duration(&CLUSTER, "lease_ttl", &raw.lease_ttl, false)
         .and_then(|ttl| lease_ttl(ctx, raw, ttl));
     let credentials = credentials(ctx, item);
+    let tls = match &endpoints {
+        Some(urls) => tls(ctx, item, urls),
+        None => None,
+    };
     Some(Cluster {
         endpoints: endpoints?,
         prefix: prefix?,
@@ -46,10 +51,68 @@ pub(super) fn cluster(ctx: &mut Ctx<'_, '_>, item: &Spanned<RawCluster>) -> Opti
         advertise: advertise?,
         lease_ttl: lease_ttl?,
         credentials: credentials?,
+        tls: tls?,
     })
 }
 
-/// Each endpoint as `http://HOST:PORT`, in file order, without repeats.
+/// `ca`, `cert` and `key`: required (`ca`) or allowed (`cert` with `key`)
+/// with `https://` endpoints, refused with `http://` ones.
+fn tls(
+    ctx: &mut Ctx<'_, '_>,
+    item: &Spanned<RawCluster>,
+    endpoints: &[String],
+) -> Option<Option<ClusterTls>> {
+    let raw = item.get_ref();
+    let https = endpoints.first().is_some_and(|e| e.starts_with("https://"));
+    let files = [("ca", &raw.ca), ("cert", &raw.cert), ("key", &raw.key)];
+    if !https {
+        let mut ok = true;
+        for (key, value) in files {
+            if let Some(value) = value {
+                let message =
+                    format!("`{key}` is for TLS to etcd: the endpoints must be https:// URLs");
+                ctx.error(value.span(), message);
+                ok = false;
+            }
+        }
+        return ok.then_some(None);
+    }
+    let paths: Vec<Option<PathBuf>> = files
+        .iter()
+        .map(|(key, value)| value.as_ref().and_then(|v| file_path(ctx, key, v)))
+        .collect();
+    if raw.ca.is_none() {
+        let message =
+            "https:// endpoints need `ca`, the PEM file of the CA that signed etcd's certificate";
+        ctx.error(item.span(), message);
+        return None;
+    }
+    let client = match (&raw.cert, &raw.key) {
+        (None, None) => None,
+        (Some(_), Some(_)) => Some(ClientCert {
+            cert: paths[1].clone()?,
+            key: paths[2].clone()?,
+        }),
+        (Some(value), None) => {
+            ctx.error(
+                value.span(),
+                "`cert` needs `key`, the client certificate's private key",
+            );
+            return None;
+        }
+        (None, Some(value)) => {
+            ctx.error(value.span(), "`key` needs `cert`, the client certificate");
+            return None;
+        }
+    };
+    Some(Some(ClusterTls {
+        ca: paths[0].clone()?,
+        client,
+    }))
+}
+
+/// Each endpoint as `http://HOST:PORT` or `https://HOST:PORT`, in file
+/// order, without repeats, all with the same scheme.
 fn endpoints(ctx: &mut Ctx<'_, '_>, list: &Spanned<Vec<Spanned<String>>>) -> Option<Vec<String>> {
     let items = list.get_ref();
     if items.is_empty() || items.len() > MAX_ENDPOINTS {
@@ -60,6 +123,7 @@ fn endpoints(ctx: &mut Ctx<'_, '_>, list: &Spanned<Vec<Spanned<String>>>) -> Opt
     }
     let mut seen = BTreeSet::new();
     let mut out = Some(Vec::new());
+    let mut first_https = None;
     for item in items {
         let text = item.get_ref();
         let normalised = endpoint(text);
@@ -76,6 +140,15 @@ fn endpoints(ctx: &mut Ctx<'_, '_>, list: &Spanned<Vec<Spanned<String>>>) -> Opt
             out = None;
             continue;
         }
+        let https = url.starts_with("https://");
+        if *first_https.get_or_insert(https) != https {
+            let message = format!(
+                "endpoint {text:?} does not use the scheme of the first one: either every endpoint is http:// or every one is https://"
+            );
+            ctx.error(item.span(), message);
+            out = None;
+            continue;
+        }
         if let Some(v) = &mut out {
             v.push(url);
         }
@@ -84,20 +157,18 @@ fn endpoints(ctx: &mut Ctx<'_, '_>, list: &Spanned<Vec<Spanned<String>>>) -> Opt
 }
 
 fn endpoint(text: &str) -> Result<String, String> {
-    let expected = "expected http://HOST:PORT, like http://10.0.0.1:2379";
-    let authority = match text.split_once("://") {
-        None => text,
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-            return Err("TLS to etcd (https://) is not supported yet".to_owned());
-        }
+    let expected = "expected http://HOST:PORT or https://HOST:PORT, like http://10.0.0.1:2379";
+    let (scheme, authority) = match text.split_once("://") {
+        None => ("http", text),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => ("http", rest),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => ("https", rest),
         Some(_) => return Err(expected.to_owned()),
     };
     if authority.contains(['/', '?', '#', '@']) {
         return Err(format!("no path, query or user in the URL; {expected}"));
     }
     let addr = parse_upstream_addr(authority).map_err(|_| expected.to_owned())?;
-    Ok(format!("http://{}", addr.authority))
+    Ok(format!("{scheme}://{}", addr.authority))
 }
 
 fn prefix(ctx: &mut Ctx<'_, '_>, text: &Spanned<String>) -> Option<String> {
