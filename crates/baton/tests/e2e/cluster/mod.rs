@@ -19,11 +19,13 @@
 //!   comes back into it once the network is healed;
 //! - `deploy`: cluster-wide deploys across three nodes under load;
 //! - `quorum`: on a three-member etcd, the loss of one member, then of all
-//!   of them, under load through two front doors.
+//!   of them, under load through two front doors;
+//! - `startup`: a wrong endpoint or password stops `baton serve` at start.
 
 mod deploy;
 mod net;
 mod quorum;
+mod startup;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
