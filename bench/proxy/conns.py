@@ -25,6 +25,12 @@ def main() -> int:
     ap.add_argument("--hold", type=float, default=20.0, help="seconds to hold the connections once all are open")
     ap.add_argument("--inflight", type=int, default=200)
     ap.add_argument("--open-timeout", type=float, default=60.0)
+    ap.add_argument(
+        "--sources",
+        type=int,
+        default=1,
+        help="spread the connections over source addresses 127.0.0.1 to 127.0.0.N (one address has ~28k ports)",
+    )
     args = ap.parse_args()
 
     request = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: conns.py\r\n\r\n"
@@ -38,6 +44,8 @@ def main() -> int:
 
     def start_one():
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if args.sources > 1:
+            s.bind((f"127.0.0.{1 + started % args.sources}", 0))
         s.setblocking(False)
         err = s.connect_ex((args.host, args.port))
         if err not in (0, errno.EINPROGRESS):
