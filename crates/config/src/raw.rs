@@ -28,8 +28,34 @@ pub(crate) struct RawConfig {
     pub(crate) pool: BTreeMap<S<String>, S<RawPool>>,
     #[serde(default)]
     pub(crate) service: BTreeMap<S<String>, S<RawService>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "announced_length")]
     pub(crate) route: Vec<S<RawRoute>>,
+}
+
+/// A sequence into a vector of the length the deserializer announces. The
+/// TOML array is already in memory, so its length is real; serde's own
+/// `Vec` trusts at most 1 MiB of elements, and a file of 10,000 routes then
+/// spends its time growing and moving the vector.
+fn announced_length<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(element) = seq.next_element()? {
+                out.push(element);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_seq(V(std::marker::PhantomData))
 }
 
 /// `[proxy]`.

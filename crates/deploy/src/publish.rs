@@ -22,10 +22,15 @@ impl Engine {
         // A service a reload added is not routed to before it is ready.
         let withheld = self.inner.withheld.get();
         if !withheld.is_empty() {
-            cfg.routes.retain(|r| match &r.upstream {
-                config::Upstream::Service(name) => !withheld.contains(name),
-                config::Upstream::Pool(_) => true,
-            });
+            cfg.routes = cfg
+                .routes
+                .iter()
+                .filter(|r| match &r.upstream {
+                    config::Upstream::Service(name) => !withheld.contains(name),
+                    config::Upstream::Pool(_) => true,
+                })
+                .cloned()
+                .collect();
         }
         let members: Vec<(String, Vec<config::Member>)> = self.inner.services.with(|services| {
             cfg.services

@@ -462,7 +462,7 @@ fn build_routers(
     // deploy engine adds to the config.
     let mut errors = Vec::new();
     let mut targets = Vec::with_capacity(cfg.routes.len());
-    for r in &cfg.routes {
+    for r in cfg.routes.iter() {
         match &r.upstream {
             config::Upstream::Pool(name) => targets.push(pool_index[name.as_str()]),
             config::Upstream::Service(name) => {

@@ -87,7 +87,7 @@ pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Co
         listeners: listeners?,
         pools: pools?,
         services: services?,
-        routes: routes?,
+        routes: routes?.into(),
         acme: optional(acme)?,
         cluster: optional(cluster)?,
         admin: optional(admin)?,
