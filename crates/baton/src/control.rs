@@ -217,7 +217,7 @@ async fn deploy(State(ctx): State<Ctx>, Json(req): Json<DeployRequest>) -> Respo
     let (service, requested) = (request.service.clone(), request.strategy);
     let task = tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let reporter = live.tee("deploy", &service, tx);
+        let reporter = live.tee("deploy", &service, deploy::Reporter::new(tx));
         let result = engine.deploy(request, reporter).await;
         live.finish(&service, &result);
         let count = Count {
@@ -241,7 +241,7 @@ async fn rollback(State(ctx): State<Ctx>, Json(req): Json<ServiceRequest>) -> Re
     let (engine, counters, live) = (ctx.engine.clone(), ctx.counters.clone(), ctx.live);
     let task = tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let reporter = live.tee("rollback", &req.service, tx);
+        let reporter = live.tee("rollback", &req.service, deploy::Reporter::new(tx));
         let result = engine.rollback(&req.service, reporter).await;
         live.finish(&req.service, &result);
         let count = Count {

@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::control::Ctx;
-use crate::metrics::Counters;
+use crate::dashboard::Live;
+use crate::metrics::{Counters, DeployOutcome};
 
 /// The config `baton serve` runs, as last applied.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -176,9 +177,51 @@ pub struct Reloader {
     listener_names: Vec<String>,
     certificates: Vec<tls::ServerTls>,
     counters: Arc<Counters>,
+    /// Follows each service's change a reload starts.
+    watcher: Arc<Follow>,
     /// The live config; held across a whole reload, so that a revision
     /// check and the apply it guards are one step.
     live: tokio::sync::Mutex<(String, String)>,
+}
+
+/// Shows each service's change a reload starts on the dashboard, as a
+/// `baton deploy` is shown, and counts its deploys in
+/// `baton_deploys_total` (a scaling is shown, not counted).
+struct Follow {
+    dashboard: Live,
+    counters: Arc<Counters>,
+    /// When each running change started.
+    started: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl deploy::Watcher for Follow {
+    fn started(&self, service: &str, reporter: deploy::Reporter) -> deploy::Reporter {
+        self.started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(service.to_owned(), std::time::Instant::now());
+        self.dashboard.tee("reload", service, reporter)
+    }
+
+    fn ended(&self, service: &str, result: &Result<(), deploy::DeployError>) {
+        let started = self
+            .started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(service);
+        let ended = result.as_ref().map(|()| None).map_err(ToString::to_string);
+        let Some(strategy) = self.dashboard.end(service, ended) else {
+            return;
+        };
+        let outcome = match result {
+            Ok(()) => DeployOutcome::Deployed,
+            Err(deploy::DeployError::Failed(_)) => DeployOutcome::Failed,
+            // Never ran (the service went away meanwhile): not counted.
+            Err(_) => return,
+        };
+        let took = started.map_or(std::time::Duration::ZERO, |t| t.elapsed());
+        self.counters.deploy(service, &strategy, outcome, took);
+    }
 }
 
 impl Reloader {
@@ -191,14 +234,21 @@ impl Reloader {
         listener_names: Vec<String>,
         certificates: Vec<tls::ServerTls>,
         counters: Arc<Counters>,
+        dashboard: Live,
     ) -> Reloader {
         let rev = revision(&source);
+        let watcher = Arc::new(Follow {
+            dashboard,
+            counters: counters.clone(),
+            started: std::sync::Mutex::default(),
+        });
         Reloader {
             path,
             engine,
             listener_names,
             certificates,
             counters,
+            watcher,
             live: tokio::sync::Mutex::new((source, rev)),
         }
     }
@@ -306,6 +356,7 @@ impl Reloader {
         let options = deploy::ReloadOptions {
             force: request.force,
             reporter: request.reporter,
+            watcher: Some(self.watcher.clone()),
         };
         let reloaded = self
             .engine

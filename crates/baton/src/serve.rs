@@ -298,6 +298,7 @@ async fn run(
         https.listeners.iter().map(|(_, t)| t.clone()).collect();
     let _watch = tls::watch(certificates.clone(), std::time::Duration::from_secs(2));
     let counters = Arc::new(crate::metrics::Counters::default());
+    let live = crate::dashboard::Live::new();
     let reloader = Arc::new(crate::reload::Reloader::new(
         path.clone(),
         source,
@@ -305,6 +306,7 @@ async fn run(
         listener_names,
         certificates,
         counters.clone(),
+        live.clone(),
     ));
     let api = {
         let uses_acme = |name: &str| {
@@ -320,7 +322,6 @@ async fn run(
                 .collect(),
             acme: acme_status,
         };
-        let live = crate::dashboard::Live::new();
         live.sample(proxy.clone(), stop_rx.clone());
         crate::control::router(crate::control::Ctx {
             live,

@@ -61,7 +61,7 @@ pub use judge::Breach;
 pub use progress::{Progress, Reporter, Traffic};
 pub use proxy::Hold;
 pub use registry::{Confirmation, DeployLock, LockError, LockFuture, Registrar, Routed};
-pub use reload::{ReloadError, ReloadOptions, Reloaded};
+pub use reload::{ReloadError, ReloadOptions, Reloaded, Watcher};
 pub use state::{Deploy, Outcome, ServiceState, State, Store, StoreError, UnknownOutcome};
 pub use status::{ServiceStatus, SetStatus};
 

@@ -1,6 +1,7 @@
 //! What a deploy reports while it runs, for the CLI's live display and the
 //! control API's stream, and what it served, for the summary.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -92,25 +93,55 @@ pub enum Progress {
 }
 
 /// Where a deploy sends its progress: a channel to the client that asked,
-/// or nowhere. Every report is also logged.
+/// or nowhere; and, before that, to an optional tap called on the
+/// deploy's own task (so that what it records is there before the deploy
+/// returns). Every report is also logged.
 #[derive(Clone, Default)]
-pub struct Reporter(Option<mpsc::UnboundedSender<Progress>>);
+pub struct Reporter {
+    tx: Option<mpsc::UnboundedSender<Progress>>,
+    tap: Option<Tap>,
+}
+
+/// What a [`Reporter`] calls with each report before sending it.
+type Tap = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 impl Reporter {
     /// Reports to `tx`.
     pub fn new(tx: mpsc::UnboundedSender<Progress>) -> Reporter {
-        Reporter(Some(tx))
+        Reporter {
+            tx: Some(tx),
+            tap: None,
+        }
     }
 
     /// Reports nowhere (the log only).
     pub fn none() -> Reporter {
-        Reporter(None)
+        Reporter::default()
+    }
+
+    /// Reports to `self`, each report first given to `tap` (then to the
+    /// tap `self` had, if any).
+    pub fn tapped(self, tap: impl Fn(&Progress) + Send + Sync + 'static) -> Reporter {
+        let tap: Tap = match self.tap {
+            None => Arc::new(tap),
+            Some(before) => Arc::new(move |p: &Progress| {
+                tap(p);
+                before(p);
+            }),
+        };
+        Reporter {
+            tx: self.tx,
+            tap: Some(tap),
+        }
     }
 
     /// Reports `progress` (and logs it).
     pub fn send(&self, progress: Progress) {
         tracing::debug!(?progress, "deploy progress");
-        if let Some(tx) = &self.0 {
+        if let Some(tap) = &self.tap {
+            tap(&progress);
+        }
+        if let Some(tx) = &self.tx {
             // A client that went away does not stop the deploy.
             let _ = tx.send(progress);
         }

@@ -22,6 +22,7 @@
 //! a task of their own, which the caller may await ([`Reloaded::done`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use handoff::time::SaturatingAdd;
 use tokio::time::Instant;
@@ -39,6 +40,21 @@ pub struct ReloadOptions {
     pub force: bool,
     /// Where the deploys it starts report their progress.
     pub reporter: Reporter,
+    /// Told of each service's change as it starts and ends.
+    pub watcher: Option<Arc<dyn Watcher>>,
+}
+
+/// Follows the changes a reload starts, service by service, each one
+/// apart (what [`ReloadOptions::reporter`] mixes into one stream): the
+/// dashboard shows them as it shows a `baton deploy`. Removals are not
+/// changes here; a change applied in place runs nothing and is not told.
+pub trait Watcher: Send + Sync {
+    /// The change of `service` begins (it may still wait for a running
+    /// deploy): the reporter it reports to, which should pass its events
+    /// on to `reporter`, the reload's own.
+    fn started(&self, service: &str, reporter: Reporter) -> Reporter;
+    /// The change of `service` ended so (a failed deploy was rolled back).
+    fn ended(&self, service: &str, result: &Result<(), DeployError>);
 }
 
 /// A reload that was accepted: the proxy serves the new routes and pools.
@@ -221,10 +237,18 @@ impl Engine {
             };
             jobs.push((change.name.clone(), job, claimed.remove(&change.name)));
         }
-        let (engine, reporter) = (self.clone(), options.reporter.clone());
+        let (engine, reporter, watcher) = (
+            self.clone(),
+            options.reporter.clone(),
+            options.watcher.clone(),
+        );
         let done = tokio::spawn(async move {
             let runs = jobs.into_iter().map(|(name, job, claim)| {
-                let (engine, reporter) = (engine.clone(), reporter.clone());
+                let (engine, mut reporter) = (engine.clone(), reporter.clone());
+                let watcher = watcher.clone().filter(|_| matches!(job, Job::Change(..)));
+                if let Some(w) = &watcher {
+                    reporter = w.started(&name, reporter);
+                }
                 async move {
                     let busy = match claim {
                         Some(b) => b,
@@ -243,6 +267,9 @@ impl Engine {
                         }
                     };
                     drop(busy);
+                    if let Some(w) = &watcher {
+                        w.ended(&name, &result);
+                    }
                     (name, result)
                 }
             });

@@ -28,7 +28,7 @@ pub use adopt::{AdoptError, Adopted, start_time_of, terminate};
 pub use backoff::Backoff;
 pub use command::{CommandError, CommandSpec};
 pub use group::{Event, ExitSummary, Group, GroupConfig, GroupError, Readiness, RolloutError};
-pub use plan::{Bounds, Limits};
+pub use plan::{Bounds, BoundsError, Limits};
 pub use restart::Restart;
 pub use sockets::{
     BoxFuture, CommandFn, CommandSource, InstanceInfo, Probe, ProbeFn, ReadyHook, Sockets, StopHook,

@@ -18,17 +18,25 @@ pub struct Bounds {
     pub max_unavailable: usize,
 }
 
+/// Bounds under which no replacement could make progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BoundsError {
+    /// No instance is wanted.
+    #[error("instances must be at least 1")]
+    NoInstances,
+    /// Neither an extra instance nor a missing one is allowed.
+    #[error("max-surge and max-unavailable cannot both be 0: no instance could ever be replaced")]
+    Stuck,
+}
+
 impl Bounds {
     /// Checks that a replacement can make progress at all.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BoundsError> {
         if self.instances == 0 {
-            return Err("instances must be at least 1".into());
+            return Err(BoundsError::NoInstances);
         }
         if self.max_surge == 0 && self.max_unavailable == 0 {
-            return Err(
-                "max-surge and max-unavailable cannot both be 0: no instance could ever be replaced"
-                    .into(),
-            );
+            return Err(BoundsError::Stuck);
         }
         Ok(())
     }
@@ -266,8 +274,8 @@ mod tests {
 
     #[test]
     fn validate_rejects_bounds_that_cannot_progress() {
-        assert!(b(0, 1, 0).validate().is_err());
-        assert!(b(2, 0, 0).validate().is_err());
+        assert_eq!(b(0, 1, 0).validate(), Err(BoundsError::NoInstances));
+        assert_eq!(b(2, 0, 0).validate(), Err(BoundsError::Stuck));
         assert!(b(2, 0, 1).validate().is_ok());
     }
 }

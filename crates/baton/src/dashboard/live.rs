@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use handoff::http::Stop;
 use proxy::{PoolReading, RouteReading, StatsSnapshot};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// How often the proxy's readings are sampled.
@@ -55,7 +55,8 @@ struct Inner {
 pub struct LiveDeploy {
     /// The service.
     pub service: String,
-    /// `deploy` or `rollback`.
+    /// `deploy`, `rollback`, or `reload` (a service's change started by a
+    /// reload or `baton apply`: a deploy, or a scaling).
     pub kind: &'static str,
     /// The version it moves to.
     pub version: String,
@@ -358,28 +359,27 @@ impl Live {
         self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// A reporter for a deploy or rollback (`kind`) of `service` whose
-    /// events also go to `client`: each is recorded here as it comes. The
-    /// dashboard's record of the deploy starts with its first event, so a
-    /// request refused before it started leaves nothing.
+    /// A reporter for a deploy, rollback or reload's change (`kind`) of
+    /// `service` whose events also go to `client`: each is recorded here
+    /// as it comes, on the deploy's own task. The dashboard's record of
+    /// the deploy starts with its first event, so a request refused
+    /// before it started leaves nothing.
     pub fn tee(
         &self,
         kind: &'static str,
         service: &str,
-        client: mpsc::UnboundedSender<deploy::Progress>,
+        client: deploy::Reporter,
     ) -> deploy::Reporter {
-        let (tx, mut rx) = mpsc::unbounded_channel();
         let (live, service) = (self.clone(), service.to_owned());
-        tokio::spawn(async move {
-            let mut first = true;
-            while let Some(progress) = rx.recv().await {
-                live.record(kind, &service, first, &progress);
-                first = false;
-                // A client that went away does not stop the deploy.
-                let _ = client.send(progress);
-            }
-        });
-        deploy::Reporter::new(tx)
+        let first = AtomicBool::new(true);
+        client.tapped(move |progress| {
+            live.record(
+                kind,
+                &service,
+                first.swap(false, Ordering::Relaxed),
+                progress,
+            );
+        })
     }
 
     fn record(&self, kind: &'static str, service: &str, first: bool, progress: &deploy::Progress) {
@@ -433,24 +433,40 @@ impl Live {
 
     /// Records how the running deploy of `service` ended.
     pub fn finish(&self, service: &str, result: &Result<deploy::Deployed, deploy::DeployError>) {
-        {
+        let ended = match result {
+            Ok(done) => Ok(Some(done.version.as_str())),
+            Err(e) => Err(e.to_string()),
+        };
+        self.end(service, ended);
+    }
+
+    /// Records how the running change of `service` ended: `Ok` with the
+    /// version it moved to when known, or why it failed. Returns the
+    /// strategy of the deploy that ended, when one was running and said
+    /// how it deploys (a scaling does not).
+    pub fn end(&self, service: &str, result: Result<Option<&str>, String>) -> Option<String> {
+        let strategy = {
             let mut deploys = self
                 .inner
                 .deploys
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let Some(d) = deploys.get_mut(service).filter(|d| d.running) else {
-                return;
-            };
+            let d = deploys.get_mut(service).filter(|d| d.running)?;
             d.running = false;
             d.ended_ms = Some(now_ms());
             d.ok = Some(result.is_ok());
-            if let Ok(done) = result {
-                d.version.clone_from(&done.version);
+            match result {
+                Ok(version) => {
+                    if let Some(v) = version {
+                        v.clone_into(&mut d.version);
+                    }
+                }
+                Err(e) => d.error = Some(e),
             }
-            d.error = result.as_ref().err().map(ToString::to_string);
-        }
+            Some(d.strategy.clone()).filter(|s| !s.is_empty())
+        };
         self.bump();
+        strategy
     }
 }
 

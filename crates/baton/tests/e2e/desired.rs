@@ -497,3 +497,123 @@ async fn diff_and_apply_with_revisions_under_load() {
     r.baton.signal(libc::SIGTERM);
     assert!(r.baton.wait_exit().await.success(), "{}", r.baton.dump());
 }
+
+/// The dashboard's record of `service`'s last deploy, from the first
+/// snapshot of `GET /v1/events` on the control socket.
+async fn dashboard_deploy(control: &str, service: &str) -> serde_json::Value {
+    let request = "GET /v1/events HTTP/1.1\r\nHost: control\r\nConnection: close\r\n\r\n";
+    let r = tokio::time::timeout(
+        EVENT_TIMEOUT,
+        support::exchange_first_event(&format!("unix:{control}"), request.as_bytes()),
+    )
+    .await
+    .expect("no snapshot");
+    let body = support::dechunk(&r.body);
+    let data = body
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or_else(|| panic!("no data line: {body}"));
+    let mut snapshot: serde_json::Value = serde_json::from_str(data).unwrap();
+    let deploys = snapshot["deploys"].take();
+    deploys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["service"] == service)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// `baton_deploys_total{service="web",…,outcome="…"}` in a scrape.
+async fn deploys_counted(control: &str, outcome: &str) -> u64 {
+    let r = support::get(&format!("unix:{control}"), "/metrics").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+        .lines()
+        .filter(|l| {
+            l.starts_with("baton_deploys_total{")
+                && l.contains("service=\"web\"")
+                && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// What a reload or `baton apply` changes in a service shows on the
+/// dashboard as a `baton deploy` does — its steps as they came, then its
+/// end — and its deploys are counted in `baton_deploys_total`, failed ones
+/// too; a scaling is shown, not counted as a deploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloads_changes_are_shown_on_the_dashboard_and_counted() {
+    let d = Desired {
+        instances: 1,
+        suffix: "",
+        api: false,
+    };
+    let mut r = start("desired-dashboard", &d).await;
+    let (addr, control) = (r.addr.clone(), r.control.clone());
+    assert!(dashboard_deploy(&control, "web").await.is_null());
+
+    // A new command: a deploy of the version serving, followed by apply.
+    let next = r.config.with_file_name("next.toml");
+    let changed = Desired {
+        suffix: "-b",
+        ..d.clone()
+    };
+    std::fs::write(&next, render(&r.script, &changed)).unwrap();
+    let next = next.to_str().unwrap().to_owned();
+    let (code, out) = baton(&["apply", &next, "--control", &control]).await;
+    assert_eq!(code, 0, "{out}\n{}", r.baton.dump());
+    wait_version(&addr, "w1-b").await;
+    let web = dashboard_deploy(&control, "web").await;
+    assert_eq!(web["kind"], "reload", "{web:#}");
+    assert_eq!(web["running"], false, "{web:#}");
+    assert_eq!(web["ok"], true, "{web:#}");
+    assert_eq!(web["strategy"], "rolling", "{web:#}");
+    let events: Vec<&str> = web["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert_eq!(events.first(), Some(&"started"), "{web:#}");
+    assert_eq!(events.last(), Some(&"traffic"), "{web:#}");
+    assert_eq!(web["share"], 100, "{web:#}");
+    assert_eq!(deploys_counted(&control, "deployed").await, 1);
+
+    // Scaling only: shown, not a deploy.
+    let scaled = Desired {
+        instances: 2,
+        ..changed.clone()
+    };
+    std::fs::write(&next, render(&r.script, &scaled)).unwrap();
+    let (code, out) = baton(&["apply", &next, "--control", &control]).await;
+    assert_eq!(code, 0, "{out}\n{}", r.baton.dump());
+    let web = dashboard_deploy(&control, "web").await;
+    assert_eq!(web["ok"], true, "{web:#}");
+    assert_eq!(web["events"][0]["event"], "scaling", "{web:#}");
+    assert_eq!(deploys_counted(&control, "deployed").await, 1);
+    assert_eq!(deploys_counted(&control, "failed").await, 0);
+
+    // A command whose instances never get healthy: failed, rolled back,
+    // shown so, counted as failed.
+    let broken = Desired {
+        suffix: "-broken",
+        ..scaled.clone()
+    };
+    std::fs::write(&next, render(&r.script, &broken)).unwrap();
+    let (code, out) = baton(&["apply", &next, "--control", &control]).await;
+    assert_eq!(code, 1, "{out}\n{}", r.baton.dump());
+    let web = dashboard_deploy(&control, "web").await;
+    assert_eq!(web["ok"], false, "{web:#}");
+    assert!(
+        web["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{web:#}"
+    );
+    assert_eq!(deploys_counted(&control, "failed").await, 1);
+    assert_eq!(deploys_counted(&control, "deployed").await, 1);
+    wait_version(&addr, "w1-b").await;
+
+    r.baton.signal(libc::SIGTERM);
+    assert!(r.baton.wait_exit().await.success(), "{}", r.baton.dump());
+}

@@ -96,10 +96,23 @@ pub async fn exchange(addr: &str, request: &[u8]) -> Response {
     parse_response(&raw)
 }
 
-/// Sends `request` over TCP and reads the answer to its end or, for a
-/// stream of server-sent events, to the end of its first event.
+/// Sends `request` to `addr` (`HOST:PORT`, or `unix:PATH`) and reads the
+/// answer to its end or, for a stream of server-sent events, to the end of
+/// its first event.
 pub async fn exchange_first_event(addr: &str, request: &[u8]) -> Response {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    if let Some(path) = addr.strip_prefix("unix:") {
+        let s = tokio::net::UnixStream::connect(path).await.unwrap();
+        first_event(s, request).await
+    } else {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        first_event(s, request).await
+    }
+}
+
+async fn first_event(
+    mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    request: &[u8],
+) -> Response {
     s.write_all(request).await.unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
