@@ -1,7 +1,8 @@
 //! `Server::tls` over real sockets: HTTP/1.1 and HTTP/2 (by ALPN) after the
 //! handshake, what `ConnInfo` says, the handshake's time limit and
-//! connection slot, failed handshakes, and the drain (Connection: close,
-//! GOAWAY, in-flight requests finished) exactly as on plain connections.
+//! connection slot, failed handshakes, the drain (Connection: close,
+//! GOAWAY, in-flight requests finished) and parked connections exactly as
+//! on plain connections.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use handoff::http::rustls::pki_types::{PrivateKeyDer, ServerName};
 use handoff::http::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
-use handoff::http::{Limits, ServeReport, Server};
+use handoff::http::{ConnCounts, Limits, ServeReport, Server};
 use handoff::{DrainOutcome, ListenAddr, Listener, Listeners, NamedListener, Phase};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -64,9 +65,14 @@ struct Running {
     release: Arc<Notify>,
     /// How often the server asked for the TLS config.
     configs: Arc<AtomicUsize>,
+    counts: Arc<ConnCounts>,
 }
 
 async fn start(certs: &Certs, limits: Limits) -> Running {
+    start_with(certs, limits, None).await
+}
+
+async fn start_with(certs: &Certs, limits: Limits, park_idle: Option<Duration>) -> Running {
     let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap()).unwrap();
     let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
         unreachable!()
@@ -83,6 +89,7 @@ async fn start(certs: &Certs, limits: Limits) -> Running {
         .notify(false)
         .limits(limits)
         .idle_grace(Duration::from_millis(100))
+        .park_idle(park_idle)
         .with_shutdown(async move {
             let _ = stopped.await;
         })
@@ -91,6 +98,7 @@ async fn start(certs: &Certs, limits: Limits) -> Running {
             config.clone()
         }));
     let mut phase = server.lifecycle();
+    let counts = server.connection_counts().remove(0).1;
     let started = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());
     let slow = (started.clone(), release.clone());
@@ -122,6 +130,7 @@ async fn start(certs: &Certs, limits: Limits) -> Running {
         started,
         release,
         configs,
+        counts,
     }
 }
 
@@ -314,4 +323,26 @@ async fn draining_http2_over_tls_finishes_in_flight_requests_then_goaway() {
         .unwrap();
     assert_eq!(report.outcome, DrainOutcome::Drained);
     assert_eq!(report.connections, 1);
+}
+
+#[tokio::test]
+async fn a_parked_tls_connection_serves_its_next_request() {
+    let certs = certs();
+    let running = start_with(&certs, Limits::default(), Some(Duration::from_millis(50))).await;
+    let stream = connect(running.addr, &certs, &[b"http/1.1"]).await;
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for round in 0..2 {
+        let response = h1.send_request(get_req("/")).await.unwrap();
+        assert_eq!(
+            body(response).await,
+            "HTTP/1.1 tls=true sni=Some(\"localhost\")"
+        );
+        // Parked with its TLS session, then served again on the same one.
+        let parked = tokio::time::timeout(BOUND, running.counts.until(|c| c.parked() == 1)).await;
+        assert!(parked.is_ok(), "round {round}: never parked");
+    }
+    assert_eq!(running.counts.accepted(), 1);
 }

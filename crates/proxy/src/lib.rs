@@ -78,6 +78,12 @@ use crate::snapshot::Registry;
 use crate::tunnel::Tunnels;
 use crate::upstream::ReqBody;
 
+/// How long a client's keep-alive connection stays idle before it is
+/// parked: hyper's buffers for it freed, only the socket kept (see
+/// `handoff::http::Server::park_idle`). Long enough that a client between
+/// two requests of one page load keeps its connection as it is.
+const PARK_IDLE: Duration = Duration::from_secs(1);
+
 fn empty_body() -> ReqBody {
     Empty::<Bytes>::new()
         .map_err(|never| match never {})
@@ -298,6 +304,7 @@ impl Proxy {
                 .notify(false)
                 .drain_timeout(settings.drain_timeout)
                 .idle_grace(settings.idle_grace)
+                .park_idle(Some(PARK_IDLE))
                 .limits(Limits {
                     max_connections: cfg.max_connections as usize,
                     header_read_timeout: Some(cfg.header_read_timeout),

@@ -3,7 +3,8 @@
 //! (see the parent module) and is counted by the drain tracker while it
 //! lives. Owns the per-connection plumbing; never decides when to drain.
 //! With TLS (feature `tls`) a connection's task starts with the handshake,
-//! then follows exactly the plain path.
+//! then follows exactly the plain path. Serving the connection itself, and
+//! parking it while idle, is `park`'s.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -11,20 +12,20 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{CONNECTION, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tower_service::Service;
 
-use super::guard::{BusyGuard, ConnState, Guarded, Timeouts};
+use super::guard::{BusyGuard, ConnState, Timeouts};
+use super::park::{self, Park};
 use super::{ConnInfo, Stage};
 use crate::drain::{Drain, DrainGuard};
 use crate::listener::Listener;
@@ -57,13 +58,14 @@ impl<S, B> AppService<B> for S where
 }
 
 /// A response body the server can send.
-pub trait AppBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+pub trait AppBody: Body<Data: Send + Unpin, Error: Into<BoxError>> + Send + 'static {}
 
-impl<B> AppBody for B where B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+impl<B> AppBody for B where B: Body<Data: Send + Unpin, Error: Into<BoxError>> + Send + 'static {}
 
 /// What the accept loops and connection tasks of one server share.
 pub(super) struct Shared<F> {
-    pub builder: Builder<TokioExecutor>,
+    pub http1: http1::Builder,
+    pub http2: http2::Builder<TokioExecutor>,
     pub make: F,
     pub stage: watch::Receiver<Stage>,
     pub drain: Drain,
@@ -156,11 +158,16 @@ pub(super) async fn accept_loop<F, S, B>(
     }
 }
 
-/// The connections of one listener: accepted over its life, open now.
+/// The connections of one listener: accepted over its life, open now,
+/// parked now.
 #[derive(Debug, Default)]
 pub struct ConnCounts {
     accepted: AtomicU64,
     open: AtomicU64,
+    parked: AtomicU64,
+    /// Tasks in `until`: changes are announced only when there are some.
+    watchers: AtomicUsize,
+    changed: Notify,
 }
 
 impl ConnCounts {
@@ -173,6 +180,51 @@ impl ConnCounts {
     pub fn open(&self) -> u64 {
         self.open.load(Ordering::Relaxed)
     }
+
+    /// Open connections parked now: idle HTTP/1 connections that hold only
+    /// their socket (see `Server::park_idle`).
+    pub fn parked(&self) -> u64 {
+        self.parked.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once `done(self)` holds: checked now, and again each time
+    /// a count changes. For waiting on the server's connections without
+    /// polling.
+    pub async fn until(&self, done: impl Fn(&ConnCounts) -> bool) {
+        struct Watching<'a>(&'a AtomicUsize);
+        impl Drop for Watching<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.watchers.fetch_add(1, Ordering::SeqCst);
+        let _watching = Watching(&self.watchers);
+        loop {
+            // Registered before the check: a change between the two wakes it.
+            let changed = self.changed.notified();
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if done(self) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Counts a connection as parked, or no longer parked.
+    pub(super) fn count_parked(&self, parked: bool) {
+        if parked {
+            self.parked.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.parked.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.announce();
+    }
+
+    fn announce(&self) {
+        if self.watchers.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
+    }
 }
 
 /// What a connection holds for its life: its place under
@@ -184,8 +236,9 @@ pub(super) struct Slot {
 
 impl Slot {
     fn new(permit: OwnedSemaphorePermit, counts: &Arc<ConnCounts>) -> Slot {
-        counts.accepted.fetch_add(1, Ordering::Relaxed);
-        counts.open.fetch_add(1, Ordering::Relaxed);
+        counts.accepted.fetch_add(1, Ordering::SeqCst);
+        counts.open.fetch_add(1, Ordering::SeqCst);
+        counts.announce();
         Slot {
             _permit: permit,
             counts: counts.clone(),
@@ -195,7 +248,8 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.counts.open.fetch_sub(1, Ordering::Relaxed);
+        self.counts.open.fetch_sub(1, Ordering::SeqCst);
+        self.counts.announce();
     }
 }
 
@@ -223,7 +277,7 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 
 fn spawn_connection<I, F, S, B>(io: I, info: ConnInfo, permit: Slot, shared: &Arc<Shared<F>>)
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: Park,
     F: Fn(&ConnInfo) -> S + Send + Sync + 'static,
     S: AppService<B>,
     B: AppBody,
@@ -261,7 +315,7 @@ async fn tls_handshake<I, F>(
     shared: &Shared<F>,
 ) -> Option<(tokio_rustls::server::TlsStream<I>, ConnInfo)>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: Park,
 {
     let mut stage = shared.stage.clone();
     let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
@@ -295,48 +349,13 @@ async fn serve_connection<I, F, S, B>(
     service: S,
     shared: Arc<Shared<F>>,
     _guard: DrainGuard,
-    _permit: Slot,
+    permit: Slot,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: Park,
     S: AppService<B>,
     B: AppBody,
 {
-    let mut stage = shared.stage.clone();
-    let state = Arc::new(ConnState::default());
-    let service = DrainAware {
-        inner: service,
-        stage: stage.clone(),
-        state: state.clone(),
-    };
-    let io = Guarded::new(io, state, shared.timeouts);
-    let conn = shared
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let mut closing = false;
-    loop {
-        let now = *stage.borrow_and_update();
-        if now == Stage::Abort {
-            return; // dropping the connection closes the socket
-        }
-        if now >= Stage::Closing && !closing {
-            closing = true;
-            conn.as_mut().graceful_shutdown();
-        }
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            changed = stage.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-        }
-    }
+    park::serve(io, service, &shared, &permit.counts).await
 }
 
 /// Wraps the application's service for one connection: marks the
@@ -344,12 +363,34 @@ async fn serve_connection<I, F, S, B>(
 /// limits), and once draining adds `Connection: close` to HTTP/1 responses,
 /// so a keep-alive client finishes its exchange and then reconnects — to the
 /// next generation — instead of meeting a closed socket.
-struct DrainAware<S> {
+pub(super) struct DrainAware<S> {
     // hyper calls with `&self`; tower services need `&mut self`, so each
     // request gets a clone (cheap for axum's `Router`).
     inner: S,
     stage: watch::Receiver<Stage>,
     state: Arc<ConnState>,
+}
+
+// Never pinned structurally: `inner` is only cloned. Being `Unpin` lets a
+// finished hyper connection be taken apart (`into_parts`) to park it.
+impl<S> Unpin for DrainAware<S> {}
+
+impl<S> DrainAware<S> {
+    pub(super) fn new(
+        inner: S,
+        stage: watch::Receiver<Stage>,
+        state: Arc<ConnState>,
+    ) -> DrainAware<S> {
+        DrainAware {
+            inner,
+            stage,
+            state,
+        }
+    }
+
+    pub(super) fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for DrainAware<S>
@@ -381,7 +422,7 @@ pin_project_lite::pin_project! {
     /// ready and called, then its response marked (`Connection: close`
     /// while draining) and its body tracked. A named future rather than a
     /// boxed one: no allocation per request.
-    struct Respond<S, F> {
+    pub(super) struct Respond<S, F> {
         #[pin]
         call: Call<S, F>,
         busy: Option<BusyGuard>,
@@ -392,7 +433,7 @@ pin_project_lite::pin_project! {
 
 pin_project_lite::pin_project! {
     #[project = CallProj]
-    enum Call<S, F> {
+    pub(super) enum Call<S, F> {
         /// Waiting for the service to be ready.
         Ready { service: S, req: Option<Request<Incoming>> },
         /// The service's response on its way.

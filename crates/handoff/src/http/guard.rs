@@ -6,6 +6,10 @@
 //!
 //! HTTP/2 connections (recognised by their preface) are left alone: h2 has
 //! its own keep-alive and a head timeout makes no sense across streams.
+//!
+//! It also tells when an HTTP/1 connection has been idle long enough to be
+//! parked (see `park`): it asks for it through `ConnState`, and then lets
+//! hyper's closing of the connection end without shutting the socket down.
 
 use std::io;
 use std::pin::Pin;
@@ -35,6 +39,9 @@ pub(crate) struct ConnState {
     reader: Mutex<Option<Waker>>,
     /// Set when `reader` holds a waker, so most request ends skip the lock.
     parked: AtomicBool,
+    /// The connection has been idle for the park delay: the connection loop
+    /// is to close hyper's side of it and keep the socket.
+    park: AtomicBool,
 }
 
 impl ConnState {
@@ -47,6 +54,11 @@ impl ConnState {
 
     fn is_busy(&self) -> bool {
         self.busy.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether the I/O side asked for the connection to be parked.
+    pub(crate) fn park_requested(&self) -> bool {
+        self.park.load(Ordering::Acquire)
     }
 }
 
@@ -77,6 +89,8 @@ impl Drop for BusyGuard {
 pub(crate) struct Timeouts {
     pub head: Option<Duration>,
     pub idle: Option<Duration>,
+    /// How long an HTTP/1 connection stays idle before it is parked.
+    pub park: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +124,10 @@ pub(crate) struct Guarded<I> {
     pending_head: bool,
     /// `ConnState::started` as last seen: when it moves, a head was received.
     seen_started: usize,
+    /// When the connection, idle since, is to be parked.
+    park_at: Option<Instant>,
+    /// Parking was asked for: a shutdown from hyper leaves the socket open.
+    parking: bool,
 }
 
 impl<I> Guarded<I> {
@@ -126,7 +144,38 @@ impl<I> Guarded<I> {
             // A new connection owes us a request head.
             pending_head: true,
             seen_started: 0,
+            park_at: None,
+            parking: false,
         }
+    }
+
+    /// The I/O of a parked HTTP/1 connection served again: idle (its first
+    /// bytes start the head clock) until `idle_deadline`, as when it was
+    /// parked, and known not to be HTTP/2.
+    pub(crate) fn resumed(
+        io: I,
+        state: Arc<ConnState>,
+        timeouts: Timeouts,
+        idle_deadline: Option<Instant>,
+    ) -> Guarded<I> {
+        let mut guarded = Guarded::new(io, state, timeouts);
+        guarded.first_read = false;
+        guarded.pending_head = false;
+        guarded.armed = idle_deadline.map(|at| (Waiting::Idle, at));
+        guarded
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut I {
+        &mut self.io
+    }
+
+    /// The I/O back, with the keep-alive deadline of the idle connection.
+    pub(crate) fn into_parked(self) -> (I, Option<Instant>) {
+        let deadline = match self.armed {
+            Some((Waiting::Idle, at)) => Some(at),
+            _ => None,
+        };
+        (self.io, deadline)
     }
 
     fn waiting(&mut self) -> Waiting {
@@ -165,11 +214,17 @@ impl<I> Guarded<I> {
     /// Whether the armed deadline has passed; registers for a wake-up
     /// otherwise.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some((_, at)) = self.armed else {
-            return false;
-        };
+        match self.armed {
+            Some((_, at)) => self.passed(cx, at),
+            None => false,
+        }
+    }
+
+    /// Whether `at` has passed; otherwise makes sure the timer wakes the
+    /// task by then.
+    fn passed(&mut self, cx: &mut Context<'_>, at: Instant) -> bool {
         loop {
-            if self.timer_at.is_none() {
+            if self.timer_at.is_none_or(|t| t > at) {
                 self.timer.as_mut().reset(at);
                 self.timer_at = Some(at);
             }
@@ -181,6 +236,24 @@ impl<I> Guarded<I> {
                 return true;
             }
             // Fired for an earlier deadline: re-arm for this one.
+        }
+    }
+
+    /// On an idle connection with nothing to read: asks for it to be
+    /// parked once it has been idle for the park delay.
+    fn maybe_park(&mut self, cx: &mut Context<'_>) {
+        let Some(after) = self.timeouts.park else {
+            return;
+        };
+        if self.parking {
+            return;
+        }
+        let at = *self
+            .park_at
+            .get_or_insert_with(|| Instant::now().saturating_add(after));
+        if self.passed(cx, at) {
+            self.parking = true;
+            self.state.park.store(true, Ordering::Release);
         }
     }
 }
@@ -197,6 +270,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<I> {
         }
         let before = buf.filled().len();
         let waiting = this.waiting();
+        if waiting != Waiting::Idle {
+            this.park_at = None;
+        }
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
         match result {
             Poll::Ready(Ok(())) => {
@@ -211,6 +287,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<I> {
                 // The first bytes of the next request start its head clock.
                 if !got.is_empty() && waiting == Waiting::Idle {
                     this.pending_head = true;
+                    this.park_at = None;
                     this.arm(Waiting::Head);
                 }
                 Poll::Ready(Ok(()))
@@ -219,9 +296,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<I> {
             Poll::Pending => {
                 if waiting == Waiting::Busy {
                     this.armed = None;
-                    // Only an idle clock needs to start the moment the last
-                    // response ends (a head clock starts with the next byte).
-                    if this.timeouts.idle.is_some() {
+                    // Only an idle clock (or the park delay) needs to start the
+                    // moment the last response ends (a head clock starts with
+                    // the next byte).
+                    if this.timeouts.idle.is_some() || this.timeouts.park.is_some() {
                         *this.state.reader.lock().unwrap_or_else(|e| e.into_inner()) =
                             Some(cx.waker().clone());
                         this.state.parked.store(true, Ordering::Release);
@@ -234,6 +312,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<I> {
                 }
                 this.arm(waiting);
                 if !this.expired(cx) {
+                    if waiting == Waiting::Idle {
+                        this.maybe_park(cx);
+                    }
                     return Poll::Pending;
                 }
                 this.armed = None;
@@ -280,6 +361,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.parking {
+            // hyper is closing its side of a connection being parked: the
+            // socket stays open for the next request.
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -17,9 +17,13 @@
 //! With the `tls` feature, `Server::tls` makes every connection start
 //! with a TLS handshake (rustls); HTTP/1.1 and HTTP/2 (ALPN `h2`) are then
 //! served and drained exactly like on a plain connection.
+//!
+//! With `Server::park_idle`, an HTTP/1 keep-alive connection idle for that
+//! long is parked: it keeps its socket and nothing of hyper's (see `park`).
 
 mod conn;
 mod guard;
+mod park;
 
 use std::future::Future;
 use std::io;
@@ -29,8 +33,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
@@ -65,6 +69,7 @@ pub struct Server {
     counts: Vec<Arc<ConnCounts>>,
     drain_timeout: Duration,
     idle_grace: Duration,
+    park_idle: Option<Duration>,
     notify: bool,
     trigger: Trigger,
     lifecycle: Lifecycle,
@@ -175,6 +180,7 @@ impl Server {
             listeners,
             drain_timeout: Duration::from_secs(30),
             idle_grace: Duration::from_secs(1),
+            park_idle: None,
             notify: true,
             trigger: Trigger::DefaultSignals,
             lifecycle: Lifecycle::new(),
@@ -226,6 +232,19 @@ impl Server {
     /// instead of a closed socket.
     pub fn idle_grace(mut self, grace: Duration) -> Server {
         self.idle_grace = grace;
+        self
+    }
+
+    /// Parks HTTP/1 keep-alive connections idle for this long (`None`, the
+    /// default: never): hyper's state and buffers for the connection are
+    /// freed and only its socket is kept until the next bytes arrive, when
+    /// a new hyper connection serves them. An idle connection then costs a
+    /// few hundred bytes instead of its read and write buffers. A parked
+    /// connection still counts as open, is still closed at its keep-alive
+    /// deadline, and is closed by the drain with the other idle
+    /// connections. HTTP/2 connections are not parked.
+    pub fn park_idle(mut self, after: Option<Duration>) -> Server {
+        self.park_idle = after;
         self
     }
 
@@ -303,8 +322,10 @@ impl Server {
             other => other,
         };
         let (stage_tx, stage_rx) = watch::channel(Stage::Serving);
+        let (http1, http2) = builders(&self.limits);
         let shared = Arc::new(Shared {
-            builder: builder(&self.limits),
+            http1,
+            http2,
             make,
             stage: stage_rx,
             drain: self.drain.clone(),
@@ -312,6 +333,7 @@ impl Server {
             timeouts: Timeouts {
                 head: self.limits.header_read_timeout,
                 idle: self.limits.keepalive_timeout,
+                park: self.park_idle,
             },
             slots: Arc::new(Semaphore::new(self.limits.max_connections.max(1))),
             #[cfg(feature = "tls")]
@@ -469,15 +491,14 @@ fn report_notify(result: io::Result<bool>) {
     }
 }
 
-fn builder(limits: &Limits) -> Builder<TokioExecutor> {
-    let mut b = Builder::new(TokioExecutor::new());
+fn builders(limits: &Limits) -> (http1::Builder, http2::Builder<TokioExecutor>) {
+    let mut h1 = http1::Builder::new();
     // The head timeout is ours (408 instead of a silent close), see `guard`.
-    b.http1()
-        .timer(TokioTimer::new())
+    h1.timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    b.http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32);
-    b
+    (h1, h2)
 }

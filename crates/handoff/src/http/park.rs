@@ -1,0 +1,443 @@
+//! Serving one connection with hyper, and parking it between HTTP/1
+//! requests: once an HTTP/1 keep-alive connection has been idle for the
+//! park delay (`Server::park_idle`), hyper's connection is closed on our
+//! side only — its state, read and write buffers and the service's future
+//! are freed — and the task keeps just the socket (TCP, Unix, or TLS over
+//! either, whose rustls state stays). When the socket becomes readable a new
+//! hyper connection serves it, with any bytes hyper had already read put
+//! back in front. An idle connection thus holds no read buffer.
+//!
+//! A parked connection is still a connection: it keeps its place under
+//! `max_connections`, its count as open on its listener and in the drain,
+//! and its keep-alive deadline. The drain closes it when idle connections
+//! are closed (it has nothing in flight), and a peer that closes it wakes
+//! it up to find the end of the stream. HTTP/2 connections are never
+//! parked: h2's state (streams, flow control, HPACK tables) cannot be
+//! given up between requests.
+//!
+//! Owns the per-connection serving loop; never decides when to drain.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::Stage;
+use super::conn::{AppBody, AppService, ConnCounts, DrainAware, Shared};
+use super::guard::{ConnState, Guarded};
+
+/// The HTTP/2 connection preface (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection's socket, as a parked connection waits on it.
+pub trait Park: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
+    /// Resolves when the peer has sent something or closed the connection
+    /// (possibly spuriously).
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+}
+
+impl Park for tokio::net::TcpStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        tokio::net::TcpStream::readable(self)
+    }
+}
+
+impl Park for tokio::net::UnixStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        tokio::net::UnixStream::readable(self)
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<I: Park> Park for tokio_rustls::server::TlsStream<I> {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        let (io, tls) = self.get_ref();
+        // rustls may already hold decrypted bytes (or the peer's close):
+        // those are to be read now, the socket may never become readable.
+        let buffered = !tls.wants_read();
+        async move {
+            if buffered {
+                return Ok(());
+            }
+            io.readable().await
+        }
+    }
+}
+
+/// Serves one connection until it ends: HTTP/2 as one hyper connection,
+/// HTTP/1 as hyper connections one after the other with the connection
+/// parked in between.
+pub(super) async fn serve<I, F, S, B>(io: I, service: S, shared: &Shared<F>, counts: &ConnCounts)
+where
+    I: Park,
+    S: AppService<B>,
+    B: AppBody,
+{
+    let mut stage = shared.stage.clone();
+    let mut state = Arc::new(ConnState::default());
+    let mut io = Guarded::new(Prefixed::new(io), state.clone(), shared.timeouts);
+    match sniff(&mut io, &mut stage).await {
+        Sniffed::Http2 => return serve_h2(io, service, state, shared, stage).await,
+        Sniffed::Http1 => {}
+        Sniffed::End => return close(io, &mut stage).await,
+    }
+    let mut service = service;
+    loop {
+        let Some(parked) = serve_h1(io, service, state, shared, &mut stage).await else {
+            return;
+        };
+        let socket = if parked.prefix.is_empty() {
+            match wait(parked.io, parked.deadline, &mut stage, counts).await {
+                Some(socket) => socket,
+                None => return,
+            }
+        } else {
+            // hyper had read the start of the next request: serve it now.
+            parked.io
+        };
+        service = parked.service;
+        state = Arc::new(ConnState::default());
+        let socket = Prefixed {
+            prefix: parked.prefix,
+            io: socket,
+        };
+        io = Guarded::resumed(socket, state.clone(), shared.timeouts, parked.deadline);
+    }
+}
+
+/// What a connection speaks, from its first bytes.
+enum Sniffed {
+    Http1,
+    Http2,
+    /// The peer closed, or sent nothing in time (answered by `Guarded`).
+    End,
+}
+
+/// Reads until the first bytes show whether the connection starts with the
+/// HTTP/2 preface, then puts them back in front of the stream. Gives up when
+/// idle connections are being closed.
+async fn sniff<I: Park>(
+    io: &mut Guarded<Prefixed<I>>,
+    stage: &mut watch::Receiver<Stage>,
+) -> Sniffed {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut filled = 0;
+    let read = async {
+        while filled < H2_PREFACE.len() {
+            let n = io.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                return Ok(Sniffed::End);
+            }
+            let matches = buf[filled..filled + n] == H2_PREFACE[filled..filled + n];
+            filled += n;
+            if !matches {
+                return Ok(Sniffed::Http1);
+            }
+        }
+        Ok::<_, io::Error>(Sniffed::Http2)
+    };
+    let sniffed = tokio::select! {
+        res = read => res,
+        _ = stage.wait_for(|s| *s >= Stage::Closing) => return Sniffed::End,
+    };
+    match sniffed {
+        Ok(Sniffed::End) => Sniffed::End,
+        Ok(found) => {
+            io.get_mut().prefix = Bytes::copy_from_slice(&buf[..filled]);
+            found
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "connection failed before its first request");
+            Sniffed::End
+        }
+    }
+}
+
+/// A parked HTTP/1 connection: the socket, the bytes hyper had read but not
+/// used, the keep-alive deadline and the application's service.
+struct Parked<I, S> {
+    io: I,
+    prefix: Bytes,
+    deadline: Option<Instant>,
+    service: S,
+}
+
+/// Serves HTTP/1 requests until the connection ends (`None`) or is parked.
+async fn serve_h1<I, F, S, B>(
+    io: Guarded<Prefixed<I>>,
+    service: S,
+    state: Arc<ConnState>,
+    shared: &Shared<F>,
+    stage: &mut watch::Receiver<Stage>,
+) -> Option<Parked<I, S>>
+where
+    I: Park,
+    S: AppService<B>,
+    B: AppBody,
+{
+    let service = DrainAware::new(service, stage.clone(), state.clone());
+    // Boxed: a parked connection's task keeps none of hyper's state.
+    let mut conn = Box::new(
+        shared
+            .http1
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades(),
+    );
+    let mut closing = false;
+    let mut parking = false;
+    loop {
+        let now = *stage.borrow_and_update();
+        if now == Stage::Abort {
+            return None; // dropping the connection closes the socket
+        }
+        if now >= Stage::Closing && !closing {
+            closing = true;
+            Pin::new(&mut *conn).graceful_shutdown();
+        }
+        let ended = tokio::select! {
+            res = std::future::poll_fn(|cx| poll_h1(&mut conn, &state, &mut parking, cx)) => res,
+            changed = stage.changed() => {
+                if changed.is_err() {
+                    return None;
+                }
+                continue;
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "connection ended with an error");
+            return None;
+        }
+        if !parking {
+            return None; // hyper closed the connection and shut the socket down
+        }
+        // `None`: the connection was upgraded and now belongs to the application.
+        let parts = conn.into_parts()?;
+        let (socket, deadline) = parts.io.into_inner().into_parked();
+        let (io, rest) = socket.into_parts();
+        return Some(Parked {
+            io,
+            prefix: join(parts.read_buf, rest),
+            deadline,
+            service: parts.service.into_inner(),
+        });
+    }
+}
+
+type Http1<I, S> =
+    hyper::server::conn::http1::UpgradeableConnection<TokioIo<Guarded<Prefixed<I>>>, DrainAware<S>>;
+
+/// Polls hyper's connection; when the I/O side asks for the connection to
+/// be parked, closes hyper's side of it, which ends at once on an idle
+/// connection (and after the exchange in progress otherwise).
+fn poll_h1<I, S, B>(
+    conn: &mut Http1<I, S>,
+    state: &ConnState,
+    parking: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<hyper::Result<()>>
+where
+    I: Park,
+    S: AppService<B>,
+    B: AppBody,
+{
+    loop {
+        match Pin::new(&mut *conn).poll(cx) {
+            Poll::Pending if !*parking && state.park_requested() => {
+                *parking = true;
+                Pin::new(&mut *conn).graceful_shutdown();
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Serves an HTTP/2 connection to its end.
+async fn serve_h2<I, F, S, B>(
+    io: Guarded<Prefixed<I>>,
+    service: S,
+    state: Arc<ConnState>,
+    shared: &Shared<F>,
+    mut stage: watch::Receiver<Stage>,
+) where
+    I: Park,
+    S: AppService<B>,
+    B: AppBody,
+{
+    let service = DrainAware::new(service, stage.clone(), state);
+    let mut conn = Box::pin(shared.http2.serve_connection(TokioIo::new(io), service));
+    let mut closing = false;
+    loop {
+        let now = *stage.borrow_and_update();
+        if now == Stage::Abort {
+            return;
+        }
+        if now >= Stage::Closing && !closing {
+            closing = true;
+            conn.as_mut().graceful_shutdown();
+        }
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            changed = stage.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits, parked, for the next bytes; `None` when the connection was closed
+/// instead: its keep-alive deadline passed, or the drain closes idle
+/// connections.
+async fn wait<I: Park>(
+    io: I,
+    deadline: Option<Instant>,
+    stage: &mut watch::Receiver<Stage>,
+    counts: &ConnCounts,
+) -> Option<I> {
+    let _parked = ParkedGauge::new(counts);
+    let expired = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let woken = tokio::select! {
+        biased;
+        _ = stage.wait_for(|s| *s >= Stage::Closing) => false,
+        _ = expired => {
+            tracing::debug!("keep-alive connection idle: closing");
+            false
+        }
+        res = io.readable() => match res {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "parked connection failed");
+                false
+            }
+        },
+    };
+    if woken {
+        return Some(io);
+    }
+    close(io, stage).await;
+    None
+}
+
+/// Ends the connection cleanly (FIN, or TLS close_notify then FIN), unless
+/// the drain is aborted meanwhile.
+async fn close<W: AsyncWrite + Unpin>(mut io: W, stage: &mut watch::Receiver<Stage>) {
+    tokio::select! {
+        _ = io.shutdown() => {}
+        _ = stage.wait_for(|s| *s == Stage::Abort) => {}
+    }
+}
+
+/// Counts a connection as parked on its listener while it lives.
+struct ParkedGauge<'a>(&'a ConnCounts);
+
+impl<'a> ParkedGauge<'a> {
+    fn new(counts: &'a ConnCounts) -> ParkedGauge<'a> {
+        counts.count_parked(true);
+        ParkedGauge(counts)
+    }
+}
+
+impl Drop for ParkedGauge<'_> {
+    fn drop(&mut self) {
+        self.0.count_parked(false);
+    }
+}
+
+/// `first` followed by `then`, copied only when both have bytes.
+fn join(first: Bytes, then: Bytes) -> Bytes {
+    if then.is_empty() {
+        return first;
+    }
+    if first.is_empty() {
+        return then;
+    }
+    let mut joined = BytesMut::with_capacity(first.len() + then.len());
+    joined.extend_from_slice(&first);
+    joined.extend_from_slice(&then);
+    joined.freeze()
+}
+
+/// A stream that reads `prefix` first: bytes already taken from the socket
+/// (while sniffing the protocol, or by a previous hyper connection) and
+/// given back.
+pub(super) struct Prefixed<I> {
+    prefix: Bytes,
+    io: I,
+}
+
+impl<I> Prefixed<I> {
+    fn new(io: I) -> Prefixed<I> {
+        Prefixed {
+            prefix: Bytes::new(),
+            io,
+        }
+    }
+
+    fn into_parts(self) -> (I, Bytes) {
+        (self.io, self.prefix)
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
