@@ -291,24 +291,35 @@ pub fn status(to: &ControlArgs) -> ExitCode {
             http::StatusCode::OK => parse(&body(response).await?)?,
             _ => crate::certs::CertificatesReport::default(),
         };
+        let cluster = fetch_cluster(&endpoint).await?;
         anyhow::Ok((
             services,
             String::from_utf8_lossy(&bytes).into_owned(),
             certs,
             drift,
+            cluster,
         ))
     });
-    let (services, raw, certs, drift) = match result {
+    let (services, raw, certs, drift, cluster) = match result {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
     if to.json {
         // The services as the server sent them (a newer one's fields
-        // included), with the certificates.
+        // included), with the certificates and the cluster (null without
+        // cluster mode).
         let services: serde_json::Value =
             serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null);
-        let both = serde_json::json!({ "services": services, "certificates": certs });
-        println!("{both}");
+        let mut all = serde_json::json!({ "services": services, "certificates": certs });
+        match cluster {
+            Cluster::View(view) => all["cluster"] = view,
+            Cluster::None => all["cluster"] = serde_json::Value::Null,
+            Cluster::Unreadable(why) => {
+                all["cluster"] = serde_json::Value::Null;
+                all["cluster_error"] = why.into();
+            }
+        }
+        println!("{all}");
         return ExitCode::SUCCESS;
     }
     println!(
@@ -353,11 +364,42 @@ pub fn status(to: &ControlArgs) -> ExitCode {
         );
     }
     print_certificates(&certs);
+    match &cluster {
+        Cluster::View(view) => crate::cluster::print(view),
+        Cluster::None => {}
+        Cluster::Unreadable(why) => println!("\ncluster: {why}"),
+    }
     match drift {
         Ok(line) => println!("{line}"),
         Err(e) => eprintln!("baton: could not compare the config with the file: {e:#}"),
     }
     ExitCode::SUCCESS
+}
+
+/// What `GET /v1/cluster` gave.
+enum Cluster {
+    /// The view, as the server sent it.
+    View(serde_json::Value),
+    /// No cluster mode (or a baton without the endpoint).
+    None,
+    /// A node whose registry could not be read: why.
+    Unreadable(String),
+}
+
+async fn fetch_cluster(endpoint: &Endpoint) -> anyhow::Result<Cluster> {
+    let response = call(endpoint, "GET", "/v1/cluster", None).await?;
+    let status = response.status();
+    let bytes = body(response).await?;
+    Ok(match status {
+        http::StatusCode::OK => Cluster::View(parse(&bytes)?),
+        http::StatusCode::NOT_FOUND => Cluster::None,
+        _ => {
+            let why = parse::<Ack>(&bytes)
+                .map(|ack| ack.errors.join("; "))
+                .unwrap_or_else(|_| format!("the cluster view answered {status}"));
+            Cluster::Unreadable(why)
+        }
+    })
 }
 
 /// The certificates part of `baton status`: nothing without HTTPS.

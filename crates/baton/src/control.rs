@@ -10,6 +10,8 @@
 //!   runs on its own task: a client that goes away does not stop it.
 //! - `GET /v1/status`: every service.
 //! - `GET /v1/certificates`: every certificate served, and ACME's state.
+//! - `GET /v1/cluster`: the whole cluster, as the registry shows it (404
+//!   without cluster mode): in `cluster/view.rs`.
 //! - `POST /v1/pause`, `POST /v1/resume`, `POST /v1/reload`: an `Ack`
 //!   (a reload's lists the services it changes; their deploys go on).
 //! - `GET /v1/config` (the live config and its revision) and
@@ -112,6 +114,7 @@ pub struct Ctx {
     pub certs: crate::certs::Certs,
     pub upgrader: crate::upgrade::Upgrader,
     pub live: crate::dashboard::Live,
+    pub cluster: crate::cluster::Viewer,
 }
 
 /// `POST /v1/upgrade`.
@@ -130,6 +133,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/v1/rollback", post(rollback))
         .route("/v1/status", get(status))
         .route("/v1/certificates", get(certificates))
+        .route("/v1/cluster", get(crate::cluster::view))
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
         .route("/v1/reload", post(reload))

@@ -331,6 +331,10 @@ async fn run(
             counters: counters.clone(),
             certs,
             upgrader: upgrader.clone(),
+            cluster: node
+                .as_ref()
+                .map(crate::cluster::Node::viewer)
+                .unwrap_or_default(),
         })
     };
     let mut control = Vec::new();

@@ -9,6 +9,8 @@
 //!   member set of a service ([`Members`]).
 //! - `registry`: the [`Registry`] trait (so that a second backend can come
 //!   later) and what discovery hands out ([`Discovery`]).
+//! - `view`: the whole cluster as one read shows it ([`View`]: nodes,
+//!   instances, deploy state), for `baton status`.
 //! - `etcd`: the etcd backend ([`Etcd`]) on the `etcd-client` crate.
 //!
 //! Invariant: discovery never empties a member set because the registry is
@@ -23,12 +25,14 @@ mod etcd;
 mod instance;
 mod name;
 mod registry;
+mod view;
 
 pub use error::{Action, ConnectError, RegisterError, RequestError};
 pub use etcd::{
-    Behind, Converge, Desired, DesiredAt, Etcd, Following, Lock, LockError, NodeReport, Options,
-    SemaphoreError, Slot, check_files, now_rfc3339,
+    Behind, Converge, Desired, DesiredAt, Etcd, Following, Holder, Lock, LockError, NodeReport,
+    Options, SemaphoreError, Slot, check_files, now_rfc3339,
 };
 pub use instance::{Instance, InstanceKey, InvalidInstance, Members, State};
 pub use name::{InvalidName, Name};
 pub use registry::{Discovery, Reachability, Registrant, Registry};
+pub use view::{InstanceView, NodeView, ServiceView, SlotView, View};

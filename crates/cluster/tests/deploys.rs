@@ -1,13 +1,14 @@
 //! The deploy state against a real etcd: the semaphore (never more holders
 //! than slots, a freed slot wakes a waiter, a dead holder's slot goes with
 //! its lease, a full semaphore says who holds it), the desired version and
-//! the nodes' reports, followed by watches.
+//! the nodes' reports, followed by watches, and the whole cluster in one
+//! read (`Etcd::view`).
 
 mod support;
 
 use std::time::Duration;
 
-use cluster::{Converge, Desired, Etcd, NodeReport, SemaphoreError};
+use cluster::{Converge, Desired, Etcd, NodeReport, Registrant, Registry, SemaphoreError, State};
 use support::EtcdCluster;
 
 /// Bounds every wait for the registry to reflect a change.
@@ -195,4 +196,101 @@ async fn the_desired_version_and_the_reports_are_followed() {
     .await
     .expect("node B's report stayed")
     .unwrap();
+}
+
+#[tokio::test]
+async fn the_view_shows_the_nodes_their_instances_and_each_services_deploy_state() {
+    let etcd = EtcdCluster::start().await;
+    let a = etcd.registry("node-a", LONG_TTL).await;
+    let b = etcd.registry("node-b", LONG_TTL).await;
+    a.announce().await.unwrap();
+    b.register(Registrant {
+        service: web(),
+        id: "v2-9001".parse().unwrap(),
+        version: "v2".parse().unwrap(),
+        address: "10.0.0.2:9001".parse().unwrap(),
+        state: State::Ready,
+    })
+    .await
+    .unwrap();
+    let wanted = Desired {
+        version: "v2".parse().unwrap(),
+        previous: Some("v1".parse().unwrap()),
+        rollback_of: None,
+        by: "node-a".into(),
+        at: cluster::now_rfc3339(),
+    };
+    let revision = a.set_desired(&web(), &wanted).await.unwrap();
+    let report = NodeReport {
+        node: "node-b".into(),
+        version: "v2".into(),
+        state: Converge::Converged,
+        desired: revision,
+        instances: 1,
+        reason: None,
+        at: cluster::now_rfc3339(),
+    };
+    b.report(&web(), &report).await.unwrap();
+    let lock = a.lock("deploy", &web()).await.unwrap();
+    let slot = acquire(&b, 2).await;
+
+    let view = b.view().await.unwrap();
+    assert_eq!(
+        (view.prefix.as_str(), view.read_by.as_str()),
+        ("/test", "node-b")
+    );
+    assert!(!view.truncated);
+    let nodes: Vec<(&str, bool)> = view
+        .nodes
+        .iter()
+        .map(|n| (n.node.as_str(), n.record))
+        .collect();
+    // Node B keeps no record here (it discovers nothing and never
+    // announced itself), but its keys are alive under its lease.
+    assert_eq!(nodes, [("node-a", true), ("node-b", false)]);
+    for node in &view.nodes {
+        let left = node.lease_ttl_left_s.unwrap_or(-1);
+        assert!((1..=60).contains(&left), "{node:?}");
+    }
+    let instances = &view.nodes[1].instances;
+    assert_eq!(instances.len(), 1, "{view:?}");
+    assert_eq!(
+        (
+            instances[0].id.as_str(),
+            instances[0].version.as_str(),
+            instances[0].address.as_str()
+        ),
+        ("v2-9001", "v2", "10.0.0.2:9001")
+    );
+    let [service] = view.services.as_slice() else {
+        panic!("{view:?}")
+    };
+    let desired = service.desired.as_ref().unwrap();
+    assert_eq!((&desired.desired, desired.revision), (&wanted, revision));
+    assert_eq!(service.nodes, [report]);
+    assert_eq!(
+        service.lock.as_ref().map(|h| h.node.as_str()),
+        Some("node-a")
+    );
+    let slots: Vec<(u32, &str)> = service
+        .slots
+        .iter()
+        .map(|s| (s.index, s.holder.node.as_str()))
+        .collect();
+    assert_eq!(slots, [(0, "node-b")]);
+    assert_eq!(service.ready, [("v2".to_owned(), 1)].into());
+
+    // Released, and node B gone: the view says so.
+    lock.release().await.unwrap();
+    slot.release().await.unwrap();
+    b.close().await.unwrap();
+    let view = a.view().await.unwrap();
+    let nodes: Vec<&str> = view.nodes.iter().map(|n| n.node.as_str()).collect();
+    assert_eq!(nodes, ["node-a"]);
+    let service = &view.services[0];
+    assert!(service.lock.is_none() && service.slots.is_empty() && service.nodes.is_empty());
+    assert!(
+        service.desired.is_some(),
+        "the desired version outlives the nodes"
+    );
 }

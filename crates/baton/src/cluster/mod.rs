@@ -10,6 +10,10 @@
 //! brings its own instances there, one slot of the cluster's semaphore at
 //! a time.
 //!
+//! `GET /v1/cluster` (`view`) answers with the whole cluster as one read of
+//! the registry shows it, and `print` makes the cluster section of
+//! `baton status` from it.
+//!
 //! The etcd client's build needs `protoc`, so cluster mode is the cargo
 //! feature `cluster` (off by default: `cargo run --release -- demo` builds
 //! on a machine without it). A binary built without it refuses a
@@ -24,9 +28,11 @@ mod deploys;
 mod node;
 #[cfg(feature = "cluster")]
 mod registrar;
+mod view;
 
 #[cfg(feature = "cluster")]
-pub use node::join;
+pub use node::{Node, join};
+pub use view::{Viewer, print, view};
 
 /// How to build a baton with cluster support, for the error a binary
 /// without it gives.
@@ -80,6 +86,11 @@ impl Node {
     /// Never called: no node exists.
     pub async fn leave(self) {
         match self {}
+    }
+
+    /// Never called: no node exists.
+    pub fn viewer(&self) -> Viewer {
+        match *self {}
     }
 }
 

@@ -38,6 +38,10 @@ pub async fn join(cfg: &config::Config, engine: &deploy::Engine) -> anyhow::Resu
     let etcd = Etcd::connect(settings, options)
         .await
         .context("could not join the cluster")?;
+    // Seen alive by every node from now on, whatever it runs.
+    if let Err(e) = etcd.announce().await {
+        tracing::warn!(error = %e, "could not write this node's record in the registry");
+    }
     let mut discover = BTreeSet::new();
     for pool in cfg.pools.values() {
         if let Some(service) = &pool.discover {
@@ -72,6 +76,11 @@ pub async fn join(cfg: &config::Config, engine: &deploy::Engine) -> anyhow::Resu
 }
 
 impl Node {
+    /// What `GET /v1/cluster` reads.
+    pub fn viewer(&self) -> super::Viewer {
+        super::Viewer::new(self.etcd.clone())
+    }
+
     /// Fills the pools that discover a service from the registry, and
     /// converges the supervised services to the cluster's desired
     /// versions, from now on (call once the engine publishes to the proxy).

@@ -68,6 +68,8 @@ token = "file:{}"
     }
     assert!(out.contains("LISTENER") && out.contains("EXPIRES"), "{out}");
     assert!(!out.contains("ACME"), "{out}");
+    // Not in cluster mode: no cluster section.
+    assert!(!out.contains("CLUSTER"), "{out}");
     // `--json`: the services and the certificates.
     let (code, out) = run_baton(&[
         "status",
@@ -84,8 +86,12 @@ token = "file:{}"
     let only = &both["certificates"]["certificates"][0];
     assert_eq!(only["not_after_unix"], NOT_AFTER, "{both}");
     assert_eq!(only["source"], "file", "{both}");
+    assert!(both["cluster"].is_null(), "{both}");
 
     let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
+    let r = request(&admin, "GET", "admin", "/v1/cluster", &bearer).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("runs without [cluster]"), "{}", r.body);
     let r = request(&admin, "GET", "admin", "/v1/certificates", &bearer).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let report: serde_json::Value = serde_json::from_str(&r.body).unwrap();

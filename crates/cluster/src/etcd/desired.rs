@@ -29,8 +29,10 @@ use crate::name::Name;
 /// The largest value read, in bytes; a larger one is skipped unparsed.
 const MAX_VALUE_BYTES: usize = 4096;
 
-/// The version a service should run on every node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The version a service should run on every node; its JSON is the value
+/// of the `desired` key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "DesiredWire", into = "DesiredWire")]
 pub struct Desired {
     /// The version.
     pub version: Version,
@@ -47,9 +49,10 @@ pub struct Desired {
 
 /// The desired version and the revision it was written at (the deploy's
 /// number: every node's report says which one it acted on).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredAt {
     /// What is desired.
+    #[serde(flatten)]
     pub desired: Desired,
     /// Its mod revision.
     pub revision: i64,
@@ -134,34 +137,44 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-impl Desired {
-    fn to_json(&self) -> String {
-        let wire = DesiredWire {
-            version: self.version.to_string(),
-            previous: self.previous.as_ref().map(ToString::to_string),
-            rollback_of: self.rollback_of.as_ref().map(ToString::to_string),
-            by: self.by.clone(),
-            at: self.at.clone(),
-        };
-        serde_json::to_string(&wire).expect("a desired version serialises")
-    }
+impl TryFrom<DesiredWire> for Desired {
+    type Error = config::InvalidVersion;
 
-    fn parse(value: &[u8]) -> Option<Desired> {
-        if value.len() > MAX_VALUE_BYTES {
-            return None;
-        }
-        let wire: DesiredWire = serde_json::from_slice(value).ok()?;
-        let version = |v: Option<String>| match v {
-            None => Some(None),
-            Some(v) => Version::from_str(&v).ok().map(Some),
-        };
-        Some(Desired {
-            version: Version::from_str(&wire.version).ok()?,
+    fn try_from(wire: DesiredWire) -> Result<Desired, config::InvalidVersion> {
+        let version = |v: Option<String>| v.map(|v| Version::from_str(&v)).transpose();
+        Ok(Desired {
+            version: Version::from_str(&wire.version)?,
             previous: version(wire.previous)?,
             rollback_of: version(wire.rollback_of)?,
             by: wire.by,
             at: wire.at,
         })
+    }
+}
+
+impl From<Desired> for DesiredWire {
+    fn from(desired: Desired) -> DesiredWire {
+        DesiredWire {
+            version: desired.version.to_string(),
+            previous: desired.previous.as_ref().map(ToString::to_string),
+            rollback_of: desired.rollback_of.as_ref().map(ToString::to_string),
+            by: desired.by,
+            at: desired.at,
+        }
+    }
+}
+
+impl Desired {
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a desired version serialises")
+    }
+
+    /// The value of a `desired` key; `None` if it is not one.
+    pub(crate) fn parse(value: &[u8]) -> Option<Desired> {
+        if value.len() > MAX_VALUE_BYTES {
+            return None;
+        }
+        serde_json::from_slice(value).ok()
     }
 }
 

@@ -15,10 +15,12 @@ use super::request::retrying;
 use crate::error::RequestError;
 use crate::name::Name;
 
-/// The JSON value of a lock (and of a semaphore's slot).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Holder {
+/// The JSON value of a lock (and of a semaphore's slot): who holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The holder's node name.
     pub node: String,
+    /// When it took it, RFC 3339.
     pub acquired_at: String,
 }
 

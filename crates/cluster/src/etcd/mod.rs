@@ -3,7 +3,8 @@
 //! (`session`), discovery (`watch`), the nodes' records of what their front
 //! doors applied (`nodes`), cluster-wide locks (`lock`) and a semaphore
 //! (`semaphore`), the deploy state of a service (`desired`, followed by
-//! `follow`) and bounded requests (`request`).
+//! `follow`), the whole cluster in one read (`view`) and bounded requests
+//! (`request`).
 //! Passwords are read here, passed to the client and never logged.
 
 mod desired;
@@ -13,11 +14,12 @@ mod nodes;
 mod request;
 mod semaphore;
 mod session;
+mod view;
 mod watch;
 
 pub use desired::{Converge, Desired, DesiredAt, NodeReport, now_rfc3339};
 pub use follow::Following;
-pub use lock::{Lock, LockError};
+pub use lock::{Holder, Lock, LockError};
 pub use nodes::Behind;
 pub use semaphore::{SemaphoreError, Slot};
 

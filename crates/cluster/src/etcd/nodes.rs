@@ -50,6 +50,13 @@ pub(crate) fn nodes_prefix(prefix: &str) -> String {
 }
 
 impl Etcd {
+    /// Writes this node's record under its lease now, so that the node is
+    /// seen alive (`baton status`) before its front door applies anything.
+    pub async fn announce(&self) -> Result<(), RegisterError> {
+        let applied = self.inner.applied.lock().await;
+        self.write_record(&applied).await
+    }
+
     /// Records, under this node's lease, that its front door routes by the
     /// members of `service` as of registry revision `revision`.
     pub async fn applied(&self, service: &Name, revision: i64) -> Result<(), RegisterError> {
@@ -60,6 +67,12 @@ impl Etcd {
             return Ok(());
         }
         *known = revision;
+        self.write_record(&applied).await
+    }
+
+    /// Writes the record with `applied` (under the lock of `applied`).
+    async fn write_record(&self, applied: &BTreeMap<String, i64>) -> Result<(), RegisterError> {
+        let inner = &self.inner;
         let record = Record {
             node: inner.node.to_string(),
             applied: applied.clone(),

@@ -20,12 +20,14 @@
 //! - `deploy`: cluster-wide deploys across three nodes under load;
 //! - `quorum`: on a three-member etcd, the loss of one member, then of all
 //!   of them, under load through two front doors;
-//! - `startup`: a wrong endpoint or password stops `baton serve` at start.
+//! - `startup`: a wrong endpoint or password stops `baton serve` at start;
+//! - `view`: the whole cluster in `baton status`.
 
 mod deploy;
 mod net;
 mod quorum;
 mod startup;
+mod view;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -159,8 +161,8 @@ impl Node {
         }
     }
 
-    /// The services of `baton status --json` of this node, parsed.
-    async fn status(&self) -> serde_json::Value {
+    /// `baton status --json` of this node, parsed.
+    async fn status_json(&self) -> serde_json::Value {
         let control = self.control.to_str().unwrap();
         let (code, out) = support::run_baton(&["status", "--json", "--control", control]).await;
         assert_eq!(code, 0, "{out}");
@@ -168,9 +170,20 @@ impl Node {
             .lines()
             .map(|l| l.trim_start_matches("[out] "))
             .collect::<String>();
-        let mut status: serde_json::Value =
-            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {out}"));
-        status["services"].take()
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// The services of `baton status --json` of this node.
+    async fn status(&self) -> serde_json::Value {
+        self.status_json().await["services"].take()
+    }
+
+    /// The cluster of `baton status --json` of this node.
+    async fn cluster(&self) -> serde_json::Value {
+        let mut status = self.status_json().await;
+        let cluster = status["cluster"].take();
+        assert!(cluster.is_object(), "{status}");
+        cluster
     }
 
     /// The entry of the discovered service `web` in its status.
