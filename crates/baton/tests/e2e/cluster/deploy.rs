@@ -10,7 +10,10 @@
 //!   version's tags as faults) is rolled back on every node, within the
 //!   same bound, and the deploy says which node failed and why;
 //! - no request fails meanwhile;
-//! - a node started afterwards at v1 converges to the desired v2 on its own.
+//! - a node started afterwards at v1 converges to the desired v2 on its own;
+//! - `baton rollback web` sent to a third node after a successful rolling
+//!   deploy brings every node back to the version before, within the same
+//!   bound, without a failed request, and `baton status` shows it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,7 +23,7 @@ use loadgen::{Load, LoadConfig};
 
 use super::net::{Etcd, Net};
 use super::{Node, deploy, start_node_with, web_service};
-use crate::support::{Proc, TempDir, field};
+use crate::support::{Proc, TempDir, field, run_baton};
 
 /// The nodes that run `web`, on hosts 0, 1 and 2.
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
@@ -170,19 +173,7 @@ async fn a_rolling_cluster_deploy_keeps_the_cluster_bound_and_a_failure_on_one_n
     }
     let before = registry_at(&mut events, "v1").await;
 
-    // Load through the front doors of nodes A and B.
-    let load = |node: &Node| {
-        Load::start(LoadConfig {
-            keepalive_workers: 2,
-            fresh_workers: 1,
-            post_workers: 1,
-            slow_workers: 1,
-            slow_ms: 300,
-            max_duration: Duration::from_secs(120),
-            ..LoadConfig::new(node.addr.parse::<SocketAddr>().unwrap())
-        })
-    };
-    let loads = [load(&nodes[0]), load(&nodes[1])];
+    let loads = [load_through(&nodes[0]), load_through(&nodes[1])];
     for l in &loads {
         assert!(l.wait_for_requests(100).await);
     }
@@ -259,4 +250,118 @@ async fn a_rolling_cluster_deploy_keeps_the_cluster_bound_and_a_failure_on_one_n
         crate::support::run_baton(&["status", "--json", "--control", control]).await;
     assert_eq!(code, 0, "{status}");
     assert!(status.contains("\"version\":\"v2\""), "{status}");
+}
+
+/// Load through the front doors of nodes A and B: keep-alive, new
+/// connections, POSTs and slow requests.
+fn load_through(node: &Node) -> Load {
+    Load::start(LoadConfig {
+        keepalive_workers: 2,
+        fresh_workers: 1,
+        post_workers: 1,
+        slow_workers: 1,
+        slow_ms: 300,
+        max_duration: Duration::from_secs(120),
+        ..LoadConfig::new(node.addr.parse::<SocketAddr>().unwrap())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_rollback_after_a_rolling_deploy_brings_every_node_back_under_load() {
+    let _heavy = crate::support::heavy().await;
+    let net = Net::new(3);
+    let etcd = Etcd::start(net.gateway()).await;
+    let dir = TempDir::new("cluster-rollback");
+    let mut events = Events::watch(&etcd);
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, name) in NODES.iter().enumerate() {
+        nodes.push(start_node_with(&net, &etcd, &dir, i, name, &web(false)).await);
+    }
+    for node in &mut nodes {
+        node.routes_to(0, NODES.len() * INSTANCES).await;
+    }
+    let before = registry_at(&mut events, "v1").await;
+    let loads = [load_through(&nodes[0]), load_through(&nodes[1])];
+    for l in &loads {
+        assert!(l.wait_for_requests(100).await);
+    }
+
+    let (code, out) = deploy(&nodes[0], "v2").await;
+    assert_eq!(code, 0, "{out}\n{}", nodes[0].process.dump());
+    let after_v2 = registry_at(&mut events, "v2").await;
+
+    // Back, sent to node C: every node returns to v1.
+    let control = nodes[2].control.to_str().unwrap();
+    let (code, out) = run_baton(&["rollback", "web", "--control", control]).await;
+    assert_eq!(code, 0, "{out}\n{}", nodes[2].process.dump());
+    for name in NODES {
+        assert!(
+            out.contains(&format!("node {name}: converged v1")),
+            "no progress of {name}: {out}"
+        );
+    }
+    let after_rollback = registry_at(&mut events, "v1").await;
+
+    for l in &loads {
+        let then = l.snapshot().requests;
+        assert!(l.wait_for_requests(then + 100).await);
+    }
+    let [a, b] = loads;
+    for (front, load) in [("A", a), ("B", b)] {
+        let report = load.stop().await;
+        eprintln!(
+            "through node {front}'s front door: {} requests, {} failed",
+            report.requests, report.failures
+        );
+        assert_eq!(
+            report.failures,
+            0,
+            "{}\n{}",
+            report.failure_description(),
+            nodes[2].process.dump()
+        );
+    }
+
+    // Within the cluster's bound the whole time, and the rollback did
+    // replace instances.
+    let history = events.history();
+    let counts: Vec<usize> = history[before..after_rollback]
+        .iter()
+        .map(missing)
+        .collect();
+    let worst = counts.iter().max().copied().unwrap_or_default();
+    assert!(
+        worst <= MAX_UNAVAILABLE,
+        "{worst} missing at once: {counts:?}"
+    );
+    let back: Vec<usize> = history[after_v2..after_rollback]
+        .iter()
+        .map(missing)
+        .collect();
+    assert!(back.iter().any(|&m| m >= 1), "{back:?}");
+
+    // The cluster, as node B sees it: v1 desired (v2 before it), every
+    // node's report and instances at v1.
+    let view = nodes[1].cluster().await;
+    let web = view["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == "web"))
+        .unwrap_or_else(|| panic!("{view}"));
+    assert_eq!(web["desired"]["version"], "v1", "{web}");
+    assert_eq!(web["desired"]["previous"], "v2", "{web}");
+    assert_eq!(web["desired"]["by"], "node-c", "{web}");
+    let revision = &web["desired"]["revision"];
+    for report in web["nodes"].as_array().unwrap() {
+        assert_eq!(report["state"], "converged", "{web}");
+        assert_eq!(report["version"], "v1", "{web}");
+        assert_eq!(&report["desired"], revision, "{web}");
+    }
+    assert_eq!(web["nodes"].as_array().unwrap().len(), NODES.len(), "{web}");
+    let all = (NODES.len() * INSTANCES) as u64;
+    assert_eq!(web["ready"], serde_json::json!({ "v1": all }), "{web}");
+    for node in view["nodes"].as_array().unwrap() {
+        for instance in node["instances"].as_array().unwrap() {
+            assert_eq!(instance["version"], "v1", "{node}");
+        }
+    }
 }
