@@ -306,6 +306,7 @@ pub(crate) struct RawHealth {
     pub(crate) path: Opt<String>,
     pub(crate) interval: Opt<String>,
     pub(crate) timeout: Opt<String>,
+    pub(crate) start_interval: Opt<String>,
     pub(crate) healthy_threshold: Opt<i64>,
     pub(crate) unhealthy_threshold: Opt<i64>,
     pub(crate) expect_status: Opt<IntOrString>,

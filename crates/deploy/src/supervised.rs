@@ -122,7 +122,7 @@ fn health_probe(h: &config::HealthCheck, handshake: Option<balance::Handshake>) 
                 }
             })
         }),
-        interval: h.interval,
+        interval: h.start_interval,
         successes: h.healthy_threshold,
     }
 }

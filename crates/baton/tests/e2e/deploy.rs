@@ -220,3 +220,28 @@ async fn single_instance_deploy_under_load_never_empties_the_pool() {
     baton.signal(libc::SIGTERM);
     assert!(baton.wait_exit().await.success());
 }
+
+/// A starting instance is checked `start_interval` apart, not `interval`
+/// apart: with a one-minute interval and two checks needed, baton starts
+/// and deploys well within the 5 s `ready_timeout`, which a second check a
+/// minute after the first would exceed (the deploy would fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_instances_are_checked_start_interval_apart() {
+    let dir = TempDir::new("deploy-start-interval");
+    let control = dir.path().join("control.sock");
+    let config = service_config_with(&dir, 2, "60s");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "interval = \"60s\"\ntimeout = \"40ms\"",
+        "interval = \"60s\"\ntimeout = \"1s\"\nstart_interval = \"20ms\"",
+    );
+    assert!(text.contains("start_interval"), "{text}");
+    std::fs::write(&config, text).unwrap();
+    let (mut baton, addr) =
+        baton_serve_with(&config, &["--control", control.to_str().unwrap()]).await;
+    wait_version(&addr, "v1").await;
+    let (code, out) = deploy(&control, "web", "v2").await;
+    assert_eq!(code, 0, "{out}\n{}", baton.dump());
+    wait_version(&addr, "v2").await;
+    baton.signal(libc::SIGTERM);
+    assert!(baton.wait_exit().await.success());
+}

@@ -160,7 +160,7 @@ pub(crate) static MEMBER: Section = Section {
 pub(crate) static HEALTH: Section = Section {
     place: "in [*.health]",
     heading: "`[pool.NAME.health]` and `[service.NAME.health]`",
-    doc: "Active HTTP checks of every member of a pool, or every instance or target of a service. A member changes state only after several checks in a row agree, never on a single probe. During a deploy, a new instance or target counts as ready once it has passed `healthy_threshold` checks in a row.",
+    doc: "Active HTTP checks of every member of a pool, or every instance or target of a service. A member changes state only after several checks in a row agree, never on a single probe. During a deploy, a new instance or target counts as ready once it has passed `healthy_threshold` checks in a row, `start_interval` apart.",
     keys: &[
         key(
             "path",
@@ -179,6 +179,12 @@ pub(crate) static HEALTH: Section = Section {
             Type::Duration,
             Default("1s"),
             "A check without a response within this time fails; must be shorter than `interval`.",
+        ),
+        key(
+            "start_interval",
+            Type::Duration,
+            Unset("a tenth of `interval`, at least 10ms (never more than `interval`)"),
+            "Time between two checks of a service's instance or target that has not been found ready yet (a new one in a deploy, or at start): the first check is made at once, the next ones this far apart, until `healthy_threshold` pass in a row; then `interval` applies. At most `interval`. A deploy waits for these checks: the shorter, the sooner a new instance takes traffic. Unused by a pool's members.",
         ),
         key(
             "healthy_threshold",

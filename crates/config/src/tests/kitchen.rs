@@ -186,6 +186,7 @@ fn kitchen_sink_parses_into_the_expected_config() {
             path: "/healthz?full=1".into(),
             interval: secs(3),
             timeout: Duration::from_millis(500),
+            start_interval: Duration::from_millis(300),
             healthy_threshold: 3,
             unhealthy_threshold: 2,
             expect_status: StatusRange {
@@ -291,6 +292,7 @@ fn kitchen_sink_services() {
             path: "/healthz".into(),
             interval: secs(1),
             timeout: Duration::from_millis(250),
+            start_interval: Duration::from_millis(50),
             healthy_threshold: 1,
             unhealthy_threshold: 5,
             expect_status: StatusRange {
@@ -469,6 +471,7 @@ fn absent_keys_take_the_documented_defaults() {
     assert_eq!(pool.forward.tls, None);
     let health = pool.health.as_ref().unwrap();
     assert_eq!((health.interval, health.timeout), (secs(2), secs(1)));
+    assert_eq!(health.start_interval, Duration::from_millis(200));
     assert_eq!(
         (health.healthy_threshold, health.unhealthy_threshold),
         (2, 3)

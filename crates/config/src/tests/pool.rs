@@ -162,6 +162,44 @@ fn health_thresholds_and_timeout() {
 }
 
 #[test]
+fn start_interval_defaults_to_a_tenth_of_interval_within_bounds() {
+    let start = |lines: &str| {
+        let source = pool(
+            ONE,
+            &format!("[pool.p.health]\npath = \"/healthz\"\ntimeout = \"5ms\"\n{lines}"),
+        );
+        ok(&source).pools["p"]
+            .health
+            .clone()
+            .unwrap()
+            .start_interval
+    };
+    let ms = std::time::Duration::from_millis;
+    assert_eq!(start(""), ms(200), "a tenth of the default 2s");
+    assert_eq!(start("interval = \"100ms\""), ms(10));
+    assert_eq!(start("interval = \"50ms\""), ms(10), "at least 10ms");
+    assert_eq!(
+        start("interval = \"8ms\""),
+        ms(8),
+        "never more than interval"
+    );
+    assert_eq!(start("start_interval = \"1s\""), ms(1000));
+    let e = error(&pool(
+        ONE,
+        "[pool.p.health]\npath = \"/healthz\"\nstart_interval = \"3s\"",
+    ));
+    assert_eq!(
+        e,
+        "7:18: health check `start_interval` (3s) must not be longer than `interval` (2s)"
+    );
+    let e = error(&pool(
+        ONE,
+        "[pool.p.health]\npath = \"/healthz\"\nstart_interval = \"0s\"",
+    ));
+    assert!(e.starts_with("7:18: "), "{e}");
+}
+
+#[test]
 fn passive_ejection() {
     let passive = |lines: &str| pool(ONE, &format!("[pool.p.passive]\n{lines}"));
     let e = error(&passive("consecutive_failures = 0"));

@@ -148,6 +148,10 @@ pub struct HealthCheck {
     pub interval: Duration,
     /// Time allowed for one check; non-zero.
     pub timeout: Duration,
+    /// Time between two checks of a service's instance or target not yet
+    /// found ready (a new one, in a deploy or at start); non-zero, at most
+    /// `interval`.
+    pub start_interval: Duration,
     /// Consecutive successes to become healthy (at least 1).
     pub healthy_threshold: u32,
     /// Consecutive failures to become unhealthy (at least 1).

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
+use std::time::Duration;
 
 use http::HeaderValue;
 use http::uri::PathAndQuery;
@@ -220,6 +221,25 @@ pub(super) fn health(ctx: &mut Ctx<'_, '_>, item: &Spanned<RawHealth>) -> Option
             format!("health check `timeout` ({t}) must be shorter than `interval` ({i})"),
         );
     }
+    let start_interval = match ctx.optional_duration("start_interval", &raw.start_interval) {
+        Ok(Some(s)) => match interval {
+            Some(i) if s > i => {
+                let span = raw
+                    .start_interval
+                    .as_ref()
+                    .map_or(item.span(), Spanned::span);
+                let (s, i) = (humantime::format_duration(s), humantime::format_duration(i));
+                ctx.error(
+                    span,
+                    format!("health check `start_interval` ({s}) must not be longer than `interval` ({i})"),
+                );
+                None
+            }
+            _ => Some(s),
+        },
+        Ok(None) => interval.map(default_start_interval),
+        Err(()) => None,
+    };
     let healthy_threshold = ctx.u32(&HEALTH, "healthy_threshold", &raw.healthy_threshold, 1);
     let unhealthy_threshold = ctx.u32(&HEALTH, "unhealthy_threshold", &raw.unhealthy_threshold, 1);
     let expect_status = match &raw.expect_status {
@@ -234,10 +254,19 @@ pub(super) fn health(ctx: &mut Ctx<'_, '_>, item: &Spanned<RawHealth>) -> Option
         path: path?,
         interval: interval.filter(|i| Some(*i) > timeout)?,
         timeout: timeout?,
+        start_interval: start_interval?,
         healthy_threshold: healthy_threshold?,
         unhealthy_threshold: unhealthy_threshold?,
         expect_status: expect_status?,
     })
+}
+
+/// `start_interval` when the file does not set it: a tenth of `interval`,
+/// at least 10 ms, never more than `interval`. A starting instance is
+/// checked often: its checks are what a deploy waits for, and one that is
+/// refused or queued costs it little.
+pub(crate) fn default_start_interval(interval: Duration) -> Duration {
+    (interval / 10).max(Duration::from_millis(10)).min(interval)
 }
 
 pub(super) fn passive(ctx: &mut Ctx<'_, '_>, raw: &RawPassive) -> Option<PassiveHealth> {

@@ -115,7 +115,7 @@ pub(super) async fn two_sets(
 }
 
 /// Probes every new target until it passes the service's health check
-/// (`healthy_threshold` successes in a row), or accepts a TCP connection
+/// (`healthy_threshold` successes in a row, `start_interval` apart), or accepts a TCP connection
 /// when the service has none; each has `ready_timeout`.
 pub(super) async fn wait_targets(
     engine: &Engine,
@@ -134,14 +134,14 @@ pub(super) async fn wait_targets(
                     let check = proxy::active_check(h, &h.path);
                     let handshake = supervised::probe_handshake(service, &target.host);
                     match balance::probe_over(&target.authority, &check, handshake.as_ref()).await {
-                        Ok(status) if check.expect.contains(&status) => (true, h.interval),
+                        Ok(status) if check.expect.contains(&status) => (true, h.start_interval),
                         Ok(status) => {
                             last = format!("GET {} answered {status}", h.path);
-                            (false, h.interval)
+                            (false, h.start_interval)
                         }
                         Err(e) => {
                             last = e.to_string();
-                            (false, h.interval)
+                            (false, h.start_interval)
                         }
                     }
                 }

@@ -97,6 +97,7 @@ fn healthz() -> config::HealthCheck {
         path: "/healthz".to_owned(),
         interval: Duration::from_millis(50),
         timeout: Duration::from_secs(5),
+        start_interval: Duration::from_millis(10),
         healthy_threshold: 1,
         unhealthy_threshold: 1,
         expect_status: config::StatusRange {
