@@ -1,6 +1,7 @@
 //! The server's protections, over real sockets: a slow request head gets
 //! 408, an oversized one 431, an idle keep-alive connection is closed, and a
-//! draining server answers `Connection: close`.
+//! draining server answers `Connection: close`. None of it applies to a
+//! connection that switched protocols (`101`), draining or not.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -42,9 +43,62 @@ fn start_with(
         let _ = stopped.await;
     });
     let phase = server.lifecycle();
-    let app = Router::new().route("/", get(|| async { "ok" }));
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route("/echo", get(upgrade_to_echo));
     let serving = tokio::spawn(server.serve(app));
     (addr, stop, phase, serving)
+}
+
+/// Switches to a protocol that echoes every byte back.
+async fn upgrade_to_echo(mut req: axum::extract::Request) -> axum::response::Response {
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(io) = on.await {
+            let (mut r, mut w) = tokio::io::split(hyper_util::rt::TokioIo::new(io));
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+    });
+    axum::response::Response::builder()
+        .status(101)
+        .header("upgrade", "echo")
+        .header("connection", "upgrade")
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+const UPGRADE: &[u8] =
+    b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\n";
+
+/// Reads a response head (bounded).
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(BOUND, s.read(&mut byte))
+            .await
+            .expect("no response head")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed in the head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Sends `text` on an upgraded connection and expects it back.
+async fn echoes(s: &mut TcpStream, text: &str) {
+    s.write_all(text.as_bytes()).await.unwrap();
+    let mut got = vec![0u8; text.len()];
+    tokio::time::timeout(BOUND, s.read_exact(&mut got))
+        .await
+        .expect("no echo")
+        .unwrap_or_else(|e| panic!("no echo of {text:?}: {e}"));
+    assert_eq!(String::from_utf8_lossy(&got), text);
 }
 
 /// Reads until EOF (bounded), returning everything received.
@@ -188,4 +242,52 @@ async fn the_longest_durations_serve_and_drain_without_a_panic() {
         .expect("the server panicked")
         .unwrap();
     assert_eq!(report.outcome, handoff::DrainOutcome::Drained);
+}
+
+/// A connection that switched protocols carries another protocol's bytes:
+/// they are never a slow request head (it once got a 408 written into its
+/// stream `header_read_timeout` after its first byte) and a quiet one is not
+/// an idle keep-alive connection.
+#[tokio::test]
+async fn an_upgraded_connection_outlives_the_head_and_idle_limits() {
+    let (addr, _stop, _) = start(Limits {
+        header_read_timeout: Some(Duration::from_millis(200)),
+        keepalive_timeout: Some(Duration::from_millis(200)),
+        ..Limits::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(UPGRADE).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head:?}");
+    echoes(&mut s, "first").await;
+    // A slow head started after that gets its 408: both limits have passed
+    // for the upgraded connection too.
+    let mut probe = TcpStream::connect(addr).await.unwrap();
+    probe.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    assert!(read_all(&mut probe).await.starts_with("HTTP/1.1 408"));
+    echoes(&mut s, "second").await;
+}
+
+/// A draining server still lets a request switch protocols, with no
+/// `Connection: close` on the `101` (which would refuse the switch).
+#[tokio::test]
+async fn a_draining_server_still_switches_protocols() {
+    let (addr, stop, mut phase, _serving) =
+        start_with(|server| server.idle_grace(Duration::from_secs(60)));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+    let mut ok = [0u8; 2];
+    s.read_exact(&mut ok).await.unwrap();
+    stop.send(()).unwrap();
+    phase.wait_for(|p| *p >= Phase::Draining).await.unwrap();
+    s.write_all(UPGRADE).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head:?}");
+    assert!(!head.to_ascii_lowercase().contains("close"), "{head:?}");
+    echoes(&mut s, "still here").await;
 }

@@ -29,4 +29,5 @@ mod socket_activation;
 mod strategies;
 mod systemd;
 mod upgrade;
+mod upgrade_streams;
 mod workers;

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{CONNECTION, HeaderValue};
-use http::{Request, Response, Version};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
@@ -360,9 +360,12 @@ async fn serve_connection<I, F, S, B>(
 
 /// Wraps the application's service for one connection: marks the
 /// connection busy while a response is produced and sent (for the time
-/// limits), and once draining adds `Connection: close` to HTTP/1 responses,
+/// limits) and upgraded once it switches protocols (no time limit after
+/// that), and once draining adds `Connection: close` to HTTP/1 responses,
 /// so a keep-alive client finishes its exchange and then reconnects — to the
-/// next generation — instead of meeting a closed socket.
+/// next generation — instead of meeting a closed socket. Never to a `101`:
+/// the switch is what the client asked for, and its new protocol has its
+/// own way to end (a WebSocket's close frame).
 pub(super) struct DrainAware<S> {
     // hyper calls with `&self`; tower services need `&mut self`, so each
     // request gets a clone (cheap for axum's `Router`).
@@ -458,12 +461,16 @@ where
                 }
                 CallProj::Called { response } => {
                     let mut response = std::task::ready!(response.poll(cx))?;
-                    if *this.http1 && *this.stage.borrow() >= Stage::Draining {
+                    let busy = this.busy.take().expect("a response is produced once");
+                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        // `Connection: upgrade` is what makes it a switch: a
+                        // `close` added here would refuse it.
+                        busy.upgraded();
+                    } else if *this.http1 && *this.stage.borrow() >= Stage::Draining {
                         response
                             .headers_mut()
                             .insert(CONNECTION, HeaderValue::from_static("close"));
                     }
-                    let busy = this.busy.take().expect("a response is produced once");
                     return Poll::Ready(Ok(response.map(|body| Tracked { body, _busy: busy })));
                 }
             };

@@ -5,7 +5,11 @@
 //! shared state the service side updates; it never touches requests.
 //!
 //! HTTP/2 connections (recognised by their preface) are left alone: h2 has
-//! its own keep-alive and a head timeout makes no sense across streams.
+//! its own keep-alive and a head timeout makes no sense across streams. So
+//! are upgraded connections (a `101 Switching Protocols` was sent): their
+//! bytes are another protocol's (a WebSocket's frames), never a request
+//! head, and a quiet WebSocket is neither an idle keep-alive connection nor
+//! one to park.
 //!
 //! It also tells when an HTTP/1 connection has been idle long enough to be
 //! parked (see `park`): it asks for it through `ConnState`, and then lets
@@ -42,6 +46,9 @@ pub(crate) struct ConnState {
     /// The connection has been idle for the park delay: the connection loop
     /// is to close hyper's side of it and keep the socket.
     park: AtomicBool,
+    /// Set when the connection switched protocols: no time limit applies
+    /// any more.
+    upgraded: AtomicBool,
 }
 
 impl ConnState {
@@ -60,11 +67,25 @@ impl ConnState {
     pub(crate) fn park_requested(&self) -> bool {
         self.park.load(Ordering::Acquire)
     }
+
+    fn is_upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::Acquire)
+    }
 }
 
 /// Keeps the connection "busy" until the response (body included) is done.
 #[derive(Debug)]
 pub(crate) struct BusyGuard(Arc<ConnState>);
+
+impl BusyGuard {
+    /// The response switches protocols: from now on the connection's bytes
+    /// are not HTTP, and neither the head nor the idle limit applies. Set
+    /// before hyper sends the `101`, so before any byte of the new protocol
+    /// is read.
+    pub(crate) fn upgraded(&self) {
+        self.0.upgraded.store(true, Ordering::Release);
+    }
+}
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
@@ -265,7 +286,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.h2 {
+        if this.h2 || this.state.is_upgraded() {
             return Pin::new(&mut this.io).poll_read(cx, buf);
         }
         let before = buf.filled().len();

@@ -4,8 +4,9 @@
 //!
 //! 1. stop accepting (the socket stays open in the process manager, so new
 //!    connections wait in the kernel's queue for the next generation);
-//! 2. answer HTTP/1 requests with `Connection: close`, so keep-alive clients
-//!    move to a new connection after their current response;
+//! 2. answer HTTP/1 requests with `Connection: close` (a `101` excepted: it
+//!    switches protocols), so keep-alive clients move to a new connection
+//!    after their current response;
 //! 3. after a short idle grace, close idle connections (HTTP/1) and send
 //!    GOAWAY (HTTP/2) — closing an idle connection at once would race with a
 //!    client that is just reusing it;
