@@ -6,7 +6,11 @@
 //! body is also where the request is counted in its pool's stats. A body
 //! broken off because the client's own request body failed (the member may
 //! answer before it has read the whole upload) is the client's doing: the
-//! member is not blamed and the pool does not count it.
+//! member is not blamed and the pool does not count it. An event stream
+//! ends early, between two events, when the proxy drains or its member
+//! leaves the config (`sse`): a clean
+//! end for the client and a success for the member, whose connection, cut
+//! mid-body, is not reused.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +23,9 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::client_body::FaultRecord;
+use crate::sse::EventEnd;
 use crate::stats::PoolRecord;
+use crate::tunnel::GoAway;
 use crate::upstream::{BoxError, MemberConns, Sender};
 
 /// The body of every response the proxy sends.
@@ -63,6 +69,8 @@ pub struct UpstreamBody {
     pool: Option<PoolRecord>,
     /// The pool's `total_timeout`, counted from when the request was sent.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// For an event stream: where it may end when the proxy drains.
+    events: Option<Box<EventEnd>>,
 }
 
 impl UpstreamBody {
@@ -76,6 +84,31 @@ impl UpstreamBody {
             lease: Some(lease),
             pool: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            events: None,
+        }
+    }
+
+    /// The body is an event stream: on `go_away` it ends at the end of the
+    /// last complete event received.
+    pub(crate) fn end_events_on(&mut self, go_away: GoAway) {
+        self.events = Some(Box::new(EventEnd::new(go_away)));
+    }
+
+    /// Turns true when the member that answered leaves the config.
+    pub(crate) fn member_leaving(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.lease.as_ref().map(|l| l.conns.leaving())
+    }
+
+    /// Ends an event stream between two events, its upstream still
+    /// sending: the member answered well, but its connection is left
+    /// mid-body and is not reused.
+    fn end_between_events(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let now = tokio::time::Instant::now();
+            lease.picked.report_at(lease.outcome, now);
+            if let Some(record) = self.pool.take() {
+                record.end(now, false);
+            }
         }
     }
 
@@ -141,6 +174,13 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(events) = &mut this.events
+            && events.poll_away(cx)
+            && events.events.between()
+        {
+            this.end_between_events();
+            return Poll::Ready(None);
+        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if polled.is_pending() {
             if let Some(deadline) = &mut this.deadline
@@ -153,7 +193,18 @@ impl Body for UpstreamBody {
             return Poll::Pending;
         }
         match ready!(polled) {
-            Some(Ok(frame)) => {
+            Some(Ok(mut frame)) => {
+                if let Some(events) = &mut this.events
+                    && let Some(data) = frame.data_mut()
+                    && let Some(end) = events.events.feed(data)
+                    && events.away()
+                    && end < data.len()
+                {
+                    // Draining: the complete events go, the rest never
+                    // will; the next poll ends the body.
+                    data.truncate(end);
+                    events.events = Default::default();
+                }
                 if this.inner.is_end_stream() {
                     this.finish(true);
                 }

@@ -15,7 +15,11 @@
 //!
 //! Client connections are served by `handoff::http::Server` (the same code
 //! that drains apps): limits (431, 408, connection count), `Connection:
-//! close` while draining, GOAWAY for HTTP/2, exit as soon as drained.
+//! close` while draining, GOAWAY for HTTP/2, exit as soon as drained. The
+//! long-lived streams the server cannot end by itself are ended by the
+//! proxy when the drain starts, the way their protocols announce an end: a
+//! WebSocket gets a close frame with code 1001 (going away) in both
+//! directions, an event stream ends between two events.
 //!
 //! HTTPS: a listener with `[listener.tls]` sets `X-Forwarded-Proto: https`
 //! and adds its `Strict-Transport-Security` to every response; a plain one
@@ -44,12 +48,14 @@ mod probe;
 mod route_stats;
 mod service;
 mod snapshot;
+mod sse;
 mod stats;
 #[cfg(test)]
 mod tests;
 mod tunnel;
 mod upstream;
 mod upstream_tls;
+mod ws_frames;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -339,6 +345,18 @@ impl Proxy {
             let _ = phase.wait_for(|p| *p >= Phase::Ready).await;
         }
         ready();
+        let streams = tokio::spawn({
+            let shared = self.shared.clone();
+            let mut stop = stop.clone();
+            async move {
+                // A dropped sender stops the servers too.
+                let _ = stop.wait_for(|s| *s >= Stop::Drain).await;
+                shared.tunnels.go_away();
+                if stop.wait_for(|s| *s == Stop::Now).await.is_ok() {
+                    shared.tunnels.close();
+                }
+            }
+        });
 
         let mut report = StopReport {
             drained: true,
@@ -371,6 +389,7 @@ impl Proxy {
                 .drain(began + settings.drain_timeout.max(Duration::from_millis(1)))
                 .await;
         }
+        streams.abort();
         report
     }
 }

@@ -423,11 +423,14 @@ impl ProxyService {
                 if parts.status == StatusCode::SWITCHING_PROTOCOLS {
                     let mut upstream_response = Response::from_parts(parts.clone(), ());
                     *upstream_response.extensions_mut() = std::mem::take(&mut parts.extensions);
+                    let leaving = body.member_leaving();
                     body.detach();
                     if let Some(client) = client_upgrade {
-                        self.shared
-                            .tunnels
-                            .spawn(client, hyper::upgrade::on(upstream_response));
+                        self.shared.tunnels.spawn(
+                            client,
+                            hyper::upgrade::on(upstream_response),
+                            leaving,
+                        );
                     }
                     strip_hop_by_hop(&mut parts.headers, true);
                     return (
@@ -437,6 +440,11 @@ impl ProxyService {
                     );
                 }
                 strip_hop_by_hop(&mut parts.headers, false);
+                let mut body = body;
+                if crate::sse::is_event_stream(&parts.headers) {
+                    let go_away = self.shared.tunnels.go_away_signal(body.member_leaving());
+                    body.end_events_on(go_away);
+                }
                 (
                     Response::from_parts(parts, ProxyBody::Upstream(body)),
                     Some(member),

@@ -220,8 +220,9 @@ impl Registry {
         self.pools = keep_pools;
         // Whatever is left was removed from the config.
         for ((pool, member), entry) in self.members.drain() {
-            tracing::info!(%pool, %member, "member removed: closing its idle connections");
+            tracing::info!(%pool, %member, "member removed: closing its idle connections and ending its streams");
             entry.conns.close_idle();
+            entry.conns.leave();
             entry.watcher.abort();
         }
         self.members = keep;

@@ -65,6 +65,9 @@ pub(crate) struct MemberConns {
     tls: Option<MemberTls>,
     /// Set while the member is unavailable or gone: nothing is pooled.
     closed: AtomicBool,
+    /// Turns true when the member leaves the config: its long-lived
+    /// streams end the way their protocols announce it (`tunnel`, `sse`).
+    leaving: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Debug)]
@@ -85,7 +88,20 @@ impl MemberConns {
             connect_timeout: settings.connect_timeout,
             tls: settings.tls,
             closed: AtomicBool::new(false),
+            leaving: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// The member left the config: no request goes to it any more, so its
+    /// WebSockets and event streams are ended too, cleanly, rather than
+    /// holding it (a deploy waits for its requests before stopping it).
+    pub(crate) fn leave(&self) {
+        self.leaving.send_replace(true);
+    }
+
+    /// Turns true when the member leaves the config.
+    pub(crate) fn leaving(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.leaving.subscribe()
     }
 
     pub(crate) fn key(&self) -> &str {

@@ -1,6 +1,7 @@
 //! `baton upgrade`: the running `baton serve` is replaced by a new process
-//! of the binary on disk while load runs — the same listening sockets, the
-//! same instance processes — and the old process exits as soon as its last
+//! of the binary on disk while load runs — every kind, WebSockets, event
+//! streams and HTTP/2 included — with the same listening sockets and the
+//! same instance processes, and the old process exits as soon as its last
 //! connection is done. A new process that is refused (bad config, crash at
 //! start, never ready) changes nothing: the old one serves on. A deploy
 //! during an upgrade gets exit 75.
@@ -11,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use loadgen::{Load, LoadConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::deploy::service_config_with;
 use crate::support::{self, Proc, TempDir, baton_serve_with, field, wait_version};
@@ -68,6 +71,8 @@ async fn stopped(baton: &mut Proc, pid: u32) -> String {
         .await
 }
 
+/// Every kind of traffic: keep-alive, new connections, POSTs, slow
+/// requests, WebSockets, event streams and HTTP/2.
 fn load(addr: &str) -> Load {
     Load::start(LoadConfig {
         keepalive_workers: 3,
@@ -75,9 +80,23 @@ fn load(addr: &str) -> Load {
         post_workers: 2,
         slow_workers: 2,
         slow_ms: 200,
+        websocket_workers: 2,
+        sse_workers: 2,
+        sse_interval_ms: 20,
+        h2_workers: 2,
         max_duration: Duration::from_secs(120),
         ..LoadConfig::new(addr.parse::<SocketAddr>().unwrap())
     })
+}
+
+/// The long-lived kinds moved from process to process by ends they were
+/// told about (a WebSocket's 1001, an event stream ended between events,
+/// HTTP/2's GOAWAY), none by a failure.
+fn streams_moved(report: &loadgen::Report) {
+    for kind in ["websocket", "sse", "h2"] {
+        let tally = &report.workers[kind];
+        assert!(tally.announced_ends > 0, "{kind}: {tally:?}\n{report}");
+    }
 }
 
 /// Stops the last baton (not the test's child any more) and waits for it.
@@ -125,6 +144,7 @@ async fn ten_upgrades_under_load_keep_the_instances_and_fail_nothing() {
     let report = load.stop().await;
     eprintln!("{report}");
     report.assert_no_failures();
+    streams_moved(&report);
     // The same two instances served throughout: none was started again.
     assert_eq!(baton.instance_pids(), instances, "{}", baton.dump());
     let served: BTreeSet<u32> = report
@@ -149,9 +169,10 @@ async fn ten_upgrades_under_load_keep_the_instances_and_fail_nothing() {
     stop_last(&mut baton, old).await;
 }
 
-/// The old process keeps serving what it holds (here a WebSocket, echoing
-/// after the upgrade) and exits as soon as that closes — long before its
-/// 60 s drain deadline.
+/// The old process finishes what it holds — here a request whose body is
+/// still arriving — and exits as soon as that is done, long before its 60 s
+/// drain deadline. A WebSocket it held is told to go away (1001) at once:
+/// its client reconnects, to the new process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_process_exits_when_its_last_connection_closes() {
     let dir = TempDir::new("upgrade-drain");
@@ -163,13 +184,30 @@ async fn old_process_exits_when_its_last_connection_closes() {
     let mut ws = support::ws_connect(&addr, "/ws").await;
     support::ws_send_text(&mut ws, "before").await;
     assert_eq!(support::ws_read(&mut ws).await, (1, b"before".to_vec()));
+    // An upload on a connection the old process serves (its first request
+    // was answered there), half sent.
+    let mut upload = TcpStream::connect(&addr).await.unwrap();
+    upload
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = upload.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    upload
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+        .await
+        .unwrap();
 
     let (code, out) = upgrade(&control, "30s").await;
     assert_eq!(code, 0, "{out}\n{}", baton.dump());
     let new = new_pid(&mut baton, 1).await;
-    // The old process still holds the WebSocket and serves it.
-    support::ws_send_text(&mut ws, "after").await;
-    assert_eq!(support::ws_read(&mut ws).await, (1, b"after".to_vec()));
+    let (op, payload) = support::ws_read(&mut ws).await;
+    assert_eq!((op, &payload[..2]), (8, &1001u16.to_be_bytes()[..]));
+    drop(ws);
+    // New connections reach the new process; the old one still holds the
+    // upload.
+    assert_eq!(support::get(&addr, "/").await.status, 200);
     assert!(
         !baton
             .lines()
@@ -178,9 +216,16 @@ async fn old_process_exits_when_its_last_connection_closes() {
         "{}",
         baton.dump()
     );
-    // New connections reach the new process.
-    assert_eq!(support::get(&addr, "/").await.status, 200);
-    drop(ws);
+    upload.write_all(b"world").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(support::EVENT_TIMEOUT, upload.read_to_end(&mut answer))
+        .await
+        .expect("the upload was not answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(answer.ends_with("helloworld"), "{answer}");
     let status = baton.wait_exit().await;
     assert!(status.success(), "{}", baton.dump());
     let first = baton.pid;

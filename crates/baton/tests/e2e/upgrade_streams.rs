@@ -1,11 +1,15 @@
-//! Long-lived streams through `baton serve`: a WebSocket is not an HTTP
-//! request, so the listener's head and idle limits do not cut it.
+//! Long-lived streams through `baton serve` when it drains (SIGTERM, and the
+//! old process of an upgrade): a WebSocket gets a close frame with 1001
+//! (going away) and an event stream ends between two events — ends a client
+//! knows were announced, never a reset — while the app behind keeps running.
+//! And a WebSocket is not an HTTP request: the listener's head and idle
+//! limits do not cut it.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    EVENT_TIMEOUT, TempDir, baton_serve, start_hello, ws_connect, ws_read, ws_send_text,
+    EVENT_TIMEOUT, TempDir, baton_serve, dechunk, start_hello, ws_connect, ws_read, ws_send_text,
 };
 
 /// One listener (with `listener` keys added) in front of `member`, a 60 s
@@ -30,6 +34,63 @@ async fn read_to_close(s: &mut TcpStream, got: &mut Vec<u8>) -> std::io::Result<
         .await
         .expect("the connection was not closed")
         .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_websockets_and_event_streams_cleanly() {
+    let (_app, member) = start_hello(&[]).await;
+    let dir = TempDir::new("streams-drain");
+    let (mut baton, addr) = baton_serve(&config(&dir, &member, "")).await;
+
+    let mut ws = ws_connect(&addr, "/ws").await;
+    ws_send_text(&mut ws, "before").await;
+    assert_eq!(ws_read(&mut ws).await, (1, b"before".to_vec()));
+    let mut sse = TcpStream::connect(&addr).await.unwrap();
+    sse.write_all(b"GET /events?interval_ms=20 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while String::from_utf8_lossy(&events).matches("tick").count() < 2 {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(EVENT_TIMEOUT, sse.read(&mut buf))
+            .await
+            .expect("no events")
+            .unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&events));
+        events.extend_from_slice(&buf[..n]);
+    }
+
+    baton.signal(libc::SIGTERM);
+    // The WebSocket: a close frame saying 1001; answered, the connection
+    // then ends cleanly.
+    let (op, payload) = ws_read(&mut ws).await;
+    assert_eq!(op, 8, "a close frame, not {payload:?}");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
+    ws.write_all(&[0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe9 ^ 2])
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    read_to_close(&mut ws, &mut rest)
+        .await
+        .expect("the WebSocket's connection was reset");
+    assert!(rest.is_empty(), "{rest:?}");
+    // The event stream: the response ends (the last chunk) after a whole
+    // event, while the app goes on ticking.
+    read_to_close(&mut sse, &mut events)
+        .await
+        .expect("the event stream's connection was reset");
+    let text = String::from_utf8_lossy(&events);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("text/event-stream"), "{head}");
+    assert!(
+        body.ends_with("\r\n0\r\n\r\n"),
+        "not a complete response: {body:?}"
+    );
+    let body = dechunk(body);
+    assert!(body.ends_with("\n\n"), "ended inside an event: {body:?}");
+    assert!(!body.contains("shutdown"), "{body:?}");
+    // Both ended on purpose, long before the drain deadline.
+    assert!(baton.wait_exit().await.success(), "{}", baton.dump());
 }
 
 /// The WebSocket's messages after the 101 are not a request head (it once
