@@ -6,6 +6,10 @@
 //! [`Engine::converge`], a rolling deploy within its share of the
 //! cluster-wide bounds ([`slots`], [`slot_limits`]).
 //!
+//! A reload that changes a supervised service's `version` in the file goes
+//! the same way ([`Engine::reload_in_cluster`]): the version is the
+//! cluster's, so this node never runs it alone.
+//!
 //! Nothing here talks to a registry or waits on one itself.
 
 use std::future::Future;
@@ -133,6 +137,67 @@ impl Engine {
             Some(limits),
         )
         .await
+    }
+}
+
+impl Engine {
+    /// The version a reload's `plan` deploys if it must go to the cluster:
+    /// with [`ClusterDeploys`] set, a supervised service whose file names
+    /// another version than the one this node runs.
+    pub(crate) fn cluster_version(
+        &self,
+        service: &config::Service,
+        plan: &config::diff::ServicePlan,
+    ) -> Option<(Arc<dyn ClusterDeploys>, config::Version)> {
+        let cluster = self.inner.cluster_deploys.get()?;
+        let config::Runner::Supervised(_) = &service.runner else {
+            return None;
+        };
+        let version = plan.deploy.as_ref()?.version.clone()?;
+        let new = version.as_str() != self.saved(&service.name).version;
+        new.then(|| (Arc::clone(cluster), version))
+    }
+
+    /// A reload's change of a supervised service whose file names a new
+    /// `version`, in a cluster: settings that need a new set first, on this
+    /// node at the version it runs; then the version, cluster-wide (every
+    /// node converges to it, this one within its slot like the others, so
+    /// the service is released to its converger meanwhile); then the new
+    /// number of instances here.
+    pub(crate) async fn reload_in_cluster(
+        &self,
+        service: &config::Service,
+        plan: &config::diff::ServicePlan,
+        (cluster, version): (Arc<dyn ClusterDeploys>, config::Version),
+        reporter: &Reporter,
+        busy: &mut Option<Busy>,
+    ) -> Result<(), DeployError> {
+        let name = service.name.as_str();
+        if plan.deploy.as_ref().is_some_and(|d| d.new_set) {
+            let settings = config::diff::ServicePlan {
+                deploy: Some(config::diff::Deploy {
+                    version: None,
+                    targets: false,
+                    new_set: true,
+                }),
+                scale: None,
+            };
+            self.change_service(service, &settings, reporter).await?;
+        }
+        tracing::info!(service = name, %version, "the file names a new version: deploying it across the cluster");
+        *busy = None;
+        cluster
+            .deploy(service, version, service.strategy, reporter.clone())
+            .await?;
+        if let Some(scale) = plan.scale {
+            *busy = Some(Busy::claim_when_free(self, name, reporter).await);
+            let instances = config::diff::ServicePlan {
+                deploy: None,
+                scale: Some(scale),
+            };
+            self.change_service(service, &instances, reporter).await?;
+        }
+        Ok(())
     }
 }
 

@@ -11,8 +11,10 @@
 //!   proxy reads).
 //!
 //! The version: a `version` changed in the file is a deploy of that
-//! version; an unchanged one keeps the version serving (the state's, which
-//! `baton deploy` may have moved), even when other fields change.
+//! version (in a cluster, of a supervised service, a cluster-wide deploy,
+//! as `baton deploy` sent to this node); an unchanged one keeps the version
+//! serving (the state's, which `baton deploy` may have moved), even when
+//! other fields change.
 //!
 //! A reload is refused, and changes nothing, when the proxy refuses the
 //! config, when it would remove every service, or when it would change a
@@ -250,21 +252,28 @@ impl Engine {
                     reporter = w.started(&name, reporter);
                 }
                 async move {
-                    let busy = match claim {
+                    let mut busy = Some(match claim {
                         Some(b) => b,
                         None => {
                             tracing::info!(service = %name, "waiting for the running deploy to end before applying the new config");
                             Busy::claim_when_free(&engine, &name, &reporter).await
                         }
-                    };
+                    });
                     let result = match job {
                         Job::Remove(service) => {
                             engine.remove_service(&service).await;
                             Ok(())
                         }
-                        Job::Change(service, plan) => {
-                            engine.change_service(&service, &plan, &reporter).await
-                        }
+                        // A new version of a supervised service in a
+                        // cluster is the cluster's (`cluster.rs`).
+                        Job::Change(service, plan) => match engine.cluster_version(&service, &plan) {
+                            Some(to) => {
+                                engine
+                                    .reload_in_cluster(&service, &plan, to, &reporter, &mut busy)
+                                    .await
+                            }
+                            None => engine.change_service(&service, &plan, &reporter).await,
+                        },
                     };
                     drop(busy);
                     if let Some(w) = &watcher {
@@ -354,7 +363,7 @@ impl Engine {
     }
 
     /// A changed service: its deploy, then its scaling.
-    async fn change_service(
+    pub(crate) async fn change_service(
         &self,
         service: &config::Service,
         plan: &config::diff::ServicePlan,

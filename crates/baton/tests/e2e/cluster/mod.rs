@@ -21,11 +21,14 @@
 //! - `quorum`: on a three-member etcd, the loss of one member, then of all
 //!   of them, under load through two front doors;
 //! - `startup`: a wrong endpoint or password stops `baton serve` at start;
-//! - `view`: the whole cluster in `baton status`.
+//! - `view`: the whole cluster in `baton status`;
+//! - `reload`: a version changed in one node's file is deployed on every
+//!   node.
 
 mod deploy;
 mod net;
 mod quorum;
+mod reload;
 mod startup;
 mod view;
 
