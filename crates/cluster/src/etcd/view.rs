@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use etcd_client::GetOptions;
+use tokio::time::Instant;
 
 use super::Etcd;
 use super::request::retrying;
@@ -18,6 +19,9 @@ const MAX_KEYS: i64 = 20_000;
 
 /// The most leases whose time left is asked for (one request each).
 const MAX_LEASES: usize = 64;
+
+/// The longest all those requests take together.
+const LEASES_WITHIN: Duration = Duration::from_secs(1);
 
 impl Etcd {
     /// The cluster now: nodes, their instances, each service's desired
@@ -42,6 +46,9 @@ impl Etcd {
         });
         let mut view = View::build(&inner.prefix, self.node().as_str(), revision, entries);
         view.truncated = read.more();
+        // The leases' time left, all asked within one bound: the view is
+        // shown without what etcd did not say by then.
+        let end = Instant::now() + LEASES_WITHIN.min(inner.options.request_timeout);
         for node in view.nodes.iter_mut().take(MAX_LEASES) {
             let Some(lease) = node.lease.as_deref() else {
                 continue;
@@ -49,20 +56,14 @@ impl Etcd {
             let Ok(id) = i64::from_str_radix(lease, 16) else {
                 continue;
             };
-            node.lease_ttl_left_s = self.lease_left(id).await;
+            let mut client = client.clone();
+            let asked = tokio::time::timeout_at(end, client.lease_time_to_live(id, None)).await;
+            match asked {
+                Ok(Ok(answer)) if answer.ttl() >= 0 => node.lease_ttl_left_s = Some(answer.ttl()),
+                Ok(_) => {}
+                Err(_) => break,
+            }
         }
         Ok(view)
-    }
-
-    /// The seconds left on lease `id`, if etcd says within a short bound
-    /// (the view is shown without it otherwise).
-    async fn lease_left(&self, id: i64) -> Option<i64> {
-        let mut client = self.inner.client.clone();
-        let bound = Duration::from_secs(1).min(self.inner.options.request_timeout);
-        let asked = tokio::time::timeout(bound, client.lease_time_to_live(id, None)).await;
-        match asked {
-            Ok(Ok(answer)) if answer.ttl() >= 0 => Some(answer.ttl()),
-            _ => None,
-        }
     }
 }
