@@ -165,7 +165,10 @@ impl Engine {
                     tracing::info!(service = %name, instances = set.instances.len(), "adopting the instances a previous baton left running");
                     adopt.insert(name.clone(), set);
                 } else {
-                    crate::supervised::stop_orphans(set.instances);
+                    let grace = self
+                        .service(&name)
+                        .map_or(crate::supervised::ORPHAN_GRACE, |s| s.drain_timeout);
+                    crate::supervised::stop_orphans(set.instances, grace);
                 }
             }
         }

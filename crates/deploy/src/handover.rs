@@ -189,7 +189,10 @@ impl Engine {
         // What nobody took: stopped (gracefully) by a group that wants none.
         for (name, h) in handed {
             tracing::warn!(service = %name, instances = h.instances.len(), "stopping handed-over instances the config does not run");
-            crate::supervised::stop_orphans(h.instances);
+            let grace = self
+                .service(&name)
+                .map_or(crate::supervised::ORPHAN_GRACE, |s| s.drain_timeout);
+            crate::supervised::stop_orphans(h.instances, grace);
         }
         Ok(())
     }

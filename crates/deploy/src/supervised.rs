@@ -74,13 +74,25 @@ pub(crate) fn start(
     Ok(group)
 }
 
+/// How long a handed-over instance of a service the config no longer has
+/// may take to exit after SIGTERM (its own `drain_timeout` went with the
+/// old config): the default `drain_timeout`.
+pub(crate) const ORPHAN_GRACE: Duration = Duration::from_secs(30);
+
 /// Handed-over instances nobody runs any more: SIGTERM to each that is
-/// still the recorded process.
-pub(crate) fn stop_orphans(instances: Vec<supervisor::Adopted>) {
+/// still the recorded process, SIGKILL to it and its process group if it
+/// is still running `grace` later (its service's `drain_timeout`, or
+/// [`ORPHAN_GRACE`]). Each is stopped on a task of its own.
+pub(crate) fn stop_orphans(instances: Vec<supervisor::Adopted>, grace: Duration) {
     for a in instances {
-        if let Err(e) = supervisor::terminate(&a) {
-            tracing::info!(pid = a.pid, error = %e, "handed-over instance not stopped");
-        }
+        tokio::spawn(async move {
+            match supervisor::stop(&a, grace).await {
+                Ok(killed) => tracing::info!(pid = a.pid, killed, "handed-over instance stopped"),
+                Err(e) => {
+                    tracing::info!(pid = a.pid, error = %e, "handed-over instance not stopped")
+                }
+            }
+        });
     }
 }
 

@@ -113,13 +113,24 @@ impl PidFd {
     }
 }
 
-/// SIGTERM to a recorded instance, if it is still that process.
-pub fn terminate(adopted: &Adopted) -> Result<(), AdoptError> {
-    let fd = open_verified(adopted.pid, adopted.start_time)?;
-    rustix::process::pidfd_send_signal(&fd, Signal::TERM).map_err(|e| AdoptError::Io {
-        pid: adopted.pid,
-        source: e.into(),
-    })
+/// Stops a recorded instance, if it is still that process: SIGTERM, then,
+/// if it has not exited within `grace`, SIGKILL to it and its process
+/// group. Resolves once it has exited; returns whether SIGKILL was needed.
+/// Must be called within a tokio runtime.
+pub async fn stop(adopted: &Adopted, grace: std::time::Duration) -> Result<bool, AdoptError> {
+    let process = PidFd::open(adopted.pid, adopted.start_time)?;
+    process.signal(Signal::TERM);
+    if tokio::time::timeout(grace, process.exited()).await.is_ok() {
+        return Ok(false);
+    }
+    tracing::warn!(
+        pid = adopted.pid,
+        grace_ms = grace.as_millis(),
+        "a handed-over instance outlived its grace after SIGTERM: SIGKILL"
+    );
+    process.kill_group();
+    process.exited().await;
+    Ok(true)
 }
 
 /// A pidfd of process `pid` if it is still the one started at
@@ -205,5 +216,73 @@ mod tests {
             PidFd::open(pid, started),
             Err(AdoptError::Gone(_)) | Err(AdoptError::Reused { .. })
         ));
+    }
+
+    fn recorded(child: &std::process::Child) -> Adopted {
+        Adopted {
+            pid: child.id(),
+            start_time: start_time_of(child.id()).unwrap(),
+            addr: None,
+            ready: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn stop_is_sigterm_then_sigkill_to_the_group_after_the_grace() {
+        use std::os::unix::process::CommandExt;
+        // Leaves on SIGTERM: stopped without SIGKILL, however long the grace.
+        let mut polite = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let killed = stop(&recorded(&polite), std::time::Duration::from_secs(3600)).await;
+        assert!(!killed.unwrap());
+        assert!(polite.wait().unwrap().code().is_none());
+
+        // Ignores SIGTERM, and so does the child it started in its group:
+        // both are killed once the grace is over.
+        let mut stubborn = std::process::Command::new("sh")
+            .args(["-c", "trap '' TERM; sleep 30 & echo $!; wait"])
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(stubborn.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let grandchild: u32 = line.trim().parse().unwrap();
+        let grandchild_started = start_time_of(grandchild).unwrap();
+        let killed = stop(&recorded(&stubborn), std::time::Duration::from_millis(100)).await;
+        assert!(killed.unwrap());
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(stubborn.wait().unwrap().signal(), Some(libc::SIGKILL));
+        // The grandchild got SIGKILL too: gone, or a zombie until init reaps it.
+        if let Ok(fd) = PidFd::open(grandchild, grandchild_started) {
+            tokio::time::timeout(std::time::Duration::from_secs(10), fd.exited())
+                .await
+                .expect("the grandchild outlived SIGKILL to its group");
+        }
+
+        // A record whose process is gone: an error, no signal sent.
+        assert!(matches!(
+            stop(&recorded_gone(), std::time::Duration::ZERO).await,
+            Err(AdoptError::Gone(_)) | Err(AdoptError::Reused { .. })
+        ));
+    }
+
+    fn recorded_gone() -> Adopted {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let record = Adopted {
+            pid: child.id(),
+            start_time: 1,
+            addr: None,
+            ready: true,
+        };
+        child.wait().unwrap();
+        record
     }
 }

@@ -24,7 +24,7 @@ mod restart;
 mod sockets;
 mod spawn;
 
-pub use adopt::{AdoptError, Adopted, start_time_of, terminate};
+pub use adopt::{AdoptError, Adopted, start_time_of, stop};
 pub use backoff::Backoff;
 pub use command::{CommandError, CommandSpec};
 pub use group::{Event, ExitSummary, Group, GroupConfig, GroupError, Readiness, RolloutError};
