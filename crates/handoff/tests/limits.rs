@@ -291,3 +291,28 @@ async fn a_draining_server_still_switches_protocols() {
     assert!(!head.to_ascii_lowercase().contains("close"), "{head:?}");
     echoes(&mut s, "still here").await;
 }
+
+/// A server that answers before it has read the whole request (here a body
+/// nobody reads) and closes reads and discards the rest, so the client
+/// finishes sending and reads the answer: closing with bytes unread would
+/// reset the connection under the client's feet.
+#[tokio::test]
+async fn a_closing_connection_reads_what_the_client_still_sends() {
+    let (addr, _stop, _) = start(Limits::default()).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let body = vec![b'x'; 16 << 20];
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::timeout(BOUND, s.write_all(&body))
+        .await
+        .expect("the body was not taken")
+        .expect("the connection was reset while the body was sent");
+    let got = read_all(&mut s).await;
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("ok"),
+        "{got:?}"
+    );
+}

@@ -14,6 +14,10 @@
 //! It also tells when an HTTP/1 connection has been idle long enough to be
 //! parked (see `park`): it asks for it through `ConnState`, and then lets
 //! hyper's closing of the connection end without shutting the socket down.
+//!
+//! And it closes lingering: once our side is shut down, what the peer still
+//! sends is read and dropped until it closes its side too (at most 2 s), so
+//! that no unread byte makes the kernel reset the connection.
 
 use std::io;
 use std::pin::Pin;
@@ -149,7 +153,14 @@ pub(crate) struct Guarded<I> {
     park_at: Option<Instant>,
     /// Parking was asked for: a shutdown from hyper leaves the socket open.
     parking: bool,
+    /// When a closing connection stops waiting for its peer to close too
+    /// (see `poll_shutdown`); set once our side is shut down.
+    linger_until: Option<Instant>,
 }
+
+/// The longest a closing connection reads and discards what its peer still
+/// sends, waiting for it to close its side too.
+const LINGER: Duration = Duration::from_secs(2);
 
 impl<I> Guarded<I> {
     pub(crate) fn new(io: I, state: Arc<ConnState>, timeouts: Timeouts) -> Guarded<I> {
@@ -167,6 +178,7 @@ impl<I> Guarded<I> {
             seen_started: 0,
             park_at: None,
             parking: false,
+            linger_until: None,
         }
     }
 
@@ -356,7 +368,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -387,6 +399,42 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
             // socket stays open for the next request.
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        let this = &mut *self;
+        let until = match this.linger_until {
+            Some(until) => until,
+            None => {
+                std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+                *this
+                    .linger_until
+                    .insert(Instant::now().saturating_add(LINGER))
+            }
+        };
+        // A lingering close: what the peer sent before it saw our end (an
+        // HTTP/2 request crossing our GOAWAY, the rest of an upload) must
+        // not be left unread when the socket closes, or the kernel answers
+        // it with a reset — which can reach the peer before it has read our
+        // last bytes, and fails its next write. So the shutdown completes
+        // when the peer has closed its side too, or after `LINGER`.
+        let mut scratch = [0u8; 2048];
+        for read in 0.. {
+            if read == 16 {
+                // A peer that keeps sending: let other tasks run, and the
+                // deadline be checked.
+                cx.waker().wake_by_ref();
+                break;
+            }
+            let mut discard = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.io).poll_read(cx, &mut discard) {
+                Poll::Ready(Ok(())) if discard.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => break,
+            }
+        }
+        if this.passed(cx, until) {
+            tracing::debug!("the peer did not close its side in time: closing");
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
     }
 }
