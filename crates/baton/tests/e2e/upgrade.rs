@@ -95,6 +95,7 @@ fn load(addr: &str) -> Load {
 fn streams_moved(report: &loadgen::Report) {
     for kind in ["websocket", "sse", "h2"] {
         let tally = &report.workers[kind];
+        eprintln!("{kind}: {tally:?}");
         assert!(tally.announced_ends > 0, "{kind}: {tally:?}\n{report}");
     }
 }
