@@ -41,6 +41,39 @@ enum Goal {
     Back,
 }
 
+/// What a cluster deploy writes, and what it undoes to if a node fails.
+#[derive(Debug, PartialEq, Eq)]
+struct Plan {
+    /// The version desired.
+    version: config::Version,
+    /// Its `previous`.
+    previous: Option<config::Version>,
+    /// The version desired now (none before the first cluster deploy: the
+    /// version this node runs), set back if a node fails.
+    back: Option<config::Version>,
+}
+
+impl Goal {
+    /// The plan from the desired version now; `None` when there is nothing
+    /// to go back to. Asking again for the version already desired keeps
+    /// its `previous`, so that a rollback still goes where it went before.
+    fn plan(self, current: Option<&Desired>, running: Option<config::Version>) -> Option<Plan> {
+        let back = current.map(|d| d.version.clone()).or(running);
+        let (version, previous) = match self {
+            Goal::Version(v) => match current {
+                Some(d) if d.version == v => (v, d.previous.clone()),
+                _ => (v, back.clone()),
+            },
+            Goal::Back => (current?.previous.clone()?, back.clone()),
+        };
+        Some(Plan {
+            version,
+            previous,
+            back,
+        })
+    }
+}
+
 impl deploy::ClusterDeploys for Deploys {
     fn deploy(
         &self,
@@ -137,16 +170,14 @@ impl Run {
         };
         let current = self.etcd.desired(name).await.map_err(registry)?;
         let running = self.engine.running_version(&service);
-        let now = current
-            .as_ref()
-            .map(|d| d.desired.version.clone())
-            .or_else(|| running.and_then(|v| v.parse().ok()));
-        let (version, previous) = match goal {
-            Goal::Version(v) => (v, now.clone()),
-            Goal::Back => match current.as_ref().and_then(|d| d.desired.previous.clone()) {
-                Some(previous) => (previous, now.clone()),
-                None => return Err(DeployError::NothingToRollBack(service)),
-            },
+        let running = running.and_then(|v| v.parse().ok());
+        let Some(Plan {
+            version,
+            previous,
+            back,
+        }) = goal.plan(current.as_ref().map(|d| &d.desired), running)
+        else {
+            return Err(DeployError::NothingToRollBack(service));
         };
         let instances = match &self.service.runner {
             config::Runner::Supervised(s) => s.instances as usize,
@@ -165,7 +196,7 @@ impl Run {
         let mut reports = following.receiver();
         let desired = Desired {
             version: version.clone(),
-            previous: previous.clone(),
+            previous,
             rollback_of: None,
             by: self.etcd.node().to_string(),
             at: cluster::now_rfc3339(),
@@ -192,8 +223,8 @@ impl Run {
             Err(NotConverged::Timeout(after)) => Failure::Timeout(after),
             Err(NotConverged::Registry(reason)) => Failure::Registry(reason),
         };
-        // Back everywhere: the version before, as desired again.
-        let Some(back) = previous else {
+        // Back everywhere: the version desired before, as desired again.
+        let Some(back) = back else {
             return Err(DeployError::Failed(failure));
         };
         self.reporter.send(Progress::RollingBack {
@@ -302,5 +333,51 @@ impl Run {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(text: &str) -> config::Version {
+        text.parse().unwrap()
+    }
+
+    fn desired(version: &str, previous: Option<&str>) -> Desired {
+        Desired {
+            version: v(version),
+            previous: previous.map(v),
+            rollback_of: None,
+            by: "node-a".into(),
+            at: "t".into(),
+        }
+    }
+
+    fn plan(version: &str, previous: Option<&str>, back: Option<&str>) -> Option<Plan> {
+        Some(Plan {
+            version: v(version),
+            previous: previous.map(v),
+            back: back.map(v),
+        })
+    }
+
+    #[test]
+    fn a_deploy_desires_its_version_after_the_current_one_and_a_rollback_goes_back() {
+        // The first cluster deploy: the version before is the one running.
+        let first = Goal::Version(v("v2")).plan(None, Some(v("v1")));
+        assert_eq!(first, plan("v2", Some("v1"), Some("v1")));
+        let now = desired("v2", Some("v1"));
+        let next = Goal::Version(v("v3")).plan(Some(&now), Some(v("v1")));
+        assert_eq!(next, plan("v3", Some("v2"), Some("v2")));
+        // The version already desired, asked again (a deploy repeated, a
+        // file reloaded with it): the version before stays, and a failure
+        // sets back the same version.
+        let again = Goal::Version(v("v2")).plan(Some(&now), Some(v("v2")));
+        assert_eq!(again, plan("v2", Some("v1"), Some("v2")));
+        let back = Goal::Back.plan(Some(&now), None);
+        assert_eq!(back, plan("v1", Some("v2"), Some("v2")));
+        assert_eq!(Goal::Back.plan(None, Some(v("v1"))), None);
+        assert_eq!(Goal::Back.plan(Some(&desired("v2", None)), None), None);
     }
 }
