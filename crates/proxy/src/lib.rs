@@ -85,10 +85,10 @@ use crate::tunnel::Tunnels;
 use crate::upstream::ReqBody;
 
 /// How long a client's keep-alive connection stays idle before it is
-/// parked: hyper's buffers for it freed, only the socket kept (see
-/// `handoff::http::Server::park_idle`). Long enough that a client between
-/// two requests of one page load keeps its connection as it is.
-const PARK_IDLE: Duration = Duration::from_secs(1);
+/// parked, by default: hyper's buffers for it freed, only the socket kept
+/// (see `handoff::http::Server::park_idle`). Long enough that a client
+/// between two requests of one page load keeps its connection as it is.
+pub const PARK_IDLE: Duration = Duration::from_secs(1);
 
 fn empty_body() -> ReqBody {
     Empty::<Bytes>::new()
@@ -106,6 +106,8 @@ pub struct Proxy {
     server_tls: HashMap<String, tls::ServerTls>,
     /// Each listener's connection counts, once `serve` started it.
     connections: Mutex<Vec<(String, Arc<handoff::http::ConnCounts>)>>,
+    /// When idle client connections are parked.
+    park_idle: Option<Duration>,
 }
 
 /// A member's count of requests in flight; it stays valid after the member
@@ -160,7 +162,15 @@ impl Proxy {
             challenges: None,
             server_tls: HashMap::new(),
             connections: Mutex::default(),
+            park_idle: Some(PARK_IDLE),
         })
+    }
+
+    /// Parks client connections idle for `after` ([`PARK_IDLE`] by
+    /// default), or never (`None`): for measuring what parking saves.
+    pub fn with_park_idle(mut self, after: Option<Duration>) -> Proxy {
+        self.park_idle = after;
+        self
     }
 
     /// Gives the listener named `listener`, which has `[listener.tls]`, its
@@ -310,7 +320,7 @@ impl Proxy {
                 .notify(false)
                 .drain_timeout(settings.drain_timeout)
                 .idle_grace(settings.idle_grace)
-                .park_idle(Some(PARK_IDLE))
+                .park_idle(self.park_idle)
                 .limits(Limits {
                     max_connections: cfg.max_connections as usize,
                     header_read_timeout: Some(cfg.header_read_timeout),

@@ -361,13 +361,11 @@ impl Drop for ParkedGauge<'_> {
     }
 }
 
-/// `first` followed by `then`, copied only when both have bytes.
+/// `first` followed by `then`, in an allocation of their size: `first` is
+/// hyper's read buffer, which an empty `Bytes` made from it would keep whole.
 fn join(first: Bytes, then: Bytes) -> Bytes {
-    if then.is_empty() {
-        return first;
-    }
-    if first.is_empty() {
-        return then;
+    if first.is_empty() && then.is_empty() {
+        return Bytes::new();
     }
     let mut joined = BytesMut::with_capacity(first.len() + then.len());
     joined.extend_from_slice(&first);
@@ -406,6 +404,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                self.prefix = Bytes::new(); // frees its buffer
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_read(cx, buf)

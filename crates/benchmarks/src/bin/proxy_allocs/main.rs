@@ -6,18 +6,21 @@
 //! - a backend (hyper, one thread) that answers `GET /` with 1 KiB and echoes `POST /echo`;
 //! - the proxy (`proxy::Proxy::serve`, the code `baton serve` runs) on a single-threaded runtime, one listener,
 //!   one pool with the backend, one catch-all route, optionally with an access log;
-//! - the client, on the main thread: plain blocking sockets, keep-alive, one request at a time.
+//! - the client, on the main thread: plain blocking sockets (rustls over them with `--tls`), keep-alive, one request
+//!   at a time.
 //!
 //! It prints allocations and bytes per request for a keep-alive `GET /` (1 KiB answer) and a keep-alive
 //! `POST /echo` (1 KiB each way), then the heap the proxy holds per idle keep-alive client connection (each
-//! answered once, then silent) right after the answers and after `--settle`, and after they all closed. A timing
-//! benchmark this is not: the counts are the same on any machine (`bench/dataplane.sh` records them).
+//! answered once, then silent) right after the answers and after `--settle`, and after they all closed. With
+//! `--tls` the listener is HTTPS (a test CA's certificate, rustls on both sides), with `--no-park` idle connections
+//! are never parked. A timing benchmark this is not: the counts are the same on any machine (`bench/dataplane.sh`
+//! records them).
 
 mod counting;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -46,6 +49,12 @@ struct Args {
     /// How long the idle connections stay silent before the second reading.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     settle: Duration,
+    /// Serve HTTPS: TLS 1.3 with a test CA's certificate.
+    #[arg(long)]
+    tls: bool,
+    /// Never park idle client connections (baton parks them after `proxy::PARK_IDLE`): what parking saves.
+    #[arg(long)]
+    no_park: bool,
     /// Also write an access log (combined format) to this file.
     #[arg(long)]
     access_log: Option<String>,
@@ -63,7 +72,14 @@ const BODY: [u8; 1024] = [b'x'; 1024];
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let backend = start_backend()?;
-    let (proxy, stop) = start_proxy(backend, args.access_log.as_deref())?;
+    let park = (!args.no_park).then_some(proxy::PARK_IDLE);
+    let dir = testkit::TempDir::new("proxy-allocs");
+    let tls = args.tls.then(|| Pki::new(&dir));
+    let (addr, stop) = start_proxy(backend, args.access_log.as_deref(), park, tls.as_ref())?;
+    let proxy = Connector {
+        addr,
+        tls: tls.map(|pki| pki.client),
+    };
 
     let get = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: proxy_allocs\r\n\r\n".to_vec();
     let mut post = format!(
@@ -75,15 +91,15 @@ fn main() -> anyhow::Result<()> {
     post.extend_from_slice(&BODY);
 
     let sites = args.sites.as_deref();
-    let get_counts = per_request(proxy, &get, args.warmup, args.requests, sites).context("GET")?;
+    let get_counts = per_request(&proxy, &get, args.warmup, args.requests, sites).context("GET")?;
     let post_counts =
-        per_request(proxy, &post, args.warmup, args.requests, sites).context("POST")?;
+        per_request(&proxy, &post, args.warmup, args.requests, sites).context("POST")?;
 
     // Idle connections: each answered once, then silent.
     let before = counting::counts();
     let mut idle = Vec::with_capacity(args.idle);
     for _ in 0..args.idle {
-        let mut conn = connect(proxy)?;
+        let mut conn = proxy.connect()?;
         exchange(&mut conn, &get)?;
         idle.push(conn);
     }
@@ -116,6 +132,8 @@ fn main() -> anyhow::Result<()> {
             "idle_bytes_per_conn_settled": per_conn(held_settled),
             "bytes_held_after_close": held_closed,
             "access_log": args.access_log.is_some(),
+            "tls": args.tls,
+            "park_idle_s": park.map(|d| d.as_secs_f64()),
         });
         println!("{json}");
     } else {
@@ -154,13 +172,13 @@ impl PerRequest {
 /// Sends `request` `warmup + n` times over one keep-alive connection; counts the last `n`.
 /// With `sites`, the backtrace of each counted allocation goes to `sites/sites-METHOD.txt`.
 fn per_request(
-    proxy: SocketAddr,
+    proxy: &Connector,
     request: &[u8],
     warmup: u64,
     n: u64,
     sites: Option<&std::path::Path>,
 ) -> anyhow::Result<PerRequest> {
-    let mut conn = connect(proxy)?;
+    let mut conn = proxy.connect()?;
     for _ in 0..warmup {
         exchange(&mut conn, request)?;
     }
@@ -185,15 +203,83 @@ fn per_request(
     })
 }
 
-fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
-    let conn = TcpStream::connect(addr).with_context(|| format!("could not connect to {addr}"))?;
-    conn.set_nodelay(true)?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    Ok(conn)
+/// Where the client connects, and how.
+struct Connector {
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A client connection: plain, or TLS over a blocking socket.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Connector {
+    fn connect(&self) -> anyhow::Result<Conn> {
+        let addr = self.addr;
+        let tcp =
+            TcpStream::connect(addr).with_context(|| format!("could not connect to {addr}"))?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let Some(config) = &self.tls else {
+            return Ok(Conn::Plain(tcp));
+        };
+        let name = rustls::pki_types::ServerName::try_from("localhost")?;
+        let mut tls =
+            rustls::StreamOwned::new(rustls::ClientConnection::new(config.clone(), name)?, tcp);
+        // The handshake, now: an idle connection is one that has completed it.
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(Conn::Tls(Box::new(tls)))
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// The test CA's certificate for the proxy, and a client that trusts it.
+struct Pki {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl Pki {
+    fn new(dir: &testkit::TempDir) -> Pki {
+        let ca = testkit::pki::Ca::new("proxy_allocs CA");
+        let (cert, key) = ca.leaf(&["localhost"], 1).write(dir.path(), "localhost");
+        let client =
+            testkit::client::client_trusting(std::slice::from_ref(&ca.der), &[b"http/1.1"]);
+        Pki { cert, key, client }
+    }
 }
 
 /// Writes `request` and reads one `200` answer with a `Content-Length` body.
-fn exchange(conn: &mut TcpStream, request: &[u8]) -> anyhow::Result<()> {
+fn exchange(conn: &mut Conn, request: &[u8]) -> anyhow::Result<()> {
     conn.write_all(request)?;
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
@@ -274,11 +360,21 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::
 fn start_proxy(
     backend: SocketAddr,
     access_log: Option<&str>,
+    park: Option<Duration>,
+    tls: Option<&Pki>,
 ) -> anyhow::Result<(SocketAddr, mpsc::Sender<()>)> {
-    let mut text = format!(
-        "[[listener]]\naddress = \"127.0.0.1:0\"\nmax_connections = 100000\n\n\
-         [pool.app]\nmembers = [{{ address = \"{backend}\" }}]\n\n[[route]]\npool = \"app\"\n"
-    );
+    let mut text =
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nmax_connections = 100000\n".to_string();
+    if let Some(pki) = tls {
+        text.push_str(&format!(
+            "[listener.tls]\ncertificates = [{{ cert = {:?}, key = {:?} }}]\n",
+            pki.cert.display().to_string(),
+            pki.key.display().to_string()
+        ));
+    }
+    text.push_str(&format!(
+        "\n[pool.app]\nmembers = [{{ address = \"{backend}\" }}]\n\n[[route]]\npool = \"app\"\n"
+    ));
     if let Some(path) = access_log {
         text.push_str(&format!("\n[access_log]\npath = \"{path}\"\n"));
     }
@@ -294,8 +390,16 @@ fn start_proxy(
                 .build()
                 .expect("proxy runtime");
             rt.block_on(async move {
-                let proxy = std::sync::Arc::new(proxy::Proxy::new(&config).expect("proxy config"));
                 let cfg = config.listeners[0].clone();
+                let mut proxy = proxy::Proxy::new(&config)
+                    .expect("proxy config")
+                    .with_park_idle(park);
+                if let Some(tls_cfg) = &cfg.tls {
+                    tls::install_default_provider();
+                    let server = tls::ServerTls::new(tls_cfg, None).expect("listener TLS");
+                    proxy = proxy.with_server_tls(cfg.name.clone(), server);
+                }
+                let proxy = Arc::new(proxy);
                 let socket = handoff::Listener::bind(&cfg.address).expect("bind");
                 let addr = socket.local_addr().expect("address");
                 let named = handoff::NamedListener {
