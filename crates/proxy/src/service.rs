@@ -32,7 +32,7 @@ use crate::https::{Endpoint, answer_challenge, challenge_token, redirect};
 use crate::pause::Admission;
 use crate::snapshot::Snapshot;
 use crate::stats::PoolRecord;
-use crate::tunnel::Tunnels;
+use crate::tunnel::{Protocol, Tunnels};
 
 /// State shared by every connection of the proxy.
 pub(crate) struct Shared {
@@ -365,6 +365,7 @@ impl ProxyService {
 
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let protocol = Protocol::of(req.headers());
         // `Host` for the upstream when the client sent none (HTTP/2 and
         // absolute-form targets name it in the URI).
         let client_host = match req.headers().contains_key(header::HOST) {
@@ -429,6 +430,7 @@ impl ProxyService {
                         self.shared.tunnels.spawn(
                             client,
                             hyper::upgrade::on(upstream_response),
+                            protocol,
                             leaving,
                         );
                     }

@@ -13,8 +13,10 @@
 //! [`CLOSE_LINGER`] passes), so that closing the socket cannot reset data
 //! still on its way. A direction that already carried a close frame gets no
 //! second one. A tunnel still inside a frame at the drain deadline, or
-//! whose bytes are not WebSocket frames, is cut then, as before. The same
-//! signal ends event streams between two events (`sse`).
+//! whose bytes are not WebSocket frames, is cut then. A tunnel of another
+//! protocol (its `Upgrade` is not `websocket`) is only copied: nothing is
+//! ever written into a protocol whose framing the proxy does not know. The
+//! same signal ends event streams between two events (`sse`).
 
 use std::io;
 use std::time::Duration;
@@ -61,19 +63,24 @@ enum Toward {
 }
 
 impl Tunnels {
-    /// Joins the client's and the upstream's upgraded connections; the
+    /// Joins the client's and the upstream's upgraded connections. A
     /// WebSocket is closed when the proxy drains or when `member` (the
     /// member's [`leaving`](crate::upstream::MemberConns::leaving)) turns
-    /// true.
+    /// true; another protocol, whose framing the proxy does not know, is
+    /// only copied (and cut at the drain deadline).
     pub(crate) fn spawn(
         &self,
         client: OnUpgrade,
         upstream: OnUpgrade,
+        protocol: Protocol,
         member: Option<watch::Receiver<bool>>,
     ) {
         let guard = self.drain.guard();
         let mut close = self.close.subscribe();
-        let going_away = self.go_away_signal(member);
+        let going_away = match protocol {
+            Protocol::WebSocket => self.go_away_signal(member),
+            Protocol::Other => GoAway::default(),
+        };
         tokio::spawn(async move {
             let _guard = guard;
             let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -117,7 +124,7 @@ impl Tunnels {
     /// turning true.
     pub(crate) fn go_away_signal(&self, member: Option<watch::Receiver<bool>>) -> GoAway {
         GoAway {
-            proxy: self.going_away.subscribe(),
+            proxy: Some(self.going_away.subscribe()),
             member,
         }
     }
@@ -144,32 +151,59 @@ impl Tunnels {
     }
 }
 
+/// What an upgraded connection speaks, from the client's `Upgrade`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    WebSocket,
+    /// A protocol whose framing the proxy does not know: nothing may be
+    /// written into it.
+    Other,
+}
+
+impl Protocol {
+    /// The protocol a request's `Upgrade` header asks for.
+    pub(crate) fn of(headers: &http::HeaderMap) -> Protocol {
+        let websocket = headers
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"));
+        if websocket {
+            Protocol::WebSocket
+        } else {
+            Protocol::Other
+        }
+    }
+}
+
 /// Tells one long-lived stream to end: the proxy drains, or the stream's
-/// member left the config.
-#[derive(Debug, Clone)]
+/// member left the config. The default never fires.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct GoAway {
-    proxy: watch::Receiver<bool>,
+    proxy: Option<watch::Receiver<bool>>,
     member: Option<watch::Receiver<bool>>,
 }
 
 impl GoAway {
     /// Resolves once the stream is to end.
     pub(crate) async fn wait(&mut self) {
-        match &mut self.member {
-            None => turns_true(&mut self.proxy).await,
-            Some(member) => tokio::select! {
-                () = turns_true(&mut self.proxy) => {}
-                () = turns_true(member) => {}
-            },
+        tokio::select! {
+            () = turns_true(self.proxy.as_mut()) => {}
+            () = turns_true(self.member.as_mut()) => {}
         }
     }
 }
 
-/// Resolves once `rx` is true; never if its sender is gone without.
-async fn turns_true(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|g| *g).await.is_err() {
-        std::future::pending::<()>().await;
+/// Resolves once `rx` is true; never if there is none, or if its sender is
+/// gone without.
+async fn turns_true(rx: Option<&mut watch::Receiver<bool>>) {
+    if let Some(rx) = rx
+        && rx.wait_for(|g| *g).await.is_ok()
+    {
+        return;
     }
+    std::future::pending::<()>().await;
 }
 
 /// Copies `src` to `dst`; on the drain signal ends the WebSocket in this
@@ -304,6 +338,31 @@ mod tests {
         assert_eq!(close[..2], [0x88, 0x82]);
         let code = [close[6] ^ close[2], close[7] ^ close[3]];
         assert_eq!(u16::from_be_bytes(code), 1001);
+    }
+
+    #[test]
+    fn only_a_websocket_is_closed_by_the_proxy() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(Protocol::of(&h), Protocol::Other);
+        h.insert(http::header::UPGRADE, "WebSocket".parse().unwrap());
+        assert_eq!(Protocol::of(&h), Protocol::WebSocket);
+        h.insert(http::header::UPGRADE, "h2c, websocket".parse().unwrap());
+        assert_eq!(Protocol::of(&h), Protocol::WebSocket);
+        h.insert(http::header::UPGRADE, "echo".parse().unwrap());
+        assert_eq!(Protocol::of(&h), Protocol::Other);
+    }
+
+    #[tokio::test]
+    async fn another_protocol_is_only_copied() {
+        let (mut feed, src) = duplex(1024);
+        let (dst, mut out) = duplex(1024);
+        let task = tokio::spawn(pump(src, dst, Toward::Client, GoAway::default()));
+        feed.write_all(b"\x81\x7fnot a frame").await.unwrap();
+        drop(feed);
+        task.await.unwrap().unwrap();
+        let mut got = Vec::new();
+        out.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"\x81\x7fnot a frame");
     }
 
     #[tokio::test]
