@@ -10,8 +10,24 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     /// Creates `baton-TAG-PID-N` in the temp dir (emptied first, should a dead process have left one).
     pub fn new(tag: &str) -> TempDir {
+        TempDir::under(&std::env::temp_dir(), tag)
+    }
+
+    /// As [`TempDir::new`], in memory (`/dev/shm`) when the machine has it: for the data of a server whose
+    /// `fsync`s must not wait on a disk that other work keeps busy (etcd blocked 5 s in `fdatasync` while a
+    /// build wrote gigabytes, and every lease of the test expired).
+    pub fn in_memory(tag: &str) -> TempDir {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            TempDir::under(shm, tag)
+        } else {
+            TempDir::new(tag)
+        }
+    }
+
+    fn under(base: &Path, tag: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
+        let path = base.join(format!(
             "baton-{tag}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
