@@ -1,6 +1,7 @@
 //! The few places where the library must talk to the OS below `std`:
 //! adopting a numbered descriptor and asking whether the process is still
-//! single-threaded. Every `unsafe` block of the crate lives here.
+//! single-threaded, the open-files limit, and giving the heap back to the
+//! system. Every `unsafe` block of the crate lives here.
 
 #![allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
 
@@ -81,4 +82,22 @@ pub(crate) fn set_open_files_soft_limit(soft: u64, hard: u64) -> io::Result<()> 
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Gives the heap's free pages back to the system (glibc's `malloc_trim`):
+/// glibc returns memory freed in the middle of its heap only then, so what
+/// a burst of connections held stays in the process's RSS otherwise.
+/// Returns whether anything was given back; does nothing without glibc.
+#[cfg(feature = "http")]
+pub(crate) fn trim_heap() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim takes no pointer and touches only the
+        // allocator's own state, under its arena locks (thread-safe).
+        unsafe { libc::malloc_trim(0) != 0 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
 }

@@ -72,6 +72,8 @@ pub(super) struct Shared<F> {
     pub accepted: AtomicU64,
     pub timeouts: Timeouts,
     pub slots: Arc<Semaphore>,
+    /// Connections released, for the heap trimmer (with parking only).
+    pub trim: super::trim::Trim,
     #[cfg(feature = "tls")]
     pub tls: Option<super::TlsConfig>,
 }

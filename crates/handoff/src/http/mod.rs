@@ -25,6 +25,7 @@
 mod conn;
 mod guard;
 mod park;
+mod trim;
 
 use std::future::Future;
 use std::io;
@@ -243,7 +244,10 @@ impl Server {
     /// few hundred bytes instead of its read and write buffers. A parked
     /// connection still counts as open, is still closed at its keep-alive
     /// deadline, and is closed by the drain with the other idle
-    /// connections. HTTP/2 connections are not parked.
+    /// connections. HTTP/2 connections are not parked. With parking, the
+    /// heap is also trimmed (glibc's `malloc_trim`) once a burst of at least
+    /// 1,024 parked or closed connections has ended, so that the memory
+    /// they held goes back to the system.
     pub fn park_idle(mut self, after: Option<Duration>) -> Server {
         self.park_idle = after;
         self
@@ -337,6 +341,7 @@ impl Server {
                 park: self.park_idle,
             },
             slots: Arc::new(Semaphore::new(self.limits.max_connections.max(1))),
+            trim: trim::Trim::default(),
             #[cfg(feature = "tls")]
             tls: self.tls,
         });
@@ -348,6 +353,15 @@ impl Server {
             let task = accept_loop(listener, name, counts, shared.clone());
             accept_tasks.push(tokio::spawn(task));
         }
+        // With parking, what a burst of connections freed goes back to the
+        // system once it has ended.
+        // (Ended with the server, even if its future is dropped.)
+        let _trimmer = self.park_idle.map(|_| {
+            let shared = shared.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                shared.trim.run(trim::trim_heap).await
+            }))
+        });
         self.lifecycle.set(Phase::Ready);
         if self.notify {
             report_notify(notify::ready());
@@ -412,6 +426,15 @@ impl Server {
         };
         tracing::info!(?report.outcome, drain_ms = report.drain_time.as_millis() as u64, "stopped");
         Ok(report)
+    }
+}
+
+/// A task that ends when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use super::Stage;
 use super::conn::{AppBody, AppService, ConnCounts, DrainAware, Shared};
 use super::guard::{ConnState, Guarded};
+use super::trim::Trim;
 
 /// The HTTP/2 connection preface (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -80,6 +81,7 @@ where
     S: AppService<B>,
     B: AppBody,
 {
+    let _released = Released(&shared.trim);
     let mut stage = shared.stage.clone();
     let mut state = Arc::new(ConnState::default());
     let mut io = Guarded::new(Prefixed::new(io), state.clone(), shared.timeouts);
@@ -94,7 +96,7 @@ where
             return;
         };
         let socket = if parked.prefix.is_empty() {
-            match wait(parked.io, parked.deadline, &mut stage, counts).await {
+            match wait(parked.io, parked.deadline, &mut stage, counts, &shared.trim).await {
                 Some(socket) => socket,
                 None => return,
             }
@@ -306,8 +308,10 @@ async fn wait<I: Park>(
     deadline: Option<Instant>,
     stage: &mut watch::Receiver<Stage>,
     counts: &ConnCounts,
+    trim: &Trim,
 ) -> Option<I> {
     let _parked = ParkedGauge::new(counts);
+    trim.released();
     let expired = async {
         match deadline {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -342,6 +346,15 @@ async fn close<W: AsyncWrite + Unpin>(mut io: W, stage: &mut watch::Receiver<Sta
     tokio::select! {
         _ = io.shutdown() => {}
         _ = stage.wait_for(|s| *s == Stage::Abort) => {}
+    }
+}
+
+/// Counts the connection's end for the heap trimmer.
+struct Released<'a>(&'a Trim);
+
+impl Drop for Released<'_> {
+    fn drop(&mut self) {
+        self.0.released();
     }
 }
 
