@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# The memory of idle keep-alive client connections, and whether it goes back to the system when they close; records
+# the figures in docs/BENCHMARKS.md (between `<!-- idle:begin -->` and `<!-- idle:end -->`):
+#
+#  1. heap per idle connection of baton's proxy, counted by `proxy_allocs` (crates/benchmarks) with idle connections
+#     parked (the default: after `proxy::PARK_IDLE`) and never parked (`--no-park`), over plain HTTP and over TLS;
+#  2. VmRSS of `baton serve` and nginx (one worker each, the same hello backend) before, with IDLE_LIST idle keep-alive
+#     client connections (bench/proxy/conns.py: one `GET /` each, then silence; read 4 s after the last answer, past
+#     the park delay), and 3 s after the client closed them; baton once more with jemalloc preloaded when Debian's
+#     libjemalloc2 is there (the same binary, another allocator).
+#
+# Usage: bench/idle.sh   (IDLE_LIST="10000 50000" QUIET_LOAD=0.60 QUIET_WAIT=120; BATON_BIN=DIR with BENCH_COMMIT=TEXT
+#                         measures the binaries in DIR instead of building them)
+# Needs root to install nginx from Debian's packages when it is missing (its service is never started). Measurements
+# run under `flock /tmp/baton-bench.lock`. Raw outputs are kept in target/bench/idle/.
+set -euo pipefail
+BENCH=idle
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+IDLE_LIST=${IDLE_LIST:-10000 50000}
+QUIET_LOAD=${QUIET_LOAD:-0.60}
+QUIET_WAIT=${QUIET_WAIT:-120}
+LIFETIME=1800
+HERE=bench/proxy
+JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+
+if ! bench_locked; then
+    bench_tools nginx python3
+    bench_binaries -p baton -p hello -p benchmarks -- baton hello proxy_allocs
+    bench_lock "$@"
+fi
+
+bench_start
+MAX_IDLE=$(printf '%s\n' $IDLE_LIST | sort -n | tail -1)
+ulimit -n $((MAX_IDLE + 10000)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+(($(ulimit -n) > MAX_IDLE + 1000)) || die "open-file limit $(ulimit -n) is too low for $MAX_IDLE connections"
+wait_quiet
+note_if_busy
+
+# --- 1. heap per idle connection ------------------------------------------------------------------------------------
+
+ALLOC_ROWS=""
+for variant in "HTTP|parked|" "HTTP|never parked|--no-park" "TLS|parked|--tls" "TLS|never parked|--tls --no-park"; do
+    IFS='|' read -r proto parked flags <<<"$variant"
+    file="$OUT/allocs-${proto}-${parked// /-}.json"
+    log "heap per idle connection: $proto, $parked"
+    # shellcheck disable=SC2086 # flags are words
+    "$BIN/proxy_allocs" --json --requests 2000 --warmup 200 --idle 2000 --settle 3s $flags >"$file" 2>"$file.stderr" ||
+        die "proxy_allocs failed: $file.stderr"
+    ALLOC_ROWS+=$(python3 - "$file" "$proto" "$parked" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {r['idle_bytes_per_conn_at_once']:,.0f} B | "
+      f"{r['idle_bytes_per_conn_settled']:,.0f} B | {r['bytes_held_after_close']:,} B |")
+EOF
+    )$'\n'
+done
+
+# --- 2. RSS ---------------------------------------------------------------------------------------------------------
+
+start hello "$BIN/hello" --listen 127.0.0.1:0 --app-version bench
+HELLO_PID=$PID
+BACKEND=$(listening hello "$HELLO_PID")
+mkdir -p "$TMP/nginx"
+
+declare -A PID_OF ADDR_OF RSS_BASE RSS_HELD RSS_CLOSED RESULT
+PROXIES=(baton nginx)
+LABEL_baton="baton serve"
+LABEL_nginx="nginx"
+LABEL_jemalloc="baton serve, jemalloc preloaded"
+[[ -r $JEMALLOC ]] && PROXIES+=(jemalloc)
+
+cat >"$OUT/baton.toml" <<EOF
+[proxy]
+workers = 1
+drain_timeout = "5s"
+
+[[listener]]
+address = "127.0.0.1:0"
+max_connections = $((MAX_IDLE + 5000))
+
+[pool.app]
+members = [{ address = "$BACKEND" }]
+
+[[route]]
+pool = "app"
+EOF
+NGINX_PORT=$(free_port)
+cat >"$OUT/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $TMP/nginx/nginx.pid;
+error_log $PWD/$OUT/nginx-error.log warn;
+worker_rlimit_nofile $(ulimit -n);
+events { worker_connections $((MAX_IDLE + 5000)); }
+http {
+    access_log off;
+$(nginx_http_common)
+$(nginx_upstream_backend)
+    server {
+        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+$(nginx_proxy_location)
+    }
+}
+EOF
+
+start_proxy() {
+    case $1 in
+    baton)
+        start baton "$BIN/baton" serve --config "$OUT/baton.toml"
+        PID_OF[$1]=$REAL ADDR_OF[$1]=$(listening baton "$PID")
+        ;;
+    jemalloc)
+        # `env` execs baton: the process under `timeout` is baton itself.
+        start jemalloc env LD_PRELOAD="$JEMALLOC" "$BIN/baton" serve --config "$OUT/baton.toml"
+        PID_OF[$1]=$REAL ADDR_OF[$1]=$(listening jemalloc "$PID")
+        ;;
+    nginx)
+        start nginx nginx -p "$TMP/nginx/" -c "$PWD/$OUT/nginx.conf" -e "$PWD/$OUT/nginx-error.log"
+        PID_OF[$1]=$REAL ADDR_OF[$1]=127.0.0.1:$NGINX_PORT
+        wait_port "$NGINX_PORT" 30 "$PID"
+        ;;
+    esac
+    WRAPPER=$PID
+}
+
+for p in "${PROXIES[@]}"; do
+    start_proxy "$p"
+    curl -sS -o /dev/null --max-time 5 "http://${ADDR_OF[$p]}/" || die "$p does not answer"
+    sleep 2
+    RSS_BASE[$p]=$(rss_kib "${PID_OF[$p]}")
+    for n in $IDLE_LIST; do
+        log "$p: $n idle connections"
+        file="$OUT/conns-$p-$n.txt"
+        timeout -k 5 300 python3 "$HERE/conns.py" "${ADDR_OF[$p]%:*}" "${ADDR_OF[$p]##*:}" --count "$n" --hold 8 \
+            --open-timeout 200 --sources $(((n + 19999) / 20000)) >"$file" 2>&1 &
+        cpid=$!
+        PIDS+=("$cpid")
+        deadline=$((SECONDS + 240))
+        until grep -q '^ready ' "$file" 2>/dev/null; do
+            kill -0 "$cpid" 2>/dev/null || break
+            ((SECONDS < deadline)) || break
+            sleep 0.2
+        done
+        sleep 4
+        RSS_HELD[$p $n]=$(rss_kib "${PID_OF[$p]}")
+        wait "$cpid" || true
+        RESULT[$p $n]="$(grep '^ready ' "$file" | sed 's/^ready //'); $(grep '^done ' "$file" | sed 's/^done //')"
+        sleep 3
+        RSS_CLOSED[$p $n]=$(rss_kib "${PID_OF[$p]}")
+        log "$p: $n connections: RSS ${RSS_BASE[$p]} KiB before, ${RSS_HELD[$p $n]} KiB held, ${RSS_CLOSED[$p $n]} KiB after close"
+    done
+    stop "$WRAPPER"
+done
+LOAD_END=$(loadavg)
+
+per_conn() { awk -v h="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.2f", (h - b) / n }'; }
+
+SECTION="$OUT/section.md"
+{
+    echo "$BEGIN"
+    echo "## Idle keep-alive connections: heap, RSS, and after they close"
+    echo
+    echo "$(written_by) $(machine_line); load average $LOAD_START at the start, $LOAD_END at the end: a shared 2-core"
+    echo "machine, loaded by other work (builds and test runs) — the heap counts do not depend on it, the RSS figures a little."
+    echo
+    echo "Heap per idle connection, counted by \`proxy_allocs --requests 2000 --warmup 200 --idle 2000 --settle 3s\` on the"
+    echo "proxy's thread (2,000 connections, each answered once): right after the answers, after 3 s of silence (past the"
+    echo "1 s park delay), and what is left after the client closed them all."
+    echo
+    echo "| protocol | idle connections | at once | after 3 s | left after close (all) |"
+    echo "|---|---|---:|---:|---:|"
+    printf '%s' "$ALLOC_ROWS"
+    echo
+    echo "VmRSS with idle connections (\`bench/proxy/conns.py\`: one \`GET /\` each, then silence), one worker each, read"
+    echo "4 s after the last answer and 3 s after the client closed them:"
+    echo
+    echo "| server | connections | RSS before | RSS held | per connection | RSS after close | client's account |"
+    echo "|---|---:|---:|---:|---:|---:|---|"
+    for p in "${PROXIES[@]}"; do
+        label=LABEL_$p
+        for n in $IDLE_LIST; do
+            echo "| ${!label} | $n | $(mib "${RSS_BASE[$p]}") MiB | $(mib "${RSS_HELD[$p $n]}") MiB | $(per_conn "${RSS_HELD[$p $n]}" "${RSS_BASE[$p]}" "$n") KiB | $(mib "${RSS_CLOSED[$p $n]}") MiB | ${RESULT[$p $n]} |"
+        done
+    done
+    echo
+    notes_section
+    echo "$END"
+} >"$SECTION"
+
+ROW='| [Idle keep-alive connections: heap, RSS, and after they close](#idle-keep-alive-connections-heap-rss-and-after-they-close) | `bench/idle.sh` | heap per idle client connection of baton'"'"'s proxy with and without parking, plain and TLS (`proxy_allocs`); RSS of `baton serve` and nginx with 10,000 (and 50,000 where the open-files limit allows) idle connections, and after they close |'
+write_section "$SECTION" "$ROW"
