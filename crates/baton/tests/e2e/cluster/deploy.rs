@@ -22,8 +22,8 @@ use std::time::Duration;
 use loadgen::{Load, LoadConfig};
 
 use super::net::{Etcd, Net};
-use super::{Node, deploy, start_node_with, web_service};
-use crate::support::{Proc, TempDir, field, run_baton};
+use super::{Node, run_on, start_node_with, web_service};
+use crate::support::{Proc, TempDir, field};
 
 /// The nodes that run `web`, on hosts 0, 1 and 2.
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
@@ -179,7 +179,7 @@ async fn a_rolling_cluster_deploy_keeps_the_cluster_bound_and_a_failure_on_one_n
     }
 
     // v2, sent to node B: every node rolls it out.
-    let (code, out) = deploy(&nodes[1], "v2").await;
+    let (code, out) = run_on(&nodes, 1, &["deploy", "web", "--version", "v2"]).await;
     assert_eq!(code, 0, "{out}\n{}", nodes[1].process.dump());
     for name in NODES {
         assert!(
@@ -191,7 +191,7 @@ async fn a_rolling_cluster_deploy_keeps_the_cluster_bound_and_a_failure_on_one_n
 
     // v3_fails: only node C takes the tag as a fault and never gets ready.
     // Sent to node A; every node ends at v2 again.
-    let (code, out) = deploy(&nodes[0], "v3_never-ready").await;
+    let (code, out) = run_on(&nodes, 0, &["deploy", "web", "--version", "v3_never-ready"]).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("rolled back"), "{out}");
     assert!(out.contains("on node node-c"), "{out}");
@@ -286,13 +286,12 @@ async fn a_cluster_rollback_after_a_rolling_deploy_brings_every_node_back_under_
         assert!(l.wait_for_requests(100).await);
     }
 
-    let (code, out) = deploy(&nodes[0], "v2").await;
+    let (code, out) = run_on(&nodes, 0, &["deploy", "web", "--version", "v2"]).await;
     assert_eq!(code, 0, "{out}\n{}", nodes[0].process.dump());
     let after_v2 = registry_at(&mut events, "v2").await;
 
     // Back, sent to node C: every node returns to v1.
-    let control = nodes[2].control.to_str().unwrap();
-    let (code, out) = run_baton(&["rollback", "web", "--control", control]).await;
+    let (code, out) = run_on(&nodes, 2, &["rollback", "web"]).await;
     assert_eq!(code, 0, "{out}\n{}", nodes[2].process.dump());
     for name in NODES {
         assert!(

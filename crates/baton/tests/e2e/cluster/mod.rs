@@ -484,6 +484,29 @@ async fn deploy(node: &Node, version: &str) -> (i32, String) {
     support::run_baton(&args).await
 }
 
+/// `baton ARGS` through the control socket of `nodes[via]`; if it does not
+/// end, the failure shows what every node did meanwhile (its converger's
+/// slots and reports), not only the client's progress.
+async fn run_on(nodes: &[Node], via: usize, args: &[&str]) -> (i32, String) {
+    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    args.extend([
+        "--control".to_owned(),
+        nodes[via].control.display().to_string(),
+    ]);
+    let shown = args.join(" ");
+    let run = tokio::spawn(async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        support::run_baton(&args).await
+    });
+    match run.await {
+        Ok(ended) => ended,
+        Err(e) => {
+            let dumps: Vec<String> = nodes.iter().map(|n| n.process.dump()).collect();
+            panic!("baton {shown} did not end: {e}\n{}", dumps.join("\n"))
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_deploys_of_a_service_on_two_nodes_at_once_one_runs_the_other_exits_75() {
     let net = Net::new(2);
