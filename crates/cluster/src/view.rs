@@ -186,15 +186,15 @@ impl Builder {
 
     /// Adds the entry at `rest` (its key after `{prefix}/`); says why it is
     /// not valid. A key of a shape the registry does not define is skipped.
-    fn add(&mut self, prefix: &str, rest: &str, entry: &Entry<'_>) -> Result<(), String> {
+    fn add(&mut self, prefix: &str, rest: &str, entry: &Entry<'_>) -> Result<(), Invalid> {
         let parts: Vec<&str> = rest.split('/').collect();
-        let name = |text: &str| text.parse::<Name>().map_err(|e| e.to_string());
+        let name = |text: &str| text.parse::<Name>();
         match parts.as_slice() {
             ["nodes", node] => {
                 name(node)?;
                 let record: NodeRecord = parse(entry.value)?;
                 if record.node != *node {
-                    return Err(format!("{:?} is not the key's node", record.node));
+                    return Err(Invalid::OtherNode(record.node));
                 }
                 let view = self.node(node, 0);
                 view.record = true;
@@ -207,8 +207,7 @@ impl Builder {
                 let under = service_prefix(prefix, &service);
                 let key = format!("{prefix}/{rest}");
                 let (key, instance) =
-                    Instance::parse(&under, &service, key.as_bytes(), entry.value)
-                        .map_err(|e| e.to_string())?;
+                    Instance::parse(&under, &service, key.as_bytes(), entry.value)?;
                 let ready = instance.state == crate::State::Ready;
                 let version = instance.version.to_string();
                 self.node(key.node.as_str(), entry.lease)
@@ -226,8 +225,7 @@ impl Builder {
             }
             ["deploys", service, "desired"] => {
                 name(service)?;
-                let desired = crate::etcd::Desired::parse(entry.value)
-                    .ok_or("not a desired version's JSON object")?;
+                let desired = crate::etcd::Desired::parse(entry.value).ok_or(Invalid::Desired)?;
                 self.service(service).desired = Some(DesiredAt {
                     desired,
                     revision: entry.revision,
@@ -238,14 +236,14 @@ impl Builder {
                 name(node)?;
                 let report: NodeReport = parse(entry.value)?;
                 if report.node != *node {
-                    return Err(format!("{:?} is not the key's node", report.node));
+                    return Err(Invalid::OtherNode(report.node));
                 }
                 self.node(node, entry.lease);
                 self.service(service).nodes.push(report);
             }
             ["deploys", service, "slots", index] => {
                 name(service)?;
-                let index = index.parse().map_err(|_| "not a slot index")?;
+                let index = index.parse().map_err(|_| Invalid::SlotIndex)?;
                 let holder = parse(entry.value)?;
                 self.service(service).slots.push(SlotView { index, holder });
             }
@@ -287,12 +285,39 @@ struct NodeRecord {
     applied: BTreeMap<String, i64>,
 }
 
+/// Why an entry of the registry is not valid (it is listed in the view's
+/// `invalid`, and otherwise left out).
+#[derive(Debug, thiserror::Error)]
+enum Invalid {
+    /// A service or node name in the key is not a name.
+    #[error(transparent)]
+    Name(#[from] crate::InvalidName),
+    /// An instance's key or value.
+    #[error(transparent)]
+    Instance(#[from] crate::InvalidInstance),
+    /// A value longer than the registry's bound.
+    #[error("{0} bytes, more than the bound")]
+    TooLong(usize),
+    /// A value that is not the JSON its key calls for.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A record or report naming another node than its key.
+    #[error("{0:?} is not the key's node")]
+    OtherNode(String),
+    /// A desired version that is not one.
+    #[error("not a desired version's JSON object")]
+    Desired,
+    /// A slot key whose last part is not a number.
+    #[error("not a slot index")]
+    SlotIndex,
+}
+
 /// A JSON value of at most [`crate::instance::MAX_VALUE_BYTES`] bytes.
-fn parse<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<T, String> {
+fn parse<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<T, Invalid> {
     if value.len() > crate::instance::MAX_VALUE_BYTES {
-        return Err(format!("{} bytes, more than the bound", value.len()));
+        return Err(Invalid::TooLong(value.len()));
     }
-    serde_json::from_slice(value).map_err(|e| e.to_string())
+    Ok(serde_json::from_slice(value)?)
 }
 
 #[cfg(test)]
