@@ -81,30 +81,45 @@ impl LoadConfig {
     ///
     /// # Errors
     ///
-    /// Every problem found, joined into one line.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Every problem found ([`InvalidLoad`]).
+    pub fn validate(&self) -> Result<(), InvalidLoad> {
         let mut problems = Vec::new();
         if self.total_workers() == 0 {
-            problems.push(
-                "no workers: at least one of keepalive, fresh, post, slow, websocket, sse or h2 must be > 0"
-                    .to_owned(),
-            );
+            problems.push(Problem::NoWorkers);
         }
         if self.request_timeout.is_zero() {
-            problems.push("the request timeout must be greater than zero".to_owned());
+            problems.push(Problem::ZeroTimeout);
         }
         if http::HeaderValue::try_from(self.host()).is_err() {
-            problems.push(format!(
-                "{:?} is not a valid Host header value",
-                self.host()
-            ));
+            problems.push(Problem::BadHost(self.host()));
         }
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(problems.join("; "))
+            Err(InvalidLoad(problems))
         }
     }
+}
+
+/// Why a [`LoadConfig`] cannot run: every problem found, shown on one line separated by `; `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct InvalidLoad(pub Vec<Problem>);
+
+/// One thing wrong with a [`LoadConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// Every worker count is 0.
+    #[error(
+        "no workers: at least one of keepalive, fresh, post, slow, websocket, sse or h2 must be > 0"
+    )]
+    NoWorkers,
+    /// `request_timeout` is zero.
+    #[error("the request timeout must be greater than zero")]
+    ZeroTimeout,
+    /// The `Host` header, which cannot be sent as a header value.
+    #[error("{0:?} is not a valid Host header value")]
+    BadHost(String),
 }
 
 impl Default for LoadConfig {
@@ -167,8 +182,21 @@ mod tests {
             ..LoadConfig::default()
         };
         let err = cfg.validate().unwrap_err();
-        assert!(err.contains("no workers"), "{err}");
-        assert!(err.contains("timeout"), "{err}");
-        assert!(err.contains("Host"), "{err}");
+        assert_eq!(
+            err.0,
+            [
+                Problem::NoWorkers,
+                Problem::ZeroTimeout,
+                Problem::BadHost("bad\nhost".into())
+            ]
+        );
+        let line = err.to_string();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.starts_with("no workers: "), "{line}");
+        assert!(
+            line.contains("; the request timeout must be greater than zero; "),
+            "{line}"
+        );
+        assert!(line.ends_with("is not a valid Host header value"), "{line}");
     }
 }

@@ -62,7 +62,7 @@ mod stats;
 mod worker;
 mod ws;
 
-pub use config::LoadConfig;
+pub use config::{InvalidLoad, LoadConfig, Problem};
 pub use failure::FailureKind;
 pub use load::Load;
 pub use plan::WorkerKind;
