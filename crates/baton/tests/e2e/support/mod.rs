@@ -365,3 +365,28 @@ pub async fn wait_version(addr: &str, version: &str) {
         };
     }
 }
+
+/// Asserts that every instance `baton` stopped was out of its pool with
+/// its requests finished before it got SIGTERM: no "drain began" line
+/// counts a slow request (a client's) still in flight — an app that does
+/// not drain by itself would lose it. Returns how many drains it checked.
+pub fn assert_no_sigterm_in_flight(baton: &Proc) -> usize {
+    let drains: Vec<String> = baton
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("drain began"))
+        .collect();
+    let cut: Vec<&String> = drains
+        .iter()
+        .filter(|l| !l.contains("slow_in_flight=0"))
+        .collect();
+    assert!(
+        cut.is_empty(),
+        "instances got SIGTERM with requests in flight:\n{}",
+        cut.iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    drains.len()
+}
