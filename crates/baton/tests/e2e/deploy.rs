@@ -21,18 +21,7 @@ pub(crate) fn service_config_with(
     interval: &str,
 ) -> std::path::PathBuf {
     let path = dir.path().join("baton.toml");
-    // `--fail-health` when the version says so: a broken release.
-    let script = dir.path().join("app.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncase \"$2\" in *broken*) extra=--fail-health;; esac\nexec {} --listen \"$1\" --app-version \"$2\" $extra\n",
-            support::hello().display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = support::app_script(dir);
     std::fs::write(
         &path,
         format!(

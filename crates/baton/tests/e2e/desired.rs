@@ -27,23 +27,6 @@ struct Desired {
     api: bool,
 }
 
-/// The app: `hello` on the given address and version; `*broken*` versions
-/// fail their health check.
-fn script(dir: &TempDir) -> PathBuf {
-    let script = dir.path().join("app.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncase \"$2\" in *broken*) extra=--fail-health;; esac\nexec {} --listen \"$1\" --app-version \"$2\" $extra\n",
-            support::hello().display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    script
-}
-
 fn render(script: &Path, d: &Desired) -> String {
     // Probes generous enough for a busy machine: a member the proxy's own
     // checks declare down for a stalled probe is not what these tests are
@@ -144,7 +127,7 @@ struct Running {
 
 async fn start(name: &str, d: &Desired) -> Running {
     let dir = TempDir::new(name);
-    let script = script(&dir);
+    let script = support::app_script(&dir);
     let config = dir.path().join("baton.toml");
     std::fs::write(&config, render(&script, d)).unwrap();
     let control = dir.path().join("control.sock");

@@ -390,3 +390,20 @@ pub fn assert_no_sigterm_in_flight(baton: &Proc) -> usize {
     );
     drains.len()
 }
+
+/// The app: `hello` on the given address and version; `*broken*` versions
+/// fail their health check.
+pub fn app_script(dir: &TempDir) -> PathBuf {
+    let script = dir.path().join("app.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$2\" in *broken*) extra=--fail-health;; esac\nexec {} --listen \"$1\" --app-version \"$2\" $extra\n",
+            hello().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
