@@ -17,6 +17,10 @@ use crate::name::Name;
 /// refused without being parsed.
 pub const MAX_VALUE_BYTES: usize = 4096;
 
+/// The largest `weight` an instance may have: front doors send it that many
+/// times the requests of an instance of weight 1.
+pub const MAX_WEIGHT: u32 = 1000;
+
 /// Whether an instance takes new requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
@@ -25,6 +29,10 @@ pub enum State {
     /// About to stop: front doors stop routing to it, its in-flight requests
     /// finish.
     Draining,
+    /// Ready, but held back: the new set of a blue-green deploy before the
+    /// switch. Front doors route to it only once the service's active
+    /// version ([`Members::active`]) names its version.
+    Standby,
 }
 
 impl State {
@@ -33,11 +41,12 @@ impl State {
         match self {
             State::Ready => "ready",
             State::Draining => "draining",
+            State::Standby => "standby",
         }
     }
 
     fn parse(text: &str) -> Option<State> {
-        [State::Ready, State::Draining]
+        [State::Ready, State::Draining, State::Standby]
             .into_iter()
             .find(|s| s.as_str() == text)
     }
@@ -99,12 +108,16 @@ pub struct Instance {
     pub node: Name,
     /// Whether it takes new requests.
     pub state: State,
+    /// Its share of the requests relative to the other members: 1 to
+    /// [`MAX_WEIGHT`], 1 when the value has none.
+    pub weight: u32,
     /// When it was registered (whole seconds, UTC).
     pub registered_at: SystemTime,
 }
 
-/// The JSON value as written: strings only, checked by [`Instance::parse`].
-/// Unknown fields are ignored, so that registrants may add their own.
+/// The JSON value as written, checked by [`Instance::parse`]. Unknown fields
+/// are ignored, so that registrants may add their own. `weight` is read as
+/// any JSON value so that a wrong one is refused with its own reason.
 #[derive(Serialize, Deserialize)]
 struct Wire {
     service: String,
@@ -112,7 +125,21 @@ struct Wire {
     address: String,
     node: String,
     state: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    weight: Option<serde_json::Value>,
     registered_at: String,
+}
+
+/// A field that is present, whatever its value (`null` included, which is
+/// then refused rather than taken for an absent field).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
 }
 
 /// A registry entry that is not a valid instance; discovery skips it.
@@ -161,6 +188,8 @@ impl Instance {
             address: self.address.authority.clone(),
             node: self.node.to_string(),
             state: self.state.as_str().to_owned(),
+            // The default is left out: the value stays as it always was.
+            weight: (self.weight != 1).then(|| self.weight.into()),
             registered_at: humantime::format_rfc3339_seconds(self.registered_at).to_string(),
         };
         serde_json::to_string(&wire).expect("a struct of strings serialises")
@@ -215,9 +244,25 @@ impl Instance {
         let state = State::parse(&wire.state).ok_or_else(|| {
             field(
                 "state",
-                format!("{:?} is neither \"ready\" nor \"draining\"", wire.state),
+                format!(
+                    "{:?} is none of \"ready\", \"draining\" and \"standby\"",
+                    wire.state
+                ),
             )
         })?;
+        let weight = match &wire.weight {
+            None => 1,
+            Some(value) => value
+                .as_u64()
+                .filter(|w| (1..=u64::from(MAX_WEIGHT)).contains(w))
+                .and_then(|w| u32::try_from(w).ok())
+                .ok_or_else(|| {
+                    field(
+                        "weight",
+                        format!("{value} is not a whole number from 1 to {MAX_WEIGHT}"),
+                    )
+                })?,
+        };
         let registered_at = humantime::parse_rfc3339(&wire.registered_at).map_err(|e| {
             let reason = format!(
                 "{:?}: {e} (expected like \"2026-12-02T15:04:05Z\")",
@@ -231,6 +276,7 @@ impl Instance {
             address,
             node: parsed_key.node.clone(),
             state,
+            weight,
             registered_at,
         };
         Ok((parsed_key, instance))
@@ -243,16 +289,23 @@ pub struct Members {
     /// The registry revision this set reflects (etcd's store revision); 0
     /// before the first read.
     pub revision: i64,
-    /// Every valid instance, ready or draining, by key.
+    /// Every valid instance, whatever its state, by key.
     pub instances: BTreeMap<InstanceKey, Instance>,
+    /// The service's active version, when its `active` key names one (a
+    /// blue-green deploy across the cluster switched to it).
+    pub active: Option<Version>,
 }
 
 impl Members {
-    /// The instances that take new requests.
-    pub fn ready(&self) -> impl Iterator<Item = (&InstanceKey, &Instance)> {
-        self.instances
-            .iter()
-            .filter(|(_, i)| i.state == State::Ready)
+    /// The instances that take new requests: with an active version, those
+    /// of that version that are `ready` or `standby` (and no other); without,
+    /// every `ready` one. So the write of the active key moves every front
+    /// door from one version to the other in one change of its set.
+    pub fn routed(&self) -> impl Iterator<Item = (&InstanceKey, &Instance)> {
+        self.instances.iter().filter(|(_, i)| match &self.active {
+            Some(active) => i.version == *active && i.state != State::Draining,
+            None => i.state == State::Ready,
+        })
     }
 }
 
@@ -278,9 +331,100 @@ mod tests {
             address: "10.0.0.5:41234".parse().unwrap(),
             node: name("node-a"),
             state: State::Ready,
+            weight: 1,
             registered_at: UNIX_EPOCH + Duration::from_secs(1_796_223_845),
         };
         (key, instance)
+    }
+
+    /// Parses `value` under `web()`'s key.
+    fn parse(value: &str) -> Result<Instance, InvalidInstance> {
+        let (key, _) = web();
+        let prefix = service_prefix("/baton", &key.service);
+        Instance::parse(
+            &prefix,
+            &key.service,
+            key.key("/baton").as_bytes(),
+            value.as_bytes(),
+        )
+        .map(|(_, instance)| instance)
+    }
+
+    #[test]
+    fn standby_and_a_weight_read_back_as_written() {
+        let (_, instance) = web();
+        let standby = Instance {
+            state: State::Standby,
+            weight: MAX_WEIGHT,
+            ..instance.clone()
+        };
+        let json = standby.to_json();
+        assert!(
+            json.contains(r#""state":"standby","weight":1000,"#),
+            "{json}"
+        );
+        assert_eq!(parse(&json).unwrap(), standby);
+        // No `weight`: 1, and 1 is not written.
+        assert!(!instance.to_json().contains("weight"));
+        assert_eq!(parse(&instance.to_json()).unwrap().weight, 1);
+        let with = |weight: &str| {
+            instance.to_json().replace(
+                r#","registered_at""#,
+                &format!(r#","weight":{weight},"registered_at""#),
+            )
+        };
+        assert_eq!(parse(&with("1")).unwrap().weight, 1);
+        assert_eq!(parse(&with("250")).unwrap().weight, 250);
+        for junk in [
+            "0",
+            "1001",
+            "-1",
+            "1.5",
+            "\"2\"",
+            "null",
+            "[1]",
+            "4294967297",
+        ] {
+            let error = parse(&with(junk)).unwrap_err().to_string();
+            assert!(
+                error.contains("invalid `weight`") && error.contains("from 1 to 1000"),
+                "{junk}: {error}"
+            );
+        }
+    }
+
+    /// Without an active version, front doors route to `ready` instances;
+    /// with one, to that version's `ready` and `standby` instances only.
+    #[test]
+    fn the_active_version_decides_which_instances_are_routed() {
+        let (key, instance) = web();
+        let mut members = Members::default();
+        let mut add = |id: &str, version: &str, state: State| {
+            let key = InstanceKey {
+                id: name(id),
+                ..key.clone()
+            };
+            let instance = Instance {
+                version: version.parse().unwrap(),
+                state,
+                ..instance.clone()
+            };
+            members.instances.insert(key, instance);
+        };
+        add("v1-1", "v1", State::Ready);
+        add("v1-2", "v1", State::Draining);
+        add("v2-1", "v2", State::Standby);
+        add("v2-2", "v2", State::Ready);
+        add("v3-1", "v3", State::Standby);
+        let routed =
+            |m: &Members| -> Vec<String> { m.routed().map(|(k, _)| k.id.to_string()).collect() };
+        assert_eq!(routed(&members), ["v1-1", "v2-2"]);
+        members.active = Some("v2".parse().unwrap());
+        assert_eq!(routed(&members), ["v2-1", "v2-2"]);
+        members.active = Some("v1".parse().unwrap());
+        assert_eq!(routed(&members), ["v1-1"]);
+        members.active = Some("v9".parse().unwrap());
+        assert!(routed(&members).is_empty());
     }
 
     #[test]
@@ -377,6 +521,11 @@ mod tests {
             (
                 good_key.clone(),
                 good.replace("ready", "up"),
+                "invalid `state`",
+            ),
+            (
+                good_key.clone(),
+                good.replace("ready", "Standby"),
                 "invalid `state`",
             ),
             (

@@ -5,6 +5,8 @@
 //!
 //! - `name`: the validated names that become key segments (service, node,
 //!   instance id).
+//! - `active`: a service's active version (the switch of a blue-green
+//!   deploy across the cluster), read by discovery with the instances.
 //! - `instance`: one registered instance (the JSON value), its key, and the
 //!   member set of a service ([`Members`]).
 //! - `registry`: the [`Registry`] trait (so that a second backend can come
@@ -20,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod active;
 mod error;
 mod etcd;
 mod instance;
@@ -27,12 +30,13 @@ mod name;
 mod registry;
 mod view;
 
+pub use active::{Active, InvalidActive};
 pub use error::{Action, ConnectError, RegisterError, RequestError};
 pub use etcd::{
-    Behind, Converge, Desired, DesiredAt, Etcd, Following, Holder, Lock, LockError, NodeReport,
-    Options, SemaphoreError, Slot, check_files, now_rfc3339,
+    Behind, Converge, Desired, DesiredAt, Etcd, Following, Holder, InvalidDesired, Lock, LockError,
+    NodeReport, Options, SemaphoreError, Slot, check_files, now_rfc3339,
 };
-pub use instance::{Instance, InstanceKey, InvalidInstance, Members, State};
+pub use instance::{Instance, InstanceKey, InvalidInstance, MAX_WEIGHT, Members, State};
 pub use name::{InvalidName, Name};
 pub use registry::{Discovery, Reachability, Registrant, Registry};
 pub use view::{InstanceView, NodeView, ServiceView, SlotView, View};

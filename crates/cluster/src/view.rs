@@ -90,6 +90,10 @@ pub struct ServiceView {
     /// the first cluster deploy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<DesiredAt>,
+    /// The version front doors route to since a blue-green switch, if its
+    /// `active` key names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<crate::Active>,
     /// Who holds its deploy lock (a deploy or rollback runs); none when
     /// free.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,6 +227,11 @@ impl Builder {
                 let count = counts.entry(version).or_default();
                 *count += u32::from(ready);
             }
+            ["services", service, "active"] => {
+                name(service)?;
+                let active = crate::Active::parse(entry.value).map_err(|_| Invalid::Active)?;
+                self.service(service).active = Some(active);
+            }
             ["deploys", service, "desired"] => {
                 name(service)?;
                 let desired = crate::etcd::Desired::parse(entry.value).ok_or(Invalid::Desired)?;
@@ -307,6 +316,9 @@ enum Invalid {
     /// A desired version that is not one.
     #[error("not a desired version's JSON object")]
     Desired,
+    /// An active version's value.
+    #[error("not an active version's JSON object")]
+    Active,
     /// A slot key whose last part is not a number.
     #[error("not a slot index")]
     SlotIndex,

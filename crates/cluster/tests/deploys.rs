@@ -149,6 +149,7 @@ async fn the_desired_version_and_the_reports_are_followed() {
         version: "v2".parse().unwrap(),
         previous: Some("v1".parse().unwrap()),
         rollback_of: None,
+        strategy: config::Strategy::Rolling,
         by: "node-a".into(),
         at: cluster::now_rfc3339(),
     };
@@ -217,6 +218,7 @@ async fn the_view_shows_the_nodes_their_instances_and_each_services_deploy_state
         version: "v2".parse().unwrap(),
         previous: Some("v1".parse().unwrap()),
         rollback_of: None,
+        strategy: config::Strategy::Rolling,
         by: "node-a".into(),
         at: cluster::now_rfc3339(),
     };

@@ -125,7 +125,7 @@ async fn a_registered_instance_is_discovered_and_a_deregistered_one_is_gone_at_o
         ..web("v2-1", 9001)
     };
     registry.register(draining).await.unwrap();
-    let changed = discovery.members.wait_for(|m| m.ready().count() == 0);
+    let changed = discovery.members.wait_for(|m| m.routed().count() == 0);
     tokio::time::timeout(CHANGE_WITHIN, changed)
         .await
         .unwrap()

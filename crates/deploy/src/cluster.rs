@@ -6,6 +6,14 @@
 //! [`Engine::converge`], a rolling deploy within its share of the
 //! cluster-wide bounds ([`slots`], [`slot_limits`]).
 //!
+//! A blue-green deploy across the cluster is two steps on each node:
+//! [`Engine::prepare_green`] starts a whole new set next to the old one,
+//! with no traffic here, and registers its ready instances as `standby`;
+//! then [`Green::switch`] gives it all of this node's traffic and retires
+//! the old set (out of the pool and the registry first), or
+//! [`Green::abandon`] retires the new set and leaves the old one serving.
+//! Which of the two, and when, is the cluster's decision.
+//!
 //! A reload that changes a supervised service's `version` in the file goes
 //! the same way ([`Engine::reload_in_cluster`]): the version is the
 //! cluster's, so this node never runs it alone.
@@ -16,9 +24,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::progress::{Reporter, Traffic, millis};
-use crate::strategy::{self, Busy, Target};
-use crate::{BadRequest, DeployError, Deployed, Engine, Outcome};
+use handoff::time::SaturatingAdd;
+use tokio::time::Instant;
+
+use crate::progress::{Progress, Reporter, Traffic, millis};
+use crate::sets::SetPhase;
+use crate::strategy::traffic::{retire, set_shares};
+use crate::strategy::{self, Busy, Target, blue_green};
+use crate::{BadRequest, Deploy, DeployError, Deployed, Engine, Failure, Outcome, state};
 
 /// What [`ClusterDeploys`] returns.
 pub type DeployFuture = Pin<Box<dyn Future<Output = Result<Deployed, DeployError>> + Send>>;
@@ -137,6 +150,196 @@ impl Engine {
             Some(limits),
         )
         .await
+    }
+}
+
+/// This node's part of a blue-green deploy across the cluster, between
+/// its new set getting ready and the cluster's decision: end it with
+/// [`Green::switch`] or [`Green::abandon`]. The service stays claimed
+/// meanwhile. Dropped without either, it is abandoned in the background.
+pub struct Green {
+    engine: Engine,
+    service: config::Service,
+    /// The new set.
+    set: u64,
+    /// The sets that served before it.
+    old: Vec<u64>,
+    record: Deploy,
+    started: Instant,
+    window: TrafficWindow,
+    reporter: Reporter,
+    /// Released (the service free again) when the deploy ends.
+    busy: Option<Busy>,
+}
+
+impl Engine {
+    /// Starts a whole new set of `version` of the supervised `service` next
+    /// to the one that serves, with no traffic on this node; once its
+    /// instances are ready (and pass the smoke checks) they are registered
+    /// as `standby`. Bounded by the service's `deploy_timeout`; a failure
+    /// retires the new set before it returns, and the old one never
+    /// stopped serving.
+    pub async fn prepare_green(
+        &self,
+        service: &str,
+        version: config::Version,
+        reporter: Reporter,
+    ) -> Result<Green, DeployError> {
+        let svc = self
+            .service(service)
+            .ok_or_else(|| DeployError::UnknownService(service.to_owned()))?;
+        let config::Runner::Supervised(spec) = &svc.runner else {
+            return Err(BadRequest::TargetsRequired(service.to_owned()).into());
+        };
+        let mut spec = spec.clone();
+        spec.version = version;
+        let busy = Busy::claim_when_free(self, service, &reporter).await;
+        blue_green::end_standby(self, service).await;
+        let record = Deploy {
+            version: spec.version.to_string(),
+            targets: Vec::new(),
+            started: state::now(),
+            outcome: Outcome::InProgress,
+        };
+        self.note(service, &record, Outcome::InProgress);
+        reporter.send(Progress::Started {
+            service: service.to_owned(),
+            version: record.version.clone(),
+            strategy: config::Strategy::BlueGreen.to_string(),
+            instances: spec.instances as usize,
+        });
+        tracing::info!(service, version = %record.version, "starting the new set of a blue-green deploy across the cluster");
+        let started = Instant::now();
+        let deadline = started.saturating_add(svc.deploy_timeout);
+        let old: Vec<u64> = self.with_runtime(service, |rt| {
+            rt.sets
+                .iter()
+                .filter(|s| s.share > 0)
+                .map(|s| s.id)
+                .collect()
+        });
+        let failed = |reason: Failure| {
+            tracing::error!(service, version = %record.version, %reason, "the new set of a blue-green deploy failed; the previous version keeps serving");
+            self.note(service, &record, Outcome::Failed(reason.to_string()));
+            Err(DeployError::Failed(reason))
+        };
+        let (set, mut phase) = match self.start_set(&svc, &spec, 0) {
+            Ok(started) => started,
+            Err(e) => return failed(Failure::Start(Arc::new(e))),
+        };
+        // Registered as `standby` as its instances get ready.
+        self.with_set(service, set, |s| s.standby = true);
+        let window = self.traffic_window(service);
+        let ready = tokio::time::timeout_at(deadline, async {
+            phase
+                .wait_for(|p| *p != SetPhase::Starting)
+                .await
+                .map(|p| p.clone())
+        })
+        .await;
+        let failure = match ready {
+            Ok(Ok(SetPhase::Ready)) => blue_green::smoke(self, &svc, set, &reporter, deadline)
+                .await
+                .err(),
+            Ok(Ok(SetPhase::Failed(reason))) => Some(Failure::NewInstances(reason)),
+            // `wait_for` returns only when the phase is not `Starting`.
+            Ok(Ok(SetPhase::Starting)) | Ok(Err(_)) => Some(Failure::NewSupervisorStopped),
+            Err(_) => Some(Failure::Timeout(svc.deploy_timeout)),
+        };
+        if let Some(reason) = failure {
+            reporter.send(Progress::RollingBack {
+                reason: reason.to_string(),
+            });
+            drop_green(self, &svc, set).await;
+            return failed(reason);
+        }
+        // Every ready instance registered as `standby` before it returns.
+        self.publish_logged(service).await;
+        Ok(Green {
+            engine: self.clone(),
+            service: svc,
+            set,
+            old,
+            record,
+            started,
+            window,
+            reporter,
+            busy: Some(busy),
+        })
+    }
+}
+
+/// Retires a new set that never took traffic: out of the registry first,
+/// then stopped.
+async fn drop_green(engine: &Engine, service: &config::Service, set: u64) {
+    engine.with_set(&service.name, set, |s| s.standby = false);
+    retire(engine, service, set).await;
+}
+
+impl Green {
+    /// The cluster switched to the new version: the new set takes all of
+    /// this node's traffic in one snapshot (and is registered `ready`),
+    /// the old sets leave the pool and the registry — every front door
+    /// having applied it — and are stopped once drained.
+    pub async fn switch(mut self) -> Result<Deployed, DeployError> {
+        let engine = self.engine.clone();
+        let name = self.service.name.clone();
+        engine.with_set(&name, self.set, |s| s.standby = false);
+        set_shares(&engine, &name, &self.old, self.set, 100).await;
+        self.reporter.send(Progress::Traffic { percent: 100 });
+        for &set in &self.old {
+            let version = engine
+                .with_set(&name, set, |s| s.version.clone())
+                .unwrap_or_default();
+            self.reporter.send(Progress::Draining { version });
+            retire(&engine, &self.service, set).await;
+        }
+        let traffic = self.window.traffic();
+        tracing::info!(service = %name, version = %self.record.version, duration_ms = self.started.elapsed().as_millis() as u64, "deploy complete");
+        engine.note(&name, &self.record, Outcome::Deployed);
+        self.busy = None;
+        Ok(Deployed {
+            version: self.record.version.clone(),
+            strategy: config::Strategy::BlueGreen,
+            duration: self.started.elapsed(),
+            traffic,
+        })
+    }
+
+    /// The cluster gave up the deploy (`reason`): the new set leaves the
+    /// registry and stops; the old one never stopped serving.
+    pub async fn abandon(mut self, reason: &str) {
+        let busy = self.busy.take();
+        end(&self.engine, &self.service, self.set, &self.record, reason).await;
+        drop(busy);
+    }
+}
+
+/// Abandons the new set `set` and records why.
+async fn end(engine: &Engine, service: &config::Service, set: u64, record: &Deploy, reason: &str) {
+    tracing::warn!(service = %service.name, version = %record.version, reason, "blue-green deploy abandoned; the previous version keeps serving");
+    drop_green(engine, service, set).await;
+    engine.note(&service.name, record, Outcome::Failed(reason.to_owned()));
+}
+
+impl Drop for Green {
+    fn drop(&mut self) {
+        let Some(busy) = self.busy.take() else {
+            return;
+        };
+        let (engine, service) = (self.engine.clone(), self.service.clone());
+        let (set, record) = (self.set, self.record.clone());
+        tokio::spawn(async move {
+            end(
+                &engine,
+                &service,
+                set,
+                &record,
+                "given up before the switch",
+            )
+            .await;
+            drop(busy);
+        });
     }
 }
 

@@ -61,7 +61,7 @@ pub enum BadRequest {
     TargetsRequired(String),
     /// A cluster-wide deploy with another strategy than rolling.
     #[error(
-        "a cluster-wide deploy of {service:?} is rolling only ({strategy} across nodes is not supported yet): deploy with --strategy rolling"
+        "a cluster-wide deploy of {service:?} is rolling or blue-green ({strategy} across nodes is not supported yet): deploy with --strategy rolling or --strategy blue_green"
     )]
     ClusterStrategy {
         /// The service.

@@ -25,7 +25,9 @@
 //! In a cluster (`cluster`), a supervised service's deploys are the
 //! cluster's: the binary's [`ClusterDeploys`] sets the desired version, and
 //! each node converges its own instances by a rolling deploy within its
-//! share of the cluster-wide bounds ([`Engine::converge`]).
+//! share of the cluster-wide bounds ([`Engine::converge`]), or, blue-green,
+//! starts a whole new set on standby ([`Engine::prepare_green`]) that the
+//! cluster switches to ([`Green::switch`]) or gives up ([`Green::abandon`]).
 //!
 //! Invariants: the engine never blocks the data plane (whole snapshots are
 //! published through `Proxy::reload`, on a blocking thread, one at a time);
@@ -53,7 +55,7 @@ mod status;
 mod strategy;
 mod supervised;
 
-pub use cluster::{ClusterDeploys, DeployFuture, TrafficWindow, slot_limits, slots};
+pub use cluster::{ClusterDeploys, DeployFuture, Green, TrafficWindow, slot_limits, slots};
 pub use engine::Engine;
 pub use error::{BadRequest, DeployError, Failure, StartError, Undo};
 pub use handover::HandedOver;

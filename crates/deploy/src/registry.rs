@@ -30,6 +30,9 @@ pub struct Routed {
     pub version: String,
     /// Where it listens on this node.
     pub address: std::net::SocketAddr,
+    /// Ready but without traffic yet: the new set of a blue-green deploy
+    /// across the cluster, before its switch.
+    pub standby: bool,
 }
 
 /// What a registrar's [`Registrar::publish`] returns: resolves once the
@@ -77,7 +80,8 @@ pub trait Registrar: Send + Sync {
     fn lock_deploy(&self, service: &str) -> LockFuture;
 
     /// Called after every publish, in publish order, with every instance of
-    /// a supervised service that the published pools route to. The returned
+    /// a supervised service that the published pools route to (and the
+    /// ready instances of a cluster blue-green's new set, `standby`). The returned
     /// future resolves when instances that are no longer in the list have
     /// left the registry and every front door that routes by it, and new
     /// ones are registered; it must be bounded in time.
@@ -165,13 +169,16 @@ impl Engine {
         });
     }
 
-    /// Every instance of a supervised service that the pools route to now.
+    /// Every instance of a supervised service that the pools route to now,
+    /// and those of a cluster blue-green's new set before its switch.
     pub(crate) fn routed(&self) -> Vec<Routed> {
         let mut out = Vec::new();
         let versions = self.inner.versions.get();
         self.inner.services.with(|services| {
             for (name, rt) in services {
-                for set in rt.sets.iter().filter(|s| s.share > 0 && s.group.is_some()) {
+                let registered =
+                    |s: &&crate::sets::Set| (s.share > 0 || s.standby) && s.group.is_some();
+                for set in rt.sets.iter().filter(registered) {
                     for (address, _) in &set.ready {
                         let Some(address) = address.ip else { continue };
                         let version = match versions.get(&address) {
@@ -182,6 +189,7 @@ impl Engine {
                             service: name.clone(),
                             version,
                             address,
+                            standby: set.share == 0,
                         });
                     }
                 }

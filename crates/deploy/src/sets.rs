@@ -49,6 +49,10 @@ pub(crate) struct Set {
     pub ready: Vec<(config::UpstreamAddr, u64)>,
     /// Percent of the service's traffic.
     pub share: u8,
+    /// The new set of a blue-green deploy across the cluster, before the
+    /// switch: no traffic here, but its ready instances are registered as
+    /// `standby`.
+    pub standby: bool,
     /// Starting, ready, or failed (the first generation of a new set).
     pub phase: watch::Sender<SetPhase>,
 }
@@ -121,6 +125,7 @@ impl Engine {
                 size: targets.len(),
                 ready: Vec::new(),
                 share,
+                standby: false,
                 phase: watch::channel(SetPhase::Starting).0,
             })
         });
@@ -165,6 +170,7 @@ impl Engine {
                 size: spec.instances as usize,
                 ready: Vec::new(),
                 share,
+                standby: false,
                 phase,
             });
             Ok((id, phase_rx))
@@ -236,6 +242,7 @@ mod tests {
             size: ports.len(),
             ready: ports.iter().map(|&p| (addr(p), 1)).collect(),
             share,
+            standby: false,
             phase: watch::channel(SetPhase::Ready).0,
         }
     }

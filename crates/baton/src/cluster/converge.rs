@@ -8,10 +8,21 @@
 //! node that starts, restarts or comes back converges the same way; a
 //! version that failed here is not tried again until the desired version
 //! changes.
+//!
+//! A blue-green desired version (until the service's active version names
+//! it) takes no slot: the node starts a whole new set next to the old one,
+//! registered as `standby`, reports `standby`, and waits for the switch
+//! (the active version naming it: the new set takes the traffic and the
+//! old one is retired) or for the deploy to be given up — the desired
+//! version changed, or the deploy lock was freed (its node died) without a
+//! switch — and then stops the new set. Once switched, a node that starts
+//! or comes back converges like a rolling deploy: the front doors route to
+//! the active version only, so its old instances take no traffic anyway.
 
 use std::time::Duration;
 
 use cluster::{Converge, DesiredAt, Etcd, Name, NodeReport, Registry};
+use config::Version;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -42,6 +53,16 @@ struct Converger {
     engine: deploy::Engine,
     name: Name,
     service: config::Service,
+}
+
+/// What ends a node's wait for a blue-green switch.
+enum Next {
+    /// The active version names the new one.
+    Switch,
+    /// The desired version changed (a failure elsewhere set it back).
+    Superseded,
+    /// The deploy ended without a switch.
+    Abandon(String),
 }
 
 /// How a try at a desired version ended.
@@ -92,6 +113,13 @@ impl Converger {
             self.report(Converge::Converged, &running, revision, None)
                 .await;
             return Tried::Settled;
+        }
+        if desired.desired.strategy == config::Strategy::BlueGreen {
+            let active = self.etcd.active(&self.name).await;
+            let switched = matches!(&active, Ok(Some(a)) if a.version == *version);
+            if !switched {
+                return self.blue_green(version, revision, follow).await;
+            }
         }
         self.report(Converge::Waiting, &running, revision, None)
             .await;
@@ -157,6 +185,107 @@ impl Converger {
             }
         }
         Tried::Settled
+    }
+
+    /// This node's part of a blue-green deploy of `version` (desired at
+    /// `revision`): a new set on standby, then the switch or its end.
+    async fn blue_green(
+        &self,
+        version: &Version,
+        revision: i64,
+        follow: &mut watch::Receiver<Option<Option<DesiredAt>>>,
+    ) -> Tried {
+        // Followed before the new set starts: no switch is missed.
+        let active = self.etcd.follow_active(&self.name);
+        let mut active = active.receiver();
+        let lock = self.etcd.follow_lock("deploy", &self.name);
+        let mut lock = lock.receiver();
+        self.report(Converge::Deploying, version.as_str(), revision, None)
+            .await;
+        // Never given up halfway: the start is bounded by the deploy
+        // timeout, and a set left half-started would outlive the deploy.
+        let prepared = self
+            .engine
+            .prepare_green(
+                self.name.as_str(),
+                version.clone(),
+                deploy::Reporter::none(),
+            )
+            .await;
+        let green = match prepared {
+            Ok(green) => green,
+            Err(e) => {
+                tracing::error!(service = %self.name, %version, error = %e, "could not start the new set of a blue-green deploy");
+                self.report_failed(revision, e.to_string()).await;
+                return Tried::Settled;
+            }
+        };
+        self.report(Converge::Standby, version.as_str(), revision, None)
+            .await;
+        let is_switch = |a: &Option<Option<cluster::Active>>| matches!(a, Some(Some(a)) if a.version == *version);
+        let next = loop {
+            if is_switch(&active.borrow_and_update()) {
+                break Next::Switch;
+            }
+            if follow.has_changed().unwrap_or(false) {
+                break Next::Superseded;
+            }
+            if matches!(*lock.borrow_and_update(), Some(None)) {
+                // The lock went before the switch was seen: a fresh read
+                // says whether the switch was written first.
+                match self.etcd.active(&self.name).await {
+                    Ok(Some(a)) if a.version == *version => break Next::Switch,
+                    _ => {
+                        break Next::Abandon(
+                            "the deploy ended without switching to it (its node stopped or went away)"
+                                .to_owned(),
+                        );
+                    }
+                }
+            }
+            // A follower that ended gives no more events (never busy).
+            let superseded = async {
+                if follow.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = active.changed() => {}
+                () = superseded => break Next::Superseded,
+                _ = lock.changed() => {}
+            }
+        };
+        match next {
+            Next::Switch => match green.switch().await {
+                Ok(_) => {
+                    self.report(Converge::Converged, version.as_str(), revision, None)
+                        .await;
+                }
+                Err(e) => self.report_failed(revision, e.to_string()).await,
+            },
+            Next::Superseded => {
+                tracing::info!(service = %self.name, %version, "desired version changed before the switch; stopping the new set");
+                green
+                    .abandon("the desired version changed before the switch")
+                    .await;
+                return Tried::Superseded;
+            }
+            Next::Abandon(reason) => {
+                green.abandon(&reason).await;
+                self.report_failed(revision, reason).await;
+            }
+        }
+        Tried::Settled
+    }
+
+    /// Reports `failed` with the version that runs here.
+    async fn report_failed(&self, revision: i64, reason: String) {
+        let running = self
+            .engine
+            .running_version(self.name.as_str())
+            .unwrap_or_default();
+        self.report(Converge::Failed, &running, revision, Some(reason))
+            .await;
     }
 
     async fn report(&self, state: Converge, version: &str, desired: i64, reason: Option<String>) {

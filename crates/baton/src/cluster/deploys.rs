@@ -6,12 +6,20 @@
 //! it; the client gets the failure with each node's reason. The nodes
 //! converge by themselves (`converge`); this side only writes the desired
 //! version and watches.
+//!
+//! Blue-green adds one write: once every node reports its new set on
+//! `standby`, the service's active version is set to the new one — the
+//! switch, one key that every front door's discovery reads with the
+//! instances — and the nodes retire their old sets. A failure before it
+//! sets the desired version back (every node stops its new set; the old
+//! ones never stopped serving). A rolling deploy removes the active
+//! version first: its nodes' new instances are `ready` ones.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster::{Converge, Desired, Etcd, Name, NodeReport, Registry};
+use cluster::{Active, Converge, Desired, Etcd, Name, NodeReport, Registry};
 use deploy::{
     BadRequest, DeployError, DeployFuture, Deployed, Failure, LockError, Progress, Reporter,
 };
@@ -90,14 +98,14 @@ impl deploy::ClusterDeploys for Deploys {
             reporter,
         };
         Box::pin(async move {
-            if strategy != config::Strategy::Rolling {
+            if strategy == config::Strategy::Canary {
                 return Err(BadRequest::ClusterStrategy {
                     service: run.service.name.clone(),
                     strategy,
                 }
                 .into());
             }
-            run.run(Goal::Version(version)).await
+            run.run(Goal::Version(version), strategy).await
         })
     }
 
@@ -109,7 +117,22 @@ impl deploy::ClusterDeploys for Deploys {
             service: service.clone(),
             reporter,
         };
-        Box::pin(run.run(Goal::Back))
+        Box::pin(run.run(Goal::Back, config::Strategy::Rolling))
+    }
+}
+
+/// Every node's report, as followed.
+type Reports = tokio::sync::watch::Receiver<Option<BTreeMap<String, NodeReport>>>;
+
+/// The failure a follow ended with.
+fn not_converged(e: NotConverged) -> Failure {
+    match e {
+        NotConverged::Failed(failed) => Failure::OnNodes {
+            failed,
+            not_back: None,
+        },
+        NotConverged::Timeout(after) => Failure::Timeout(after),
+        NotConverged::Registry(reason) => Failure::Registry(reason),
     }
 }
 
@@ -131,8 +154,20 @@ enum NotConverged {
     Registry(String),
 }
 
+/// What every node must reach for [`Run::follow`] to end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// Converged (or failed).
+    Settled,
+    /// Blue-green: its new set on standby (or converged already).
+    Standby,
+}
+
+/// What each node last reported, as shown to the client.
+type Seen = BTreeMap<String, (Converge, String)>;
+
 impl Run {
-    async fn run(self, goal: Goal) -> Result<Deployed, DeployError> {
+    async fn run(self, goal: Goal, strategy: config::Strategy) -> Result<Deployed, DeployError> {
         let service = self.service.name.clone();
         let unavailable = |reason: String| {
             DeployError::Cluster(LockError::Unavailable {
@@ -152,7 +187,7 @@ impl Run {
             }
             Err(cluster::LockError::Request(e)) => return Err(unavailable(e.to_string())),
         };
-        let result = self.locked(&name, goal).await;
+        let result = self.locked(&name, goal, strategy).await;
         if let Err(e) = lock.release().await {
             tracing::warn!(%service, error = %e, "could not release the deploy lock; it goes with the lease");
         }
@@ -160,7 +195,12 @@ impl Run {
     }
 
     /// The deploy, under the cluster-wide lock.
-    async fn locked(&self, name: &Name, goal: Goal) -> Result<Deployed, DeployError> {
+    async fn locked(
+        &self,
+        name: &Name,
+        goal: Goal,
+        strategy: config::Strategy,
+    ) -> Result<Deployed, DeployError> {
         let service = name.to_string();
         let registry = |e: cluster::RequestError| {
             DeployError::Cluster(LockError::Unavailable {
@@ -186,7 +226,7 @@ impl Run {
         self.reporter.send(Progress::Started {
             service: service.clone(),
             version: version.to_string(),
-            strategy: config::Strategy::Rolling.to_string(),
+            strategy: strategy.to_string(),
             instances,
         });
         let window = self.engine.traffic_window(&service);
@@ -194,10 +234,15 @@ impl Run {
         // Followed before the desired version is written: no report is missed.
         let following = self.etcd.follow_reports(name);
         let mut reports = following.receiver();
+        if strategy == config::Strategy::Rolling {
+            // The nodes' new instances are `ready` ones, routed as such.
+            self.etcd.clear_active(name).await.map_err(registry)?;
+        }
         let desired = Desired {
             version: version.clone(),
             previous,
             rollback_of: None,
+            strategy,
             by: self.etcd.node().to_string(),
             at: cluster::now_rfc3339(),
         };
@@ -206,22 +251,42 @@ impl Run {
             .set_desired(name, &desired)
             .await
             .map_err(registry)?;
-        let failure = match self.follow(&mut reports, revision).await {
+        let mut seen = Seen::new();
+        let converged = match strategy {
+            config::Strategy::BlueGreen => {
+                match self
+                    .switch(name, &version, &mut reports, revision, &mut seen)
+                    .await
+                {
+                    Ok(()) => self
+                        .follow(&mut reports, revision, &mut seen, Until::Settled)
+                        .await
+                        .map_err(|e| (e, true)),
+                    Err(e) => Err((e, false)),
+                }
+            }
+            _ => self
+                .follow(&mut reports, revision, &mut seen, Until::Settled)
+                .await
+                .map_err(|e| (e, false)),
+        };
+        let failure = match converged {
             Ok(()) => {
                 tracing::info!(%service, %version, "every node converged");
                 return Ok(Deployed {
                     version: version.to_string(),
-                    strategy: config::Strategy::Rolling,
+                    strategy,
                     duration: started.elapsed(),
                     traffic: window.traffic(),
                 });
             }
-            Err(NotConverged::Failed(failed)) => Failure::OnNodes {
-                failed,
-                not_back: None,
-            },
-            Err(NotConverged::Timeout(after)) => Failure::Timeout(after),
-            Err(NotConverged::Registry(reason)) => Failure::Registry(reason),
+            Err((e, true)) => {
+                // After the switch there is no old set to go back to.
+                let failure = not_converged(e);
+                tracing::error!(%service, %version, failure = %failure, "a node did not complete after the blue-green switch");
+                return Err(DeployError::Failed(failure));
+            }
+            Err((e, false)) => not_converged(e),
         };
         // Back everywhere: the version desired before, as desired again.
         let Some(back) = back else {
@@ -234,6 +299,7 @@ impl Run {
             version: back.clone(),
             previous: current.and_then(|d| d.desired.previous),
             rollback_of: Some(version.clone()),
+            strategy: config::Strategy::Rolling,
             by: self.etcd.node().to_string(),
             at: cluster::now_rfc3339(),
         };
@@ -241,7 +307,10 @@ impl Run {
             Err(e) => Some(format!(
                 "could not set the desired version back to {back}: {e}"
             )),
-            Ok(revision) => match self.follow(&mut reports, revision).await {
+            Ok(revision) => match self
+                .follow(&mut reports, revision, &mut seen, Until::Settled)
+                .await
+            {
                 Ok(()) => None,
                 Err(NotConverged::Failed(failed)) => {
                     let nodes: Vec<String> = failed
@@ -269,15 +338,49 @@ impl Run {
         Err(DeployError::Failed(failure))
     }
 
+    /// Blue-green: follows the nodes until every one has its new set on
+    /// standby, then switches every front door to `version` with one write
+    /// of the service's active version. If that write fails, the active
+    /// version is removed (in case it landed after all) before the deploy
+    /// is undone: the front doors then route to the old sets' `ready`
+    /// instances, never to nothing.
+    async fn switch(
+        &self,
+        name: &Name,
+        version: &config::Version,
+        reports: &mut Reports,
+        revision: i64,
+        seen: &mut Seen,
+    ) -> Result<(), NotConverged> {
+        self.follow(reports, revision, seen, Until::Standby).await?;
+        let active = Active {
+            version: version.clone(),
+            by: self.etcd.node().to_string(),
+            at: cluster::now_rfc3339(),
+        };
+        if let Err(e) = self.etcd.set_active(name, &active).await {
+            if let Err(again) = self.etcd.clear_active(name).await {
+                tracing::error!(service = %name, error = %again, "could not remove the active version after a failed switch");
+            }
+            return Err(NotConverged::Registry(format!(
+                "could not switch to {version}: {e}"
+            )));
+        }
+        tracing::info!(service = %name, %version, "every node ready: switched to the new version");
+        self.reporter.send(Progress::Traffic { percent: 100 });
+        Ok(())
+    }
+
     /// Follows the nodes' reports until every node that runs the service
-    /// has settled on `revision`, reporting each node's progress; ends at
-    /// the first failure.
+    /// has reached `until` on `revision`, reporting each node's progress;
+    /// ends at the first failure.
     async fn follow(
         &self,
-        reports: &mut tokio::sync::watch::Receiver<Option<BTreeMap<String, NodeReport>>>,
+        reports: &mut Reports,
         revision: i64,
+        seen: &mut Seen,
+        until: Until,
     ) -> Result<(), NotConverged> {
-        let mut seen: BTreeMap<String, (Converge, String)> = BTreeMap::new();
         // Each node's rollout is bounded by the deploy timeout, and at
         // least one node holds a slot at any time; a node that dies stops
         // being waited for within the lease's TTL.
@@ -305,7 +408,12 @@ impl Run {
                         });
                         seen.insert(node.clone(), now);
                     }
-                    settled &= report.state.settled();
+                    settled &= match until {
+                        Until::Settled => report.state.settled(),
+                        Until::Standby => {
+                            matches!(report.state, Converge::Standby | Converge::Converged)
+                        }
+                    };
                     if report.state == Converge::Failed {
                         let reason = report.reason.clone().unwrap_or_default();
                         failed.push((node.clone(), reason));
@@ -349,6 +457,7 @@ mod tests {
             version: v(version),
             previous: previous.map(v),
             rollback_of: None,
+            strategy: config::Strategy::Rolling,
             by: "node-a".into(),
             at: "t".into(),
         }

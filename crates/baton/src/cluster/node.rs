@@ -120,8 +120,9 @@ impl Node {
     }
 }
 
-/// Follows one discovered service: each change of its ready instances is
-/// one snapshot swap (through the engine, so that member health survives),
+/// Follows one discovered service: each change of its routed instances
+/// (its `ready` ones, or with an active version that version's) is one
+/// snapshot swap (through the engine, so that member health survives),
 /// after which the node records the revision its front door applied.
 async fn follow(etcd: Etcd, engine: deploy::Engine, service: Name, discovery: Discovery) {
     let mut members = discovery.members.clone();
@@ -134,12 +135,12 @@ async fn follow(etcd: Etcd, engine: deploy::Engine, service: Name, discovery: Di
                 }
                 let current = Arc::clone(&members.borrow_and_update());
                 let mut list: Vec<config::Member> = Vec::new();
-                for (_, instance) in current.ready() {
+                for (_, instance) in current.routed() {
                     // Two registrants may name one address: it is one member.
                     if !list.iter().any(|m| m.address == instance.address) {
                         list.push(config::Member {
                             address: instance.address.clone(),
-                            weight: 1,
+                            weight: instance.weight,
                         });
                     }
                 }

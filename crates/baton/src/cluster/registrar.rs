@@ -225,7 +225,10 @@ impl Task {
                 id,
                 version,
                 address: self.etcd.address(port),
-                state: State::Ready,
+                state: match r.standby {
+                    true => State::Standby,
+                    false => State::Ready,
+                },
             };
             out.insert(key, registrant);
         }

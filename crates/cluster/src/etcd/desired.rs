@@ -41,6 +41,10 @@ pub struct Desired {
     pub previous: Option<Version>,
     /// Set because a deploy of this version failed: the nodes go back.
     pub rollback_of: Option<Version>,
+    /// How the nodes get there: rolling (each node within a slot of the
+    /// cluster's bounds), or blue-green (every node starts a whole new set
+    /// on standby, and the service's active version switches them all).
+    pub strategy: config::Strategy,
     /// The node that wrote it.
     pub by: String,
     /// When, RFC 3339.
@@ -65,6 +69,9 @@ struct DesiredWire {
     previous: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rollback_of: Option<String>,
+    /// Absent: rolling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    strategy: Option<String>,
     by: String,
     at: String,
 }
@@ -81,6 +88,9 @@ pub enum Converge {
     Converged,
     /// Its deploy failed and was undone there: it runs the version before.
     Failed,
+    /// Blue-green: its new set is ready and registered as `standby`; it
+    /// waits for the switch.
+    Standby,
 }
 
 impl Converge {
@@ -91,6 +101,7 @@ impl Converge {
             Converge::Deploying => "deploying",
             Converge::Converged => "converged",
             Converge::Failed => "failed",
+            Converge::Standby => "standby",
         }
     }
 
@@ -137,15 +148,30 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-impl TryFrom<DesiredWire> for Desired {
-    type Error = config::InvalidVersion;
+/// Why a `desired` value is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidDesired {
+    /// A version is not valid.
+    #[error(transparent)]
+    Version(#[from] config::InvalidVersion),
+    /// The strategy is not one of baton's.
+    #[error(transparent)]
+    Strategy(#[from] config::UnknownStrategy),
+}
 
-    fn try_from(wire: DesiredWire) -> Result<Desired, config::InvalidVersion> {
+impl TryFrom<DesiredWire> for Desired {
+    type Error = InvalidDesired;
+
+    fn try_from(wire: DesiredWire) -> Result<Desired, InvalidDesired> {
         let version = |v: Option<String>| v.map(|v| Version::from_str(&v)).transpose();
         Ok(Desired {
             version: Version::from_str(&wire.version)?,
             previous: version(wire.previous)?,
             rollback_of: version(wire.rollback_of)?,
+            strategy: match wire.strategy {
+                None => config::Strategy::Rolling,
+                Some(name) => name.parse()?,
+            },
             by: wire.by,
             at: wire.at,
         })
@@ -158,6 +184,8 @@ impl From<Desired> for DesiredWire {
             version: desired.version.to_string(),
             previous: desired.previous.as_ref().map(ToString::to_string),
             rollback_of: desired.rollback_of.as_ref().map(ToString::to_string),
+            strategy: (desired.strategy != config::Strategy::Rolling)
+                .then(|| desired.strategy.to_string()),
             by: desired.by,
             at: desired.at,
         }
@@ -311,10 +339,23 @@ mod tests {
             version: "v2".parse().unwrap(),
             previous: Some("v1".parse().unwrap()),
             rollback_of: None,
+            strategy: config::Strategy::Rolling,
             by: "node-a".into(),
             at: "2026-12-02T15:04:05Z".into(),
         };
-        assert_eq!(Desired::parse(d.to_json().as_bytes()), Some(d));
+        assert_eq!(Desired::parse(d.to_json().as_bytes()), Some(d.clone()));
+        assert!(!d.to_json().contains("strategy"), "{}", d.to_json());
+        let blue_green = Desired {
+            strategy: config::Strategy::BlueGreen,
+            ..d
+        };
+        let json = blue_green.to_json();
+        assert!(json.contains(r#""strategy":"blue_green""#), "{json}");
+        assert_eq!(Desired::parse(json.as_bytes()), Some(blue_green));
+        assert_eq!(
+            Desired::parse(br#"{"version":"v1","strategy":"sideways","by":"a","at":"b"}"#),
+            None
+        );
         assert_eq!(
             Desired::parse(br#"{"version":"../x","by":"a","at":"b"}"#),
             None

@@ -3,8 +3,8 @@
 //! (`session`), discovery (`watch`), the nodes' records of what their front
 //! doors applied (`nodes`), cluster-wide locks (`lock`) and a semaphore
 //! (`semaphore`), the deploy state of a service (`desired`, followed by
-//! `follow`), the whole cluster in one read (`view`) and bounded requests
-//! (`request`).
+//! `follow`), the switch of a blue-green deploy (`switch`), the whole
+//! cluster in one read (`view`) and bounded requests (`request`).
 //! Passwords are read here, passed to the client and never logged.
 
 mod desired;
@@ -14,10 +14,11 @@ mod nodes;
 mod request;
 mod semaphore;
 mod session;
+mod switch;
 mod view;
 mod watch;
 
-pub use desired::{Converge, Desired, DesiredAt, NodeReport, now_rfc3339};
+pub use desired::{Converge, Desired, DesiredAt, InvalidDesired, NodeReport, now_rfc3339};
 pub use follow::Following;
 pub use lock::{Holder, Lock, LockError};
 pub use nodes::Behind;
@@ -257,6 +258,7 @@ impl Registry for Etcd {
             address: instance.address,
             node: self.inner.node.clone(),
             state: instance.state,
+            weight: 1,
             registered_at: whole_seconds(std::time::SystemTime::now()),
         };
         let text = key.key(&self.inner.prefix);

@@ -1,6 +1,8 @@
 //! Discovery on etcd: one task per followed service. It reads the service's
-//! keys (a fresh read, at revision R), then watches from R + 1; each watch
-//! response that changes the set publishes one new set. A compacted
+//! keys — its instances and its active version, everything under
+//! `{prefix}/services/{service}/` — (a fresh read, at revision R), then
+//! watches from R + 1; each watch response that changes the set publishes
+//! one new set (etcd never splits one revision's events across responses). A compacted
 //! revision or a broken watch leads to a fresh read. While etcd cannot be
 //! read, the last set stays published and `Reachability` says since when
 //! reads fail: a registry outage never empties a member set.
@@ -12,6 +14,7 @@ use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchResponse};
 use tokio::sync::watch;
 
 use super::request::retrying;
+use crate::active::{Active, active_key};
 use crate::error::RequestError;
 use crate::instance::{Instance, InstanceKey, Members, service_prefix};
 use crate::name::Name;
@@ -34,10 +37,13 @@ pub(crate) fn discover(
     let resume = known.as_ref().map(|m| m.revision);
     let (members, members_rx) = watch::channel(Arc::new(known.unwrap_or_default()));
     let (reachability, reachability_rx) = watch::channel(Reachability::Connecting);
+    let instances = service_prefix(prefix, service);
     let follower = Follower {
         client,
         service: service.clone(),
-        prefix: service_prefix(prefix, service),
+        keys: format!("{prefix}/services/{service}/"),
+        active: active_key(prefix, service),
+        prefix: instances,
         request_timeout,
         members,
         reachability,
@@ -50,6 +56,10 @@ pub(crate) fn discover(
 struct Follower {
     client: Client,
     service: Name,
+    /// `{prefix}/services/{service}/`: what is read and watched.
+    keys: String,
+    /// `{prefix}/services/{service}/active`.
+    active: String,
     /// `{prefix}/services/{service}/instances/`.
     prefix: String,
     request_timeout: Duration,
@@ -103,7 +113,7 @@ impl Follower {
     /// A fresh read of every key of the service; publishes the set and
     /// returns its revision.
     async fn read(&mut self) -> Result<i64, RequestError> {
-        let (client, prefix) = (&self.client, &self.prefix);
+        let (client, prefix) = (&self.client, &self.keys);
         let response = retrying(self.request_timeout, || {
             let mut client = client.clone();
             let key = prefix.clone();
@@ -111,23 +121,21 @@ impl Follower {
         })
         .await?;
         let revision = response.header().map_or(0, |h| h.revision());
-        let mut instances = std::collections::BTreeMap::new();
-        for kv in response.kvs() {
-            if let Some((key, instance)) = self.parse(kv.key(), kv.value()) {
-                instances.insert(key, instance);
-            }
-        }
-        self.publish(Members {
+        let mut members = Members {
             revision,
-            instances,
-        });
+            ..Members::default()
+        };
+        for kv in response.kvs() {
+            self.put(&mut members, kv.key(), kv.value());
+        }
+        self.publish(members);
         self.reached();
         Ok(revision)
     }
 
     /// Watches from `revision + 1`, applying each response to the set.
     async fn follow(&mut self, revision: i64) -> End {
-        let (client, prefix) = (&self.client, &self.prefix);
+        let (client, prefix) = (&self.client, &self.keys);
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision + 1);
@@ -169,21 +177,43 @@ impl Follower {
             let Some(kv) = event.kv() else { continue };
             next.revision = next.revision.max(kv.mod_revision());
             match event.event_type() {
-                EventType::Put => match self.parse(kv.key(), kv.value()) {
-                    Some((key, instance)) => {
-                        next.instances.insert(key, instance);
-                    }
-                    // An invalid value replaces a valid one: the instance
-                    // is no longer routable.
-                    None => self.remove(&mut next, kv.key()),
-                },
+                EventType::Put => self.put(&mut next, kv.key(), kv.value()),
                 EventType::Delete => self.remove(&mut next, kv.key()),
             }
         }
         self.publish(next);
     }
 
+    /// Applies one key's value: an instance, or the active version. An
+    /// invalid value replaces a valid one: the instance is no longer
+    /// routable, and an invalid active version is no active version.
+    fn put(&self, members: &mut Members, key: &[u8], value: &[u8]) {
+        if key == self.active.as_bytes() {
+            members.active = match Active::parse(value) {
+                Ok(active) => Some(active.version),
+                Err(e) => {
+                    tracing::warn!(service = %self.service, error = %e, "ignoring an invalid active version");
+                    None
+                }
+            };
+            return;
+        }
+        if !key.starts_with(self.prefix.as_bytes()) {
+            return;
+        }
+        match self.parse(key, value) {
+            Some((key, instance)) => {
+                members.instances.insert(key, instance);
+            }
+            None => self.remove(members, key),
+        }
+    }
+
     fn remove(&self, members: &mut Members, key: &[u8]) {
+        if key == self.active.as_bytes() {
+            members.active = None;
+            return;
+        }
         let text = String::from_utf8_lossy(key);
         let Some(rest) = text.strip_prefix(&self.prefix) else {
             return;
@@ -201,10 +231,11 @@ impl Follower {
         }
     }
 
-    /// Publishes `next`, waking receivers only if the instances changed.
+    /// Publishes `next`, waking receivers only if the instances or the
+    /// active version changed.
     fn publish(&self, next: Members) {
         self.members.send_if_modified(|current| {
-            let changed = current.instances != next.instances;
+            let changed = current.instances != next.instances || current.active != next.active;
             *current = Arc::new(next);
             changed
         });

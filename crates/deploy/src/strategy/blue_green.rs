@@ -25,6 +25,21 @@ pub(super) async fn switch(
     reporter: &Reporter,
     deadline: Instant,
 ) -> Result<(), Failure> {
+    smoke(engine, service, new, reporter, deadline).await?;
+    set_shares(engine, &service.name, old, new, 100).await;
+    reporter.send(Progress::Traffic { percent: 100 });
+    Ok(())
+}
+
+/// The smoke checks of `service.blue_green.smoke` on every member of the
+/// set `new`, directly (never through the proxy).
+pub(crate) async fn smoke(
+    engine: &Engine,
+    service: &config::Service,
+    new: u64,
+    reporter: &Reporter,
+    deadline: Instant,
+) -> Result<(), Failure> {
     let name = service.name.as_str();
     let members: Vec<String> = engine
         .with_set(name, new, |s| {
@@ -78,8 +93,6 @@ pub(super) async fn switch(
             }
         }
     }
-    set_shares(engine, name, old, new, 100).await;
-    reporter.send(Progress::Traffic { percent: 100 });
     Ok(())
 }
 
@@ -115,7 +128,7 @@ pub(super) fn stand_by(engine: &Engine, service: &config::Service, old: &[u64], 
 }
 
 /// Retires the standby set now, if there is one.
-pub(super) async fn end_standby(engine: &Engine, service: &str) {
+pub(crate) async fn end_standby(engine: &Engine, service: &str) {
     let Some(standby) = engine.with_runtime(service, |rt| rt.standby.take()) else {
         return;
     };

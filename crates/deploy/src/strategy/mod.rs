@@ -8,7 +8,7 @@
 //! `deploy_timeout`) and a deploy that fails undoes itself before it
 //! returns: nothing is left half-applied for a caller that went away.
 
-mod blue_green;
+pub(crate) mod blue_green;
 mod canary;
 pub(crate) mod rollback;
 mod rolling;

@@ -13,7 +13,7 @@ use crate::Engine;
 /// members, which passed their readiness checks (or, on standby, stayed up),
 /// are marked verified so that they take traffic from the first snapshot
 /// instead of waiting for the proxy's own checks with nothing else routed.
-pub(super) async fn set_shares(engine: &Engine, service: &str, old: &[u64], new: u64, percent: u8) {
+pub(crate) async fn set_shares(engine: &Engine, service: &str, old: &[u64], new: u64, percent: u8) {
     let joining: Vec<String> = engine.with_runtime(service, |rt| {
         let mut joining = Vec::new();
         for set in rt.sets.iter_mut() {

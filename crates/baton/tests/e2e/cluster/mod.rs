@@ -18,6 +18,8 @@
 //! - a node cut off for longer than the TTL leaves the other's pool, and
 //!   comes back into it once the network is healed;
 //! - `deploy`: cluster-wide deploys across three nodes under load;
+//! - `blue_green`: a blue-green deploy across three nodes under load, the
+//!   switch seen in the registry, and one given up on every node;
 //! - `quorum`: on a three-member etcd, the loss of one member, then of all
 //!   of them, under load through two front doors;
 //! - `startup`: a wrong endpoint or password stops `baton serve` at start;
@@ -25,6 +27,7 @@
 //! - `reload`: a version changed in one node's file is deployed on every
 //!   node.
 
+mod blue_green;
 mod deploy;
 mod net;
 mod quorum;
