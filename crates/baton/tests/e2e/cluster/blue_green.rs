@@ -15,7 +15,9 @@
 //!   deploy says which node failed and why;
 //! - no request fails meanwhile;
 //! - a node started afterwards at v1 converges to the active v2 (its v1
-//!   instances are never routed to).
+//!   instances are never routed to);
+//! - a deploying node that dies before the switch does not keep the others
+//!   waiting: they stop their new sets once its lock goes with its lease.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -305,4 +307,120 @@ async fn a_blue_green_cluster_deploy_switches_every_front_door_at_once_and_a_fai
     for registry in &events.history()[after_v3..end] {
         assert!(registry.routed().iter().all(|v| *v == "v2"), "{registry:?}");
     }
+}
+
+/// The deploying node dies (`kill -9` of baton and its instances) while the
+/// others wait for the switch — node B with its new set on standby, node C
+/// still starting one that never gets ready: its lock goes with its lease,
+/// and node B stops its new set on its own instead of waiting for a switch
+/// that will never come. The old version serves throughout (idempotent
+/// load through B's front door, none failed: A's instances are retried
+/// elsewhere until its lease expires).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blue_green_cluster_deploy_whose_deploying_node_dies_before_the_switch_is_given_up_on_every_node_under_load()
+ {
+    let _heavy = crate::support::heavy().await;
+    let net = Net::new(3);
+    let etcd = Etcd::start(net.gateway()).await;
+    let dir = TempDir::new("cluster-blue-green-dead");
+    let mut events = Events::watch(&etcd);
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, name) in NODES.iter().enumerate() {
+        nodes.push(start_node_with(&net, &etcd, &dir, i, name, &web(i == 2)).await);
+    }
+    for node in &mut nodes {
+        node.routes_to(0, NODES.len() * INSTANCES).await;
+    }
+    events.settled_at("v1", NODES.len()).await;
+    let load = Load::start(LoadConfig {
+        keepalive_workers: 2,
+        fresh_workers: 1,
+        post_workers: 0,
+        slow_workers: 0,
+        max_duration: Duration::from_secs(120),
+        ..LoadConfig::new(nodes[1].addr.parse::<SocketAddr>().unwrap())
+    });
+    assert!(load.wait_for_requests(100).await);
+
+    // Sent to node A, which dies once node B's new set is on standby.
+    let control = nodes[0].control.display().to_string();
+    let deploy = tokio::spawn(async move {
+        let args = ["deploy", "web", "--version", "v2_never-ready"];
+        let args = [&args[..], &["--control", &control]].concat();
+        crate::support::run_baton(&args).await
+    });
+    loop {
+        let history = events.history();
+        let standby = history.last().is_some_and(|r| {
+            r.instances
+                .iter()
+                .filter(|((node, _), (v, s))| {
+                    node == "node-b" && v == "v2_never-ready" && s == "standby"
+                })
+                .count()
+                == INSTANCES
+        });
+        if standby {
+            break;
+        }
+        let n = history.len() + 1;
+        events.watch.wait_count(&format!("[out] {KEYS}"), n).await;
+    }
+    let a_pids = nodes[0].process.instance_pids();
+    let _ = nodes[0].process.child.kill().await;
+    for pid in &a_pids {
+        crate::support::signal(*pid, 9);
+    }
+    nodes[0].process.instances_stopped();
+    let (code, out) = deploy.await.unwrap();
+    assert_ne!(code, 0, "{out}");
+    let mut b_reports = etcd.ctl_running(&["watch", "--rev=1", "/e2e/deploys/web/nodes/node-b"]);
+
+    // B gives up on its own once A's lock is gone with its lease; only v1
+    // is left, on B and C.
+    let b = &mut nodes[1];
+    let abandoned = |l: &str| l.contains("blue-green deploy abandoned");
+    if let Err(e) = b
+        .process
+        .wait_from(0, "the new set given up", abandoned)
+        .await
+    {
+        panic!("{e}\n{}", b.process.dump());
+    }
+    events.settled_at("v1", NODES.len() - 1).await;
+    b_reports.wait_for(r#""state":"failed""#).await;
+    let view = b.cluster().await;
+    let web = view["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == "web"))
+        .unwrap_or_else(|| panic!("{view}"));
+    let report = web["nodes"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["node"] == "node-b"))
+        .unwrap_or_else(|| panic!("{web}"));
+    assert_eq!(report["state"], "failed", "{web}");
+    assert_eq!(report["version"], "v1", "{web}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("without switching"),
+        "{web}"
+    );
+    assert!(web.get("active").is_none(), "{web}");
+
+    let then = load.snapshot().requests;
+    assert!(load.wait_for_requests(then + 100).await);
+    let report = load.stop().await;
+    eprintln!(
+        "through node B's front door: {} requests, {} failed",
+        report.requests, report.failures
+    );
+    assert_eq!(
+        report.failures,
+        0,
+        "{}\n{}",
+        report.failure_description(),
+        nodes[1].process.dump()
+    );
 }
