@@ -87,6 +87,14 @@ impl ActiveState {
         }
     }
 
+    /// Goes on from streaks counted by another process (an upgrade of
+    /// baton), towards the flag [`sync`](Self::sync) set.
+    pub fn resume(&mut self, successes: u32, failures: u32) {
+        self.successes = successes;
+        self.failures = failures;
+        self.timeouts = 0;
+    }
+
     /// Records one probe result; returns the transition it causes, if any.
     pub fn record(&mut self, result: &ProbeResult) -> Option<HealthTransition> {
         let passed = matches!(result, Ok(status) if self.expect.contains(status));

@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use handoff::time::SaturatingAdd;
+
 use crate::passive::{Outcome, PassiveConfig, PassiveState, PassiveTransition};
 use crate::stats::Stats;
 
@@ -58,6 +60,26 @@ pub struct HealthSnapshot {
     pub in_flight: usize,
 }
 
+/// What another process needs to go on judging a member where this one
+/// stopped (an upgrade of baton): the active flag and streaks, the passive
+/// streak, the ejections in a row and what is left of the current ejection.
+/// Durations, not instants: an [`Instant`] means nothing in another process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CarriedHealth {
+    /// The active health flag.
+    pub healthy: bool,
+    /// Successful probes in a row.
+    pub active_successes: u32,
+    /// Failed probes in a row.
+    pub active_failures: u32,
+    /// Failed requests in a row (passive).
+    pub passive_streak: u32,
+    /// Passive ejections in a row since the last success.
+    pub ejections: u32,
+    /// What is left of the current passive ejection, if any.
+    pub ejected_for: Option<std::time::Duration>,
+}
+
 /// The health of one member, `Arc`-shared across configuration snapshots.
 #[derive(Debug)]
 pub struct MemberHealth {
@@ -69,6 +91,9 @@ pub struct MemberHealth {
     in_flight: AtomicUsize,
     active_successes: AtomicU32,
     active_failures: AtomicU32,
+    /// Streaks carried in from another process, for the active checker to
+    /// take at its next probe ([`carry_in`](Self::carry_in)).
+    carried_streaks: Mutex<Option<(u32, u32)>>,
     passive: Mutex<PassiveState>,
     /// Mirrors [`PassiveState::is_at_rest`] so that a success (the common
     /// case) needs no lock.
@@ -115,6 +140,7 @@ impl MemberHealth {
             in_flight: AtomicUsize::new(0),
             active_successes: AtomicU32::new(0),
             active_failures: AtomicU32::new(0),
+            carried_streaks: Mutex::new(None),
             passive: Mutex::new(PassiveState::new()),
             passive_at_rest: AtomicBool::new(true),
             availability,
@@ -212,6 +238,59 @@ impl MemberHealth {
             active_failures: self.active_failures.load(Ordering::Relaxed),
             in_flight: self.in_flight(),
         }
+    }
+
+    /// The member's health at `now`, for another process to
+    /// [`carry_in`](Self::carry_in).
+    pub fn carry_out(&self, now: Instant) -> CarriedHealth {
+        let s = self.snapshot(now);
+        CarriedHealth {
+            healthy: s.healthy,
+            active_successes: s.active_successes,
+            active_failures: s.active_failures,
+            passive_streak: s.passive_streak,
+            ejections: s.ejections,
+            ejected_for: s
+                .ejected_until
+                .map(|until| until.saturating_duration_since(now)),
+        }
+    }
+
+    /// Takes over what another process knew of the member at `now`: the
+    /// flag (only when `active_checks`: without checks nothing would ever
+    /// set it again), the streaks (the active checker resumes from them at
+    /// its next probe), the passive streak and backoff, and the rest of the
+    /// current ejection, published like one of this process's own.
+    pub fn carry_in(&self, carried: &CarriedHealth, now: Instant, active_checks: bool) {
+        if active_checks {
+            *self
+                .carried_streaks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) =
+                Some((carried.active_successes, carried.active_failures));
+            self.set_active_streaks(carried.active_successes, carried.active_failures);
+            self.set_healthy(carried.healthy);
+        }
+        let until = carried.ejected_for.map(|d| now.saturating_add(d));
+        let mut passive = self.passive.lock().unwrap_or_else(PoisonError::into_inner);
+        *passive = PassiveState::resumed(carried.passive_streak, carried.ejections, until);
+        self.passive_at_rest
+            .store(passive.is_at_rest(), Ordering::Release);
+        if let Some(until) = until {
+            let until = self.offset(until).max(1);
+            self.availability.send_modify(|published| {
+                self.ejected_until.store(until, Ordering::Release);
+                published.ejected = true;
+            });
+        }
+    }
+
+    /// The streaks carried in since the active checker last looked.
+    pub(crate) fn take_carried_streaks(&self) -> Option<(u32, u32)> {
+        self.carried_streaks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Counts one more request in flight unless `max` are already (0 = no
@@ -353,5 +432,62 @@ mod tests {
         assert_eq!(member.watchers.load(Ordering::SeqCst), 0);
         // Already true: returns at once.
         member.until(|| true).await;
+    }
+
+    /// What one process knew (flag, streaks, backoff, the rest of an
+    /// ejection) is what the next one starts from, whatever its clock.
+    #[test]
+    fn carried_health_goes_on_where_it_stopped() {
+        let config = PassiveConfig {
+            consecutive_failures: 2,
+            ejection_time: std::time::Duration::from_secs(10),
+            max_ejection_time: std::time::Duration::from_secs(60),
+        };
+        let old = MemberHealth::new(true);
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            old.record_passive(Outcome::ServerError, t0, &config, || true);
+        }
+        old.set_healthy(false);
+        old.set_active_streaks(1, 0);
+        let later = t0 + std::time::Duration::from_secs(4);
+        let carried = old.carry_out(later);
+        assert_eq!(
+            carried,
+            CarriedHealth {
+                healthy: false,
+                active_successes: 1,
+                active_failures: 0,
+                passive_streak: 0,
+                ejections: 1,
+                ejected_for: Some(std::time::Duration::from_secs(6)),
+            }
+        );
+
+        let new = MemberHealth::new(true);
+        let now = Instant::now() + std::time::Duration::from_secs(100);
+        new.carry_in(&carried, now, true);
+        assert!(!new.is_healthy());
+        assert!(new.subscribe().borrow().ejected);
+        assert!(new.is_ejected(now + std::time::Duration::from_secs(5)));
+        assert!(!new.is_ejected(now + std::time::Duration::from_secs(6)));
+        assert_eq!(new.take_carried_streaks(), Some((1, 0)));
+        assert_eq!(new.take_carried_streaks(), None);
+        // The backoff goes on: the next ejection is the second in a row.
+        let after = now + std::time::Duration::from_secs(7);
+        let mut next = None;
+        for _ in 0..2 {
+            next = new.record_passive(Outcome::ServerError, after, &config, || true);
+        }
+        assert!(
+            matches!(next, Some(PassiveTransition::Ejected { ejection: 2, .. })),
+            "{next:?}"
+        );
+
+        // Without active checks nothing would set the flag again: it stays.
+        let unchecked = MemberHealth::new(true);
+        unchecked.carry_in(&carried, now, false);
+        assert!(unchecked.is_healthy());
+        assert_eq!(unchecked.take_carried_streaks(), None);
     }
 }

@@ -47,7 +47,7 @@ mod queue;
 mod stats;
 
 pub use active::{ActiveCheck, ActiveState, HealthTransition, ProbeResult};
-pub use health::{Availability, HealthSnapshot, MemberHealth, Troubles};
+pub use health::{Availability, CarriedHealth, HealthSnapshot, MemberHealth, Troubles};
 pub use passive::{Outcome, PassiveConfig, PassiveState, PassiveTransition};
 pub use peers::Peers;
 pub use pool::{Member, MemberSpec, NoPick, Picked, Policy, Pool};

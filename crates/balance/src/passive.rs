@@ -119,6 +119,16 @@ impl PassiveState {
         PassiveState::default()
     }
 
+    /// A state taken over from another process: `streak` failures in a
+    /// row, `ejections` in a row, ejected until `ejected_until`.
+    pub fn resumed(streak: u32, ejections: u32, ejected_until: Option<Instant>) -> PassiveState {
+        PassiveState {
+            streak,
+            ejections,
+            ejected_until,
+        }
+    }
+
     /// Records one outcome at `now`. `may_eject` is asked only when the
     /// threshold is reached; returning `false` withholds the ejection.
     pub fn record(

@@ -295,6 +295,9 @@ async fn run(
             tracing::debug!(member = %member, %error, "health probe failed");
         }
         state.sync(health.is_healthy());
+        if let Some((successes, failures)) = health.take_carried_streaks() {
+            state.resume(successes, failures);
+        }
         let transition = state.record(&result);
         // Streaks first, so that whoever wakes on the watch reads them fresh.
         health.set_active_streaks(state.successes(), state.failures());

@@ -291,7 +291,7 @@ async fn run(
     }
     let (stop, stop_rx) = watch::channel(Stop::Run);
     crate::upgrade::remember_listeners(&listeners);
-    let upgrader = crate::upgrade::Upgrader::new(engine.clone(), stop.clone())?;
+    let upgrader = crate::upgrade::Upgrader::new(engine.clone(), proxy.clone(), stop.clone())?;
     let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
     // Certificates are re-read when their files change, and on every reload.
     let certificates: Vec<tls::ServerTls> =

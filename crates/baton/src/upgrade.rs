@@ -13,10 +13,15 @@
 //!    the state, builds the proxy, then says `prepared`. A refusal is its
 //!    exit (64 for a bad config, with its errors in the log).
 //! 3. old → new: `go`, with the running instances of every service (pid,
-//!    start time, port, version, readiness). From here on the old process
-//!    supervises nothing (its groups are frozen) and no deploy may start.
-//! 4. The new process adopts them (same PIDs, watched by pidfd), serves on
-//!    the same sockets, and says `ready`.
+//!    start time, port, version, readiness) and what the old process knows
+//!    of every pool member's health (the active flag and streaks, the
+//!    passive streak, backoff and the rest of an ejection). From here on the
+//!    old process supervises nothing (its groups are frozen) and no deploy
+//!    may start.
+//! 4. The new process adopts them (same PIDs, watched by pidfd), takes the
+//!    members' health over (a member known down stays down; otherwise it
+//!    would be trusted as at a first start until its checks failed again),
+//!    serves on the same sockets, and says `ready`.
 //! 5. The old process names the new one the main process to systemd
 //!    (`MAINPID=`), stops accepting, drains what it has in flight and exits
 //!    as soon as that is done.
@@ -71,10 +76,70 @@ enum Message {
     Prepared,
     Go {
         services: BTreeMap<String, deploy::HandedOver>,
+        /// Absent from an older baton's `go`: the members then start as at
+        /// a first start.
+        #[serde(default)]
+        health: Vec<CarriedMember>,
     },
     Ready {
         pid: u32,
     },
+}
+
+/// One pool member's health as the handover carries it
+/// (`balance::CarriedHealth`, which has no serde).
+#[derive(Debug, Serialize, Deserialize)]
+struct CarriedMember {
+    pool: String,
+    member: String,
+    healthy: bool,
+    #[serde(default)]
+    active_successes: u32,
+    #[serde(default)]
+    active_failures: u32,
+    #[serde(default)]
+    passive_streak: u32,
+    #[serde(default)]
+    ejections: u32,
+    /// What is left of a passive ejection, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ejected_for_ms: Option<u64>,
+}
+
+impl From<proxy::CarriedMember> for CarriedMember {
+    fn from(c: proxy::CarriedMember) -> CarriedMember {
+        let h = c.health;
+        CarriedMember {
+            pool: c.pool,
+            member: c.member,
+            healthy: h.healthy,
+            active_successes: h.active_successes,
+            active_failures: h.active_failures,
+            passive_streak: h.passive_streak,
+            ejections: h.ejections,
+            // Rounded up: an ejection never ends early by the rounding.
+            ejected_for_ms: h
+                .ejected_for
+                .map(|d| u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+impl From<CarriedMember> for proxy::CarriedMember {
+    fn from(c: CarriedMember) -> proxy::CarriedMember {
+        proxy::CarriedMember {
+            pool: c.pool,
+            member: c.member,
+            health: proxy::CarriedHealth {
+                healthy: c.healthy,
+                active_successes: c.active_successes,
+                active_failures: c.active_failures,
+                passive_streak: c.passive_streak,
+                ejections: c.ejections,
+                ejected_for: c.ejected_for_ms.map(Duration::from_millis),
+            },
+        }
+    }
 }
 
 /// Why an upgrade did not happen; the old process serves on.
@@ -244,8 +309,8 @@ pub async fn start_engine(engine: &deploy::Engine, proxy: Arc<proxy::Proxy>) -> 
         return engine.start(proxy).context("could not start the services");
     };
     send(&stream, &Message::Prepared)?;
-    let services = match read_line(&stream)? {
-        Message::Go { services } => services,
+    let (services, health) = match read_line(&stream)? {
+        Message::Go { services, health } => (services, health),
         other => anyhow::bail!("unexpected handover message {other:?}"),
     };
     let count: usize = services.values().map(|s| s.instances.len()).sum();
@@ -255,11 +320,20 @@ pub async fn start_engine(engine: &deploy::Engine, proxy: Arc<proxy::Proxy>) -> 
         "taking over the running instances"
     );
     engine
-        .start_adopting(proxy, services)
+        .start_adopting(proxy.clone(), services)
         .context("could not start the services")?;
     // Serve only once the adopted instances are in the pools: a request
     // this process accepted before would find none.
     engine.settled().await;
+    // Then with what the old process knew of them, before any request.
+    let carried: Vec<proxy::CarriedMember> = health.into_iter().map(Into::into).collect();
+    let found = proxy.carry_in_health(&carried);
+    let down: Vec<String> = carried
+        .iter()
+        .filter(|c| !c.health.healthy || c.health.ejected_for.is_some())
+        .map(|c| format!("{}/{}", c.pool, c.member))
+        .collect();
+    tracing::info!(members = found, of = carried.len(), down = ?down, "members' health taken over");
     if fault_is("hang") {
         tracing::warn!("test fault: hanging before serving");
         loop {
@@ -336,6 +410,7 @@ pub struct Upgrader {
     exe: PathBuf,
     args: Vec<OsString>,
     engine: deploy::Engine,
+    proxy: Arc<proxy::Proxy>,
     stop: watch::Sender<Stop>,
     running: Arc<tokio::sync::Mutex<()>>,
 }
@@ -343,12 +418,17 @@ pub struct Upgrader {
 impl Upgrader {
     /// `exe` and `args` are this process's own, read at start: the binary
     /// at that path (replaced on disk since, typically) is what starts.
-    pub fn new(engine: deploy::Engine, stop: watch::Sender<Stop>) -> anyhow::Result<Upgrader> {
+    pub fn new(
+        engine: deploy::Engine,
+        proxy: Arc<proxy::Proxy>,
+        stop: watch::Sender<Stop>,
+    ) -> anyhow::Result<Upgrader> {
         let exe = std::env::current_exe().context("could not find baton's own path")?;
         Ok(Upgrader {
             exe,
             args: std::env::args_os().skip(1).collect(),
             engine,
+            proxy,
             stop,
             running: Arc::default(),
         })
@@ -458,8 +538,16 @@ impl Upgrader {
             match serde_json::from_str::<Message>(&line).map_err(|e| fail(&e))? {
                 Message::Prepared => {
                     let services = self.engine.hand_over().await;
-                    let mut line =
-                        serde_json::to_vec(&Message::Go { services }).map_err(|e| fail(&e))?;
+                    // After the freeze: what the new process starts from
+                    // is what this one knew last.
+                    let health = self
+                        .proxy
+                        .carry_out_health()
+                        .into_iter()
+                        .map(CarriedMember::from)
+                        .collect();
+                    let mut line = serde_json::to_vec(&Message::Go { services, health })
+                        .map_err(|e| fail(&e))?;
                     line.push(b'\n');
                     write.write_all(&line).await.map_err(|e| fail(&e))?;
                 }

@@ -37,6 +37,7 @@
 
 mod access_log;
 mod body;
+mod carry;
 mod client_body;
 mod edge;
 mod forward;
@@ -69,8 +70,9 @@ use http_body_util::{BodyExt, Empty};
 use tokio::sync::watch;
 
 pub use access_log::{AccessLog, Format as AccessLogFormat};
-pub use balance::{QueueStats, StatsSnapshot, Troubles};
+pub use balance::{CarriedHealth, QueueStats, StatsSnapshot, Troubles};
 pub use body::ProxyBody;
+pub use carry::CarriedMember;
 pub use metrics::{ListenerReading, MemberReading, PoolReading, RouteReading};
 pub use pause::Hold;
 pub use probe::{active_check, tls_handshake};

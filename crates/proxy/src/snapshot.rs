@@ -270,6 +270,16 @@ impl Registry {
             .map(|e| e.health.clone())
     }
 
+    /// Every member of the current config with its shared health and
+    /// whether active checks judge it.
+    pub(crate) fn members_checked(
+        &self,
+    ) -> impl Iterator<Item = (&str, &str, &Arc<MemberHealth>, bool)> {
+        self.members.iter().map(|((pool, member), e)| {
+            (pool.as_str(), member.as_str(), &e.health, e.check.is_some())
+        })
+    }
+
     /// The state of a pool of the current config.
     pub(crate) fn pool(&self, pool: &str) -> Option<&PoolEntry> {
         self.pools.get(pool)

@@ -29,5 +29,6 @@ mod socket_activation;
 mod strategies;
 mod systemd;
 mod upgrade;
+mod upgrade_health;
 mod upgrade_streams;
 mod workers;

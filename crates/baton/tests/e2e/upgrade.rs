@@ -35,7 +35,7 @@ fn config(dir: &TempDir) -> PathBuf {
     path
 }
 
-async fn upgrade(control: &Path, timeout: &str) -> (i32, String) {
+pub(crate) async fn upgrade(control: &Path, timeout: &str) -> (i32, String) {
     support::run_baton(&[
         "upgrade",
         "--timeout",
@@ -48,7 +48,7 @@ async fn upgrade(control: &Path, timeout: &str) -> (i32, String) {
 
 /// Waits for the `upgraded` line of the process `old` and returns the new
 /// process's pid.
-async fn new_pid(baton: &mut Proc, nth: usize) -> u32 {
+pub(crate) async fn new_pid(baton: &mut Proc, nth: usize) -> u32 {
     baton
         .wait_count("upgraded: the new baton serves", nth)
         .await;
@@ -62,7 +62,7 @@ async fn new_pid(baton: &mut Proc, nth: usize) -> u32 {
 }
 
 /// Waits until the process `pid` says it stopped, drained.
-async fn stopped(baton: &mut Proc, pid: u32) -> String {
+pub(crate) async fn stopped(baton: &mut Proc, pid: u32) -> String {
     let pid = pid.to_string();
     baton
         .wait_line(&format!("process {pid} stopped"), |l| {
@@ -101,7 +101,7 @@ fn streams_moved(report: &loadgen::Report) {
 }
 
 /// Stops the last baton (not the test's child any more) and waits for it.
-async fn stop_last(baton: &mut Proc, pid: u32) {
+pub(crate) async fn stop_last(baton: &mut Proc, pid: u32) {
     support::signal(pid, libc::SIGTERM);
     stopped(baton, pid).await;
     baton.instances_stopped();
