@@ -1,8 +1,12 @@
 //! A child process whose stdout and stderr lines are collected, so that a test or a benchmark waits on a line
-//! instead of sleeping, and whose supervised instances (`instance started … pid=P` in its log) never outlive it.
+//! instead of sleeping, and whose supervised instances (`instance started … pid=P` in its log) never outlive it: on
+//! drop each is killed with its whole process group (an instance leads its own, and a script's children are in it),
+//! and so is every baton that took over from it in an upgrade (`upgraded: the new baton serves … pid=P`: not the
+//! child, so not killed with it).
 //!
-//! It never kills a process it cannot tell is one of those instances: a pid is killed on drop only while its command
-//! line is still the one read when its `instance started` line arrived (a pid reused since is left alone).
+//! It never kills a process it cannot tell is one of those: a pid is killed on drop only while its command line is
+//! still the one read when its line arrived (a pid reused since is left alone), and a group only while that process
+//! still leads it.
 
 use std::collections::BTreeSet;
 use std::process::{ExitStatus, Stdio};
@@ -18,6 +22,26 @@ use crate::EVENT_TIMEOUT;
 /// The instances a process reported starting, with their command lines then.
 type Instances = Arc<Mutex<Vec<(u32, Vec<u8>)>>>;
 
+/// What a log line says was started, to be killed on drop.
+enum Started {
+    /// A supervised instance: killed with its process group.
+    Instance,
+    /// The baton an upgrade handed over to: killed alone (it shares the test's group).
+    Successor,
+}
+
+impl Started {
+    fn of(line: &str) -> Option<Started> {
+        if line.contains("instance started") {
+            Some(Started::Instance)
+        } else if line.contains("upgraded: the new baton serves") {
+            Some(Started::Successor)
+        } else {
+            None
+        }
+    }
+}
+
 /// A child process whose stdout and stderr lines are collected, each prefixed `[out] ` or `[err] `.
 pub struct Proc {
     /// The process itself (killed if still running when dropped).
@@ -29,6 +53,8 @@ pub struct Proc {
     lines: Arc<Mutex<Vec<String>>>,
     seen: watch::Receiver<usize>,
     instances: Instances,
+    /// The batons upgrades handed over to.
+    successors: Instances,
     /// Set once every instance is known to be gone: nothing left to kill on drop.
     instances_stopped: bool,
 }
@@ -104,12 +130,14 @@ impl Proc {
             .id()
             .ok_or_else(|| std::io::Error::other(format!("{name} exited at once")))?;
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let instances = Arc::new(Mutex::new(Vec::new()));
+        let instances: Instances = Arc::default();
+        let successors: Instances = Arc::default();
         let (tx, seen) = watch::channel(0usize);
         let tx = Arc::new(tx);
         if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
-            collect(out, "out", lines.clone(), instances.clone(), tx.clone());
-            collect(err, "err", lines.clone(), instances.clone(), tx);
+            let started = [instances.clone(), successors.clone()];
+            collect(out, "out", lines.clone(), started.clone(), tx.clone());
+            collect(err, "err", lines.clone(), started, tx);
         }
         Ok(Proc {
             child,
@@ -119,6 +147,7 @@ impl Proc {
             lines,
             seen,
             instances,
+            successors,
             instances_stopped: false,
         })
     }
@@ -302,14 +331,34 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        // Instances run in their own process groups: a run that fails must not leave them behind.
+        // Instances run in their own process groups, and a baton that took over in an upgrade is no child of
+        // ours: a run that fails must not leave them behind. The batons first, so that none restarts an instance.
         if !self.instances_stopped {
-            let instances = self
+            let same = |pid: u32, cmdline: &[u8]| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == cmdline)
+            };
+            for (pid, cmdline) in self
+                .successors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+            {
+                if same(*pid, cmdline) {
+                    signal(*pid, libc::SIGKILL);
+                }
+            }
+            for (pid, cmdline) in self
                 .instances
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            for (pid, cmdline) in instances.iter() {
-                if std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == *cmdline) {
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+            {
+                if !same(*pid, cmdline) {
+                    continue;
+                }
+                if leads_its_group(*pid) {
+                    signal_group(*pid, libc::SIGKILL);
+                } else {
                     signal(*pid, libc::SIGKILL);
                 }
             }
@@ -324,18 +373,21 @@ fn collect<R: AsyncRead + Unpin + Send + 'static>(
     stream: R,
     tag: &'static str,
     lines: Arc<Mutex<Vec<String>>>,
-    instances: Instances,
+    [instances, successors]: [Instances; 2],
     seen: Arc<watch::Sender<usize>>,
 ) {
     tokio::spawn(async move {
         let mut reader = BufReader::new(stream).lines();
         while let Ok(Some(line)) = reader.next_line().await {
-            if line.contains("instance started")
+            if let Some(started) = Started::of(&line)
                 && let Some(pid) = field(&line, "pid").and_then(|p| p.parse::<u32>().ok())
                 && let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline"))
             {
-                instances
-                    .lock()
+                let list = match started {
+                    Started::Instance => &instances,
+                    Started::Successor => &successors,
+                };
+                list.lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push((pid, cmdline));
             }
@@ -360,6 +412,33 @@ pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
             .unwrap_or("")
             .trim_matches('"'),
     )
+}
+
+/// Whether `pid` leads its process group (`/proc/PID/stat`'s `pgrp`, the third field after the command).
+fn leads_its_group(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    rest.split_whitespace()
+        .nth(2)
+        .and_then(|g| g.parse::<u32>().ok())
+        == Some(pid)
+}
+
+/// Sends `sig` to every process of the group `pgid` (nothing if it is not a valid pid, nor for 0 or 1).
+#[allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
+fn signal_group(pgid: u32, sig: i32) {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(-pgid, sig) };
 }
 
 /// Sends `sig` to `pid` (nothing if `pid` is not a valid pid).
