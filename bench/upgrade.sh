@@ -95,7 +95,7 @@ SECTION="$OUT/section.md"
     echo "run started and $LOAD_END at its end ($ELAPSED s); nothing pinned, the load generator and the backend share the cores."
     echo
     echo "One \`hello\` backend behind three proxies, each a master or serving process with one worker thread or process:"
-    echo "\`baton serve\` (the backend as a pool's member), nginx (\`worker_processes 1\`, keep-alive upstream) and HAProxy"
+    echo "\`baton serve\` (\`workers = 1\`, the backend as a pool's member), nginx (daemonized, \`worker_processes 1\`, keep-alive upstream) and HAProxy"
     echo "(\`-W\`, \`nbthread 1\`, \`http-reuse always\`). Each upgrade runs under its own load; \"during the upgrade\" means"
     echo "requests *started* between the signal and the moment the old process was gone (its pidfd polled readable):"
     echo

@@ -32,6 +32,21 @@
 //! deploy runs (the new process could not finish it); a deploy is refused
 //! (exit 75) while an upgrade runs.
 //!
+//! Idle keep-alive client connections are not handed over yet: the old
+//! process closes them as any drain does (after `Connection: close` on the
+//! last response of a busy one). Moving a parked plain-HTTP connection (no
+//! unread byte in user space, only its socket) is possible in principle but
+//! needs what does not exist: `handoff::http::Server` takes connections only
+//! from its own accept loops, where the connection limit, the counts, the
+//! keep-alive deadline and the drain are attached, so the new process has
+//! nowhere to inject an accepted socket; the parked wait (`http::park`)
+//! closes the socket when the drain closes idle connections and would have
+//! to give it to a sink instead, only for an upgrade's drain; and this
+//! handover socket would have to stay open through the old process's drain
+//! to carry the sockets (at most `fdpass::MAX_FDS` a message). A TLS
+//! connection cannot move at all: its rustls session (keys, sequence
+//! numbers) lives in the old process's memory.
+//!
 //! For tests only: `BATON_TEST_UPGRADE_FAULT_FILE` names a file that, when a
 //! new process starts, makes it `crash` (exit 70 at once) or `hang` (before
 //! it serves, once it has taken the instances over) if it holds that word.

@@ -339,9 +339,10 @@ async fn version(kind: Kind, bin: &Path) -> String {
 
 fn baton_config(backend: &str) -> String {
     format!(
-        r#"# bench/upgrade.sh: one listener, the backend as a pool's member.
+        r#"# bench/upgrade.sh: one listener, the backend as a pool's member, one thread as nginx and HAProxy have.
 [proxy]
 drain_timeout = "30s"
+workers = 1
 
 [[listener]]
 address = "127.0.0.1:0"
