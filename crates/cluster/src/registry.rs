@@ -29,6 +29,9 @@ pub struct Registrant {
     pub address: UpstreamAddr,
     /// Whether it takes new requests.
     pub state: State,
+    /// Its share of the requests relative to the other members (1 to
+    /// [`crate::MAX_WEIGHT`]; a canary's is set by its step).
+    pub weight: u32,
 }
 
 /// A registry of instances shared by the nodes of a cluster.

@@ -211,6 +211,7 @@ async fn the_view_shows_the_nodes_their_instances_and_each_services_deploy_state
         version: "v2".parse().unwrap(),
         address: "10.0.0.2:9001".parse().unwrap(),
         state: State::Ready,
+        weight: 1,
     })
     .await
     .unwrap();

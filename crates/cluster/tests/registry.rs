@@ -34,6 +34,7 @@ fn web(id: &str, port: u16) -> Registrant {
         version: "v2".parse().unwrap(),
         address: format!("127.0.0.1:{port}").parse().unwrap(),
         state: State::Ready,
+        weight: 1,
     }
 }
 
@@ -122,6 +123,7 @@ async fn a_registered_instance_is_discovered_and_a_deregistered_one_is_gone_at_o
     // A change of state is one new set.
     let draining = Registrant {
         state: State::Draining,
+        weight: 1,
         ..web("v2-1", 9001)
     };
     registry.register(draining).await.unwrap();

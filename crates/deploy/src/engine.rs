@@ -71,6 +71,9 @@ pub(crate) struct Inner {
     pub cluster_deploys: OnceLock<Arc<dyn crate::ClusterDeploys>>,
     /// The registry's members of each discovered service, by service.
     pub discovered: Locked<BTreeMap<String, crate::registry::Discovered>>,
+    /// The members of each discovered service as the proxy routes by them
+    /// (set once a publish with them returned), by service.
+    pub discovered_published: tokio::sync::watch::Sender<BTreeMap<String, Vec<config::Member>>>,
     /// baton is handing its services to a new process (`handover`): no
     /// deploy may start.
     pub upgrading: AtomicBool,
@@ -112,6 +115,7 @@ impl Engine {
                 registrar: OnceLock::new(),
                 cluster_deploys: OnceLock::new(),
                 discovered: Locked::default(),
+                discovered_published: tokio::sync::watch::Sender::new(BTreeMap::new()),
                 upgrading: AtomicBool::new(false),
                 recording: tokio::sync::Mutex::new(()),
             }),

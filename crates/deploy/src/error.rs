@@ -59,16 +59,12 @@ pub enum BadRequest {
     /// An external service's deploy without targets.
     #[error("service {0:?} is external: name its new targets with --target")]
     TargetsRequired(String),
-    /// A cluster-wide deploy with another strategy than rolling.
+    /// A canary across the cluster sent to a node whose front door has no
+    /// pool discovering the service: there is no traffic to judge it on.
     #[error(
-        "a cluster-wide deploy of {service:?} is rolling or blue-green ({strategy} across nodes is not supported yet): deploy with --strategy rolling or --strategy blue_green"
+        "a canary of {0:?} across the cluster is judged on the front door of the node it is sent to, and no pool of this node discovers {0:?}: send it to a node with such a pool"
     )]
-    ClusterStrategy {
-        /// The service.
-        service: String,
-        /// The strategy asked for.
-        strategy: config::Strategy,
-    },
+    ClusterCanaryUnjudged(String),
     /// The proxy has no pool for the service.
     #[error(transparent)]
     UnknownPool(#[from] proxy::UnknownPool),

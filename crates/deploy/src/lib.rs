@@ -28,6 +28,8 @@
 //! share of the cluster-wide bounds ([`Engine::converge`]), or, blue-green,
 //! starts a whole new set on standby ([`Engine::prepare_green`]) that the
 //! cluster switches to ([`Green::switch`]) or gives up ([`Green::abandon`]).
+//! A canary across the cluster is one weighted instance on the deploying
+//! node, judged on its front door's requests (`cluster_canary`).
 //!
 //! Invariants: the engine never blocks the data plane (whole snapshots are
 //! published through `Proxy::reload`, on a blocking thread, one at a time);
@@ -39,6 +41,7 @@
 #![deny(missing_docs)]
 
 mod cluster;
+mod cluster_canary;
 mod engine;
 mod error;
 mod handover;
@@ -56,6 +59,7 @@ mod strategy;
 mod supervised;
 
 pub use cluster::{ClusterDeploys, DeployFuture, Green, TrafficWindow, slot_limits, slots};
+pub use cluster_canary::{ClusterCanary, canary_share, canary_weight};
 pub use engine::Engine;
 pub use error::{BadRequest, DeployError, Failure, StartError, Undo};
 pub use handover::HandedOver;

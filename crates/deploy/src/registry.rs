@@ -33,6 +33,9 @@ pub struct Routed {
     /// Ready but without traffic yet: the new set of a blue-green deploy
     /// across the cluster, before its switch.
     pub standby: bool,
+    /// Its weight in every front door (1 but for a canary across the
+    /// cluster).
+    pub weight: u32,
 }
 
 /// What a registrar's [`Registrar::publish`] returns: resolves once the
@@ -81,7 +84,8 @@ pub trait Registrar: Send + Sync {
 
     /// Called after every publish, in publish order, with every instance of
     /// a supervised service that the published pools route to (and the
-    /// ready instances of a cluster blue-green's new set, `standby`). The returned
+    /// ready instances of a cluster blue-green's new set, `standby`, and of
+    /// a canary across the cluster, weighted). The returned
     /// future resolves when instances that are no longer in the list have
     /// left the registry and every front door that routes by it, and new
     /// ones are registered; it must be bounded in time.
@@ -139,11 +143,26 @@ impl Engine {
         members: Vec<config::Member>,
     ) -> Result<(), BuildErrors> {
         self.inner.discovered.with(|d| {
-            d.entry(service.to_owned()).or_default().members = members;
+            d.entry(service.to_owned()).or_default().members = members.clone();
         });
         // The registrar's confirmation is not waited for: it may itself be
         // waiting for this node's front door to apply a change.
-        self.publish_to_proxy().await.map(drop)
+        self.publish_to_proxy().await?;
+        self.inner.discovered_published.send_modify(|published| {
+            published.insert(service.to_owned(), members);
+        });
+        Ok(())
+    }
+
+    /// The members of the pools that discover `service` as the proxy routes
+    /// by them (the last publish that returned).
+    pub fn discovered_members(&self, service: &str) -> Vec<config::Member> {
+        self.inner
+            .discovered_published
+            .borrow()
+            .get(service)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Records whether the registry can be read for `service` (`None`: it
@@ -176,8 +195,9 @@ impl Engine {
         let versions = self.inner.versions.get();
         self.inner.services.with(|services| {
             for (name, rt) in services {
-                let registered =
-                    |s: &&crate::sets::Set| (s.share > 0 || s.standby) && s.group.is_some();
+                let registered = |s: &&crate::sets::Set| {
+                    (s.share > 0 || s.standby || s.canary_weight > 0) && s.group.is_some()
+                };
                 for set in rt.sets.iter().filter(registered) {
                     for (address, _) in &set.ready {
                         let Some(address) = address.ip else { continue };
@@ -189,7 +209,8 @@ impl Engine {
                             service: name.clone(),
                             version,
                             address,
-                            standby: set.share == 0,
+                            standby: set.share == 0 && set.standby,
+                            weight: set.canary_weight.max(1),
                         });
                     }
                 }

@@ -53,6 +53,9 @@ pub(crate) struct Set {
     /// switch: no traffic here, but its ready instances are registered as
     /// `standby`.
     pub standby: bool,
+    /// A canary across the cluster: no traffic here, but its ready
+    /// instances are registered `ready` with this weight (0: not one).
+    pub canary_weight: u32,
     /// Starting, ready, or failed (the first generation of a new set).
     pub phase: watch::Sender<SetPhase>,
 }
@@ -126,6 +129,7 @@ impl Engine {
                 ready: Vec::new(),
                 share,
                 standby: false,
+                canary_weight: 0,
                 phase: watch::channel(SetPhase::Starting).0,
             })
         });
@@ -171,6 +175,7 @@ impl Engine {
                 ready: Vec::new(),
                 share,
                 standby: false,
+                canary_weight: 0,
                 phase,
             });
             Ok((id, phase_rx))
@@ -243,6 +248,7 @@ mod tests {
             ready: ports.iter().map(|&p| (addr(p), 1)).collect(),
             share,
             standby: false,
+            canary_weight: 0,
             phase: watch::channel(SetPhase::Ready).0,
         }
     }

@@ -14,15 +14,18 @@
 //! sets the desired version back (every node stops its new set; the old
 //! ones never stopped serving). A rolling deploy removes the active
 //! version first: its nodes' new instances are `ready` ones.
+//!
+//! A canary runs on this node first (`deploy::ClusterCanary`: one weighted
+//! instance, every front door sends it the step's share, judged on this
+//! node's front door's requests); judged good it is followed by a rolling
+//! deploy, judged bad nothing else changed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cluster::{Active, Converge, Desired, Etcd, Name, NodeReport, Registry};
-use deploy::{
-    BadRequest, DeployError, DeployFuture, Deployed, Failure, LockError, Progress, Reporter,
-};
+use deploy::{DeployError, DeployFuture, Deployed, Failure, LockError, Progress, Reporter};
 use tokio::time::Instant;
 
 /// What the engine calls for a deploy or rollback of a supervised service.
@@ -97,16 +100,7 @@ impl deploy::ClusterDeploys for Deploys {
             service: service.clone(),
             reporter,
         };
-        Box::pin(async move {
-            if strategy == config::Strategy::Canary {
-                return Err(BadRequest::ClusterStrategy {
-                    service: run.service.name.clone(),
-                    strategy,
-                }
-                .into());
-            }
-            run.run(Goal::Version(version), strategy).await
-        })
+        Box::pin(run.run(Goal::Version(version), strategy))
     }
 
     fn rollback(&self, service: &config::Service, reporter: Reporter) -> DeployFuture {
@@ -234,15 +228,25 @@ impl Run {
         // Followed before the desired version is written: no report is missed.
         let following = self.etcd.follow_reports(name);
         let mut reports = following.receiver();
-        if strategy == config::Strategy::Rolling {
-            // The nodes' new instances are `ready` ones, routed as such.
+        if strategy != config::Strategy::BlueGreen {
+            // The nodes' new instances (and a canary) are `ready` ones,
+            // routed as such.
             self.etcd.clear_active(name).await.map_err(registry)?;
         }
+        // A canary judged good is deployed on every node by a rolling
+        // deploy; one judged bad changed nothing but itself.
+        let written = match strategy {
+            config::Strategy::Canary => {
+                self.canary(&version).await?;
+                config::Strategy::Rolling
+            }
+            other => other,
+        };
         let desired = Desired {
             version: version.clone(),
             previous,
             rollback_of: None,
-            strategy,
+            strategy: written,
             by: self.etcd.node().to_string(),
             at: cluster::now_rfc3339(),
         };
@@ -252,7 +256,7 @@ impl Run {
             .await
             .map_err(registry)?;
         let mut seen = Seen::new();
-        let converged = match strategy {
+        let converged = match written {
             config::Strategy::BlueGreen => {
                 match self
                     .switch(name, &version, &mut reports, revision, &mut seen)
@@ -336,6 +340,44 @@ impl Run {
             },
         };
         Err(DeployError::Failed(failure))
+    }
+
+    /// Canary: one instance of `version` on this node, registered with the
+    /// weight that gives it each step's share of every front door, judged
+    /// at each step on this node's front door's requests; taken out of the
+    /// registry and stopped at the end, whatever the verdict.
+    async fn canary(&self, version: &config::Version) -> Result<(), DeployError> {
+        let service = self.service.name.as_str();
+        let canary = self
+            .engine
+            .start_canary(service, version.clone(), &self.reporter)
+            .await?;
+        for &step in &self.service.canary.steps {
+            if step >= 100 {
+                break;
+            }
+            let (stable, size) = (canary.stable_members(), canary.size());
+            let weight = deploy::canary_weight(step, stable, size, cluster::MAX_WEIGHT);
+            let judged = match canary.set_weight(weight).await {
+                Ok(()) => {
+                    let percent = deploy::canary_share(weight, stable, size);
+                    tracing::info!(service, %version, step, weight, percent, stable, "canary registered with its step's weight");
+                    self.reporter.send(Progress::Traffic { percent });
+                    canary.judge(step, &self.reporter).await
+                }
+                Err(failure) => Err(failure),
+            };
+            if let Err(failure) = judged {
+                self.reporter.send(Progress::RollingBack {
+                    reason: failure.to_string(),
+                });
+                canary.abandon(&failure.to_string()).await;
+                return Err(DeployError::Failed(failure));
+            }
+        }
+        tracing::info!(service, %version, "canary passed every step: deploying it on every node");
+        canary.promote().await;
+        Ok(())
     }
 
     /// Blue-green: follows the nodes until every one has its new set on

@@ -8,7 +8,9 @@
 //! cluster's: `deploys` (a `deploy::ClusterDeploys`) writes the desired
 //! version and follows every node to it, and on every node `converge`
 //! brings its own instances there, one slot of the cluster's semaphore at
-//! a time.
+//! a time — or, blue-green, all at once on standby until one write of the
+//! service's active version switches every front door. A canary runs on the
+//! deploying node before the rollout.
 //!
 //! `GET /v1/cluster` (`view`) answers with the whole cluster as one read of
 //! the registry shows it, and `print` makes the cluster section of

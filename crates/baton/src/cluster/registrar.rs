@@ -229,6 +229,7 @@ impl Task {
                     true => State::Standby,
                     false => State::Ready,
                 },
+                weight: r.weight,
             };
             out.insert(key, registrant);
         }

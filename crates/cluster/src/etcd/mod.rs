@@ -258,7 +258,7 @@ impl Registry for Etcd {
             address: instance.address,
             node: self.inner.node.clone(),
             state: instance.state,
-            weight: 1,
+            weight: instance.weight.clamp(1, crate::MAX_WEIGHT),
             registered_at: whole_seconds(std::time::SystemTime::now()),
         };
         let text = key.key(&self.inner.prefix);

@@ -70,7 +70,7 @@ pub(super) async fn canary(
 /// Resolves once `enough()` holds, checked again each time a request to
 /// one of `members` ends (only their requests move it); never without
 /// members.
-async fn until_any(members: &[proxy::MemberStats], enough: &impl Fn() -> bool) {
+pub(crate) async fn until_any(members: &[proxy::MemberStats], enough: &impl Fn() -> bool) {
     if enough() {
         return;
     }
@@ -102,7 +102,7 @@ pub(super) fn stats_of(
         .collect()
 }
 
-pub(super) fn sum(stats: &[proxy::MemberStats]) -> proxy::StatsSnapshot {
+pub(crate) fn sum(stats: &[proxy::MemberStats]) -> proxy::StatsSnapshot {
     let mut total = proxy::StatsSnapshot::default();
     for s in stats {
         total.merge(&s.snapshot());
@@ -110,7 +110,7 @@ pub(super) fn sum(stats: &[proxy::MemberStats]) -> proxy::StatsSnapshot {
     total
 }
 
-pub(super) fn window(s: &proxy::StatsSnapshot) -> Window {
+pub(crate) fn window(s: &proxy::StatsSnapshot) -> Window {
     Window {
         requests: s.requests(),
         failures: s.failures(),

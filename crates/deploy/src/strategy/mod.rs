@@ -9,7 +9,7 @@
 //! returns: nothing is left half-applied for a caller that went away.
 
 pub(crate) mod blue_green;
-mod canary;
+pub(crate) mod canary;
 pub(crate) mod rollback;
 mod rolling;
 pub(crate) mod traffic;

@@ -39,16 +39,16 @@ const KEYS: &str = "/e2e/services/web/";
 /// The registry as front doors read it after one event: every instance
 /// ((node, id) → (version, state)) and the active version.
 #[derive(Debug, Clone, Default)]
-struct Registry {
-    instances: BTreeMap<(String, String), (String, String)>,
-    active: Option<String>,
+pub(super) struct Registry {
+    pub(super) instances: BTreeMap<(String, String), (String, String)>,
+    pub(super) active: Option<String>,
 }
 
 impl Registry {
     /// The versions of the instances a front door routes to, by the rule of
     /// docs/cluster.md: with an active version, its `ready` and `standby`
     /// instances; without, every `ready` one.
-    fn routed(&self) -> Vec<&str> {
+    pub(super) fn routed(&self) -> Vec<&str> {
         self.instances
             .values()
             .filter(|(version, state)| match &self.active {
@@ -60,7 +60,7 @@ impl Registry {
     }
 
     /// Every registered instance of `version`, whatever its state.
-    fn registered(&self, version: &str) -> usize {
+    pub(super) fn registered(&self, version: &str) -> usize {
         self.instances
             .values()
             .filter(|(v, _)| v == version)
@@ -69,19 +69,19 @@ impl Registry {
 }
 
 /// Every event under the service's keys, from the first revision on.
-struct Events {
-    watch: Proc,
+pub(super) struct Events {
+    pub(super) watch: Proc,
 }
 
 impl Events {
-    fn watch(etcd: &Etcd) -> Events {
+    pub(super) fn watch(etcd: &Etcd) -> Events {
         let watch = etcd.ctl_running(&["watch", "--prefix", "--rev=1", KEYS]);
         Events { watch }
     }
 
     /// The registry after each event, in order (`etcdctl watch` prints
     /// `PUT`, the key and the value, or `DELETE` and the key).
-    fn history(&self) -> Vec<Registry> {
+    pub(super) fn history(&self) -> Vec<Registry> {
         let lines: Vec<String> = self
             .watch
             .lines()
@@ -141,7 +141,7 @@ impl Events {
     /// instances of `version` only, with nothing else registered but
     /// instances of `others` (a late node's old ones); returns the number
     /// of events then.
-    async fn settled_at(&mut self, version: &str, nodes: usize) -> usize {
+    pub(super) async fn settled_at(&mut self, version: &str, nodes: usize) -> usize {
         loop {
             let history = self.history();
             let done = history.last().is_some_and(|r| {

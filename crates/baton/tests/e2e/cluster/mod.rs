@@ -20,6 +20,8 @@
 //! - `deploy`: cluster-wide deploys across three nodes under load;
 //! - `blue_green`: a blue-green deploy across three nodes under load, the
 //!   switch seen in the registry, and one given up on every node;
+//! - `canary`: canaries across three nodes under load, one promoted, one
+//!   judged bad and rolled back;
 //! - `quorum`: on a three-member etcd, the loss of one member, then of all
 //!   of them, under load through two front doors;
 //! - `startup`: a wrong endpoint or password stops `baton serve` at start;
@@ -28,6 +30,7 @@
 //!   node.
 
 mod blue_green;
+mod canary;
 mod deploy;
 mod net;
 mod quorum;
@@ -109,6 +112,20 @@ async fn start_node_with(
     name: &str,
     service: &str,
 ) -> Node {
+    start_node_pooled(net, etcd, dir, i, name, service, "").await
+}
+
+/// [`start_node_with`], with `pool` lines in the `[pool.everywhere]`
+/// section.
+async fn start_node_pooled(
+    net: &Net,
+    etcd: &Etcd,
+    dir: &TempDir,
+    i: usize,
+    name: &str,
+    service: &str,
+    pool: &str,
+) -> Node {
     let ip = net.address(i);
     let config = format!(
         r#"[[listener]]
@@ -124,7 +141,7 @@ lease_ttl = "{TTL_SECS}s"
 {service}
 [pool.everywhere]
 discover = "web"
-
+{pool}
 [[route]]
 pool = "everywhere"
 "#,

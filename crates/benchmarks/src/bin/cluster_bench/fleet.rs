@@ -90,6 +90,7 @@ fn registrant(node: usize, instance: &str, port: u16) -> Registrant {
             .parse()
             .expect("an address"),
         state: State::Ready,
+        weight: 1,
     }
 }
 
