@@ -4,7 +4,9 @@
 # `<!-- dataplane:end -->`):
 #
 #  1. throughput: `wrk -t1 -c64 --latency`, keep-alive `GET /1k` (a 1 KiB answer from an nginx backend) and keep-alive
-#     `POST /echo` (1 KiB each way, echoed by hello), through baton, nginx and HAProxy with WORKERS_LIST workers each
+#     `POST /echo` (1 KiB each way, echoed by hello), over plain HTTP and over HTTPS (TLS 1.3 as wrk negotiates it; the
+#     same ECDSA P-256 certificate, made with the openssl CLI, on an HTTPS listener of each proxy: rustls on ring for
+#     baton, OpenSSL for nginx and HAProxy; plain HTTP to the backends), through baton, nginx and HAProxy with WORKERS_LIST workers each
 #     (default: 1 and then every power of two up to the cores, and the cores): median requests/s, p99 and the proxy's
 #     CPU time per request, ROUNDS rounds with the order of the proxies rotating from round to round. With one worker
 #     the proxy is pinned to the last core and wrk and the backends to the others (`taskset`); with more workers than
@@ -41,7 +43,7 @@ LIFETIME=3000
 HERE=bench/proxy
 
 if ! bench_locked; then
-    bench_tools nginx haproxy wrk python3 curl taskset:util-linux
+    bench_tools nginx haproxy wrk python3 curl openssl taskset:util-linux
     bench_binaries -p baton -p hello -p benchmarks -- baton hello proxy_allocs
     bench_lock "$@"
 fi
@@ -59,6 +61,23 @@ OTHERS=0
 ((CORES > 1)) && OTHERS=0-$((CORES - 2))
 
 wait_quiet
+
+# --- the certificate of the HTTPS listeners: a test CA's ECDSA P-256 certificate for bench.test -------------------
+
+CERTS=$PWD/$OUT/certs
+mkdir -p "$CERTS"
+{
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$CERTS/ca.key"
+    openssl req -x509 -new -key "$CERTS/ca.key" -sha256 -days 365 -subj '/CN=baton bench test CA' \
+        -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' -out "$CERTS/ca.pem"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$CERTS/server.key"
+    printf '%s\n' 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' \
+        'subjectAltName=DNS:bench.test' >"$CERTS/server.ext"
+    openssl req -new -key "$CERTS/server.key" -subj '/CN=bench.test' -out "$CERTS/server.csr"
+    openssl x509 -req -in "$CERTS/server.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" -CAcreateserial \
+        -days 365 -sha256 -extfile "$CERTS/server.ext" -out "$CERTS/server.pem"
+    cat "$CERTS/server.pem" "$CERTS/server.key" >"$CERTS/haproxy.pem"
+} >"$OUT/certs.log" 2>&1 || die "could not make the certificate; see $OUT/certs.log"
 
 # --- backends, pinned away from the one-worker proxies ----------------------------------------------------------
 
@@ -92,8 +111,9 @@ BACKEND=127.0.0.1:$BACKEND_PORT
 
 # --- the proxies, W workers each ------------------------------------------------------------------------------------
 
-# start_proxies W: baton, nginx and HAProxy with W workers (pinned to the last core when W is 1); sets ADDR, REALPID.
-declare -A ADDR REALPID PROXYPID
+# start_proxies W: baton, nginx and HAProxy with W workers (pinned to the last core when W is 1); sets ADDR (plain
+# HTTP), TADDR (HTTPS), REALPID.
+declare -A ADDR TADDR REALPID PROXYPID
 start_proxies() {
     local w=$1 pin=() port
     ((w == 1 && CORES > 1)) && pin=(taskset -c "$LAST")
@@ -106,6 +126,13 @@ drain_timeout = "5s"
 [[listener]]
 address = "127.0.0.1:0"
 max_connections = $((MAX_IDLE + 5000))
+
+[[listener]]
+name = "https"
+address = "127.0.0.1:0"
+max_connections = $((MAX_IDLE + 5000))
+[listener.tls]
+certificates = [{ cert = "$CERTS/server.pem", key = "$CERTS/server.key" }]
 
 [pool.get]
 members = [{ address = "$BACKEND" }]
@@ -124,8 +151,10 @@ EOF
     PROXYPID[baton]=$PID REALPID[baton]=$REAL
     ADDR[baton]=$(listening "baton-$w" "$PID")
     wait_line "$OUT/baton-$w.stderr" ': ready$' 30 "$PID"
+    TADDR[baton]=$(grep '^listening on ' "$OUT/baton-$w.stdout" | sed -n '2s/^listening on //p')
+    [[ -n ${TADDR[baton]} ]] || die "baton printed no second listening line; see $OUT/baton-$w.stdout"
 
-    port=$(free_port)
+    port=$(free_port) tport=$(free_port)
     cat >"$OUT/nginx-$w.conf" <<EOF
 # bench/dataplane.sh: $w worker(s), keep-alive to both backends, no access log.
 worker_processes $w;
@@ -142,16 +171,19 @@ $(nginx_upstream_backend)
     upstream echo { server $ECHO; keepalive 64; keepalive_requests 1000000; keepalive_timeout 60s; }
     server {
         listen 127.0.0.1:$port backlog=4096;
+        listen 127.0.0.1:$tport ssl backlog=4096;
+        ssl_certificate $CERTS/server.pem;
+        ssl_certificate_key $CERTS/server.key;
 $(nginx_proxy_location)
 $(nginx_proxy_location | sed 's|location / {|location = /echo {|; s|http://backend|http://echo|')
     }
 }
 EOF
     start "nginx-$w" "${pin[@]}" nginx -p "$TMP/nginx/" -c "$PWD/$OUT/nginx-$w.conf" -e "$PWD/$OUT/nginx-error.log"
-    PROXYPID[nginx]=$PID REALPID[nginx]=$REAL ADDR[nginx]=127.0.0.1:$port
+    PROXYPID[nginx]=$PID REALPID[nginx]=$REAL ADDR[nginx]=127.0.0.1:$port TADDR[nginx]=127.0.0.1:$tport
     wait_port "$port" 30 "$PID"
 
-    port=$(free_port)
+    port=$(free_port) tport=$(free_port)
     cat >"$OUT/haproxy-$w.cfg" <<EOF
 # bench/dataplane.sh: $w thread(s), keep-alive on both sides, connection reuse, no logging.
 global
@@ -172,8 +204,10 @@ defaults
 
 frontend fe
     bind 127.0.0.1:$port
+    bind 127.0.0.1:$tport ssl crt $CERTS/haproxy.pem
     option forwardfor
-    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
+    http-request set-header X-Forwarded-Proto https if { ssl_fc }
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
     http-request set-header X-Request-Id %[uuid]
     use_backend echo if { path /echo }
@@ -186,8 +220,9 @@ backend echo
     server hello $ECHO
 EOF
     start "haproxy-$w" "${pin[@]}" haproxy -db -f "$OUT/haproxy-$w.cfg"
-    PROXYPID[haproxy]=$PID REALPID[haproxy]=$REAL ADDR[haproxy]=127.0.0.1:$port
+    PROXYPID[haproxy]=$PID REALPID[haproxy]=$REAL ADDR[haproxy]=127.0.0.1:$port TADDR[haproxy]=127.0.0.1:$tport
     wait_port "$port" 30 "$PID"
+    wait_port "$tport" 30 "$PID"
 }
 
 stop_proxies() {
@@ -195,16 +230,31 @@ stop_proxies() {
     for p in baton nginx haproxy; do stop "${PROXYPID[$p]}"; done
 }
 
-# run_wrk FILE ADDR KIND W: one wrk run of KIND (get or post), pinned away from a one-worker proxy.
+# run_wrk FILE PROXY KIND W DURATION: one wrk run of KIND (get, post, tls-get or tls-post) to PROXY, pinned away from
+# a one-worker proxy.
 run_wrk() {
-    local pin=()
+    local pin=() url
     (($4 == 1 && CORES > 1)) && pin=(taskset -c "$OTHERS")
-    if [[ $3 == get ]]; then
-        timeout -k 5 120 "${pin[@]}" wrk -t1 -c"$WRK_CONNECTIONS" -d"$5" --latency "http://$2/1k" >"$1"
+    url=$(kind_url "$2" "$3")
+    if [[ $3 == *get ]]; then
+        timeout -k 5 120 "${pin[@]}" wrk -t1 -c"$WRK_CONNECTIONS" -d"$5" --latency "$url" >"$1"
     else
-        timeout -k 5 120 "${pin[@]}" wrk -t1 -c"$WRK_CONNECTIONS" -d"$5" --latency -s "$HERE/post1k.lua" "http://$2/echo" >"$1"
+        timeout -k 5 120 "${pin[@]}" wrk -t1 -c"$WRK_CONNECTIONS" -d"$5" --latency -s "$HERE/post1k.lua" "$url" >"$1"
     fi
 }
+
+# kind_url PROXY KIND: the URL a request of KIND goes to.
+kind_url() {
+    local path=/1k
+    [[ $2 == *post ]] && path=/echo
+    case $2 in
+    tls-*) echo "https://${TADDR[$1]}$path" ;;
+    *) echo "http://${ADDR[$1]}$path" ;;
+    esac
+}
+
+KINDS=(get post tls-get tls-post)
+declare -A KIND_LABEL=([get]='GET 1 KiB' [post]='POST echo 1 KiB' [tls-get]='HTTPS GET 1 KiB' [tls-post]='HTTPS POST echo 1 KiB')
 
 PROXIES=(baton nginx haproxy)
 declare -A LABEL=([baton]=baton [nginx]=nginx [haproxy]=HAProxy)
@@ -217,21 +267,20 @@ for w in $WORKERS_LIST; do
     log "== $w worker(s) each"
     start_proxies "$w"
     for p in "${PROXIES[@]}"; do
-        for kind in get post; do
-            path=/1k
-            [[ $kind == post ]] && path=/echo
-            code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 -d x "http://${ADDR[$p]}$path" 2>/dev/null || true)
-            [[ $kind == get ]] && code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 "http://${ADDR[$p]}$path" || true)
-            [[ $code == 200 ]] || die "${LABEL[$p]} answered $code to $kind $path"
-            run_wrk "$OUT/wrk-warmup-$w-$p-$kind.txt" "${ADDR[$p]}" "$kind" "$w" 2s
+        for kind in "${KINDS[@]}"; do
+            url=$(kind_url "$p" "$kind")
+            code=$(curl -sS -k -o /dev/null -w '%{http_code}' --max-time 5 -d x "$url" 2>/dev/null || true)
+            [[ $kind == *get ]] && code=$(curl -sS -k -o /dev/null -w '%{http_code}' --max-time 5 "$url" || true)
+            [[ $code == 200 ]] || die "${LABEL[$p]} answered $code to $kind $url"
+            run_wrk "$OUT/wrk-warmup-$w-$p-$kind.txt" "$p" "$kind" "$w" 2s
         done
     done
     for round in $(seq "$ROUNDS"); do
-        for kind in get post; do
+        for kind in "${KINDS[@]}"; do
             for i in 0 1 2; do
                 p=${PROXIES[$(((i + round - 1) % 3))]}
                 read -r u0 s0 < <(cpu_split "${REALPID[$p]}")
-                run_wrk "$OUT/wrk-$w-$p-$kind-$round.txt" "${ADDR[$p]}" "$kind" "$w" "$WRK_DURATION" || die "wrk failed"
+                run_wrk "$OUT/wrk-$w-$p-$kind-$round.txt" "$p" "$kind" "$w" "$WRK_DURATION" || die "wrk failed"
                 read -r u1 s1 < <(cpu_split "${REALPID[$p]}")
                 read -r rps p99 errs reqs _ < <(parse_wrk "$OUT/wrk-$w-$p-$kind-$round.txt")
                 us=$(awk -v c=$((u1 - u0 + s1 - s0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.1f", n ? c / hz * 1e6 / n : 0 }')
@@ -303,26 +352,29 @@ SECTION="$OUT/section.md"
     echo "$CORES cores (so the figures with $CORES workers show what the proxy gets on a shared machine, not its ceiling)."
     echo "baton: \`[proxy] workers = W\`; nginx: \`worker_processes W\`; HAProxy: \`nbthread W\`; each sets \`X-Forwarded-For\`,"
     echo "\`-Proto\`, \`-Host\` and a request id, keeps upstream connections alive, and logs nothing (configs in \`$OUT/\`)."
+    echo "HTTPS: each proxy has a second listener with the same test CA's ECDSA P-256 certificate (baton: \`[listener.tls]\`,"
+    echo "rustls on ring; nginx: \`listen ... ssl\`; HAProxy: \`bind ... ssl crt\`; both OpenSSL $(openssl version | awk '{ print $2 }')), keep-alive"
+    echo "TLS 1.3 as wrk negotiates it; plain HTTP to the backends."
     echo "CPU is the proxy's own user + system time per request (\`/proc/PID/stat\`). Medians of $ROUNDS rounds, the order"
     echo "of the proxies rotating each round."
     echo
     echo "| workers | request | proxy | req/s | p99 | CPU per request (user) | req/s in each round |"
     echo "|---:|---|---|---:|---:|---:|---|"
     for w in $WORKERS_LIST; do
-        for kind in get post; do
+        for kind in "${KINDS[@]}"; do
             for p in "${PROXIES[@]}"; do
                 key="$w $kind $p"
-                echo "| $w | $([[ $kind == get ]] && echo 'GET 1 KiB' || echo 'POST echo 1 KiB') | ${LABEL[$p]} | **$(med "${RPS[$key]}")** | $(med "${P99[$key]}") ms | $(med "${CPU[$key]}") µs ($(med "${USER[$key]}")) | $(echo ${RPS[$key]} | sed 's/ /, /g') |"
+                echo "| $w | ${KIND_LABEL[$kind]} | ${LABEL[$p]} | **$(med "${RPS[$key]}")** | $(med "${P99[$key]}") ms | $(med "${CPU[$key]}") µs ($(med "${USER[$key]}")) | $(echo ${RPS[$key]} | sed 's/ /, /g') |"
             done
         done
     done
     echo
     for w in $WORKERS_LIST; do
-        for kind in get post; do
+        for kind in "${KINDS[@]}"; do
             b=$(med "${RPS[$w $kind baton]}") n=$(med "${RPS[$w $kind nginx]}") h=$(med "${RPS[$w $kind haproxy]}")
             best=$(awk -v n="$n" -v h="$h" 'BEGIN { print (n > h ? n : h) }')
             bp=$(med "${P99[$w $kind baton]}") np=$(med "${P99[$w $kind nginx]}") hp=$(med "${P99[$w $kind haproxy]}")
-            echo "- $w worker(s), $kind: baton / the better of nginx and HAProxy = **$(ratio "$b" "$best")** (target ≥ 1.1); p99 baton $bp ms, nginx $np ms, HAProxy $hp ms."
+            echo "- $w worker(s), ${KIND_LABEL[$kind]}: baton / the better of nginx and HAProxy = **$(ratio "$b" "$best")** (target ≥ 1.1); p99 baton $bp ms, nginx $np ms, HAProxy $hp ms."
         done
     done
     echo
