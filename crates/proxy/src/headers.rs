@@ -3,9 +3,10 @@
 //! `X-Forwarded-Proto`, `X-Forwarded-Host` and a request id set — trusting
 //! what the client sent only when its address is in a configured network.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
@@ -14,7 +15,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers that describe one connection, never to be forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -28,24 +29,62 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// `keep_upgrade` is set (a WebSocket handshake), `Connection: upgrade` and
 /// `Upgrade` survive.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // One pass over the names (compared, not hashed) finds which of them
+    // are there; most messages have none, or only `Connection`, and only
+    // those are removed.
+    let mut present = 0u8;
+    let mut upgrade = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        } else if name == header::UPGRADE {
+            upgrade = true;
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    if present & 1 != 0 {
+        // What `Connection` (the first of `HOP_BY_HOP`) names goes, looked
+        // up by the token itself (no name is allocated); its values are
+        // cloned first (shared bytes), all at once only in the rare message
+        // with several.
+        let mut connection = headers.get_all(header::CONNECTION).iter();
+        match (connection.next().cloned(), connection.next().is_some()) {
+            (None, _) => {}
+            (Some(value), false) => remove_named(headers, &value, keep_upgrade),
+            (Some(_), true) => {
+                let values: Vec<HeaderValue> = headers
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .cloned()
+                    .collect();
+                for value in &values {
+                    remove_named(headers, value, keep_upgrade);
+                }
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    if upgrade && !keep_upgrade {
+        headers.remove(header::UPGRADE);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Removes the headers a `Connection` value names (but `Upgrade` when
+/// `keep_upgrade`); a token that is no header name removes nothing.
+fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue, keep_upgrade: bool) {
+    let Ok(tokens) = connection.to_str() else {
+        return;
+    };
+    for token in tokens.split(',').map(str::trim) {
+        if !(keep_upgrade && token.eq_ignore_ascii_case("upgrade")) {
+            headers.remove(token);
+        }
     }
 }
 
@@ -106,14 +145,25 @@ pub(crate) fn set_forwarded(
 ) -> HeaderValue {
     let trusted = client.is_none_or(|c| trust.trusts(c.addr.ip()));
     if !trusted {
-        headers.remove(&X_FORWARDED_FOR);
-        headers.remove(&X_FORWARDED_PROTO);
-        headers.remove(&X_FORWARDED_HOST);
+        // Whatever the client sent is replaced (`insert` drops every value
+        // it had) or removed: no lookup of what it was.
+        match client.and_then(|c| c.forwarded_for.as_ref()) {
+            Some(ip) => headers.insert(X_FORWARDED_FOR.clone(), ip.clone()),
+            None => headers.remove(&X_FORWARDED_FOR),
+        };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+        match headers.get(header::HOST).cloned() {
+            Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+        let id = new_request_id();
+        headers.insert(request_id.clone(), id.clone());
+        return id;
     }
     if let Some(ip) = client.and_then(|c| c.forwarded_for.as_ref()) {
         let value = match headers.get(&X_FORWARDED_FOR) {
-            Some(prior) if trusted => append_hop(prior, ip),
-            _ => Some(ip.clone()),
+            Some(prior) => append_hop(prior, ip),
+            None => Some(ip.clone()),
         };
         if let Some(v) = value {
             headers.insert(X_FORWARDED_FOR.clone(), v);
@@ -128,7 +178,7 @@ pub(crate) fn set_forwarded(
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
     match headers.get(request_id) {
-        Some(id) if trusted && !id.is_empty() => id.clone(),
+        Some(id) if !id.is_empty() => id.clone(),
         _ => {
             let id = new_request_id();
             headers.insert(request_id.clone(), id.clone());
@@ -148,8 +198,10 @@ fn append_hop(prior: &HeaderValue, ip: &HeaderValue) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(Bytes::from(chain)).ok()
 }
 
-/// 128 random bits as 32 lowercase hex digits, in one allocation that its
-/// clones share.
+/// 128 random bits as 32 lowercase hex digits. Their bytes are cut from a
+/// per-thread block of [`ID_BLOCK`] ids: one allocation for that many ids
+/// rather than one each (a block is freed when its last id is dropped, and
+/// an id lives as long as its request).
 fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = [0u8; 32];
@@ -161,7 +213,22 @@ fn new_request_id() -> HeaderValue {
             *digit = HEX[((word >> (60 - 4 * i)) & 0xf) as usize];
         }
     }
-    HeaderValue::from_maybe_shared(Bytes::from_owner(id)).expect("hex is a valid header value")
+    let bytes = ID_BYTES.with_borrow_mut(|block| {
+        if block.capacity() < id.len() {
+            *block = BytesMut::with_capacity(id.len() * ID_BLOCK);
+        }
+        block.extend_from_slice(&id);
+        block.split().freeze()
+    });
+    HeaderValue::from_maybe_shared(bytes).expect("hex is a valid header value")
+}
+
+/// Request ids per allocated block.
+const ID_BLOCK: usize = 32;
+
+thread_local! {
+    /// Where this thread's request ids are cut from (see [`new_request_id`]).
+    static ID_BYTES: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
 #[cfg(test)]
@@ -183,6 +250,33 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn every_connection_value_names_headers_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, "X-One , keep-alive".parse().unwrap());
+        h.append(header::CONNECTION, "x-TWO,,not a name".parse().unwrap());
+        h.insert("x-one", "1".parse().unwrap());
+        h.insert("x-two", "2".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_left_as_it_is() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "example.com".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::CONNECTION], "upgrade");
     }
 
     #[test]

@@ -416,7 +416,11 @@ impl ProxyService {
             ClientBody::new(limited.boxed_unsync(), client.clone()).boxed_unsync()
         };
         let upstream_req = Request::from_parts(parts, body);
-        let replay = Replay::of(&upstream_req, body_empty, upstreams.retry_non_idempotent);
+        // A request is only ever sent again to a member not tried yet
+        // (`forward`): with one member there is nobody to send it to.
+        let replay = (upstreams.conns.len() > 1)
+            .then(|| Replay::of(&upstream_req, body_empty, upstreams.retry_non_idempotent))
+            .flatten();
 
         match forward(upstreams, upstream_req, replay, picked, &client).await {
             Ok((response, member)) => {
