@@ -129,8 +129,12 @@ pub fn print(view: &serde_json::Value) {
                     .as_ref()
                     .map(|v| format!(", back from {v}"))
                     .unwrap_or_default();
+                let strategy = match d.desired.strategy {
+                    config::Strategy::Rolling => String::new(),
+                    other => format!(", {other}"),
+                };
                 (
-                    format!("{} (rev {}{back})", d.desired.version, d.revision),
+                    format!("{} (rev {}{strategy}{back})", d.desired.version, d.revision),
                     d.desired
                         .previous
                         .as_ref()
@@ -155,6 +159,12 @@ pub fn print(view: &serde_json::Value) {
             previous,
             ready.join(", ")
         );
+        if let Some(active) = &service.active {
+            println!(
+                "  active {} (switched by {} at {}): front doors route to it only",
+                active.version, active.by, active.at
+            );
+        }
         for slot in &service.slots {
             println!(
                 "  slot {} held by {} since {}",

@@ -216,6 +216,15 @@ async fn a_blue_green_cluster_deploy_switches_every_front_door_at_once_and_a_fai
         }
     }
     let after_v2 = events.settled_at("v2", NODES.len()).await;
+    let control = nodes[2].control.display().to_string();
+    let (code, status) = crate::support::run_baton(&["status", "--control", &control]).await;
+    assert_eq!(code, 0, "{status}");
+    assert!(status.contains("v2 (rev "), "{status}");
+    assert!(status.contains(", blue_green)"), "{status}");
+    assert!(
+        status.contains("  active v2 (switched by node-b at "),
+        "{status}"
+    );
 
     // v3_never-ready: node C's new set never gets ready. Sent to node A;
     // every node stops its v3 set, and v2 serves throughout.
