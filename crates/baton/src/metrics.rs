@@ -450,6 +450,13 @@ impl Scrape {
             "Client connections open now on a listener (TLS handshakes included).",
             None,
             listeners().map(|(labels, l)| (labels, l.open)),
+        )?;
+        gauges(
+            enc,
+            "baton_listener_connections_parked",
+            "Of a listener's open connections, the idle HTTP/1 ones parked now: only their socket is held.",
+            None,
+            listeners().map(|(labels, l)| (labels, l.parked)),
         )
     }
 

@@ -1,7 +1,8 @@
 //! The few places where the library must talk to the OS below `std`:
 //! adopting a numbered descriptor and asking whether the process is still
-//! single-threaded, the open-files limit, and giving the heap back to the
-//! system. Every `unsafe` block of the crate lives here.
+//! single-threaded, the open-files limit, giving the heap back to the
+//! system, and registering the parking lot's epoll descriptor with tokio.
+//! Every `unsafe` block of the crate lives here.
 
 #![allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
 
@@ -100,4 +101,17 @@ pub(crate) fn trim_heap() -> bool {
     {
         false
     }
+}
+
+/// Registers `fd` with tokio's reactor for readability (the parking lot's
+/// epoll set). Must be called on a tokio runtime.
+#[cfg(feature = "http")]
+pub(crate) fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` is an open descriptor that it alone closes, and
+    // its `as_raw_fd` always returns that descriptor; the `AsyncFd` owns it
+    // from here on, so it stays open and the same for the `AsyncFd`'s life.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    registered.map_err(|e| e.into_parts().1)
 }

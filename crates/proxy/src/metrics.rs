@@ -39,6 +39,9 @@ pub struct ListenerReading {
     pub accepted: u64,
     /// Connections open now.
     pub open: u64,
+    /// Of those, idle HTTP/1 connections parked now: only their socket is
+    /// held (`handoff::http::Server::park_idle`).
+    pub parked: u64,
 }
 
 /// One route of the current config, as a scrape reads it.
@@ -117,6 +120,7 @@ impl Proxy {
                 name: name.clone(),
                 accepted: c.accepted(),
                 open: c.open(),
+                parked: c.parked(),
             })
             .collect()
     }

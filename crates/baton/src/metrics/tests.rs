@@ -106,6 +106,7 @@ fn scrape() -> String {
             name: "http".into(),
             accepted: 40,
             open: 3,
+            parked: 2,
         }],
         certs: crate::certs::CertificatesReport {
             certificates: vec![crate::certs::CertificateReport {
@@ -226,6 +227,8 @@ fn routes_pauses_deploy_durations_and_the_process_are_exposed() {
         "baton_acme_orders_total 3",
         r#"baton_listener_connections_accepted_total{listener="http"} 40"#,
         r#"baton_listener_connections_open{listener="http"} 3"#,
+        "# TYPE baton_listener_connections_parked gauge",
+        r#"baton_listener_connections_parked{listener="http"} 2"#,
         "baton_acme_certificates_issued_total 1",
         "baton_acme_failures_in_a_row 2",
         "process_resident_memory_bytes 4096",

@@ -1,7 +1,8 @@
 //! `GET /metrics` on the control socket of a real `baton serve`: after
 //! traffic, a deploy and a reload, the exposition has the pool's request
 //! counter and duration histogram, its member, the deploy and the version,
-//! with their labels and values; `promtool check metrics` accepts it.
+//! with their labels and values; `promtool check metrics` accepts it. An
+//! idle keep-alive connection is counted as parked.
 
 use std::path::Path;
 
@@ -238,4 +239,79 @@ pool = "app"
     }
     let up = format!(r#"baton_member_up{{pool="app",member="{dead}"}}"#);
     assert_eq!(sample(&text, &up), Some(0.0), "{text}");
+}
+
+/// Sends `GET /` on `stream` (kept alive) and reads the answer's head and
+/// its body (`Content-Length`); returns the status line.
+async fn keepalive_get(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the answer ended");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = text[..end]
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().unwrap())
+            })
+            .expect("a Content-Length");
+        if buf.len() >= end + 4 + length {
+            return text.lines().next().unwrap().to_owned();
+        }
+    }
+}
+
+/// Scrapes until the listener's parked gauge is `want` (bounded).
+async fn wait_parked(control: &Path, want: f64) {
+    let series = r#"baton_listener_connections_parked{listener="http"}"#;
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let text = scrape(control).await;
+        if sample(&text, series) == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} never became {want}:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// An idle keep-alive connection is counted as parked once the proxy has
+/// parked it (after a second idle), and no longer once it is used again;
+/// it serves its next request in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keepalive_connection_is_counted_as_parked() {
+    let dir = TempDir::new("metrics-parked");
+    let control = dir.path().join("control.sock");
+    let path = config(&dir);
+    let (baton, addr) = baton_serve_with(&path, &["--control", control.to_str().unwrap()]).await;
+    wait_version(&addr, "v1").await;
+
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(keepalive_get(&mut stream).await.contains(" 200 "));
+    wait_parked(&control, 1.0).await;
+    let text = scrape(&control).await;
+    let open = sample(&text, r#"baton_listener_connections_open{listener="http"}"#);
+    assert!(open >= Some(1.0), "{text}");
+    // Used again, it is served; parked again once idle; closed by the
+    // client, it is counted no more.
+    assert!(keepalive_get(&mut stream).await.contains(" 200 "));
+    wait_parked(&control, 1.0).await;
+    drop(stream);
+    wait_parked(&control, 0.0).await;
+    drop(baton);
 }

@@ -74,6 +74,8 @@ pub(super) struct Shared<F> {
     pub slots: Arc<Semaphore>,
     /// Connections released, for the heap trimmer (with parking only).
     pub trim: super::trim::Trim,
+    /// Where parked plain connections wait (with parking only).
+    pub lot: Option<super::lot::Lot>,
     #[cfg(feature = "tls")]
     pub tls: Option<super::TlsConfig>,
 }
@@ -297,13 +299,21 @@ where
                 return;
             };
             let service = (shared.make)(&info);
-            serve_connection(io, service, shared, guard, permit).await
+            let held = Held {
+                slot: permit,
+                _guard: guard,
+            };
+            park::serve(io, service, &shared, info, held).await
         });
         return;
     }
     let service = (shared.make)(&info);
     let shared = shared.clone();
-    tokio::spawn(serve_connection(io, service, shared, guard, permit));
+    let held = Held {
+        slot: permit,
+        _guard: guard,
+    };
+    tokio::spawn(async move { park::serve(io, service, &shared, info, held).await });
 }
 
 /// Completes the TLS handshake within the head timeout, or gives up when
@@ -346,18 +356,18 @@ where
     Some((stream, info))
 }
 
-async fn serve_connection<I, F, S, B>(
-    io: I,
-    service: S,
-    shared: Arc<Shared<F>>,
+/// What a connection holds for its life, besides its socket: its slot and
+/// its place in the drain. Moves with the connection into the lot and back.
+pub(super) struct Held {
+    slot: Slot,
     _guard: DrainGuard,
-    permit: Slot,
-) where
-    I: Park,
-    S: AppService<B>,
-    B: AppBody,
-{
-    park::serve(io, service, &shared, &permit.counts).await
+}
+
+impl Held {
+    /// The connection counts of its listener.
+    pub(super) fn counts(&self) -> &ConnCounts {
+        &self.slot.counts
+    }
 }
 
 /// Wraps the application's service for one connection: marks the

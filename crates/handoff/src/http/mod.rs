@@ -24,6 +24,7 @@
 
 mod conn;
 mod guard;
+mod lot;
 mod park;
 mod trim;
 
@@ -240,8 +241,11 @@ impl Server {
     /// Parks HTTP/1 keep-alive connections idle for this long (`None`, the
     /// default: never): hyper's state and buffers for the connection are
     /// freed and only its socket is kept until the next bytes arrive, when
-    /// a new hyper connection serves them. An idle connection then costs a
-    /// few hundred bytes instead of its read and write buffers. A parked
+    /// a new hyper connection serves them. A plain (not TLS) connection
+    /// also gives up its task meanwhile: it waits as an entry of one table
+    /// per server, watched through an epoll set of the server's own. An
+    /// idle connection then costs a few hundred bytes instead of its read
+    /// and write buffers (with TLS, rustls's session too). A parked
     /// connection still counts as open, is still closed at its keep-alive
     /// deadline, and is closed by the drain with the other idle
     /// connections. HTTP/2 connections are not parked. With parking, the
@@ -328,6 +332,19 @@ impl Server {
         };
         let (stage_tx, stage_rx) = watch::channel(Stage::Serving);
         let (http1, http2) = builders(&self.limits);
+        // Parked TLS connections keep their task (see `lot`).
+        #[cfg(feature = "tls")]
+        let plain = self.tls.is_none();
+        #[cfg(not(feature = "tls"))]
+        let plain = true;
+        let lot = match self.park_idle {
+            Some(_) if plain => lot::Lot::new()
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "no parking lot: parked connections keep their task");
+                })
+                .ok(),
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             http1,
             http2,
@@ -342,6 +359,7 @@ impl Server {
             },
             slots: Arc::new(Semaphore::new(self.limits.max_connections.max(1))),
             trim: trim::Trim::default(),
+            lot,
             #[cfg(feature = "tls")]
             tls: self.tls,
         });
@@ -362,6 +380,10 @@ impl Server {
                 shared.trim.run(trim::trim_heap).await
             }))
         });
+        let _lot = shared
+            .lot
+            .is_some()
+            .then(|| AbortOnDrop(tokio::spawn(lot::run(shared.clone()))));
         self.lifecycle.set(Phase::Ready);
         if self.notify {
             report_notify(notify::ready());

@@ -2,10 +2,13 @@
 //! requests: once an HTTP/1 keep-alive connection has been idle for the
 //! park delay (`Server::park_idle`), hyper's connection is closed on our
 //! side only — its state, read and write buffers and the service's future
-//! are freed — and the task keeps just the socket (TCP, Unix, or TLS over
-//! either, whose rustls state stays). When the socket becomes readable a new
-//! hyper connection serves it, with any bytes hyper had already read put
-//! back in front. An idle connection thus holds no read buffer.
+//! are freed. A plain socket (TCP or Unix) then leaves its task for the
+//! server's lot (`lot`), where it is an entry of a table until it is
+//! readable, and [`resume`] serves it in a new task; a TLS connection keeps
+//! its task, which holds just the socket and rustls's state. Either way,
+//! when the socket becomes readable a new hyper connection serves it, with
+//! any bytes hyper had already read put back in front. An idle connection
+//! thus holds no read buffer.
 //!
 //! A parked connection is still a connection: it keeps its place under
 //! `max_connections`, its count as open on its listener and in the drain,
@@ -29,10 +32,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::Stage;
-use super::conn::{AppBody, AppService, ConnCounts, DrainAware, Shared};
+use super::conn::{AppBody, AppService, ConnCounts, DrainAware, Held, Shared};
 use super::guard::{ConnState, Guarded};
+use super::lot::{Detached, Entry};
 use super::trim::Trim;
+use super::{ConnInfo, Stage};
 
 /// The HTTP/2 connection preface (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -42,17 +46,58 @@ pub trait Park: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// Resolves when the peer has sent something or closed the connection
     /// (possibly spuriously).
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+
+    /// The plain socket out of tokio, for the lot; `Err(self)` when the
+    /// connection is more than a socket (TLS). `Ok(Err(_))`: taking it out
+    /// failed, and the connection is lost.
+    fn detach(self) -> Result<io::Result<Detached>, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
+
+    /// A socket [`Park::detach`] gave, registered with tokio again.
+    fn attach(socket: Detached) -> io::Result<Self>
+    where
+        Self: Sized,
+    {
+        drop(socket);
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 impl Park for tokio::net::TcpStream {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
         tokio::net::TcpStream::readable(self)
     }
+
+    fn detach(self) -> Result<io::Result<Detached>, Self> {
+        Ok(self.into_std().map(Detached::Tcp))
+    }
+
+    fn attach(socket: Detached) -> io::Result<Self> {
+        match socket {
+            Detached::Tcp(s) => tokio::net::TcpStream::from_std(s),
+            Detached::Unix(_) => Err(io::ErrorKind::InvalidInput.into()),
+        }
+    }
 }
 
 impl Park for tokio::net::UnixStream {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
         tokio::net::UnixStream::readable(self)
+    }
+
+    fn detach(self) -> Result<io::Result<Detached>, Self> {
+        Ok(self.into_std().map(Detached::Unix))
+    }
+
+    fn attach(socket: Detached) -> io::Result<Self> {
+        match socket {
+            Detached::Unix(s) => tokio::net::UnixStream::from_std(s),
+            Detached::Tcp(_) => Err(io::ErrorKind::InvalidInput.into()),
+        }
     }
 }
 
@@ -74,36 +119,112 @@ impl<I: Park> Park for tokio_rustls::server::TlsStream<I> {
 
 /// Serves one connection until it ends: HTTP/2 as one hyper connection,
 /// HTTP/1 as hyper connections one after the other with the connection
-/// parked in between.
-pub(super) async fn serve<I, F, S, B>(io: I, service: S, shared: &Shared<F>, counts: &ConnCounts)
-where
+/// parked in between (in the lot when there is one and the socket is
+/// plain, else in this task).
+pub(super) async fn serve<I, F, S, B>(
+    io: I,
+    service: S,
+    shared: &Shared<F>,
+    info: ConnInfo,
+    held: Held,
+) where
     I: Park,
     S: AppService<B>,
     B: AppBody,
 {
-    let _released = Released(&shared.trim);
+    let released = Released(&shared.trim);
     let mut stage = shared.stage.clone();
-    let mut state = Arc::new(ConnState::default());
+    let state = Arc::new(ConnState::default());
     let mut io = Guarded::new(Prefixed::new(io), state.clone(), shared.timeouts);
     match sniff(&mut io, &mut stage).await {
         Sniffed::Http2 => return serve_h2(io, service, state, shared, stage).await,
         Sniffed::Http1 => {}
         Sniffed::End => return close(io, &mut stage).await,
     }
-    let mut service = service;
+    serve_http1(io, state, service, shared, stage, info, held, released).await
+}
+
+/// Serves a connection taken out of the lot: idle HTTP/1 until its
+/// keep-alive deadline, as when it was parked.
+pub(super) async fn resume<I, F, S, B>(
+    io: I,
+    service: S,
+    shared: &Shared<F>,
+    info: ConnInfo,
+    held: Held,
+    deadline: Option<Instant>,
+) where
+    I: Park,
+    S: AppService<B>,
+    B: AppBody,
+{
+    let released = Released(&shared.trim);
+    let state = Arc::new(ConnState::default());
+    let io = Guarded::resumed(Prefixed::new(io), state.clone(), shared.timeouts, deadline);
+    let stage = shared.stage.clone();
+    serve_http1(io, state, service, shared, stage, info, held, released).await
+}
+
+/// The HTTP/1 loop of [`serve`]: hyper connections one after the other,
+/// parked in between.
+#[expect(clippy::too_many_arguments, reason = "one connection's whole state")]
+async fn serve_http1<I, F, S, B>(
+    mut io: Guarded<Prefixed<I>>,
+    mut state: Arc<ConnState>,
+    mut service: S,
+    shared: &Shared<F>,
+    mut stage: watch::Receiver<Stage>,
+    mut info: ConnInfo,
+    mut held: Held,
+    released: Released<'_>,
+) where
+    I: Park,
+    S: AppService<B>,
+    B: AppBody,
+{
     loop {
         let Some(parked) = serve_h1(io, service, state, shared, &mut stage).await else {
             return;
         };
-        let socket = if parked.prefix.is_empty() {
-            match wait(parked.io, parked.deadline, &mut stage, counts, &shared.trim).await {
+        let mut socket = parked.io;
+        // With bytes of the next request already read, it is served now.
+        if parked.prefix.is_empty() {
+            if let Some(lot) = &shared.lot {
+                match socket.detach() {
+                    Err(kept) => socket = kept,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "parked connection lost");
+                        return;
+                    }
+                    Ok(Ok(detached)) => {
+                        let entry = Entry {
+                            socket: detached,
+                            info,
+                            held,
+                            deadline: parked.deadline,
+                        };
+                        let Err(entry) = lot.park(entry, &shared.trim) else {
+                            // The lot counts its end for the trimmer.
+                            std::mem::forget(released);
+                            return;
+                        };
+                        (info, held) = (entry.info, entry.held);
+                        socket = match I::attach(entry.socket) {
+                            Ok(socket) => socket,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "parked connection lost");
+                                return;
+                            }
+                        };
+                    }
+                }
+            }
+            let counts = held.counts();
+            socket = match wait(socket, parked.deadline, &mut stage, counts, &shared.trim).await {
                 Some(socket) => socket,
                 None => return,
-            }
-        } else {
-            // hyper had read the start of the next request: serve it now.
-            parked.io
-        };
+            };
+        }
         service = parked.service;
         state = Arc::new(ConnState::default());
         let socket = Prefixed {
