@@ -56,9 +56,13 @@ impl Checker<'_, '_, '_> {
         // Keys that an unknown key is probably a typo of: their absence is
         // not reported again as a missing required key.
         let mut suggested = Vec::new();
-        for (key, _) in table.iter() {
+        // The table's known keys by their position in the schema: one pass
+        // over the table, no lookup by name.
+        let mut given: Vec<(usize, &mut Spanned<DeValue<'_>>)> = Vec::with_capacity(table.len());
+        for (key, value) in table.iter_mut() {
             let name = key.get_ref();
-            if section.keys.iter().any(|k| k.name == name) {
+            if let Some(index) = section.keys.iter().position(|k| k.name == name) {
+                given.push((index, value));
                 continue;
             }
             let expected: Vec<&str> = section.keys.iter().map(|k| k.name).collect();
@@ -78,9 +82,18 @@ impl Checker<'_, '_, '_> {
             }
             remove.push(name.to_string());
         }
-        self.alternatives(section, table, &span, &suggested, &place);
-        for key in section.keys {
-            let Some(value) = table.get_mut(key.name) else {
+        given.sort_unstable_by_key(|(index, _)| *index);
+        let present = |name: &str| {
+            given
+                .iter()
+                .find(|(index, _)| section.keys[*index].name == name)
+                .map(|(_, value)| value.span())
+        };
+        self.alternatives(section, &present, &span, &suggested, &place);
+        // In schema order, as the errors at one place are listed.
+        let mut given = given.into_iter().peekable();
+        for (index, key) in section.keys.iter().enumerate() {
+            let Some((_, value)) = given.next_if(|(i, _)| *i == index) else {
                 if matches!(key.if_missing, IfMissing::Required) && !suggested.contains(&key.name) {
                     let message = if std::ptr::eq(section, &crate::schema::ROOT) {
                         format!("no [[{}]] defined; at least one is required", key.name)
@@ -138,7 +151,7 @@ impl Checker<'_, '_, '_> {
     fn alternatives(
         &mut self,
         section: &'static Section,
-        table: &DeTable<'_>,
+        present: &dyn Fn(&str) -> Option<Range<usize>>,
         span: &Range<usize>,
         suggested: &[&str],
         place: &dyn Fn() -> String,
@@ -152,7 +165,7 @@ impl Checker<'_, '_, '_> {
             if other_index.is_none_or(|o| o < index) {
                 continue;
             }
-            match (table.get(key.name), table.get(other)) {
+            match (present(key.name), present(other)) {
                 (None, None) if !suggested.contains(&key.name) && !suggested.contains(&other) => {
                     let name = key.name;
                     let message = format!(
@@ -162,9 +175,9 @@ impl Checker<'_, '_, '_> {
                     self.diag.error(span.clone(), message);
                 }
                 (Some(a), Some(b)) => {
-                    let (first, later, later_span) = match a.span().start < b.span().start {
-                        true => (key.name, other, b.span()),
-                        false => (other, key.name, a.span()),
+                    let (first, later, later_span) = match a.start < b.start {
+                        true => (key.name, other, b),
+                        false => (other, key.name, a),
                     };
                     let message = format!(
                         "`{later}` conflicts with `{first}` {}: give exactly one of them",

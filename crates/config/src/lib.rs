@@ -9,7 +9,8 @@
 //!    alone: the rest of a broken file is not worth judging.
 //! 2. `check`: the shape of the tree against `schema` — unknown keys, wrong
 //!    TOML types, missing required keys.
-//! 3. `raw`: serde structs that mirror the file, every value with its span.
+//! 3. `raw`: serde structs that mirror the file, every value with its span
+//!    (the `[[route]]` array is read by hand, `raw::routes`).
 //! 4. `validate`: meanings and cross-references, producing [`Config`].
 //!
 //! `schema` is the single list of keys: the docs (`docs/config.md`) are
@@ -38,7 +39,7 @@ mod tests;
 use std::path::Path;
 
 use serde::Deserialize;
-use toml::de::DeTable;
+use toml::de::{DeTable, DeValue};
 
 pub use diff::{Diff, diff};
 pub use error::{ConfigError, ConfigErrors};
@@ -71,7 +72,7 @@ pub fn parse(source: &str, file_name: &str) -> Result<Config, ConfigErrors> {
     let Some(raw) = parse_raw(source, &mut diag, None) else {
         return Err(diag.finish().expect_err("a failed parse records an error"));
     };
-    let config = validate::validate(&raw, &mut diag);
+    let config = validate::validate(raw, &mut diag);
     diag.finish()?;
     config.ok_or_else(|| {
         let message = "internal error: the configuration was refused without a reason".to_owned();
@@ -104,11 +105,34 @@ fn parse_raw(
         return None;
     }
     check::check_document(&mut document, diag, seen);
+    // `check` removes everything serde (or `raw::routes`) could refuse; the
+    // errors below are a backstop for a schema that disagrees with `raw`.
+    let routes = match document.get_mut().remove("route") {
+        Some(routes) => {
+            let span = routes.span();
+            let read = match routes.into_inner() {
+                DeValue::Array(items) => raw::routes(items),
+                other => Err((
+                    span,
+                    format!("invalid type: {}, expected an array", other.type_str()),
+                )),
+            };
+            match read {
+                Ok(routes) => routes,
+                Err((span, message)) => {
+                    diag.error(span, message);
+                    return None;
+                }
+            }
+        }
+        None => Vec::new(),
+    };
     match raw::RawConfig::deserialize(toml::de::Deserializer::from(document)) {
-        Ok(raw) => Some(raw),
+        Ok(mut raw) => {
+            raw.route = routes;
+            Some(raw)
+        }
         Err(e) => {
-            // `check` removes everything serde could refuse; this is a
-            // backstop for a schema that disagrees with `raw`.
             diag.error(e.span().unwrap_or(0..0), e.message().to_owned());
             None
         }

@@ -88,6 +88,9 @@ pub(crate) fn check_path_pattern(pattern: &str) -> Result<(), String> {
     if !pattern.starts_with('/') {
         return Err("must start with \"/\"".into());
     }
+    if !pattern.contains(['{', '}']) {
+        return Ok(()); // an exact path: no parameter to check
+    }
     let segments: Vec<&str> = pattern[1..].split('/').collect();
     let mut names = BTreeSet::new();
     for (i, segment) in segments.iter().enumerate() {

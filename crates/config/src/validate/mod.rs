@@ -42,8 +42,11 @@ pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 /// How [`MAX_DURATION`] is written in error messages and in the docs.
 pub(crate) const MAX_DURATION_TEXT: &str = "100y (100 years)";
 
-/// Validates `raw`; `None` when any error was recorded in `diag`.
-pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Config> {
+/// Validates `raw` (its routes move into the config); `None` when any
+/// error was recorded in `diag`.
+pub(crate) fn validate(mut raw: RawConfig, diag: &mut Diagnostics<'_>) -> Option<Config> {
+    let raw_routes = std::mem::take(&mut raw.route);
+    let raw = &raw;
     let mut ctx = Ctx { diag };
     let proxy = listener::proxy(&mut ctx, raw.proxy.as_ref());
     let access_log = raw
@@ -77,7 +80,7 @@ pub(crate) fn validate(raw: &RawConfig, diag: &mut Diagnostics<'_>) -> Option<Co
         pools: raw.pool.keys().map(|k| k.get_ref().as_str()).collect(),
         services: raw.service.keys().map(|k| k.get_ref().as_str()).collect(),
     };
-    let routes = route::routes(&mut ctx, &raw.route, &listener_names, &upstreams);
+    let routes = route::routes(&mut ctx, raw_routes, &listener_names, &upstreams);
     if !ctx.diag.is_empty() {
         return None;
     }

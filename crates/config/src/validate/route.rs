@@ -2,6 +2,7 @@
 //! services, and the match conditions (host, path, methods, headers).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
@@ -17,19 +18,22 @@ pub(super) struct Declared<'a> {
     pub(super) services: BTreeSet<&'a str>,
 }
 
+/// Consumes the raw routes: their strings move into the typed ones.
 pub(super) fn routes(
     ctx: &mut Ctx<'_, '_>,
-    raw: &[Spanned<RawRoute>],
+    raw: Vec<Spanned<RawRoute>>,
     listeners: &[String],
     upstreams: &Declared<'_>,
 ) -> Option<Vec<Route>> {
-    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut out = Some(Vec::new());
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = Some(Vec::with_capacity(raw.len()));
     for item in raw {
         let mut ok = true;
         if let Some(name) = &item.get_ref().name {
             ok &= ctx.name("route", name.get_ref(), name.span());
-            let first = *names.entry(name.get_ref()).or_insert(name.span().start);
+            let first = *names
+                .entry(name.get_ref().clone())
+                .or_insert(name.span().start);
             if first != name.span().start {
                 let line = ctx.diag.line_of(first);
                 let message = format!(
@@ -40,7 +44,7 @@ pub(super) fn routes(
                 ok = false;
             }
         }
-        match (ok, route(ctx, item.get_ref(), listeners, upstreams)) {
+        match (ok, route(ctx, item.into_inner(), listeners, upstreams)) {
             (true, Some(r)) => {
                 if let Some(v) = &mut out {
                     v.push(r);
@@ -54,7 +58,7 @@ pub(super) fn routes(
 
 fn route(
     ctx: &mut Ctx<'_, '_>,
-    raw: &RawRoute,
+    raw: RawRoute,
     listeners: &[String],
     upstreams: &Declared<'_>,
 ) -> Option<Route> {
@@ -66,7 +70,14 @@ fn route(
         host_match(h.get_ref())
             .map_err(|e| ctx.error(h.span(), format!("invalid `host` {:?}: {e}", h.get_ref())))
     });
-    let path = path(ctx, raw);
+    let path = path(
+        ctx,
+        [
+            ("path_prefix", raw.path_prefix),
+            ("path", raw.path),
+            ("path_regex", raw.path_regex),
+        ],
+    );
     let methods = raw
         .methods
         .as_ref()
@@ -76,13 +87,13 @@ fn route(
         .as_ref()
         .map_or(Some(Vec::new()), |h| headers(ctx, h));
     // Neither or both of `pool` and `service` was reported by `check`.
-    let upstream = match (&raw.pool, &raw.service) {
+    let upstream = match (raw.pool, raw.service) {
         (Some(pool), None) => upstream(ctx, pool, upstreams, false),
         (None, Some(service)) => upstream(ctx, service, upstreams, true),
         _ => None,
     };
     Some(Route {
-        name: raw.name.as_ref().map(|n| n.get_ref().clone()),
+        name: raw.name.map(Spanned::into_inner),
         listeners: route_listeners?,
         host: host.transpose().ok()?,
         path: path.ok()?,
@@ -95,7 +106,7 @@ fn route(
 /// The `pool` (or, if `service`, the `service`) a route names, if declared.
 fn upstream(
     ctx: &mut Ctx<'_, '_>,
-    name: &Spanned<String>,
+    name: Spanned<String>,
     declared: &Declared<'_>,
     service: bool,
 ) -> Option<Upstream> {
@@ -105,7 +116,7 @@ fn upstream(
         true => ("service", &declared.services, "pool", &declared.pools),
     };
     if names.contains(text) {
-        let owned = text.to_owned();
+        let owned = name.into_inner();
         return Some(if service {
             Upstream::Service(owned)
         } else {
@@ -157,44 +168,54 @@ fn route_listeners(
     ok.then(|| list.get_ref().iter().map(|n| n.get_ref().clone()).collect())
 }
 
-/// At most one of `path_prefix`, `path`, `path_regex`, each valid.
-fn path(ctx: &mut Ctx<'_, '_>, raw: &RawRoute) -> Result<Option<PathMatch>, ()> {
-    let given: Vec<(&str, &Spanned<String>)> = [
-        ("path_prefix", &raw.path_prefix),
-        ("path", &raw.path),
-        ("path_regex", &raw.path_regex),
-    ]
-    .into_iter()
-    .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
-    .collect();
+/// At most one of `path_prefix`, `path`, `path_regex`, each valid; their
+/// text moves into the match.
+fn path(
+    ctx: &mut Ctx<'_, '_>,
+    given: [(&'static str, Option<Spanned<String>>); 3],
+) -> Result<Option<PathMatch>, ()> {
+    // The keys given, in file order, for the conflict below.
+    let mut by_position: [Option<(Range<usize>, &str)>; 3] = [None, None, None];
+    for (slot, (key, value)) in by_position.iter_mut().zip(&given) {
+        *slot = value.as_ref().map(|v| (v.span(), *key));
+    }
+    by_position.sort_by_key(|p| p.as_ref().map(|(span, _)| span.start));
     let mut result = Ok(None);
-    for (key, value) in &given {
-        let text = value.get_ref();
-        let checked = match *key {
-            "path_prefix" if !text.starts_with('/') => Err("must start with \"/\"".to_owned()),
-            "path_prefix" => Ok(PathMatch::Prefix(text.clone())),
-            "path" => check_path_pattern(text).map(|()| PathMatch::Pattern(text.clone())),
-            _ => regex::Regex::new(text)
-                .map(|_| PathMatch::Regex(text.clone()))
-                .map_err(|e| regex_message(&e)),
+    for (key, value) in given {
+        let Some(value) = value else {
+            continue;
         };
-        match checked {
-            Ok(m) => result = result.map(|_| Some(m)),
-            Err(e) => {
-                ctx.error(value.span(), format!("invalid `{key}` {text:?}: {e}"));
+        let span = value.span();
+        let text = value.into_inner();
+        let error = match key {
+            "path_prefix" if !text.starts_with('/') => Some("must start with \"/\"".to_owned()),
+            "path_prefix" => None,
+            "path" => check_path_pattern(&text).err(),
+            _ => regex::Regex::new(&text).err().map(|e| regex_message(&e)),
+        };
+        match error {
+            Some(e) => {
+                ctx.error(span, format!("invalid `{key}` {text:?}: {e}"));
                 result = Err(());
+            }
+            None => {
+                let m = match key {
+                    "path_prefix" => PathMatch::Prefix(text),
+                    "path" => PathMatch::Pattern(text),
+                    _ => PathMatch::Regex(text),
+                };
+                result = result.map(|_| Some(m));
             }
         }
     }
-    // Report the conflict at whichever of the keys comes later in the file.
-    let mut by_position = given.clone();
-    by_position.sort_by_key(|(_, v)| v.span().start);
-    if let [(first, _), rest @ ..] = by_position.as_slice() {
-        for (key, value) in rest {
+    // Reported at whichever of the keys comes later in the file.
+    let mut present = by_position.into_iter().flatten();
+    if let Some((_, first)) = present.next() {
+        for (span, key) in present {
             let message = format!(
                 "`{key}` conflicts with `{first}`: a route has at most one of `path_prefix`, `path` and `path_regex`"
             );
-            ctx.error(value.span(), message);
+            ctx.error(span, message);
             result = Err(());
         }
     }
