@@ -16,7 +16,7 @@
 #                            say what they were built from)
 # Needs root to install nginx and haproxy from Debian's packages when they are missing (their services are never
 # started: both run in the foreground with configs written to a temp dir). A run takes about 2 minutes with the
-# defaults (plus the build, plus the wait for a quiet machine). Raw outputs (the run's JSON, its stderr, the
+# defaults (plus the build, plus the wait for a quiet machine). Raw outputs (the summary, the run's stderr, the
 # proxies' configs and logs) are kept in target/bench/upgrade/.
 # Exits 1 if a baton upgrade failed or lost a request (the section is still written), 2 if the run could not be
 # carried out.
@@ -64,7 +64,7 @@ log "$UPGRADES upgrades of each proxy under load: $EXAMPLE ${ARGS[*]}"
 STARTED=$SECONDS
 set +e
 RUST_LOG=${RUST_LOG:-info} timeout -k 10 1800 "$EXAMPLE" --baton "$BIN/baton" --hello "$BIN/hello" "${ARGS[@]}" \
-    --dir "$TMP" --json >"$OUT/run.json" 2> >(tee "$OUT/run.stderr" >&2)
+    --dir "$TMP" >"$OUT/summary.md" 2> >(tee "$OUT/run.stderr" >&2)
 RC=$?
 set -e
 LOAD_END=$(loadavg)
@@ -77,8 +77,6 @@ case $RC in
     1) log "A BATON UPGRADE FAILED OR LOST REQUESTS: see $OUT/run.stderr" ;;
     *) die "the run could not be carried out (exit $RC); see $OUT/run.stderr" ;;
 esac
-# The Markdown summary is what the program printed to stderr after the per-upgrade lines.
-awk '/^[0-9]+ upgrades of each proxy/ { on = 1 } on' "$OUT/run.stderr" >"$OUT/summary.md"
 
 # --- the section in docs/BENCHMARKS.md -------------------------------------------------------------------------
 
@@ -109,7 +107,8 @@ SECTION="$OUT/section.md"
     echo "without \`Connection: close\`, a truncated body); \"keep-alive\" is the keep-alive, POST and slow workers,"
     echo "\"new-connection\" the workers that connect for every request. Latency is of successful requests, connect"
     echo "included, and the slow workers' requests take ${SLOW_MS:-300} ms by design. WebSockets, event streams and HTTP/2 are"
-    echo "left out: nginx's old workers would wait for them to end."
+    echo "left out: nginx's old workers would wait for them to end. Each old process finishes the slow requests it holds"
+    echo "at the signal before it is gone, so that time cannot be much below what is left of them (about half of 300 ms)."
     echo
     cat "$OUT/summary.md"
     echo
