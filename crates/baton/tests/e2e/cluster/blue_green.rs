@@ -26,7 +26,9 @@ use std::time::Duration;
 use loadgen::{Load, LoadConfig};
 
 use super::net::{Etcd, Net};
-use super::{Node, run_on, start_node_with, web_service};
+use super::{
+    Node, mixed_load_through, run_on, start_node_with, stop_without_failures, web_service,
+};
 use crate::support::{Proc, TempDir, field};
 
 /// The nodes that run `web`, on hosts 0, 1 and 2.
@@ -167,20 +169,6 @@ fn web(faults: bool) -> String {
     web_service(INSTANCES as u32, faults, "strategy = \"blue_green\"\n")
 }
 
-/// Load through a node's front door: keep-alive, new connections, POSTs and
-/// slow requests.
-fn load_through(node: &Node) -> Load {
-    Load::start(LoadConfig {
-        keepalive_workers: 2,
-        fresh_workers: 1,
-        post_workers: 1,
-        slow_workers: 1,
-        slow_ms: 300,
-        max_duration: Duration::from_secs(120),
-        ..LoadConfig::new(node.addr.parse::<SocketAddr>().unwrap())
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blue_green_cluster_deploy_switches_every_front_door_at_once_and_a_failure_on_one_node_leaves_blue_everywhere_under_load()
  {
@@ -198,7 +186,7 @@ async fn a_blue_green_cluster_deploy_switches_every_front_door_at_once_and_a_fai
         node.routes_to(0, NODES.len() * INSTANCES).await;
     }
     let before = events.settled_at("v1", NODES.len()).await;
-    let loads = [load_through(&nodes[0]), load_through(&nodes[1])];
+    let loads = [mixed_load_through(&nodes[0]), mixed_load_through(&nodes[1])];
     for l in &loads {
         assert!(l.wait_for_requests(100).await);
     }
@@ -234,25 +222,7 @@ async fn a_blue_green_cluster_deploy_switches_every_front_door_at_once_and_a_fai
     assert!(out.contains("on node node-c"), "{out}");
     let after_v3 = events.settled_at("v2", NODES.len()).await;
 
-    for l in &loads {
-        let then = l.snapshot().requests;
-        assert!(l.wait_for_requests(then + 100).await);
-    }
-    let [a, b] = loads;
-    for (front, load) in [("A", a), ("B", b)] {
-        let report = load.stop().await;
-        eprintln!(
-            "through node {front}'s front door: {} requests, {} failed",
-            report.requests, report.failures
-        );
-        assert_eq!(
-            report.failures,
-            0,
-            "{}\n{}",
-            report.failure_description(),
-            nodes[0].process.dump()
-        );
-    }
+    stop_without_failures(loads, &nodes[0].process).await;
 
     // At every revision the front doors route to one version, never to
     // fewer instances than the bound allows (none missing); v1 before the

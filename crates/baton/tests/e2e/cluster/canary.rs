@@ -12,14 +12,11 @@
 //!   registry and stopped, exit 1; v2 everywhere, no v3 left;
 //! - no request fails meanwhile.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use loadgen::{Load, LoadConfig};
-
 use super::blue_green::Events;
 use super::net::{Etcd, Net};
-use super::{Node, run_on, start_node_pooled, web_service};
+use super::{
+    Node, mixed_load_through, run_on, start_node_pooled, stop_without_failures, web_service,
+};
 use crate::support::TempDir;
 
 /// The nodes that run `web`, on hosts 0, 1 and 2.
@@ -42,20 +39,6 @@ p99_floor = "1s"
     web_service(INSTANCES as u32, true, canary)
 }
 
-/// Load through a node's front door: keep-alive, new connections, POSTs and
-/// slow requests.
-fn load_through(node: &Node) -> Load {
-    Load::start(LoadConfig {
-        keepalive_workers: 2,
-        fresh_workers: 1,
-        post_workers: 1,
-        slow_workers: 1,
-        slow_ms: 300,
-        max_duration: Duration::from_secs(120),
-        ..LoadConfig::new(node.addr.parse::<SocketAddr>().unwrap())
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_across_the_cluster_is_promoted_when_healthy_and_rolled_back_everywhere_when_it_fails_under_load()
  {
@@ -73,7 +56,7 @@ async fn a_canary_across_the_cluster_is_promoted_when_healthy_and_rolled_back_ev
         node.routes_to(0, NODES.len() * INSTANCES).await;
     }
     events.settled_at("v1", NODES.len()).await;
-    let loads = [load_through(&nodes[0]), load_through(&nodes[1])];
+    let loads = [mixed_load_through(&nodes[0]), mixed_load_through(&nodes[1])];
     for l in &loads {
         assert!(l.wait_for_requests(100).await);
     }
@@ -103,25 +86,7 @@ async fn a_canary_across_the_cluster_is_promoted_when_healthy_and_rolled_back_ev
     eprintln!("v3: {}", judged.join(" "));
     let after_v3 = events.settled_at("v2", NODES.len()).await;
 
-    for l in &loads {
-        let then = l.snapshot().requests;
-        assert!(l.wait_for_requests(then + 100).await);
-    }
-    let [a, b] = loads;
-    for (front, load) in [("A", a), ("B", b)] {
-        let report = load.stop().await;
-        eprintln!(
-            "through node {front}'s front door: {} requests, {} failed",
-            report.requests, report.failures
-        );
-        assert_eq!(
-            report.failures,
-            0,
-            "{}\n{}",
-            report.failure_description(),
-            nodes[0].process.dump()
-        );
-    }
+    stop_without_failures(loads, &nodes[0].process).await;
 
     // Each canary was one instance on node A, registered with weight 2,
     // and v3 ran nowhere else.

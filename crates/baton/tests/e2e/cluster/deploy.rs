@@ -16,13 +16,11 @@
 //!   bound, without a failed request, and `baton status` shows it.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use loadgen::{Load, LoadConfig};
 
 use super::net::{Etcd, Net};
-use super::{Node, run_on, start_node_with, web_service};
+use super::{
+    Node, mixed_load_through, run_on, start_node_with, stop_without_failures, web_service,
+};
 use crate::support::{Proc, TempDir, field};
 
 /// The nodes that run `web`, on hosts 0, 1 and 2.
@@ -173,7 +171,7 @@ async fn a_rolling_cluster_deploy_keeps_the_cluster_bound_and_a_failure_on_one_n
     }
     let before = registry_at(&mut events, "v1").await;
 
-    let loads = [load_through(&nodes[0]), load_through(&nodes[1])];
+    let loads = [mixed_load_through(&nodes[0]), mixed_load_through(&nodes[1])];
     for l in &loads {
         assert!(l.wait_for_requests(100).await);
     }
@@ -197,25 +195,7 @@ async fn a_rolling_cluster_deploy_keeps_the_cluster_bound_and_a_failure_on_one_n
     assert!(out.contains("on node node-c"), "{out}");
     let after_v3 = registry_at(&mut events, "v2").await;
 
-    for l in &loads {
-        let then = l.snapshot().requests;
-        assert!(l.wait_for_requests(then + 100).await);
-    }
-    let [a, b] = loads;
-    for (front, load) in [("A", a), ("B", b)] {
-        let report = load.stop().await;
-        eprintln!(
-            "through node {front}'s front door: {} requests, {} failed",
-            report.requests, report.failures
-        );
-        assert_eq!(
-            report.failures,
-            0,
-            "{}\n{}",
-            report.failure_description(),
-            nodes[0].process.dump()
-        );
-    }
+    stop_without_failures(loads, &nodes[0].process).await;
 
     // Never more than the bound missing in the whole cluster.
     let history = events.history();
@@ -252,20 +232,6 @@ async fn a_rolling_cluster_deploy_keeps_the_cluster_bound_and_a_failure_on_one_n
     assert!(status.contains("\"version\":\"v2\""), "{status}");
 }
 
-/// Load through the front doors of nodes A and B: keep-alive, new
-/// connections, POSTs and slow requests.
-fn load_through(node: &Node) -> Load {
-    Load::start(LoadConfig {
-        keepalive_workers: 2,
-        fresh_workers: 1,
-        post_workers: 1,
-        slow_workers: 1,
-        slow_ms: 300,
-        max_duration: Duration::from_secs(120),
-        ..LoadConfig::new(node.addr.parse::<SocketAddr>().unwrap())
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_rollback_after_a_rolling_deploy_brings_every_node_back_under_load() {
     let _heavy = crate::support::heavy().await;
@@ -281,7 +247,7 @@ async fn a_cluster_rollback_after_a_rolling_deploy_brings_every_node_back_under_
         node.routes_to(0, NODES.len() * INSTANCES).await;
     }
     let before = registry_at(&mut events, "v1").await;
-    let loads = [load_through(&nodes[0]), load_through(&nodes[1])];
+    let loads = [mixed_load_through(&nodes[0]), mixed_load_through(&nodes[1])];
     for l in &loads {
         assert!(l.wait_for_requests(100).await);
     }
@@ -301,25 +267,7 @@ async fn a_cluster_rollback_after_a_rolling_deploy_brings_every_node_back_under_
     }
     let after_rollback = registry_at(&mut events, "v1").await;
 
-    for l in &loads {
-        let then = l.snapshot().requests;
-        assert!(l.wait_for_requests(then + 100).await);
-    }
-    let [a, b] = loads;
-    for (front, load) in [("A", a), ("B", b)] {
-        let report = load.stop().await;
-        eprintln!(
-            "through node {front}'s front door: {} requests, {} failed",
-            report.requests, report.failures
-        );
-        assert_eq!(
-            report.failures,
-            0,
-            "{}\n{}",
-            report.failure_description(),
-            nodes[2].process.dump()
-        );
-    }
+    stop_without_failures(loads, &nodes[2].process).await;
 
     // Within the cluster's bound the whole time, and the rollback did
     // replace instances.

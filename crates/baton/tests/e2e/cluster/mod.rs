@@ -496,6 +496,43 @@ async fn front_doors_keep_the_last_members_while_etcd_is_down_under_load() {
     );
     report.assert_no_failures();
 }
+/// Keep-alive, new-connection, POST and slow (300 ms) load through `node`'s
+/// front door, for at most two minutes.
+fn mixed_load_through(node: &Node) -> Load {
+    Load::start(LoadConfig {
+        keepalive_workers: 2,
+        fresh_workers: 1,
+        post_workers: 1,
+        slow_workers: 1,
+        slow_ms: 300,
+        max_duration: Duration::from_secs(120),
+        ..LoadConfig::new(node.addr.parse::<SocketAddr>().unwrap())
+    })
+}
+
+/// Lets the loads through nodes A and B each carry 100 more successful
+/// requests, stops them and asserts that neither saw a failure (showing
+/// `log`, the deploying node's, if one did).
+async fn stop_without_failures(loads: [Load; 2], log: &Proc) {
+    for l in &loads {
+        let then = l.snapshot().requests;
+        assert!(l.wait_for_requests(then + 100).await);
+    }
+    for (front, load) in ["A", "B"].into_iter().zip(loads) {
+        let report = load.stop().await;
+        eprintln!(
+            "through node {front}'s front door: {} requests, {} failed",
+            report.requests, report.failures
+        );
+        assert_eq!(
+            report.failures,
+            0,
+            "{}\n{}",
+            report.failure_description(),
+            log.dump()
+        );
+    }
+}
 
 /// `baton deploy web --version VERSION` through `node`'s control socket.
 async fn deploy(node: &Node, version: &str) -> (i32, String) {
