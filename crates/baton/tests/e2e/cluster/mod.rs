@@ -27,7 +27,9 @@
 //! - `startup`: a wrong endpoint or password stops `baton serve` at start;
 //! - `view`: the whole cluster in `baton status`;
 //! - `reload`: a version changed in one node's file is deployed on every
-//!   node.
+//!   node;
+//! - `upgrade`: a node that upgrades itself keeps its instances in every
+//!   other node's pool, under load.
 
 mod blue_green;
 mod canary;
@@ -36,6 +38,7 @@ mod net;
 mod quorum;
 mod reload;
 mod startup;
+mod upgrade;
 mod view;
 
 use std::net::SocketAddr;
