@@ -42,7 +42,7 @@ QUIET_WAIT=${QUIET_WAIT:-180}
 
 if ! bench_locked; then
     bench_tools etcd:etcd-server etcdctl:etcd-client protoc:protobuf-compiler curl
-    bench_binaries --features baton/cluster -p baton -p benchmarks --bins -- baton cluster_bench
+    bench_binaries --features baton/cluster -p baton -p hello -p benchmarks --bins -- baton hello cluster_bench
     bench_lock "$@"
 fi
 
@@ -51,7 +51,7 @@ fi
 bench_start
 BATON=$BIN/baton
 PROGRAM=$BIN/cluster_bench
-for b in "$BATON" "$PROGRAM"; do [[ -x $b ]] || die "$b is missing: cargo build --release --features baton/cluster"; done
+for b in "$BATON" "$PROGRAM" "$BIN/hello"; do [[ -x $b ]] || die "$b is missing: cargo build --release --features baton/cluster"; done
 ETCD_VERSION=$(etcd --version 2>/dev/null | awk '/etcd Version/ { print $3 }')
 
 wait_quiet
