@@ -31,7 +31,7 @@ use crate::progress::{Progress, Reporter, Traffic, millis};
 use crate::sets::SetPhase;
 use crate::strategy::traffic::{retire, set_shares};
 use crate::strategy::{self, Busy, Target, blue_green};
-use crate::{BadRequest, Deploy, DeployError, Deployed, Engine, Failure, Outcome, state};
+use crate::{Deploy, DeployError, Deployed, Engine, Failure, Outcome, state};
 
 /// What [`ClusterDeploys`] returns.
 pub type DeployFuture = Pin<Box<dyn Future<Output = Result<Deployed, DeployError>> + Send>>;
@@ -130,14 +130,7 @@ impl Engine {
         limits: supervisor::Limits,
         reporter: Reporter,
     ) -> Result<Deployed, DeployError> {
-        let svc = self
-            .service(service)
-            .ok_or_else(|| DeployError::UnknownService(service.to_owned()))?;
-        let config::Runner::Supervised(spec) = &svc.runner else {
-            return Err(BadRequest::TargetsRequired(service.to_owned()).into());
-        };
-        let mut spec = spec.clone();
-        spec.version = version;
+        let (svc, spec) = self.supervised_at(service, version)?;
         let _busy = Busy::claim_when_free(self, service, &reporter).await;
         strategy::run(
             self,
@@ -185,14 +178,7 @@ impl Engine {
         version: config::Version,
         reporter: Reporter,
     ) -> Result<Green, DeployError> {
-        let svc = self
-            .service(service)
-            .ok_or_else(|| DeployError::UnknownService(service.to_owned()))?;
-        let config::Runner::Supervised(spec) = &svc.runner else {
-            return Err(BadRequest::TargetsRequired(service.to_owned()).into());
-        };
-        let mut spec = spec.clone();
-        spec.version = version;
+        let (svc, spec) = self.supervised_at(service, version)?;
         let busy = Busy::claim_when_free(self, service, &reporter).await;
         blue_green::end_standby(self, service).await;
         let record = Deploy {

@@ -81,17 +81,10 @@ impl Engine {
         version: config::Version,
         reporter: &Reporter,
     ) -> Result<ClusterCanary, DeployError> {
-        let svc = self
-            .service(service)
-            .ok_or_else(|| DeployError::UnknownService(service.to_owned()))?;
-        let config::Runner::Supervised(spec) = &svc.runner else {
-            return Err(BadRequest::TargetsRequired(service.to_owned()).into());
-        };
+        let (svc, mut spec) = self.supervised_at(service, version)?;
         let Some(pool) = self.discovering_pool(service) else {
             return Err(BadRequest::ClusterCanaryUnjudged(service.to_owned()).into());
         };
-        let mut spec = spec.clone();
-        spec.version = version;
         spec.instances = 1;
         let busy = Busy::claim_when_free(self, service, reporter).await;
         blue_green::end_standby(self, service).await;

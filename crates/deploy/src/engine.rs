@@ -17,8 +17,8 @@ use supervisor::Group;
 use crate::locked::Locked;
 use crate::sets::{Runtime, Set, SetPhase};
 use crate::{
-    DeployError, DeployRequest, Deployed, Hold, Outcome, Reporter, ServiceState, StartError, State,
-    Store, strategy,
+    BadRequest, DeployError, DeployRequest, Deployed, Hold, Outcome, Reporter, ServiceState,
+    StartError, State, Store, strategy,
 };
 
 /// The running services and what the proxy is told about them.
@@ -275,6 +275,24 @@ impl Engine {
         self.inner
             .base
             .with(|base| base.services.get(name).cloned())
+    }
+
+    /// The supervised service `name` and its spec at `version`; an unknown
+    /// service, or one whose instances are targets, is refused.
+    pub(crate) fn supervised_at(
+        &self,
+        name: &str,
+        version: config::Version,
+    ) -> Result<(config::Service, config::Supervised), DeployError> {
+        let svc = self
+            .service(name)
+            .ok_or_else(|| DeployError::UnknownService(name.to_owned()))?;
+        let config::Runner::Supervised(spec) = &svc.runner else {
+            return Err(BadRequest::TargetsRequired(name.to_owned()).into());
+        };
+        let mut spec = spec.clone();
+        spec.version = version;
+        Ok((svc, spec))
     }
 
     /// Records a deploy's progress in the state and saves it.

@@ -253,17 +253,8 @@ impl Etcd {
         service: &Name,
         desired: &Desired,
     ) -> Result<i64, RequestError> {
-        let inner = &self.inner;
-        let key = format!("{}desired", deploys(&inner.prefix, service));
-        let value = desired.to_json();
-        let client = &inner.client;
-        let response = retrying(inner.options.request_timeout, || {
-            let mut client = client.clone();
-            let (key, value) = (key.clone(), value.clone());
-            async move { client.put(key, value, None).await }
-        })
-        .await?;
-        let revision = response.header().map_or(0, |h| h.revision());
+        let key = format!("{}desired", deploys(&self.inner.prefix, service));
+        let revision = self.put_durable(key, desired.to_json()).await?;
         tracing::info!(%service, version = %desired.version, revision, "desired version set");
         Ok(revision)
     }

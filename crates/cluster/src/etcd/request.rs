@@ -16,6 +16,26 @@ use crate::error::RequestError;
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 const MAX_PAUSE: Duration = Duration::from_millis(500);
 
+impl super::Etcd {
+    /// Puts `value` at `key` with no lease (it outlives every node),
+    /// retrying within the request timeout; returns the revision it got.
+    pub(crate) async fn put_durable(
+        &self,
+        key: String,
+        value: String,
+    ) -> Result<i64, RequestError> {
+        let inner = &self.inner;
+        let client = &inner.client;
+        let response = retrying(inner.options.request_timeout, || {
+            let mut client = client.clone();
+            let (key, value) = (key.clone(), value.clone());
+            async move { client.put(key, value, None).await }
+        })
+        .await?;
+        Ok(response.header().map_or(0, |h| h.revision()))
+    }
+}
+
 /// Runs `attempt` until it succeeds, fails in a way a retry cannot cure, or
 /// `deadline` has passed. An attempt's own wait counts against the deadline
 /// (a request to an unreachable cluster would otherwise wait forever), and

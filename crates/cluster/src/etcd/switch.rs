@@ -19,17 +19,8 @@ impl Etcd {
     /// Writes the active version of `service`: every front door moves to
     /// its instances in one change. Returns its revision.
     pub async fn set_active(&self, service: &Name, active: &Active) -> Result<i64, RequestError> {
-        let inner = &self.inner;
-        let key = active_key(&inner.prefix, service);
-        let value = active.to_json();
-        let client = &inner.client;
-        let response = retrying(inner.options.request_timeout, || {
-            let mut client = client.clone();
-            let (key, value) = (key.clone(), value.clone());
-            async move { client.put(key, value, None).await }
-        })
-        .await?;
-        let revision = response.header().map_or(0, |h| h.revision());
+        let key = active_key(&self.inner.prefix, service);
+        let revision = self.put_durable(key, active.to_json()).await?;
         tracing::info!(%service, version = %active.version, revision, "active version set");
         Ok(revision)
     }
