@@ -208,6 +208,14 @@ impl Queue {
         }
     }
 
+    /// Nobody waits: a request may take a member at once, as
+    /// [`wait`](Self::wait) would on its first attempt. Lets a caller try
+    /// without building the waiting future, and build it only when it has
+    /// to wait.
+    pub fn nobody_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) == 0
+    }
+
     /// Runs `attempt` until it is [`Attempt::Done`]: at once if nobody
     /// waits, otherwise (or when it finds every member full) each time this
     /// request is given a turn, in arrival order, within the bounds.

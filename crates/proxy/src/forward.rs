@@ -21,6 +21,7 @@
 //! Owns the attempt loop and the mapping of failures to 502/503/504; never
 //! chooses members itself (`balance` does).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,158 +155,164 @@ impl Replay {
 /// the pool's queue if need be), and to others if it must be retried; the
 /// response body streams back and returns the connection to the pool when
 /// done. `client` records whether `req`'s body failed on the client's side.
-pub(crate) async fn forward(
+// Not an `async fn`: its arguments would be stored twice in the
+// future (once as arguments, once as the body's bindings), and every
+// request allocates this future.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn forward(
     pool: &Upstreams,
     mut req: Request<ReqBody>,
     replay: Option<Replay>,
     first: Picked,
     client: &FaultRecord,
-) -> Result<(Response<UpstreamBody>, Arc<str>), Failure> {
-    let members = pool.conns.len();
-    // Every member once for never-sent failures, plus a fresh connection.
-    let max_attempts = members.min(4) + 1;
-    // Allocates only on a retry.
-    let mut tried: Vec<usize> = Vec::new();
-    let mut last: Option<Failure> = None;
-    // The member of the next attempt when already chosen: the caller's
-    // pick; the member a 5xx is resent to, picked before the 5xx was
-    // dropped, so that a 5xx is only ever replaced by another member's
-    // answer; the same member when a request was not sent, so that its
-    // slot is not given up to a queued request.
-    let mut next: Option<Picked> = Some(first);
-    // The member whose failed attempt the next one sends again, counted in
-    // its retries once that attempt is made (the failure path only).
-    let mut retried: Option<Arc<MemberHealth>> = None;
-    let mut attempts = 0;
-    while attempts < max_attempts {
-        attempts += 1;
-        let Some(picked) = next.take().or_else(|| pool.balance.pick(&tried)) else {
-            break;
-        };
-        if let Some(member) = retried.take() {
-            member.count_retry();
-        }
-        let index = picked.index();
-        let conns = pool.conns[index].clone();
-        let (mut sender, pooled) = match conns.checkout().await {
-            Some(s) => (s, true),
-            // Boxed: the connect future (a TLS handshake included) is large,
-            // and most requests find a pooled connection instead.
-            None => match Box::pin(conns.connect()).await {
-                Ok(s) => (s, false),
-                Err(e) => {
-                    tracing::debug!(pool = %pool.name, error = %e, "connect failed, trying another member");
-                    let member = picked.member().health();
-                    member.count_connect_failure();
-                    retried = Some(member.clone());
-                    picked.report(Outcome::ConnectFailure);
-                    tried.push(index);
-                    last = Some(Failure::Unreachable(e.to_string()));
-                    continue;
-                }
-            },
-        };
-        if pool.host_from_member
-            && let Ok(host) = http::HeaderValue::from_str(conns.key())
-        {
-            req.headers_mut().insert(http::header::HOST, host);
-        }
-        let sent = sender.try_send_request(req);
-        let started = tokio::time::Instant::now();
-        let deadline = pool.total_timeout.map(|t| started.saturating_add(t));
-        let header_deadline = started.saturating_add(pool.header_timeout);
-        let header_deadline = deadline.map_or(header_deadline, |d| d.min(header_deadline));
-        match tokio::time::timeout_at(header_deadline, sent).await {
-            Ok(Ok(response)) => {
-                if response.status().is_server_error()
-                    && pool.retry_server_errors
-                    && attempts < max_attempts
-                    && let Some(r) = replay.as_ref().filter(|r| r.idempotent)
-                {
-                    tried.push(index);
-                    if let Some(other) = pool.balance.pick(&tried) {
-                        tracing::debug!(
-                            pool = %pool.name,
-                            member = %conns.key(),
-                            status = response.status().as_u16(),
-                            "server error, sending the request to another member"
-                        );
-                        // Still the member's failure (passive ejection, its
-                        // stats). Its body is not read, so its connection is
-                        // not reused: dropping both closes it.
-                        retried = Some(picked.member().health().clone());
-                        picked.report(Outcome::ServerError);
-                        drop((response, sender));
-                        req = r.build();
-                        next = Some(other);
+) -> impl Future<Output = Result<(Response<UpstreamBody>, Arc<str>), Failure>> {
+    async move {
+        let members = pool.conns.len();
+        // Every member once for never-sent failures, plus a fresh connection.
+        let max_attempts = members.min(4) + 1;
+        // Allocates only on a retry.
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last: Option<Failure> = None;
+        // The member of the next attempt when already chosen: the caller's
+        // pick; the member a 5xx is resent to, picked before the 5xx was
+        // dropped, so that a 5xx is only ever replaced by another member's
+        // answer; the same member when a request was not sent, so that its
+        // slot is not given up to a queued request.
+        let mut next: Option<Picked> = Some(first);
+        // The member whose failed attempt the next one sends again, counted in
+        // its retries once that attempt is made (the failure path only).
+        let mut retried: Option<Arc<MemberHealth>> = None;
+        let mut attempts = 0;
+        while attempts < max_attempts {
+            attempts += 1;
+            let Some(picked) = next.take().or_else(|| pool.balance.pick(&tried)) else {
+                break;
+            };
+            if let Some(member) = retried.take() {
+                member.count_retry();
+            }
+            let index = picked.index();
+            let conns = pool.conns[index].clone();
+            let (mut sender, pooled) = match conns.checkout().await {
+                Some(s) => (s, true),
+                // Boxed: the connect future (a TLS handshake included) is large,
+                // and most requests find a pooled connection instead.
+                None => match Box::pin(conns.connect()).await {
+                    Ok(s) => (s, false),
+                    Err(e) => {
+                        tracing::debug!(pool = %pool.name, error = %e, "connect failed, trying another member");
+                        let member = picked.member().health();
+                        member.count_connect_failure();
+                        retried = Some(member.clone());
+                        picked.report(Outcome::ConnectFailure);
+                        tried.push(index);
+                        last = Some(Failure::Unreachable(e.to_string()));
                         continue;
                     }
-                }
-                let outcome = if response.status().is_server_error() {
-                    Outcome::ServerError
-                } else {
-                    Outcome::Success
-                };
-                let key = conns.shared_key();
-                let lease = Lease {
-                    sender,
-                    conns,
-                    picked,
-                    outcome,
-                    client: client.clone(),
-                };
-                return Ok((
-                    response.map(|b: Incoming| UpstreamBody::new(b, lease, deadline)),
-                    key,
-                ));
+                },
+            };
+            if pool.host_from_member
+                && let Ok(host) = http::HeaderValue::from_str(conns.key())
+            {
+                req.headers_mut().insert(http::header::HOST, host);
             }
-            Ok(Err(mut e)) => {
-                if let Some(unsent) = e.take_message() {
-                    // The connection died before our request was written:
-                    // nothing reached the member; try again elsewhere.
-                    tracing::debug!(pool = %pool.name, error = %e.error(), "request not sent, retrying");
-                    retried = Some(picked.member().health().clone());
-                    next = Some(picked);
-                    req = unsent;
-                    last = Some(Failure::Unreachable(e.error().to_string()));
-                    if pooled {
-                        // A pooled connection the member had closed, which
-                        // its connection task had not noticed yet (a member
-                        // that just died leaves several): it costs no
-                        // attempt. It is dropped, so this happens at most
-                        // once per pooled connection.
-                        attempts -= 1;
+            let sent = sender.try_send_request(req);
+            let started = tokio::time::Instant::now();
+            let deadline = pool.total_timeout.map(|t| started.saturating_add(t));
+            let header_deadline = started.saturating_add(pool.header_timeout);
+            let header_deadline = deadline.map_or(header_deadline, |d| d.min(header_deadline));
+            match tokio::time::timeout_at(header_deadline, sent).await {
+                Ok(Ok(response)) => {
+                    if response.status().is_server_error()
+                        && pool.retry_server_errors
+                        && attempts < max_attempts
+                        && let Some(r) = replay.as_ref().filter(|r| r.idempotent)
+                    {
+                        tried.push(index);
+                        if let Some(other) = pool.balance.pick(&tried) {
+                            tracing::debug!(
+                                pool = %pool.name,
+                                member = %conns.key(),
+                                status = response.status().as_u16(),
+                                "server error, sending the request to another member"
+                            );
+                            // Still the member's failure (passive ejection, its
+                            // stats). Its body is not read, so its connection is
+                            // not reused: dropping both closes it.
+                            retried = Some(picked.member().health().clone());
+                            picked.report(Outcome::ServerError);
+                            drop((response, sender));
+                            req = r.build();
+                            next = Some(other);
+                            continue;
+                        }
                     }
-                    continue;
+                    let outcome = if response.status().is_server_error() {
+                        Outcome::ServerError
+                    } else {
+                        Outcome::Success
+                    };
+                    let key = conns.shared_key();
+                    let lease = Lease {
+                        sender,
+                        conns,
+                        picked,
+                        outcome,
+                        client: client.clone(),
+                    };
+                    return Ok((
+                        response.map(|b: Incoming| UpstreamBody::new(b, lease, deadline)),
+                        key,
+                    ));
                 }
-                let error = e.into_error();
-                if let Some(fault) = client.get() {
-                    // The client's body failed, and hyper broke the
-                    // upstream connection for it: says nothing about the
-                    // member.
-                    tracing::debug!(pool = %pool.name, ?fault, error = %error, "the client broke its request");
-                    picked.report(Outcome::Cancelled);
-                    return Err(Failure::Client(fault));
-                }
-                if replay.is_some() {
-                    retried = Some(picked.member().health().clone());
-                }
-                picked.report(Outcome::ConnectFailure);
-                tried.push(index);
-                match &replay {
-                    Some(r) if attempts < max_attempts => {
-                        tracing::debug!(pool = %pool.name, error = %error, "exchange broke, sending the request to another member");
-                        req = r.build();
-                        last = Some(Failure::Broken(error.to_string()));
+                Ok(Err(mut e)) => {
+                    if let Some(unsent) = e.take_message() {
+                        // The connection died before our request was written:
+                        // nothing reached the member; try again elsewhere.
+                        tracing::debug!(pool = %pool.name, error = %e.error(), "request not sent, retrying");
+                        retried = Some(picked.member().health().clone());
+                        next = Some(picked);
+                        req = unsent;
+                        last = Some(Failure::Unreachable(e.error().to_string()));
+                        if pooled {
+                            // A pooled connection the member had closed, which
+                            // its connection task had not noticed yet (a member
+                            // that just died leaves several): it costs no
+                            // attempt. It is dropped, so this happens at most
+                            // once per pooled connection.
+                            attempts -= 1;
+                        }
+                        continue;
                     }
-                    _ => return Err(Failure::Broken(error.to_string())),
+                    let error = e.into_error();
+                    if let Some(fault) = client.get() {
+                        // The client's body failed, and hyper broke the
+                        // upstream connection for it: says nothing about the
+                        // member.
+                        tracing::debug!(pool = %pool.name, ?fault, error = %error, "the client broke its request");
+                        picked.report(Outcome::Cancelled);
+                        return Err(Failure::Client(fault));
+                    }
+                    if replay.is_some() {
+                        retried = Some(picked.member().health().clone());
+                    }
+                    picked.report(Outcome::ConnectFailure);
+                    tried.push(index);
+                    match &replay {
+                        Some(r) if attempts < max_attempts => {
+                            tracing::debug!(pool = %pool.name, error = %error, "exchange broke, sending the request to another member");
+                            req = r.build();
+                            last = Some(Failure::Broken(error.to_string()));
+                        }
+                        _ => return Err(Failure::Broken(error.to_string())),
+                    }
                 }
-            }
-            Err(_) => {
-                picked.report(Outcome::Timeout);
-                return Err(Failure::Timeout);
+                Err(_) => {
+                    picked.report(Outcome::Timeout);
+                    return Err(Failure::Timeout);
+                }
             }
         }
+        Err(last.unwrap_or(Failure::NoMember))
     }
-    Err(last.unwrap_or(Failure::NoMember))
 }

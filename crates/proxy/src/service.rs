@@ -23,16 +23,17 @@ use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, CLIENT_CLOSED_REQUEST, Entry};
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, UpstreamBody};
 use crate::client_body::{ClientBody, ClientFault, FaultRecord};
 use crate::edge;
-use crate::forward::{Failure, Replay, forward};
+use crate::forward::{Failure, Replay, Upstreams, forward};
 use crate::headers::{Client, is_upgrade, set_forwarded, strip_hop_by_hop};
 use crate::https::{Endpoint, answer_challenge, challenge_token, redirect};
 use crate::pause::Admission;
 use crate::snapshot::Snapshot;
 use crate::stats::PoolRecord;
 use crate::tunnel::{Protocol, Tunnels};
+use crate::upstream::ReqBody;
 
 /// State shared by every connection of the proxy.
 pub(crate) struct Shared {
@@ -59,8 +60,7 @@ impl tower_service::Service<Request<Incoming>> for ProxyService {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req).await) })
+        Box::pin(self.clone().handle(req))
     }
 }
 
@@ -115,78 +115,102 @@ impl Drop for LogLine {
 }
 
 impl ProxyService {
-    async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let started = Instant::now();
-        let snapshot = self.shared.snapshot.load_full();
-        let mut line = snapshot.access_log.clone().map(|log| LogLine {
-            log,
-            seen: Seen {
-                method: req.method().to_string(),
-                uri: req
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_owned(),
-                version: req.version(),
-                host: host_of(&req).unwrap_or_default().to_owned(),
-                referer: header_str(&req, header::REFERER),
-                user_agent: header_str(&req, header::USER_AGENT),
-            },
-            peer: self.client.as_ref().map(|c| c.addr),
-            started,
-            written: false,
-        });
-        let (mut response, upstream, request_id) =
-            self.route_and_forward(&snapshot, req, started).await;
-        if self.endpoint.https
-            && let Some(hsts) = snapshot
-                .listeners
-                .get(&self.endpoint.name)
-                .and_then(|l| l.hsts.as_ref())
-        {
-            // Every response, ours and the upstream's (whose own is replaced).
-            response
-                .headers_mut()
-                .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-        }
-        if let Some(line) = &mut line {
-            let abandoned =
-                response.extensions().get::<ClientFault>() == Some(&ClientFault::Abandoned);
-            let status = if abandoned {
-                CLIENT_CLOSED_REQUEST
-            } else {
-                response.status().as_u16()
+    /// The whole request. Only forwarding to a member awaits in the usual
+    /// case: routing and rewriting are plain functions, and the rare waits
+    /// (a paused pool, a full one, a new connection) are boxed, so that the
+    /// future every request allocates stays small.
+    // Not an `async fn`: its arguments would be stored twice in the
+    // future (once as arguments, once as the body's bindings), and every
+    // request allocates this future.
+    #[allow(clippy::manual_async_fn)]
+    fn handle(
+        self,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> {
+        async move {
+            let started = Instant::now();
+            let snapshot = self.shared.snapshot.load_full();
+            let mut line = snapshot.access_log.clone().map(|log| LogLine {
+                log,
+                seen: Seen {
+                    method: req.method().to_string(),
+                    uri: req
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_owned(),
+                    version: req.version(),
+                    host: host_of(&req).unwrap_or_default().to_owned(),
+                    referer: header_str(&req, header::REFERER),
+                    user_agent: header_str(&req, header::USER_AGENT),
+                },
+                peer: self.client.as_ref().map(|c| c.addr),
+                started,
+                written: false,
+            });
+            let (mut response, upstream, request_id) = match self.route(&snapshot, req) {
+                Routed::Answer(response) => (response, None, None),
+                Routed::Pool {
+                    route,
+                    method,
+                    pool,
+                    req,
+                } => {
+                    let routed = self.enter_pool(&snapshot, pool, req).await;
+                    // Counted at the response's head; a client that went away
+                    // is not.
+                    if routed.0.extensions().get::<ClientFault>() != Some(&ClientFault::Abandoned) {
+                        let latency = Instant::now().saturating_duration_since(started);
+                        snapshot.routes[route].record(method, routed.0.status(), latency);
+                    }
+                    routed
+                }
             };
-            line.write(
-                status,
-                response.body().size_hint().exact(),
-                upstream.as_deref().unwrap_or(""),
-                request_id
-                    .as_ref()
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or(""),
-            );
+            if self.endpoint.https
+                && let Some(hsts) = snapshot
+                    .listeners
+                    .get(&self.endpoint.name)
+                    .and_then(|l| l.hsts.as_ref())
+            {
+                // Every response, ours and the upstream's (whose own is replaced).
+                response
+                    .headers_mut()
+                    .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+            }
+            if let Some(line) = &mut line {
+                let abandoned =
+                    response.extensions().get::<ClientFault>() == Some(&ClientFault::Abandoned);
+                let status = if abandoned {
+                    CLIENT_CLOSED_REQUEST
+                } else {
+                    response.status().as_u16()
+                };
+                line.write(
+                    status,
+                    response.body().size_hint().exact(),
+                    upstream.as_deref().unwrap_or(""),
+                    request_id
+                        .as_ref()
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or(""),
+                );
+            }
+            Ok(response)
         }
-        response
     }
 
-    async fn route_and_forward(
-        &self,
-        snapshot: &Snapshot,
-        mut req: Request<Incoming>,
-        started: Instant,
-    ) -> (Response<ProxyBody>, Option<Arc<str>>, Option<HeaderValue>) {
+    /// Where the request goes: an answer of our own, or a route's pool.
+    fn route(&self, snapshot: &Snapshot, mut req: Request<Incoming>) -> Routed {
         if let Err(refusal) = edge::admit(&mut req) {
             tracing::debug!(?refusal, "request refused at the edge");
-            return (refusal.response(), None, None);
+            return Routed::Answer(refusal.response());
         }
         if !self.endpoint.https {
             // The challenge path is never redirected: an ACME server
             // follows no redirect to a certificate that does not exist yet.
             let token = challenge_token(&req);
             if let (Some(token), Some(challenges)) = (token, &self.endpoint.challenges) {
-                let answer = answer_challenge(challenges, req.method(), token);
-                return (answer, None, None);
+                return Routed::Answer(answer_challenge(challenges, req.method(), token));
             }
             if token.is_none()
                 && let Some(port) = snapshot
@@ -194,11 +218,11 @@ impl ProxyService {
                     .get(&self.endpoint.name)
                     .and_then(|l| l.redirect_https)
             {
-                return (redirect(&req, host_of(&req), port), None, None);
+                return Routed::Answer(redirect(&req, host_of(&req), port));
             }
         }
         let Some(router) = snapshot.routers.get(&self.endpoint.name) else {
-            return (local(StatusCode::NOT_FOUND, "no route\n"), None, None);
+            return Routed::Answer(local(StatusCode::NOT_FOUND, "no route\n"));
         };
         let host = host_of(&req);
         let target = match router.lookup(&router::Request {
@@ -212,89 +236,126 @@ impl ProxyService {
                 let mut r = local(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
                 r.headers_mut()
                     .insert(header::ALLOW, router::allow_header(&allowed));
-                return (r, None, None);
+                return Routed::Answer(r);
             }
             router::Match::NotFound => {
-                return (local(StatusCode::NOT_FOUND, "no route\n"), None, None);
+                return Routed::Answer(local(StatusCode::NOT_FOUND, "no route\n"));
             }
         };
-        let method = crate::route_stats::method_index(req.method());
-        let routed = self.enter_pool(snapshot, target.pool, req).await;
-        // Counted at the response's head; a client that went away is not.
-        if routed.0.extensions().get::<ClientFault>() != Some(&ClientFault::Abandoned) {
-            let latency = Instant::now().saturating_duration_since(started);
-            snapshot.routes[target.route].record(method, routed.0.status(), latency);
+        Routed::Pool {
+            route: target.route,
+            method: crate::route_stats::method_index(req.method()),
+            pool: target.pool,
+            req,
         }
-        routed
     }
 
-    /// The pool path: the pause gate, then [`send`](Self::send). Counts the
-    /// request in the pool's stats: at once for an answer of our own, when
-    /// its body ends for an upstream's.
-    async fn enter_pool(
+    /// The pool path: the pause gate, a member's slot, then the request
+    /// [`prepare`](Self::prepare)d, forwarded, and its answer
+    /// [`finish`](Self::finish)ed. Counts the request in the pool's stats:
+    /// at once for an answer of our own, when its body ends for an
+    /// upstream's.
+    // Not an `async fn`: its arguments would be stored twice in the
+    // future (once as arguments, once as the body's bindings), and every
+    // request allocates this future.
+    #[allow(clippy::manual_async_fn)]
+    fn enter_pool(
         &self,
         snapshot: &Snapshot,
         pool: usize,
         req: Request<Incoming>,
-    ) -> (Response<ProxyBody>, Option<Arc<str>>, Option<HeaderValue>) {
-        let entered = Instant::now();
-        let upstreams = &snapshot.pools[pool].0;
-        let current;
-        let (snapshot, pool) = match upstreams.gate.admit().await {
-            Admission::Open => (snapshot, pool),
-            Admission::Released => {
-                // Held during a pause: the pool may have other members now
-                // (pause, reload, resume is how a deploy swaps them), so the
-                // request goes on with the current snapshot's pool of the
-                // same name — or with its own if that pool is gone.
-                current = self.shared.snapshot.load_full();
-                match current
-                    .pools
-                    .iter()
-                    .position(|(u, _)| u.name == upstreams.name)
-                {
-                    Some(index) => (&*current, index),
-                    None => (snapshot, pool),
+    ) -> impl Future<Output = (Response<ProxyBody>, Option<Arc<str>>, Option<HeaderValue>)> {
+        async move {
+            let entered = Instant::now();
+            let upstreams = &snapshot.pools[pool].0;
+            let current;
+            let admission = match upstreams.gate.is_paused() {
+                true => Box::pin(upstreams.gate.admit()).await,
+                false => Admission::Open,
+            };
+            let (snapshot, pool) = match admission {
+                Admission::Open => (snapshot, pool),
+                Admission::Released => {
+                    // Held during a pause: the pool may have other members now
+                    // (pause, reload, resume is how a deploy swaps them), so the
+                    // request goes on with the current snapshot's pool of the
+                    // same name — or with its own if that pool is gone.
+                    current = self.shared.snapshot.load_full();
+                    match current
+                        .pools
+                        .iter()
+                        .position(|(u, _)| u.name == upstreams.name)
+                    {
+                        Some(index) => (&*current, index),
+                        None => (snapshot, pool),
+                    }
                 }
+                Admission::Refused {
+                    refusal,
+                    retry_after,
+                } => {
+                    tracing::debug!(pool = %upstreams.name, ?refusal, "paused pool refused a request");
+                    upstreams.stats.record(entered.elapsed(), true);
+                    return (refusal.response(retry_after), None, None);
+                }
+            };
+            let current;
+            let taken = match Self::slot_now(snapshot, pool) {
+                Some(picked) => Ok((None, pool, picked)),
+                None => Box::pin(self.take_slot(snapshot, pool)).await,
+            };
+            let (snapshot, pool, picked) = match taken {
+                Ok((None, pool, picked)) => (snapshot, pool, picked),
+                Ok((Some(newer), pool, picked)) => {
+                    current = newer;
+                    (&*current, pool, picked)
+                }
+                Err(text) => {
+                    upstreams.stats.record(entered.elapsed(), true);
+                    return (local(StatusCode::SERVICE_UNAVAILABLE, text), None, None);
+                }
+            };
+            let stats = &snapshot.pools[pool].0.stats;
+            let upstreams = &snapshot.pools[pool].0;
+            let (mut response, member, request_id) = match self.prepare(snapshot, pool, req) {
+                Err(response) => (*response, None, None),
+                Ok(Prepared {
+                    req,
+                    replay,
+                    client,
+                    after,
+                }) => {
+                    let outcome = forward(upstreams, req, replay, picked, &client).await;
+                    self.finish(upstreams, outcome, after)
+                }
+            };
+            if response.extensions().get::<ClientFault>() == Some(&ClientFault::Abandoned) {
+                // Its client went away: a request that did not end, for the
+                // pool as for its members.
+                return (response, member, request_id);
             }
-            Admission::Refused {
-                refusal,
-                retry_after,
-            } => {
-                tracing::debug!(pool = %upstreams.name, ?refusal, "paused pool refused a request");
-                upstreams.stats.record(entered.elapsed(), true);
-                return (refusal.response(retry_after), None, None);
+            let failed = response.status().is_server_error();
+            match response.body_mut() {
+                ProxyBody::Upstream(body) => body.count_in(PoolRecord {
+                    stats: stats.clone(),
+                    entered,
+                    failed,
+                }),
+                ProxyBody::Local(_) => stats.record(entered.elapsed(), failed),
             }
-        };
-        let current;
-        let (snapshot, pool, picked) = match self.take_slot(snapshot, pool).await {
-            Ok((None, pool, picked)) => (snapshot, pool, picked),
-            Ok((Some(newer), pool, picked)) => {
-                current = newer;
-                (&*current, pool, picked)
-            }
-            Err(text) => {
-                upstreams.stats.record(entered.elapsed(), true);
-                return (local(StatusCode::SERVICE_UNAVAILABLE, text), None, None);
-            }
-        };
-        let stats = &snapshot.pools[pool].0.stats;
-        let (mut response, member, request_id) = self.send(snapshot, pool, req, picked).await;
-        if response.extensions().get::<ClientFault>() == Some(&ClientFault::Abandoned) {
-            // Its client went away: a request that did not end, for the
-            // pool as for its members.
-            return (response, member, request_id);
+            (response, member, request_id)
         }
-        let failed = response.status().is_server_error();
-        match response.body_mut() {
-            ProxyBody::Upstream(body) => body.count_in(PoolRecord {
-                stats: stats.clone(),
-                entered,
-                failed,
-            }),
-            ProxyBody::Local(_) => stats.record(entered.elapsed(), failed),
+    }
+
+    /// A member of pool `pool` with room for the request now, when nobody
+    /// waits in its queue: what [`take_slot`](Self::take_slot) does first,
+    /// without its future.
+    fn slot_now(snapshot: &Snapshot, pool: usize) -> Option<Picked> {
+        let balance = &snapshot.pools[pool].0.balance;
+        if !balance.queue().nobody_waiting() {
+            return None;
         }
-        (response, member, request_id)
+        balance.try_pick(&[]).ok()
     }
 
     /// A member of pool `pool` with room for the request, waiting in the
@@ -340,15 +401,16 @@ impl ProxyService {
         }
     }
 
-    /// Sends the request to pool `pool` of `snapshot`, first to `picked`,
-    /// and turns what comes back into the client's response.
-    async fn send(
+    /// The request as it goes to pool `pool` of `snapshot`: limits
+    /// checked, hop-by-hop headers dropped, forwarding headers and the
+    /// request id set, the body wrapped; `Err`: the client's answer
+    /// instead (its body is over the limit).
+    fn prepare(
         &self,
         snapshot: &Snapshot,
         pool: usize,
         mut req: Request<Incoming>,
-        picked: Picked,
-    ) -> (Response<ProxyBody>, Option<Arc<str>>, Option<HeaderValue>) {
+    ) -> Result<Prepared, Box<Response<ProxyBody>>> {
         let (upstreams, settings) = &snapshot.pools[pool];
 
         let max_body = snapshot
@@ -356,11 +418,10 @@ impl ProxyService {
             .get(&self.endpoint.name)
             .map_or(u64::MAX, |l| l.max_body);
         if req.body().size_hint().lower() > max_body {
-            return (
-                local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
-                None,
-                None,
-            );
+            return Err(Box::new(local(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large\n",
+            )));
         }
 
         let upgrade = is_upgrade(req.headers());
@@ -422,7 +483,31 @@ impl ProxyService {
             .then(|| Replay::of(&upstream_req, body_empty, upstreams.retry_non_idempotent))
             .flatten();
 
-        match forward(upstreams, upstream_req, replay, picked, &client).await {
+        Ok(Prepared {
+            req: upstream_req,
+            replay,
+            client,
+            after: AfterForward {
+                request_id,
+                client_upgrade,
+                protocol,
+            },
+        })
+    }
+
+    /// What came back from the pool, as the client's response.
+    fn finish(
+        &self,
+        upstreams: &Upstreams,
+        outcome: Result<(Response<UpstreamBody>, Arc<str>), Failure>,
+        after: AfterForward,
+    ) -> (Response<ProxyBody>, Option<Arc<str>>, Option<HeaderValue>) {
+        let AfterForward {
+            request_id,
+            client_upgrade,
+            protocol,
+        } = after;
+        match outcome {
             Ok((response, member)) => {
                 let (mut parts, body) = response.into_parts();
                 if parts.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -482,6 +567,37 @@ impl ProxyService {
             }
         }
     }
+}
+
+/// Where [`ProxyService::route`] sends a request.
+enum Routed {
+    /// Answered here (refused, redirected, no route, an ACME challenge).
+    Answer(Response<ProxyBody>),
+    /// To route `route`'s pool `pool`; `method` is the request's index in
+    /// the route's stats.
+    Pool {
+        route: usize,
+        method: usize,
+        pool: usize,
+        req: Request<Incoming>,
+    },
+}
+
+/// A request ready to forward, and what its answer needs afterwards.
+struct Prepared {
+    req: Request<ReqBody>,
+    replay: Option<Replay>,
+    /// Whether the client's body failed.
+    client: FaultRecord,
+    after: AfterForward,
+}
+
+/// What [`ProxyService::finish`] needs of the request.
+struct AfterForward {
+    request_id: HeaderValue,
+    /// The client's side of an upgrade it asked for.
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    protocol: Protocol,
 }
 
 fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
