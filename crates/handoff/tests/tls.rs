@@ -346,3 +346,191 @@ async fn a_parked_tls_connection_serves_its_next_request() {
     }
     assert_eq!(running.counts.accepted(), 1);
 }
+
+#[tokio::test]
+async fn the_drain_closes_a_parked_tls_connection_with_close_notify() {
+    let certs = certs();
+    let mut running = start_with(&certs, Limits::default(), Some(Duration::from_millis(50))).await;
+    let mut stream = connect(running.addr, &certs, &[b"http/1.1"]).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"sni=Some(\"localhost\")") {
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the answer");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let parked = tokio::time::timeout(BOUND, running.counts.until(|c| c.parked() == 1)).await;
+    assert!(parked.is_ok(), "never parked");
+    running.drain().await;
+    // close_notify, then FIN: a clean end of the stream, not an error.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(BOUND, stream.read_to_end(&mut rest))
+        .await
+        .expect("the parked connection was not closed");
+    assert_eq!(read.unwrap(), 0);
+    running
+        .counts
+        .until(|c| c.open() == 0 && c.parked() == 0)
+        .await;
+}
+
+/// Heap per parked TLS connection, counted on the server's own thread: a
+/// parked connection keeps its socket and rustls's session in the lot, not
+/// the task that served it (whose allocation is the size of its largest
+/// state: the handshake, hyper's connection, the service's future).
+#[test]
+fn a_parked_tls_connection_holds_little_heap() {
+    const ROUND: usize = 64;
+    let certs = certs();
+    let server = certs.server.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        counting::count_this_thread();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap()).unwrap();
+            let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
+                unreachable!()
+            };
+            let listeners = Listeners::from_listeners(vec![NamedListener {
+                name: "https".into(),
+                listener,
+            }]);
+            let server = Server::new(listeners)
+                .notify(false)
+                .park_idle(Some(Duration::from_millis(20)))
+                .with_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .tls(Arc::new(move || server.clone()));
+            let counts = server.connection_counts().remove(0).1;
+            let mut phase = server.lifecycle();
+            let served = tokio::spawn(
+                server.serve_with(|_| Router::new().route("/", get(|| async { "ok" }))),
+            );
+            phase.wait_for(|p| *p >= Phase::Ready).await.unwrap();
+            ready_tx.send((addr, counts)).unwrap();
+            served.await.unwrap().unwrap();
+        });
+    });
+    let (addr, counts) = ready_rx.recv().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut clients = Vec::new();
+        let mut live = Vec::new();
+        // Two rounds: the second one's cost is what one more parked
+        // connection adds (the first pays for what is made once).
+        for round in 1..=2 {
+            for _ in 0..ROUND {
+                let stream = connect(addr, &certs, &[b"http/1.1"]).await;
+                let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                let response = h1.send_request(get_req("/")).await.unwrap();
+                assert_eq!(body(response).await, "ok");
+                clients.push(h1);
+            }
+            let all = tokio::time::timeout(
+                BOUND,
+                counts.until(|c| c.parked() == (round * ROUND) as u64),
+            )
+            .await;
+            assert!(all.is_ok(), "round {round}: not all parked");
+            live.push(counting::live());
+        }
+        // About 9 KB: rustls's session (its 4 KiB read buffer, its record
+        // keys) and the lot's entry. A parked connection that kept its task
+        // held that task too (23 KB in all here).
+        let per_conn = (live[1] - live[0]) / ROUND as i64;
+        assert!(
+            per_conn < 12 * 1024,
+            "a parked TLS connection holds {per_conn} B of heap"
+        );
+        drop(clients);
+    });
+    stop.send(()).unwrap();
+    thread.join().unwrap();
+}
+
+/// A global allocator that counts the bytes held by the threads that ask
+/// for it, and hands every call to the system allocator.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    pub struct Counting;
+
+    #[global_allocator]
+    static ALLOC: Counting = Counting;
+
+    /// Bytes allocated minus bytes freed on counted threads.
+    static LIVE: AtomicI64 = AtomicI64::new(0);
+
+    thread_local! {
+        // `const` and without a destructor: reading it never allocates.
+        static COUNTED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Counts the calling thread's allocations from now on.
+    pub fn count_this_thread() {
+        COUNTED.with(|c| c.set(true));
+    }
+
+    /// The bytes counted threads hold now.
+    pub fn live() -> i64 {
+        LIVE.load(Ordering::Relaxed)
+    }
+
+    fn add(bytes: usize, sign: i64) {
+        if COUNTED.try_with(Cell::get).unwrap_or(false) {
+            LIVE.fetch_add(sign * bytes as i64, Ordering::Relaxed);
+        }
+    }
+
+    #[allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
+    // SAFETY: every method forwards its arguments unchanged to `System`, which
+    // upholds `GlobalAlloc`'s contract; the counting never allocates.
+    unsafe impl GlobalAlloc for Counting {
+        #[allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            add(layout.size(), 1);
+            // SAFETY: the caller's layout, passed on.
+            unsafe { System.alloc(layout) }
+        }
+
+        #[allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            add(layout.size(), 1);
+            // SAFETY: the caller's layout, passed on.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        #[allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            add(layout.size(), -1);
+            // SAFETY: `ptr` came from `System` with this layout (the caller's contract).
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        #[allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            add(layout.size(), -1);
+            add(new_size, 1);
+            // SAFETY: as for `dealloc`, and `new_size` is the caller's valid size.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+}

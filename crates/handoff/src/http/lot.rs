@@ -1,10 +1,14 @@
-//! The parking lot: where parked plain connections (TCP or Unix) wait for
-//! their next request without a task of their own. A connection parked by
-//! `park` leaves tokio (its socket is deregistered, its task ends) and
-//! becomes one entry of a table owned by one task per server, which waits
-//! on all of them through an epoll set of its own; when a socket becomes
-//! readable its entry is taken out, the socket registered with tokio again
-//! and a new task serves it (`park::resume`).
+//! The parking lot: where parked connections wait for their next request
+//! without a task of their own. A connection parked by `park` leaves its
+//! task and becomes one entry of a table owned by one task per server,
+//! which waits on all of them through an epoll set of its own; when a
+//! socket becomes readable its entry is taken out and a new task serves it
+//! (`park::resume`). A plain socket (TCP or Unix) also leaves tokio (it is
+//! deregistered, and registered again when it resumes); a TLS connection
+//! comes as its boxed stream, socket and rustls's session, its socket still
+//! registered with tokio (tokio-rustls cannot rebuild a stream around a
+//! session), unless its session holds decrypted bytes (then it is served
+//! at once, in its task).
 //!
 //! Why: a parked connection inside its own task keeps the task (the size of
 //! the connection's largest future), the socket's registration with tokio's
@@ -20,8 +24,7 @@
 //! A connection in the lot is still open to every count and limit: it keeps
 //! its slot, its count as open and parked on its listener, its place in the
 //! drain and its keep-alive deadline; the drain closes it with the idle
-//! connections. TLS connections never come here (rustls's session state is
-//! not a socket): they stay parked in their task.
+//! connections (a TLS one with its close_notify).
 //!
 //! Owns the table, the epoll set and the deadlines; never reads a byte from
 //! a socket and never decides when to drain.
@@ -38,6 +41,8 @@ use rustix::event::epoll;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+#[cfg(feature = "tls")]
+use tokio_rustls::{rustls, server::TlsStream};
 
 use super::conn::{AppBody, AppService, Held, Shared};
 use super::trim::Trim;
@@ -46,13 +51,21 @@ use super::{ConnInfo, Stage};
 /// Events taken from the epoll set at a time.
 const BATCH: usize = 256;
 
-/// A plain socket out of tokio, as the lot keeps it.
+/// A connection as the lot keeps it: a plain socket out of tokio, or a TLS
+/// stream whole (its socket stays registered with tokio: the stream cannot
+/// be rebuilt around rustls's session).
 #[derive(Debug)]
 pub enum Detached {
     /// A TCP connection.
     Tcp(std::net::TcpStream),
     /// A Unix stream connection.
     Unix(std::os::unix::net::UnixStream),
+    /// A TLS connection over TCP.
+    #[cfg(feature = "tls")]
+    TlsTcp(Box<TlsStream<tokio::net::TcpStream>>),
+    /// A TLS connection over a Unix stream.
+    #[cfg(feature = "tls")]
+    TlsUnix(Box<TlsStream<tokio::net::UnixStream>>),
 }
 
 impl Detached {
@@ -60,16 +73,54 @@ impl Detached {
         match self {
             Detached::Tcp(s) => s.as_fd(),
             Detached::Unix(s) => s.as_fd(),
+            #[cfg(feature = "tls")]
+            Detached::TlsTcp(s) => s.get_ref().0.as_fd(),
+            #[cfg(feature = "tls")]
+            Detached::TlsUnix(s) => s.get_ref().0.as_fd(),
         }
     }
 
-    /// Closes our side (FIN) before the socket is dropped.
-    fn shut_down(&self) {
+    /// Closes our side (TLS close_notify, then FIN) before the socket is
+    /// dropped.
+    fn shut_down(&mut self) {
         let _ = match self {
             Detached::Tcp(s) => s.shutdown(Shutdown::Write),
             Detached::Unix(s) => s.shutdown(Shutdown::Write),
+            #[cfg(feature = "tls")]
+            Detached::TlsTcp(s) => {
+                let (io, session) = s.get_mut();
+                close_tls(io.as_fd(), session)
+            }
+            #[cfg(feature = "tls")]
+            Detached::TlsUnix(s) => {
+                let (io, session) = s.get_mut();
+                close_tls(io.as_fd(), session)
+            }
         };
     }
+}
+
+/// Sends rustls's close_notify, as much of it as the socket takes now (an
+/// idle connection's send buffer is empty), then FIN.
+#[cfg(feature = "tls")]
+fn close_tls(fd: BorrowedFd<'_>, session: &mut rustls::ServerConnection) -> io::Result<()> {
+    /// Writes to the non-blocking socket directly, never waiting.
+    struct Socket<'a>(BorrowedFd<'a>);
+    impl io::Write for Socket<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(rustix::io::write(self.0, buf)?)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    session.send_close_notify();
+    while session.wants_write() {
+        if session.write_tls(&mut Socket(fd))? == 0 {
+            break;
+        }
+    }
+    Ok(rustix::net::shutdown(fd, rustix::net::Shutdown::Write)?)
 }
 
 /// A parked connection: its socket, what was known about it when it was
@@ -247,7 +298,7 @@ fn shrink(table: &mut Table) {
 
 /// Ends a parked connection: FIN, then the socket, its slot and its place
 /// in the drain are released.
-fn close(entry: Entry, trim: &Trim) {
+fn close(mut entry: Entry, trim: &Trim) {
     entry.socket.shut_down();
     drop(entry);
     trim.released();
@@ -347,6 +398,20 @@ where
                 super::park::resume(io, service, &shared, info, held, deadline).await
             });
         }),
+        #[cfg(feature = "tls")]
+        Detached::TlsTcp(tls) => {
+            tokio::spawn(async move {
+                super::park::resume(*tls, service, &shared, info, held, deadline).await
+            });
+            Ok(())
+        }
+        #[cfg(feature = "tls")]
+        Detached::TlsUnix(tls) => {
+            tokio::spawn(async move {
+                super::park::resume(*tls, service, &shared, info, held, deadline).await
+            });
+            Ok(())
+        }
     };
     if let Err(e) = registered {
         tracing::debug!(error = %e, "could not resume a parked connection");

@@ -2,13 +2,15 @@
 //! requests: once an HTTP/1 keep-alive connection has been idle for the
 //! park delay (`Server::park_idle`), hyper's connection is closed on our
 //! side only — its state, read and write buffers and the service's future
-//! are freed. A plain socket (TCP or Unix) then leaves its task for the
-//! server's lot (`lot`), where it is an entry of a table until it is
-//! readable, and [`resume`] serves it in a new task; a TLS connection keeps
-//! its task, which holds just the socket and rustls's state. Either way,
-//! when the socket becomes readable a new hyper connection serves it, with
-//! any bytes hyper had already read put back in front. An idle connection
-//! thus holds no read buffer.
+//! are freed. The connection then leaves its task for the server's lot
+//! (`lot`), where it is an entry of a table until it is readable, and
+//! [`resume`] serves it in a new task: a plain socket (TCP or Unix) as the
+//! bare socket, a TLS one as its boxed stream (socket and rustls's
+//! session). A TLS connection whose session already holds decrypted bytes
+//! (or the peer's close) is served again at once instead, in its task.
+//! Either way, when the socket becomes readable a new hyper connection
+//! serves it, with any bytes hyper had already read put back in front. An
+//! idle connection thus holds no read buffer of hyper's, and no task.
 //!
 //! A parked connection is still a connection: it keeps its place under
 //! `max_connections`, its count as open on its listener and in the drain,
@@ -31,6 +33,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
+#[cfg(feature = "tls")]
+use tokio_rustls::server::TlsStream;
 
 use super::conn::{AppBody, AppService, ConnCounts, DrainAware, Held, Shared};
 use super::guard::{ConnState, Guarded};
@@ -65,6 +69,26 @@ pub trait Park: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
         drop(socket);
         Err(io::ErrorKind::Unsupported.into())
     }
+
+    /// A TLS stream over this socket type, as the lot keeps it; `Err(tls)`
+    /// for a socket type the lot does not know.
+    #[cfg(feature = "tls")]
+    fn detach_tls(tls: Box<TlsStream<Self>>) -> Result<Detached, Box<TlsStream<Self>>>
+    where
+        Self: Sized,
+    {
+        Err(tls)
+    }
+
+    /// A TLS stream [`Park::detach_tls`] gave.
+    #[cfg(feature = "tls")]
+    fn attach_tls(socket: Detached) -> io::Result<TlsStream<Self>>
+    where
+        Self: Sized,
+    {
+        drop(socket);
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 impl Park for tokio::net::TcpStream {
@@ -79,7 +103,20 @@ impl Park for tokio::net::TcpStream {
     fn attach(socket: Detached) -> io::Result<Self> {
         match socket {
             Detached::Tcp(s) => tokio::net::TcpStream::from_std(s),
-            Detached::Unix(_) => Err(io::ErrorKind::InvalidInput.into()),
+            _ => Err(io::ErrorKind::InvalidInput.into()),
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    fn detach_tls(tls: Box<TlsStream<Self>>) -> Result<Detached, Box<TlsStream<Self>>> {
+        Ok(Detached::TlsTcp(tls))
+    }
+
+    #[cfg(feature = "tls")]
+    fn attach_tls(socket: Detached) -> io::Result<TlsStream<Self>> {
+        match socket {
+            Detached::TlsTcp(tls) => Ok(*tls),
+            _ => Err(io::ErrorKind::InvalidInput.into()),
         }
     }
 }
@@ -96,13 +133,26 @@ impl Park for tokio::net::UnixStream {
     fn attach(socket: Detached) -> io::Result<Self> {
         match socket {
             Detached::Unix(s) => tokio::net::UnixStream::from_std(s),
-            Detached::Tcp(_) => Err(io::ErrorKind::InvalidInput.into()),
+            _ => Err(io::ErrorKind::InvalidInput.into()),
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    fn detach_tls(tls: Box<TlsStream<Self>>) -> Result<Detached, Box<TlsStream<Self>>> {
+        Ok(Detached::TlsUnix(tls))
+    }
+
+    #[cfg(feature = "tls")]
+    fn attach_tls(socket: Detached) -> io::Result<TlsStream<Self>> {
+        match socket {
+            Detached::TlsUnix(tls) => Ok(*tls),
+            _ => Err(io::ErrorKind::InvalidInput.into()),
         }
     }
 }
 
 #[cfg(feature = "tls")]
-impl<I: Park> Park for tokio_rustls::server::TlsStream<I> {
+impl<I: Park> Park for TlsStream<I> {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
         let (io, tls) = self.get_ref();
         // rustls may already hold decrypted bytes (or the peer's close):
@@ -115,12 +165,25 @@ impl<I: Park> Park for tokio_rustls::server::TlsStream<I> {
             io.readable().await
         }
     }
+
+    /// The whole stream (socket and rustls's session) for the lot, unless
+    /// rustls holds decrypted bytes or the peer's close: those are for now,
+    /// and the socket may never become readable.
+    fn detach(self) -> Result<io::Result<Detached>, Self> {
+        if !self.get_ref().1.wants_read() {
+            return Err(self);
+        }
+        I::detach_tls(Box::new(self)).map(Ok).map_err(|tls| *tls)
+    }
+
+    fn attach(socket: Detached) -> io::Result<Self> {
+        I::attach_tls(socket)
+    }
 }
 
 /// Serves one connection until it ends: HTTP/2 as one hyper connection,
 /// HTTP/1 as hyper connections one after the other with the connection
-/// parked in between (in the lot when there is one and the socket is
-/// plain, else in this task).
+/// parked in between (in the lot when there is one, else in this task).
 pub(super) async fn serve<I, F, S, B>(
     io: I,
     service: S,
