@@ -65,19 +65,7 @@ wait_quiet
 # --- the certificate of the HTTPS listeners: a test CA's ECDSA P-256 certificate for bench.test -------------------
 
 CERTS=$PWD/$OUT/certs
-mkdir -p "$CERTS"
-{
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$CERTS/ca.key"
-    openssl req -x509 -new -key "$CERTS/ca.key" -sha256 -days 365 -subj '/CN=baton bench test CA' \
-        -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' -out "$CERTS/ca.pem"
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$CERTS/server.key"
-    printf '%s\n' 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' \
-        'subjectAltName=DNS:bench.test' >"$CERTS/server.ext"
-    openssl req -new -key "$CERTS/server.key" -subj '/CN=bench.test' -out "$CERTS/server.csr"
-    openssl x509 -req -in "$CERTS/server.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" -CAcreateserial \
-        -days 365 -sha256 -extfile "$CERTS/server.ext" -out "$CERTS/server.pem"
-    cat "$CERTS/server.pem" "$CERTS/server.key" >"$CERTS/haproxy.pem"
-} >"$OUT/certs.log" 2>&1 || die "could not make the certificate; see $OUT/certs.log"
+bench_test_cert "$CERTS"
 
 # --- backends, pinned away from the one-worker proxies ----------------------------------------------------------
 

@@ -6,8 +6,10 @@
 #     parked (the default: after `proxy::PARK_IDLE`) and never parked (`--no-park`), over plain HTTP and over TLS;
 #  2. VmRSS of `baton serve` and nginx (one worker each, the same hello backend) before, with IDLE_LIST idle keep-alive
 #     client connections (bench/proxy/conns.py: one `GET /` each, then silence; read 4 s after the last answer, past
-#     the park delay), and 3 s after the client closed them; baton once more with jemalloc preloaded when Debian's
-#     libjemalloc2 is there (the same binary, another allocator).
+#     the park delay), and 3 s after the client closed them; over plain HTTP, then over TLS (a fresh process with an
+#     HTTPS listener: a test CA's ECDSA P-256 certificate made with the openssl CLI, the client verifying it against
+#     the CA); baton once more with jemalloc preloaded when Debian's libjemalloc2 is there (the same binary, another
+#     allocator; plain HTTP).
 #
 # Usage: bench/idle.sh   (IDLE_LIST="10000 50000" QUIET_LOAD=0.60 QUIET_WAIT=120; BATON_BIN=DIR with BENCH_COMMIT=TEXT
 #                         measures the binaries in DIR instead of building them)
@@ -26,7 +28,7 @@ HERE=bench/proxy
 JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 
 if ! bench_locked; then
-    bench_tools nginx python3
+    bench_tools nginx python3 openssl curl
     bench_binaries -p baton -p hello -p benchmarks -- baton hello proxy_allocs
     bench_lock "$@"
 fi
@@ -59,6 +61,9 @@ done
 
 # --- 2. RSS ---------------------------------------------------------------------------------------------------------
 
+CERTS=$PWD/$OUT/certs
+bench_test_cert "$CERTS"
+
 start hello "$BIN/hello" --listen 127.0.0.1:0 --app-version bench
 HELLO_PID=$PID
 BACKEND=$(listening hello "$HELLO_PID")
@@ -69,7 +74,10 @@ PROXIES=(baton nginx)
 LABEL_baton="baton serve"
 LABEL_nginx="nginx"
 LABEL_jemalloc="baton serve, jemalloc preloaded"
+LABEL_baton_tls="baton serve, TLS"
+LABEL_nginx_tls="nginx, TLS"
 [[ -r $JEMALLOC ]] && PROXIES+=(jemalloc)
+PROXIES+=(baton_tls nginx_tls)
 
 cat >"$OUT/baton.toml" <<EOF
 [proxy]
@@ -86,6 +94,9 @@ members = [{ address = "$BACKEND" }]
 [[route]]
 pool = "app"
 EOF
+# The same with an HTTPS listener only.
+sed '/^\[pool.app\]/i [listener.tls]\ncertificates = [{ cert = "'"$CERTS"'/server.pem", key = "'"$CERTS"'/server.key" }]\n' \
+    "$OUT/baton.toml" >"$OUT/baton-tls.toml"
 NGINX_PORT=$(free_port)
 cat >"$OUT/nginx.conf" <<EOF
 worker_processes 1;
@@ -106,11 +117,25 @@ $(nginx_proxy_location)
 }
 EOF
 
+# The same with `listen ... ssl` and the certificate baton has.
+NGINX_TLS_PORT=$(free_port)
+sed "s|listen 127.0.0.1:$NGINX_PORT backlog=4096;|listen 127.0.0.1:$NGINX_TLS_PORT ssl backlog=4096;\n        ssl_certificate $CERTS/server.pem;\n        ssl_certificate_key $CERTS/server.key;|" \
+    "$OUT/nginx.conf" >"$OUT/nginx-tls.conf"
+
 start_proxy() {
     case $1 in
     baton)
         start baton "$BIN/baton" serve --config "$OUT/baton.toml"
         PID_OF[$1]=$REAL ADDR_OF[$1]=$(listening baton "$PID")
+        ;;
+    baton_tls)
+        start baton-tls "$BIN/baton" serve --config "$OUT/baton-tls.toml"
+        PID_OF[$1]=$REAL ADDR_OF[$1]=$(listening baton-tls "$PID")
+        ;;
+    nginx_tls)
+        start nginx-tls nginx -p "$TMP/nginx/" -c "$PWD/$OUT/nginx-tls.conf" -e "$PWD/$OUT/nginx-error.log"
+        PID_OF[$1]=$REAL ADDR_OF[$1]=127.0.0.1:$NGINX_TLS_PORT
+        wait_port "$NGINX_TLS_PORT" 30 "$PID"
         ;;
     jemalloc)
         # `env` execs baton: the process under `timeout` is baton itself.
@@ -128,14 +153,22 @@ start_proxy() {
 
 for p in "${PROXIES[@]}"; do
     start_proxy "$p"
-    curl -sS -o /dev/null --max-time 5 "http://${ADDR_OF[$p]}/" || die "$p does not answer"
+    host=${ADDR_OF[$p]%:*} port=${ADDR_OF[$p]##*:}
+    tls=()
+    if [[ $p == *_tls ]]; then
+        tls=(--tls "$CERTS/ca.pem")
+        curl -sS -o /dev/null --max-time 5 --cacert "$CERTS/ca.pem" --resolve "bench.test:$port:$host" \
+            "https://bench.test:$port/" || die "$p does not answer"
+    else
+        curl -sS -o /dev/null --max-time 5 "http://${ADDR_OF[$p]}/" || die "$p does not answer"
+    fi
     sleep 2
     RSS_BASE[$p]=$(rss_kib "${PID_OF[$p]}")
     for n in $IDLE_LIST; do
         log "$p: $n idle connections"
         file="$OUT/conns-$p-$n.txt"
-        timeout -k 5 300 python3 "$HERE/conns.py" "${ADDR_OF[$p]%:*}" "${ADDR_OF[$p]##*:}" --count "$n" --hold 8 \
-            --open-timeout 200 --sources $(((n + 19999) / 20000)) >"$file" 2>&1 &
+        timeout -k 5 300 python3 "$HERE/conns.py" "$host" "$port" --count "$n" --hold 8 \
+            --open-timeout 200 --sources $(((n + 19999) / 20000)) "${tls[@]}" >"$file" 2>&1 &
         cpid=$!
         PIDS+=("$cpid")
         deadline=$((SECONDS + 240))
@@ -175,7 +208,10 @@ SECTION="$OUT/section.md"
     printf '%s' "$ALLOC_ROWS"
     echo
     echo "VmRSS with idle connections (\`bench/proxy/conns.py\`: one \`GET /\` each, then silence), one worker each, read"
-    echo "4 s after the last answer and 3 s after the client closed them:"
+    echo "4 s after the last answer and 3 s after the client closed them. TLS: a fresh process with an HTTPS listener"
+    echo "only, the same test CA's ECDSA P-256 certificate for both (baton: \`[listener.tls]\`, rustls on ring; nginx:"
+    echo "\`listen ... ssl\`, OpenSSL $(openssl version | awk '{ print $2 }')); the client (Python's \`ssl\`, ALPN http/1.1) verifies it"
+    echo "against the CA:"
     echo
     echo "| server | connections | RSS before | RSS held | per connection | RSS after close | client's account |"
     echo "|---|---:|---:|---:|---:|---:|---|"
@@ -190,5 +226,5 @@ SECTION="$OUT/section.md"
     echo "$END"
 } >"$SECTION"
 
-ROW='| [Idle keep-alive connections: heap, RSS, and after they close](#idle-keep-alive-connections-heap-rss-and-after-they-close) | `bench/idle.sh` | heap per idle client connection of baton'"'"'s proxy with and without parking, plain and TLS (`proxy_allocs`); RSS of `baton serve` and nginx with 10,000 (and 50,000 where the open-files limit allows) idle connections, and after they close |'
+ROW='| [Idle keep-alive connections: heap, RSS, and after they close](#idle-keep-alive-connections-heap-rss-and-after-they-close) | `bench/idle.sh` | heap per idle client connection of baton'"'"'s proxy with and without parking, plain and TLS (`proxy_allocs`); RSS of `baton serve` and nginx with 10,000 (and 50,000 where the open-files limit allows) idle connections (plain and TLS), and after they close |'
 write_section "$SECTION" "$ROW"

@@ -223,6 +223,25 @@ machine_line() {
     echo "Machine: $(nproc) cores (${cpu:-unknown CPU}), Linux $(uname -r)"
 }
 
+# bench_test_cert DIR: a test CA (DIR/ca.pem) and its ECDSA P-256 certificate for bench.test (DIR/server.pem,
+# DIR/server.key; DIR/haproxy.pem holds both), made with the openssl CLI; its output goes to DIR/certs.log.
+bench_test_cert() {
+    local dir=$1
+    mkdir -p "$dir"
+    {
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/ca.key"
+        openssl req -x509 -new -key "$dir/ca.key" -sha256 -days 365 -subj '/CN=baton bench test CA' \
+            -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' -out "$dir/ca.pem"
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/server.key"
+        printf '%s\n' 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' \
+            'subjectAltName=DNS:bench.test' >"$dir/server.ext"
+        openssl req -new -key "$dir/server.key" -subj '/CN=bench.test' -out "$dir/server.csr"
+        openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+            -days 365 -sha256 -extfile "$dir/server.ext" -out "$dir/server.pem"
+        cat "$dir/server.pem" "$dir/server.key" >"$dir/haproxy.pem"
+    } >"$dir/certs.log" 2>&1 || die "could not make the certificate; see $dir/certs.log"
+}
+
 # nginx_http_common: the lines of an nginx `http` block every benchmark shares: temp paths in $TMP/nginx (never the
 # system's), and client keep-alive that outlasts any run.
 nginx_http_common() {

@@ -7,12 +7,16 @@ Used by bench/proxy.sh to measure a proxy's memory with many idle keep-alive cli
 failed), and `done held=N closed_by_peer=N` at the end. At most INFLIGHT connections are being opened or awaiting
 their answer at once, so a short listen backlog does not turn into SYN retransmissions. The whole run is bounded:
 the opening phase by --open-timeout, the hold by HOLD.
+
+With --tls CA, each connection is HTTPS (ALPN http/1.1, server name --server-name), its certificate verified against
+the CA certificate in the file CA.
 """
 
 import argparse
 import errno
 import selectors
 import socket
+import ssl
 import sys
 import time
 
@@ -31,7 +35,13 @@ def main() -> int:
         default=1,
         help="spread the connections over source addresses 127.0.0.1 to 127.0.0.N (one address has ~28k ports)",
     )
+    ap.add_argument("--tls", metavar="CA", help="speak TLS, verifying the server against this CA certificate (PEM)")
+    ap.add_argument("--server-name", default="bench.test", help="the name the TLS server's certificate must have")
     args = ap.parse_args()
+    tls = None
+    if args.tls:
+        tls = ssl.create_default_context(cafile=args.tls)
+        tls.set_alpn_protocols(["http/1.1"])
 
     request = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: conns.py\r\n\r\n"
     sel = selectors.DefaultSelector()
@@ -54,6 +64,47 @@ def main() -> int:
         state[s.fileno()] = [s, "connecting", b""]
         sel.register(s, selectors.EVENT_WRITE)
         return True
+
+    def drop(s):
+        nonlocal failed
+        failed += 1
+        sel.unregister(s)
+        del state[s.fileno()]
+        s.close()
+
+    def handshake(s, entry) -> bool:
+        """Advances the TLS handshake; True once it is done."""
+        try:
+            s.do_handshake()
+        except ssl.SSLWantReadError:
+            sel.modify(s, selectors.EVENT_READ)
+            return False
+        except ssl.SSLWantWriteError:
+            sel.modify(s, selectors.EVENT_WRITE)
+            return False
+        return True
+
+    def send_request(s, entry):
+        try:
+            s.send(request)
+        except OSError:
+            drop(s)
+            return
+        entry[1] = "reading"
+        sel.modify(s, selectors.EVENT_READ)
+
+    def receive(s):
+        """What the socket has now: bytes, b"" at its end, None when nothing yet (TLS records not complete)."""
+        try:
+            data = s.recv(65536)
+        except ssl.SSLWantReadError:
+            return None
+        except OSError:
+            return b""
+        # A TLS socket may hold more decrypted bytes than one recv returned.
+        while tls is not None and data and s.pending():
+            data += s.recv(s.pending())
+        return data
 
     def answered(buf: bytes) -> bool:
         head, sep, body = buf.partition(b"\r\n\r\n")
@@ -83,31 +134,37 @@ def main() -> int:
             if entry[1] == "connecting":
                 err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 if err:
-                    failed += 1
-                    sel.unregister(s)
-                    del state[s.fileno()]
-                    s.close()
+                    drop(s)
                     continue
+                if tls is None:
+                    send_request(s, entry)
+                    continue
+                # Connected: TLS from here on, on the same descriptor.
+                sel.unregister(s)
+                del state[s.fileno()]
                 try:
-                    s.send(request)
+                    s = tls.wrap_socket(s, server_hostname=args.server_name, do_handshake_on_connect=False)
                 except OSError:
                     failed += 1
-                    sel.unregister(s)
-                    del state[s.fileno()]
                     s.close()
                     continue
-                entry[1] = "reading"
-                sel.modify(s, selectors.EVENT_READ)
+                entry = [s, "handshaking", b""]
+                state[s.fileno()] = entry
+                sel.register(s, selectors.EVENT_WRITE)
+            elif entry[1] == "handshaking":
+                try:
+                    done = handshake(s, entry)
+                except OSError:
+                    drop(s)
+                    continue
+                if done:
+                    send_request(s, entry)
             else:
-                try:
-                    data = s.recv(65536)
-                except OSError:
-                    data = b""
+                data = receive(s)
+                if data is None:
+                    continue
                 if not data:
-                    failed += 1
-                    sel.unregister(s)
-                    del state[s.fileno()]
-                    s.close()
+                    drop(s)
                     continue
                 entry[2] += data
                 if answered(entry[2]):
@@ -137,11 +194,8 @@ def main() -> int:
     while time.monotonic() < end:
         for key, _ in sel.select(timeout=max(0.0, min(0.5, end - time.monotonic()))):
             s = key.fileobj
-            try:
-                data = s.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
+            data = receive(s)
+            if data is not None and not data:
                 closed += 1
                 sel.unregister(s)
     print(f"done held={len(held) - closed} closed_by_peer={closed}", flush=True)
