@@ -6,8 +6,9 @@
 #   a paced `loadgen` load (keep-alive, new-connection, POST and slow workers) runs the whole time; DEPLOYS (50)
 #   deploys per strategy go through `baton deploy web --version vN --strategy S --control SOCK --json`, rolling,
 #   blue-green and canary in turn, with a steady period after each (crates/benchmarks/src/bin/deploy_bench/). Reported
-#   per strategy: deploy duration, the app's own readiness time (from baton's log), the overhead (duration minus
-#   readiness minus the canary's configured pauses) against the health interval, requests and failures; overall:
+#   per strategy: deploy duration, the app's own readiness time and the old instances' waits for requests in flight
+#   (from baton's log), the overhead (duration minus readiness and those waits, minus the canary's configured pauses)
+#   against the health interval, requests and failures; overall:
 #   every request's outcome and the client's p99 during deploys against steady state.
 #
 # Usage: bench/deploys.sh   (DEPLOYS=50 INSTANCES=3 HEALTH_INTERVAL_MS=100 CANARY_PAUSE_MS=500 STEADY_MS=1000 PACE_MS=2
@@ -104,9 +105,15 @@ SECTION="$OUT/section.md"
     echo "- **The app's own readiness** is read from \`baton serve\`'s log: for each instance of the new version, from the"
     echo "  supervisor's \`instance started … pid=P\` to the app's \`hello: ready version=V pid=P\`; a deploy's readiness is"
     echo "  the union of those intervals (one after the other in a rolling deploy, overlapping in blue-green and canary)."
-    echo "- **Overhead** = duration − the app's own readiness − the canary's configured pauses. The target is one health"
-    echo "  interval ($HEALTH_INTERVAL_MS ms). A rolling deploy starts its $INSTANCES instances one after the other, so the table also"
-    echo "  gives the overhead per instance started in sequence."
+    echo "- **Waiting for requests in flight** is read from \`baton serve\`'s log too: each old instance, once out of the"
+    echo "  pool, logs how many requests were still in flight to it and how long they took to end (\`instance left the pool …"
+    echo "  in_flight=N drain_ms=D\`). Those requests were routed before it left, and baton stops no instance before they"
+    echo "  end: that wait is the app's own request time (the load's slow requests take 150 ms). A deploy's is the union of"
+    echo "  those waits."
+    echo "- **Overhead** = duration − the union of the app's own readiness and the waits for requests in flight − the"
+    echo "  canary's configured pauses. The target is one health interval ($HEALTH_INTERVAL_MS ms). *Duration − readiness − pauses*"
+    echo "  counts the waits as overhead too. A rolling deploy starts its $INSTANCES instances one after the other, so the"
+    echo "  table also gives the overhead per instance started in sequence."
     echo "- **Proxy p99** is baton's own measurement of the service's requests during the deploy (the \`traffic.p99_ms\` of"
     echo "  the outcome; log-bucket histogram), one value per deploy."
     echo

@@ -79,6 +79,14 @@ pub(crate) struct Inner {
     pub upgrading: AtomicBool,
     /// One record of the running instances at a time (`instances.json`).
     pub recording: tokio::sync::Mutex<()>,
+    /// Records of the running instances asked for by
+    /// [`Engine::record_instances_soon`]: the last ticket handed out, the
+    /// last one written, the wake-up of the task that writes them, and
+    /// whether that task runs.
+    pub record_asked: AtomicU64,
+    pub record_written: tokio::sync::watch::Sender<u64>,
+    pub record_wanted: Arc<tokio::sync::Notify>,
+    pub recorder: OnceLock<()>,
 }
 
 impl Engine {
@@ -118,6 +126,10 @@ impl Engine {
                 discovered_published: tokio::sync::watch::Sender::new(BTreeMap::new()),
                 upgrading: AtomicBool::new(false),
                 recording: tokio::sync::Mutex::new(()),
+                record_asked: AtomicU64::new(0),
+                record_written: tokio::sync::watch::Sender::new(0),
+                record_wanted: Arc::new(tokio::sync::Notify::new()),
+                recorder: OnceLock::new(),
             }),
         };
         // External targets are taken as they are: the proxy's own health

@@ -134,9 +134,52 @@ impl Engine {
                     .push(HandedOver { version, instances });
             }
         }
-        if let Err(e) = store.save_instances(&out) {
-            tracing::warn!(error = %e, "could not record the running instances");
+        // The file is synced to disk: off the runtime's worker threads.
+        match tokio::task::spawn_blocking(move || store.save_instances(&out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not record the running instances"),
+            Err(e) => tracing::warn!(error = %e, "could not record the running instances"),
         }
+    }
+
+    /// Asks for a record of the running instances ([`Engine::record_instances`])
+    /// on a task of its own, and returns its ticket for
+    /// [`Engine::recorded`]. The group events that change the instances
+    /// (spawned, ready, exited) never wait for the file to be written:
+    /// a deploy's next step follows its new set's readiness at once.
+    /// Requests made while a record is being written make one more, which
+    /// sees every change before them.
+    pub(crate) fn record_instances_soon(&self) -> u64 {
+        self.inner.recorder.get_or_init(|| {
+            let inner = Arc::downgrade(&self.inner);
+            let wanted = self.inner.record_wanted.clone();
+            tokio::spawn(async move {
+                loop {
+                    wanted.notified().await;
+                    let Some(inner) = inner.upgrade() else { return };
+                    let engine = Engine { inner };
+                    let asked = engine.inner.record_asked.load(Ordering::SeqCst);
+                    engine.record_instances().await;
+                    engine.inner.record_written.send_if_modified(|written| {
+                        let newer = asked > *written;
+                        if newer {
+                            *written = asked;
+                        }
+                        newer
+                    });
+                }
+            });
+        });
+        let ticket = self.inner.record_asked.fetch_add(1, Ordering::SeqCst) + 1;
+        self.inner.record_wanted.notify_one();
+        ticket
+    }
+
+    /// Resolves once the record `ticket` asked for (or a later one) is
+    /// written.
+    pub(crate) async fn recorded(&self, ticket: u64) {
+        let mut written = self.inner.record_written.subscribe();
+        let _ = written.wait_for(|w| *w >= ticket).await;
     }
 
     /// The upgrade failed: supervise again, accept deploys again.

@@ -134,9 +134,9 @@ impl Engine {
 }
 
 /// Waits until every one of `counters` reaches zero (woken as requests
-/// end, never polling), or until `limit` passes.
-pub(crate) async fn wait_idle(counters: Vec<proxy::InFlight>, limit: Duration) {
+/// end, never polling), or until `limit` passes; whether they did.
+pub(crate) async fn wait_idle(counters: Vec<proxy::InFlight>, limit: Duration) -> bool {
     let idle = futures_util::future::join_all(counters.iter().map(proxy::InFlight::idle));
     // Past the limit the instance is stopped anyway (its drain timeout).
-    let _ = tokio::time::timeout(limit, idle).await;
+    tokio::time::timeout(limit, idle).await.is_ok()
 }

@@ -142,7 +142,7 @@ fn health_probe(h: &config::HealthCheck, handshake: Option<balance::Handshake>) 
 /// Keeps the set's members in step with its group: instances that exit
 /// (crashed, or stopped) leave (ready ones joined in `join`, before the
 /// group announced them); the first generation's outcome is the set's
-/// phase.
+/// phase. Waits for nothing but the pool's publish.
 async fn follow(
     engine: Engine,
     service: String,
@@ -159,12 +159,15 @@ async fn follow(
             }
             Err(RecvError::Closed) => return,
         };
-        // What a baton restarted after a crash finds.
+        // What a baton restarted after a crash finds: recorded beside the
+        // events, never before them (the file is synced to disk, which can
+        // take long on a busy machine, and the set's phase is what a deploy
+        // waits for).
         if matches!(
             event,
             Event::Spawned { .. } | Event::Ready { .. } | Event::Exited { .. }
         ) {
-            engine.record_instances().await;
+            engine.record_instances_soon();
         }
         match event {
             Event::Ready {
@@ -216,15 +219,22 @@ async fn join(engine: &Engine, service: &str, set: u64, info: InstanceInfo) {
 }
 
 /// The stop hook: leave the pool, then let requests in flight finish.
+///
+/// Logs how many requests were still in flight once the member was out of
+/// the published pool, and how long they took to end: those requests were
+/// routed before it left, so that wait is the app's own request time.
 async fn take_out(engine: &Engine, service: &str, set: u64, info: InstanceInfo, limit: Duration) {
     let Some(addr) = info.addr else { return };
     let counter = engine.in_flight(service, &addr.to_string());
     if engine.remove_member(service, set, &member(addr)) {
         engine.publish_logged(service).await;
     }
-    crate::publish::wait_idle(counter, limit).await;
+    let in_flight: usize = counter.iter().map(proxy::InFlight::get).sum();
+    let out_of_pool = tokio::time::Instant::now();
+    let drained = crate::publish::wait_idle(counter, limit).await;
+    let drain_ms = out_of_pool.elapsed().as_micros() as f64 / 1000.0;
     engine.forget(service, &addr.to_string());
-    tracing::info!(service, instance = info.instance, %addr, "instance left the pool");
+    tracing::info!(service, instance = info.instance, %addr, in_flight, drain_ms, drained, "instance left the pool");
 }
 
 fn member(addr: std::net::SocketAddr) -> config::UpstreamAddr {
@@ -243,5 +253,66 @@ pub(crate) fn probe_handshake(service: &config::Service, host: &str) -> Option<b
             tracing::warn!(service = %service.name, error = %e, "TLS settings unusable for readiness checks");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use supervisor::Event;
+
+    use crate::sets::SetPhase;
+    use crate::{Engine, Store};
+
+    /// A set's phase follows its group's events at once, whatever recording
+    /// the instances in the state directory costs: here no record can be
+    /// written for the whole test (its lock is held), and the set still
+    /// turns ready on the group's `RolloutComplete`.
+    #[tokio::test]
+    async fn the_phase_follows_the_group_while_the_record_is_held_up() {
+        let dir = std::env::temp_dir().join(format!("baton-follow-test-{}", std::process::id()));
+        let store = Store::open(&dir).unwrap();
+        let source = "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[service.web]\ntargets = [\"127.0.0.1:9\"]\n";
+        let engine =
+            Engine::new(config::parse(source, "baton.toml").unwrap(), Some(store)).unwrap();
+        let set = engine.add_external_set("web", &[], "v2".into(), 0);
+        let mut phase = engine
+            .with_set("web", set, |s| s.phase.subscribe())
+            .unwrap();
+        let held = engine.inner.recording.lock().await;
+        let (events, rx) = tokio::sync::broadcast::channel(16);
+        tokio::spawn(super::follow(engine.clone(), "web".into(), set, rx));
+        for event in [
+            Event::Spawned {
+                instance: 1,
+                generation: 1,
+                pid: 1,
+            },
+            Event::Ready {
+                instance: 1,
+                generation: 1,
+                addr: None,
+            },
+            Event::RolloutComplete { generation: 1 },
+        ] {
+            events.send(event).unwrap();
+        }
+        // The bound only ends a test that fails; it measures nothing.
+        let ready = tokio::time::timeout(
+            Duration::from_secs(30),
+            phase.wait_for(|p| *p == SetPhase::Ready),
+        )
+        .await;
+        assert!(
+            ready.is_ok(),
+            "the set's phase waited for the record of its instances"
+        );
+        // Once the lock is free the record asked for is written.
+        let ticket = engine.record_instances_soon();
+        drop(held);
+        engine.recorded(ticket).await;
+        assert!(dir.join("instances.json").exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

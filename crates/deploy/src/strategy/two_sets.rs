@@ -35,6 +35,7 @@ pub(super) async fn two_sets(
             .map(|s| s.id)
             .collect()
     });
+    let mut recorded = None;
     let new = match target {
         Target::Version(spec) => {
             let (id, mut phase) = engine
@@ -61,6 +62,10 @@ pub(super) async fn two_sets(
                 retire(engine, service, id).await;
                 return Err(reason);
             }
+            // Its instances are recorded beside the deploy: a baton
+            // restarted after a crash finds them (waited for before the
+            // deploy returns).
+            recorded = Some(engine.record_instances_soon());
             id
         }
         Target::Targets(targets) => {
@@ -110,6 +115,9 @@ pub(super) async fn two_sets(
             reporter.send(Progress::Draining { version });
             retire(engine, service, set).await;
         }
+    }
+    if let Some(ticket) = recorded {
+        engine.recorded(ticket).await;
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! What `baton serve`'s log and /proc say about a run: each deploy's readiness intervals (from the supervisor's
-//! `instance started` to the app's own `hello: ready` and to baton's `instance ready`), and the CPU time of this
-//! program, baton and its instances against the whole machine's. Reads only; never signals a process.
+//! `instance started` to the app's own `hello: ready` and to baton's `instance ready`), the waits for requests still
+//! in flight on the old instances once they were out of the pool (`instance left the pool … in_flight=N
+//! drain_ms=D`), and the CPU time of this program, baton and its instances against the whole machine's. Reads only;
+//! never signals a process.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -28,7 +30,14 @@ pub(crate) fn timing(lines: &[String], version: &str) -> Timing {
     let mut started: HashMap<&str, SystemTime> = HashMap::new();
     let mut baton_ready: HashMap<&str, SystemTime> = HashMap::new();
     let mut app_ready: Vec<(&str, SystemTime)> = Vec::new();
+    let mut in_flight = Vec::new();
     for line in window {
+        if line.contains("deploy::supervised: instance left the pool") {
+            if let Some(wait) = in_flight_wait(line) {
+                in_flight.push(wait);
+            }
+            continue;
+        }
         let (Some(t), Some(pid)) = (line_time(line), field(line, "pid")) else {
             continue;
         };
@@ -54,10 +63,27 @@ pub(crate) fn timing(lines: &[String], version: &str) -> Timing {
     }
     Timing {
         instances: app.len(),
-        app_ready_ms: union_ms(app),
-        baton_ready_ms: union_ms(confirmed),
+        app_ready_ms: union_ms(app.clone()),
+        baton_ready_ms: union_ms(confirmed.clone()),
+        in_flight_ms: union_ms(in_flight.clone()),
+        app_ms: union_ms([app, in_flight.clone()].concat()),
+        baton_ms: union_ms([confirmed, in_flight].concat()),
         incomplete,
     }
+}
+
+/// From an old instance's `instance left the pool` line: \[out of the pool, its last request ended\] when requests
+/// were still in flight to it once it was out of the published pool (routed before it left: the app's own request
+/// time, which baton must wait for before it stops the instance).
+fn in_flight_wait(line: &str) -> Option<(SystemTime, SystemTime)> {
+    let left = line_time(line)?;
+    let requests: u64 = field(line, "in_flight")?.parse().ok()?;
+    let drain_ms: f64 = field(line, "drain_ms")?.parse().ok()?;
+    if requests == 0 || !drain_ms.is_finite() || drain_ms <= 0.0 {
+        return None;
+    }
+    let from = left.checked_sub(Duration::from_secs_f64(drain_ms / 1000.0))?;
+    Some((from, left))
 }
 
 /// Total length of the union of intervals, in milliseconds.
@@ -134,4 +160,81 @@ pub(crate) fn is_instance(pid: &str) -> bool {
     const MARK: &[u8] = b"demo-app\0--listen";
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .is_ok_and(|c| c.windows(MARK.len()).any(|w| w == MARK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(time: &str, rest: &str) -> String {
+        format!("[err] 2026-12-03T09:35:{time}Z  INFO {rest}")
+    }
+
+    /// A blue-green deploy whose last old instance waited 140 ms for a slow request routed to it before the switch:
+    /// that wait is counted with the app's time, the other old instances' (nothing in flight) are not.
+    #[test]
+    fn waits_for_requests_in_flight_count_as_the_apps_time() {
+        let lines = [
+            line(
+                "44.500000",
+                r#"deploy::strategy: deploy started service="web" version=v9 strategy=blue_green"#,
+            ),
+            line(
+                "44.510000",
+                "supervisor::group: instance started instance=1 generation=1 pid=512",
+            ),
+            line("44.520000", "hello: ready version=v9 pid=512"),
+            line(
+                "44.530000",
+                "supervisor::group: instance ready instance=1 generation=1 pid=512",
+            ),
+            line(
+                "44.580000",
+                r#"deploy::supervised: instance left the pool service="web" instance=6 addr=127.0.0.1:44165 in_flight=0 drain_ms=0.012 drained=true"#,
+            ),
+            line(
+                "44.720000",
+                r#"deploy::supervised: instance left the pool service="web" instance=5 addr=127.0.0.1:45611 in_flight=1 drain_ms=140 drained=true"#,
+            ),
+            line(
+                "44.725000",
+                r#"deploy::strategy: deploy complete service="web" version=v9 duration_ms=225 requests=151 failures=0"#,
+            ),
+        ];
+        let t = timing(&lines, "v9");
+        assert_eq!(t.instances, 1);
+        assert!((t.app_ready_ms - 10.0).abs() < 1e-6, "{}", t.app_ready_ms);
+        assert!(
+            (t.baton_ready_ms - 20.0).abs() < 1e-6,
+            "{}",
+            t.baton_ready_ms
+        );
+        assert!((t.in_flight_ms - 140.0).abs() < 1e-6, "{}", t.in_flight_ms);
+        assert!((t.app_ms - 150.0).abs() < 1e-6, "{}", t.app_ms);
+        assert!((t.baton_ms - 160.0).abs() < 1e-6, "{}", t.baton_ms);
+    }
+
+    #[test]
+    fn overlapping_waits_count_once() {
+        let lines = [
+            line(
+                "10.000000",
+                r#"deploy::strategy: deploy started service="web" version=v2 strategy=canary"#,
+            ),
+            line(
+                "10.300000",
+                r#"deploy::supervised: instance left the pool service="web" instance=1 addr=a in_flight=2 drain_ms=100 drained=true"#,
+            ),
+            line(
+                "10.350000",
+                r#"deploy::supervised: instance left the pool service="web" instance=2 addr=b in_flight=1 drain_ms=100 drained=true"#,
+            ),
+            line(
+                "10.400000",
+                r#"deploy::strategy: deploy complete service="web" version=v2 duration_ms=400"#,
+            ),
+        ];
+        let t = timing(&lines, "v2");
+        assert!((t.in_flight_ms - 150.0).abs() < 1e-6, "{}", t.in_flight_ms);
+    }
 }

@@ -9,10 +9,14 @@
 //!
 //! The app's own readiness time of a deploy is read from `baton serve`'s log: for each instance of the new version,
 //! from the supervisor's `instance started … pid=P` to the app's own `hello: ready version=V pid=P`, and the union of
-//! those intervals (sequential for a rolling deploy, overlapping for blue-green and canary). The overhead is the
-//! deploy's `duration_ms` minus that, minus the canary's configured pauses. Baton's readiness (the union of `instance
-//! started` → the supervisor's `instance ready`, i.e. when the health checks confirmed it) splits the overhead into
-//! health-check confirmation and the rest (smoke checks, traffic switches, draining and stopping the old instances).
+//! those intervals (sequential for a rolling deploy, overlapping for blue-green and canary). Requests still in flight
+//! on an old instance once it is out of the pool were routed before it left, and baton stops no instance before they
+//! end: each old instance's `instance left the pool … in_flight=N drain_ms=D` gives that wait, the app's own request
+//! time. The overhead is the deploy's `duration_ms` minus the union of the readiness intervals and those waits, minus
+//! the canary's configured pauses (the figure with the waits counted as overhead is reported too). Baton's readiness
+//! (the union of `instance started` → the supervisor's `instance ready`, i.e. when the health checks confirmed it)
+//! splits the overhead into health-check confirmation and the rest (smoke checks, traffic switches, stopping the old
+//! instances).
 //!
 //! ```sh
 //! cargo build --release -p baton -p benchmarks
@@ -120,6 +124,14 @@ impl Args {
         } else {
             0
         }
+    }
+
+    /// `start_interval` of the health check (the config leaves it to its default: a tenth of `interval`, at least
+    /// 10 ms, at most `interval`).
+    fn start_interval_ms(&self) -> u64 {
+        (self.health_interval_ms / 10)
+            .max(10)
+            .min(self.health_interval_ms)
     }
 
     /// Instances that become ready one after the other in a deploy (rolling with max_surge 1: all of them).
@@ -242,6 +254,12 @@ struct Timing {
     app_ready_ms: f64,
     /// Union of [instance started, baton found it ready].
     baton_ready_ms: f64,
+    /// Union of the old instances' waits for requests still in flight once they were out of the pool.
+    in_flight_ms: f64,
+    /// Union of the app's own readiness and those waits: the app's own time in the deploy.
+    app_ms: f64,
+    /// Union of baton's readiness and those waits.
+    baton_ms: f64,
     /// Instances of the new version with a line missing.
     incomplete: usize,
 }

@@ -28,7 +28,12 @@ struct Summary {
     duration: Vec<f64>,
     app_ready: Vec<f64>,
     confirm: Vec<f64>,
+    /// Waits for requests in flight on the old instances (the app's own request time).
+    in_flight: Vec<f64>,
+    /// Duration − the app's readiness − the waits for requests in flight − the pauses.
     overhead: Vec<f64>,
+    /// Duration − the app's readiness − the pauses (the waits for requests in flight included).
+    with_in_flight: Vec<f64>,
     rest: Vec<f64>,
     pauses_ms: u64,
     steps: u64,
@@ -53,7 +58,9 @@ impl RunResult {
                     duration: Vec::new(),
                     app_ready: Vec::new(),
                     confirm: Vec::new(),
+                    in_flight: Vec::new(),
                     overhead: Vec::new(),
+                    with_in_flight: Vec::new(),
                     rest: Vec::new(),
                     pauses_ms: args.pauses_ms(s),
                     steps: args.sequential_steps(s),
@@ -80,8 +87,10 @@ impl RunResult {
                     sum.duration.push(duration);
                     sum.app_ready.push(t.app_ready_ms);
                     sum.confirm.push(t.baton_ready_ms - t.app_ready_ms);
-                    sum.overhead.push(duration - t.app_ready_ms - pauses);
-                    sum.rest.push(duration - t.baton_ready_ms - pauses);
+                    sum.in_flight.push(t.in_flight_ms);
+                    sum.overhead.push(duration - t.app_ms - pauses);
+                    sum.with_in_flight.push(duration - t.app_ready_ms - pauses);
+                    sum.rest.push(duration - t.baton_ms - pauses);
                 }
                 sum
             })
@@ -97,14 +106,17 @@ impl RunResult {
 
         let _ = writeln!(
             out,
-            "| strategy | deploys (ok) | duration: median / max | app's own readiness (median) | **overhead: median / max** | median overhead in health intervals | per instance started in sequence | requests during deploys | failed | proxy p99 during a deploy: median / max |"
+            "| strategy | deploys (ok) | duration: median / max | app's own readiness (median) | waiting for requests in flight: median / max | **overhead: median / max** | median overhead in health intervals | per instance started in sequence | duration − readiness − pauses: median / max | requests during deploys | failed | proxy p99 during a deploy: median / max |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for s in &summaries {
             let med = quantile(&s.overhead, 0.5);
             let _ = writeln!(
                 out,
-                "| {}{} | {} ({}) | {} / {} | {} | **{} / {}** | {:.2} | {:.2} | {} | {} | {} / {} |",
+                "| {}{} | {} ({}) | {} / {} | {} | {} / {} | **{} / {}** | {:.2} | {:.2} | {} / {} | {} | {} | {} / {} |",
                 s.strategy,
                 if s.pauses_ms > 0 {
                     format!(" (pauses {} ms)", s.pauses_ms)
@@ -116,10 +128,14 @@ impl RunResult {
                 ms(quantile(&s.duration, 0.5)),
                 ms(quantile(&s.duration, 1.0)),
                 ms(quantile(&s.app_ready, 0.5)),
+                ms(quantile(&s.in_flight, 0.5)),
+                ms(quantile(&s.in_flight, 1.0)),
                 ms(med),
                 ms(quantile(&s.overhead, 1.0)),
                 med / interval,
                 med / interval / s.steps as f64,
+                ms(quantile(&s.with_in_flight, 0.5)),
+                ms(quantile(&s.with_in_flight, 1.0)),
                 s.requests,
                 s.failures,
                 ms(quantile(&s.proxy_p99, 0.5)),
@@ -129,7 +145,7 @@ impl RunResult {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "Where the overhead goes (medians): *health-check confirmation* is the union of \\[instance started, baton found it\nready\\] minus the app's own readiness; *the rest* is the duration minus that union minus the pauses: smoke checks,\ntraffic switches, draining and stopping the old instances, and the gaps between the steps of a rolling deploy."
+            "Where the overhead goes (medians): *health-check confirmation* is the union of \\[instance started, baton found it\nready\\] minus the app's own readiness; *the rest* is the duration minus the union of those intervals and the waits\nfor requests in flight, minus the pauses: smoke checks, traffic switches, stopping the old instances, and the gaps\nbetween the steps of a rolling deploy."
         );
         let _ = writeln!(out);
         let _ = writeln!(
@@ -203,12 +219,12 @@ impl RunResult {
         let _ = writeln!(out, "<details><summary>Every deploy, in order</summary>\n");
         let _ = writeln!(
             out,
-            "| # | strategy | version | outcome | duration | app's readiness | baton's readiness | overhead | requests | failed | proxy p99 |\n|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
+            "| # | strategy | version | outcome | duration | app's readiness | baton's readiness | waiting for requests in flight | overhead | duration − readiness − pauses | requests | failed | proxy p99 |\n|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for (i, (d, t)) in self.deploys.iter().zip(&self.timings).enumerate() {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} | {} |",
                 i + 1,
                 d.strategy,
                 d.version,
@@ -216,6 +232,8 @@ impl RunResult {
                 d.duration_ms,
                 t.app_ready_ms,
                 t.baton_ready_ms,
+                t.in_flight_ms,
+                d.duration_ms as f64 - t.app_ms - args.pauses_ms(&d.strategy) as f64,
                 d.duration_ms as f64 - t.app_ready_ms - args.pauses_ms(&d.strategy) as f64,
                 d.requests,
                 d.failures,
@@ -291,12 +309,25 @@ impl RunResult {
                 ));
             }
         }
+        for s in summaries {
+            let with = quantile(&s.with_in_flight, 1.0);
+            if with > interval {
+                notes.push(format!(
+                    "{}: counting the waits for requests in flight as overhead, the max would be {with:.0} ms (median {:.0} ms); the longest such wait was {:.0} ms. Those requests were routed to an old instance before it left the pool, and baton stops no instance before its requests have ended: that wait is the app's own request time (the load's slow requests take {} ms).",
+                    s.strategy,
+                    quantile(&s.with_in_flight, 0.5),
+                    quantile(&s.in_flight, 1.0),
+                    self.load.slow_ms
+                ));
+            }
+        }
         if args.healthy_threshold > 1 {
+            let start_interval = args.start_interval_ms();
             notes.push(format!(
-                "With `healthy_threshold = {}` an instance is confirmed ready by {} passing checks in a row, `interval` apart: at least {} ms after the app is ready, for every instance that becomes ready in sequence (one at a time in a rolling deploy with `max_surge = 1`). The first check runs as the instance starts; on the inherited socket it waits for the app to accept.",
+                "With `healthy_threshold = {}` a new instance is confirmed ready by {} passing checks in a row, `start_interval` ({start_interval} ms, a tenth of `interval` by default) apart: {} ms after its first passing check, for every instance that becomes ready in sequence (one at a time in a rolling deploy with `max_surge = 1`). The first check runs as the instance starts; on the inherited socket it waits for the app to accept.",
                 args.healthy_threshold,
                 args.healthy_threshold,
-                u64::from(args.healthy_threshold - 1) * args.health_interval_ms
+                u64::from(args.healthy_threshold - 1) * start_interval
             ));
         }
         let incomplete: usize = self.timings.iter().map(|t| t.incomplete).sum();
@@ -341,7 +372,9 @@ impl RunResult {
                     "pauses_ms": s.pauses_ms,
                     "duration_ms": {"median": quantile(&s.duration, 0.5), "max": quantile(&s.duration, 1.0)},
                     "app_ready_ms": {"median": quantile(&s.app_ready, 0.5), "max": quantile(&s.app_ready, 1.0)},
+                    "in_flight_ms": {"median": quantile(&s.in_flight, 0.5), "max": quantile(&s.in_flight, 1.0)},
                     "overhead_ms": {"median": quantile(&s.overhead, 0.5), "max": quantile(&s.overhead, 1.0)},
+                    "overhead_with_in_flight_ms": {"median": quantile(&s.with_in_flight, 0.5), "max": quantile(&s.with_in_flight, 1.0)},
                     "confirmation_ms": {"median": quantile(&s.confirm, 0.5)},
                     "rest_ms": {"median": quantile(&s.rest, 0.5)},
                     "requests": s.requests,
@@ -363,6 +396,7 @@ impl RunResult {
                     "cli_ms": d.cli_ms,
                     "app_ready_ms": t.app_ready_ms,
                     "baton_ready_ms": t.baton_ready_ms,
+                    "in_flight_ms": t.in_flight_ms,
                     "new_instances": t.instances,
                     "requests": d.requests,
                     "failures": d.failures,
