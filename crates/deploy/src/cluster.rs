@@ -187,7 +187,7 @@ impl Engine {
             started: state::now(),
             outcome: Outcome::InProgress,
         };
-        self.note(service, &record, Outcome::InProgress);
+        self.note(service, &record, Outcome::InProgress).await;
         reporter.send(Progress::Started {
             service: service.to_owned(),
             version: record.version.clone(),
@@ -204,14 +204,15 @@ impl Engine {
                 .map(|s| s.id)
                 .collect()
         });
-        let failed = |reason: Failure| {
+        let failed = async |reason: Failure| {
             tracing::error!(service, version = %record.version, %reason, "the new set of a blue-green deploy failed; the previous version keeps serving");
-            self.note(service, &record, Outcome::Failed(reason.to_string()));
+            self.note(service, &record, Outcome::Failed(reason.to_string()))
+                .await;
             Err(DeployError::Failed(reason))
         };
         let (set, mut phase) = match self.start_set(&svc, &spec, 0) {
             Ok(started) => started,
-            Err(e) => return failed(Failure::Start(Arc::new(e))),
+            Err(e) => return failed(Failure::Start(Arc::new(e))).await,
         };
         // Registered as `standby` as its instances get ready.
         self.with_set(service, set, |s| s.standby = true);
@@ -237,7 +238,7 @@ impl Engine {
                 reason: reason.to_string(),
             });
             drop_green(self, &svc, set).await;
-            return failed(reason);
+            return failed(reason).await;
         }
         // Every ready instance registered as `standby` before it returns.
         self.publish_logged(service).await;
@@ -282,7 +283,7 @@ impl Green {
         }
         let traffic = self.window.traffic();
         tracing::info!(service = %name, version = %self.record.version, duration_ms = self.started.elapsed().as_millis() as u64, "deploy complete");
-        engine.note(&name, &self.record, Outcome::Deployed);
+        engine.note(&name, &self.record, Outcome::Deployed).await;
         self.busy = None;
         Ok(Deployed {
             version: self.record.version.clone(),
@@ -305,7 +306,9 @@ impl Green {
 async fn end(engine: &Engine, service: &config::Service, set: u64, record: &Deploy, reason: &str) {
     tracing::warn!(service = %service.name, version = %record.version, reason, "blue-green deploy abandoned; the previous version keeps serving");
     drop_green(engine, service, set).await;
-    engine.note(&service.name, record, Outcome::Failed(reason.to_owned()));
+    engine
+        .note(&service.name, record, Outcome::Failed(reason.to_owned()))
+        .await;
 }
 
 impl Drop for Green {

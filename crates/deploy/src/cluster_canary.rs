@@ -94,13 +94,14 @@ impl Engine {
             started: state::now(),
             outcome: Outcome::InProgress,
         };
-        self.note(service, &record, Outcome::InProgress);
+        self.note(service, &record, Outcome::InProgress).await;
         let deadline = Instant::now().saturating_add(svc.deploy_timeout);
         let (set, mut phase) = match self.start_set(&svc, &spec, 0) {
             Ok(started) => started,
             Err(e) => {
                 let reason = Failure::Start(std::sync::Arc::new(e));
-                self.note(service, &record, Outcome::Failed(reason.to_string()));
+                self.note(service, &record, Outcome::Failed(reason.to_string()))
+                    .await;
                 return Err(DeployError::Failed(reason));
             }
         };
@@ -260,7 +261,9 @@ impl ClusterCanary {
         tracing::warn!(service = %self.service.name, version = %self.record.version, reason, "canary across the cluster rolled back");
         self.retire().await;
         let outcome = Outcome::Failed(reason.to_owned());
-        self.engine.note(&self.service.name, &self.record, outcome);
+        self.engine
+            .note(&self.service.name, &self.record, outcome)
+            .await;
         drop(busy);
     }
 

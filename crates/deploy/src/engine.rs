@@ -55,6 +55,9 @@ pub(crate) struct Inner {
     pub proxy: OnceLock<Arc<Proxy>>,
     /// One publish at a time, each with the latest state.
     pub publishing: tokio::sync::Mutex<()>,
+    /// One write of `state.json` at a time, each with the state as it is
+    /// when its turn comes: the last write has the latest state.
+    pub persisting: tokio::sync::Mutex<()>,
     pub store: Option<Store>,
     pub next_set: AtomicU64,
     /// Set by `shutdown`: no new set starts after it (its instances would
@@ -117,6 +120,7 @@ impl Engine {
                 counters: Locked::default(),
                 proxy: OnceLock::new(),
                 publishing: tokio::sync::Mutex::new(()),
+                persisting: tokio::sync::Mutex::new(()),
                 store,
                 next_set: AtomicU64::new(1),
                 stopping: AtomicBool::new(false),
@@ -307,20 +311,43 @@ impl Engine {
         Ok((svc, spec))
     }
 
-    /// Records a deploy's progress in the state and saves it.
-    pub(crate) fn note(&self, service: &str, deploy: &crate::Deploy, outcome: Outcome) {
+    /// Records a deploy's progress in the state and saves it; returns once
+    /// it is on disk.
+    pub(crate) async fn note(&self, service: &str, deploy: &crate::Deploy, outcome: Outcome) {
         self.inner.state.with(|state| {
             state
                 .services
                 .entry(service.to_owned())
                 .or_default()
                 .note(deploy, outcome);
-            if let Some(store) = &self.inner.store
-                && let Err(e) = store.save(state)
-            {
-                tracing::error!(service, error = %e, "could not save the state");
-            }
         });
+        self.persist().await;
+    }
+
+    /// Saves the state as it is now (logging a failure); returns once it
+    /// is on disk. The write and its syncs run on a blocking thread: a
+    /// disk that takes its time never stalls a thread that serves
+    /// requests. Writes take turns, and each serializes the state when its
+    /// turn comes, so a later change is never overwritten by an earlier
+    /// one.
+    pub(crate) async fn persist(&self) {
+        let Some(store) = &self.inner.store else {
+            return;
+        };
+        let _turn = self.inner.persisting.lock().await;
+        let bytes = match self.inner.state.with(|state| store.state_bytes(state)) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!(error = %e, "could not save the state");
+                return;
+            }
+        };
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.save_bytes(&bytes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "could not save the state"),
+            Err(e) => tracing::error!(error = %e, "could not save the state"),
+        }
     }
 
     /// The service's saved state.
@@ -349,5 +376,53 @@ impl Engine {
         self.with_runtime(service, |rt| {
             rt.sets.iter_mut().find(|s| s.id == set).map(f)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Deploy, Engine, Outcome, Store};
+
+    /// Notes taken at once, from several threads, leave on disk exactly
+    /// the state in memory: the writes take turns and each writes the
+    /// state as it is when its turn comes, so none is overwritten by an
+    /// older one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn notes_taken_at_once_leave_the_latest_state_on_disk() {
+        let dir = std::env::temp_dir().join(format!("baton-persist-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let source = "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[service.web]\ntargets = [\"127.0.0.1:9\"]\n\n[service.api]\ntargets = [\"127.0.0.1:9\"]\n";
+        let engine = Engine::new(
+            config::parse(source, "baton.toml").unwrap(),
+            Some(store.clone()),
+        )
+        .unwrap();
+        let notes = (0..40).map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let service = if i % 2 == 0 { "web" } else { "api" };
+                let deploy = Deploy {
+                    version: format!("v{i}"),
+                    targets: Vec::new(),
+                    started: crate::state::now(),
+                    outcome: Outcome::InProgress,
+                };
+                engine.note(service, &deploy, Outcome::InProgress).await;
+                engine.note(service, &deploy, Outcome::Deployed).await;
+            })
+        });
+        for note in futures_util::future::join_all(notes).await {
+            note.unwrap();
+        }
+        let in_memory = engine.inner.state.with(|state| state.clone());
+        for service in ["web", "api"] {
+            assert!(
+                in_memory.services[service].history.len() >= 20,
+                "every deploy of {service} is in its history"
+            );
+        }
+        assert_eq!(store.load().unwrap(), in_memory);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

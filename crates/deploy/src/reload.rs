@@ -179,10 +179,8 @@ impl Engine {
                     config.services.insert(name, service);
                 }
                 if changed {
-                    self.inner.state.with(|state| {
-                        *state = next;
-                        self.save(state);
-                    });
+                    self.inner.state.with(|state| *state = next);
+                    self.persist().await;
                 }
             }
             Err(e) => {
@@ -354,11 +352,13 @@ impl Engine {
             .map(|&set| strategy::traffic::retire(self, service, set));
         futures_util::future::join_all(retiring).await;
         self.inner.services.with(|services| services.remove(name));
-        self.inner.state.with(|state| {
-            if state.services.remove(name).is_some() {
-                self.save(state);
-            }
-        });
+        let removed = self
+            .inner
+            .state
+            .with(|state| state.services.remove(name).is_some());
+        if removed {
+            self.persist().await;
+        }
         tracing::info!(service = name, "service removed");
     }
 
@@ -465,15 +465,6 @@ impl Engine {
                 }
                 Err(DeployError::Failed(reason))
             }
-        }
-    }
-
-    /// Saves `state` (logging a failure).
-    pub(crate) fn save(&self, state: &crate::State) {
-        if let Some(store) = &self.inner.store
-            && let Err(e) = store.save(state)
-        {
-            tracing::error!(error = %e, "could not save the state");
         }
     }
 }

@@ -207,13 +207,33 @@ impl Store {
         self.write(INSTANCES, instances)
     }
 
+    /// `state` as [`save_bytes`](Self::save_bytes) writes it: serialized
+    /// where the state is, written (and synced) elsewhere.
+    pub fn state_bytes(&self, state: &State) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec_pretty(state).map_err(|source| StoreError::Corrupt {
+            path: self.file(),
+            source,
+        })
+    }
+
+    /// Writes serialized state ([`state_bytes`](Self::state_bytes))
+    /// atomically. It syncs the disk twice: never on a thread that serves
+    /// requests.
+    pub fn save_bytes(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write_bytes("state.json", bytes)
+    }
+
     fn write(&self, name: &str, value: &impl Serialize) -> Result<(), StoreError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let tmp = self.dir.join(format!("{name}.tmp"));
         let bytes = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Corrupt {
-            path: tmp.clone(),
+            path: self.dir.join(format!("{name}.tmp")),
             source,
         })?;
+        self.write_bytes(name, &bytes)
+    }
+
+    fn write_bytes(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = self.dir.join(format!("{name}.tmp"));
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
@@ -221,7 +241,7 @@ impl Store {
             .mode(0o600)
             .open(&tmp)
             .map_err(io_error("create", &tmp))?;
-        f.write_all(&bytes)
+        f.write_all(bytes)
             .and_then(|()| f.sync_all())
             .map_err(io_error("write", &tmp))?;
         fs::rename(&tmp, self.dir.join(name)).map_err(io_error("rename", &tmp))?;

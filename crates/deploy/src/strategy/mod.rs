@@ -179,7 +179,7 @@ pub(crate) async fn run(
         started: state::now(),
         outcome: Outcome::InProgress,
     };
-    engine.note(name, &record, Outcome::InProgress);
+    engine.note(name, &record, Outcome::InProgress).await;
     reporter.send(Progress::Started {
         service: name.to_owned(),
         version: label.clone(),
@@ -204,7 +204,7 @@ pub(crate) async fn run(
     match outcome {
         Ok(()) => {
             tracing::info!(service = name, version = %label, duration_ms = started.elapsed().as_millis() as u64, requests = traffic.requests, failures = traffic.failures, "deploy complete");
-            engine.note(name, &record, success);
+            engine.note(name, &record, success).await;
             Ok(Deployed {
                 version: label,
                 strategy,
@@ -214,7 +214,9 @@ pub(crate) async fn run(
         }
         Err(reason) => {
             tracing::error!(service = name, version = %label, %reason, "deploy failed and was rolled back; the previous version keeps serving");
-            engine.note(name, &record, Outcome::Failed(reason.to_string()));
+            engine
+                .note(name, &record, Outcome::Failed(reason.to_string()))
+                .await;
             Err(DeployError::Failed(reason))
         }
     }

@@ -61,7 +61,7 @@ pub(crate) async fn rollback(
         });
         set_shares(engine, name, &current, standby.set, 100).await;
         reporter.send(Progress::Traffic { percent: 100 });
-        engine.note(name, &record, Outcome::RolledBack);
+        engine.note(name, &record, Outcome::RolledBack).await;
         for set in current {
             reporter.send(Progress::Draining {
                 version: engine
