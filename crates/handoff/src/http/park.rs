@@ -26,7 +26,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
@@ -70,6 +70,12 @@ pub trait Park: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
         Err(io::ErrorKind::Unsupported.into())
     }
 
+    /// Makes tokio forget the waker of the task that last waited on this
+    /// socket: a socket that outlives its task registered with tokio (a TLS
+    /// one in the lot) would otherwise keep that finished task's whole
+    /// allocation alive through it.
+    fn forget_task(&self) {}
+
     /// A TLS stream over this socket type, as the lot keeps it; `Err(tls)`
     /// for a socket type the lot does not know.
     #[cfg(feature = "tls")]
@@ -100,6 +106,14 @@ impl Park for tokio::net::TcpStream {
         Ok(self.into_std().map(Detached::Tcp))
     }
 
+    fn forget_task(&self) {
+        // A no-op waker takes the place of the task's (none is kept when
+        // the socket is ready: a wake-up already took it).
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = self.poll_read_ready(&mut cx);
+        let _ = self.poll_write_ready(&mut cx);
+    }
+
     fn attach(socket: Detached) -> io::Result<Self> {
         match socket {
             Detached::Tcp(s) => tokio::net::TcpStream::from_std(s),
@@ -128,6 +142,12 @@ impl Park for tokio::net::UnixStream {
 
     fn detach(self) -> Result<io::Result<Detached>, Self> {
         Ok(self.into_std().map(Detached::Unix))
+    }
+
+    fn forget_task(&self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = self.poll_read_ready(&mut cx);
+        let _ = self.poll_write_ready(&mut cx);
     }
 
     fn attach(socket: Detached) -> io::Result<Self> {
@@ -173,6 +193,7 @@ impl<I: Park> Park for TlsStream<I> {
         if !self.get_ref().1.wants_read() {
             return Err(self);
         }
+        self.get_ref().0.forget_task();
         I::detach_tls(Box::new(self)).map(Ok).map_err(|tls| *tls)
     }
 
