@@ -660,3 +660,43 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+
+    use super::Park;
+
+    /// A waker that only counts its clones (through its `Arc`).
+    struct Counted;
+
+    impl Wake for Counted {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    #[tokio::test]
+    async fn forget_task_drops_the_waker_tokio_kept_for_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let task = Arc::new(Counted);
+        let waker = Waker::from(task.clone());
+        // Nothing to read (a read that would block clears tokio's readiness):
+        // tokio keeps the waker, as for a task that waited.
+        let would_block = server.try_read(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(would_block.kind(), std::io::ErrorKind::WouldBlock);
+        assert!(
+            server
+                .poll_read_ready(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        drop(waker);
+        assert_eq!(Arc::strong_count(&task), 2, "tokio keeps the waker");
+        server.forget_task();
+        assert_eq!(Arc::strong_count(&task), 1, "tokio still keeps the waker");
+        drop(client);
+    }
+}
