@@ -28,7 +28,6 @@ use handoff::time::SaturatingAdd;
 use tokio::time::Instant;
 
 use crate::progress::{Progress, Reporter, Traffic, millis};
-use crate::sets::SetPhase;
 use crate::strategy::traffic::{retire, set_shares};
 use crate::strategy::{self, Busy, Target, blue_green};
 use crate::{Deploy, DeployError, Deployed, Engine, Failure, Outcome, state};
@@ -217,21 +216,11 @@ impl Engine {
         // Registered as `standby` as its instances get ready.
         self.with_set(service, set, |s| s.standby = true);
         let window = self.traffic_window(service);
-        let ready = tokio::time::timeout_at(deadline, async {
-            phase
-                .wait_for(|p| *p != SetPhase::Starting)
-                .await
-                .map(|p| p.clone())
-        })
-        .await;
-        let failure = match ready {
-            Ok(Ok(SetPhase::Ready)) => blue_green::smoke(self, &svc, set, &reporter, deadline)
+        let failure = match crate::sets::ready_by(&mut phase, deadline, svc.deploy_timeout).await {
+            None => blue_green::smoke(self, &svc, set, &reporter, deadline)
                 .await
                 .err(),
-            Ok(Ok(SetPhase::Failed(reason))) => Some(Failure::NewInstances(reason)),
-            // `wait_for` returns only when the phase is not `Starting`.
-            Ok(Ok(SetPhase::Starting)) | Ok(Err(_)) => Some(Failure::NewSupervisorStopped),
-            Err(_) => Some(Failure::Timeout(svc.deploy_timeout)),
+            failed => failed,
         };
         if let Some(reason) = failure {
             reporter.send(Progress::RollingBack {

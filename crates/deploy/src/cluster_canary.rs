@@ -16,7 +16,6 @@ use tokio::time::Instant;
 
 use crate::judge::judge;
 use crate::progress::{Progress, Reporter, millis};
-use crate::sets::SetPhase;
 use crate::strategy::canary::{sum, until_any, window};
 use crate::strategy::traffic::retire;
 use crate::strategy::{Busy, blue_green};
@@ -105,19 +104,7 @@ impl Engine {
                 return Err(DeployError::Failed(reason));
             }
         };
-        let ready = tokio::time::timeout_at(deadline, async {
-            phase
-                .wait_for(|p| *p != SetPhase::Starting)
-                .await
-                .map(|p| p.clone())
-        })
-        .await;
-        let failure = match ready {
-            Ok(Ok(SetPhase::Ready)) => None,
-            Ok(Ok(SetPhase::Failed(reason))) => Some(Failure::NewInstances(reason)),
-            Ok(Ok(SetPhase::Starting)) | Ok(Err(_)) => Some(Failure::NewSupervisorStopped),
-            Err(_) => Some(Failure::Timeout(svc.deploy_timeout)),
-        };
+        let failure = crate::sets::ready_by(&mut phase, deadline, svc.deploy_timeout).await;
         let canary = ClusterCanary {
             engine: self.clone(),
             service: svc,

@@ -69,6 +69,30 @@ pub(crate) enum SetPhase {
     Failed(String),
 }
 
+/// Waits until a new set is no longer starting, at most until `deadline`:
+/// `None` when it is ready, else why it is not (`timeout` is the deploy
+/// timeout `deadline` came from, for the message).
+pub(crate) async fn ready_by(
+    phase: &mut watch::Receiver<SetPhase>,
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+) -> Option<crate::Failure> {
+    let ready = tokio::time::timeout_at(deadline, async {
+        phase
+            .wait_for(|p| *p != SetPhase::Starting)
+            .await
+            .map(|p| p.clone())
+    })
+    .await;
+    match ready {
+        Ok(Ok(SetPhase::Ready)) => None,
+        Ok(Ok(SetPhase::Failed(reason))) => Some(crate::Failure::NewInstances(reason)),
+        // `wait_for` returns only when the phase is not `Starting`.
+        Ok(Ok(SetPhase::Starting)) | Ok(Err(_)) => Some(crate::Failure::NewSupervisorStopped),
+        Err(_) => Some(crate::Failure::Timeout(timeout)),
+    }
+}
+
 /// Each member's weight is the share of its set spread over the set's ready
 /// members, in units of 1/10,000 of a percent, so that a set of 1 and a set
 /// of 9 at 50 % each get half the requests.

@@ -41,20 +41,7 @@ pub(super) async fn two_sets(
             let (id, mut phase) = engine
                 .start_set(service, spec, 0)
                 .map_err(|e| Failure::Start(std::sync::Arc::new(e)))?;
-            let ready = tokio::time::timeout_at(deadline, async {
-                phase
-                    .wait_for(|p| *p != SetPhase::Starting)
-                    .await
-                    .map(|p| p.clone())
-            })
-            .await;
-            let failure = match ready {
-                Ok(Ok(SetPhase::Ready)) => None,
-                Ok(Ok(SetPhase::Failed(reason))) => Some(Failure::NewInstances(reason)),
-                // `wait_for` returns only when the phase is not `Starting`.
-                Ok(Ok(SetPhase::Starting)) | Ok(Err(_)) => Some(Failure::NewSupervisorStopped),
-                Err(_) => Some(Failure::Timeout(service.deploy_timeout)),
-            };
+            let failure = crate::sets::ready_by(&mut phase, deadline, service.deploy_timeout).await;
             if let Some(reason) = failure {
                 reporter.send(Progress::RollingBack {
                     reason: reason.to_string(),
