@@ -20,13 +20,14 @@ use std::task::{Context, Poll, ready};
 use balance::{Outcome, Picked};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
 use crate::client_body::FaultRecord;
+use crate::h1::{Conn, Decoder, Outgoing, SendError, Upgraded};
 use crate::sse::EventEnd;
 use crate::stats::PoolRecord;
 use crate::tunnel::GoAway;
-use crate::upstream::{BoxError, MemberConns, Sender};
+use crate::upstream::{BoxError, MemberConns};
 
 /// The body of every response the proxy sends.
 pub enum ProxyBody {
@@ -50,10 +51,9 @@ impl ProxyBody {
     }
 }
 
-/// What to do with the connection and the balancer's pick once the
+/// Where the connection goes and what the balancer is told once the
 /// upstream body has been read to its end.
 pub(crate) struct Lease {
-    pub sender: Sender,
     pub conns: Arc<MemberConns>,
     pub picked: Picked,
     pub outcome: Outcome,
@@ -61,9 +61,20 @@ pub(crate) struct Lease {
     pub client: FaultRecord,
 }
 
-/// An upstream response body on its way to the client.
+/// An upstream response body on its way to the client, read from the
+/// member's connection as the client takes it.
 pub struct UpstreamBody {
-    inner: Incoming,
+    /// `None` once the exchange is over.
+    conn: Option<Box<Conn>>,
+    decoder: Decoder,
+    /// The rest of the request body, while the member answers before
+    /// having all of it (or echoes it as it comes).
+    outgoing: Option<Box<Outgoing>>,
+    /// The connection may carry another exchange after this one.
+    keep_alive: bool,
+    /// How the member broke off the body, told at the next poll: what
+    /// arrived before the break goes out to the client first.
+    broken: Option<BoxError>,
     lease: Option<Lease>,
     /// Counted in the pool's stats when the body ends (set by the service).
     pool: Option<PoolRecord>,
@@ -75,12 +86,20 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     pub(crate) fn new(
-        inner: Incoming,
+        conn: Box<Conn>,
+        decoder: Decoder,
+        keep_alive: bool,
+        outgoing: Option<Outgoing>,
         lease: Lease,
         deadline: Option<tokio::time::Instant>,
     ) -> UpstreamBody {
         UpstreamBody {
-            inner,
+            conn: Some(conn),
+            decoder,
+            // Boxed only in the rare case it is needed.
+            outgoing: outgoing.filter(|o| !o.is_done()).map(Box::new),
+            keep_alive,
+            broken: None,
             lease: Some(lease),
             pool: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
@@ -103,6 +122,7 @@ impl UpstreamBody {
     /// sending: the member answered well, but its connection is left
     /// mid-body and is not reused.
     fn end_between_events(&mut self) {
+        self.conn = None;
         if let Some(lease) = self.lease.take() {
             let now = tokio::time::Instant::now();
             lease.picked.report_at(lease.outcome, now);
@@ -120,17 +140,27 @@ impl UpstreamBody {
 
     /// The response switched protocols: the connection now belongs to the
     /// tunnel and never returns to the pool.
-    pub(crate) fn detach(mut self) {
+    pub(crate) fn upgrade(mut self) -> Option<Upgraded> {
         if let Some(lease) = self.lease.take() {
             lease.picked.report(lease.outcome);
         }
+        self.conn.take().map(|c| c.upgrade())
     }
 
     fn finish(&mut self, clean: bool) {
+        let conn = self.conn.take();
         if let Some(lease) = self.lease.take() {
             let now = tokio::time::Instant::now();
             if clean {
-                lease.conns.checkin(lease.sender);
+                // Reused only when the request went whole and nothing was
+                // received past the response.
+                if let Some(conn) = conn
+                    && self.keep_alive
+                    && self.outgoing.is_none()
+                    && conn.is_drained()
+                {
+                    lease.conns.checkin(conn);
+                }
                 lease.picked.report_at(lease.outcome, now);
             } else if lease.client.get().is_some() {
                 // The client's request body failed, which broke the
@@ -152,7 +182,7 @@ impl UpstreamBody {
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // An empty body may never be polled at all: it still ended cleanly.
-        if self.inner.is_end_stream() {
+        if self.decoder.is_done() {
             self.finish(true);
         }
         if let Some(lease) = self.lease.take() {
@@ -181,7 +211,31 @@ impl Body for UpstreamBody {
             this.end_between_events();
             return Poll::Ready(None);
         }
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(e) = this.broken.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        // The rest of the request first, as far as it goes now.
+        if let Some(outgoing) = &mut this.outgoing {
+            match outgoing.poll_send(conn, cx) {
+                Poll::Ready(Ok(())) => this.outgoing = None,
+                Poll::Ready(Err(SendError::Client(e))) => {
+                    this.finish(false);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Err(SendError::Io(e))) => {
+                    // The member stopped reading: what it sent may still be
+                    // read whole, but the connection is done with.
+                    tracing::debug!(error = %e, "the member stopped taking the request body");
+                    this.outgoing = None;
+                    this.keep_alive = false;
+                }
+                Poll::Pending => {}
+            }
+        }
+        let polled = this.decoder.poll_frame(conn, cx);
         if polled.is_pending() {
             if let Some(deadline) = &mut this.deadline
                 && deadline.as_mut().poll(cx).is_ready()
@@ -205,14 +259,18 @@ impl Body for UpstreamBody {
                     data.truncate(end);
                     events.events = Default::default();
                 }
-                if this.inner.is_end_stream() {
+                if this.decoder.is_done() {
                     this.finish(true);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
                 this.finish(false);
-                Poll::Ready(Some(Err(e.into())))
+                // The server sends what it holds (the head, the last data)
+                // when the body has nothing ready; the error comes next.
+                this.broken = Some(e.into());
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
             None => {
                 this.finish(true);
@@ -222,11 +280,11 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.broken.is_none() && (self.decoder.is_done() || self.conn.is_none())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.decoder.size_hint()
     }
 }
 

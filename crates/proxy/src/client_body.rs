@@ -5,10 +5,10 @@
 //!
 //! A failed exchange is judged here, where the error arises, not from what
 //! the upstream connection reports afterwards: when the client's body fails,
-//! hyper's client connection breaks exactly as it would if the member had
-//! hung up, and only this record tells the two apart. `forward` and the
+//! the exchange with the member breaks off exactly as it would if the member
+//! had hung up, and only this record tells the two apart. `forward` and the
 //! response body read it, so that a client fault is never reported as the
-//! member's failure (passive ejection, member and pool stats). Owns the
+//! //! member's failure (passive ejection, member and pool stats). Owns the
 //! classification only; never decides statuses for upstream faults.
 
 use std::pin::Pin;

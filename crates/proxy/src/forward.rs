@@ -28,10 +28,10 @@ use std::time::Duration;
 use balance::{MemberHealth, Outcome, Picked, Pool, Stats};
 use handoff::time::SaturatingAdd;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::body::{Lease, UpstreamBody};
 use crate::client_body::{ClientFault, FaultRecord};
+use crate::h1::{self, Conn, ExchangeError, Head, Outgoing, SendError};
 use crate::pause::Gate;
 use crate::upstream::{MemberConns, ReqBody};
 
@@ -193,12 +193,12 @@ pub(crate) fn forward(
             }
             let index = picked.index();
             let conns = pool.conns[index].clone();
-            let (mut sender, pooled) = match conns.checkout().await {
-                Some(s) => (s, true),
+            let (mut conn, pooled) = match conns.checkout() {
+                Some(c) => (c, true),
                 // Boxed: the connect future (a TLS handshake included) is large,
                 // and most requests find a pooled connection instead.
                 None => match Box::pin(conns.connect()).await {
-                    Ok(s) => (s, false),
+                    Ok(c) => (c, false),
                     Err(e) => {
                         tracing::debug!(pool = %pool.name, error = %e, "connect failed, trying another member");
                         let member = picked.member().health();
@@ -216,14 +216,17 @@ pub(crate) fn forward(
             {
                 req.headers_mut().insert(http::header::HOST, host);
             }
-            let sent = sender.try_send_request(req);
+            let (parts, body) = req.into_parts();
+            let mut outgoing = Outgoing::start(&mut conn, &parts, body);
             let started = tokio::time::Instant::now();
             let deadline = pool.total_timeout.map(|t| started.saturating_add(t));
             let header_deadline = started.saturating_add(pool.header_timeout);
             let header_deadline = deadline.map_or(header_deadline, |d| d.min(header_deadline));
-            match tokio::time::timeout_at(header_deadline, sent).await {
-                Ok(Ok(response)) => {
-                    if response.status().is_server_error()
+            let exchange = std::future::poll_fn(|cx| exchange(&mut conn, &mut outgoing, &parts.method, cx));
+            match tokio::time::timeout_at(header_deadline, exchange).await {
+                Ok(Ok(head)) => {
+                    let status = head.response.status;
+                    if status.is_server_error()
                         && pool.retry_server_errors
                         && attempts < max_attempts
                         && let Some(r) = replay.as_ref().filter(|r| r.idempotent)
@@ -233,63 +236,64 @@ pub(crate) fn forward(
                             tracing::debug!(
                                 pool = %pool.name,
                                 member = %conns.key(),
-                                status = response.status().as_u16(),
+                                status = status.as_u16(),
                                 "server error, sending the request to another member"
                             );
                             // Still the member's failure (passive ejection, its
                             // stats). Its body is not read, so its connection is
-                            // not reused: dropping both closes it.
+                            // not reused: dropping it closes it.
                             retried = Some(picked.member().health().clone());
                             picked.report(Outcome::ServerError);
-                            drop((response, sender));
+                            drop(conn);
                             req = r.build();
                             next = Some(other);
                             continue;
                         }
                     }
-                    let outcome = if response.status().is_server_error() {
+                    let outcome = if status.is_server_error() {
                         Outcome::ServerError
                     } else {
                         Outcome::Success
                     };
                     let key = conns.shared_key();
                     let lease = Lease {
-                        sender,
                         conns,
                         picked,
                         outcome,
                         client: client.clone(),
                     };
-                    return Ok((
-                        response.map(|b: Incoming| UpstreamBody::new(b, lease, deadline)),
-                        key,
-                    ));
+                    let body = UpstreamBody::new(
+                        conn,
+                        head.decoder,
+                        head.keep_alive,
+                        Some(outgoing),
+                        lease,
+                        deadline,
+                    );
+                    return Ok((Response::from_parts(head.response, body), key));
                 }
-                Ok(Err(mut e)) => {
-                    if let Some(unsent) = e.take_message() {
-                        // The connection died before our request was written:
-                        // nothing reached the member; try again elsewhere.
-                        tracing::debug!(pool = %pool.name, error = %e.error(), "request not sent, retrying");
-                        retried = Some(picked.member().health().clone());
-                        next = Some(picked);
-                        req = unsent;
-                        last = Some(Failure::Unreachable(e.error().to_string()));
-                        if pooled {
-                            // A pooled connection the member had closed, which
-                            // its connection task had not noticed yet (a member
-                            // that just died leaves several): it costs no
-                            // attempt. It is dropped, so this happens at most
-                            // once per pooled connection.
-                            attempts -= 1;
-                        }
-                        continue;
+                Ok(Err(ExchangeError::NotSent(e))) => {
+                    // The connection died before any of our request was
+                    // written: nothing reached the member; try again
+                    // elsewhere.
+                    tracing::debug!(pool = %pool.name, error = %e, "request not sent, retrying");
+                    retried = Some(picked.member().health().clone());
+                    next = Some(picked);
+                    req = Request::from_parts(parts, outgoing.into_body());
+                    last = Some(Failure::Unreachable(e.to_string()));
+                    if pooled {
+                        // A pooled connection the member had closed: it
+                        // costs no attempt. It is dropped, so this happens
+                        // at most once per pooled connection.
+                        attempts -= 1;
                     }
-                    let error = e.into_error();
+                    continue;
+                }
+                Ok(Err(error)) => {
                     if let Some(fault) = client.get() {
-                        // The client's body failed, and hyper broke the
-                        // upstream connection for it: says nothing about the
-                        // member.
-                        tracing::debug!(pool = %pool.name, ?fault, error = %error, "the client broke its request");
+                        // The client's body failed, which broke the
+                        // exchange: says nothing about the member.
+                        tracing::debug!(pool = %pool.name, ?fault, %error, "the client broke its request");
                         picked.report(Outcome::Cancelled);
                         return Err(Failure::Client(fault));
                     }
@@ -300,7 +304,7 @@ pub(crate) fn forward(
                     tried.push(index);
                     match &replay {
                         Some(r) if attempts < max_attempts => {
-                            tracing::debug!(pool = %pool.name, error = %error, "exchange broke, sending the request to another member");
+                            tracing::debug!(pool = %pool.name, %error, "exchange broke, sending the request to another member");
                             req = r.build();
                             last = Some(Failure::Broken(error.to_string()));
                         }
@@ -314,5 +318,34 @@ pub(crate) fn forward(
             }
         }
         Err(last.unwrap_or(Failure::NoMember))
+    }
+}
+
+/// One exchange up to the response head: the request is sent while the
+/// head is awaited (a member may answer before the whole body arrived).
+fn exchange(
+    conn: &mut Box<Conn>,
+    outgoing: &mut Outgoing,
+    method: &Method,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Result<Head, ExchangeError>> {
+    use std::task::Poll;
+    let mut send_failed = None;
+    match outgoing.poll_send(conn, cx) {
+        Poll::Ready(Ok(())) | Poll::Pending => {}
+        Poll::Ready(Err(SendError::Client(e))) => return Poll::Ready(Err(ExchangeError::Client(e))),
+        Poll::Ready(Err(SendError::Io(e))) => {
+            if outgoing.untouched() {
+                return Poll::Ready(Err(ExchangeError::NotSent(e)));
+            }
+            // The member may have answered before it stopped reading:
+            // its answer is still read.
+            send_failed = Some(e);
+        }
+    }
+    match h1::poll_head(conn, cx, method) {
+        Poll::Ready(Ok(head)) => Poll::Ready(Ok(head)),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(ExchangeError::Upstream(send_failed.unwrap_or(e)))),
+        Poll::Pending => Poll::Pending,
     }
 }

@@ -41,6 +41,7 @@ mod carry;
 mod client_body;
 mod edge;
 mod forward;
+mod h1;
 mod headers;
 mod https;
 mod metrics;

@@ -511,17 +511,9 @@ impl ProxyService {
             Ok((response, member)) => {
                 let (mut parts, body) = response.into_parts();
                 if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                    let mut upstream_response = Response::from_parts(parts.clone(), ());
-                    *upstream_response.extensions_mut() = std::mem::take(&mut parts.extensions);
                     let leaving = body.member_leaving();
-                    body.detach();
-                    if let Some(client) = client_upgrade {
-                        self.shared.tunnels.spawn(
-                            client,
-                            hyper::upgrade::on(upstream_response),
-                            protocol,
-                            leaving,
-                        );
+                    if let (Some(client), Some(upstream)) = (client_upgrade, body.upgrade()) {
+                        self.shared.tunnels.spawn(client, upstream, protocol, leaving);
                     }
                     strip_hop_by_hop(&mut parts.headers, true);
                     return (

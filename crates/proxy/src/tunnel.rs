@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use handoff::Drain;
 
+use crate::h1::Upgraded;
 use crate::ws_frames::{self, Frames};
 
 /// How long a tunnel that sent its close frame waits for the answer
@@ -71,7 +72,7 @@ impl Tunnels {
     pub(crate) fn spawn(
         &self,
         client: OnUpgrade,
-        upstream: OnUpgrade,
+        upstream: Upgraded,
         protocol: Protocol,
         member: Option<watch::Receiver<bool>>,
     ) {
@@ -83,15 +84,15 @@ impl Tunnels {
         };
         tokio::spawn(async move {
             let _guard = guard;
-            let (client, upstream) = match tokio::try_join!(client, upstream) {
-                Ok(both) => both,
+            let client = match client.await {
+                Ok(client) => client,
                 Err(e) => {
                     tracing::debug!(error = %e, "upgrade failed");
                     return;
                 }
             };
             let (from_client, to_client) = tokio::io::split(TokioIo::new(client));
-            let (from_upstream, to_upstream) = tokio::io::split(TokioIo::new(upstream));
+            let (from_upstream, to_upstream) = tokio::io::split(upstream);
             let both = async {
                 tokio::try_join!(
                     pump(

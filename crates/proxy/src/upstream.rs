@@ -5,29 +5,29 @@
 //! to a stopped backend must never meet a request (the request would meet a
 //! closed connection, and its client a 502).
 //!
+//! An idle connection has no task: the member's pool checks it before
+//! reuse ([`Conn::is_dead`]), and a sweep every [`SWEEP`] while any are
+//! idle closes the ones the member closed or that idled too long.
+//!
 //! Owns only transport; which member to use is `balance`'s business, and
 //! whether to retry is `forward`'s.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::h1::{Conn, Io};
 use crate::upstream_tls::MemberTls;
 
 /// Errors of the request body as sent upstream.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The request body type on upstream connections.
 pub(crate) type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
-/// A connection ready to carry one request.
-pub(crate) type Sender = http1::SendRequest<ReqBody>;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -46,19 +46,15 @@ pub(crate) enum ConnectError {
     },
     #[error("could not connect to {member} within {timeout:?}")]
     Timeout { member: String, timeout: Duration },
-    #[error("HTTP handshake with {member} failed: {source}")]
-    Handshake {
-        member: String,
-        #[source]
-        source: hyper::Error,
-    },
 }
 
 /// The connections of one member, shared by every snapshot that has it.
 #[derive(Debug)]
 pub(crate) struct MemberConns {
     key: Arc<str>,
-    idle: Mutex<Vec<Idle>>,
+    idle: Arc<Mutex<Vec<Idle>>>,
+    /// A sweep of the idle connections is scheduled.
+    sweeping: Arc<AtomicBool>,
     idle_timeout: Duration,
     connect_timeout: Duration,
     /// `Some`: the member speaks HTTPS.
@@ -72,18 +68,21 @@ pub(crate) struct MemberConns {
 
 #[derive(Debug)]
 struct Idle {
-    sender: Sender,
+    conn: Box<Conn>,
     since: Instant,
 }
 
 /// The most idle connections kept per member.
 const MAX_IDLE: usize = 1024;
+/// How often idle connections are looked over while there are any.
+const SWEEP: Duration = Duration::from_secs(2);
 
 impl MemberConns {
     pub(crate) fn new(key: &str, settings: ConnSettings) -> MemberConns {
         MemberConns {
             key: Arc::from(key),
-            idle: Mutex::new(Vec::new()),
+            idle: Arc::default(),
+            sweeping: Arc::default(),
             idle_timeout: settings.idle_timeout,
             connect_timeout: settings.connect_timeout,
             tls: settings.tls,
@@ -113,52 +112,72 @@ impl MemberConns {
         self.key.clone()
     }
 
-    /// A pooled connection that is still open and ready, if any. Ones that
-    /// were closed by the member or idled too long are dropped on the way.
-    pub(crate) async fn checkout(&self) -> Option<Sender> {
-        loop {
-            let candidate = {
-                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                loop {
-                    match idle.pop() {
-                        None => return None,
-                        Some(c)
-                            if c.sender.is_closed() || c.since.elapsed() > self.idle_timeout => {}
-                        Some(c) => break c.sender,
-                    }
-                }
-            };
-            let mut sender = candidate;
-            if sender.is_ready() {
-                return Some(sender);
-            }
-            // Just returned by a finished exchange: hyper marks it ready as
-            // soon as its task has seen the end of the response.
-            match tokio::time::timeout(self.connect_timeout, sender.ready()).await {
-                Ok(Ok(())) => return Some(sender),
-                _ => continue,
+    /// A pooled connection that is still open, if any. Ones that were
+    /// closed by the member or idled too long are dropped on the way.
+    pub(crate) fn checkout(&self) -> Option<Box<Conn>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(mut c) = idle.pop() {
+            if c.since.elapsed() <= self.idle_timeout && !c.conn.is_dead() {
+                return Some(c.conn);
             }
         }
+        None
     }
 
-    /// Returns a connection after a complete exchange.
-    pub(crate) fn checkin(&self, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // Read under the lock: `close_idle` sets the flag before it takes
-        // the lock to empty the pool, so a connection checked in on another
-        // thread either sees the flag or is in the pool it empties.
-        if self.closed.load(Ordering::Acquire) {
-            return;
-        }
-        if idle.len() < MAX_IDLE {
+    /// Returns a connection after a clean exchange.
+    pub(crate) fn checkin(&self, conn: Box<Conn>) {
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            // Read under the lock: `close_idle` sets the flag before it takes
+            // the lock to empty the pool, so a connection checked in on another
+            // thread either sees the flag or is in the pool it empties.
+            if self.closed.load(Ordering::Acquire) || idle.len() >= MAX_IDLE {
+                return;
+            }
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
+        if !self.sweeping.swap(true, Ordering::AcqRel) {
+            self.sweep_soon();
+        }
+    }
+
+    /// Schedules sweeps of the idle connections until none is left.
+    fn sweep_soon(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Release);
+            return;
+        };
+        let idle: Weak<Mutex<Vec<Idle>>> = Arc::downgrade(&self.idle);
+        let sweeping = self.sweeping.clone();
+        let idle_timeout = self.idle_timeout;
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP).await;
+                let Some(idle) = idle.upgrade() else {
+                    return;
+                };
+                let empty = {
+                    let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+                    let now = Instant::now();
+                    idle.retain_mut(|c| {
+                        now.saturating_duration_since(c.since) <= idle_timeout
+                            && !c.conn.is_dead()
+                    });
+                    if idle.is_empty() {
+                        // Under the lock: a connection checked in after this
+                        // sees the flag down and schedules the next sweep.
+                        sweeping.store(false, Ordering::Release);
+                    }
+                    idle.is_empty()
+                };
+                if empty {
+                    return;
+                }
+            }
+        });
     }
 
     /// Closes every idle connection, and pools none until `reopen`.
@@ -176,8 +195,8 @@ impl MemberConns {
     }
 
     /// Opens a new connection: TCP, then TLS for an HTTPS member, all
-    /// within the connect timeout; then the HTTP/1.1 handshake (no I/O).
-    pub(crate) async fn connect(&self) -> Result<Sender, ConnectError> {
+    /// within the connect timeout.
+    pub(crate) async fn connect(&self) -> Result<Box<Conn>, ConnectError> {
         match tokio::time::timeout(self.connect_timeout, self.open()).await {
             Ok(opened) => opened,
             Err(_) => Err(ConnectError::Timeout {
@@ -187,7 +206,7 @@ impl MemberConns {
         }
     }
 
-    async fn open(&self) -> Result<Sender, ConnectError> {
+    async fn open(&self) -> Result<Box<Conn>, ConnectError> {
         let stream = TcpStream::connect(&*self.key)
             .await
             .map_err(|source| ConnectError::Io {
@@ -195,41 +214,16 @@ impl MemberConns {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        match &self.tls {
-            // The plain path stays monomorphic: no boxing, no extra layer.
-            None => self.handshake(stream).await,
-            Some(tls) => {
-                let stream = tls
-                    .handshake(stream)
-                    .await
-                    .map_err(|source| ConnectError::Tls {
-                        member: self.key.to_string(),
-                        source,
-                    })?;
-                self.handshake(stream).await
-            }
-        }
-    }
-
-    /// The HTTP/1.1 client on `io`; its connection task runs on its own.
-    async fn handshake<IO>(&self, io: IO) -> Result<Sender, ConnectError>
-    where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|source| ConnectError::Handshake {
-                member: self.key.to_string(),
-                source,
-            })?;
-        let member = self.key.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(%member, error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        let io = match &self.tls {
+            None => Io::Plain(stream),
+            Some(tls) => Io::Tls(Box::new(tls.handshake(stream).await.map_err(|source| {
+                ConnectError::Tls {
+                    member: self.key.to_string(),
+                    source,
+                }
+            })?)),
+        };
+        Ok(Conn::new(io))
     }
 }
 
