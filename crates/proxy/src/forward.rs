@@ -222,7 +222,8 @@ pub(crate) fn forward(
             let deadline = pool.total_timeout.map(|t| started.saturating_add(t));
             let header_deadline = started.saturating_add(pool.header_timeout);
             let header_deadline = deadline.map_or(header_deadline, |d| d.min(header_deadline));
-            let exchange = std::future::poll_fn(|cx| exchange(&mut conn, &mut outgoing, &parts.method, cx));
+            let exchange =
+                std::future::poll_fn(|cx| exchange(&mut conn, &mut outgoing, &parts.method, cx));
             match tokio::time::timeout_at(header_deadline, exchange).await {
                 Ok(Ok(head)) => {
                     let status = head.response.status;
@@ -333,7 +334,9 @@ fn exchange(
     let mut send_failed = None;
     match outgoing.poll_send(conn, cx) {
         Poll::Ready(Ok(())) | Poll::Pending => {}
-        Poll::Ready(Err(SendError::Client(e))) => return Poll::Ready(Err(ExchangeError::Client(e))),
+        Poll::Ready(Err(SendError::Client(e))) => {
+            return Poll::Ready(Err(ExchangeError::Client(e)));
+        }
         Poll::Ready(Err(SendError::Io(e))) => {
             if outgoing.untouched() {
                 return Poll::Ready(Err(ExchangeError::NotSent(e)));

@@ -361,7 +361,8 @@ impl Outgoing {
                     Some(_) => Poll::Pending,
                 };
             }
-            ready!(conn.poll_drain(cx, &mut self.big, &mut self.accepted)).map_err(SendError::Io)?;
+            ready!(conn.poll_drain(cx, &mut self.big, &mut self.accepted))
+                .map_err(SendError::Io)?;
         }
     }
 
@@ -383,7 +384,9 @@ impl Outgoing {
                     }
                     Framing::Length(0) | Framing::Empty => {}
                     Framing::Length(_) => {
-                        return Err(SendError::Client("request body shorter than its length".into()));
+                        return Err(SendError::Client(
+                            "request body shorter than its length".into(),
+                        ));
                     }
                 }
             }
@@ -430,7 +433,8 @@ impl Outgoing {
                 Err(frame) => {
                     // Trailers: sent after a chunked body's last chunk;
                     // a body framed by its length has nowhere to put them.
-                    if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), self.framing) {
+                    if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), self.framing)
+                    {
                         self.body = None;
                         if std::mem::take(&mut self.crlf_owed) {
                             out.extend_from_slice(b"\r\n");
@@ -458,7 +462,11 @@ fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, framing: Framing
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    out.extend_from_slice(if target.is_empty() { b"/" } else { target.as_bytes() });
+    out.extend_from_slice(if target.is_empty() {
+        b"/"
+    } else {
+        target.as_bytes()
+    });
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_length = false;
     for (name, value) in &parts.headers {
@@ -480,7 +488,8 @@ fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, framing: Framing
             out.extend_from_slice(b"\r\n");
         }
         Framing::Empty
-            if !has_length && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) =>
+            if !has_length
+                && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) =>
         {
             out.extend_from_slice(b"content-length: 0\r\n");
         }
@@ -513,8 +522,9 @@ pub(crate) fn poll_head(
     loop {
         if !conn.read.is_empty() {
             match parse_head(conn, method)? {
-                Some(head) if head.response.status.is_informational()
-                    && head.response.status != StatusCode::SWITCHING_PROTOCOLS =>
+                Some(head)
+                    if head.response.status.is_informational()
+                        && head.response.status != StatusCode::SWITCHING_PROTOCOLS =>
                 {
                     continue;
                 }
@@ -532,7 +542,10 @@ pub(crate) fn poll_head(
                     "the member closed the connection before responding",
                 )
             } else {
-                io::Error::new(io::ErrorKind::UnexpectedEof, "the member closed the connection mid-head")
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the member closed the connection mid-head",
+                )
             }));
         }
     }
@@ -551,7 +564,9 @@ fn parse_head(conn: &mut Conn, method: &Method) -> io::Result<Option<Head>> {
         let len = match response.parse(&conn.read) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(invalid("too many response headers")),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(invalid("too many response headers"));
+            }
             Err(_) => return Err(invalid("invalid response head")),
         };
         let status = response
@@ -580,10 +595,11 @@ fn parse_head(conn: &mut Conn, method: &Method) -> io::Result<Option<Head>> {
     let mut headers = HeaderMap::with_capacity(count);
     for &(name, name_len, value, value_len) in &at[..count] {
         let name = &raw[name as usize..(name + name_len) as usize];
-        let name = HeaderName::from_bytes(name).map_err(|_| invalid("invalid response header name"))?;
+        let name =
+            HeaderName::from_bytes(name).map_err(|_| invalid("invalid response header name"))?;
         let value = raw.slice(value as usize..(value + value_len) as usize);
-        let value =
-            HeaderValue::from_maybe_shared(value).map_err(|_| invalid("invalid response header value"))?;
+        let value = HeaderValue::from_maybe_shared(value)
+            .map_err(|_| invalid("invalid response header value"))?;
         headers.append(name, value);
     }
 
@@ -638,7 +654,11 @@ fn parse_head(conn: &mut Conn, method: &Method) -> io::Result<Option<Head>> {
 /// The last value of header `name`, with every value of it joined by the
 /// comma lists they are: the last one holds the final coding.
 fn last_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
-    headers.get_all(name).iter().next_back().map(|v| v.as_bytes())
+    headers
+        .get_all(name)
+        .iter()
+        .next_back()
+        .map(|v| v.as_bytes())
 }
 
 fn has_token(list: &[u8], token: &[u8]) -> bool {
@@ -739,23 +759,21 @@ impl Decoder {
                     let data = conn.read.split().freeze();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Decoder::Chunked(Chunk::Size) => {
-                    match httparse::parse_chunk_size(&conn.read) {
-                        Ok(httparse::Status::Complete((used, size))) => {
-                            conn.read.advance(used);
-                            *self = Decoder::Chunked(match size {
-                                0 => Chunk::Trailers,
-                                n => Chunk::Data(n),
-                            });
-                        }
-                        Ok(httparse::Status::Partial) if conn.read.len() < MAX_HEAD => {
-                            if ready!(fill(conn, cx))? == 0 {
-                                return Poll::Ready(Some(Err(truncated())));
-                            }
-                        }
-                        _ => return Poll::Ready(Some(Err(invalid("invalid chunk size line")))),
+                Decoder::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&conn.read) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        conn.read.advance(used);
+                        *self = Decoder::Chunked(match size {
+                            0 => Chunk::Trailers,
+                            n => Chunk::Data(n),
+                        });
                     }
-                }
+                    Ok(httparse::Status::Partial) if conn.read.len() < MAX_HEAD => {
+                        if ready!(fill(conn, cx))? == 0 {
+                            return Poll::Ready(Some(Err(truncated())));
+                        }
+                    }
+                    _ => return Poll::Ready(Some(Err(invalid("invalid chunk size line")))),
+                },
                 Decoder::Chunked(Chunk::Data(left)) => {
                     if conn.read.is_empty() && ready!(fill(conn, cx))? == 0 {
                         return Poll::Ready(Some(Err(truncated())));

@@ -513,7 +513,9 @@ impl ProxyService {
                 if parts.status == StatusCode::SWITCHING_PROTOCOLS {
                     let leaving = body.member_leaving();
                     if let (Some(client), Some(upstream)) = (client_upgrade, body.upgrade()) {
-                        self.shared.tunnels.spawn(client, upstream, protocol, leaving);
+                        self.shared
+                            .tunnels
+                            .spawn(client, upstream, protocol, leaving);
                     }
                     strip_hop_by_hop(&mut parts.headers, true);
                     return (

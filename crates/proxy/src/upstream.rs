@@ -163,8 +163,7 @@ impl MemberConns {
                     let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
                     let now = Instant::now();
                     idle.retain_mut(|c| {
-                        now.saturating_duration_since(c.since) <= idle_timeout
-                            && !c.conn.is_dead()
+                        now.saturating_duration_since(c.since) <= idle_timeout && !c.conn.is_dead()
                     });
                     if idle.is_empty() {
                         // Under the lock: a connection checked in after this
