@@ -884,3 +884,6 @@ impl AsyncWrite for Upgraded {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests;

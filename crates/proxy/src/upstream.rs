@@ -240,3 +240,62 @@ impl Drop for MemberConns {
         self.close_idle();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A member's pool with one idle connection, and the member's end of it.
+    async fn pooled(idle_timeout: Duration) -> (MemberConns, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let key = listener.local_addr().unwrap().to_string();
+        let conns = MemberConns::new(
+            &key,
+            ConnSettings {
+                idle_timeout,
+                connect_timeout: Duration::from_secs(5),
+                tls: None,
+            },
+        );
+        let (conn, accepted) = tokio::join!(conns.connect(), listener.accept());
+        conns.checkin(conn.unwrap());
+        (conns, accepted.unwrap().0)
+    }
+
+    /// Waits (bounded) for the proxy's end of the connection to close.
+    async fn closed_by_the_proxy(member: &mut TcpStream) {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(10), member.read(&mut buf)).await;
+        assert_eq!(read.expect("not closed within 10 s").unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_swept_without_waiting_for_a_request() {
+        // Idled too long.
+        let (_conns, mut member) = pooled(Duration::from_millis(100)).await;
+        closed_by_the_proxy(&mut member).await;
+
+        // Closed by the member (half-closed here, to see the proxy close its
+        // end too): not kept in CLOSE_WAIT until a request comes.
+        let (conns, mut member) = pooled(Duration::from_secs(60)).await;
+        member.shutdown().await.unwrap();
+        closed_by_the_proxy(&mut member).await;
+        assert!(conns.checkout().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_member_closed_is_never_checked_out() {
+        let (conns, member) = pooled(Duration::from_secs(60)).await;
+        drop(member);
+        // Once the reactor has seen it closed, a checkout passes it by.
+        let mut conn = conns.checkout().unwrap();
+        while !conn.is_dead() {
+            tokio::task::yield_now().await;
+        }
+        conns.checkin(conn);
+        assert!(conns.checkout().is_none());
+    }
+}
