@@ -4,6 +4,7 @@
 //! never on sleeps.
 
 mod https;
+mod member_answers;
 mod pause;
 mod pki;
 mod retry;
