@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::client_body::FaultRecord;
+use crate::client_body::{ClientFault, FaultRecord};
 use crate::h1::{Conn, Decoder, Outgoing, SendError, Upgraded};
 use crate::sse::EventEnd;
 use crate::stats::PoolRecord;
@@ -222,6 +222,11 @@ impl Body for UpstreamBody {
             match outgoing.poll_send(conn, cx) {
                 Poll::Ready(Ok(())) => this.outgoing = None,
                 Poll::Ready(Err(SendError::Client(e))) => {
+                    if let Some(lease) = &this.lease {
+                        // Recorded by the body unless it did not match
+                        // its length.
+                        lease.client.set(ClientFault::Malformed);
+                    }
                     this.finish(false);
                     return Poll::Ready(Some(Err(e)));
                 }

@@ -113,7 +113,7 @@ impl FaultRecord {
         ClientFault::from_code(self.0.as_ref()?.load(Ordering::Acquire))
     }
 
-    fn set(&self, fault: ClientFault) {
+    pub(crate) fn set(&self, fault: ClientFault) {
         // The first fault stands; the body fails only once anyway.
         if let Some(code) = &self.0 {
             let _ = code.compare_exchange(0, fault.code(), Ordering::Release, Ordering::Relaxed);

@@ -291,6 +291,11 @@ pub(crate) fn forward(
                     continue;
                 }
                 Ok(Err(error)) => {
+                    if let ExchangeError::Client(_) = error {
+                        // The body is the client's: its own error says why
+                        // (recorded by it), or it did not match its length.
+                        client.set(ClientFault::Malformed);
+                    }
                     if let Some(fault) = client.get() {
                         // The client's body failed, which broke the
                         // exchange: says nothing about the member.
