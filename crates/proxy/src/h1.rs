@@ -21,6 +21,7 @@
 //! line); an invalid message is an error, never a panic.
 
 use std::io::{self, Write as _};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -552,16 +553,24 @@ pub(crate) fn poll_head(
 }
 
 /// Parses a complete head from the front of `conn.read`, consuming it;
-/// `None`: not complete yet.
+/// `None`: not complete yet. The framing is found while the header map is
+/// built, and hop-by-hop headers are left out of it (but in a `101`, whose
+/// `Connection` and `Upgrade` the tunnel needs).
 fn parse_head(conn: &mut Conn, method: &Method) -> io::Result<Option<Head>> {
     // Where each header's name and value are in the head, found on the
     // borrowed bytes, then taken as slices of the frozen head (no copy).
-    let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    // Offsets fit: a head is at most `MAX_HEAD` bytes.
+    let mut at = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
     let (len, status, version, count) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
         let base = conn.read.as_ptr() as usize;
-        let len = match response.parse(&conn.read) {
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            &conn.read,
+            &mut slots,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
@@ -569,6 +578,9 @@ fn parse_head(conn: &mut Conn, method: &Method) -> io::Result<Option<Head>> {
             }
             Err(_) => return Err(invalid("invalid response head")),
         };
+        if len > MAX_HEAD {
+            return Err(invalid("response head too large"));
+        }
         let status = response
             .code
             .and_then(|c| StatusCode::from_u16(c).ok())
@@ -579,61 +591,95 @@ fn parse_head(conn: &mut Conn, method: &Method) -> io::Result<Option<Head>> {
         };
         let count = response.headers.len();
         for (slot, h) in at.iter_mut().zip(response.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            // Within a head of at most `MAX_HEAD` bytes.
+            let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u16;
             *slot = (
-                name as u32,
-                h.name.len() as u32,
-                value as u32,
-                h.value.len() as u32,
+                offset(h.name.as_bytes()),
+                h.name.len() as u16,
+                offset(h.value),
+                h.value.len() as u16,
             );
         }
         (len, status, version, count)
     };
     let raw = conn.read.split_to(len).freeze();
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let mut keep_alive = version == Version::HTTP_11;
+    // The last `Transfer-Encoding` says whether chunked is the final coding.
+    let mut chunked: Option<bool> = None;
+    let mut length: Option<Result<u64, ()>> = None;
+    // `Connection` values that name other headers to leave out (rare).
+    let mut naming: Vec<HeaderValue> = Vec::new();
     let mut headers = HeaderMap::with_capacity(count);
     for &(name, name_len, value, value_len) in &at[..count] {
-        let name = &raw[name as usize..(name + name_len) as usize];
+        let (name, value) = (usize::from(name), usize::from(value));
+        let name = &raw[name..name + usize::from(name_len)];
         let name =
             HeaderName::from_bytes(name).map_err(|_| invalid("invalid response header name"))?;
-        let value = raw.slice(value as usize..(value + value_len) as usize);
+        let value = raw.slice(value..value + usize::from(value_len));
         let value = HeaderValue::from_maybe_shared(value)
             .map_err(|_| invalid("invalid response header value"))?;
-        headers.append(name, value);
-    }
-
-    let mut keep_alive = version == Version::HTTP_11;
-    for value in headers.get_all(header::CONNECTION) {
-        let value = value.as_bytes();
-        if has_token(value, b"close") {
-            keep_alive = false;
+        if name == header::CONNECTION {
+            let mut others = false;
+            for token in value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+            {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if !token.is_empty()
+                    && !token.eq_ignore_ascii_case(b"keep-alive")
+                    && !token.eq_ignore_ascii_case(b"upgrade")
+                {
+                    others = true;
+                }
+            }
+            if others && !switching {
+                naming.push(value.clone());
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            chunked = Some(last_token_is(value.as_bytes(), b"chunked"));
+        } else if name == header::CONTENT_LENGTH {
+            length = match (length, content_length(value.as_bytes())) {
+                (None | Some(Ok(_)), None) | (Some(Err(())), _) => Some(Err(())),
+                (None, Some(n)) => Some(Ok(n)),
+                (Some(Ok(m)), Some(n)) => Some(if m == n { Ok(n) } else { Err(()) }),
+            };
+        }
+        if switching || !crate::headers::is_hop_by_hop(&name) {
+            headers.append(name, value);
         }
     }
+    for value in &naming {
+        crate::headers::remove_named(&mut headers, value, false);
+    }
+
     let decoder = if *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         Decoder::Done
-    } else if let Some(te) = last_value(&headers, &header::TRANSFER_ENCODING) {
-        if headers.contains_key(header::CONTENT_LENGTH) {
-            // Both: the coding wins, and the connection is not trusted after.
+    } else if let Some(chunked) = chunked {
+        if length.is_some() {
+            // Both: the coding wins, the length goes, and the connection
+            // is not trusted after.
             keep_alive = false;
+            headers.remove(header::CONTENT_LENGTH);
         }
-        if last_token_is(te, b"chunked") {
+        if chunked {
             Decoder::Chunked(Chunk::Size)
         } else {
             keep_alive = false;
             Decoder::Eof
         }
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
-        match content_length(&headers) {
-            Some(0) => Decoder::Done,
-            Some(n) => Decoder::Length(n),
-            None => return Err(invalid("invalid Content-Length in the response")),
+    } else if let Some(length) = length {
+        match length {
+            Ok(0) => Decoder::Done,
+            Ok(n) => Decoder::Length(n),
+            Err(()) => return Err(invalid("invalid Content-Length in the response")),
         }
-    } else if status == StatusCode::SWITCHING_PROTOCOLS {
+    } else if switching {
         Decoder::Done
     } else {
         keep_alive = false;
@@ -651,21 +697,6 @@ fn parse_head(conn: &mut Conn, method: &Method) -> io::Result<Option<Head>> {
     }))
 }
 
-/// The last value of header `name`, with every value of it joined by the
-/// comma lists they are: the last one holds the final coding.
-fn last_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
-    headers
-        .get_all(name)
-        .iter()
-        .next_back()
-        .map(|v| v.as_bytes())
-}
-
-fn has_token(list: &[u8], token: &[u8]) -> bool {
-    list.split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
 fn last_token_is(list: &[u8], token: &[u8]) -> bool {
     list.split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
@@ -673,21 +704,20 @@ fn last_token_is(list: &[u8], token: &[u8]) -> bool {
         .is_some_and(|t| t.eq_ignore_ascii_case(token))
 }
 
-/// The response's `Content-Length`: every value the same valid number.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+/// One `Content-Length` value: the same unsigned number however often it
+/// is listed.
+fn content_length(value: &[u8]) -> Option<u64> {
     let mut found: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
-            if found.is_some_and(|f| f != n) {
-                return None;
-            }
-            found = Some(n);
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
         }
+        let n = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
     }
     found
 }

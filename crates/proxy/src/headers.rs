@@ -25,6 +25,12 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Whether `name` is a hop-by-hop header (`Upgrade` too: kept only in a
+/// protocol switch).
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::UPGRADE || HOP_BY_HOP.iter().any(|h| h == name)
+}
+
 /// Removes hop-by-hop headers, including any named in `Connection`. When
 /// `keep_upgrade` is set (a WebSocket handshake), `Connection: upgrade` and
 /// `Upgrade` survive.
@@ -77,7 +83,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Removes the headers a `Connection` value names (but `Upgrade` when
 /// `keep_upgrade`); a token that is no header name removes nothing.
-fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue, keep_upgrade: bool) {
+pub(crate) fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue, keep_upgrade: bool) {
     let Ok(tokens) = connection.to_str() else {
         return;
     };

@@ -524,7 +524,7 @@ impl ProxyService {
                         Some(request_id),
                     );
                 }
-                strip_hop_by_hop(&mut parts.headers, false);
+                // `h1` left the member's hop-by-hop headers out.
                 let mut body = body;
                 if crate::sse::is_event_stream(&parts.headers) {
                     let go_away = self.shared.tunnels.go_away_signal(body.member_leaving());

@@ -59,11 +59,11 @@ pub(crate) struct ListenerSettings {
 
 /// One published configuration.
 pub(crate) struct Snapshot {
-    pub routers: HashMap<Arc<str>, Router<Target>>,
+    pub routers: foldhash::HashMap<Arc<str>, Router<Target>>,
     pub pools: Vec<(Upstreams, PoolSettings)>,
     pub trust: Trust,
     pub request_id: HeaderName,
-    pub listeners: HashMap<Arc<str>, ListenerSettings>,
+    pub listeners: foldhash::HashMap<Arc<str>, ListenerSettings>,
     pub access_log: Option<Arc<AccessLog>>,
     /// Each route's counters, by its index in the config.
     pub routes: Vec<Arc<RouteStats>>,
@@ -468,7 +468,7 @@ fn spawn_watcher(
 fn build_routers(
     cfg: &config::Config,
     pool_index: &HashMap<&str, usize>,
-) -> Result<HashMap<Arc<str>, Router<Target>>, BuildErrors> {
+) -> Result<foldhash::HashMap<Arc<str>, Router<Target>>, BuildErrors> {
     // A service route is served by the pool `service:NAME`, which only the
     // deploy engine adds to the config.
     let mut errors = Vec::new();
@@ -494,7 +494,7 @@ fn build_routers(
     if !errors.is_empty() {
         return Err(BuildErrors(errors));
     }
-    let mut routers = HashMap::new();
+    let mut routers = foldhash::HashMap::default();
     for listener in &cfg.listeners {
         let specs: Vec<router::RouteSpec<Target>> = cfg
             .routes

@@ -407,3 +407,36 @@ async fn any_bytes_from_a_member_end_in_an_answer_or_an_error() {
         }
     }
 }
+
+#[tokio::test]
+async fn hop_by_hop_headers_and_those_connection_names_are_left_out() {
+    let (head, _conn) = answer(
+        Method::GET,
+        b"HTTP/1.1 200 OK\r\nConnection: x-secret, keep-alive\r\nX-Secret: 1\r\n\
+          Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nX-Other: 2\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    let head = head.unwrap();
+    let mut names: Vec<&str> = head.response.headers.keys().map(|n| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["content-length", "x-other"]);
+    assert!(head.keep_alive);
+
+    // Both framings: the length is not passed on.
+    let (head, _conn) = answer(
+        Method::GET,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(head.unwrap().response.headers.is_empty());
+
+    // A protocol switch keeps what the tunnel needs.
+    let (head, _conn) = answer(
+        Method::GET,
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await;
+    let head = head.unwrap();
+    assert_eq!(head.response.headers["upgrade"], "websocket");
+    assert!(head.decoder.is_done());
+}
