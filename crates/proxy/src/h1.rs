@@ -613,6 +613,7 @@ fn parse_head(conn: &mut Conn, method: &Method) -> io::Result<Option<Head>> {
     for &(name, name_len, value, value_len) in &at[..count] {
         let (name, value) = (usize::from(name), usize::from(value));
         let name = &raw[name..name + usize::from(name_len)];
+        let hop_by_hop = is_hop_by_hop(name);
         let name =
             HeaderName::from_bytes(name).map_err(|_| invalid("invalid response header name"))?;
         let value = raw.slice(value..value + usize::from(value_len));
@@ -646,7 +647,7 @@ fn parse_head(conn: &mut Conn, method: &Method) -> io::Result<Option<Head>> {
                 (Some(Ok(m)), Some(n)) => Some(if m == n { Ok(n) } else { Err(()) }),
             };
         }
-        if switching || !crate::headers::is_hop_by_hop(&name) {
+        if switching || !hop_by_hop {
             headers.append(name, value);
         }
     }
@@ -695,6 +696,21 @@ fn parse_head(conn: &mut Conn, method: &Method) -> io::Result<Option<Head>> {
         decoder,
         keep_alive,
     }))
+}
+
+/// Whether a header name, as received, is a hop-by-hop header (or
+/// `Upgrade`): by its length first, so that most names are never compared.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    let candidates: &[&[u8]] = match name.len() {
+        2 => &[b"te"],
+        7 => &[b"trailer", b"upgrade"],
+        10 => &[b"connection", b"keep-alive"],
+        16 => &[b"proxy-connection"],
+        17 => &[b"transfer-encoding"],
+        18 => &[b"proxy-authenticate"],
+        _ => return false,
+    };
+    candidates.iter().any(|c| name.eq_ignore_ascii_case(c))
 }
 
 fn last_token_is(list: &[u8], token: &[u8]) -> bool {

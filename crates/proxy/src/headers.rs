@@ -15,7 +15,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers that describe one connection, never to be forwarded.
-static HOP_BY_HOP: [HeaderName; 7] = [
+pub(crate) static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -24,12 +24,6 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
-
-/// Whether `name` is a hop-by-hop header (`Upgrade` too: kept only in a
-/// protocol switch).
-pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::UPGRADE || HOP_BY_HOP.iter().any(|h| h == name)
-}
 
 /// Removes hop-by-hop headers, including any named in `Connection`. When
 /// `keep_upgrade` is set (a WebSocket handshake), `Connection: upgrade` and

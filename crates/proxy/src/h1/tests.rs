@@ -440,3 +440,20 @@ async fn hop_by_hop_headers_and_those_connection_names_are_left_out() {
     assert_eq!(head.response.headers["upgrade"], "websocket");
     assert!(head.decoder.is_done());
 }
+
+#[test]
+fn hop_by_hop_names_as_received_match_the_proxys_list_whatever_their_case() {
+    for name in crate::headers::HOP_BY_HOP
+        .iter()
+        .chain([&http::header::UPGRADE])
+    {
+        assert!(is_hop_by_hop(name.as_str().as_bytes()), "{name}");
+        assert!(
+            is_hop_by_hop(name.as_str().to_uppercase().as_bytes()),
+            "{name}"
+        );
+    }
+    for name in ["content-length", "date", "server", "x-connection", "tee"] {
+        assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
+    }
+}
