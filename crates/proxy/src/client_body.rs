@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::upstream::{BoxError, ReqBody};
+use crate::upstream::BoxError;
 
 /// How the client broke its own request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,18 +122,22 @@ impl FaultRecord {
 }
 
 /// The client's body, recording in a [`FaultRecord`] why it failed.
-pub(crate) struct ClientBody {
-    inner: ReqBody,
+pub(crate) struct ClientBody<B> {
+    inner: B,
     record: FaultRecord,
 }
 
-impl ClientBody {
-    pub(crate) fn new(inner: ReqBody, record: FaultRecord) -> ClientBody {
+impl<B> ClientBody<B> {
+    pub(crate) fn new(inner: B, record: FaultRecord) -> ClientBody<B> {
         ClientBody { inner, record }
     }
 }
 
-impl Body for ClientBody {
+impl<B> Body for ClientBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -142,7 +146,7 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = Pin::new(&mut this.inner).poll_frame(cx).map_err(Into::into);
         if let Poll::Ready(Some(Err(e))) = &polled {
             this.record.set(ClientFault::of(e.as_ref()));
         }
@@ -167,7 +171,7 @@ mod tests {
         use http_body_util::{BodyExt, Full, Limited};
         let record = FaultRecord::new();
         let limited = Limited::new(Full::new(Bytes::from_static(b"hello")), 2);
-        let body = ClientBody::new(limited.boxed_unsync(), record.clone());
+        let body = ClientBody::new(limited, record.clone());
         assert!(body.collect().await.is_err());
         assert_eq!(record.get(), Some(ClientFault::TooLarge));
     }

@@ -474,7 +474,8 @@ impl ProxyService {
             crate::empty_body()
         } else {
             let limited = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
-            ClientBody::new(limited.boxed_unsync(), client.clone()).boxed_unsync()
+            // One box for both layers.
+            ClientBody::new(limited, client.clone()).boxed_unsync()
         };
         let upstream_req = Request::from_parts(parts, body);
         // A request is only ever sent again to a member not tried yet
