@@ -34,8 +34,10 @@ use tokio_rustls::client::TlsStream;
 
 use crate::upstream::{BoxError, ReqBody};
 
-/// How much is read from a member at a time.
+/// How much is read from a member at a time, at first.
 const READ_CHUNK: usize = 8 * 1024;
+/// The most a read from a member asks for.
+const MAX_READ: usize = 128 * 1024;
 /// The largest response head (status line and headers) accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// The most headers in a response head, or trailers after a chunked body.
@@ -112,6 +114,8 @@ impl AsyncWrite for Io {
 pub(crate) struct Conn {
     io: Io,
     read: BytesMut,
+    /// How much the next read asks for at least.
+    read_size: usize,
     /// What is to be written, from `written` on (the request head and
     /// small body frames); kept across exchanges.
     write: Vec<u8>,
@@ -157,6 +161,7 @@ impl Conn {
         Box::new(Conn {
             io,
             read: BytesMut::new(),
+            read_size: READ_CHUNK,
             write: Vec::new(),
             written: 0,
         })
@@ -185,11 +190,35 @@ impl Conn {
     }
 
     /// Reads more of what the member sends; `Ok(0)`: it closed.
+    /// A read that fills all the room there was doubles the next one's,
+    /// up to [`MAX_READ`]: a large body goes in few large reads, a small
+    /// answer in one small buffer.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < READ_CHUNK / 2 {
-            self.read.reserve(READ_CHUNK);
+        if self.read.capacity() - self.read.len() < self.read_size / 2 {
+            self.read.reserve(self.read_size);
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+        let room = self.read.capacity() - self.read.len();
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.read
+        ))?;
+        if n == room && self.read_size < MAX_READ {
+            self.read_size *= 2;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Between exchanges: buffers grown by a large body are let go (an
+    /// idle connection keeps small ones at most).
+    pub(crate) fn idle(&mut self) {
+        if self.read_size > READ_CHUNK {
+            self.read_size = READ_CHUNK;
+            self.read = BytesMut::new();
+        }
+        if self.write.capacity() > 2 * COPY_LIMIT {
+            self.write = Vec::new();
+        }
     }
 
     /// Writes out what is buffered, and the frame `big` after it.

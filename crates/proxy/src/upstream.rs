@@ -125,7 +125,8 @@ impl MemberConns {
     }
 
     /// Returns a connection after a clean exchange.
-    pub(crate) fn checkin(&self, conn: Box<Conn>) {
+    pub(crate) fn checkin(&self, mut conn: Box<Conn>) {
+        conn.idle();
         {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             // Read under the lock: `close_idle` sets the flag before it takes

@@ -457,3 +457,27 @@ fn hop_by_hop_names_as_received_match_the_proxys_list_whatever_their_case() {
         assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_large_body_is_read_in_growing_reads_and_the_buffer_let_go_when_idle() {
+    let (mut conn, mut member) = pair().await;
+    let size = 4 << 20;
+    let writer = tokio::spawn(async move {
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n");
+        member.write_all(head.as_bytes()).await.unwrap();
+        member.write_all(&vec![b'x'; size]).await.unwrap();
+        member
+    });
+    let mut h = head(&mut conn, &Method::GET).await.unwrap();
+    let (data, _) = body(&mut conn, &mut h.decoder).await.unwrap();
+    assert_eq!(data.len(), size);
+    assert!(
+        conn.read_size > READ_CHUNK,
+        "reads grew: {}",
+        conn.read_size
+    );
+    assert!(conn.read_size <= MAX_READ);
+    conn.idle();
+    assert_eq!((conn.read_size, conn.read.capacity()), (READ_CHUNK, 0));
+    drop(writer.await.unwrap());
+}
