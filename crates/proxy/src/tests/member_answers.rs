@@ -3,38 +3,11 @@
 //! answer is a 502 (never a panic), and a member that answers an upload
 //! early is heard.
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
-use super::{config, get, send, start};
-
-/// A member that reads a request head and answers `raw`, then closes.
-async fn raw_member(raw: &'static [u8]) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream.write_all(raw).await;
-            });
-        }
-    });
-    addr
-}
+use super::{config, get, raw_member, send, start};
 
 #[tokio::test]
 async fn chunked_and_close_delimited_bodies_reach_the_client_whole() {

@@ -110,6 +110,12 @@ pub(crate) fn answer<B>(name: &'static str, request: &Request<B>) -> Response<Fu
 /// An upstream that answers every request with a 200 whose body breaks
 /// off: it promises 100 bytes, sends 7 and closes the connection.
 pub(crate) async fn broken_upstream() -> SocketAddr {
+    raw_member(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial").await
+}
+
+/// A member that reads each request's head and answers `raw`, byte for
+/// byte, then closes the connection.
+pub(crate) async fn raw_member(raw: &'static [u8]) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -117,15 +123,14 @@ pub(crate) async fn broken_upstream() -> SocketAddr {
             let (mut stream, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
                 let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
+                let mut buf = [0u8; 4096];
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") {
                     match stream.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial";
-                let _ = stream.write_all(answer).await;
+                let _ = stream.write_all(raw).await;
             });
         }
     });
