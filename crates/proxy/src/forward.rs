@@ -23,6 +23,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use balance::{MemberHealth, Outcome, Picked, Pool, Stats};
@@ -101,24 +102,23 @@ impl Failure {
     }
 }
 
-/// The parts needed to send a bodyless request again. The headers are kept
-/// as a list (one allocation; names and values share their bytes with the
-/// request's) and made a map again only for a retry.
+/// That a request may be sent again: it has no body, and its method is
+/// idempotent or the pool allows replaying anything. What is sent again is
+/// the request's own head, which [`forward`] keeps until an answer's head
+/// comes (its connection only encodes it): a replay copies nothing.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Replay {
-    method: Method,
-    uri: http::Uri,
-    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The method is idempotent (not merely allowed by
     /// `retry_non_idempotent`): only then is a 5xx retried.
     idempotent: bool,
 }
 
 impl Replay {
-    /// A replay recipe when the request may be sent twice: no body, and an
+    /// `Some` when the request may be sent twice: no body, and an
     /// idempotent method (or the pool allows replaying anything).
-    pub(crate) fn of(req: &Request<ReqBody>, body_empty: bool, any_method: bool) -> Option<Replay> {
+    pub(crate) fn of(method: &Method, body_empty: bool, any_method: bool) -> Option<Replay> {
         let idempotent = matches!(
-            *req.method(),
+            *method,
             Method::GET
                 | Method::HEAD
                 | Method::OPTIONS
@@ -126,28 +126,7 @@ impl Replay {
                 | Method::PUT
                 | Method::DELETE
         );
-        (body_empty && (idempotent || any_method)).then(|| Replay {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req
-                .headers()
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect(),
-            idempotent,
-        })
-    }
-
-    fn build(&self) -> Request<ReqBody> {
-        let mut req = Request::new(crate::empty_body());
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        let headers = req.headers_mut();
-        headers.reserve(self.headers.len());
-        for (name, value) in &self.headers {
-            headers.append(name.clone(), value.clone());
-        }
-        req
+        (body_empty && (idempotent || any_method)).then_some(Replay { idempotent })
     }
 }
 
@@ -222,15 +201,20 @@ pub(crate) fn forward(
             let deadline = pool.total_timeout.map(|t| started.saturating_add(t));
             let header_deadline = started.saturating_add(pool.header_timeout);
             let header_deadline = deadline.map_or(header_deadline, |d| d.min(header_deadline));
-            let exchange =
-                std::future::poll_fn(|cx| exchange(&mut conn, &mut outgoing, &parts.method, cx));
-            match tokio::time::timeout_at(header_deadline, exchange).await {
+            // `Err`: no response head before the deadline.
+            let exchanged = std::future::poll_fn(|cx| {
+                if let Poll::Ready(done) = exchange(&mut conn, &mut outgoing, &parts.method, cx) {
+                    return Poll::Ready(Ok(done));
+                }
+                conn.poll_deadline(header_deadline, cx).map(Err)
+            });
+            match exchanged.await {
                 Ok(Ok(head)) => {
                     let status = head.response.status;
                     if status.is_server_error()
                         && pool.retry_server_errors
                         && attempts < max_attempts
-                        && let Some(r) = replay.as_ref().filter(|r| r.idempotent)
+                        && replay.is_some_and(|r| r.idempotent)
                     {
                         tried.push(index);
                         if let Some(other) = pool.balance.pick(&tried) {
@@ -246,7 +230,7 @@ pub(crate) fn forward(
                             retried = Some(picked.member().health().clone());
                             picked.report(Outcome::ServerError);
                             drop(conn);
-                            req = r.build();
+                            req = Request::from_parts(parts, crate::empty_body());
                             next = Some(other);
                             continue;
                         }
@@ -308,16 +292,16 @@ pub(crate) fn forward(
                     }
                     picked.report(Outcome::ConnectFailure);
                     tried.push(index);
-                    match &replay {
-                        Some(r) if attempts < max_attempts => {
+                    match replay {
+                        Some(_) if attempts < max_attempts => {
                             tracing::debug!(pool = %pool.name, %error, "exchange broke, sending the request to another member");
-                            req = r.build();
+                            req = Request::from_parts(parts, crate::empty_body());
                             last = Some(Failure::Broken(error.to_string()));
                         }
                         _ => return Err(Failure::Broken(error.to_string())),
                     }
                 }
-                Err(_) => {
+                Err(()) => {
                     picked.report(Outcome::Timeout);
                     return Err(Failure::Timeout);
                 }
@@ -334,8 +318,7 @@ fn exchange(
     outgoing: &mut Outgoing,
     method: &Method,
     cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<Result<Head, ExchangeError>> {
-    use std::task::Poll;
+) -> Poll<Result<Head, ExchangeError>> {
     let mut send_failed = None;
     match outgoing.poll_send(conn, cx) {
         Poll::Ready(Ok(())) | Poll::Pending => {}

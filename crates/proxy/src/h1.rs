@@ -30,6 +30,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, head
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::client::TlsStream;
 
 use crate::upstream::{BoxError, ReqBody};
@@ -120,6 +121,8 @@ pub(crate) struct Conn {
     /// small body frames); kept across exchanges.
     write: Vec<u8>,
     written: usize,
+    /// The timer of the exchanges' deadlines (see [`Conn::poll_deadline`]).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -164,7 +167,31 @@ impl Conn {
             read_size: READ_CHUNK,
             write: Vec::new(),
             written: 0,
+            timer: None,
         })
+    }
+
+    /// Ready once `at` has passed; until then the task is woken when it
+    /// does. One timer serves every exchange of the connection and is
+    /// moved only when it would fire too late: deadlines move later from
+    /// one exchange to the next, so an exchange usually registers no timer
+    /// of its own, and a timer that fires before the deadline it now keeps
+    /// is moved on to it.
+    pub(crate) fn poll_deadline(&mut self, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() > at {
+            timer.as_mut().reset(at);
+        }
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            // It fired at its deadline, never later than `at`.
+            if timer.deadline() == at {
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(at);
+        }
     }
 
     /// Whether the member closed the connection (or sent something nobody

@@ -477,12 +477,12 @@ impl ProxyService {
             // One box for both layers.
             ClientBody::new(limited, client.clone()).boxed_unsync()
         };
-        let upstream_req = Request::from_parts(parts, body);
         // A request is only ever sent again to a member not tried yet
         // (`forward`): with one member there is nobody to send it to.
         let replay = (upstreams.conns.len() > 1)
-            .then(|| Replay::of(&upstream_req, body_empty, upstreams.retry_non_idempotent))
+            .then(|| Replay::of(&parts.method, body_empty, upstreams.retry_non_idempotent))
             .flatten();
+        let upstream_req = Request::from_parts(parts, body);
 
         Ok(Prepared {
             req: upstream_req,

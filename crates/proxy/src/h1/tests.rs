@@ -481,3 +481,43 @@ async fn a_large_body_is_read_in_growing_reads_and_the_buffer_let_go_when_idle()
     assert_eq!((conn.read_size, conn.read.capacity()), (READ_CHUNK, 0));
     drop(writer.await.unwrap());
 }
+
+/// Waits for `at` on the connection's timer: returns when it fired.
+async fn deadline(conn: &mut Conn, at: Instant) -> Instant {
+    poll_fn(|cx| conn.poll_deadline(at, cx)).await;
+    Instant::now()
+}
+
+/// Registers the connection's timer for `at` without waiting for it.
+async fn arm(conn: &mut Conn, at: Instant) {
+    poll_fn(|cx| Poll::Ready(assert!(conn.poll_deadline(at, cx).is_pending()))).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_timer_keeps_each_exchanges_deadline_whichever_way_it_moves() {
+    let (mut conn, _member) = pair().await;
+    let ms = std::time::Duration::from_millis(1);
+    let secs = std::time::Duration::from_secs;
+    let at = Instant::now() + secs(10);
+    let fired = deadline(&mut conn, at).await;
+    assert!(fired >= at && fired < at + 5 * ms, "{:?}", fired - at);
+    // The timer set for an earlier deadline fires first, and is moved on to
+    // the later one the next exchange keeps.
+    arm(&mut conn, Instant::now() + secs(5)).await;
+    let later = Instant::now() + secs(20);
+    let fired = deadline(&mut conn, later).await;
+    assert!(
+        fired >= later && fired < later + 5 * ms,
+        "{:?}",
+        fired - later
+    );
+    // A timer set too late is moved back.
+    arm(&mut conn, Instant::now() + secs(60)).await;
+    let earlier = Instant::now() + secs(1);
+    let fired = deadline(&mut conn, earlier).await;
+    assert!(
+        fired >= earlier && fired < earlier + 5 * ms,
+        "{:?}",
+        fired - earlier
+    );
+}
