@@ -490,7 +490,8 @@ async fn deadline(conn: &mut Conn, at: Instant) -> Instant {
 
 /// Registers the connection's timer for `at` without waiting for it.
 async fn arm(conn: &mut Conn, at: Instant) {
-    poll_fn(|cx| Poll::Ready(assert!(conn.poll_deadline(at, cx).is_pending()))).await;
+    let pending = poll_fn(|cx| Poll::Ready(conn.poll_deadline(at, cx).is_pending())).await;
+    assert!(pending, "the deadline has not passed yet");
 }
 
 #[tokio::test(start_paused = true)]
