@@ -165,7 +165,11 @@ impl Pool {
     /// [`pick`](Self::pick), saying why no member was picked: every
     /// candidate full (wait in [`Pool::queue`]), or none available.
     pub fn try_pick(&self, exclude: &[usize]) -> Result<Picked, NoPick> {
-        let now = Instant::now();
+        self.try_pick_at(exclude, Instant::now())
+    }
+
+    /// [`try_pick`](Self::try_pick) at a given time.
+    pub fn try_pick_at(&self, exclude: &[usize], now: Instant) -> Result<Picked, NoPick> {
         if let Some(picked) = self.pick_at(exclude, now) {
             return Ok(picked);
         }

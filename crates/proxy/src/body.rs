@@ -159,7 +159,7 @@ impl UpstreamBody {
                     && self.outgoing.is_none()
                     && conn.is_drained()
                 {
-                    lease.conns.checkin(conn);
+                    lease.conns.checkin(conn, now);
                 }
                 lease.picked.report_at(lease.outcome, now);
             } else if lease.client.get().is_some() {

@@ -172,12 +172,16 @@ pub(crate) fn forward(
             }
             let index = picked.index();
             let conns = pool.conns[index].clone();
-            let (mut conn, pooled) = match conns.checkout() {
-                Some(c) => (c, true),
+            // When the request goes out, from which its deadlines count: one
+            // reading of the clock for a pooled connection, another after a
+            // new one is connected.
+            let now = tokio::time::Instant::now();
+            let (mut conn, pooled, started) = match conns.checkout(now) {
+                Some(c) => (c, true, now),
                 // Boxed: the connect future (a TLS handshake included) is large,
                 // and most requests find a pooled connection instead.
                 None => match Box::pin(conns.connect()).await {
-                    Ok(c) => (c, false),
+                    Ok(c) => (c, false, tokio::time::Instant::now()),
                     Err(e) => {
                         tracing::debug!(pool = %pool.name, error = %e, "connect failed, trying another member");
                         let member = picked.member().health();
@@ -197,7 +201,6 @@ pub(crate) fn forward(
             }
             let (parts, body) = req.into_parts();
             let mut outgoing = Outgoing::start(&mut conn, &parts, body);
-            let started = tokio::time::Instant::now();
             let deadline = pool.total_timeout.map(|t| started.saturating_add(t));
             let header_deadline = started.saturating_add(pool.header_timeout);
             let header_deadline = deadline.map_or(header_deadline, |d| d.min(header_deadline));

@@ -156,7 +156,7 @@ impl ProxyService {
                     pool,
                     req,
                 } => {
-                    let routed = self.enter_pool(&snapshot, pool, req).await;
+                    let routed = self.enter_pool(&snapshot, pool, req, started).await;
                     // Counted at the response's head; a client that went away
                     // is not.
                     if routed.0.extensions().get::<ClientFault>() != Some(&ClientFault::Abandoned) {
@@ -252,9 +252,9 @@ impl ProxyService {
 
     /// The pool path: the pause gate, a member's slot, then the request
     /// [`prepare`](Self::prepare)d, forwarded, and its answer
-    /// [`finish`](Self::finish)ed. Counts the request in the pool's stats:
-    /// at once for an answer of our own, when its body ends for an
-    /// upstream's.
+    /// [`finish`](Self::finish)ed. Counts the request in the pool's stats
+    /// from `entered`, when it arrived: at once for an answer of our own,
+    /// when its body ends for an upstream's.
     // Not an `async fn`: its arguments would be stored twice in the
     // future (once as arguments, once as the body's bindings), and every
     // request allocates this future.
@@ -264,30 +264,33 @@ impl ProxyService {
         snapshot: &Snapshot,
         pool: usize,
         req: Request<Incoming>,
+        entered: Instant,
     ) -> impl Future<Output = (Response<ProxyBody>, Option<Arc<str>>, Option<HeaderValue>)> {
         async move {
-            let entered = Instant::now();
             let upstreams = &snapshot.pools[pool].0;
             let current;
             let admission = match upstreams.gate.is_paused() {
                 true => Box::pin(upstreams.gate.admit()).await,
                 false => Admission::Open,
             };
-            let (snapshot, pool) = match admission {
-                Admission::Open => (snapshot, pool),
+            // When a member is picked: as the request arrived, unless it was
+            // held.
+            let (snapshot, pool, now) = match admission {
+                Admission::Open => (snapshot, pool, entered),
                 Admission::Released => {
                     // Held during a pause: the pool may have other members now
                     // (pause, reload, resume is how a deploy swaps them), so the
                     // request goes on with the current snapshot's pool of the
                     // same name — or with its own if that pool is gone.
                     current = self.shared.snapshot.load_full();
+                    let now = Instant::now();
                     match current
                         .pools
                         .iter()
                         .position(|(u, _)| u.name == upstreams.name)
                     {
-                        Some(index) => (&*current, index),
-                        None => (snapshot, pool),
+                        Some(index) => (&*current, index, now),
+                        None => (snapshot, pool, now),
                     }
                 }
                 Admission::Refused {
@@ -300,7 +303,7 @@ impl ProxyService {
                 }
             };
             let current;
-            let taken = match Self::slot_now(snapshot, pool) {
+            let taken = match Self::slot_now(snapshot, pool, now) {
                 Some(picked) => Ok((None, pool, picked)),
                 None => Box::pin(self.take_slot(snapshot, pool)).await,
             };
@@ -347,15 +350,15 @@ impl ProxyService {
         }
     }
 
-    /// A member of pool `pool` with room for the request now, when nobody
-    /// waits in its queue: what [`take_slot`](Self::take_slot) does first,
-    /// without its future.
-    fn slot_now(snapshot: &Snapshot, pool: usize) -> Option<Picked> {
+    /// A member of pool `pool` with room for the request at `now`, when
+    /// nobody waits in its queue: what [`take_slot`](Self::take_slot) does
+    /// first, without its future.
+    fn slot_now(snapshot: &Snapshot, pool: usize, now: Instant) -> Option<Picked> {
         let balance = &snapshot.pools[pool].0.balance;
         if !balance.queue().nobody_waiting() {
             return None;
         }
-        balance.try_pick(&[]).ok()
+        balance.try_pick_at(&[], now).ok()
     }
 
     /// A member of pool `pool` with room for the request, waiting in the

@@ -112,20 +112,20 @@ impl MemberConns {
         self.key.clone()
     }
 
-    /// A pooled connection that is still open, if any. Ones that were
-    /// closed by the member or idled too long are dropped on the way.
-    pub(crate) fn checkout(&self) -> Option<Box<Conn>> {
+    /// A pooled connection that is still open at `now`, if any. Ones that
+    /// were closed by the member or idled too long are dropped on the way.
+    pub(crate) fn checkout(&self, now: Instant) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(mut c) = idle.pop() {
-            if c.since.elapsed() <= self.idle_timeout && !c.conn.is_dead() {
+            if now.saturating_duration_since(c.since) <= self.idle_timeout && !c.conn.is_dead() {
                 return Some(c.conn);
             }
         }
         None
     }
 
-    /// Returns a connection after a clean exchange.
-    pub(crate) fn checkin(&self, mut conn: Box<Conn>) {
+    /// Returns a connection after a clean exchange that ended at `now`.
+    pub(crate) fn checkin(&self, mut conn: Box<Conn>, now: Instant) {
         conn.idle();
         {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -135,10 +135,7 @@ impl MemberConns {
             if self.closed.load(Ordering::Acquire) || idle.len() >= MAX_IDLE {
                 return;
             }
-            idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
+            idle.push(Idle { conn, since: now });
         }
         if !self.sweeping.swap(true, Ordering::AcqRel) {
             self.sweep_soon();
@@ -262,7 +259,7 @@ mod tests {
             },
         );
         let (conn, accepted) = tokio::join!(conns.connect(), listener.accept());
-        conns.checkin(conn.unwrap());
+        conns.checkin(conn.unwrap(), Instant::now());
         (conns, accepted.unwrap().0)
     }
 
@@ -284,7 +281,7 @@ mod tests {
         let (conns, mut member) = pooled(Duration::from_secs(60)).await;
         member.shutdown().await.unwrap();
         closed_by_the_proxy(&mut member).await;
-        assert!(conns.checkout().is_none());
+        assert!(conns.checkout(Instant::now()).is_none());
     }
 
     #[tokio::test]
@@ -292,11 +289,11 @@ mod tests {
         let (conns, member) = pooled(Duration::from_secs(60)).await;
         drop(member);
         // Once the reactor has seen it closed, a checkout passes it by.
-        let mut conn = conns.checkout().unwrap();
+        let mut conn = conns.checkout(Instant::now()).unwrap();
         while !conn.is_dead() {
             tokio::task::yield_now().await;
         }
-        conns.checkin(conn);
-        assert!(conns.checkout().is_none());
+        conns.checkin(conn, Instant::now());
+        assert!(conns.checkout(Instant::now()).is_none());
     }
 }
