@@ -199,14 +199,25 @@ pub(crate) fn forward(
             {
                 req.headers_mut().insert(http::header::HOST, host);
             }
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
             let mut outgoing = Outgoing::start(&mut conn, &parts, body);
+            // The response's header map: the request's own, its entries'
+            // room used again, when the request will not be sent again (it
+            // is taken only with a whole response head, so a request not
+            // sent keeps it); a new one otherwise.
+            let mut fresh = http::HeaderMap::new();
+            let spare = match replay {
+                None => &mut parts.headers,
+                Some(_) => &mut fresh,
+            };
             let deadline = pool.total_timeout.map(|t| started.saturating_add(t));
             let header_deadline = started.saturating_add(pool.header_timeout);
             let header_deadline = deadline.map_or(header_deadline, |d| d.min(header_deadline));
             // `Err`: no response head before the deadline.
             let exchanged = std::future::poll_fn(|cx| {
-                if let Poll::Ready(done) = exchange(&mut conn, &mut outgoing, &parts.method, cx) {
+                if let Poll::Ready(done) =
+                    exchange(&mut conn, &mut outgoing, &parts.method, spare, cx)
+                {
                     return Poll::Ready(Ok(done));
                 }
                 conn.poll_deadline(header_deadline, cx).map(Err)
@@ -320,6 +331,7 @@ fn exchange(
     conn: &mut Box<Conn>,
     outgoing: &mut Outgoing,
     method: &Method,
+    spare: &mut http::HeaderMap,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<Result<Head, ExchangeError>> {
     let mut send_failed = None;
@@ -337,7 +349,7 @@ fn exchange(
             send_failed = Some(e);
         }
     }
-    match h1::poll_head(conn, cx, method) {
+    match h1::poll_head(conn, cx, method, spare) {
         Poll::Ready(Ok(head)) => Poll::Ready(Ok(head)),
         Poll::Ready(Err(e)) => Poll::Ready(Err(ExchangeError::Upstream(send_failed.unwrap_or(e)))),
         Poll::Pending => Poll::Pending,

@@ -429,7 +429,10 @@ impl ProxyService {
 
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let protocol = Protocol::of(req.headers());
+        let protocol = match upgrade {
+            true => Protocol::of(req.headers()),
+            false => Protocol::Other,
+        };
         // `Host` for the upstream when the client sent none (HTTP/2 and
         // absolute-form targets name it in the URI).
         let client_host = match req.headers().contains_key(header::HOST) {
@@ -452,8 +455,8 @@ impl ProxyService {
         );
         match &settings.upstream_host {
             config::UpstreamHost::Preserve => {
-                if !headers.contains_key(header::HOST)
-                    && let Some(h) = client_host
+                if let Some(h) = client_host
+                    && !headers.contains_key(header::HOST)
                 {
                     headers.insert(header::HOST, h);
                 }

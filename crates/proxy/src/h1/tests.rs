@@ -20,7 +20,7 @@ async fn pair() -> (Box<Conn>, TcpStream) {
 }
 
 async fn head(conn: &mut Conn, method: &Method) -> io::Result<Head> {
-    poll_fn(|cx| poll_head(conn, cx, method)).await
+    poll_fn(|cx| poll_head(conn, cx, method, &mut HeaderMap::new())).await
 }
 
 /// The body's data and trailers, or the error that ended it.
@@ -521,4 +521,32 @@ async fn one_timer_keeps_each_exchanges_deadline_whichever_way_it_moves() {
         "{:?}",
         fired - earlier
     );
+}
+
+#[tokio::test]
+async fn the_head_goes_into_the_spare_map_taken_only_when_whole() {
+    let (mut conn, mut member) = pair().await;
+    let mut spare = HeaderMap::with_capacity(16);
+    spare.insert("x-request", HeaderValue::from_static("1"));
+    let room = spare.capacity();
+    member
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Le")
+        .await
+        .unwrap();
+    readable(&conn).await;
+    let pending = poll_fn(|cx| {
+        Poll::Ready(poll_head(&mut conn, cx, &Method::GET, &mut spare).is_pending())
+    })
+    .await;
+    assert!(pending, "half a head is no head");
+    assert_eq!(spare["x-request"], "1", "kept while the head is not whole");
+    member.write_all(b"ngth: 0\r\nX-A: 1\r\n\r\n").await.unwrap();
+    let head = poll_fn(|cx| poll_head(&mut conn, cx, &Method::GET, &mut spare))
+        .await
+        .unwrap();
+    let headers = &head.response.headers;
+    assert_eq!(headers.len(), 2, "{headers:?}");
+    assert_eq!(headers["x-a"], "1");
+    assert_eq!(headers.capacity(), room, "the spare's room, used again");
+    assert!(spare.is_empty());
 }
