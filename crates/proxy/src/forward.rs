@@ -205,19 +205,19 @@ pub(crate) fn forward(
             // room used again, when the request will not be sent again (it
             // is taken only with a whole response head, so a request not
             // sent keeps it); a new one otherwise.
-            let mut fresh = http::HeaderMap::new();
-            let spare = match replay {
-                None => &mut parts.headers,
-                Some(_) => &mut fresh,
-            };
+            let mut spare = replay.is_none().then_some(&mut parts.headers);
             let deadline = pool.total_timeout.map(|t| started.saturating_add(t));
             let header_deadline = started.saturating_add(pool.header_timeout);
             let header_deadline = deadline.map_or(header_deadline, |d| d.min(header_deadline));
             // `Err`: no response head before the deadline.
             let exchanged = std::future::poll_fn(|cx| {
-                if let Poll::Ready(done) =
-                    exchange(&mut conn, &mut outgoing, &parts.method, spare, cx)
-                {
+                if let Poll::Ready(done) = exchange(
+                    &mut conn,
+                    &mut outgoing,
+                    &parts.method,
+                    spare.as_deref_mut(),
+                    cx,
+                ) {
                     return Poll::Ready(Ok(done));
                 }
                 conn.poll_deadline(header_deadline, cx).map(Err)
@@ -331,7 +331,7 @@ fn exchange(
     conn: &mut Box<Conn>,
     outgoing: &mut Outgoing,
     method: &Method,
-    spare: &mut http::HeaderMap,
+    spare: Option<&mut http::HeaderMap>,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<Result<Head, ExchangeError>> {
     let mut send_failed = None;

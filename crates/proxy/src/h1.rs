@@ -571,17 +571,17 @@ fn invalid(what: &'static str) -> io::Error {
 /// Reads the response head to `method`'s request; informational responses
 /// (`100 Continue`, `103 Early Hints`) are read past. A `101` is returned
 /// (the caller upgrades the connection). The head's headers go into
-/// `spare`, cleared (a map whose room is used again), taken only when a
-/// whole head has been read.
+/// `spare` when there is one, cleared (a map whose room is used again),
+/// taken only when a whole head has been read; into a new map otherwise.
 pub(crate) fn poll_head(
     conn: &mut Conn,
     cx: &mut Context<'_>,
     method: &Method,
-    spare: &mut HeaderMap,
+    mut spare: Option<&mut HeaderMap>,
 ) -> Poll<io::Result<Head>> {
     loop {
         if !conn.read.is_empty() {
-            match parse_head(conn, method, spare)? {
+            match parse_head(conn, method, spare.as_deref_mut())? {
                 Some(head)
                     if head.response.status.is_informational()
                         && head.response.status != StatusCode::SWITCHING_PROTOCOLS =>
@@ -615,7 +615,11 @@ pub(crate) fn poll_head(
 /// `None`: not complete yet. The framing is found while the header map is
 /// built, and hop-by-hop headers are left out of it (but in a `101`, whose
 /// `Connection` and `Upgrade` the tunnel needs).
-fn parse_head(conn: &mut Conn, method: &Method, spare: &mut HeaderMap) -> io::Result<Option<Head>> {
+fn parse_head(
+    conn: &mut Conn,
+    method: &Method,
+    spare: Option<&mut HeaderMap>,
+) -> io::Result<Option<Head>> {
     // Where each header's name and value are in the head, found on the
     // borrowed bytes, then taken as slices of the frozen head (no copy).
     // Offsets fit: a head is at most `MAX_HEAD` bytes.
@@ -668,9 +672,15 @@ fn parse_head(conn: &mut Conn, method: &Method, spare: &mut HeaderMap) -> io::Re
     let mut length: Option<Result<u64, ()>> = None;
     // `Connection` values that name other headers to leave out (rare).
     let mut naming: Vec<HeaderValue> = Vec::new();
-    let mut headers = std::mem::take(spare);
-    headers.clear();
-    headers.reserve(count);
+    let mut headers = match spare {
+        Some(spare) => {
+            let mut map = std::mem::take(spare);
+            map.clear();
+            map.reserve(count);
+            map
+        }
+        None => HeaderMap::with_capacity(count),
+    };
     for &(name, name_len, value, value_len) in &at[..count] {
         let (name, value) = (usize::from(name), usize::from(value));
         let name = &raw[name..name + usize::from(name_len)];

@@ -59,8 +59,33 @@ impl tower_service::Service<Request<Incoming>> for ProxyService {
         Poll::Ready(Ok(()))
     }
 
+    /// Routes the request here, a plain function: the future allocated for
+    /// it holds where it goes, not the request and its route as well.
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        Box::pin(self.clone().handle(req))
+        let started = Instant::now();
+        let snapshot = self.shared.snapshot.load_full();
+        let line = snapshot.access_log.clone().map(|log| {
+            Box::new(LogLine {
+                log,
+                seen: Seen {
+                    method: req.method().to_string(),
+                    uri: req
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_owned(),
+                    version: req.version(),
+                    host: host_of(&req).unwrap_or_default().to_owned(),
+                    referer: header_str(&req, header::REFERER),
+                    user_agent: header_str(&req, header::USER_AGENT),
+                },
+                peer: self.client.as_ref().map(|c| c.addr),
+                started,
+                written: false,
+            })
+        });
+        let routed = self.route(&snapshot, req);
+        Box::pin(self.clone().handle(started, snapshot, line, routed))
     }
 }
 
@@ -115,40 +140,25 @@ impl Drop for LogLine {
 }
 
 impl ProxyService {
-    /// The whole request. Only forwarding to a member awaits in the usual
-    /// case: routing and rewriting are plain functions, and the rare waits
-    /// (a paused pool, a full one, a new connection) are boxed, so that the
-    /// future every request allocates stays small.
+    /// The rest of a request [`route`](Self::route)d at `started`, with its
+    /// access-log line when there is an access log. Only forwarding to a
+    /// member awaits in the usual case: routing and rewriting are plain
+    /// functions, and the rare waits (a paused pool, a full one, a new
+    /// connection) are boxed, so that the future every request allocates
+    /// stays small.
     // Not an `async fn`: its arguments would be stored twice in the
     // future (once as arguments, once as the body's bindings), and every
     // request allocates this future.
     #[allow(clippy::manual_async_fn)]
     fn handle(
         self,
-        req: Request<Incoming>,
+        started: Instant,
+        snapshot: Arc<Snapshot>,
+        mut line: Option<Box<LogLine>>,
+        routed: Routed,
     ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> {
         async move {
-            let started = Instant::now();
-            let snapshot = self.shared.snapshot.load_full();
-            let mut line = snapshot.access_log.clone().map(|log| LogLine {
-                log,
-                seen: Seen {
-                    method: req.method().to_string(),
-                    uri: req
-                        .uri()
-                        .path_and_query()
-                        .map_or("/", |p| p.as_str())
-                        .to_owned(),
-                    version: req.version(),
-                    host: host_of(&req).unwrap_or_default().to_owned(),
-                    referer: header_str(&req, header::REFERER),
-                    user_agent: header_str(&req, header::USER_AGENT),
-                },
-                peer: self.client.as_ref().map(|c| c.addr),
-                started,
-                written: false,
-            });
-            let (mut response, upstream, request_id) = match self.route(&snapshot, req) {
+            let (mut response, upstream, request_id) = match routed {
                 Routed::Answer(response) => (response, None, None),
                 Routed::Pool {
                     route,
@@ -320,33 +330,19 @@ impl ProxyService {
             };
             let stats = &snapshot.pools[pool].0.stats;
             let upstreams = &snapshot.pools[pool].0;
-            let (mut response, member, request_id) = match self.prepare(snapshot, pool, req) {
-                Err(response) => (*response, None, None),
-                Ok(Prepared {
-                    req,
-                    replay,
-                    client,
-                    after,
-                }) => {
-                    let outcome = forward(upstreams, req, replay, picked, &client).await;
-                    self.finish(upstreams, outcome, after)
-                }
+            // Taken apart in a statement of its own: what the future keeps
+            // across the forwarding is its parts, not the whole as well.
+            let Prepared {
+                req,
+                replay,
+                client,
+                after,
+            } = match self.prepare(snapshot, pool, req) {
+                Ok(prepared) => prepared,
+                Err(response) => return counted(stats, entered, (*response, None, None)),
             };
-            if response.extensions().get::<ClientFault>() == Some(&ClientFault::Abandoned) {
-                // Its client went away: a request that did not end, for the
-                // pool as for its members.
-                return (response, member, request_id);
-            }
-            let failed = response.status().is_server_error();
-            match response.body_mut() {
-                ProxyBody::Upstream(body) => body.count_in(PoolRecord {
-                    stats: stats.clone(),
-                    entered,
-                    failed,
-                }),
-                ProxyBody::Local(_) => stats.record(entered.elapsed(), failed),
-            }
-            (response, member, request_id)
+            let outcome = forward(upstreams, req, replay, picked, &client).await;
+            counted(stats, entered, self.finish(upstreams, outcome, after))
         }
     }
 
@@ -568,6 +564,35 @@ impl ProxyService {
             }
         }
     }
+}
+
+/// A pool's answer (`member`, `request_id`: see [`ProxyService::finish`])
+/// counted in the pool's `stats` from `entered`: at once for an answer of
+/// our own, when its body ends for an upstream's; not at all when its
+/// client went away, a request that did not end, for the pool as for its
+/// members.
+fn counted(
+    stats: &Arc<balance::Stats>,
+    entered: Instant,
+    (mut response, member, request_id): (
+        Response<ProxyBody>,
+        Option<Arc<str>>,
+        Option<HeaderValue>,
+    ),
+) -> (Response<ProxyBody>, Option<Arc<str>>, Option<HeaderValue>) {
+    if response.extensions().get::<ClientFault>() == Some(&ClientFault::Abandoned) {
+        return (response, member, request_id);
+    }
+    let failed = response.status().is_server_error();
+    match response.body_mut() {
+        ProxyBody::Upstream(body) => body.count_in(PoolRecord {
+            stats: stats.clone(),
+            entered,
+            failed,
+        }),
+        ProxyBody::Local(_) => stats.record(entered.elapsed(), failed),
+    }
+    (response, member, request_id)
 }
 
 /// Where [`ProxyService::route`] sends a request.

@@ -20,7 +20,7 @@ async fn pair() -> (Box<Conn>, TcpStream) {
 }
 
 async fn head(conn: &mut Conn, method: &Method) -> io::Result<Head> {
-    poll_fn(|cx| poll_head(conn, cx, method, &mut HeaderMap::new())).await
+    poll_fn(|cx| poll_head(conn, cx, method, None)).await
 }
 
 /// The body's data and trailers, or the error that ended it.
@@ -535,13 +535,16 @@ async fn the_head_goes_into_the_spare_map_taken_only_when_whole() {
         .unwrap();
     readable(&conn).await;
     let pending = poll_fn(|cx| {
-        Poll::Ready(poll_head(&mut conn, cx, &Method::GET, &mut spare).is_pending())
+        Poll::Ready(poll_head(&mut conn, cx, &Method::GET, Some(&mut spare)).is_pending())
     })
     .await;
     assert!(pending, "half a head is no head");
     assert_eq!(spare["x-request"], "1", "kept while the head is not whole");
-    member.write_all(b"ngth: 0\r\nX-A: 1\r\n\r\n").await.unwrap();
-    let head = poll_fn(|cx| poll_head(&mut conn, cx, &Method::GET, &mut spare))
+    member
+        .write_all(b"ngth: 0\r\nX-A: 1\r\n\r\n")
+        .await
+        .unwrap();
+    let head = poll_fn(|cx| poll_head(&mut conn, cx, &Method::GET, Some(&mut spare)))
         .await
         .unwrap();
     let headers = &head.response.headers;
