@@ -205,6 +205,7 @@ impl Proxy {
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot = registry.build(config)?;
         self.shared.snapshot.store(Arc::new(snapshot));
+        registry.end_departed();
         registry.wake_queues();
         Ok(())
     }

@@ -118,6 +118,9 @@ pub(crate) struct Registry {
     /// Members whose health was already checked by the caller (an instance
     /// that passed its readiness probes): they start healthy when added.
     verified: std::collections::HashSet<(String, String)>,
+    /// Members the last build removed, whose streams are ended once the
+    /// snapshot without them is published ([`Registry::end_departed`]).
+    departed: Vec<Arc<MemberConns>>,
 }
 
 impl Registry {
@@ -222,7 +225,7 @@ impl Registry {
         for ((pool, member), entry) in self.members.drain() {
             tracing::info!(%pool, %member, "member removed: closing its idle connections and ending its streams");
             entry.conns.close_idle();
-            entry.conns.leave();
+            self.departed.push(entry.conns);
             entry.watcher.abort();
         }
         self.members = keep;
@@ -306,6 +309,16 @@ impl Registry {
         self.members
             .iter()
             .map(|((pool, member), e)| (pool.as_str(), member.as_str(), &e.health))
+    }
+
+    /// Ends the streams of the members the last build removed: called once
+    /// the snapshot without them is published, so that a client their end
+    /// sends away (a WebSocket's close with 1001, an event stream's end)
+    /// reconnects to the new config, never to the member that is leaving.
+    pub(crate) fn end_departed(&mut self) {
+        for conns in self.departed.drain(..) {
+            conns.leave();
+        }
     }
 
     /// Gives every queued request a turn: called once a new snapshot is
@@ -537,5 +550,39 @@ fn build_routers(
         Ok(routers)
     } else {
         Err(BuildErrors(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::config;
+
+    /// A member a reload removes has its streams ended only once the
+    /// snapshot without it is published: a client their end sends away
+    /// (a WebSocket's close with 1001) reconnects to the new config, not to
+    /// the leaving member, whose new streams would be ended at once.
+    #[tokio::test]
+    async fn a_removed_member_s_streams_end_once_the_snapshot_without_it_is_published() {
+        let old: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let new: std::net::SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let mut registry = Registry::default();
+        registry.build(&config(&[("app", &[old])], "app")).unwrap();
+        let key = ("app".to_owned(), old.to_string());
+        let leaving = registry.members[&key].conns.leaving();
+        let snapshot = registry.build(&config(&[("app", &[new])], "app")).unwrap();
+        assert!(
+            !*leaving.borrow(),
+            "its streams ended before it left the routing"
+        );
+        drop(snapshot);
+        registry.end_departed();
+        assert!(*leaving.borrow());
+
+        // `Proxy::reload` publishes, then ends them.
+        let proxy = crate::Proxy::new(&config(&[("app", &[old])], "app")).unwrap();
+        let leaving = proxy.registry.lock().unwrap().members[&key].conns.leaving();
+        proxy.reload(&config(&[("app", &[new])], "app")).unwrap();
+        assert!(*leaving.borrow());
     }
 }

@@ -187,6 +187,15 @@ pub(crate) struct GoAway {
 }
 
 impl GoAway {
+    /// Whether the stream is to end, from the signals' values as they are
+    /// now: a watch's value changes before its waiters are woken (one
+    /// waiter may be woken, and act, well before another), so a stream can
+    /// be told to end before [`GoAway::wait`] says it.
+    fn is_set(&self) -> bool {
+        let set = |rx: &Option<watch::Receiver<bool>>| rx.as_ref().is_some_and(|rx| *rx.borrow());
+        set(&self.proxy) || set(&self.member)
+    }
+
     /// Resolves once the stream is to end.
     pub(crate) async fn wait(&mut self) {
         tokio::select! {
@@ -209,7 +218,8 @@ async fn turns_true(rx: Option<&mut watch::Receiver<bool>>) {
 
 /// Copies `src` to `dst`; on the drain signal ends the WebSocket in this
 /// direction (see the module docs). An end of `src` is passed on as one of
-/// `dst`.
+/// `dst` — after a close frame when the signal is set by then, at a frame
+/// boundary, whether or not its wake-up has come.
 async fn pump<R, W>(mut src: R, mut dst: W, toward: Toward, mut go_away: GoAway) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -230,7 +240,18 @@ where
             }
             read = src.read(&mut buf) => read?,
         };
+        // The signal as it is now, not only as its wake-up says: the other
+        // direction may have seen it first and sent its close frame, which
+        // the peer answered by closing — an end read here before this
+        // direction's wake-up came, and passed on bare, would be the
+        // stream's only end (EOF where a close frame was owed).
+        if !away && go_away.is_set() {
+            away = true;
+        }
         if n == 0 {
+            if away && frames.at_boundary() {
+                break 0..0;
+            }
             dst.shutdown().await?;
             return Ok(());
         }
@@ -364,6 +385,37 @@ mod tests {
         let mut got = Vec::new();
         out.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"\x81\x7fnot a frame");
+    }
+
+    /// The signal turns true and the source ends before this direction's
+    /// wake-up for it comes — the other direction saw it first and sent its
+    /// close frame, and the peer answered by closing the connection: the
+    /// end is still announced with a close frame, not passed on bare.
+    #[tokio::test]
+    async fn an_end_read_before_the_signal_s_wake_up_still_gets_the_close() {
+        /// At its end; reading it turns the signal true first, as the
+        /// member's leaving does while this direction waits.
+        struct EndsAsSignalled {
+            signal: watch::Sender<bool>,
+        }
+        impl AsyncRead for EndsAsSignalled {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                _: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<io::Result<()>> {
+                self.signal.send_replace(true);
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        let (signal, rx) = watch::channel(false);
+        let (dst, mut out) = duplex(1024);
+        let go_away = Tunnels::default().go_away_signal(Some(rx));
+        let src = EndsAsSignalled { signal };
+        pump(src, dst, Toward::Client, go_away).await.unwrap();
+        let mut got = Vec::new();
+        out.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, ws_frames::going_away(None));
     }
 
     #[tokio::test]
