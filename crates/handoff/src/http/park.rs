@@ -399,8 +399,11 @@ where
     );
     let mut closing = false;
     let mut parking = false;
+    // Tells whether the stage moved without touching its waiters (below).
+    let mut probe = stage.clone();
     loop {
         let now = *stage.borrow_and_update();
+        probe.mark_unchanged();
         if now == Stage::Abort {
             return None; // dropping the connection closes the socket
         }
@@ -408,14 +411,36 @@ where
             closing = true;
             Pin::new(&mut *conn).graceful_shutdown();
         }
-        let ended = tokio::select! {
-            res = std::future::poll_fn(|cx| poll_h1(&mut conn, &state, &mut parking, cx)) => res,
-            changed = stage.changed() => {
-                if changed.is_err() {
-                    return None;
-                }
-                continue;
+        // Outside tokio's cooperative budget: a poll made when the task's
+        // budget is spent would return without registering the waker, and
+        // this one is not polled again until the stage moves.
+        let changed = tokio::task::unconstrained(stage.changed());
+        let mut changed = std::pin::pin!(changed);
+        let mut waiting = false;
+        // The stage's `changed` is polled once to register its waker, and
+        // again only when the stage did change: a wake for the
+        // connection's I/O (every request) costs one atomic load here
+        // rather than a visit to the watch's list of waiters.
+        let woke = std::future::poll_fn(|cx| {
+            if let Poll::Ready(res) = poll_h1(&mut conn, &state, &mut parking, cx) {
+                return Poll::Ready(Woke::Served(res));
             }
+            if !waiting || probe.has_changed().unwrap_or(true) {
+                waiting = true;
+                if let Poll::Ready(changed) = changed.as_mut().poll(cx) {
+                    return Poll::Ready(match changed {
+                        Ok(()) => Woke::Stage,
+                        Err(_) => Woke::Gone,
+                    });
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        let ended = match woke {
+            Woke::Served(res) => res,
+            Woke::Stage => continue,
+            Woke::Gone => return None,
         };
         if let Err(e) = ended {
             tracing::debug!(error = %e, "connection ended with an error");
@@ -435,6 +460,16 @@ where
             service: parts.service.into_inner(),
         });
     }
+}
+
+/// What woke a served HTTP/1 connection's task.
+enum Woke {
+    /// hyper's connection ended (or closed to be parked).
+    Served(hyper::Result<()>),
+    /// The server's stage moved.
+    Stage,
+    /// The server is gone.
+    Gone,
 }
 
 type Http1<I, S> =
