@@ -14,7 +14,11 @@
 #     worker count is the scaling curve;
 #  2. allocations per request: `proxy_allocs` (crates/benchmarks) counts what baton's proxy allocates per keep-alive
 #     GET and POST, and the heap it holds per idle connection;
-#  3. memory: VmRSS of each one-worker proxy with IDLE_LIST (10,000 and 50,000) idle keep-alive client connections
+#  3. the kernel's share, one worker each, keep-alive GET: system calls per request by kind (perf's syscall
+#     tracepoints on the proxy), TCP segments per request (`nstat`, the whole machine) and rescheduling interrupts
+#     per request (RES in /proc/interrupts: a woken process on the other core that had to be told), next to the
+#     proxy's system CPU time per request — what its kernel time is made of, request for request;
+#  4. memory: VmRSS of each one-worker proxy with IDLE_LIST (10,000 and 50,000) idle keep-alive client connections
 #     (bench/proxy/conns.py: one `GET /1k` each, then silence; spread over several source addresses), and 3 s after
 #     they closed.
 #
@@ -43,7 +47,7 @@ LIFETIME=3000
 HERE=bench/proxy
 
 if ! bench_locked; then
-    bench_tools nginx haproxy wrk python3 curl openssl taskset:util-linux
+    bench_tools nginx haproxy wrk python3 curl openssl taskset:util-linux perf:linux-perf nstat:iproute2
     bench_binaries -p baton -p hello -p benchmarks -- baton hello proxy_allocs
     bench_lock "$@"
 fi
@@ -213,6 +217,40 @@ EOF
     wait_port "$tport" 30 "$PID"
 }
 
+# kernel_counts PROXY: one keep-alive GET run of WRK_DURATION to PROXY (one worker, pinned) with its system calls
+# counted by perf's tracepoints, the machine's TCP segments (nstat) and rescheduling interrupts (/proc/interrupts);
+# prints "syscalls recv send epoll other segments res sys_us", each per request.
+kernel_counts() {
+    local pid=${REALPID[$1]} file="$OUT/kernel-$1" secs=${WRK_DURATION%s} reqs s0 s1 res0 res1
+    read -r _ s0 < <(cpu_split "$pid")
+    res0=$(awk '$1 == "RES:" { for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i; print n }' /proc/interrupts)
+    nstat -n
+    perf stat -x, -o "$file.perf" -p "$pid" \
+        -e raw_syscalls:sys_enter -e 'syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,syscalls:sys_enter_readv' \
+        -e 'syscalls:sys_enter_sendto,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendmsg' \
+        -e 'syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait' -- sleep "$((secs + 2))" &
+    local perf=$!
+    sleep 1 # perf attached before the first request
+    run_wrk "$file.wrk" "$1" get 1 "$WRK_DURATION" || die "wrk failed"
+    wait "$perf" || die "perf stat failed: $file.perf"
+    nstat >"$file.nstat"
+    res1=$(awk '$1 == "RES:" { for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i; print n }' /proc/interrupts)
+    read -r _ s1 < <(cpu_split "$pid")
+    read -r _ _ _ reqs _ < <(parse_wrk "$file.wrk")
+    # perf counts from a second before wrk starts to a second after it stopped, when the proxy is idle: its counts
+    # are those of wrk's requests.
+    awk -F, -v n="$reqs" -v segs="$(awk '$1 == "TcpOutSegs" { print $2 }' "$file.nstat")" \
+        -v res=$((res1 - res0)) -v sys=$((s1 - s0)) -v hz="$HZ" '
+        $3 == "raw_syscalls:sys_enter" { all = $1 }
+        $3 ~ /recvfrom|sys_enter_read/ { recv += $1 }
+        $3 ~ /sendto|sys_enter_write|sendmsg/ { send += $1 }
+        $3 ~ /epoll/ { ep += $1 }
+        END {
+            printf "%.2f %.2f %.2f %.2f %.2f %.2f %.3f %.1f\n", all / n, recv / n, send / n, ep / n,
+                (all - recv - send - ep) / n, segs / n, res / n, sys / hz * 1e6 / n
+        }' "$file.perf"
+}
+
 stop_proxies() {
     local p
     for p in baton nginx haproxy; do stop "${PROXYPID[$p]}"; done
@@ -247,7 +285,7 @@ declare -A KIND_LABEL=([get]='GET 1 KiB' [post]='POST echo 1 KiB' [tls-get]='HTT
 PROXIES=(baton nginx haproxy)
 declare -A LABEL=([baton]=baton [nginx]=nginx [haproxy]=HAProxy)
 declare -A RPS P99 CPU USER
-declare -A RSS_BASE RSS_HELD RSS_CLOSED CONNS_RESULT
+declare -A RSS_BASE RSS_HELD RSS_CLOSED CONNS_RESULT KERNEL
 ROWS=""
 WRK_ERRORS=0
 
@@ -282,6 +320,10 @@ for w in $WORKERS_LIST; do
         done
     done
     if [[ $w == 1 ]]; then
+        for p in "${PROXIES[@]}"; do
+            log "kernel: ${LABEL[$p]}"
+            KERNEL[$p]=$(kernel_counts "$p")
+        done
         for p in "${PROXIES[@]}"; do
             sleep 2
             RSS_BASE[$p]=$(rss_kib "${REALPID[$p]}")
@@ -386,6 +428,20 @@ SECTION="$OUT/section.md"
     echo "$(allocs 'bytes_held_after_close') bytes still held after all closed. Before this work: 24.06 allocations per GET and per POST"
     echo "(proxy_allocs at commit 0b45dee), 28,369 bytes per idle connection."
     echo
+    echo "### The kernel's share (1 worker each, keep-alive GET 1 KiB)"
+    echo
+    echo "One \`wrk -t1 -c$WRK_CONNECTIONS -d$WRK_DURATION\` run per proxy: its system calls counted by perf's syscall tracepoints"
+    echo "(\`perf stat -p\`), TCP segments sent on the whole machine (\`nstat\` TcpOutSegs: client, proxy and backend together),"
+    echo "rescheduling interrupts on the whole machine (RES in /proc/interrupts: a process woken on a core that had to be"
+    echo "interrupted for it), and the proxy's system CPU time; all per request."
+    echo
+    echo "| proxy | system calls | receives | sends | epoll waits | others | TCP segments | rescheduling interrupts | system CPU |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for p in "${PROXIES[@]}"; do
+        read -r k_all k_recv k_send k_ep k_other k_segs k_res k_sys <<<"${KERNEL[$p]}"
+        echo "| ${LABEL[$p]} | $k_all | $k_recv | $k_send | $k_ep | $k_other | $k_segs | $k_res | $k_sys µs |"
+    done
+    echo
     echo "### Memory with idle keep-alive connections (1 worker each)"
     echo
     echo "VmRSS of the proxy process; \`bench/proxy/conns.py\` opens the connections (one \`GET /1k\` each, then silence),"
@@ -406,5 +462,5 @@ SECTION="$OUT/section.md"
     echo "$END"
 } >"$SECTION"
 
-ROW='| [Data plane: baton against nginx and HAProxy, 1 to N workers, allocations, idle connections](#data-plane-baton-against-nginx-and-haproxy-1-to-n-workers-allocations-idle-connections) | `bench/dataplane.sh` | keep-alive GET 1 KiB and POST echo through baton, nginx and HAProxy with 1 and N workers each (pinned with taskset for 1): req/s, p99, CPU per request, the scaling curve; baton'"'"'s allocations per request; RSS with 10,000 and 50,000 idle connections and after they close |'
+ROW='| [Data plane: baton against nginx and HAProxy, 1 to N workers, allocations, idle connections](#data-plane-baton-against-nginx-and-haproxy-1-to-n-workers-allocations-idle-connections) | `bench/dataplane.sh` | keep-alive GET 1 KiB and POST echo through baton, nginx and HAProxy with 1 and N workers each (pinned with taskset for 1): req/s, p99, CPU per request, the scaling curve; baton'"'"'s allocations per request; the kernel'"'"'s share per request (system calls, TCP segments, rescheduling interrupts); RSS with 10,000 and 50,000 idle connections and after they close |'
 write_section "$SECTION" "$ROW"
