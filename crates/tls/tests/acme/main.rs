@@ -152,16 +152,25 @@ async fn renews_before_expiry_without_a_restart() {
 
     wait_issued(&mut status, 1).await;
     let first = certs.get("renew.baton.test").unwrap();
-    let hits = pebble.hits();
     let renewed = wait_issued(&mut status, 2).await;
     assert_eq!(renewed.orders, 2);
     let second = certs.get("renew.baton.test").unwrap();
     assert_ne!(first.cert[0], second.cert[0], "a new certificate is served");
     verify_chain(&second, &pebble.root_ca().await, "renew.baton.test");
-    assert!(
-        pebble.hits() > hits,
-        "the renewal answered its own challenge"
-    );
+    // Every challenge the client took up (its POST to the challenge) was
+    // answered from its challenge server: one for the first order, and one
+    // for the renewal unless pebble reused the still valid authorization,
+    // which it sometimes does whatever PEBBLE_AUTHZREUSE says. Counted once
+    // both are issued: the renewal may be due at once after a slow first
+    // issuance, its challenge fetched before anything read after the first.
+    let taken_up = pebble.log_text().matches("POST /chalZ/").count();
+    let tokens: std::collections::HashSet<String> = pebble
+        .answered()
+        .into_iter()
+        .map(|(token, _)| token)
+        .collect();
+    assert!((1..=2).contains(&taken_up), "{taken_up} challenges");
+    assert_eq!(tokens.len(), taken_up, "each challenge answered");
     task.abort();
 }
 
