@@ -73,26 +73,7 @@ bench_test_cert "$CERTS"
 
 # --- backends, pinned away from the one-worker proxies ----------------------------------------------------------
 
-BODY=$(printf 'x%.0s' $(seq 1024))
-mkdir -p "$TMP/nginx" "$TMP/backend"
-BACKEND_PORT=$(free_port)
-cat >"$OUT/backend.conf" <<EOF
-# bench/dataplane.sh: the GET backend, a 1 KiB answer.
-worker_processes 1;
-daemon off;
-master_process off;
-pid $TMP/backend/nginx.pid;
-error_log $PWD/$OUT/backend-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-$(nginx_http_common | sed "s|$TMP/nginx|$TMP/backend|")
-    server {
-        listen 127.0.0.1:$BACKEND_PORT backlog=4096;
-        location / { default_type text/plain; return 200 "$BODY"; }
-    }
-}
-EOF
+nginx_get_backend 4096
 start backend taskset -c "$OTHERS" nginx -p "$TMP/backend/" -c "$PWD/$OUT/backend.conf" -e "$PWD/$OUT/backend-error.log"
 BACKEND_PID=$PID
 wait_port "$BACKEND_PORT" 30 "$BACKEND_PID"
@@ -149,11 +130,7 @@ EOF
     port=$(free_port) tport=$(free_port)
     cat >"$OUT/nginx-$w.conf" <<EOF
 # bench/dataplane.sh: $w worker(s), keep-alive to both backends, no access log.
-worker_processes $w;
-daemon off;
-master_process $([[ $w == 1 ]] && echo off || echo on);
-pid $TMP/nginx/nginx.pid;
-error_log $PWD/$OUT/nginx-error.log warn;
+$(nginx_main nginx "$w")
 worker_rlimit_nofile $FD_LIMIT;
 events { worker_connections $((MAX_IDLE + 5000)); }
 http {

@@ -99,11 +99,7 @@ sed '/^\[pool.app\]/i [listener.tls]\ncertificates = [{ cert = "'"$CERTS"'/serve
     "$OUT/baton.toml" >"$OUT/baton-tls.toml"
 NGINX_PORT=$(free_port)
 cat >"$OUT/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process off;
-pid $TMP/nginx/nginx.pid;
-error_log $PWD/$OUT/nginx-error.log warn;
+$(nginx_main nginx)
 worker_rlimit_nofile $(ulimit -n);
 events { worker_connections $((MAX_IDLE + 5000)); }
 http {

@@ -39,26 +39,7 @@ wait_quiet
 
 # --- backends -------------------------------------------------------------------------------------------------------
 
-BODY=$(printf 'x%.0s' $(seq 1024))
-mkdir -p "$TMP/nginx" "$TMP/backend"
-BACKEND_PORT=$(free_port)
-cat >"$OUT/backend.conf" <<EOF
-# bench/instructions.sh: the GET backend, a 1 KiB answer.
-worker_processes 1;
-daemon off;
-master_process off;
-pid $TMP/backend/nginx.pid;
-error_log $PWD/$OUT/backend-error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-$(nginx_http_common | sed "s|$TMP/nginx|$TMP/backend|")
-    server {
-        listen 127.0.0.1:$BACKEND_PORT backlog=4096;
-        location / { default_type text/plain; return 200 "$BODY"; }
-    }
-}
-EOF
+nginx_get_backend 1024
 start backend nginx -p "$TMP/backend/" -c "$PWD/$OUT/backend.conf" -e "$PWD/$OUT/backend-error.log"
 wait_port "$BACKEND_PORT" 30 "$PID"
 start hello "$HELLO" --listen 127.0.0.1:0 --app-version bench
@@ -99,11 +80,7 @@ EOF
     nginx)
         cat >"$OUT/nginx.conf" <<EOF
 # bench/instructions.sh: one worker, keep-alive to both backends, no access log.
-worker_processes 1;
-daemon off;
-master_process off;
-pid $TMP/nginx/nginx.pid;
-error_log $PWD/$OUT/nginx-error.log warn;
+$(nginx_main nginx)
 events { worker_connections 1024; }
 http {
     access_log off;

@@ -242,6 +242,42 @@ bench_test_cert() {
     } >"$dir/certs.log" 2>&1 || die "could not make the certificate; see $dir/certs.log"
 }
 
+# nginx_main NAME [WORKERS]: the main-context lines of a benchmark's nginx NAME: WORKERS worker processes (1 by
+# default, and then no master process), in the foreground, its pid under $TMP/NAME and its errors in
+# $OUT/NAME-error.log.
+nginx_main() {
+    local workers=${2:-1}
+    cat <<EOF
+worker_processes $workers;
+daemon off;
+master_process $( ((workers == 1)) && echo off || echo on);
+pid $TMP/$1/nginx.pid;
+error_log $PWD/$OUT/$1-error.log warn;
+EOF
+}
+
+# nginx_get_backend CONNECTIONS: writes $OUT/backend.conf, an nginx answering every request with BODY (1 KiB) on
+# 127.0.0.1:BACKEND_PORT (both set here) with CONNECTIONS worker connections, its files under $TMP/backend; the
+# caller starts it (pinned or not).
+nginx_get_backend() {
+    BODY=$(printf 'x%.0s' $(seq 1024))
+    mkdir -p "$TMP/nginx" "$TMP/backend"
+    BACKEND_PORT=$(free_port)
+    cat >"$OUT/backend.conf" <<EOF
+# bench/$BENCH.sh: the GET backend, a 1 KiB answer.
+$(nginx_main backend)
+events { worker_connections $1; }
+http {
+    access_log off;
+$(nginx_http_common | sed "s|$TMP/nginx|$TMP/backend|")
+    server {
+        listen 127.0.0.1:$BACKEND_PORT backlog=4096;
+        location / { default_type text/plain; return 200 "$BODY"; }
+    }
+}
+EOF
+}
+
 # nginx_http_common: the lines of an nginx `http` block every benchmark shares: temp paths in $TMP/nginx (never the
 # system's), and client keep-alive that outlasts any run.
 nginx_http_common() {

@@ -133,11 +133,7 @@ NGINX_PORT=$(free_port)
 mkdir -p "$TMP/nginx"
 cat >"$OUT/nginx.conf" <<EOF
 # bench/proxy.sh: one worker, keep-alive to the upstream, no access log.
-worker_processes 1;
-daemon off;
-master_process off;
-pid $TMP/nginx/nginx.pid;
-error_log $PWD/$OUT/nginx-error.log warn;
+$(nginx_main nginx)
 worker_rlimit_nofile $FD_LIMIT;
 events {
     worker_connections 20480;

@@ -173,11 +173,7 @@ cat >"$OUT/nginx.conf" <<EOF
 # bench/tls.sh: one worker, TLS 1.2 + 1.3 with rustls's nine default suites in rustls's order, the server's order
 # (as baton), the same groups, session cache and tickets on, h2, HSTS; keep-alive to the upstream, no access log
 # except on the probe port (which checks that the load client makes full handshakes).
-worker_processes 1;
-daemon off;
-master_process off;
-pid $TMP/nginx/nginx.pid;
-error_log $PWD/$OUT/nginx-error.log warn;
+$(nginx_main nginx)
 worker_rlimit_nofile 65536;
 events {
     worker_connections 20480;
