@@ -41,7 +41,7 @@ HERE=bench/proxy
 
 if ! bench_locked; then
     bench_tools nginx haproxy wrk python3 curl
-    bench_binaries -p baton -p hello -p loadgen -- baton hello baton-load
+    bench_binaries -p baton -p hello -p loadgen -p benchmarks -- baton hello baton-load reload_stages
     bench_lock "$@"
 fi
 
@@ -51,7 +51,8 @@ bench_start
 BATON=$BIN/baton
 HELLO=$BIN/hello
 LOADGEN=$BIN/baton-load
-for b in "$BATON" "$HELLO" "$LOADGEN"; do [[ -x $b ]] || die "$b is missing: cargo build --release"; done
+STAGES=$BIN/reload_stages
+for b in "$BATON" "$HELLO" "$LOADGEN" "$STAGES"; do [[ -x $b ]] || die "$b is missing: cargo build --release"; done
 FD_LIMIT=$(ulimit -n)
 ((FD_LIMIT > IDLE_CONNS + 1000)) || die "open-file limit $FD_LIMIT is too low for $IDLE_CONNS connections"
 
@@ -75,6 +76,7 @@ small_config() {
     cat <<EOF
 # bench/proxy.sh: one listener, one pool, one route.
 [proxy]
+workers = 1
 drain_timeout = "5s"
 
 [[listener]]
@@ -93,6 +95,7 @@ big_config() {
     cat <<EOF
 # bench/proxy.sh: one listener, one pool, $ROUTES routes.
 [proxy]
+workers = 1
 drain_timeout = "5s"
 
 [[listener]]
@@ -367,6 +370,11 @@ DOWN_MED=$(printf '%s\n' "${DOWN_MS[@]}" | median)
 DOWN_MAX=$(printf '%s\n' "${DOWN_MS[@]}" | sort -g | tail -1)
 LOAD_MAX=$(printf '%s\n' "${LOAD_MAX_MS[@]}" | sort -g | tail -1)
 RSS_END_BATON=$(rss_kib "$BATON_REAL")
+
+# Where a reload's time goes, stage by stage, in one process without load (the same config as the reloads).
+log "the stages of a reload of $ROUTES routes (reload_stages)"
+timeout -k 5 300 "$STAGES" --routes "$ROUTES" --rounds 20 >"$OUT/reload-stages.txt" 2>&1 ||
+    die "reload_stages failed: $OUT/reload-stages.txt"
 LOAD_END=$(loadavg)
 
 # --- optional: a CPU profile of baton under the wrk load (after every measurement) ---------------------------------
@@ -448,7 +456,7 @@ SECTION="$OUT/section.md"
     echo "Setup: one backend, \`target/release/hello --listen 127.0.0.1:0\`, which echoes \`POST /echo\`. In front of it,"
     echo "each with one worker thread and keep-alive connections to the backend (configs in \`$OUT/\`):"
     echo
-    echo "- baton: \`target/release/baton serve --config baton.toml\` (single-threaded runtime; one listener with"
+    echo "- baton: \`target/release/baton serve --config baton.toml\` (\`[proxy] workers = 1\`: a single-threaded runtime; one listener with"
     echo "  \`max_connections = 20000\`, one pool, one catch-all route; otherwise defaults);"
     echo "- nginx: \`nginx -c nginx.conf\` with \`worker_processes 1; daemon off; master_process off;\`, \`upstream\` with"
     echo "  \`keepalive 64\`, \`proxy_http_version 1.1\`, \`proxy_set_header Connection \"\"\`, \`access_log off\`,"
@@ -531,6 +539,14 @@ SECTION="$OUT/section.md"
     echo "$RELOAD_REQS; slowest request $(printf '%.1f' "$LOAD_MAX") ms. baton's RSS with the $ROUTES-route config:"
     echo "$(mib "$RSS_BIG") MiB; after the last reload back to one route: $(mib "$RSS_END_BATON") MiB (both include the memory"
     echo "baton kept from the connection test above)."
+    echo
+    echo "Where that time goes: \`target/release/reload_stages --routes $ROUTES --rounds 20\` builds the same config and"
+    echo "times each stage of a reload in one process with no load (parsing and validating the text; the deploy engine's"
+    echo "copies of the config; the proxy's new snapshot with its router, swapped in), median and max of 20 rounds:"
+    echo
+    echo '```text'
+    cat "$OUT/reload-stages.txt"
+    echo '```'
     echo
     notes_section
     echo "$END"

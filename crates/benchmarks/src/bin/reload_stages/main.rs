@@ -2,7 +2,7 @@
 //! one process: parsing and validating the file (`config::parse`), the
 //! copies of the config the deploy engine makes, and building and swapping
 //! the proxy's snapshot (`Proxy::reload`, routers included). Prints the
-//! median and the maximum of each stage over `--rounds` rounds; `bench/reload.sh`
+//! median and the maximum of each stage over `--rounds` rounds; `bench/proxy.sh`
 //! puts them next to the whole reload as `baton serve` logs it.
 
 use std::time::{Duration, Instant};
