@@ -65,6 +65,15 @@ impl RouteStats {
         self.buckets[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Requests counted so far, of every method and status.
+    pub(crate) fn total(&self) -> u64 {
+        self.counts
+            .iter()
+            .flatten()
+            .map(|n| n.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+
     /// The counts now.
     pub fn counts(&self) -> RouteCounts {
         RouteCounts {
@@ -147,5 +156,6 @@ mod tests {
         assert_eq!(c.counts[7][3], 1);
         assert_eq!(c.counts.iter().flatten().sum::<u64>(), 4);
         assert_eq!(c.buckets[bucket_of(ms)], 4);
+        assert_eq!(stats.total(), 4);
     }
 }

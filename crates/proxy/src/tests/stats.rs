@@ -128,3 +128,26 @@ async fn stats_survive_reloads_and_handles_outlive_what_they_measure() {
         "an old handle keeps its counts"
     );
 }
+
+#[tokio::test]
+async fn route_totals_are_the_routes_counts_summed() {
+    let a = Upstream::start("a").await;
+    let cfg = config(&[("app", &[a.addr])], "app");
+    let running = start(&cfg).await;
+    for path in ["/", "/", "/status/404", "/status/500"] {
+        get(running.addr, path).await;
+    }
+    let mut totals = Vec::new();
+    running
+        .proxy
+        .route_totals(|label, total| totals.push((label.to_owned(), total)));
+    let readings: Vec<(String, u64)> = running
+        .proxy
+        .route_readings()
+        .into_iter()
+        .map(|r| (r.label, r.counts.counts.iter().flatten().sum()))
+        .collect();
+    assert_eq!(totals.len(), 1, "{totals:?}");
+    assert_eq!(totals[0].1, 4, "{totals:?}");
+    assert_eq!(totals, readings);
+}
