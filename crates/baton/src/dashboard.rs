@@ -107,20 +107,30 @@ pub async fn events(State(ctx): State<Ctx>) -> Response {
                 return None;
             }
             changes.mark_unchanged();
-            let now = view::Readings {
-                services: ctx.engine.status(),
-                certificates: ctx.certs.report(),
-                pools: ctx.proxy.readings(),
-                routes: ctx.proxy.route_readings(),
-                listeners: ctx.proxy.listener_readings(),
-            };
-            let snapshot = view::snapshot(&ctx.live, now, since);
-            let since = snapshot.newest_point().or(since);
-            let mut bytes = b"event: snapshot\ndata: ".to_vec();
-            // Plain data: serializing it cannot fail.
-            let _ = serde_json::to_writer(&mut bytes, &snapshot);
-            bytes.extend_from_slice(b"\n\n");
-            let event = Ok::<_, Infallible>(Bytes::from(bytes));
+            // A snapshot of thousands of routes takes milliseconds to read
+            // and serialize, once a second for each viewer: on a blocking
+            // thread, never on a worker of the runtime that serves requests.
+            let reading = ctx.clone();
+            let built = tokio::task::spawn_blocking(move || {
+                let ctx = reading;
+                let now = view::Readings {
+                    services: ctx.engine.status(),
+                    certificates: ctx.certs.report(),
+                    pools: ctx.proxy.readings(),
+                    routes: ctx.proxy.route_readings(),
+                    listeners: ctx.proxy.listener_readings(),
+                };
+                let snapshot = view::snapshot(&ctx.live, now, since);
+                let mut bytes = b"event: snapshot\ndata: ".to_vec();
+                // Plain data: serializing it cannot fail.
+                let _ = serde_json::to_writer(&mut bytes, &snapshot);
+                bytes.extend_from_slice(b"\n\n");
+                (Bytes::from(bytes), snapshot.newest_point().or(since))
+            })
+            .await;
+            // The runtime is shutting down: the stream ends.
+            let (bytes, since) = built.ok()?;
+            let event = Ok::<_, Infallible>(bytes);
             Some((event, (ctx, changes, since, false)))
         });
     let mut response = Body::from_stream(stream).into_response();
