@@ -318,7 +318,8 @@ t0=$(date +%s%N)
 CHECK_BIG_MS=$((($(date +%s%N) - t0) / 1000000))
 
 reloaded_count() { grep -c 'config reloaded' "$OUT/baton.stderr" || true; }
-# reload FILE: puts FILE in place, sends SIGHUP, waits for the `config reloaded` line; prints its duration_ms.
+# reload FILE: puts FILE in place, sends SIGHUP, waits for the `config reloaded` line; prints its duration_ms and
+# its parse_ms (reading and parsing the file, on a blocking thread).
 reload_into() {
     local before deadline line
     before=$(reloaded_count)
@@ -332,7 +333,10 @@ reload_into() {
         sleep 0.02
     done
     line=$(grep 'config reloaded' "$OUT/baton.stderr" | tail -1)
-    echo "$line" | grep -o 'duration_ms=[0-9.]*' | sed 's/duration_ms=//' || die "no duration_ms in: $line"
+    local total parse
+    total=$(echo "$line" | grep -o 'duration_ms=[0-9.]*' | sed 's/duration_ms=//') || die "no duration_ms in: $line"
+    parse=$(echo "$line" | grep -o 'parse_ms=[0-9.]*' | sed 's/parse_ms=//') || die "no parse_ms in: $line"
+    echo "$total $parse"
 }
 # has_instance PATH: whether baton's answer to GET PATH came from hello (routed) rather than baton's own 404.
 routed() { curl -sS --max-time 5 -o /dev/null -D - "http://$BATON_ADDR$1" | grep -qi '^x-instance:'; }
@@ -345,12 +349,12 @@ for i in $(seq "$RELOADS"); do
     lpid=$!
     PIDS+=("$lpid")
     sleep 2
-    up=$(reload_into "$OUT/baton-big.toml")
+    read -r up up_parse < <(reload_into "$OUT/baton-big.toml")
     routed "/r/$((ROUTES - 4))" || { ROUTING_OK=0; log "after the reload into $ROUTES routes, /r/$((ROUTES - 4)) was not routed"; }
     ! routed /not-a-route || { ROUTING_OK=0; log "after the reload into $ROUTES routes, /not-a-route was routed"; }
     [[ -n $RSS_BIG ]] || RSS_BIG=$(rss_kib "$BATON_REAL")
     sleep 2
-    down=$(reload_into "$OUT/baton-small.toml")
+    read -r down _ < <(reload_into "$OUT/baton-small.toml")
     routed /not-a-route || { ROUTING_OK=0; log "after the reload back into one route, /not-a-route was not routed"; }
     wait "$lpid" || true
     read -r reqs fails p99 maxl < <(python3 -c '
@@ -361,8 +365,8 @@ print(r["requests"], r["failures"], l["p99_us"] / 1000, l["max_us"] / 1000)' "$j
         die "could not read baton-load's report $json (stderr: $OUT/reload-load-$i.stderr)"
     UP_MS+=("$up") DOWN_MS+=("$down") LOAD_MAX_MS+=("$maxl")
     RELOAD_FAILURES=$((RELOAD_FAILURES + fails)) RELOAD_REQS=$((RELOAD_REQS + reqs))
-    log "reload $i: 1 → $ROUTES routes ${up} ms, back ${down} ms; load: $reqs requests, $fails failed, p99 ${p99} ms, max ${maxl} ms"
-    RELOAD_ROWS+="| $i | $(printf '%.1f' "$up") ms | $(printf '%.1f' "$down") ms | $reqs | $fails | $(printf '%.2f' "$p99") ms | $(printf '%.1f' "$maxl") ms |"$'\n'
+    log "reload $i: 1 → $ROUTES routes ${up} ms (parsing ${up_parse} ms), back ${down} ms; load: $reqs requests, $fails failed, p99 ${p99} ms, max ${maxl} ms"
+    RELOAD_ROWS+="| $i | $(printf '%.1f' "$up") ms | $(printf '%.1f' "$up_parse") ms | $(printf '%.1f' "$down") ms | $reqs | $fails | $(printf '%.2f' "$p99") ms | $(printf '%.1f' "$maxl") ms |"$'\n'
 done
 UP_MED=$(printf '%s\n' "${UP_MS[@]}" | median)
 UP_MAX=$(printf '%s\n' "${UP_MS[@]}" | sort -g | tail -1)
@@ -523,15 +527,16 @@ SECTION="$OUT/section.md"
     echo "\`/\`, \`/echo\`, \`/slow\` and $((ROUTES - 3)) exact paths \`/r/N\`, all to the same pool; no catch-all) and sends"
     echo "SIGHUP, then puts the one-route config back and sends SIGHUP again; $RELOADS cycle(s). The duration is baton's own"
     echo "\`config reloaded ... duration_ms=\` (from the signal being handled to the new snapshot being swapped in: reading"
-    echo "and validating the file, building the router). After each reload the script checks that \`/r/$((ROUTES - 4))\`"
+    echo "and validating the file, building the router); \`parse_ms=\` on the same line is its first part, reading and parsing the"
+    echo "file on a blocking thread (the thread hop included). After each reload the script checks that \`/r/$((ROUTES - 4))\`"
     echo "reaches the backend and \`/not-a-route\` gets baton's own 404 (and the reverse after the reload back)."
     echo "Each cycle runs under \`target/release/baton-load --target ADDR --duration 8s --json --keepalive 2 --fresh 1"
     echo "--post 1 --slow 0 --pace 1ms\`, which counts every failed request; its max latency shows any stall of the"
     echo "single-threaded data plane during a reload. For comparison, \`baton check\` of the $ROUTES-route file takes"
     echo "$CHECK_BIG_MS ms as a process of its own (start-up included)."
     echo
-    echo "| cycle | 1 → $ROUTES routes | $ROUTES → 1 route | requests during the cycle | failed | p99 | max latency |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| cycle | 1 → $ROUTES routes | of which reading and parsing | $ROUTES → 1 route | requests during the cycle | failed | p99 | max latency |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s' "$RELOAD_ROWS"
     echo
     echo "**Reload into $ROUTES routes: median $(printf '%.1f' "$UP_MED") ms, max $(printf '%.1f' "$UP_MAX") ms** (back to one"

@@ -335,6 +335,7 @@ impl Reloader {
         })
         .await
         .unwrap_or_else(|e| Err(vec![format!("could not reload: {e}")]));
+        let parsed_in = started.elapsed();
         let (source, cfg) = parsed.map_err(Refusal::Invalid)?;
         if cfg
             .listeners
@@ -369,6 +370,7 @@ impl Reloader {
             revision = %live.1,
             services_changed = reloaded.services.len(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            parse_ms = parsed_in.as_secs_f64() * 1000.0,
             "config reloaded"
         );
         // The file and the certificates are two things, each all or
