@@ -61,7 +61,13 @@ pub(crate) fn timing(lines: &[String], version: &str) -> Timing {
         app.push((*start, (*ready).max(*start)));
         confirmed.push((*start, (*confirmed_at).max(*start)));
     }
+    let logged_ms = window
+        .iter()
+        .rev()
+        .find(|l| is_deploy_line(l, "deploy complete"))
+        .and_then(|l| field(l, "duration_ms")?.parse().ok());
     Timing {
+        logged_ms,
         instances: app.len(),
         app_ready_ms: union_ms(app.clone()),
         baton_ready_ms: union_ms(confirmed.clone()),

@@ -262,6 +262,9 @@ struct Timing {
     baton_ms: f64,
     /// Instances of the new version with a line missing.
     incomplete: usize,
+    /// The `duration_ms` of the deploy's `deploy complete` line: logged before the outcome is saved to the state
+    /// file (written and synced), which the outcome's own duration includes.
+    logged_ms: Option<f64>,
 }
 
 struct RunResult {
