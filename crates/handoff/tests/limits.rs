@@ -45,9 +45,22 @@ fn start_with(
     let phase = server.lifecycle();
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
-        .route("/echo", get(upgrade_to_echo));
+        .route("/echo", get(upgrade_to_echo))
+        .route("/hold", get(hold));
     let serving = tokio::spawn(server.serve(app));
     (addr, stop, phase, serving)
+}
+
+/// `/hold` has started.
+static HOLDING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+/// Lets `/hold` answer.
+static RELEASE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+/// Answers once the test releases it.
+async fn hold() -> &'static str {
+    HOLDING.add_permits(1);
+    RELEASE.acquire().await.unwrap().forget();
+    "held"
 }
 
 /// Switches to a protocol that echoes every byte back.
@@ -315,4 +328,138 @@ async fn a_closing_connection_reads_what_the_client_still_sends() {
         got.starts_with("HTTP/1.1 200") && got.ends_with("ok"),
         "{got:?}"
     );
+}
+
+/// The first byte of a request head can also be the first of the HTTP/2
+/// preface: until the preface is whole, the head limit applies (a client
+/// that sent `P` and nothing else was once held for ever).
+#[tokio::test]
+async fn a_head_that_starts_like_the_h2_preface_still_gets_408() {
+    let (addr, _stop, _) = start(Limits {
+        header_read_timeout: Some(Duration::from_millis(200)),
+        ..Limits::default()
+    })
+    .await;
+    for start in ["P", "PRI * HTTP/2.0\r\n"] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(start.as_bytes()).await.unwrap();
+        let got = read_all(&mut s).await;
+        assert!(got.starts_with("HTTP/1.1 408"), "after {start:?}: {got:?}");
+    }
+}
+
+/// The HTTP/2 frames in `bytes`, as (type, stream id); panics on a
+/// truncated frame.
+fn h2_frames(mut bytes: &[u8]) -> Vec<(u8, u32)> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        assert!(bytes.len() >= 9, "a truncated frame header: {bytes:?}");
+        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        let stream = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff;
+        frames.push((bytes[3], stream));
+        assert!(bytes.len() >= 9 + len, "a truncated frame: {bytes:?}");
+        bytes = &bytes[9 + len..];
+    }
+    frames
+}
+
+const GOAWAY: u8 = 7;
+
+/// A client that sends the HTTP/2 preface and nothing else is not held for
+/// ever: past the idle limit it gets a `GOAWAY` and the connection ends,
+/// though it never answers.
+#[tokio::test]
+async fn a_silent_h2_connection_gets_goaway_past_the_idle_limit() {
+    let (addr, _stop, _) = start(Limits {
+        header_read_timeout: Some(Duration::from_millis(200)),
+        keepalive_timeout: Some(Duration::from_millis(300)),
+        ..Limits::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(BOUND, s.read_to_end(&mut got))
+        .await
+        .expect("the idle HTTP/2 connection was not closed")
+        .unwrap();
+    // hyper's graceful close: a `GOAWAY` and a `PING` whose answer would
+    // bring the final `GOAWAY`; this client never answers, so the
+    // connection ends without it.
+    let frames = h2_frames(&got);
+    assert!(frames.contains(&(GOAWAY, 0)), "{frames:?}");
+}
+
+type H2Send = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// An HTTP/2 client connection, prior knowledge, that sends a `PING` every
+/// 50 ms; its task ends when the server closes the connection.
+async fn h2_client(addr: SocketAddr) -> (H2Send, tokio::task::JoinHandle<hyper::Result<()>>) {
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    let (send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_millis(50))
+            .keep_alive_while_idle(true)
+            .handshake(io)
+            .await
+            .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+async fn h2_get(send: &mut H2Send, path: &str) -> String {
+    use http_body_util::BodyExt;
+    let req = hyper::Request::get(format!("http://x{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let res = tokio::time::timeout(BOUND, send.send_request(req))
+        .await
+        .expect("no response")
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// An HTTP/2 connection is idle when no stream is open: `PING`s do not keep
+/// it, a stream open longer than the limit is not cut, and the limit counts
+/// from the end of the last stream.
+#[tokio::test]
+async fn an_h2_connection_is_closed_when_idle_not_while_a_stream_is_open() {
+    let (addr, _stop, _) = start(Limits {
+        keepalive_timeout: Some(Duration::from_millis(300)),
+        ..Limits::default()
+    })
+    .await;
+    let (mut busy, busy_conn) = h2_client(addr).await;
+    assert_eq!(h2_get(&mut busy, "/").await, "ok");
+    let held = tokio::spawn(async move {
+        let body = h2_get(&mut busy, "/hold").await;
+        (busy, body)
+    });
+    HOLDING.acquire().await.unwrap().forget();
+    // A connection opened after the held stream started, with pings and no
+    // request: its end shows the idle limit has passed for the other too.
+    let (_idle, idle_conn) = h2_client(addr).await;
+    tokio::time::timeout(BOUND, idle_conn)
+        .await
+        .expect("an idle HTTP/2 connection that pings was not closed")
+        .unwrap()
+        .expect("the idle connection did not end cleanly");
+    assert!(
+        !busy_conn.is_finished(),
+        "a connection with a stream open was closed"
+    );
+    RELEASE.add_permits(1);
+    let (mut busy, body) = held.await.unwrap();
+    assert_eq!(body, "held");
+    // Idle again after a last request: closed in time.
+    assert_eq!(h2_get(&mut busy, "/").await, "ok");
+    tokio::time::timeout(BOUND, busy_conn)
+        .await
+        .expect("the connection was not closed once idle")
+        .unwrap()
+        .expect("the connection did not end cleanly");
 }

@@ -174,7 +174,7 @@ pub(crate) static LISTENER: Section = Section {
             "keepalive_timeout",
             Type::Duration,
             Default("60s"),
-            "An idle client connection is closed after this long.",
+            "An idle client connection is closed after this long: HTTP/1 with no request in flight, HTTP/2 with no stream open (with a `GOAWAY`).",
         ),
         key(
             "redirect_https",

@@ -4,12 +4,19 @@
 //! idle for too long is closed. Owns only the I/O wrapper and the small
 //! shared state the service side updates; it never touches requests.
 //!
-//! HTTP/2 connections (recognised by their preface) are left alone: h2 has
-//! its own keep-alive and a head timeout makes no sense across streams. So
-//! are upgraded connections (a `101 Switching Protocols` was sent): their
-//! bytes are another protocol's (a WebSocket's frames), never a request
-//! head, and a quiet WebSocket is neither an idle keep-alive connection nor
-//! one to park.
+//! An HTTP/2 connection owes its preface in the head time like any new
+//! connection; once the connection is known to speak HTTP/2, the head
+//! timeout no longer applies (requests are streams, and frames of any kind
+//! arrive between them), and the idle limit counts from the end of the last
+//! stream: when it passes with no stream open, the connection loop is asked
+//! to close the connection gracefully (a `GOAWAY`, so a request crossing it
+//! is refused, never lost), and if that has not ended it `LINGER` later
+//! (a client that never finished its handshake) reading ends it. Frames
+//! that open no stream (`PING`, `SETTINGS`) do not keep a connection alive.
+//! Upgraded connections (a `101 Switching Protocols` was sent) are left
+//! alone: their bytes are another protocol's (a WebSocket's frames), never a
+//! request head, and a quiet WebSocket is neither an idle keep-alive
+//! connection nor one to park.
 //!
 //! It also tells when an HTTP/1 connection has been idle long enough to be
 //! parked (see `park`): it asks for it through `ConnState`, and then lets
@@ -31,7 +38,6 @@ use tokio::time::{Instant, Sleep};
 
 use crate::time::SaturatingAdd;
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 const TIMEOUT_RESPONSE: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
 
@@ -53,6 +59,9 @@ pub(crate) struct ConnState {
     /// Set when the connection switched protocols: no time limit applies
     /// any more.
     upgraded: AtomicBool,
+    /// An HTTP/2 connection has had no stream open for the idle limit: the
+    /// connection loop is to close it gracefully.
+    close_idle: AtomicBool,
 }
 
 impl ConnState {
@@ -70,6 +79,12 @@ impl ConnState {
     /// Whether the I/O side asked for the connection to be parked.
     pub(crate) fn park_requested(&self) -> bool {
         self.park.load(Ordering::Acquire)
+    }
+
+    /// Whether the I/O side asked for an idle HTTP/2 connection to be
+    /// closed.
+    pub(crate) fn close_requested(&self) -> bool {
+        self.close_idle.load(Ordering::Acquire)
     }
 
     fn is_upgraded(&self) -> bool {
@@ -141,9 +156,11 @@ pub(crate) struct Guarded<I> {
     /// no timer-wheel work per request).
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
-    /// Set once the first bytes show the connection speaks HTTP/2.
+    /// Set once the connection is known to speak HTTP/2.
     h2: bool,
-    first_read: bool,
+    /// When an idle HTTP/2 connection asked to close gracefully stops being
+    /// read (an end of stream for hyper).
+    h2_close_by: Option<Instant>,
     /// A request head is owed: the connection is new, or bytes of the next
     /// request arrived while idle.
     pending_head: bool,
@@ -172,7 +189,7 @@ impl<I> Guarded<I> {
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             timer_at: None,
             h2: false,
-            first_read: true,
+            h2_close_by: None,
             // A new connection owes us a request head.
             pending_head: true,
             seen_started: 0,
@@ -192,10 +209,17 @@ impl<I> Guarded<I> {
         idle_deadline: Option<Instant>,
     ) -> Guarded<I> {
         let mut guarded = Guarded::new(io, state, timeouts);
-        guarded.first_read = false;
         guarded.pending_head = false;
         guarded.armed = idle_deadline.map(|at| (Waiting::Idle, at));
         guarded
+    }
+
+    /// The connection's first bytes were the HTTP/2 preface: from now on
+    /// only the idle limit applies, counted between streams.
+    pub(crate) fn speaks_h2(&mut self) {
+        self.h2 = true;
+        self.pending_head = false;
+        self.armed = None;
     }
 
     pub(crate) fn get_mut(&mut self) -> &mut I {
@@ -298,8 +322,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.h2 || this.state.is_upgraded() {
+        if this.state.is_upgraded() {
             return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        if this.h2 {
+            return this.poll_read_h2(cx, buf);
         }
         let before = buf.filled().len();
         let waiting = this.waiting();
@@ -310,13 +337,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<I> {
         match result {
             Poll::Ready(Ok(())) => {
                 let got = &buf.filled()[before..];
-                if this.first_read && !got.is_empty() {
-                    this.first_read = false;
-                    if got.starts_with(&H2_PREFACE[..got.len().min(H2_PREFACE.len())]) {
-                        this.h2 = true;
-                        return Poll::Ready(Ok(()));
-                    }
-                }
                 // The first bytes of the next request start its head clock.
                 if !got.is_empty() && waiting == Waiting::Idle {
                     this.pending_head = true;
@@ -328,18 +348,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<I> {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
                 if waiting == Waiting::Busy {
-                    this.armed = None;
                     // Only an idle clock (or the park delay) needs to start the
                     // moment the last response ends (a head clock starts with
                     // the next byte).
                     if this.timeouts.idle.is_some() || this.timeouts.park.is_some() {
-                        *this.state.reader.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(cx.waker().clone());
-                        this.state.parked.store(true, Ordering::Release);
-                        // The response may have finished since `waiting` was read.
-                        if !this.state.is_busy() {
-                            cx.waker().wake_by_ref();
-                        }
+                        this.wait_for_idle(cx);
                     }
                     return Poll::Pending;
                 }
@@ -365,6 +378,68 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<I> {
                 Poll::Ready(Ok(()))
             }
         }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Guarded<I> {
+    /// While a request is in flight: no deadline, and a wake-up when the
+    /// last response ends, so that the idle clock starts then even though no
+    /// byte arrives.
+    fn wait_for_idle(&mut self, cx: &mut Context<'_>) {
+        self.armed = None;
+        *self.state.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+        self.state.parked.store(true, Ordering::Release);
+        // The response may have finished since the state was read.
+        if !self.state.is_busy() {
+            cx.waker().wake_by_ref();
+        }
+    }
+
+    /// Reads of an HTTP/2 connection: hyper always has one pending, so the
+    /// idle clock is checked here whenever nothing is to be read.
+    fn poll_read_h2(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let Some(idle) = self.timeouts.idle else {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        };
+        if let Some(by) = self.h2_close_by {
+            if self.passed(cx, by) {
+                tracing::debug!("idle HTTP/2 connection did not close in time: closing");
+                return Poll::Ready(Ok(()));
+            }
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        let result = Pin::new(&mut self.io).poll_read(cx, buf);
+        if result.is_ready() {
+            return result;
+        }
+        let started = self.state.started.load(Ordering::Acquire) != self.seen_started;
+        if self.waiting() == Waiting::Busy {
+            self.wait_for_idle(cx);
+            return Poll::Pending;
+        }
+        // Idle since the last stream ended (or since the preface): frames
+        // that open no stream do not move the deadline.
+        let at = match self.armed {
+            Some((Waiting::Idle, at)) if !started => at,
+            _ => {
+                let at = Instant::now().saturating_add(idle);
+                self.armed = Some((Waiting::Idle, at));
+                at
+            }
+        };
+        if self.passed(cx, at) {
+            tracing::debug!("HTTP/2 connection idle: closing");
+            self.armed = None;
+            self.h2_close_by = Some(Instant::now().saturating_add(LINGER));
+            self.state.close_idle.store(true, Ordering::Release);
+            // The connection loop sees the request when hyper returns.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
     }
 }
 

@@ -98,8 +98,9 @@ pub struct Limits {
     /// A client that has not sent a complete request head this long after
     /// connecting (or after starting the next request) gets `408`.
     pub header_read_timeout: Option<Duration>,
-    /// An HTTP/1 keep-alive connection with no request for this long is
-    /// closed.
+    /// A keep-alive connection with no request for this long is closed:
+    /// HTTP/1 between requests, HTTP/2 with no stream open (gracefully, with
+    /// a `GOAWAY`).
     pub keepalive_timeout: Option<Duration>,
     /// Request heads larger than this get `431` (at least 8 KiB).
     pub max_header_bytes: usize,

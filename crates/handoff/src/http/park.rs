@@ -358,6 +358,9 @@ async fn sniff<I: Park>(
         Ok(Sniffed::End) => Sniffed::End,
         Ok(found) => {
             io.get_mut().prefix = Bytes::copy_from_slice(&buf[..filled]);
+            if matches!(found, Sniffed::Http2) {
+                io.speaks_h2();
+            }
             found
         }
         Err(e) => {
@@ -512,7 +515,7 @@ async fn serve_h2<I, F, S, B>(
     S: AppService<B>,
     B: AppBody,
 {
-    let service = DrainAware::new(service, stage.clone(), state);
+    let service = DrainAware::new(service, stage.clone(), state.clone());
     let mut conn = Box::pin(shared.http2.serve_connection(TokioIo::new(io), service));
     let mut closing = false;
     loop {
@@ -524,8 +527,20 @@ async fn serve_h2<I, F, S, B>(
             closing = true;
             conn.as_mut().graceful_shutdown();
         }
+        let served = std::future::poll_fn(|cx| {
+            loop {
+                match conn.as_mut().poll(cx) {
+                    // Idle past the keep-alive limit: a `GOAWAY`, then the end.
+                    Poll::Pending if !closing && state.close_requested() => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    other => return other,
+                }
+            }
+        });
         tokio::select! {
-            res = conn.as_mut() => {
+            res = served => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
