@@ -64,6 +64,8 @@ pub(crate) struct RawListener {
     pub(crate) header_read_timeout: Opt<String>,
     pub(crate) max_header_bytes: Opt<IntOrString>,
     pub(crate) max_body_bytes: Opt<IntOrString>,
+    pub(crate) body_read_timeout: Opt<String>,
+    pub(crate) body_buffer_bytes: Opt<IntOrString>,
     pub(crate) keepalive_timeout: Opt<String>,
     pub(crate) redirect_https: Opt<IntOrBool>,
     pub(crate) tls: Opt<RawTls>,

@@ -87,6 +87,9 @@ impl std::fmt::Display for Failure {
             Failure::Client(ClientFault::Abandoned) => {
                 f.write_str("the client went away during its request body")
             }
+            Failure::Client(ClientFault::TimedOut) => {
+                f.write_str("the client sent nothing of its request body in time")
+            }
         }
     }
 }

@@ -278,6 +278,28 @@ impl ProxyService {
     ) -> impl Future<Output = (Response<ProxyBody>, Option<Arc<str>>, Option<HeaderValue>)> {
         async move {
             let upstreams = &snapshot.pools[pool].0;
+            // The body's first bytes before anything of the pool's: a slow
+            // or broken upload is answered here, and holds no member.
+            let (parts, body) = req.into_parts();
+            let listener = snapshot.listeners.get(&self.endpoint.name);
+            let max_body = listener.map_or(u64::MAX, |l| l.max_body);
+            if body.size_hint().lower() > max_body {
+                let response = local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+                return counted(&upstreams.stats, entered, (response, None, None));
+            }
+            let mut body = (!body.is_end_stream()).then(|| {
+                let limited = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
+                let timeout = listener.map_or(std::time::Duration::MAX, |l| l.body_read_timeout);
+                ClientBody::new(limited, FaultRecord::new(), timeout)
+            });
+            if let Some(body) = &mut body
+                && let Err(fault) = body.fill(listener.map_or(0, |l| l.body_buffer)).await
+            {
+                tracing::debug!(pool = %upstreams.name, ?fault, "the client broke its request");
+                let response = (client_fault(fault), None, None);
+                return counted(&upstreams.stats, entered, response);
+            }
+            let req = Request::from_parts(parts, body);
             let current;
             let admission = match upstreams.gate.is_paused() {
                 true => Box::pin(upstreams.gate.admit()).await,
@@ -337,10 +359,7 @@ impl ProxyService {
                 replay,
                 client,
                 after,
-            } = match self.prepare(snapshot, pool, req) {
-                Ok(prepared) => prepared,
-                Err(response) => return counted(stats, entered, (*response, None, None)),
-            };
+            } = self.prepare(snapshot, pool, req);
             let outcome = forward(upstreams, req, replay, picked, &client).await;
             counted(stats, entered, self.finish(upstreams, outcome, after))
         }
@@ -408,20 +427,9 @@ impl ProxyService {
         &self,
         snapshot: &Snapshot,
         pool: usize,
-        mut req: Request<Incoming>,
-    ) -> Result<Prepared, Box<Response<ProxyBody>>> {
+        mut req: Request<Option<ClientRequestBody>>,
+    ) -> Prepared {
         let (upstreams, settings) = &snapshot.pools[pool];
-
-        let max_body = snapshot
-            .listeners
-            .get(&self.endpoint.name)
-            .map_or(u64::MAX, |l| l.max_body);
-        if req.body().size_hint().lower() > max_body {
-            return Err(Box::new(local(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large\n",
-            )));
-        }
 
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -465,19 +473,15 @@ impl ProxyService {
                 }
             }
         }
-        let body_empty = body.is_end_stream();
-        let client = if body_empty {
+        let body_empty = body.is_none();
+        let (body, client) = match body {
             // No body, no client fault: nothing to record.
-            FaultRecord::none()
-        } else {
-            FaultRecord::new()
-        };
-        let body = if body_empty {
-            crate::empty_body()
-        } else {
-            let limited = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
-            // One box for both layers.
-            ClientBody::new(limited, client.clone()).boxed_unsync()
+            None => (crate::empty_body(), FaultRecord::none()),
+            Some(body) => {
+                let client = body.record();
+                // One box for both layers.
+                (body.boxed_unsync(), client)
+            }
         };
         // A request is only ever sent again to a member not tried yet
         // (`forward`): with one member there is nobody to send it to.
@@ -486,7 +490,7 @@ impl ProxyService {
             .flatten();
         let upstream_req = Request::from_parts(parts, body);
 
-        Ok(Prepared {
+        Prepared {
             req: upstream_req,
             replay,
             client,
@@ -495,7 +499,7 @@ impl ProxyService {
                 client_upgrade,
                 protocol,
             },
-        })
+        }
     }
 
     /// What came back from the pool, as the client's response.
@@ -540,15 +544,8 @@ impl ProxyService {
                 )
             }
             Err(Failure::Client(fault)) => {
-                // The client's doing, not an upstream failure: answered (if
-                // it still listens) and the connection closed, since its
-                // request was not read to a clean end.
                 tracing::debug!(pool = %upstreams.name, ?fault, "the client broke its request");
-                let mut r = local(fault.status(), fault.text());
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                r.extensions_mut().insert(fault);
-                (r, None, Some(request_id))
+                (client_fault(fault), None, Some(request_id))
             }
             Err(failure) => {
                 if !matches!(failure, Failure::NoMember) {
@@ -625,6 +622,20 @@ struct AfterForward {
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     protocol: Protocol,
 }
+
+/// The answer to a client that broke its own request, not an upstream
+/// failure: sent if it still listens, and the connection closed, since its
+/// request was not read to a clean end.
+fn client_fault(fault: ClientFault) -> Response<ProxyBody> {
+    let mut r = local(fault.status(), fault.text());
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r.extensions_mut().insert(fault);
+    r
+}
+
+/// The client's request body as the proxy reads it.
+type ClientRequestBody = ClientBody<Limited<Incoming>>;
 
 fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::text(text));

@@ -50,6 +50,10 @@ pub(crate) struct PoolSettings {
 pub(crate) struct ListenerSettings {
     /// Largest request body (413 above it).
     pub max_body: u64,
+    /// Longest wait for the next bytes of a request body (408 after it).
+    pub body_read_timeout: std::time::Duration,
+    /// How much of a request body is read before a member is picked.
+    pub body_buffer: usize,
     /// `Strict-Transport-Security` for every response, when the listener
     /// has `[listener.tls]` with `hsts` (sent on TLS connections only).
     pub hsts: Option<HeaderValue>,
@@ -450,6 +454,8 @@ fn listener_settings(l: &config::Listener) -> ListenerSettings {
     let hsts = l.tls.as_ref().and_then(|t| t.hsts.as_ref());
     ListenerSettings {
         max_body: l.max_body_bytes,
+        body_read_timeout: l.body_read_timeout,
+        body_buffer: l.body_buffer_bytes,
         hsts: hsts.and_then(|h| HeaderValue::from_str(&h.header_value()).ok()),
         redirect_https: l.redirect_https,
     }

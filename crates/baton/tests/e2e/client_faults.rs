@@ -15,15 +15,26 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{self, EVENT_TIMEOUT, Proc, TempDir, baton_serve, start_hello};
 
-/// A chunked upload whose second chunk size is not hexadecimal.
-const MALFORMED: &[u8] = b"POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nmore\r\n";
+/// More of a body than baton reads before it picks a member (16 KiB by
+/// default): the faults below break off an exchange with the member.
+const PAST_READ_AHEAD: usize = 20_000;
 
-/// Sends a POST announcing 100 kB, 1 kB of it, and hangs up.
+/// A chunked upload whose second chunk size is not hexadecimal.
+fn malformed() -> Vec<u8> {
+    let mut upload =
+        b"POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    upload.extend_from_slice(format!("{PAST_READ_AHEAD:x}\r\n").as_bytes());
+    upload.extend_from_slice(&[b'x'; PAST_READ_AHEAD]);
+    upload.extend_from_slice(b"\r\nZZ\r\nmore\r\n");
+    upload
+}
+
+/// Sends a POST announcing 100 kB, 20 kB of it, and hangs up.
 async fn abandon_upload(addr: &str, host: &str) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let head = format!("POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(&[b'x'; 1000]).await.unwrap();
+    s.write_all(&[b'x'; PAST_READ_AHEAD]).await.unwrap();
     drop(s);
 }
 
@@ -107,8 +118,9 @@ pool = "control"
     // Twelve client faults, alternating over both members: six each, twice
     // the threshold.
     let mut answers = Vec::new();
+    let malformed = malformed();
     for _ in 0..6 {
-        let r = tokio::time::timeout(EVENT_TIMEOUT, support::exchange(&addr, MALFORMED))
+        let r = tokio::time::timeout(EVENT_TIMEOUT, support::exchange(&addr, &malformed))
             .await
             .expect("malformed upload unanswered");
         answers.push(r);

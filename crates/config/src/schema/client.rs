@@ -171,6 +171,18 @@ pub(crate) static LISTENER: Section = Section {
             "Largest request body; above it the client gets 413.",
         ),
         key(
+            "body_read_timeout",
+            Type::Duration,
+            Default("60s"),
+            "Longest wait for the next bytes of a request body (as nginx's `client_body_timeout`); a client that is slower gets 408 and its connection is closed, never counted against the member.",
+        ),
+        key(
+            "body_buffer_bytes",
+            Type::Size,
+            Default("16KiB"),
+            "A request body is read up to this size before a member is picked: one that fits is read whole first, so that a slow client holds no member's connection while it sends; a larger one streams to the member once this much has arrived. A client's fault while it is read (a body over `max_body_bytes`, malformed, abandoned or too slow) is answered without a member. 0 to 1MiB; 0 picks the member at once.",
+        ),
+        key(
             "keepalive_timeout",
             Type::Duration,
             Default("60s"),

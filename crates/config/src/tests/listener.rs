@@ -24,6 +24,8 @@ fn bad_durations_and_zero_timeouts() {
     );
     let e = error(&format!("{MINIMAL}keepalive_timeout = \"0s\"\n"));
     assert_eq!(e, "3:21: `keepalive_timeout` must be greater than 0");
+    let e = error(&format!("{MINIMAL}body_read_timeout = \"0s\"\n"));
+    assert_eq!(e, "3:21: `body_read_timeout` must be greater than 0");
 }
 
 #[test]
@@ -169,6 +171,15 @@ fn listener_limits() {
     assert_eq!(
         e,
         "3:18: invalid `max_body_bytes`: \"10 MB!\" is not a size: unknown unit \"MB!\"; expected B, KB, MB, GB, KiB, MiB or GiB"
+    );
+    let e = error(&format!("{MINIMAL}body_buffer_bytes = \"2MiB\"\n"));
+    assert_eq!(
+        e,
+        "3:21: `body_buffer_bytes` must be between 0 and 1048576 bytes, not 2097152"
+    );
+    assert_eq!(
+        ok(&format!("{MINIMAL}body_buffer_bytes = 0\n")).listeners[0].body_buffer_bytes,
+        0
     );
     let e = error(&format!("{MINIMAL}max_body_bytes = -1\n"));
     assert_eq!(e, "3:18: invalid `max_body_bytes`: must not be negative");

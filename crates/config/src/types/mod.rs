@@ -153,6 +153,12 @@ pub struct Listener {
     pub max_header_bytes: usize,
     /// Largest request body in bytes (413 above it).
     pub max_body_bytes: u64,
+    /// Longest wait for the next bytes of a request body (408 after it);
+    /// non-zero.
+    pub body_read_timeout: Duration,
+    /// How much of a request body is read before a member is picked; at
+    /// most 1 MiB.
+    pub body_buffer_bytes: usize,
     /// Idle client connections are closed after this; non-zero.
     pub keepalive_timeout: Duration,
     /// `[listener.tls]`: HTTPS on this listener.

@@ -209,6 +209,18 @@ fn listener(
         &raw.max_body_bytes,
         0..=u64::MAX,
     );
+    let body_read_timeout = ctx.duration(
+        &LISTENER,
+        "body_read_timeout",
+        &raw.body_read_timeout,
+        false,
+    );
+    let body_buffer_bytes = ctx.size(
+        &LISTENER,
+        "body_buffer_bytes",
+        &raw.body_buffer_bytes,
+        0..=1 << 20,
+    );
     let keepalive_timeout = ctx.duration(
         &LISTENER,
         "keepalive_timeout",
@@ -227,6 +239,8 @@ fn listener(
         header_read_timeout: header_read_timeout?,
         max_header_bytes: usize::try_from(max_header_bytes?).ok()?,
         max_body_bytes: max_body_bytes?,
+        body_read_timeout: body_read_timeout?,
+        body_buffer_bytes: usize::try_from(body_buffer_bytes?).ok()?,
         keepalive_timeout: keepalive_timeout?,
         tls: super::optional(tls)?,
         redirect_https: redirect_https.ok()?,

@@ -8,6 +8,7 @@ mod member_answers;
 mod pause;
 mod pki;
 mod retry;
+mod slow_body;
 mod stats;
 mod upstream_host;
 mod upstream_tls;
