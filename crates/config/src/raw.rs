@@ -66,6 +66,7 @@ pub(crate) struct RawListener {
     pub(crate) max_body_bytes: Opt<IntOrString>,
     pub(crate) body_read_timeout: Opt<String>,
     pub(crate) body_buffer_bytes: Opt<IntOrString>,
+    pub(crate) write_timeout: Opt<String>,
     pub(crate) keepalive_timeout: Opt<String>,
     pub(crate) redirect_https: Opt<IntOrBool>,
     pub(crate) tls: Opt<RawTls>,

@@ -46,7 +46,8 @@ fn start_with(
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
         .route("/echo", get(upgrade_to_echo))
-        .route("/hold", get(hold));
+        .route("/hold", get(hold))
+        .route("/endless", get(endless));
     let serving = tokio::spawn(server.serve(app));
     (addr, stop, phase, serving)
 }
@@ -61,6 +62,38 @@ async fn hold() -> &'static str {
     HOLDING.add_permits(1);
     RELEASE.acquire().await.unwrap().forget();
     "held"
+}
+
+/// Dropped with the body of `/endless`: the server gave up on it.
+static ENDLESS_DROPPED: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+/// A response body that never ends, 64 KiB a frame, as fast as the client
+/// takes it.
+struct Endless;
+
+impl hyper::body::Body for Endless {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(
+            bytes::Bytes::from_static(&CHUNK),
+        ))))
+    }
+}
+
+impl Drop for Endless {
+    fn drop(&mut self) {
+        ENDLESS_DROPPED.add_permits(1);
+    }
+}
+
+async fn endless() -> axum::response::Response {
+    axum::response::Response::new(axum::body::Body::new(Endless))
 }
 
 /// Switches to a protocol that echoes every byte back.
@@ -462,4 +495,40 @@ async fn an_h2_connection_is_closed_when_idle_not_while_a_stream_is_open() {
         .expect("the connection was not closed once idle")
         .unwrap()
         .expect("the connection did not end cleanly");
+}
+
+/// A client that stops reading its response does not keep the connection
+/// (and whatever feeds the response) for ever: once nothing of it has been
+/// taken for the write limit, the connection ends.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_after_the_write_limit() {
+    let (addr, _stop, _) = start(Limits {
+        write_timeout: Some(Duration::from_millis(300)),
+        ..Limits::default()
+    })
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    s.write_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+    // No more reading: the server's writes wait, then fail.
+    tokio::time::timeout(BOUND, ENDLESS_DROPPED.acquire())
+        .await
+        .expect("the server kept writing to a client that reads nothing")
+        .unwrap()
+        .forget();
+    let mut taken = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(BOUND, s.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => taken += n,
+            Err(_) => panic!("the connection was not closed"),
+        }
+    }
+    assert!(taken < 256 << 20, "{taken} bytes");
 }

@@ -330,6 +330,7 @@ impl Proxy {
                     header_read_timeout: Some(cfg.header_read_timeout),
                     keepalive_timeout: Some(cfg.keepalive_timeout),
                     max_header_bytes: cfg.max_header_bytes,
+                    write_timeout: Some(cfg.write_timeout),
                 })
                 .with_stop(stop.clone());
             if cfg.tls.is_some()

@@ -183,6 +183,12 @@ pub(crate) static LISTENER: Section = Section {
             "A request body is read up to this size before a member is picked: one that fits is read whole first, so that a slow client holds no member's connection while it sends; a larger one streams to the member once this much has arrived. A client's fault while it is read (a body over `max_body_bytes`, malformed, abandoned or too slow) is answered without a member. 0 to 1MiB; 0 picks the member at once.",
         ),
         key(
+            "write_timeout",
+            Type::Duration,
+            Default("60s"),
+            "Longest a response waits for the client to take its next bytes (as nginx's `send_timeout`); a client that reads nothing for this long has its connection closed, WebSockets included, and the member's exchange is cancelled, not counted against it.",
+        ),
+        key(
             "keepalive_timeout",
             Type::Duration,
             Default("60s"),

@@ -54,6 +54,7 @@ fn kitchen_sink_parses_into_the_expected_config() {
             max_body_bytes: 1 << 20,
             body_read_timeout: secs(20),
             body_buffer_bytes: 32 << 10,
+            write_timeout: secs(30),
             keepalive_timeout: secs(75),
             tls: None,
             redirect_https: None,
@@ -446,6 +447,7 @@ fn absent_keys_take_the_documented_defaults() {
     assert_eq!(listener.max_body_bytes, 10 * 1024 * 1024);
     assert_eq!(listener.body_read_timeout, secs(60));
     assert_eq!(listener.body_buffer_bytes, 16 * 1024);
+    assert_eq!(listener.write_timeout, secs(60));
     assert_eq!(listener.keepalive_timeout, secs(60));
     assert_eq!((&listener.tls, listener.redirect_https), (&None, None));
     assert_eq!(

@@ -26,6 +26,8 @@ fn bad_durations_and_zero_timeouts() {
     assert_eq!(e, "3:21: `keepalive_timeout` must be greater than 0");
     let e = error(&format!("{MINIMAL}body_read_timeout = \"0s\"\n"));
     assert_eq!(e, "3:21: `body_read_timeout` must be greater than 0");
+    let e = error(&format!("{MINIMAL}write_timeout = \"0s\"\n"));
+    assert_eq!(e, "3:17: `write_timeout` must be greater than 0");
 }
 
 #[test]

@@ -38,7 +38,7 @@ fn five_mistakes_five_errors_in_file_order_from_every_stage() {
         all[1..],
         [
             "6:1: unknown key `adress` in [[listener]] (did you mean `address`?); expected one of: name, address, \
-             max_connections, header_read_timeout, max_header_bytes, max_body_bytes, body_read_timeout, body_buffer_bytes, keepalive_timeout, redirect_https, tls",
+             max_connections, header_read_timeout, max_header_bytes, max_body_bytes, body_read_timeout, body_buffer_bytes, write_timeout, keepalive_timeout, redirect_https, tls",
             "9:11: pool \"app\" has no members",
             "12:14: invalid `path_regex` \"(unclosed\": unclosed group",
             "13:8: unknown pool \"ap\"; defined pools: app",

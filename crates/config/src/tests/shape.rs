@@ -31,7 +31,7 @@ fn unknown_keys_are_listed_with_what_was_expected() {
         errors(source),
         [
             "2:1: unknown key `adress` in [[listener]] (did you mean `address`?); expected one of: name, address, \
-          max_connections, header_read_timeout, max_header_bytes, max_body_bytes, body_read_timeout, body_buffer_bytes, keepalive_timeout, redirect_https, tls"
+          max_connections, header_read_timeout, max_header_bytes, max_body_bytes, body_read_timeout, body_buffer_bytes, write_timeout, keepalive_timeout, redirect_https, tls"
         ]
     );
     let e = error(&format!("{MINIMAL}[proxy]\ndrain = \"1s\"\n"));

@@ -159,6 +159,9 @@ pub struct Listener {
     /// How much of a request body is read before a member is picked; at
     /// most 1 MiB.
     pub body_buffer_bytes: usize,
+    /// Longest a write waits for the client to take bytes (the connection
+    /// is closed after it); non-zero.
+    pub write_timeout: Duration,
     /// Idle client connections are closed after this; non-zero.
     pub keepalive_timeout: Duration,
     /// `[listener.tls]`: HTTPS on this listener.

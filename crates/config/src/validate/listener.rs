@@ -221,6 +221,7 @@ fn listener(
         &raw.body_buffer_bytes,
         0..=1 << 20,
     );
+    let write_timeout = ctx.duration(&LISTENER, "write_timeout", &raw.write_timeout, false);
     let keepalive_timeout = ctx.duration(
         &LISTENER,
         "keepalive_timeout",
@@ -241,6 +242,7 @@ fn listener(
         max_body_bytes: max_body_bytes?,
         body_read_timeout: body_read_timeout?,
         body_buffer_bytes: usize::try_from(body_buffer_bytes?).ok()?,
+        write_timeout: write_timeout?,
         keepalive_timeout: keepalive_timeout?,
         tls: super::optional(tls)?,
         redirect_https: redirect_https.ok()?,

@@ -22,6 +22,11 @@
 //! parked (see `park`): it asks for it through `ConnState`, and then lets
 //! hyper's closing of the connection end without shutting the socket down.
 //!
+//! Writes have a limit too: one that has waited `Timeouts::write` for the
+//! client to take any byte fails, and the connection ends — a client that
+//! stops reading a response (or a WebSocket) cannot keep it, and the
+//! member's exchange feeding it, for ever.
+//!
 //! And it closes lingering: once our side is shut down, what the peer still
 //! sends is read and dropped until it closes its side too (at most 2 s), so
 //! that no unread byte makes the kernel reset the connection.
@@ -131,6 +136,8 @@ pub(crate) struct Timeouts {
     pub idle: Option<Duration>,
     /// How long an HTTP/1 connection stays idle before it is parked.
     pub park: Option<Duration>,
+    /// The longest a write waits for the client to take bytes.
+    pub write: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +180,9 @@ pub(crate) struct Guarded<I> {
     /// When a closing connection stops waiting for its peer to close too
     /// (see `poll_shutdown`); set once our side is shut down.
     linger_until: Option<Instant>,
+    /// When a write that is waiting for the client to take bytes fails;
+    /// cleared by every write that makes progress.
+    write_by: Option<Instant>,
 }
 
 /// The longest a closing connection reads and discards what its peer still
@@ -196,6 +206,7 @@ impl<I> Guarded<I> {
             park_at: None,
             parking: false,
             linger_until: None,
+            write_by: None,
         }
     }
 
@@ -443,13 +454,48 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Guarded<I> {
     }
 }
 
+impl<I> Guarded<I> {
+    /// A write's outcome with the write limit applied: a write that has
+    /// waited `Timeouts::write` for the client to take bytes fails, so the
+    /// connection ends (and whatever fed it, a member's response, with it).
+    fn write_limited<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.write_by = None;
+            return polled;
+        }
+        let Some(limit) = self.timeouts.write else {
+            return Poll::Pending;
+        };
+        let at = *self
+            .write_by
+            .get_or_insert_with(|| Instant::now().saturating_add(limit));
+        if self.passed(cx, at) {
+            self.write_by = None;
+            tracing::debug!(
+                "the client took nothing of what was written for the write timeout: closing"
+            );
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing within the write timeout",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
 impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.write_limited(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -457,7 +503,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.write_limited(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -465,7 +513,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.io).poll_flush(cx);
+        this.write_limited(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

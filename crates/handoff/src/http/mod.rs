@@ -104,6 +104,10 @@ pub struct Limits {
     pub keepalive_timeout: Option<Duration>,
     /// Request heads larger than this get `431` (at least 8 KiB).
     pub max_header_bytes: usize,
+    /// A connection whose client takes none of what is written to it for
+    /// this long is closed (a response it does not read, a WebSocket it
+    /// does not read, alike).
+    pub write_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -113,6 +117,7 @@ impl Default for Limits {
             header_read_timeout: Some(Duration::from_secs(30)),
             keepalive_timeout: None,
             max_header_bytes: 64 * 1024,
+            write_timeout: None,
         }
     }
 }
@@ -352,6 +357,7 @@ impl Server {
                 head: self.limits.header_read_timeout,
                 idle: self.limits.keepalive_timeout,
                 park: self.park_idle,
+                write: self.limits.write_timeout,
             },
             slots: Arc::new(Semaphore::new(self.limits.max_connections.max(1))),
             trim: trim::Trim::default(),

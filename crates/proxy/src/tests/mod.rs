@@ -8,7 +8,7 @@ mod member_answers;
 mod pause;
 mod pki;
 mod retry;
-mod slow_body;
+mod slow_clients;
 mod stats;
 mod upstream_host;
 mod upstream_tls;

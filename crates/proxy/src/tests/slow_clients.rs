@@ -1,7 +1,8 @@
-//! Slow and stalled request bodies, over real sockets: a client that sends
-//! its body slowly holds no member's connection while the first
-//! `body_buffer_bytes` arrive, and one that stops sending gets 408 after
-//! `body_read_timeout`, before or after a member was picked — never counted
+//! Slow clients, over real sockets: a client that sends its body slowly
+//! holds no member's connection while the first `body_buffer_bytes`
+//! arrive, one that stops sending gets 408 after `body_read_timeout`,
+//! before or after a member was picked, and one that stops reading its
+//! response loses its connection after `write_timeout` — never counted
 //! against the member.
 
 use std::convert::Infallible;
@@ -184,4 +185,77 @@ async fn a_body_stalled_while_streaming_gets_408_and_is_not_the_members_fault() 
         .member_stats("app", &member.to_string())
         .unwrap();
     assert_eq!(member_stats.snapshot().failures(), 0);
+}
+
+/// A member whose every response is endless: 64 KiB a frame, for as long
+/// as the proxy takes them.
+async fn endless_member() -> SocketAddr {
+    struct Endless;
+    impl hyper::body::Body for Endless {
+        type Data = bytes::Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Infallible>>> {
+            static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+            let chunk = bytes::Bytes::from_static(&CHUNK);
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                let body = match request.uri().path() {
+                    "/endless" => http_body_util::Either::Left(Endless),
+                    _ => http_body_util::Either::Right(Full::new(bytes::Bytes::from_static(b"ok"))),
+                };
+                Ok::<_, Infallible>(Response::new(body))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+/// A client that stops reading a large response holds the member's
+/// connection only until `write_timeout`: then its connection is closed,
+/// the member's slot is free for the next request, and the member — with
+/// one failure enough to eject it — is not blamed.
+#[tokio::test]
+async fn a_client_that_stops_reading_frees_the_member_after_the_write_timeout() {
+    let member = endless_member().await;
+    let cfg = slow_config(
+        member,
+        "write_timeout = \"300ms\"",
+        "max_connections_per_member = 1\nqueue_timeout = \"30s\"\npassive = { consecutive_failures = 1 }",
+    );
+    let running = start(&cfg).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut reader = socket.connect(running.addr).await.unwrap();
+    reader
+        .write_all(b"GET /endless HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    within(reader.read_exact(&mut head)).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // The member's only slot is the endless response's until the proxy
+    // gives up on the client that reads nothing more.
+    let answer = get(running.addr, "/").await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(answer.body.as_deref(), Ok("ok"));
+    let stats = running
+        .proxy
+        .member_stats("app", &member.to_string())
+        .unwrap();
+    assert_eq!(stats.snapshot().failures(), 0);
+    assert_eq!(get(running.addr, "/").await.status, StatusCode::OK);
 }
