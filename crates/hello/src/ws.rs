@@ -31,9 +31,10 @@ async fn echo(mut socket: WebSocket, draining: Draining) {
                         return;
                     }
                 }
-                // Pings are answered by the library; a close or an error ends it.
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                // Pings are answered by the library, and so is a close: its
+                // answer is sent by the next read, which then ends the socket.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {}
+                Some(Err(_)) | None => return,
             },
             () = draining.wait() => {
                 let frame = CloseFrame { code: GOING_AWAY, reason: "server draining".into() };

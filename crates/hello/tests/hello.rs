@@ -408,3 +408,51 @@ fn an_address_in_use_exits_71_and_says_why() {
     assert!(stderr.contains(&addr), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+/// A client's close frame is answered with one (the closing handshake),
+/// then the connection ends.
+#[tokio::test]
+async fn a_websocket_close_is_answered() {
+    let hello = Hello::start(&[]).await;
+    let mut s = TcpStream::connect(hello.addr()).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = timeout(WAIT, s.read(&mut byte)).await.unwrap().unwrap();
+        assert_eq!(n, 1, "{:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    // A masked close frame with code 1000.
+    let mask = [1u8, 2, 3, 4];
+    let code = 1000u16.to_be_bytes();
+    s.write_all(&[
+        0x88,
+        0x82,
+        mask[0],
+        mask[1],
+        mask[2],
+        mask[3],
+        code[0] ^ mask[0],
+        code[1] ^ mask[1],
+    ])
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    timeout(WAIT, s.read_to_end(&mut answer))
+        .await
+        .expect("the connection was not closed")
+        .unwrap();
+    // An unmasked close frame echoing the code.
+    assert_eq!(answer, [0x88, 0x02, 0x03, 0xe8]);
+}
