@@ -157,9 +157,11 @@ impl std::error::Error for BodyTimedOut {}
 pub(crate) struct ClientBody<B> {
     inner: B,
     record: FaultRecord,
-    /// Frames read ahead, given before any more is read: the first apart,
-    /// so that a body read ahead in one frame allocates nothing for it.
-    first: Option<Frame<Bytes>>,
+    /// Frames read ahead, given before any more is read: the first (when it
+    /// is data) apart, so that a body read ahead in one frame allocates
+    /// nothing for it, and a frame's worth of room in every request's future
+    /// is a `Bytes`, not a `Frame` (which can hold trailers).
+    first: Option<Bytes>,
     read_ahead: VecDeque<Frame<Bytes>>,
     /// The longest wait for the next frame.
     timeout: Duration,
@@ -200,9 +202,13 @@ where
                 None => break,
                 Some(Ok(frame)) => {
                     held += frame.data_ref().map_or(0, Bytes::len);
-                    match self.first {
-                        None => self.first = Some(frame),
-                        Some(_) => self.read_ahead.push_back(frame),
+                    if self.first.is_none() && self.read_ahead.is_empty() {
+                        match frame.into_data() {
+                            Ok(data) => self.first = Some(data),
+                            Err(frame) => self.read_ahead.push_back(frame),
+                        }
+                    } else {
+                        self.read_ahead.push_back(frame);
                     }
                 }
                 Some(Err(_)) => return Err(self.record.get().unwrap_or(ClientFault::Abandoned)),
@@ -250,7 +256,10 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(frame) = self.first.take().or_else(|| self.read_ahead.pop_front()) {
+        if let Some(data) = self.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if let Some(frame) = self.read_ahead.pop_front() {
             return Poll::Ready(Some(Ok(frame)));
         }
         self.poll_inner(cx)
@@ -261,13 +270,14 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        let held: u64 = self
-            .first
-            .iter()
-            .chain(&self.read_ahead)
-            .filter_map(|f| f.data_ref())
-            .map(|d| d.len() as u64)
-            .sum();
+        let first = self.first.as_ref().map_or(0, Bytes::len) as u64;
+        let held: u64 = first
+            + self
+                .read_ahead
+                .iter()
+                .filter_map(|f| f.data_ref())
+                .map(|d| d.len() as u64)
+                .sum::<u64>();
         let inner = self.inner.size_hint();
         let mut hint = SizeHint::new();
         hint.set_lower(inner.lower().saturating_add(held));

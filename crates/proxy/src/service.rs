@@ -276,30 +276,34 @@ impl ProxyService {
         req: Request<Incoming>,
         entered: Instant,
     ) -> impl Future<Output = (Response<ProxyBody>, Option<Arc<str>>, Option<HeaderValue>)> {
-        async move {
-            let upstreams = &snapshot.pools[pool].0;
-            // The body's first bytes before anything of the pool's: a slow
-            // or broken upload is answered here, and holds no member.
-            let (parts, body) = req.into_parts();
-            let listener = snapshot.listeners.get(&self.endpoint.name);
-            let max_body = listener.map_or(u64::MAX, |l| l.max_body);
-            if body.size_hint().lower() > max_body {
-                let response = local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
-                return counted(&upstreams.stats, entered, (response, None, None));
-            }
-            let mut body = (!body.is_end_stream()).then(|| {
+        // The body wrapped here, before the future: a request moved into a
+        // new binding inside it would keep its old place in the future too.
+        let listener = snapshot.listeners.get(&self.endpoint.name);
+        let max_body = listener.map_or(u64::MAX, |l| l.max_body);
+        let read_ahead = listener.map_or(0, |l| l.body_buffer);
+        let too_large = req.body().size_hint().lower() > max_body;
+        let mut req = req.map(|body| {
+            (!body.is_end_stream()).then(|| {
                 let limited = Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX));
                 let timeout = listener.map_or(std::time::Duration::MAX, |l| l.body_read_timeout);
                 ClientBody::new(limited, FaultRecord::new(), timeout)
-            });
-            if let Some(body) = &mut body
-                && let Err(fault) = body.fill(listener.map_or(0, |l| l.body_buffer)).await
+            })
+        });
+        async move {
+            let upstreams = &snapshot.pools[pool].0;
+            if too_large {
+                let response = local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+                return counted(&upstreams.stats, entered, (response, None, None));
+            }
+            // The body's first bytes before anything of the pool's: a slow
+            // or broken upload is answered here, and holds no member.
+            if let Some(body) = req.body_mut()
+                && let Err(fault) = body.fill(read_ahead).await
             {
                 tracing::debug!(pool = %upstreams.name, ?fault, "the client broke its request");
                 let response = (client_fault(fault), None, None);
                 return counted(&upstreams.stats, entered, response);
             }
-            let req = Request::from_parts(parts, body);
             let current;
             let admission = match upstreams.gate.is_paused() {
                 true => Box::pin(upstreams.gate.admit()).await,
