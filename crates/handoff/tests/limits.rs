@@ -47,7 +47,10 @@ fn start_with(
         .route("/", get(|| async { "ok" }))
         .route("/echo", get(upgrade_to_echo))
         .route("/hold", get(hold))
-        .route("/endless", get(endless));
+        .route("/endless", get(|| endless(&ENDLESS_DROPPED)))
+        .route("/endless-h2", get(|| endless(&ENDLESS_H2_DROPPED)))
+        .route("/endless-probe", get(|| endless(&ENDLESS_PROBE_DROPPED)))
+        .route("/trickle", get(trickle));
     let serving = tokio::spawn(server.serve(app));
     (addr, stop, phase, serving)
 }
@@ -64,12 +67,32 @@ async fn hold() -> &'static str {
     "held"
 }
 
-/// Dropped with the body of `/endless`: the server gave up on it.
+/// A permit each time the body of `/endless` is dropped: the server gave
+/// up on it.
 static ENDLESS_DROPPED: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+/// The same for `/endless-h2`, the HTTP/2 test's own.
+static ENDLESS_H2_DROPPED: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+/// The same for `/endless-probe`.
+static ENDLESS_PROBE_DROPPED: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+/// Lets `/trickle` send its second part.
+static TRICKLE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+/// `first`, then, once the test releases it, `second` and the end: a body
+/// that waits for its own data, as an event stream between events does.
+async fn trickle() -> axum::response::Response {
+    let (mut tx, body) = http_body_util::channel::Channel::<bytes::Bytes>::new(1);
+    tokio::spawn(async move {
+        let _ = tx.send_data(bytes::Bytes::from_static(b"first ")).await;
+        TRICKLE.acquire().await.unwrap().forget();
+        let _ = tx.send_data(bytes::Bytes::from_static(b"second")).await;
+    });
+    axum::response::Response::new(axum::body::Body::new(body))
+}
 
 /// A response body that never ends, 64 KiB a frame, as fast as the client
-/// takes it.
-struct Endless;
+/// takes it; adds a permit to its semaphore when dropped.
+struct Endless(&'static tokio::sync::Semaphore);
 
 impl hyper::body::Body for Endless {
     type Data = bytes::Bytes;
@@ -88,12 +111,12 @@ impl hyper::body::Body for Endless {
 
 impl Drop for Endless {
     fn drop(&mut self) {
-        ENDLESS_DROPPED.add_permits(1);
+        self.0.add_permits(1);
     }
 }
 
-async fn endless() -> axum::response::Response {
-    axum::response::Response::new(axum::body::Body::new(Endless))
+async fn endless(dropped: &'static tokio::sync::Semaphore) -> axum::response::Response {
+    axum::response::Response::new(axum::body::Body::new(Endless(dropped)))
 }
 
 /// Switches to a protocol that echoes every byte back.
@@ -531,4 +554,85 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_limit() {
         }
     }
     assert!(taken < 256 << 20, "{taken} bytes");
+}
+
+/// An HTTP/2 client can stop one stream alone by never opening its window:
+/// the socket keeps moving, so that stream is ended by itself (reset) once
+/// nothing of it has been taken for the write limit — and the connection
+/// goes on serving.
+#[tokio::test]
+async fn an_h2_stream_whose_client_takes_nothing_is_reset_after_the_write_limit() {
+    let (addr, _stop, _) = start(Limits {
+        write_timeout: Some(Duration::from_millis(300)),
+        ..Limits::default()
+    })
+    .await;
+    let (mut send, conn) = h2_client(addr).await;
+    let req = hyper::Request::get("http://x/endless-h2")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let res = tokio::time::timeout(BOUND, send.send_request(req))
+        .await
+        .expect("no response")
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // The body is never read: its window closes after 64 KiB.
+    let body = res.into_body();
+    tokio::time::timeout(BOUND, ENDLESS_H2_DROPPED.acquire())
+        .await
+        .expect("the server kept a stream whose client takes nothing")
+        .unwrap()
+        .forget();
+    assert_eq!(h2_get(&mut send, "/").await, "ok");
+    assert!(!conn.is_finished(), "the whole connection was closed");
+    use http_body_util::BodyExt;
+    let read = tokio::time::timeout(BOUND, body.collect())
+        .await
+        .expect("the reset stream did not end");
+    assert!(read.is_err(), "the endless body ended cleanly");
+}
+
+/// The HTTP/2 write limit is for a client that takes nothing, never for a
+/// body waiting for its own data (an event stream between events): such a
+/// stream outlives the limit.
+#[tokio::test]
+async fn an_h2_stream_waiting_for_its_own_data_outlives_the_write_limit() {
+    use http_body_util::BodyExt;
+    let (addr, _stop, _) = start(Limits {
+        write_timeout: Some(Duration::from_millis(300)),
+        ..Limits::default()
+    })
+    .await;
+    let (mut send, _conn) = h2_client(addr).await;
+    let req = hyper::Request::get("http://x/trickle")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let res = tokio::time::timeout(BOUND, send.send_request(req))
+        .await
+        .expect("no response")
+        .unwrap();
+    let mut body = res.into_body();
+    let first = tokio::time::timeout(BOUND, body.frame()).await.unwrap();
+    assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "first ");
+    // A stream started after that, whose client takes nothing, is reset:
+    // the limit has passed for the waiting one too.
+    let (mut probe, _probe_conn) = h2_client(addr).await;
+    let req = hyper::Request::get("http://x/endless-probe")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let _held = tokio::time::timeout(BOUND, probe.send_request(req))
+        .await
+        .expect("no response")
+        .unwrap();
+    tokio::time::timeout(BOUND, ENDLESS_PROBE_DROPPED.acquire())
+        .await
+        .expect("the probe's stream was not reset")
+        .unwrap()
+        .forget();
+    TRICKLE.add_permits(1);
+    let rest = tokio::time::timeout(BOUND, body.collect())
+        .await
+        .expect("the waiting stream did not end")
+        .expect("the waiting stream was cut");
+    assert_eq!(rest.to_bytes(), "second");
 }

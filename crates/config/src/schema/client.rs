@@ -186,7 +186,7 @@ pub(crate) static LISTENER: Section = Section {
             "write_timeout",
             Type::Duration,
             Default("60s"),
-            "Longest a response waits for the client to take its next bytes (as nginx's `send_timeout`); a client that reads nothing for this long has its connection closed, WebSockets included, and the member's exchange is cancelled, not counted against it.",
+            "Longest a response waits for the client to take its next bytes (as nginx's `send_timeout`); a client that reads nothing for this long has its connection closed, WebSockets included (on HTTP/2, a stream whose window the client keeps shut is reset alone), and the member's exchange is cancelled, not counted against it. A response waiting for its own data (an event stream between events) is never timed.",
         ),
         key(
             "keepalive_timeout",

@@ -20,12 +20,12 @@ use http::header::{CONNECTION, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tower_service::Service;
 
 use super::guard::{BusyGuard, ConnState, Timeouts};
 use super::park::{self, Park};
+use super::stall::{Progress, StreamExec};
 use super::{ConnInfo, Stage};
 use crate::drain::{Drain, DrainGuard};
 use crate::listener::Listener;
@@ -65,7 +65,7 @@ impl<B> AppBody for B where B: Body<Data: Send + Unpin, Error: Into<BoxError>> +
 /// What the accept loops and connection tasks of one server share.
 pub(super) struct Shared<F> {
     pub http1: http1::Builder,
-    pub http2: http2::Builder<TokioExecutor>,
+    pub http2: http2::Builder<StreamExec>,
     pub make: F,
     pub stage: watch::Receiver<Stage>,
     pub drain: Drain,
@@ -420,8 +420,11 @@ where
     type Future = Respond<S, S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let http1 = req.version() < Version::HTTP_2;
         Respond {
-            http1: req.version() < Version::HTTP_2,
+            // hyper spawns an HTTP/2 stream's task right after this call.
+            progress: (!http1).then(Progress::for_next_stream),
+            http1,
             call: Call::Ready {
                 service: self.inner.clone(),
                 req: Some(req),
@@ -443,6 +446,8 @@ pin_project_lite::pin_project! {
         busy: Option<BusyGuard>,
         stage: watch::Receiver<Stage>,
         http1: bool,
+        // HTTP/2: what the stream's write limit watches (see `stall`).
+        progress: Option<Arc<Progress>>,
     }
 }
 
@@ -483,7 +488,15 @@ where
                             .headers_mut()
                             .insert(CONNECTION, HeaderValue::from_static("close"));
                     }
-                    return Poll::Ready(Ok(response.map(|body| Tracked { body, _busy: busy })));
+                    let progress = this.progress.take();
+                    if let Some(progress) = &progress {
+                        progress.head_ready();
+                    }
+                    return Poll::Ready(Ok(response.map(|body| Tracked {
+                        body,
+                        _busy: busy,
+                        progress,
+                    })));
                 }
             };
             this.call.set(Call::Called { response });
@@ -493,11 +506,13 @@ where
 
 pin_project_lite::pin_project! {
     /// A response body that keeps its connection marked busy until it is
-    /// dropped (fully sent, or abandoned).
+    /// dropped (fully sent, or abandoned), and on HTTP/2 tells the stream's
+    /// write limit when it hands a frame over.
     pub struct Tracked<B> {
         #[pin]
         body: B,
         _busy: BusyGuard,
+        progress: Option<Arc<Progress>>,
     }
 }
 
@@ -509,7 +524,12 @@ impl<B: Body> Body for Tracked<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.project().body.poll_frame(cx)
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        if let Some(progress) = this.progress {
+            progress.frame_taken(matches!(polled, Poll::Ready(Some(Ok(_)))));
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

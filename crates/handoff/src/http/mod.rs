@@ -26,6 +26,7 @@ mod conn;
 mod guard;
 mod lot;
 mod park;
+mod stall;
 mod trim;
 
 use std::future::Future;
@@ -37,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
@@ -106,7 +107,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// A connection whose client takes none of what is written to it for
     /// this long is closed (a response it does not read, a WebSocket it
-    /// does not read, alike).
+    /// does not read, alike); an HTTP/2 stream whose client keeps its
+    /// window shut that long is reset alone.
     pub write_timeout: Option<Duration>,
 }
 
@@ -539,13 +541,15 @@ fn report_notify(result: io::Result<bool>) {
     }
 }
 
-fn builders(limits: &Limits) -> (http1::Builder, http2::Builder<TokioExecutor>) {
+fn builders(limits: &Limits) -> (http1::Builder, http2::Builder<stall::StreamExec>) {
     let mut h1 = http1::Builder::new();
     // The head timeout is ours (408 instead of a silent close), see `guard`.
     h1.timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    let mut h2 = http2::Builder::new(stall::StreamExec {
+        write_timeout: limits.write_timeout,
+    });
     h2.timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32);
     (h1, h2)
