@@ -465,8 +465,8 @@ async fn h2_client(addr: SocketAddr) -> (H2Send, tokio::task::JoinHandle<hyper::
     (send, tokio::spawn(conn))
 }
 
-async fn h2_get(send: &mut H2Send, path: &str) -> String {
-    use http_body_util::BodyExt;
+/// `GET path`'s response head (a 200), its body still to be read.
+async fn h2_open(send: &mut H2Send, path: &str) -> hyper::body::Incoming {
     let req = hyper::Request::get(format!("http://x{path}"))
         .body(http_body_util::Empty::new())
         .unwrap();
@@ -475,7 +475,17 @@ async fn h2_get(send: &mut H2Send, path: &str) -> String {
         .expect("no response")
         .unwrap();
     assert_eq!(res.status(), 200);
-    let body = res.into_body().collect().await.unwrap().to_bytes();
+    res.into_body()
+}
+
+async fn h2_get(send: &mut H2Send, path: &str) -> String {
+    use http_body_util::BodyExt;
+    let body = h2_open(send, path)
+        .await
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
     String::from_utf8_lossy(&body).into_owned()
 }
 
@@ -568,16 +578,8 @@ async fn an_h2_stream_whose_client_takes_nothing_is_reset_after_the_write_limit(
     })
     .await;
     let (mut send, conn) = h2_client(addr).await;
-    let req = hyper::Request::get("http://x/endless-h2")
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let res = tokio::time::timeout(BOUND, send.send_request(req))
-        .await
-        .expect("no response")
-        .unwrap();
-    assert_eq!(res.status(), 200);
     // The body is never read: its window closes after 64 KiB.
-    let body = res.into_body();
+    let body = h2_open(&mut send, "/endless-h2").await;
     tokio::time::timeout(BOUND, ENDLESS_H2_DROPPED.acquire())
         .await
         .expect("the server kept a stream whose client takes nothing")
@@ -604,26 +606,13 @@ async fn an_h2_stream_waiting_for_its_own_data_outlives_the_write_limit() {
     })
     .await;
     let (mut send, _conn) = h2_client(addr).await;
-    let req = hyper::Request::get("http://x/trickle")
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let res = tokio::time::timeout(BOUND, send.send_request(req))
-        .await
-        .expect("no response")
-        .unwrap();
-    let mut body = res.into_body();
+    let mut body = h2_open(&mut send, "/trickle").await;
     let first = tokio::time::timeout(BOUND, body.frame()).await.unwrap();
     assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "first ");
     // A stream started after that, whose client takes nothing, is reset:
     // the limit has passed for the waiting one too.
     let (mut probe, _probe_conn) = h2_client(addr).await;
-    let req = hyper::Request::get("http://x/endless-probe")
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    let _held = tokio::time::timeout(BOUND, probe.send_request(req))
-        .await
-        .expect("no response")
-        .unwrap();
+    let _held = h2_open(&mut probe, "/endless-probe").await;
     tokio::time::timeout(BOUND, ENDLESS_PROBE_DROPPED.acquire())
         .await
         .expect("the probe's stream was not reset")
