@@ -226,7 +226,8 @@ impl<I> Guarded<I> {
     }
 
     /// The connection's first bytes were the HTTP/2 preface: from now on
-    /// only the idle limit applies, counted between streams.
+    /// the head limit no longer applies, and the idle limit counts between
+    /// streams.
     pub(crate) fn speaks_h2(&mut self) {
         self.h2 = true;
         self.pending_head = false;
