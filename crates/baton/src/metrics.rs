@@ -457,6 +457,18 @@ impl Scrape {
             "Of a listener's open connections, the idle HTTP/1 ones parked now: only their socket is held.",
             None,
             listeners().map(|(labels, l)| (labels, l.parked)),
+        )?;
+        let limits = self.listeners.iter().flat_map(|l| {
+            [
+                ([("listener", l.name.as_str()), ("limit", "head")], l.head_timeouts),
+                ([("listener", l.name.as_str()), ("limit", "write")], l.write_timeouts),
+            ]
+        });
+        counters(
+            enc,
+            "baton_listener_timeouts",
+            "Clients a listener's time limits ended since baton started: limit=head, connections answered 408 for a request head not in within header_read_timeout; limit=write, connections closed (and HTTP/2 streams reset) whose client took nothing for write_timeout.",
+            limits,
         )
     }
 

@@ -4,10 +4,11 @@
 //! connection that switched protocols (`101`), draining or not.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::{Router, routing::get};
-use handoff::http::{Limits, Server};
+use handoff::http::{ConnCounts, Limits, Server};
 use handoff::{ListenAddr, Listener, Listeners, NamedListener, Phase};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,6 +20,19 @@ async fn start(limits: Limits) -> (SocketAddr, oneshot::Sender<()>, watch::Recei
     let (addr, stop, phase, _) =
         start_with(|server| server.limits(limits).idle_grace(Duration::from_millis(100)));
     (addr, stop, phase)
+}
+
+/// [`start`], with the listener's connection counts.
+async fn start_counted(limits: Limits) -> (SocketAddr, oneshot::Sender<()>, Arc<ConnCounts>) {
+    let counts = Arc::new(std::sync::Mutex::new(None));
+    let seen = counts.clone();
+    let (addr, stop, _, _) = start_with(move |server| {
+        let server = server.limits(limits).idle_grace(Duration::from_millis(100));
+        *seen.lock().unwrap() = Some(server.connection_counts().remove(0).1);
+        server
+    });
+    let counts = counts.lock().unwrap().take().unwrap();
+    (addr, stop, counts)
 }
 
 /// A server configured by `configure`, with the task that serves it.
@@ -182,7 +196,7 @@ async fn read_all(s: &mut TcpStream) -> String {
 
 #[tokio::test]
 async fn slowloris_head_gets_408() {
-    let (addr, _stop, _) = start(Limits {
+    let (addr, _stop, counts) = start_counted(Limits {
         header_read_timeout: Some(Duration::from_millis(200)),
         ..Limits::default()
     })
@@ -195,6 +209,7 @@ async fn slowloris_head_gets_408() {
     // Connecting and sending nothing at all gets the same answer.
     let mut s = TcpStream::connect(addr).await.unwrap();
     assert!(read_all(&mut s).await.starts_with("HTTP/1.1 408"));
+    assert_eq!((counts.head_timeouts(), counts.write_timeouts()), (2, 0));
 }
 
 #[tokio::test]
@@ -535,7 +550,7 @@ async fn an_h2_connection_is_closed_when_idle_not_while_a_stream_is_open() {
 /// taken for the write limit, the connection ends.
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_after_the_write_limit() {
-    let (addr, _stop, _) = start(Limits {
+    let (addr, _stop, counts) = start_counted(Limits {
         write_timeout: Some(Duration::from_millis(300)),
         ..Limits::default()
     })
@@ -564,6 +579,7 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_limit() {
         }
     }
     assert!(taken < 256 << 20, "{taken} bytes");
+    assert_eq!((counts.head_timeouts(), counts.write_timeouts()), (0, 1));
 }
 
 /// An HTTP/2 client can stop one stream alone by never opening its window:
@@ -572,7 +588,7 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_limit() {
 /// goes on serving.
 #[tokio::test]
 async fn an_h2_stream_whose_client_takes_nothing_is_reset_after_the_write_limit() {
-    let (addr, _stop, _) = start(Limits {
+    let (addr, _stop, counts) = start_counted(Limits {
         write_timeout: Some(Duration::from_millis(300)),
         ..Limits::default()
     })
@@ -592,6 +608,8 @@ async fn an_h2_stream_whose_client_takes_nothing_is_reset_after_the_write_limit(
         .await
         .expect("the reset stream did not end");
     assert!(read.is_err(), "the endless body ended cleanly");
+    // One stream reset, the connection not closed.
+    assert_eq!(counts.write_timeouts(), 1);
 }
 
 /// The HTTP/2 write limit is for a client that takes nothing, never for a

@@ -42,6 +42,12 @@ pub struct ListenerReading {
     /// Of those, idle HTTP/1 connections parked now: only their socket is
     /// held (`handoff::http::Server::park_idle`).
     pub parked: u64,
+    /// Connections answered 408 since it started serving: no request head
+    /// within `header_read_timeout`.
+    pub head_timeouts: u64,
+    /// Connections closed, and HTTP/2 streams reset, since it started
+    /// serving: their client took nothing for `write_timeout`.
+    pub write_timeouts: u64,
 }
 
 /// One route of the current config, as a scrape reads it.
@@ -121,6 +127,8 @@ impl Proxy {
                 accepted: c.accepted(),
                 open: c.open(),
                 parked: c.parked(),
+                head_timeouts: c.head_timeouts(),
+                write_timeouts: c.write_timeouts(),
             })
             .collect()
     }

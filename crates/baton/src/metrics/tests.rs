@@ -107,6 +107,8 @@ fn scrape() -> String {
             accepted: 40,
             open: 3,
             parked: 2,
+            head_timeouts: 5,
+            write_timeouts: 1,
         }],
         certs: crate::certs::CertificatesReport {
             certificates: vec![crate::certs::CertificateReport {
@@ -229,6 +231,9 @@ fn routes_pauses_deploy_durations_and_the_process_are_exposed() {
         r#"baton_listener_connections_open{listener="http"} 3"#,
         "# TYPE baton_listener_connections_parked gauge",
         r#"baton_listener_connections_parked{listener="http"} 2"#,
+        "# TYPE baton_listener_timeouts_total counter",
+        r#"baton_listener_timeouts_total{listener="http",limit="head"} 5"#,
+        r#"baton_listener_timeouts_total{listener="http",limit="write"} 1"#,
         "baton_acme_certificates_issued_total 1",
         "baton_acme_failures_in_a_row 2",
         "process_resident_memory_bytes 4096",

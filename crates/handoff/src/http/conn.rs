@@ -169,6 +169,8 @@ pub struct ConnCounts {
     accepted: AtomicU64,
     open: AtomicU64,
     parked: AtomicU64,
+    head_timeouts: AtomicU64,
+    write_timeouts: AtomicU64,
     /// Tasks in `until`: changes are announced only when there are some.
     watchers: AtomicUsize,
     changed: Notify,
@@ -189,6 +191,26 @@ impl ConnCounts {
     /// their socket (see `Server::park_idle`).
     pub fn parked(&self) -> u64 {
         self.parked.load(Ordering::Relaxed)
+    }
+
+    /// Connections answered `408` because their request head was not in
+    /// within the head limit (or their HTTP/2 preface).
+    pub fn head_timeouts(&self) -> u64 {
+        self.head_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed, and HTTP/2 streams reset, because their client
+    /// took nothing of what was written for the write limit.
+    pub fn write_timeouts(&self) -> u64 {
+        self.write_timeouts.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn count_head_timeout(&self) {
+        self.head_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_write_timeout(&self) {
+        self.write_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Resolves once `done(self)` holds: checked now, and again each time
@@ -368,6 +390,11 @@ impl Held {
     pub(super) fn counts(&self) -> &ConnCounts {
         &self.slot.counts
     }
+
+    /// The same, shared: for what outlives a borrow (the connection's state).
+    pub(super) fn shared_counts(&self) -> Arc<ConnCounts> {
+        self.slot.counts.clone()
+    }
 }
 
 /// Wraps the application's service for one connection: marks the
@@ -423,7 +450,7 @@ where
         let http1 = req.version() < Version::HTTP_2;
         Respond {
             // hyper spawns an HTTP/2 stream's task right after this call.
-            progress: (!http1).then(Progress::for_next_stream),
+            progress: (!http1).then(|| Progress::for_next_stream(self.state.counts())),
             http1,
             call: Call::Ready {
                 service: self.inner.clone(),

@@ -41,6 +41,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::conn::ConnCounts;
 use crate::time::SaturatingAdd;
 
 const TIMEOUT_RESPONSE: &[u8] =
@@ -67,9 +68,24 @@ pub(crate) struct ConnState {
     /// An HTTP/2 connection has had no stream open for the idle limit: the
     /// connection loop is to close it gracefully.
     close_idle: AtomicBool,
+    /// Its listener's counts, where the time limits count what they end.
+    counts: Option<Arc<ConnCounts>>,
 }
 
 impl ConnState {
+    /// The state of a new connection of a listener with `counts`.
+    pub(crate) fn counted(counts: Arc<ConnCounts>) -> ConnState {
+        ConnState {
+            counts: Some(counts),
+            ..ConnState::default()
+        }
+    }
+
+    /// Its listener's counts, if it has them.
+    pub(crate) fn counts(&self) -> Option<Arc<ConnCounts>> {
+        self.counts.clone()
+    }
+
     /// A request's head was parsed and handed to the service.
     pub(crate) fn request_started(self: &Arc<Self>) -> BusyGuard {
         self.started.fetch_add(1, Ordering::AcqRel);
@@ -382,6 +398,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<I> {
                         // to answer on; best effort, then end the connection.
                         let _ = Pin::new(&mut this.io).poll_write(cx, TIMEOUT_RESPONSE);
                         tracing::debug!("request head not received in time: 408");
+                        if let Some(counts) = &this.state.counts {
+                            counts.count_head_timeout();
+                        }
                     }
                     Waiting::Idle => tracing::debug!("keep-alive connection idle: closing"),
                     Waiting::Busy => unreachable!("no timer while busy"),
@@ -479,6 +498,9 @@ impl<I> Guarded<I> {
             tracing::debug!(
                 "the client took nothing of what was written for the write timeout: closing"
             );
+            if let Some(counts) = &self.state.counts {
+                counts.count_write_timeout();
+            }
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client read nothing within the write timeout",

@@ -218,7 +218,7 @@ pub(super) async fn serve<I, F, S, B>(
 {
     let released = Released(&shared.trim);
     let mut stage = shared.stage.clone();
-    let state = Arc::new(ConnState::default());
+    let state = Arc::new(ConnState::counted(held.shared_counts()));
     let mut io = Guarded::new(Prefixed::new(io), state.clone(), shared.timeouts);
     match sniff(&mut io, &mut stage).await {
         Sniffed::Http2 => return serve_h2(io, service, state, shared, stage).await,
@@ -243,7 +243,7 @@ pub(super) async fn resume<I, F, S, B>(
     B: AppBody,
 {
     let released = Released(&shared.trim);
-    let state = Arc::new(ConnState::default());
+    let state = Arc::new(ConnState::counted(held.shared_counts()));
     let io = Guarded::resumed(Prefixed::new(io), state.clone(), shared.timeouts, deadline);
     let stage = shared.stage.clone();
     serve_http1(io, state, service, shared, stage, info, held, released).await
@@ -310,7 +310,7 @@ async fn serve_http1<I, F, S, B>(
             };
         }
         service = parked.service;
-        state = Arc::new(ConnState::default());
+        state = Arc::new(ConnState::counted(held.shared_counts()));
         let socket = Prefixed {
             prefix: parked.prefix,
             io: socket,

@@ -29,18 +29,22 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
+use super::conn::ConnCounts;
+
 thread_local! {
     /// The progress of the stream whose service was just called.
     static NEXT: Cell<Option<Arc<Progress>>> = const { Cell::new(None) };
 }
 
 /// When a stream last gave its client something to take.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Progress {
     /// Nanoseconds since [`epoch`] (plus one, so that 0 is "nothing"): the
     /// moment the head or the last frame was handed to hyper; 0 while the
     /// body waits for its own data.
     handed_at: AtomicU64,
+    /// Its listener's counts, where a stream ended by the limit is counted.
+    counts: Option<Arc<ConnCounts>>,
 }
 
 fn epoch() -> Instant {
@@ -56,8 +60,11 @@ fn stamp() -> u64 {
 impl Progress {
     /// A new stream's progress, for the task hyper spawns next on this
     /// thread.
-    pub(crate) fn for_next_stream() -> Arc<Progress> {
-        let progress = Arc::new(Progress::default());
+    pub(crate) fn for_next_stream(counts: Option<Arc<ConnCounts>>) -> Arc<Progress> {
+        let progress = Arc::new(Progress {
+            handed_at: AtomicU64::new(0),
+            counts,
+        });
         NEXT.with(|next| next.set(Some(progress.clone())));
         progress
     }
@@ -141,6 +148,9 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
                 tracing::debug!(
                     "HTTP/2 client took nothing of its response for the write timeout: ending the stream"
                 );
+                if let Some(counts) = &this.progress.counts {
+                    counts.count_write_timeout();
+                }
                 return Poll::Ready(());
             }
             let timer = match this.timer {
