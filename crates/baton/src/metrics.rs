@@ -460,8 +460,14 @@ impl Scrape {
         )?;
         let limits = self.listeners.iter().flat_map(|l| {
             [
-                ([("listener", l.name.as_str()), ("limit", "head")], l.head_timeouts),
-                ([("listener", l.name.as_str()), ("limit", "write")], l.write_timeouts),
+                (
+                    [("listener", l.name.as_str()), ("limit", "head")],
+                    l.head_timeouts,
+                ),
+                (
+                    [("listener", l.name.as_str()), ("limit", "write")],
+                    l.write_timeouts,
+                ),
             ]
         });
         counters(

@@ -315,3 +315,36 @@ async fn an_idle_keepalive_connection_is_counted_as_parked() {
     wait_parked(&control, 0.0).await;
     drop(baton);
 }
+
+/// A client that sends no request head is answered 408 once
+/// `header_read_timeout` has passed, and counted: the scrape says which
+/// limit ended how many clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_a_time_limit_ends_are_counted() {
+    use tokio::io::AsyncReadExt;
+    let dir = TempDir::new("metrics-timeouts");
+    let control = dir.path().join("control.sock");
+    let path = config(&dir);
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "address = \"127.0.0.1:0\"\n",
+        "address = \"127.0.0.1:0\"\nheader_read_timeout = \"300ms\"\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let (baton, addr) = baton_serve_with(&path, &["--control", control.to_str().unwrap()]).await;
+    let head = r#"baton_listener_timeouts_total{listener="http",limit="head"}"#;
+    let write = r#"baton_listener_timeouts_total{listener="http",limit="write"}"#;
+    let before = scrape(&control).await;
+    assert_eq!(sample(&before, head), Some(0.0), "{before}");
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(EVENT_TIMEOUT, silent.read_to_end(&mut answer))
+        .await
+        .expect("the silent client was not answered")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 408"), "{answer:?}");
+    let after = scrape(&control).await;
+    assert_eq!(sample(&after, head), Some(1.0), "{after}");
+    assert_eq!(sample(&after, write), Some(0.0), "{after}");
+    drop(baton);
+}
