@@ -16,9 +16,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use balance::{Outcome, Picked};
 use bytes::Bytes;
+use handoff::time::SaturatingAdd;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
 
@@ -80,6 +82,12 @@ pub struct UpstreamBody {
     pool: Option<PoolRecord>,
     /// The pool's `total_timeout`, counted from when the request was sent.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The pool's `body_timeout`: the longest wait for the member's next
+    /// bytes, timed by `read_timer` (made at the first wait) while
+    /// `read_waiting`.
+    body_timeout: Duration,
+    read_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    read_waiting: bool,
     /// For an event stream: where it may end when the proxy drains.
     events: Option<Box<EventEnd>>,
 }
@@ -92,6 +100,7 @@ impl UpstreamBody {
         outgoing: Option<Outgoing>,
         lease: Lease,
         deadline: Option<tokio::time::Instant>,
+        body_timeout: Duration,
     ) -> UpstreamBody {
         UpstreamBody {
             conn: Some(conn),
@@ -103,6 +112,9 @@ impl UpstreamBody {
             lease: Some(lease),
             pool: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            body_timeout,
+            read_timer: None,
+            read_waiting: false,
             events: None,
         }
     }
@@ -145,6 +157,28 @@ impl UpstreamBody {
             lease.picked.report(lease.outcome);
         }
         self.conn.take().map(|c| c.upgrade())
+    }
+
+    /// Waiting for the member's next bytes: whether it has been silent for
+    /// `body_timeout`. Never for an event stream (its events may be far
+    /// apart) nor while the request's body is still going to the member
+    /// (which may be waiting for it).
+    fn member_is_silent(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.events.is_some() || self.outgoing.is_some() {
+            self.read_waiting = false;
+            return false;
+        }
+        if !self.read_waiting {
+            self.read_waiting = true;
+            let at = tokio::time::Instant::now().saturating_add(self.body_timeout);
+            match &mut self.read_timer {
+                Some(timer) => timer.as_mut().reset(at),
+                None => self.read_timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
+        self.read_timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
     }
 
     fn finish(&mut self, clean: bool) {
@@ -249,8 +283,14 @@ impl Body for UpstreamBody {
                 this.finish(false);
                 return Poll::Ready(Some(Err("the pool's total_timeout passed".into())));
             }
+            if this.member_is_silent(cx) {
+                tracing::debug!("the member sent nothing of its response body for body_timeout");
+                this.finish(false);
+                return Poll::Ready(Some(Err("the pool's body_timeout passed".into())));
+            }
             return Poll::Pending;
         }
+        this.read_waiting = false;
         match ready!(polled) {
             Some(Ok(mut frame)) => {
                 if let Some(events) = &mut this.events

@@ -48,6 +48,8 @@ pub(crate) struct Upstreams {
     /// Where requests wait while the pool is paused (kept by the registry).
     pub gate: Arc<Gate>,
     pub header_timeout: Duration,
+    /// The longest wait for the next bytes of a response body.
+    pub body_timeout: Duration,
     /// The whole exchange, headers and body; `None`: unbounded (streams).
     pub total_timeout: Option<Duration>,
     pub retry_non_idempotent: bool,
@@ -271,6 +273,7 @@ pub(crate) fn forward(
                         Some(outgoing),
                         lease,
                         deadline,
+                        pool.body_timeout,
                     );
                     return Ok((Response::from_parts(head.response, body), key));
                 }

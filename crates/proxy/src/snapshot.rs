@@ -205,6 +205,7 @@ impl Registry {
                     gate: pool_entry.gate.clone(),
                     header_timeout: pool.forward.header_timeout,
                     total_timeout: pool.forward.total_timeout,
+                    body_timeout: pool.forward.body_timeout,
                     retry_non_idempotent: pool.forward.retry_non_idempotent,
                     retry_server_errors: pool.forward.retry_server_errors,
                     host_from_member: pool.forward.upstream_host == config::UpstreamHost::Member,

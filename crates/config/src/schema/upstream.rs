@@ -30,6 +30,7 @@ pub(crate) static POOL: Section = Section {
         QUEUE_TIMEOUT,
         CONNECT_TIMEOUT,
         HEADER_TIMEOUT,
+        BODY_TIMEOUT,
         IDLE_TIMEOUT,
         TOTAL_TIMEOUT,
         RETRY_NON_IDEMPOTENT,
@@ -100,6 +101,13 @@ pub(super) const HEADER_TIMEOUT: Key = key(
     Type::Duration,
     Default("30s"),
     "Time from the request being sent to the response headers arriving.",
+);
+
+pub(super) const BODY_TIMEOUT: Key = key(
+    "body_timeout",
+    Type::Duration,
+    Default("60s"),
+    "Longest wait for the next bytes of a member's response body (as nginx's `proxy_read_timeout`); past it the response is cut off and counts as the member's failure. Not for an event stream (`text/event-stream`, whose events may be far apart), nor while the request's own body is still being sent (the member may be waiting for it).",
 );
 
 pub(super) const IDLE_TIMEOUT: Key = key(

@@ -177,6 +177,7 @@ fn kitchen_sink_parses_into_the_expected_config() {
             header_timeout: secs(20),
             idle_timeout: secs(4),
             total_timeout: Some(secs(300)),
+            body_timeout: secs(90),
             retry_non_idempotent: true,
             retry_server_errors: true,
             upstream_host: UpstreamHost::Literal("app.internal".into()),
@@ -286,6 +287,7 @@ fn kitchen_sink_services() {
             header_timeout: secs(10),
             idle_timeout: secs(30),
             total_timeout: Some(secs(120)),
+            body_timeout: secs(45),
             retry_non_idempotent: true,
             retry_server_errors: true,
             upstream_host: UpstreamHost::Member,
@@ -471,6 +473,7 @@ fn absent_keys_take_the_documented_defaults() {
         (secs(2), secs(30), secs(60))
     );
     assert_eq!(pool.forward.total_timeout, None);
+    assert_eq!(pool.forward.body_timeout, secs(60));
     assert!(!pool.forward.retry_non_idempotent);
     assert!(!pool.forward.retry_server_errors);
     assert_eq!(pool.forward.upstream_host, UpstreamHost::Preserve);

@@ -45,6 +45,8 @@ pub struct ForwardSettings {
     pub connect_timeout: Duration,
     /// Time from the request sent to the response head; non-zero.
     pub header_timeout: Duration,
+    /// Longest wait for the next bytes of a response body; non-zero.
+    pub body_timeout: Duration,
     /// Pooled idle upstream connections are closed after this; non-zero.
     pub idle_timeout: Duration,
     /// Time allowed for the whole exchange; `None`: no limit.

@@ -101,6 +101,7 @@ pub(super) fn forward(
     let queue_timeout = ctx.duration(section, "queue_timeout", raw.queue_timeout, false);
     let connect_timeout = ctx.duration(section, "connect_timeout", raw.connect_timeout, false);
     let header_timeout = ctx.duration(section, "header_timeout", raw.header_timeout, false);
+    let body_timeout = ctx.duration(section, "body_timeout", raw.body_timeout, false);
     let idle_timeout = ctx.duration(section, "idle_timeout", raw.idle_timeout, false);
     let total_timeout = ctx.optional_duration("total_timeout", raw.total_timeout);
     let upstream_host = upstream_host(ctx, section, raw.upstream_host);
@@ -115,6 +116,7 @@ pub(super) fn forward(
         queue_timeout: queue_timeout?,
         connect_timeout: connect_timeout?,
         header_timeout: header_timeout?,
+        body_timeout: body_timeout?,
         idle_timeout: idle_timeout?,
         total_timeout: total_timeout.ok()?,
         retry_non_idempotent: Ctx::bool(section, "retry_non_idempotent", raw.retry_non_idempotent),

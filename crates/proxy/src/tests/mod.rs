@@ -9,6 +9,7 @@ mod pause;
 mod pki;
 mod retry;
 mod slow_clients;
+mod slow_members;
 mod stats;
 mod upstream_host;
 mod upstream_tls;
