@@ -124,19 +124,27 @@ pub(crate) async fn raw_member(raw: &'static [u8]) -> SocketAddr {
         loop {
             let (mut stream, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_request_head(&mut stream).await {
+                    let _ = stream.write_all(raw).await;
                 }
-                let _ = stream.write_all(raw).await;
             });
         }
     });
     addr
+}
+
+/// Reads a request's head (and whatever came with it) from a member's
+/// connection; `false` if the proxy closed it first.
+pub(crate) async fn read_request_head(stream: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
 }
 
 /// A proxy serving on 127.0.0.1:0; stops with the test's runtime.

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use super::{get, start, within};
+use super::{get, read_request_head, start, within};
 
 /// A member that answers each request's head with `first`, then, once
 /// `release` gives it a permit, `rest`, and closes the connection.
@@ -26,13 +26,8 @@ async fn pausing_member(
             let (mut stream, _) = listener.accept().await.unwrap();
             let release = release.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_request_head(&mut stream).await {
+                    return;
                 }
                 let _ = stream.write_all(first).await;
                 release.acquire().await.unwrap().forget();
