@@ -110,7 +110,7 @@ async fn a_slow_upload_holds_no_member_connection_while_it_is_read() {
         "the upload reached the member before its body"
     );
     upload.write_all(&[b'x'; 990]).await.unwrap();
-    let got = read_to_close_or_answer(&mut upload).await;
+    let got = read_answer(&mut upload).await;
     assert!(
         got.starts_with("HTTP/1.1 200") && got.ends_with("1000"),
         "{got:?}"
@@ -119,7 +119,7 @@ async fn a_slow_upload_holds_no_member_connection_while_it_is_read() {
 }
 
 /// Reads one response with a `content-length` body.
-async fn read_to_close_or_answer(s: &mut TcpStream) -> String {
+async fn read_answer(s: &mut TcpStream) -> String {
     let mut got = Vec::new();
     loop {
         let text = String::from_utf8_lossy(&got).into_owned();
