@@ -325,7 +325,7 @@ where
                 slot: permit,
                 _guard: guard,
             };
-            park::serve(io, service, &shared, info, held).await
+            park::serve(Box::new(io), service, &shared, info, held).await
         });
         return;
     }

@@ -401,14 +401,14 @@ where
         #[cfg(feature = "tls")]
         Detached::TlsTcp(tls) => {
             tokio::spawn(async move {
-                super::park::resume(*tls, service, &shared, info, held, deadline).await
+                super::park::resume(tls, service, &shared, info, held, deadline).await
             });
             Ok(())
         }
         #[cfg(feature = "tls")]
         Detached::TlsUnix(tls) => {
             tokio::spawn(async move {
-                super::park::resume(*tls, service, &shared, info, held, deadline).await
+                super::park::resume(tls, service, &shared, info, held, deadline).await
             });
             Ok(())
         }

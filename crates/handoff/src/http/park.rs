@@ -88,7 +88,7 @@ pub trait Park: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
 
     /// A TLS stream [`Park::detach_tls`] gave.
     #[cfg(feature = "tls")]
-    fn attach_tls(socket: Detached) -> io::Result<TlsStream<Self>>
+    fn attach_tls(socket: Detached) -> io::Result<Box<TlsStream<Self>>>
     where
         Self: Sized,
     {
@@ -127,9 +127,9 @@ impl Park for tokio::net::TcpStream {
     }
 
     #[cfg(feature = "tls")]
-    fn attach_tls(socket: Detached) -> io::Result<TlsStream<Self>> {
+    fn attach_tls(socket: Detached) -> io::Result<Box<TlsStream<Self>>> {
         match socket {
-            Detached::TlsTcp(tls) => Ok(*tls),
+            Detached::TlsTcp(tls) => Ok(tls),
             _ => Err(io::ErrorKind::InvalidInput.into()),
         }
     }
@@ -163,16 +163,20 @@ impl Park for tokio::net::UnixStream {
     }
 
     #[cfg(feature = "tls")]
-    fn attach_tls(socket: Detached) -> io::Result<TlsStream<Self>> {
+    fn attach_tls(socket: Detached) -> io::Result<Box<TlsStream<Self>>> {
         match socket {
-            Detached::TlsUnix(tls) => Ok(*tls),
+            Detached::TlsUnix(tls) => Ok(tls),
             _ => Err(io::ErrorKind::InvalidInput.into()),
         }
     }
 }
 
+/// A TLS connection is served boxed: rustls's session is over a kilobyte,
+/// and every future that holds the stream (a connection's task is as large
+/// as the largest of them, for the connection's whole life) would hold it
+/// inline, some of them more than once. The lot keeps the same box.
 #[cfg(feature = "tls")]
-impl<I: Park> Park for TlsStream<I> {
+impl<I: Park> Park for Box<TlsStream<I>> {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
         let (io, tls) = self.get_ref();
         // rustls may already hold decrypted bytes (or the peer's close):
@@ -194,7 +198,7 @@ impl<I: Park> Park for TlsStream<I> {
             return Err(self);
         }
         self.get_ref().0.forget_task();
-        I::detach_tls(Box::new(self)).map(Ok).map_err(|tls| *tls)
+        I::detach_tls(self).map(Ok)
     }
 
     fn attach(socket: Detached) -> io::Result<Self> {
