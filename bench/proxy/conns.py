@@ -10,6 +10,11 @@ the opening phase by --open-timeout, the hold by HOLD.
 
 With --tls CA, each connection is HTTPS (ALPN http/1.1, server name --server-name), its certificate verified against
 the CA certificate in the file CA.
+
+With --h2, each connection speaks HTTP/2: with prior knowledge over plain TCP (h2c), by ALPN `h2` over TLS. The
+client sends its preface, an empty SETTINGS frame and one GET on stream 1, acknowledges the server's SETTINGS, and
+counts the connection answered once stream 1 has ended with `:status 200`; then it holds the connection, sending
+nothing more (not even a PING).
 """
 
 import argparse
@@ -17,8 +22,25 @@ import errno
 import selectors
 import socket
 import ssl
+import struct
 import sys
 import time
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_SETTINGS, H2_HEADERS, H2_DATA = 4, 1, 0
+H2_END_STREAM, H2_ACK = 0x1, 0x1
+
+
+def h2_frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def h2_request(scheme: str) -> bytes:
+    """The preface, an empty SETTINGS frame, and `GET /` on stream 1 (HPACK: indexed :method GET, :scheme, :path /,
+    then :authority as a literal without indexing)."""
+    authority = b"bench"
+    block = bytes([0x82, 0x87 if scheme == "https" else 0x86, 0x84, 0x01, len(authority)]) + authority
+    return H2_PREFACE + h2_frame(H2_SETTINGS, 0, 0) + h2_frame(H2_HEADERS, 0x4 | H2_END_STREAM, 1, block)
 
 
 def main() -> int:
@@ -37,13 +59,17 @@ def main() -> int:
     )
     ap.add_argument("--tls", metavar="CA", help="speak TLS, verifying the server against this CA certificate (PEM)")
     ap.add_argument("--server-name", default="bench.test", help="the name the TLS server's certificate must have")
+    ap.add_argument("--h2", action="store_true", help="speak HTTP/2 (h2c with prior knowledge, or ALPN h2 over TLS)")
     args = ap.parse_args()
     tls = None
     if args.tls:
         tls = ssl.create_default_context(cafile=args.tls)
-        tls.set_alpn_protocols(["http/1.1"])
+        tls.set_alpn_protocols(["h2"] if args.h2 else ["http/1.1"])
 
-    request = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: conns.py\r\n\r\n"
+    if args.h2:
+        request = h2_request("https" if tls else "http")
+    else:
+        request = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: conns.py\r\n\r\n"
     sel = selectors.DefaultSelector()
     state = {}  # fd -> [sock, phase, buffer]
     held = []
@@ -61,7 +87,7 @@ def main() -> int:
         if err not in (0, errno.EINPROGRESS):
             s.close()
             return False
-        state[s.fileno()] = [s, "connecting", b""]
+        state[s.fileno()] = [s, "connecting", b"", None]
         sel.register(s, selectors.EVENT_WRITE)
         return True
 
@@ -106,6 +132,28 @@ def main() -> int:
             data += s.recv(s.pending())
         return data
 
+    def h2_answered(s, entry) -> bool | None:
+        """Reads whole frames off entry's buffer (acknowledging SETTINGS); True once stream 1 ended with status
+        200, False once it ended otherwise, None while it has not ended."""
+        buf = entry[2]
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            kind, flags = buf[3], buf[4]
+            stream = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            payload, buf = buf[9 : 9 + length], buf[9 + length :]
+            if kind == H2_SETTINGS and not flags & H2_ACK:
+                s.send(h2_frame(H2_SETTINGS, H2_ACK, 0))
+            elif stream == 1 and kind == H2_HEADERS and not entry[3]:
+                # :status 200 is index 8 of HPACK's static table; no padding or priority is asked for here.
+                entry[3] = "ok" if payload[:1] == b"\x88" else "bad"
+            if stream == 1 and kind in (H2_HEADERS, H2_DATA) and flags & H2_END_STREAM:
+                entry[2] = buf
+                return entry[3] == "ok"
+        entry[2] = buf
+        return None
+
     def answered(buf: bytes) -> bool:
         head, sep, body = buf.partition(b"\r\n\r\n")
         if not sep:
@@ -148,7 +196,7 @@ def main() -> int:
                     failed += 1
                     s.close()
                     continue
-                entry = [s, "handshaking", b""]
+                entry = [s, "handshaking", b"", None]
                 state[s.fileno()] = entry
                 sel.register(s, selectors.EVENT_WRITE)
             elif entry[1] == "handshaking":
@@ -167,8 +215,17 @@ def main() -> int:
                     drop(s)
                     continue
                 entry[2] += data
-                if answered(entry[2]):
+                if args.h2:
+                    try:
+                        status_ok = h2_answered(s, entry)
+                    except OSError:
+                        drop(s)
+                        continue
+                    done = status_ok is not None
+                else:
+                    done = answered(entry[2])
                     status_ok = entry[2].startswith(b"HTTP/1.1 200")
+                if done:
                     sel.unregister(s)
                     del state[s.fileno()]
                     if status_ok:

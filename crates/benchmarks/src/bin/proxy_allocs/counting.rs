@@ -4,6 +4,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -29,6 +30,67 @@ static SITES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// Records a backtrace of every counted allocation from now on (slow: for finding where they come from).
 pub fn trace_sites(on: bool) {
     TRACE.store(on, Ordering::Relaxed);
+}
+
+/// Whether counted allocations are followed until they are freed (see [`take_live`]).
+static TRACE_LIVE: AtomicBool = AtomicBool::new(false);
+/// The followed allocations not freed yet: their backtraces by address.
+static LIVE_SITES: Mutex<Option<HashMap<usize, String>>> = Mutex::new(None);
+
+/// Follows every counted allocation made from now on until it is freed, with its backtrace (slow: for finding
+/// what something holds). Frees are followed until [`take_live`].
+pub fn trace_live(on: bool) {
+    TRACE_LIVE.store(on, Ordering::Relaxed);
+    if on {
+        LIVE_SITES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(HashMap::new);
+    }
+}
+
+/// The backtraces of the followed allocations still held, each with its size on its first line; stops following.
+pub fn take_live() -> Vec<String> {
+    TRACE_LIVE.store(false, Ordering::Relaxed);
+    let taken = LIVE_SITES.lock().unwrap_or_else(|e| e.into_inner()).take();
+    taken.map(|m| m.into_values().collect()).unwrap_or_default()
+}
+
+/// Starts following the allocation at `ptr` (its own allocations are neither traced nor counted).
+fn follow(ptr: *mut u8, size: usize) {
+    if ptr.is_null() || !counted() || !TRACE_LIVE.load(Ordering::Relaxed) || TRACING.with(Cell::get)
+    {
+        return;
+    }
+    TRACING.with(|t| t.set(true));
+    let site = format!(
+        "{size} bytes\n{}",
+        std::backtrace::Backtrace::force_capture()
+    );
+    if let Some(live) = LIVE_SITES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+    {
+        live.insert(ptr as usize, site);
+    }
+    TRACING.with(|t| t.set(false));
+}
+
+/// Stops following the allocation at `ptr`, freed.
+fn unfollow(ptr: *mut u8) {
+    if !counted() || TRACING.with(Cell::get) {
+        return;
+    }
+    TRACING.with(|t| t.set(true));
+    if let Some(live) = LIVE_SITES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+    {
+        live.remove(&(ptr as usize));
+    }
+    TRACING.with(|t| t.set(false));
 }
 
 /// The backtraces recorded so far, each with the size asked for on its first line.
@@ -104,19 +166,24 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         on_alloc(layout.size());
         // SAFETY: the caller's layout, passed on (`GlobalAlloc::alloc`'s contract is the caller's).
-        unsafe { System.alloc(layout) }
+        let ptr = unsafe { System.alloc(layout) };
+        follow(ptr, layout.size());
+        ptr
     }
 
     #[allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         on_alloc(layout.size());
         // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        follow(ptr, layout.size());
+        ptr
     }
 
     #[allow(unsafe_code, reason = "a place ARCHITECTURE.md names")]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         on_free(layout.size());
+        unfollow(ptr);
         // SAFETY: `ptr` came from `System` through this allocator, with this layout (the caller's contract).
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -125,7 +192,10 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         on_free(layout.size());
         on_alloc(new_size);
+        unfollow(ptr);
         // SAFETY: as for `dealloc`, and `new_size` is the caller's valid size.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        let moved = unsafe { System.realloc(ptr, layout, new_size) };
+        follow(moved, new_size);
+        moved
     }
 }

@@ -13,7 +13,7 @@
 //! `POST /echo` (1 KiB each way), then the heap the proxy holds per idle keep-alive client connection (each
 //! answered once, then silent) right after the answers and after `--settle`, and after they all closed. With
 //! `--tls` the listener is HTTPS (a test CA's certificate, rustls on both sides), with `--no-park` idle connections
-//! are never parked. A timing benchmark this is not: the counts are the same on any machine (`bench/dataplane.sh`
+//! are never parked, with `--h2` the idle connections speak HTTP/2 (h2c with prior knowledge, or ALPN `h2`). A timing benchmark this is not: the counts are the same on any machine (`bench/dataplane.sh`
 //! records them).
 
 mod counting;
@@ -52,6 +52,10 @@ struct Args {
     /// Serve HTTPS: TLS 1.3 with a test CA's certificate.
     #[arg(long)]
     tls: bool,
+    /// The idle connections speak HTTP/2: h2c with prior knowledge, or ALPN `h2` with `--tls` (the requests
+    /// counted stay HTTP/1.1).
+    #[arg(long)]
+    h2: bool,
     /// Never park idle client connections (baton parks them after `proxy::PARK_IDLE`): what parking saves.
     #[arg(long)]
     no_park: bool,
@@ -62,7 +66,9 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Write the backtrace of every allocation counted during the measured requests to DIR/sites-GET.txt and
-    /// DIR/sites-POST.txt (slow; use a few requests): where the allocations come from.
+    /// DIR/sites-POST.txt (slow; use a few requests): where the allocations come from. And the backtrace of every
+    /// allocation the proxy made for one idle connection (the first) and still holds after `--settle` to
+    /// DIR/sites-idle.txt: what an idle connection holds.
     #[arg(long, value_name = "DIR")]
     sites: Option<std::path::PathBuf>,
 }
@@ -78,7 +84,11 @@ fn main() -> anyhow::Result<()> {
     let (addr, stop) = start_proxy(backend, args.access_log.as_deref(), park, tls.as_ref())?;
     let proxy = Connector {
         addr,
-        tls: tls.map(|pki| pki.client),
+        tls: tls.as_ref().map(|pki| pki.client.clone()),
+    };
+    let idle_connector = Connector {
+        addr,
+        tls: tls.map(|pki| if args.h2 { pki.client_h2 } else { pki.client }),
     };
 
     let get = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: proxy_allocs\r\n\r\n".to_vec();
@@ -98,14 +108,25 @@ fn main() -> anyhow::Result<()> {
     // Idle connections: each answered once, then silent.
     let before = counting::counts();
     let mut idle = Vec::with_capacity(args.idle);
-    for _ in 0..args.idle {
-        let mut conn = proxy.connect()?;
-        exchange(&mut conn, &get)?;
+    for i in 0..args.idle {
+        // Only the first connection's: what one holds.
+        counting::trace_live(sites.is_some() && i == 0);
+        let mut conn = idle_connector.connect()?;
+        match args.h2 {
+            true => exchange_h2(&mut conn)?,
+            false => exchange(&mut conn, &get)?,
+        }
         idle.push(conn);
     }
+    counting::trace_live(false);
     let held_at_once = counting::counts().live.saturating_sub(before.live);
     std::thread::sleep(args.settle);
     let held_settled = counting::counts().live.saturating_sub(before.live);
+    if let Some(dir) = sites {
+        let path = dir.join("sites-idle.txt");
+        std::fs::write(&path, counting::take_live().join("\n=====\n"))
+            .with_context(|| format!("could not write {}", path.display()))?;
+    }
     drop(idle);
     // The proxy notices the closes as it polls them: wait until its heap stops shrinking.
     let mut last = u64::MAX;
@@ -133,6 +154,7 @@ fn main() -> anyhow::Result<()> {
             "bytes_held_after_close": held_closed,
             "access_log": args.access_log.is_some(),
             "tls": args.tls,
+            "idle_h2": args.h2,
             "park_idle_s": park.map(|d| d.as_secs_f64()),
         });
         println!("{json}");
@@ -146,8 +168,9 @@ fn main() -> anyhow::Result<()> {
             post_counts.allocs, post_counts.bytes
         );
         println!(
-            "{} idle connections   : {:.0} bytes each right after their answer, {:.0} after {:?}; {} bytes held after they closed",
+            "{} idle {} connections: {:.0} bytes each right after their answer, {:.0} after {:?}; {} bytes held after they closed",
             args.idle,
+            if args.h2 { "HTTP/2" } else { "HTTP/1.1" },
             per_conn(held_at_once),
             per_conn(held_settled),
             args.settle,
@@ -266,6 +289,8 @@ struct Pki {
     cert: std::path::PathBuf,
     key: std::path::PathBuf,
     client: Arc<rustls::ClientConfig>,
+    /// A client that offers only `h2`.
+    client_h2: Arc<rustls::ClientConfig>,
 }
 
 impl Pki {
@@ -274,7 +299,13 @@ impl Pki {
         let (cert, key) = ca.leaf(&["localhost"], 1).write(dir.path(), "localhost");
         let client =
             testkit::client::client_trusting(std::slice::from_ref(&ca.der), &[b"http/1.1"]);
-        Pki { cert, key, client }
+        let client_h2 = testkit::client::client_trusting(std::slice::from_ref(&ca.der), &[b"h2"]);
+        Pki {
+            cert,
+            key,
+            client,
+            client_h2,
+        }
     }
 }
 
@@ -313,6 +344,61 @@ fn exchange(conn: &mut Conn, request: &[u8]) -> anyhow::Result<()> {
         buf.extend_from_slice(&chunk[..n]);
     }
     Ok(())
+}
+
+/// One HTTP/2 exchange on a new connection: the client's preface, an empty SETTINGS frame and `GET /` on stream 1
+/// (HPACK: indexed `:method GET`, `:scheme`, `:path /`, a literal `:authority`), the server's SETTINGS
+/// acknowledged, until stream 1 ends; its status must be 200.
+fn exchange_h2(conn: &mut Conn) -> anyhow::Result<()> {
+    const SETTINGS: u8 = 4;
+    const HEADERS: u8 = 1;
+    const DATA: u8 = 0;
+    const END_STREAM: u8 = 1;
+    const ACK: u8 = 1;
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let scheme = if matches!(conn, Conn::Tls(_)) {
+        0x87
+    } else {
+        0x86
+    };
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    hello.extend(frame(
+        HEADERS,
+        0x4 | END_STREAM,
+        1,
+        &[0x82, scheme, 0x84, 0x01, 5, b'b', b'e', b'n', b'c', b'h'],
+    ));
+    conn.write_all(&hello)?;
+    let mut status = None;
+    loop {
+        let mut head = [0u8; 9];
+        conn.read_exact(&mut head)?;
+        let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; length];
+        conn.read_exact(&mut payload)?;
+        if kind == SETTINGS && flags & ACK == 0 {
+            conn.write_all(&frame(SETTINGS, ACK, 0, &[]))?;
+        }
+        if stream == 1 && kind == HEADERS && status.is_none() {
+            // `:status 200` is index 8 of HPACK's static table; nothing asked for padding or priority.
+            status = Some(payload.first() == Some(&0x88));
+        }
+        if stream == 1 && (kind == HEADERS || kind == DATA) && flags & END_STREAM != 0 {
+            return match status {
+                Some(true) => Ok(()),
+                _ => bail!("stream 1 ended without :status 200"),
+            };
+        }
+    }
 }
 
 /// The backend on a thread of its own: `GET /` → 1 KiB, `POST /echo` → the body.
