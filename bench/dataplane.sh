@@ -20,7 +20,9 @@
 #     proxy's system CPU time per request — what its kernel time is made of, request for request;
 #  4. memory: VmRSS of each one-worker proxy with IDLE_LIST (10,000 and 50,000) idle keep-alive client connections
 #     (bench/proxy/conns.py: one `GET /1k` each, then silence; spread over several source addresses), and 3 s after
-#     they closed.
+#     they closed; for HTTP/1.1 and HTTP/2 (h2c with prior knowledge), plain and over TLS, each in fresh proxy
+#     processes (memory one kind freed would be reused by the next); and baton's heap per idle connection of each
+#     kind, counted by proxy_allocs.
 #
 # Usage: bench/dataplane.sh   (ROUNDS=3 WRK_DURATION=8s WRK_CONNECTIONS=64 IDLE_LIST="10000 50000" WORKERS_LIST=...;
 #                              QUIET_LOAD=0.60 QUIET_WAIT=300; BATON_BIN=DIR with BENCH_COMMIT=TEXT measures the
@@ -126,8 +128,10 @@ EOF
     wait_line "$OUT/baton-$w.stderr" ': ready$' 30 "$PID"
     TADDR[baton]=$(grep '^listening on ' "$OUT/baton-$w.stdout" | sed -n '2s/^listening on //p')
     [[ -n ${TADDR[baton]} ]] || die "baton printed no second listening line; see $OUT/baton-$w.stdout"
+    # A plain listener of baton's serves HTTP/2 with prior knowledge as well.
+    H2ADDR[baton]=${ADDR[baton]}
 
-    port=$(free_port) tport=$(free_port)
+    port=$(free_port) tport=$(free_port) hport=$(free_port)
     cat >"$OUT/nginx-$w.conf" <<EOF
 # bench/dataplane.sh: $w worker(s), keep-alive to both backends, no access log.
 $(nginx_main nginx "$w")
@@ -140,7 +144,8 @@ $(nginx_upstream_backend)
     upstream echo { server $ECHO; keepalive 64; keepalive_requests 1000000; keepalive_timeout 60s; }
     server {
         listen 127.0.0.1:$port backlog=4096;
-        listen 127.0.0.1:$tport ssl backlog=4096;
+        listen 127.0.0.1:$tport ssl http2 backlog=4096;
+        listen 127.0.0.1:$hport http2 backlog=4096;
         ssl_certificate $CERTS/server.pem;
         ssl_certificate_key $CERTS/server.key;
 $(nginx_proxy_location)
@@ -150,9 +155,10 @@ $(nginx_proxy_location | sed 's|location / {|location = /echo {|; s|http://backe
 EOF
     start "nginx-$w" "${pin[@]}" nginx -p "$TMP/nginx/" -c "$PWD/$OUT/nginx-$w.conf" -e "$PWD/$OUT/nginx-error.log"
     PROXYPID[nginx]=$PID REALPID[nginx]=$REAL ADDR[nginx]=127.0.0.1:$port TADDR[nginx]=127.0.0.1:$tport
+    H2ADDR[nginx]=127.0.0.1:$hport
     wait_port "$port" 30 "$PID"
 
-    port=$(free_port) tport=$(free_port)
+    port=$(free_port) tport=$(free_port) hport=$(free_port)
     cat >"$OUT/haproxy-$w.cfg" <<EOF
 # bench/dataplane.sh: $w thread(s), keep-alive on both sides, connection reuse, no logging.
 global
@@ -173,7 +179,8 @@ defaults
 
 frontend fe
     bind 127.0.0.1:$port
-    bind 127.0.0.1:$tport ssl crt $CERTS/haproxy.pem
+    bind 127.0.0.1:$tport ssl crt $CERTS/haproxy.pem alpn h2,http/1.1
+    bind 127.0.0.1:$hport proto h2
     option forwardfor
     http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
     http-request set-header X-Forwarded-Proto https if { ssl_fc }
@@ -190,6 +197,7 @@ backend echo
 EOF
     start "haproxy-$w" "${pin[@]}" haproxy -db -f "$OUT/haproxy-$w.cfg"
     PROXYPID[haproxy]=$PID REALPID[haproxy]=$REAL ADDR[haproxy]=127.0.0.1:$port TADDR[haproxy]=127.0.0.1:$tport
+    H2ADDR[haproxy]=127.0.0.1:$hport
     wait_port "$port" 30 "$PID"
     wait_port "$tport" 30 "$PID"
 }
@@ -262,7 +270,19 @@ declare -A KIND_LABEL=([get]='GET 1 KiB' [post]='POST echo 1 KiB' [tls-get]='HTT
 PROXIES=(baton nginx haproxy)
 declare -A LABEL=([baton]=baton [nginx]=nginx [haproxy]=HAProxy)
 declare -A RPS P99 CPU USER
-declare -A RSS_BASE RSS_HELD RSS_CLOSED CONNS_RESULT KERNEL
+declare -A RSS_BASE RSS_HELD RSS_CLOSED CONNS_RESULT KERNEL H2ADDR
+# Idle connections: what they speak, and where.
+IDLE_KINDS=(http h2c https h2)
+declare -A IDLE_LABEL=([http]='HTTP/1.1' [h2c]='HTTP/2 (h2c)' [https]='HTTP/1.1, TLS' [h2]='HTTP/2, TLS')
+# idle_target PROXY KIND: the address and conns.py's options for idle connections of KIND to PROXY.
+idle_target() {
+    case $2 in
+    http) echo "${ADDR[$1]}" ;;
+    h2c) echo "${H2ADDR[$1]} --h2" ;;
+    https) echo "${TADDR[$1]} --tls $CERTS/ca.pem" ;;
+    h2) echo "${TADDR[$1]} --tls $CERTS/ca.pem --h2" ;;
+    esac
+}
 ROWS=""
 WRK_ERRORS=0
 
@@ -301,30 +321,40 @@ for w in $WORKERS_LIST; do
             log "kernel: ${LABEL[$p]}"
             KERNEL[$p]=$(kernel_counts "$p")
         done
-        for p in "${PROXIES[@]}"; do
-            sleep 2
-            RSS_BASE[$p]=$(rss_kib "${REALPID[$p]}")
-            for n in $IDLE_LIST; do
-                log "memory: $n idle connections to ${LABEL[$p]}"
-                file="$OUT/conns-$p-$n.txt"
-                sources=$(((n + 19999) / 20000))
-                timeout -k 5 300 python3 "$HERE/conns.py" "${ADDR[$p]%:*}" "${ADDR[$p]##*:}" --count "$n" --hold 8 \
-                    --open-timeout 200 --sources "$sources" >"$file" 2>&1 &
-                cpid=$!
-                PIDS+=("$cpid")
-                deadline=$((SECONDS + 240))
-                until grep -q '^ready ' "$file" 2>/dev/null; do
-                    kill -0 "$cpid" 2>/dev/null || break
-                    ((SECONDS < deadline)) || break
-                    sleep 0.2
+        for kind in "${IDLE_KINDS[@]}"; do
+            # Fresh processes for each kind: what one kind's connections freed would be reused by the next.
+            stop_proxies
+            start_proxies 1
+            for p in "${PROXIES[@]}"; do
+                for n in $IDLE_LIST; do
+                    read -ra opts <<<"$(idle_target "$p" "$kind")"
+                    target=${opts[0]}
+                    opts=("${opts[@]:1}")
+                    # One request first, so that what a proxy makes once (its upstream connection) is in the base.
+                    curl -sS -o /dev/null --max-time 5 "http://${ADDR[$p]}/1k" || die "${LABEL[$p]} did not answer"
+                    sleep 2
+                    RSS_BASE[$p $kind $n]=$(rss_kib "${REALPID[$p]}")
+                    log "memory: $n idle ${IDLE_LABEL[$kind]} connections to ${LABEL[$p]}"
+                    file="$OUT/conns-$p-$kind-$n.txt"
+                    sources=$(((n + 19999) / 20000))
+                    timeout -k 5 300 python3 "$HERE/conns.py" "${target%:*}" "${target##*:}" --count "$n" --hold 8 \
+                        --open-timeout 200 --sources "$sources" "${opts[@]}" >"$file" 2>&1 &
+                    cpid=$!
+                    PIDS+=("$cpid")
+                    deadline=$((SECONDS + 240))
+                    until grep -q '^ready ' "$file" 2>/dev/null; do
+                        kill -0 "$cpid" 2>/dev/null || break
+                        ((SECONDS < deadline)) || break
+                        sleep 0.2
+                    done
+                    sleep 4
+                    RSS_HELD[$p $kind $n]=$(rss_kib "${REALPID[$p]}")
+                    wait "$cpid" || true
+                    CONNS_RESULT[$p $kind $n]="$(grep '^ready ' "$file" | sed 's/^ready //'); $(grep '^done ' "$file" | sed 's/^done //')"
+                    sleep 3
+                    RSS_CLOSED[$p $kind $n]=$(rss_kib "${REALPID[$p]}")
+                    log "${LABEL[$p]}: $n ${IDLE_LABEL[$kind]} connections: RSS ${RSS_HELD[$p $kind $n]} KiB held, ${RSS_CLOSED[$p $kind $n]} KiB after close (${CONNS_RESULT[$p $kind $n]})"
                 done
-                sleep 4
-                RSS_HELD[$p $n]=$(rss_kib "${REALPID[$p]}")
-                wait "$cpid" || true
-                CONNS_RESULT[$p $n]="$(grep '^ready ' "$file" | sed 's/^ready //'); $(grep '^done ' "$file" | sed 's/^done //')"
-                sleep 3
-                RSS_CLOSED[$p $n]=$(rss_kib "${REALPID[$p]}")
-                log "${LABEL[$p]}: $n connections: RSS ${RSS_HELD[$p $n]} KiB held, ${RSS_CLOSED[$p $n]} KiB after close (${CONNS_RESULT[$p $n]})"
             done
         done
     fi
@@ -333,13 +363,20 @@ done
 
 log "allocations: proxy_allocs"
 "$ALLOCS" --json --requests 20000 --idle 2000 --settle 2s >"$OUT/allocs.json" 2>"$OUT/allocs.stderr" || die "proxy_allocs failed: $OUT/allocs.stderr"
+# The heap of idle connections of the other kinds (few requests: only their idle connections are read).
+declare -A IDLE_OPTS=([h2c]=--h2 [https]=--tls [h2]='--tls --h2')
+for kind in h2c https h2; do
+    # shellcheck disable=SC2086 # the options
+    "$ALLOCS" --json --requests 200 --warmup 20 --idle 2000 --settle 2s ${IDLE_OPTS[$kind]} >"$OUT/allocs-$kind.json" \
+        2>"$OUT/allocs-$kind.stderr" || die "proxy_allocs ${IDLE_OPTS[$kind]} failed: $OUT/allocs-$kind.stderr"
+done
 stop "$HELLO_PID"
 stop "$BACKEND_PID"
 
 # --- the section ----------------------------------------------------------------------------------------------------
 
 med() { printf '%s\n' $1 | median; }
-allocs() { python3 -c 'import json,sys; print(eval(sys.argv[2], {}, json.load(open(sys.argv[1]))))' "$OUT/allocs.json" "$1"; }
+allocs() { python3 -c 'import json,sys; print(eval(sys.argv[2], {}, json.load(open(sys.argv[1]))))' "${2:-$OUT/allocs.json}" "$1"; }
 per_conn() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.2f", (a - b) / n }'; }
 
 SECTION="$OUT/section.md"
@@ -405,6 +442,17 @@ SECTION="$OUT/section.md"
     echo "$(allocs 'bytes_held_after_close') bytes still held after all closed. Before this work: 24.06 allocations per GET and per POST"
     echo "(proxy_allocs at commit 0b45dee), 28,369 bytes per idle connection."
     echo
+    echo "Heap per idle connection by what it speaks (\`proxy_allocs --idle 2000 --settle 2s\` with \`--h2\`, \`--tls\`,"
+    echo "\`--tls --h2\`; an HTTP/1.1 connection is parked after a second idle, an HTTP/2 one is not):"
+    echo
+    echo "| connection | right after its answer | after 2 s |"
+    echo "|---|---:|---:|"
+    for kind in "${IDLE_KINDS[@]}"; do
+        file=$OUT/allocs-$kind.json
+        [[ $kind == http ]] && file=$OUT/allocs.json
+        echo "| ${IDLE_LABEL[$kind]} | $(allocs 'round(idle_bytes_per_conn_at_once)' "$file") B | $(allocs 'round(idle_bytes_per_conn_settled)' "$file") B |"
+    done
+    echo
     echo "### The kernel's share (1 worker each, keep-alive GET 1 KiB)"
     echo
     echo "One \`wrk -t1 -c$WRK_CONNECTIONS -d$WRK_DURATION\` run per proxy: its system calls counted by perf's syscall tracepoints"
@@ -421,15 +469,27 @@ SECTION="$OUT/section.md"
     echo
     echo "### Memory with idle keep-alive connections (1 worker each)"
     echo
-    echo "VmRSS of the proxy process; \`bench/proxy/conns.py\` opens the connections (one \`GET /1k\` each, then silence),"
-    echo "RSS is read 4 s after the last was answered, and again 3 s after the client closed them all. Per connection:"
-    echo "(held − before) / count, in KiB."
+    echo "VmRSS of the proxy process; \`bench/proxy/conns.py\` opens the connections (one \`GET /\` each, then silence;"
+    echo "HTTP/2: with prior knowledge on a plain port (nginx: \`listen ... http2\`, HAProxy: \`bind ... proto h2\`, baton: its"
+    echo "plain listener), by ALPN over TLS; the client acknowledges the proxy's SETTINGS and sends nothing more, not even a"
+    echo "PING). RSS is read 4 s after the last was answered, and again 3 s after the client closed them all; each kind in"
+    echo "fresh proxy processes that answered one request first. Per connection: (held − before) / count, in KiB; ×"
+    echo "nginx: baton's per connection over nginx's."
     echo
-    echo "| proxy | connections | RSS before | RSS held | per connection | RSS after close | client's account |"
-    echo "|---|---:|---:|---:|---:|---:|---|"
-    for p in "${PROXIES[@]}"; do
+    echo "| proxy | connections | RSS before | RSS held | per connection | × nginx | RSS after close | client's account |"
+    echo "|---|---|---:|---:|---:|---:|---:|---|"
+    for kind in "${IDLE_KINDS[@]}"; do
         for n in $IDLE_LIST; do
-            echo "| ${LABEL[$p]} | $n | $(mib "${RSS_BASE[$p]}") MiB | $(mib "${RSS_HELD[$p $n]}") MiB | $(per_conn "${RSS_HELD[$p $n]}" "${RSS_BASE[$p]}" "$n") KiB | $(mib "${RSS_CLOSED[$p $n]}") MiB | ${CONNS_RESULT[$p $n]} |"
+            for p in "${PROXIES[@]}"; do
+                key="$p $kind $n"
+                mine=$(per_conn "${RSS_HELD[$key]}" "${RSS_BASE[$key]}" "$n")
+                ratio=""
+                if [[ $p == baton ]]; then
+                    ratio=$(awk -v b="$mine" -v n="$(per_conn "${RSS_HELD[nginx $kind $n]}" "${RSS_BASE[nginx $kind $n]}" "$n")" \
+                        'BEGIN { if (n > 0) printf "%.2f", b / n; else printf "–" }')
+                fi
+                echo "| ${LABEL[$p]} | $n ${IDLE_LABEL[$kind]} | $(mib "${RSS_BASE[$key]}") MiB | $(mib "${RSS_HELD[$key]}") MiB | $mine KiB | $ratio | $(mib "${RSS_CLOSED[$key]}") MiB | ${CONNS_RESULT[$key]} |"
+            done
         done
     done
     echo
@@ -439,5 +499,5 @@ SECTION="$OUT/section.md"
     echo "$END"
 } >"$SECTION"
 
-ROW='| [Data plane: baton against nginx and HAProxy, 1 to N workers, allocations, idle connections](#data-plane-baton-against-nginx-and-haproxy-1-to-n-workers-allocations-idle-connections) | `bench/dataplane.sh` | keep-alive GET 1 KiB and POST echo through baton, nginx and HAProxy with 1 and N workers each (pinned with taskset for 1): req/s, p99, CPU per request, the scaling curve; baton'"'"'s allocations per request; the kernel'"'"'s share per request (system calls, TCP segments, rescheduling interrupts); RSS with 10,000 and 50,000 idle connections and after they close |'
+ROW='| [Data plane: baton against nginx and HAProxy, 1 to N workers, allocations, idle connections](#data-plane-baton-against-nginx-and-haproxy-1-to-n-workers-allocations-idle-connections) | `bench/dataplane.sh` | keep-alive GET 1 KiB and POST echo through baton, nginx and HAProxy with 1 and N workers each (pinned with taskset for 1): req/s, p99, CPU per request, the scaling curve; baton'"'"'s allocations per request; the kernel'"'"'s share per request (system calls, TCP segments, rescheduling interrupts); RSS with 10,000 and 50,000 idle HTTP/1.1 and HTTP/2 connections, plain and over TLS, and after they close |'
 write_section "$SECTION" "$ROW"

@@ -317,7 +317,10 @@ where
         tokio::spawn(async move {
             // The provider runs in the connection's task, off the accept loop.
             let config = config();
-            let Some((io, info)) = tls_handshake(io, info, config, &shared).await else {
+            // Boxed: the task is allocated at the size of its largest
+            // state for the connection's whole life, and the handshake's
+            // is the largest once the stream is boxed.
+            let Some((io, info)) = Box::pin(tls_handshake(io, info, config, &shared)).await else {
                 return;
             };
             let service = (shared.make)(&info);
