@@ -397,7 +397,7 @@ SECTION="$OUT/section.md"
     echo "baton: \`[proxy] workers = W\`; nginx: \`worker_processes W\`; HAProxy: \`nbthread W\`; each sets \`X-Forwarded-For\`,"
     echo "\`-Proto\`, \`-Host\` and a request id, keeps upstream connections alive, and logs nothing (configs in \`$OUT/\`)."
     echo "HTTPS: each proxy has a second listener with the same test CA's ECDSA P-256 certificate (baton: \`[listener.tls]\`,"
-    echo "rustls on ring; nginx: \`listen ... ssl\`; HAProxy: \`bind ... ssl crt\`; both OpenSSL $(openssl version | awk '{ print $2 }')), keep-alive"
+    echo "rustls on ring; nginx: \`listen ... ssl http2\`; HAProxy: \`bind ... ssl crt ... alpn h2,http/1.1\`; both OpenSSL $(openssl version | awk '{ print $2 }')), keep-alive"
     echo "TLS 1.3 as wrk negotiates it; plain HTTP to the backends."
     echo "CPU is the proxy's own user + system time per request (\`/proc/PID/stat\`). Medians of $ROUNDS rounds, the order"
     echo "of the proxies rotating each round."
@@ -421,6 +421,14 @@ SECTION="$OUT/section.md"
             echo "- $w worker(s), ${KIND_LABEL[$kind]}: baton / the better of nginx and HAProxy = **$(ratio "$b" "$best")** (target ≥ 1.1); p99 baton $bp ms, nginx $np ms, HAProxy $hp ms."
         done
     done
+    # How far a proxy's rounds were apart with one worker: a ratio above is only as good as this.
+    spread=$(for kind in "${KINDS[@]}"; do for p in "${PROXIES[@]}"; do
+        printf '%s\n' ${RPS[1 $kind $p]} | sort -n | awk -v l="${LABEL[$p]} ${KIND_LABEL[$kind]}" \
+            'NR == 1 { lo = $1 } { hi = $1 } END { if (lo > 0) printf "%.3f %s\n", hi / lo, l }'
+    done; done | sort -rn | head -1)
+    if awk -v r="${spread%% *}" 'BEGIN { exit !(r > 1.10) }'; then
+        note "With one worker, the rounds of ${spread#* } were up to $(awk -v r="${spread%% *}" 'BEGIN { printf "%.0f", (r - 1) * 100 }') % apart (fastest over slowest): other work on the host, which no load average inside this machine shows, moved the rounds more than the ratios above differ from 1; CPU per request is the steadier figure."
+    fi
     echo
     echo "**Scaling** (GET, req/s by workers): $(for p in "${PROXIES[@]}"; do printf '%s ' "${LABEL[$p]}"; for w in $WORKERS_LIST; do printf '%s→%s ' "$w" "$(med "${RPS[$w get $p]}")"; done; printf '; '; done)"
     echo
