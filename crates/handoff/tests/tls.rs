@@ -73,14 +73,7 @@ async fn start(certs: &Certs, limits: Limits) -> Running {
 }
 
 async fn start_with(certs: &Certs, limits: Limits, park_idle: Option<Duration>) -> Running {
-    let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap()).unwrap();
-    let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
-        unreachable!()
-    };
-    let listeners = Listeners::from_listeners(vec![NamedListener {
-        name: "https".into(),
-        listener,
-    }]);
+    let (listeners, addr) = bind_local("https");
     let (stop, stopped) = oneshot::channel::<()>();
     let configs = Arc::new(AtomicUsize::new(0));
     let config = certs.server.clone();
@@ -143,6 +136,27 @@ impl Running {
             .await
             .unwrap();
     }
+}
+
+/// A listener named `name` on a free port of 127.0.0.1, and its address.
+fn bind_local(name: &str) -> (Listeners, SocketAddr) {
+    let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap()).unwrap();
+    let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
+        unreachable!()
+    };
+    let listeners = Listeners::from_listeners(vec![NamedListener {
+        name: name.into(),
+        listener,
+    }]);
+    (listeners, addr)
+}
+
+/// A single-threaded runtime, for a counted server thread or its clients.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn connect(addr: SocketAddr, certs: &Certs, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
@@ -391,19 +405,9 @@ fn a_parked_tls_connection_holds_little_heap() {
     let (stop, stopped) = oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
         counting::count_this_thread();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         rt.block_on(async move {
-            let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap()).unwrap();
-            let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
-                unreachable!()
-            };
-            let listeners = Listeners::from_listeners(vec![NamedListener {
-                name: "https".into(),
-                listener,
-            }]);
+            let (listeners, addr) = bind_local("https");
             let server = Server::new(listeners)
                 .notify(false)
                 .park_idle(Some(Duration::from_millis(20)))
@@ -422,10 +426,7 @@ fn a_parked_tls_connection_holds_little_heap() {
         });
     });
     let (addr, counts) = ready_rx.recv().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     rt.block_on(async move {
         let mut clients = Vec::new();
         let mut live = Vec::new();
@@ -480,22 +481,12 @@ fn tls_adds_only_its_session_to_an_idle_http2_connection() {
     let (stop, stopped) = watch::channel(false);
     let thread = std::thread::spawn(move || {
         counting::count_this_thread();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         rt.block_on(async move {
             let mut addrs = Vec::new();
             let mut served = Vec::new();
             for tls in [true, false] {
-                let listener = Listener::bind(&"127.0.0.1:0".parse().unwrap()).unwrap();
-                let ListenAddr::Tcp(addr) = listener.local_addr().unwrap() else {
-                    unreachable!()
-                };
-                let listeners = Listeners::from_listeners(vec![NamedListener {
-                    name: "h2".into(),
-                    listener,
-                }]);
+                let (listeners, addr) = bind_local("h2");
                 let mut stopped = stopped.clone();
                 let mut server = Server::new(listeners)
                     .notify(false)
@@ -520,10 +511,7 @@ fn tls_adds_only_its_session_to_an_idle_http2_connection() {
         });
     });
     let (tls_addr, plain_addr) = ready_rx.recv().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let per_conn = rt.block_on(async move {
         let mut clients = Vec::new();
         let mut per_conn = Vec::new();
