@@ -341,12 +341,7 @@ for w in $WORKERS_LIST; do
                         --open-timeout 200 --sources "$sources" "${opts[@]}" >"$file" 2>&1 &
                     cpid=$!
                     PIDS+=("$cpid")
-                    deadline=$((SECONDS + 240))
-                    until grep -q '^ready ' "$file" 2>/dev/null; do
-                        kill -0 "$cpid" 2>/dev/null || break
-                        ((SECONDS < deadline)) || break
-                        sleep 0.2
-                    done
+                    wait_conns_ready "$file" "$cpid" 240
                     sleep 4
                     RSS_HELD[$p $kind $n]=$(rss_kib "${REALPID[$p]}")
                     wait "$cpid" || true

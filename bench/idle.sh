@@ -167,12 +167,7 @@ for p in "${PROXIES[@]}"; do
             --open-timeout 200 --sources $(((n + 19999) / 20000)) "${tls[@]}" >"$file" 2>&1 &
         cpid=$!
         PIDS+=("$cpid")
-        deadline=$((SECONDS + 240))
-        until grep -q '^ready ' "$file" 2>/dev/null; do
-            kill -0 "$cpid" 2>/dev/null || break
-            ((SECONDS < deadline)) || break
-            sleep 0.2
-        done
+        wait_conns_ready "$file" "$cpid" 240
         sleep 4
         RSS_HELD[$p $n]=$(rss_kib "${PID_OF[$p]}")
         wait "$cpid" || true

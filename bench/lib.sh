@@ -386,6 +386,17 @@ tree() {
     for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree "$c"; done
 }
 
+# wait_conns_ready FILE PID SECONDS: waits until bench/proxy/conns.py (process PID, writing to FILE) has opened and
+# answered all its connections (its `ready` line), ended, or SECONDS passed.
+wait_conns_ready() {
+    local deadline=$((SECONDS + $3))
+    until grep -q '^ready ' "$1" 2>/dev/null; do
+        kill -0 "$2" 2>/dev/null || break
+        ((SECONDS < deadline)) || break
+        sleep 0.2
+    done
+}
+
 # rss_kib PID: VmRSS of PID and its descendants (a master and its workers), in KiB.
 rss_kib() {
     local total=0 p v

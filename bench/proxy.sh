@@ -296,12 +296,7 @@ for p in "${PROXIES[@]}"; do
         --open-timeout 90 >"$file" 2>&1 &
     cpid=$!
     PIDS+=("$cpid")
-    deadline=$((SECONDS + 120))
-    until grep -q '^ready ' "$file" 2>/dev/null; do
-        kill -0 "$cpid" 2>/dev/null || break
-        ((SECONDS < deadline)) || break
-        sleep 0.2
-    done
+    wait_conns_ready "$file" "$cpid" 120
     sleep 3
     RSS_CONNS[$p]=$(rss_kib "${REALPID[$p]}")
     wait "$cpid" || CONNS_FAILED=1
