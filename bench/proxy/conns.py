@@ -205,7 +205,10 @@ def main() -> int:
                 except OSError:
                     drop(s)
                     continue
-                if done:
+                if done and args.h2 and s.selected_alpn_protocol() != "h2":
+                    # The server did not agree to HTTP/2: a failed connection, not one to send a preface on.
+                    drop(s)
+                elif done:
                     send_request(s, entry)
             else:
                 data = receive(s)

@@ -362,10 +362,12 @@ fn exchange_h2(conn: &mut Conn) -> anyhow::Result<()> {
         f.extend_from_slice(payload);
         f
     };
-    let scheme = if matches!(conn, Conn::Tls(_)) {
-        0x87
-    } else {
-        0x86
+    let scheme = match conn {
+        Conn::Tls(tls) if tls.conn.alpn_protocol() != Some(b"h2") => {
+            bail!("the proxy did not agree to HTTP/2 (ALPN)")
+        }
+        Conn::Tls(_) => 0x87,
+        Conn::Plain(_) => 0x86,
     };
     let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     hello.extend(frame(SETTINGS, 0, 0, &[]));
