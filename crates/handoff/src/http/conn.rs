@@ -348,14 +348,14 @@ where
 async fn tls_handshake<I, F>(
     io: I,
     mut info: ConnInfo,
-    config: Arc<tokio_rustls::rustls::ServerConfig>,
+    config: Arc<super::rustls::ServerConfig>,
     shared: &Shared<F>,
-) -> Option<(tokio_rustls::server::TlsStream<I>, ConnInfo)>
+) -> Option<(super::tls::TlsStream<I>, ConnInfo)>
 where
     I: Park,
 {
     let mut stage = shared.stage.clone();
-    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
+    let handshake = super::tls::TlsStream::accept(io, config);
     let bounded = async {
         match shared.timeouts.head {
             Some(limit) => tokio::time::timeout(limit, handshake).await.ok(),
@@ -377,7 +377,7 @@ where
         _ = stage.wait_for(|s| *s >= Stage::Closing) => return None,
     };
     info.tls = true;
-    info.sni = stream.get_ref().1.server_name().map(str::to_owned);
+    info.sni = stream.server_name().map(str::to_owned);
     Some((stream, info))
 }
 

@@ -5,10 +5,10 @@
 //! socket becomes readable its entry is taken out and a new task serves it
 //! (`park::resume`). A plain socket (TCP or Unix) also leaves tokio (it is
 //! deregistered, and registered again when it resumes); a TLS connection
-//! comes as its boxed stream, socket and rustls's session, its socket still
-//! registered with tokio (tokio-rustls cannot rebuild a stream around a
-//! session), unless its session holds decrypted bytes (then it is served
-//! at once, in its task).
+//! comes as its boxed stream, socket and rustls's session (its buffers
+//! freed), its socket still registered with tokio, unless the stream holds
+//! decrypted bytes or the peer's close (then it is served at once, in its
+//! task).
 //!
 //! Why: a parked connection inside its own task keeps the task (the size of
 //! the connection's largest future), the socket's registration with tokio's
@@ -37,12 +37,12 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+#[cfg(feature = "tls")]
+use super::tls::TlsStream;
 use rustix::event::epoll;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-#[cfg(feature = "tls")]
-use tokio_rustls::{rustls, server::TlsStream};
 
 use super::conn::{AppBody, AppService, Held, Shared};
 use super::trim::Trim;
@@ -52,8 +52,7 @@ use super::{ConnInfo, Stage};
 const BATCH: usize = 256;
 
 /// A connection as the lot keeps it: a plain socket out of tokio, or a TLS
-/// stream whole (its socket stays registered with tokio: the stream cannot
-/// be rebuilt around rustls's session).
+/// stream whole (its socket stays registered with tokio).
 #[derive(Debug)]
 pub enum Detached {
     /// A TCP connection.
@@ -74,9 +73,9 @@ impl Detached {
             Detached::Tcp(s) => s.as_fd(),
             Detached::Unix(s) => s.as_fd(),
             #[cfg(feature = "tls")]
-            Detached::TlsTcp(s) => s.get_ref().0.as_fd(),
+            Detached::TlsTcp(s) => s.io().as_fd(),
             #[cfg(feature = "tls")]
-            Detached::TlsUnix(s) => s.get_ref().0.as_fd(),
+            Detached::TlsUnix(s) => s.io().as_fd(),
         }
     }
 
@@ -87,37 +86,24 @@ impl Detached {
             Detached::Tcp(s) => s.shutdown(Shutdown::Write),
             Detached::Unix(s) => s.shutdown(Shutdown::Write),
             #[cfg(feature = "tls")]
-            Detached::TlsTcp(s) => {
-                let (io, session) = s.get_mut();
-                close_tls(io.as_fd(), session)
-            }
+            Detached::TlsTcp(s) => close_tls(s),
             #[cfg(feature = "tls")]
-            Detached::TlsUnix(s) => {
-                let (io, session) = s.get_mut();
-                close_tls(io.as_fd(), session)
-            }
+            Detached::TlsUnix(s) => close_tls(s),
         };
     }
 }
 
-/// Sends rustls's close_notify, as much of it as the socket takes now (an
-/// idle connection's send buffer is empty), then FIN.
+/// Sends TLS close_notify, as much of it as the socket takes now (an idle
+/// connection's send buffer is empty), then FIN.
 #[cfg(feature = "tls")]
-fn close_tls(fd: BorrowedFd<'_>, session: &mut rustls::ServerConnection) -> io::Result<()> {
-    /// Writes to the non-blocking socket directly, never waiting.
-    struct Socket<'a>(BorrowedFd<'a>);
-    impl io::Write for Socket<'_> {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            Ok(rustix::io::write(self.0, buf)?)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    session.send_close_notify();
-    while session.wants_write() {
-        if session.write_tls(&mut Socket(fd))? == 0 {
-            break;
+fn close_tls<I: AsFd>(stream: &mut TlsStream<I>) -> io::Result<()> {
+    let bytes = stream.close_notify()?;
+    let fd = stream.io().as_fd();
+    let mut bytes = &bytes[..];
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes = &bytes[n..],
         }
     }
     Ok(rustix::net::shutdown(fd, rustix::net::Shutdown::Write)?)

@@ -16,8 +16,10 @@
 //! It never waits on a fixed sleep: each step ends on an event or a deadline.
 //!
 //! With the `tls` feature, `Server::tls` makes every connection start
-//! with a TLS handshake (rustls); HTTP/1.1 and HTTP/2 (ALPN `h2`) are then
-//! served and drained exactly like on a plain connection.
+//! with a TLS handshake (rustls's unbuffered API under a stream of this
+//! crate's, `tls`, which frees its buffers whenever the connection waits);
+//! HTTP/1.1 and HTTP/2 (ALPN `h2`) are then served and drained exactly like
+//! on a plain connection.
 //!
 //! With `Server::park_idle`, an HTTP/1 keep-alive connection idle for that
 //! long is parked: it keeps its socket and nothing of hyper's (see `park`).
@@ -27,6 +29,8 @@ mod guard;
 mod lot;
 mod park;
 mod stall;
+#[cfg(feature = "tls")]
+mod tls;
 mod trim;
 
 use std::future::Future;
@@ -52,7 +56,7 @@ use crate::notify;
 use crate::signal::{ShutdownSignals, Signal};
 use crate::time::SaturatingAdd;
 #[cfg(feature = "tls")]
-pub use tokio_rustls::rustls;
+pub use rustls;
 
 /// How far the shutdown has gone; connections react to each step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -253,8 +257,8 @@ impl Server {
     /// task meanwhile: it waits as an entry of one table per server,
     /// watched through an epoll set of the server's own. An idle connection
     /// then costs a few hundred bytes instead of its read and write buffers
-    /// and its task (with TLS, rustls's session too, with its 4 KiB read
-    /// buffer: about 9 KB). A parked connection still counts as open, is
+    /// and its task (with TLS, rustls's session too, without a buffer:
+    /// about 4 KB). A parked connection still counts as open, is
     /// still closed at its keep-alive deadline, and is closed by the drain
     /// with the other idle connections. HTTP/2 connections are not parked.
     /// With parking, the heap is also trimmed (glibc's `malloc_trim`) once

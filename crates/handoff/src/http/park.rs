@@ -28,13 +28,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+#[cfg(feature = "tls")]
+use super::tls::TlsStream;
 use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
-#[cfg(feature = "tls")]
-use tokio_rustls::server::TlsStream;
 
 use super::conn::{AppBody, AppService, ConnCounts, DrainAware, Held, Shared};
 use super::guard::{ConnState, Guarded};
@@ -178,10 +178,11 @@ impl Park for tokio::net::UnixStream {
 #[cfg(feature = "tls")]
 impl<I: Park> Park for Box<TlsStream<I>> {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
-        let (io, tls) = self.get_ref();
-        // rustls may already hold decrypted bytes (or the peer's close):
-        // those are to be read now, the socket may never become readable.
-        let buffered = !tls.wants_read();
+        let io = self.io();
+        // The stream may already hold decrypted bytes (or the peer's
+        // close): those are to be read now, the socket may never become
+        // readable.
+        let buffered = self.has_buffered_read();
         async move {
             if buffered {
                 return Ok(());
@@ -193,11 +194,12 @@ impl<I: Park> Park for Box<TlsStream<I>> {
     /// The whole stream (socket and rustls's session) for the lot, unless
     /// rustls holds decrypted bytes or the peer's close: those are for now,
     /// and the socket may never become readable.
-    fn detach(self) -> Result<io::Result<Detached>, Self> {
-        if !self.get_ref().1.wants_read() {
+    fn detach(mut self) -> Result<io::Result<Detached>, Self> {
+        if self.has_buffered_read() {
             return Err(self);
         }
-        self.get_ref().0.forget_task();
+        self.release();
+        self.io().forget_task();
         I::detach_tls(self).map(Ok)
     }
 

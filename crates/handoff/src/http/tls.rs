@@ -1,0 +1,596 @@
+//! The server side of TLS on one connection: rustls's unbuffered API under
+//! an `AsyncRead + AsyncWrite` stream whose buffers this stream owns.
+//!
+//! Why not tokio-rustls: over rustls's buffered connection, every session
+//! keeps a 4 KiB read buffer from its first read to its end, zeroed and so
+//! resident, idle or not. Here the buffers (TLS bytes read and not yet
+//! processed, encrypted bytes not yet sent, decrypted bytes not yet read)
+//! are freed whenever the connection waits for its peer with nothing in
+//! them: an idle TLS connection holds rustls's session and no buffer.
+//!
+//! Reading: bytes from the socket go into `incoming`; rustls processes them
+//! in place and hands over each record's plaintext, which goes straight into
+//! the reader's buffer (what does not fit waits in `plain`). Handshake and
+//! post-handshake messages rustls wants to send (session tickets, key
+//! updates, alerts) are encoded into `outgoing` and sent before anything
+//! else. Writing: plaintext is encrypted into `outgoing` and written out;
+//! a write returns once its bytes are encrypted, and `poll_flush` waits
+//! until they have all reached the socket.
+//!
+//! The peer's close: close_notify ends reading (EOF); a socket that ends
+//! without it is an `UnexpectedEof` error once the decrypted bytes are read,
+//! as rustls's buffered reader reports it.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use rustls::server::{Acceptor, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What one read from the socket asks room for: a whole record of the
+/// largest size (header, 16 KiB of payload, the most expansion allowed).
+const READ_SIZE: usize = 5 + 16_384 + 256;
+
+/// Room in `incoming` from which a read goes straight into it.
+const DIRECT_READ: usize = 4096;
+
+/// Encrypted bytes the socket has not taken beyond which reading waits.
+const MAX_UNSENT: usize = 64 * 1024;
+
+/// The scratch buffer on the stack a small write is encrypted into (a
+/// response's head and a small body), so that it needs no allocation.
+const SCRATCH: usize = 2048;
+
+/// The most plaintext encrypted per write (rustls splits it into records).
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// A TLS connection, server side, once its handshake has completed.
+pub struct TlsStream<I> {
+    io: I,
+    conn: UnbufferedServerConnection,
+    /// TLS bytes read and not processed yet: part of a record between reads.
+    incoming: BytesMut,
+    /// Decrypted bytes not read yet.
+    plain: BytesMut,
+    /// Encrypted bytes not written to the socket yet.
+    outgoing: BytesMut,
+    /// The server name the client asked for (SNI).
+    sni: Option<Box<str>>,
+    /// The peer's close_notify came: reading ends.
+    peer_closed: bool,
+    /// The socket reached its end.
+    eof: bool,
+    /// close_notify is queued (or sent).
+    close_queued: bool,
+}
+
+impl<I> std::fmt::Debug for TlsStream<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsStream")
+            .field("sni", &self.sni)
+            .field("incoming", &self.incoming.len())
+            .field("plain", &self.plain.len())
+            .field("outgoing", &self.outgoing.len())
+            .field("peer_closed", &self.peer_closed)
+            .field("eof", &self.eof)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one turn of rustls's state machine left to do.
+enum Turn {
+    /// Something changed (bytes encoded, plaintext taken): turn again.
+    Again,
+    /// rustls needs more bytes from the peer.
+    NeedBytes,
+    /// Application data may be written, and nothing else is pending; for a
+    /// write, how much of it was encrypted into `outgoing`.
+    Writable(usize),
+    /// This much of a write was encrypted into its scratch buffer, making
+    /// that many bytes of it.
+    InScratch(usize, usize),
+    /// Both sides sent close_notify.
+    Closed,
+}
+
+/// What a turn is for.
+enum Want<'a, 'b> {
+    /// Completing the handshake.
+    Handshake,
+    /// Reading: plaintext goes into this buffer first.
+    Read(&'a mut ReadBuf<'b>),
+    /// Writing this plaintext; encrypted into the scratch buffer (on the
+    /// caller's stack) when it fits and nothing waits in `outgoing`.
+    Write(&'a [u8], &'a mut [u8]),
+    /// Queueing close_notify.
+    Close,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> TlsStream<I> {
+    /// Runs the server side of a handshake over `io` with `config`.
+    pub async fn accept(io: I, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+        let conn = UnbufferedServerConnection::new(config).map_err(invalid)?;
+        let mut stream = TlsStream {
+            io,
+            conn,
+            incoming: BytesMut::new(),
+            plain: BytesMut::new(),
+            outgoing: BytesMut::new(),
+            sni: None,
+            peer_closed: false,
+            eof: false,
+            close_queued: false,
+        };
+        let (mut acceptor, mut fed) = (Acceptor::default(), 0);
+        std::future::poll_fn(|cx| stream.poll_client_hello(cx, &mut acceptor, &mut fed)).await?;
+        std::future::poll_fn(|cx| stream.poll_handshake(cx)).await?;
+        stream.release();
+        Ok(stream)
+    }
+
+    /// Reads until the ClientHello is whole, for its server name: rustls's
+    /// unbuffered connection does not tell it, so an `Acceptor` is given a
+    /// copy of the same bytes as they come (`fed` of them so far) and then
+    /// dropped.
+    fn poll_client_hello(
+        &mut self,
+        cx: &mut Context<'_>,
+        acceptor: &mut Acceptor,
+        fed: &mut usize,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.incoming.len() > *fed {
+                let mut bytes = &self.incoming[*fed..];
+                while !bytes.is_empty() {
+                    if acceptor.read_tls(&mut bytes)? == 0 {
+                        break;
+                    }
+                }
+                *fed = self.incoming.len();
+                match acceptor.accept() {
+                    Ok(Some(accepted)) => {
+                        self.sni = accepted.client_hello().server_name().map(Box::from);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Ok(None) => {}
+                    // The connection itself will refuse the same bytes, with
+                    // its alert.
+                    Err(_) => return Poll::Ready(Ok(())),
+                }
+            }
+            if ready!(self.poll_fill(cx))? == 0 {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            match self.turn(cx, Want::Handshake)? {
+                Turn::Again => {}
+                Turn::Writable(_) if !self.conn.is_handshaking() => {
+                    ready!(self.poll_send(cx))?;
+                    return Poll::Ready(Ok(()));
+                }
+                Turn::NeedBytes | Turn::Writable(_) | Turn::InScratch(..) => {
+                    ready!(self.poll_send(cx))?;
+                    if ready!(self.poll_fill(cx))? == 0 {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "TLS handshake ended by the peer",
+                        )));
+                    }
+                }
+                Turn::Closed => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
+            }
+        }
+    }
+}
+
+impl<I> TlsStream<I> {
+    /// The socket.
+    pub fn io(&self) -> &I {
+        &self.io
+    }
+
+    /// The server name the client asked for (SNI).
+    pub fn server_name(&self) -> Option<&str> {
+        self.sni.as_deref()
+    }
+
+    /// Whether a read would return at once without the socket: decrypted
+    /// bytes wait, or the peer's close came.
+    pub fn has_buffered_read(&self) -> bool {
+        !self.plain.is_empty() || self.peer_closed || self.eof
+    }
+
+    /// Frees the buffers that are empty: the connection waits for its peer.
+    pub fn release(&mut self) {
+        for buf in [&mut self.incoming, &mut self.plain, &mut self.outgoing] {
+            if buf.is_empty() && buf.capacity() > 0 {
+                *buf = BytesMut::new();
+            }
+        }
+    }
+
+    /// Queues close_notify (once) and hands over the bytes still to be
+    /// written to the socket, close_notify last: what a closing owner writes
+    /// without waiting.
+    pub fn close_notify(&mut self) -> io::Result<BytesMut> {
+        if !self.close_queued {
+            // Until rustls has nothing else first (encoded messages).
+            while let Turn::Again = self.process(Want::Close)? {}
+        }
+        Ok(self.outgoing.split())
+    }
+
+    /// One turn of rustls's state machine: processes what `incoming` holds
+    /// until rustls has a state to report, and acts on it for `want`.
+    fn process(&mut self, want: Want<'_, '_>) -> io::Result<Turn> {
+        let TlsStream {
+            conn,
+            incoming,
+            plain,
+            outgoing,
+            peer_closed,
+            close_queued,
+            ..
+        } = self;
+        let status = conn.process_tls_records(&mut incoming[..]);
+        let discard = status.discard;
+        let turn = match status.state {
+            Err(e) => Err(e),
+            Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                let mut dest = match want {
+                    Want::Read(buf) => Some(buf),
+                    _ => None,
+                };
+                let mut failed = None;
+                while let Some(record) = traffic.next_record() {
+                    match record {
+                        Ok(record) => {
+                            let mut payload = record.payload;
+                            if let Some(buf) = dest.as_deref_mut()
+                                && plain.is_empty()
+                            {
+                                let n = payload.len().min(buf.remaining());
+                                buf.put_slice(&payload[..n]);
+                                payload = &payload[n..];
+                            }
+                            plain.extend_from_slice(payload);
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(Turn::Again),
+                }
+            }
+            Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                let start = outgoing.len();
+                outgoing.resize(start + 1024, 0);
+                loop {
+                    match data.encode(&mut outgoing[start..]) {
+                        Ok(n) => {
+                            outgoing.truncate(start + n);
+                            break;
+                        }
+                        Err(EncodeError::InsufficientSize(size)) => {
+                            outgoing.resize(start + size.required_size, 0);
+                        }
+                        Err(EncodeError::AlreadyEncoded) => {
+                            outgoing.truncate(start);
+                            break;
+                        }
+                    }
+                }
+                Ok(Turn::Again)
+            }
+            // What was encoded is in `outgoing`, in order: it is sent before
+            // the next wait for the peer and before anything written later.
+            Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                transmit.done();
+                Ok(Turn::Again)
+            }
+            Ok(ConnectionState::BlockedHandshake) => Ok(Turn::NeedBytes),
+            Ok(ConnectionState::PeerClosed) => {
+                *peer_closed = true;
+                Ok(Turn::Again)
+            }
+            Ok(ConnectionState::Closed) => {
+                *peer_closed = true;
+                Ok(Turn::Closed)
+            }
+            Ok(ConnectionState::WriteTraffic(mut traffic)) => match want {
+                Want::Write(data, scratch) => 'write: {
+                    if outgoing.is_empty() && data.len() + 64 <= scratch.len() {
+                        match traffic.encrypt(data, scratch) {
+                            Ok(n) => break 'write Ok(Turn::InScratch(data.len(), n)),
+                            // Into `outgoing`, below.
+                            Err(EncryptError::InsufficientSize(_)) => {}
+                            Err(e) => break 'write Err(rustls::Error::General(e.to_string())),
+                        }
+                    }
+                    let data = &data[..data.len().min(WRITE_CHUNK)];
+                    let start = outgoing.len();
+                    // Each record adds a header, a tag and a content type.
+                    outgoing.resize(start + data.len() + 64 * (data.len() / 16_384 + 1), 0);
+                    loop {
+                        match traffic.encrypt(data, &mut outgoing[start..]) {
+                            Ok(n) => {
+                                outgoing.truncate(start + n);
+                                break Ok(Turn::Writable(data.len()));
+                            }
+                            Err(EncryptError::InsufficientSize(size)) => {
+                                outgoing.resize(start + size.required_size, 0);
+                            }
+                            Err(e) => {
+                                outgoing.truncate(start);
+                                break Err(rustls::Error::General(e.to_string()));
+                            }
+                        }
+                    }
+                }
+                Want::Close if !*close_queued => {
+                    *close_queued = true;
+                    let start = outgoing.len();
+                    outgoing.resize(start + 256, 0);
+                    loop {
+                        match traffic.queue_close_notify(&mut outgoing[start..]) {
+                            Ok(n) => {
+                                outgoing.truncate(start + n);
+                                break Ok(Turn::Writable(0));
+                            }
+                            Err(EncryptError::InsufficientSize(size)) => {
+                                outgoing.resize(start + size.required_size, 0);
+                            }
+                            Err(e) => {
+                                outgoing.truncate(start);
+                                break Err(rustls::Error::General(e.to_string()));
+                            }
+                        }
+                    }
+                }
+                Want::Close | Want::Handshake | Want::Read(_) => Ok(Turn::Writable(0)),
+            },
+            Ok(ConnectionState::ReadEarlyData(_)) => Err(rustls::Error::General(
+                "early data, which this server does not accept".into(),
+            )),
+            Ok(_) => Err(rustls::Error::General("unknown TLS state".into())),
+        };
+        incoming.advance(discard);
+        match turn {
+            Ok(turn) => Ok(turn),
+            Err(e) => {
+                self.queue_alert();
+                Err(invalid(e))
+            }
+        }
+    }
+
+    /// After an error: encodes the alert rustls queued for the peer, sent
+    /// with whatever `outgoing` holds when the socket takes it.
+    fn queue_alert(&mut self) {
+        for _ in 0..4 {
+            let status = self.conn.process_tls_records(&mut self.incoming[..]);
+            let discard = status.discard;
+            let encoded = match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    let start = self.outgoing.len();
+                    self.outgoing.resize(start + 512, 0);
+                    match data.encode(&mut self.outgoing[start..]) {
+                        Ok(n) => {
+                            self.outgoing.truncate(start + n);
+                            true
+                        }
+                        Err(_) => {
+                            self.outgoing.truncate(start);
+                            false
+                        }
+                    }
+                }
+                _ => false,
+            };
+            self.incoming.advance(discard);
+            if !encoded {
+                return;
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> TlsStream<I> {
+    /// One turn, with the error's alert sent best-effort.
+    fn turn(&mut self, cx: &mut Context<'_>, want: Want<'_, '_>) -> io::Result<Turn> {
+        match self.process(want) {
+            Ok(turn) => Ok(turn),
+            Err(e) => {
+                // The alert goes if the socket takes it now; the error is
+                // what counts.
+                let _ = self.poll_send(cx);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads what the socket has into `incoming`; `Ready(0)`: its end.
+    /// Into `incoming`'s room when it has some (a transfer under way), else
+    /// through a buffer on the stack: a read that finds nothing allocates
+    /// nothing, and one that finds a request allocates its size.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let n = if self.incoming.capacity() - self.incoming.len() >= DIRECT_READ {
+            ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.io),
+                cx,
+                &mut self.incoming
+            ))?
+        } else {
+            let mut stack = [MaybeUninit::<u8>::uninit(); READ_SIZE];
+            let mut buf = ReadBuf::uninit(&mut stack);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+            let read = buf.filled();
+            if read.len() >= READ_SIZE / 2 {
+                // A transfer: the next reads go straight into `incoming`.
+                self.incoming.reserve(read.len() + READ_SIZE);
+            }
+            self.incoming.extend_from_slice(read);
+            read.len()
+        };
+        if n == 0 {
+            self.eof = true;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Writes `outgoing` to the socket, all of it.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.outgoing.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.outgoing))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.outgoing.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn take_plain(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = self.plain.len().min(buf.remaining());
+        buf.put_slice(&self.plain[..n]);
+        self.plain.advance(n);
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let start = buf.filled().len();
+        loop {
+            if !this.plain.is_empty() {
+                this.take_plain(buf);
+                return Poll::Ready(Ok(()));
+            }
+            if this.peer_closed {
+                return Poll::Ready(Ok(()));
+            }
+            match this.turn(cx, Want::Read(buf))? {
+                Turn::Again if buf.filled().len() > start => return Poll::Ready(Ok(())),
+                Turn::Again => {}
+                Turn::Closed => return Poll::Ready(Ok(())),
+                Turn::NeedBytes | Turn::Writable(_) | Turn::InScratch(..) => {
+                    if this.eof {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "peer closed connection without sending TLS close_notify",
+                        )));
+                    }
+                    // What rustls asked to send (a session ticket, a key
+                    // update's answer) goes as the socket takes it; reading
+                    // waits for it only when it has piled up (a peer that
+                    // sends and never reads).
+                    if this.poll_send(cx)?.is_pending() && this.outgoing.len() > MAX_UNSENT {
+                        return Poll::Pending;
+                    }
+                    match this.poll_fill(cx) {
+                        Poll::Ready(res) => {
+                            res?;
+                        }
+                        Poll::Pending => {
+                            this.release();
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // Earlier bytes first: a write takes no more while they wait.
+        ready!(this.poll_send(cx))?;
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.close_queued {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let mut scratch = [0u8; SCRATCH];
+        loop {
+            match this.turn(cx, Want::Write(data, &mut scratch))? {
+                Turn::Again => {}
+                Turn::InScratch(n, len) => {
+                    // Straight to the socket; what it does not take now
+                    // waits in `outgoing`.
+                    let mut tls = &scratch[..len];
+                    while !tls.is_empty() {
+                        match Pin::new(&mut this.io).poll_write(cx, tls) {
+                            Poll::Ready(Ok(0)) => {
+                                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                            }
+                            Poll::Ready(Ok(sent)) => tls = &tls[sent..],
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                            Poll::Pending => break,
+                        }
+                    }
+                    this.outgoing.extend_from_slice(tls);
+                    return Poll::Ready(Ok(n));
+                }
+                Turn::Writable(n) => {
+                    // Sent as far as the socket takes it now; the rest by
+                    // the next write or flush.
+                    if let Poll::Ready(Err(e)) = this.poll_send(cx) {
+                        return Poll::Ready(Err(e));
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Turn::NeedBytes => {
+                    return Poll::Ready(Err(io::Error::other(
+                        "TLS connection cannot send application data",
+                    )));
+                }
+                Turn::Closed => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.close_queued {
+            while let Turn::Again = this.turn(cx, Want::Close)? {}
+            // Nothing more can be encrypted after close_notify.
+            this.close_queued = true;
+        }
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+fn invalid(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
