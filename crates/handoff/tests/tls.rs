@@ -371,6 +371,38 @@ async fn a_connection_ends_with_the_clients_close_with_or_without_close_notify()
     }
 }
 
+/// A record that does not decrypt (bytes written past the client's TLS)
+/// ends its connection with an alert the client reads, and the server
+/// serves the next connection.
+#[tokio::test]
+async fn a_record_that_does_not_decrypt_ends_its_connection_with_an_alert() {
+    let certs = certs();
+    let running = start(&certs, Limits::default()).await;
+    let mut stream = connect(running.addr, &certs, &[b"http/1.1"]).await;
+    raw_get(&mut stream).await;
+    // An application-data record of 32 bytes that no key made.
+    let mut forged = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    forged.extend_from_slice(&[0x5a; 32]);
+    stream.get_mut().0.write_all(&forged).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(BOUND, stream.read(&mut buf))
+        .await
+        .expect("the connection stayed open");
+    let err = read.expect_err("no alert came");
+    assert!(
+        err.to_string().contains("BadRecordMac"),
+        "not the alert for a record that does not decrypt: {err}"
+    );
+    let closed = tokio::time::timeout(BOUND, running.counts.until(|c| c.open() == 0)).await;
+    assert!(closed.is_ok(), "the connection is still open");
+    let mut stream = connect(running.addr, &certs, &[b"http/1.1"]).await;
+    assert!(
+        raw_get(&mut stream)
+            .await
+            .ends_with("sni=Some(\"localhost\")")
+    );
+}
+
 /// `GET /` written by hand on a kept-alive HTTP/1.1 connection; the answer,
 /// head and body (read to its length).
 async fn raw_get<IO>(stream: &mut IO) -> String

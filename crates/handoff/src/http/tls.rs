@@ -67,6 +67,10 @@ pub struct TlsStream<I> {
     eof: bool,
     /// close_notify is queued (or sent).
     close_queued: bool,
+    /// rustls reported an error (its alert is queued): the connection is
+    /// over, and rustls is not asked again (it would process the same bytes
+    /// again).
+    failed: bool,
 }
 
 impl<I> std::fmt::Debug for TlsStream<I> {
@@ -125,6 +129,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> TlsStream<I> {
             peer_closed: false,
             eof: false,
             close_queued: false,
+            failed: false,
         };
         let (mut acceptor, mut fed) = (Acceptor::default(), 0);
         std::future::poll_fn(|cx| stream.poll_client_hello(cx, &mut acceptor, &mut fed)).await?;
@@ -232,6 +237,12 @@ impl<I> TlsStream<I> {
     /// One turn of rustls's state machine: processes what `incoming` holds
     /// until rustls has a state to report, and acts on it for `want`.
     fn process(&mut self, want: Want<'_, '_>) -> io::Result<Turn> {
+        if self.failed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the TLS connection failed",
+            ));
+        }
         let TlsStream {
             conn,
             incoming,
@@ -371,6 +382,7 @@ impl<I> TlsStream<I> {
         match turn {
             Ok(turn) => Ok(turn),
             Err(e) => {
+                self.failed = true;
                 self.queue_alert();
                 Err(invalid(e))
             }
@@ -380,7 +392,9 @@ impl<I> TlsStream<I> {
     /// After an error: encodes the alert rustls queued for the peer, sent
     /// with whatever `outgoing` holds when the socket takes it.
     fn queue_alert(&mut self) {
-        for _ in 0..4 {
+        // Only while rustls has messages queued: they come before it
+        // processes `incoming` again.
+        while self.conn.wants_write() {
             let status = self.conn.process_tls_records(&mut self.incoming[..]);
             let discard = status.discard;
             let encoded = match status.state {
