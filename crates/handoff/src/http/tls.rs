@@ -533,6 +533,55 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<I> {
     }
 }
 
+impl<I: AsyncRead + AsyncWrite + Unpin> TlsStream<I> {
+    /// Encrypts `data` (up to `WRITE_CHUNK` of it) and sends it as far as
+    /// the socket takes it now; the rest waits in `outgoing`. A small write
+    /// is encrypted on the stack and, when the socket takes it all, never
+    /// touches the heap.
+    fn poll_write_one(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let mut scratch = [0u8; SCRATCH];
+        let turn = loop {
+            match self.turn(cx, Want::Write(data, &mut scratch))? {
+                Turn::Again => {}
+                turn => break turn,
+            }
+        };
+        let n = match turn {
+            Turn::InScratch(n, len) => {
+                let mut tls = &scratch[..len];
+                while !tls.is_empty() {
+                    match Pin::new(&mut self.io).poll_write(cx, tls) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                        }
+                        Poll::Ready(Ok(sent)) => tls = &tls[sent..],
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => break,
+                    }
+                }
+                self.outgoing.extend_from_slice(tls);
+                return Poll::Ready(Ok(n));
+            }
+            turn => written(turn)?,
+        };
+        if let Poll::Ready(Err(e)) = self.poll_send(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// How much of a write a turn encrypted into `outgoing`, or why none.
+fn written(turn: Turn) -> io::Result<usize> {
+    match turn {
+        Turn::Writable(n) => Ok(n),
+        Turn::Closed => Err(io::ErrorKind::BrokenPipe.into()),
+        Turn::Again | Turn::InScratch(..) | Turn::NeedBytes => Err(io::Error::other(
+            "TLS connection cannot send application data",
+        )),
+    }
+}
+
 impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<I> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -548,43 +597,56 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<I> {
         if this.close_queued {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        let mut scratch = [0u8; SCRATCH];
-        loop {
-            match this.turn(cx, Want::Write(data, &mut scratch))? {
-                Turn::Again => {}
-                Turn::InScratch(n, len) => {
-                    // Straight to the socket; what it does not take now
-                    // waits in `outgoing`.
-                    let mut tls = &scratch[..len];
-                    while !tls.is_empty() {
-                        match Pin::new(&mut this.io).poll_write(cx, tls) {
-                            Poll::Ready(Ok(0)) => {
-                                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                            }
-                            Poll::Ready(Ok(sent)) => tls = &tls[sent..],
-                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                            Poll::Pending => break,
-                        }
-                    }
-                    this.outgoing.extend_from_slice(tls);
-                    return Poll::Ready(Ok(n));
+        this.poll_write_one(cx, data)
+    }
+
+    /// Slices that fit the scratch buffer together (a response's head and
+    /// body, an HTTP/2 frame's header and payload) go as one record; larger
+    /// ones as a record (or more) each, sent together.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        if this.close_queued {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if total + 64 <= SCRATCH {
+            let mut gathered = [0u8; SCRATCH];
+            let mut at = 0;
+            for b in bufs {
+                gathered[at..at + b.len()].copy_from_slice(b);
+                at += b.len();
+            }
+            return this.poll_write_one(cx, &gathered[..total]);
+        }
+        let mut sent = 0;
+        for b in bufs.iter().filter(|b| !b.is_empty()) {
+            let n = loop {
+                match this.turn(cx, Want::Write(b, &mut []))? {
+                    Turn::Again => {}
+                    turn => break written(turn)?,
                 }
-                Turn::Writable(n) => {
-                    // Sent as far as the socket takes it now; the rest by
-                    // the next write or flush.
-                    if let Poll::Ready(Err(e)) = this.poll_send(cx) {
-                        return Poll::Ready(Err(e));
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Turn::NeedBytes => {
-                    return Poll::Ready(Err(io::Error::other(
-                        "TLS connection cannot send application data",
-                    )));
-                }
-                Turn::Closed => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            };
+            sent += n;
+            if n < b.len() || sent >= WRITE_CHUNK {
+                break;
             }
         }
+        if let Poll::Ready(Err(e)) = this.poll_send(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(sent))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
