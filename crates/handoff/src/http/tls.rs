@@ -287,24 +287,8 @@ impl<I> TlsStream<I> {
                 }
             }
             Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                let start = outgoing.len();
-                outgoing.resize(start + 1024, 0);
-                loop {
-                    match data.encode(&mut outgoing[start..]) {
-                        Ok(n) => {
-                            outgoing.truncate(start + n);
-                            break;
-                        }
-                        Err(EncodeError::InsufficientSize(size)) => {
-                            outgoing.resize(start + size.required_size, 0);
-                        }
-                        Err(EncodeError::AlreadyEncoded) => {
-                            outgoing.truncate(start);
-                            break;
-                        }
-                    }
-                }
-                Ok(Turn::Again)
+                append(outgoing, 1024, |out| data.encode(out).map_err(Short::from))
+                    .map(|_| Turn::Again)
             }
             // What was encoded is in `outgoing`, in order: it is sent before
             // the next wait for the peer and before anything written later.
@@ -332,44 +316,19 @@ impl<I> TlsStream<I> {
                         }
                     }
                     let data = &data[..data.len().min(WRITE_CHUNK)];
-                    let start = outgoing.len();
                     // Each record adds a header, a tag and a content type.
-                    outgoing.resize(start + data.len() + 64 * (data.len() / 16_384 + 1), 0);
-                    loop {
-                        match traffic.encrypt(data, &mut outgoing[start..]) {
-                            Ok(n) => {
-                                outgoing.truncate(start + n);
-                                break Ok(Turn::Writable(data.len()));
-                            }
-                            Err(EncryptError::InsufficientSize(size)) => {
-                                outgoing.resize(start + size.required_size, 0);
-                            }
-                            Err(e) => {
-                                outgoing.truncate(start);
-                                break Err(rustls::Error::General(e.to_string()));
-                            }
-                        }
-                    }
+                    let room = data.len() + 64 * (data.len() / 16_384 + 1);
+                    append(outgoing, room, |out| {
+                        traffic.encrypt(data, out).map_err(Short::from)
+                    })
+                    .map(|_| Turn::Writable(data.len()))
                 }
                 Want::Close if !*close_queued => {
                     *close_queued = true;
-                    let start = outgoing.len();
-                    outgoing.resize(start + 256, 0);
-                    loop {
-                        match traffic.queue_close_notify(&mut outgoing[start..]) {
-                            Ok(n) => {
-                                outgoing.truncate(start + n);
-                                break Ok(Turn::Writable(0));
-                            }
-                            Err(EncryptError::InsufficientSize(size)) => {
-                                outgoing.resize(start + size.required_size, 0);
-                            }
-                            Err(e) => {
-                                outgoing.truncate(start);
-                                break Err(rustls::Error::General(e.to_string()));
-                            }
-                        }
-                    }
+                    append(outgoing, 256, |out| {
+                        traffic.queue_close_notify(out).map_err(Short::from)
+                    })
+                    .map(|_| Turn::Writable(0))
                 }
                 Want::Close | Want::Handshake | Want::Read(_) => Ok(Turn::Writable(0)),
             },
@@ -399,18 +358,10 @@ impl<I> TlsStream<I> {
             let discard = status.discard;
             let encoded = match status.state {
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    let start = self.outgoing.len();
-                    self.outgoing.resize(start + 512, 0);
-                    match data.encode(&mut self.outgoing[start..]) {
-                        Ok(n) => {
-                            self.outgoing.truncate(start + n);
-                            true
-                        }
-                        Err(_) => {
-                            self.outgoing.truncate(start);
-                            false
-                        }
-                    }
+                    append(&mut self.outgoing, 512, |out| {
+                        data.encode(out).map_err(Short::from)
+                    })
+                    .is_ok()
                 }
                 _ => false,
             };
@@ -668,6 +619,61 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<I> {
         }
         ready!(this.poll_send(cx))?;
         Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+/// Why rustls wrote nothing into the room it was given.
+enum Short {
+    /// It needs this many bytes.
+    Needs(usize),
+    Failed(rustls::Error),
+}
+
+impl From<EncodeError> for Short {
+    fn from(e: EncodeError) -> Self {
+        match e {
+            EncodeError::InsufficientSize(size) => Short::Needs(size.required_size),
+            EncodeError::AlreadyEncoded => Short::Failed(rustls::Error::General(e.to_string())),
+        }
+    }
+}
+
+impl From<EncryptError> for Short {
+    fn from(e: EncryptError) -> Self {
+        match e {
+            EncryptError::InsufficientSize(size) => Short::Needs(size.required_size),
+            EncryptError::EncryptExhausted => Short::Failed(rustls::Error::General(e.to_string())),
+        }
+    }
+}
+
+/// Appends to `out` what `encode` writes into the room it is given: `room`
+/// bytes first, then as many as it says it needs.
+fn append(
+    out: &mut BytesMut,
+    mut room: usize,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, Short>,
+) -> Result<usize, rustls::Error> {
+    let start = out.len();
+    loop {
+        out.resize(start + room, 0);
+        let short = match encode(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(n);
+            }
+            // Asked for more than it had: once more with that.
+            Err(Short::Needs(size)) if size > room => {
+                room = size;
+                continue;
+            }
+            Err(Short::Needs(size)) => {
+                rustls::Error::General(format!("TLS encoding asked for {size} bytes and had them"))
+            }
+            Err(Short::Failed(e)) => e,
+        };
+        out.truncate(start);
+        return Err(short);
     }
 }
 
